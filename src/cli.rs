@@ -1,0 +1,196 @@
+//! Command-line parsing (clap) and dispatch. Prints results to stdout and errors as
+//! `nas-pipe: {error}` to stderr, with the exit codes of [`crate::error::exit`].
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+use crate::error::{Error, Result, exit};
+use crate::genotype::Genotype;
+use crate::space::{self, Overrides, Space, show};
+use crate::spec::{Sources, Span, pipeline};
+
+/// Neural architecture search from a declared space to a checked, profiled ONNX model.
+#[derive(Debug, Parser)]
+#[command(name = "nas-pipe", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a search space or pipeline file and print the resolved summary: ops, cells,
+    /// number of architectures, parameters and multiply-adds of the weight-sharing network
+    /// and their range over the discrete architectures.
+    Check {
+        /// A search space (`schemas/*.ron`) or pipeline (`pipelines/*.ron`) file.
+        file: PathBuf,
+    },
+    /// Print the network skeleton and the cell DAGs of a space (or of a pipeline's space at
+    /// its search size), as indented text or Graphviz DOT.
+    Show {
+        /// A search space or pipeline file.
+        file: PathBuf,
+        /// Print Graphviz DOT instead of text (render with `dot -Tsvg`).
+        #[arg(long)]
+        dot: bool,
+        /// Show one architecture instead of the whole space: a genotype file, a published
+        /// name (DARTS_V1, DARTS_V2), a DARTS `Genotype(normal=[...], ...)` string, or a
+        /// NAS-Bench-201 `|op~0|+|op~0|op~1|+...` string.
+        #[arg(long, value_name = "G")]
+        genotype: Option<String>,
+    },
+}
+
+/// Runs the binary: parses arguments, dispatches, prints errors. Returns the exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "nas-pipe: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// What kind of spec a file holds, from its leading struct name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Space,
+    Pipeline,
+}
+
+/// Looks at the first identifier after comments and attributes.
+pub fn kind_of(sources: &mut Sources, path: &Path) -> Result<Kind> {
+    let src = crate::spec::Source::read(path)?;
+    let text = src.text.clone();
+    let id = sources.add(src);
+    let mut rest = text.as_str();
+    loop {
+        let t = rest.trim_start();
+        if let Some(r) = t.strip_prefix("//") {
+            rest = r.split_once('\n').map_or("", |(_, r)| r);
+        } else if let Some(r) = t.strip_prefix("/*") {
+            rest = r.split_once("*/").map_or("", |(_, r)| r);
+        } else if let Some(r) = t.strip_prefix("#![") {
+            rest = r.split_once(']').map_or("", |(_, r)| r);
+        } else {
+            rest = t;
+            break;
+        }
+    }
+    let at = text.len() - rest.len();
+    let word: String = rest
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
+    match word.as_str() {
+        "SearchSpace" => Ok(Kind::Space),
+        "Pipeline" => Ok(Kind::Pipeline),
+        _ => Err(sources
+            .diag(
+                Span {
+                    file: id,
+                    start: at,
+                    end: at + word.len().max(1),
+                },
+                "expected a search space `SearchSpace(...)` or a pipeline `Pipeline(...)`",
+            )
+            .into()),
+    }
+}
+
+fn run(cli: &Cli) -> Result<i32> {
+    let mut out = std::io::stdout().lock();
+    let mut sources = Sources::default();
+    match &cli.command {
+        Command::Check { file } => {
+            let text = match kind_of(&mut sources, file)? {
+                Kind::Space => {
+                    let space = space::load(&mut sources, file, None, &Overrides::default())?;
+                    format!("{}: ok\n{}", file.display(), show::summary(&space))
+                }
+                Kind::Pipeline => check_pipeline(&mut sources, file)?,
+            };
+            write_out(&mut out, &text)?;
+        }
+        Command::Show {
+            file,
+            dot,
+            genotype,
+        } => {
+            let (space, fixed) = match kind_of(&mut sources, file)? {
+                Kind::Space => (
+                    space::load(&mut sources, file, None, &Overrides::default())?,
+                    None,
+                ),
+                Kind::Pipeline => {
+                    let p = pipeline::load(&mut sources, file)?;
+                    let fixed = p.genotype.map(|(_, r)| (p.retrain_space.clone(), r));
+                    (p.search_space, fixed)
+                }
+            };
+            let text = match (genotype, fixed) {
+                (Some(g), _) => {
+                    let (gsrc, genotype) = Genotype::from_arg(g, &space)?;
+                    let arch = genotype.resolve(&gsrc, &space)?;
+                    render(&space, Some(&arch), *dot)
+                }
+                (None, Some((rspace, arch))) => render(&rspace, Some(&arch), *dot),
+                (None, None) => render(&space, None, *dot),
+            };
+            write_out(&mut out, &text)?;
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn render(space: &Space, arch: Option<&crate::genotype::Resolved>, dot: bool) -> String {
+    match (arch, dot) {
+        (_, true) => show::dot(space, arch),
+        (Some(a), false) => show::text_arch(space, a),
+        (None, false) => show::text(space),
+    }
+}
+
+fn write_out(out: &mut impl std::io::Write, text: &str) -> Result<()> {
+    match out.write_all(text.as_bytes()) {
+        // A closed pipe (`| head`) is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Error::Io {
+            path: PathBuf::from("<stdout>"),
+            source: e,
+        }),
+        Ok(()) => Ok(()),
+    }
+}
+
+fn check_pipeline(sources: &mut Sources, file: &Path) -> Result<String> {
+    let p = pipeline::load(sources, file)?;
+    let resolved = ron::ser::to_string_pretty(
+        &p.spec,
+        ron::ser::PrettyConfig::default().struct_names(true),
+    )
+    .map_err(|e| Error::Input(format!("cannot print the resolved spec: {e}")))?;
+    let mut o = format!("{}: ok\n\nresolved spec:\n{resolved}\n\n", file.display());
+    o += &format!("space file: {}\n\n", p.space_path.display());
+    if p.spec.search.is_some() {
+        o += "search network\n";
+        o += &show::summary(&p.search_space);
+        o += "\n";
+    }
+    o += "retrained network\n";
+    o += &show::summary(&p.retrain_space);
+    if let Some((_, arch)) = &p.genotype {
+        let c = p.retrain_space.discrete_cost(arch);
+        o += &format!(
+            "\nfixed genotype: {} params, {} MACs\n",
+            show::thousands(c.params),
+            show::thousands(c.macs)
+        );
+    }
+    Ok(o)
+}

@@ -1,0 +1,14 @@
+//! nas-pipe: neural architecture search from a declared space to a checked, profiled ONNX
+//! model.
+//!
+//! Data flows one way: `spec` (RON files) → `space` (checked DAGs and counts) → `genotype`
+//! (a discrete architecture) → later stages. See `README.md` and the design notes.
+
+pub mod cli;
+pub mod error;
+pub mod genotype;
+pub mod ops;
+pub mod space;
+pub mod spec;
+
+pub use error::{Error, Result};

@@ -1,0 +1,65 @@
+//! Convolution families: DARTS `SepConv` and `DilConv`, `ReluConvBn` (NAS-Bench-201's
+//! `nor_conv`), and the conv-BN blocks used by stems and cell preprocessing.
+
+use super::{Applied, BnMode, Cost, OpCtx, Shape, conv_macs, same_window};
+
+/// ReLU, depthwise k×k (dilation d, stride s), pointwise c_in → c_out, BN(c_out).
+fn dw_pw_bn(
+    input: Shape,
+    c_out: u64,
+    kernel: u32,
+    stride: u32,
+    dilation: u32,
+    bn: BnMode,
+) -> Result<Applied, String> {
+    let dw = same_window(input, input.c, kernel, stride, dilation)?;
+    let pw = Shape { c: c_out, ..dw };
+    Ok(Applied {
+        output: pw,
+        cost: Cost {
+            params: kernel as u64 * kernel as u64 * input.c + input.c * c_out + bn.params(c_out),
+            macs: conv_macs(dw, 1, kernel) + conv_macs(pw, input.c, 1),
+        },
+    })
+}
+
+pub(super) fn sep_conv(ctx: &OpCtx, kernel: u32) -> Result<Applied, String> {
+    let first = dw_pw_bn(ctx.input, ctx.input.c, kernel, ctx.stride, 1, ctx.bn)?;
+    let second = dw_pw_bn(first.output, ctx.c_out, kernel, 1, 1, ctx.bn)?;
+    Ok(Applied {
+        output: second.output,
+        cost: first.cost + second.cost,
+    })
+}
+
+pub(super) fn dil_conv(ctx: &OpCtx, kernel: u32, dilation: u32) -> Result<Applied, String> {
+    dw_pw_bn(ctx.input, ctx.c_out, kernel, ctx.stride, dilation, ctx.bn)
+}
+
+pub(super) fn relu_conv_bn(ctx: &OpCtx, kernel: u32) -> Result<Applied, String> {
+    relu_conv_bn_cost(ctx.input, ctx.c_out, kernel, ctx.stride, ctx.bn)
+}
+
+/// [ReLU,] conv k×k c_in → c_out (stride s, same padding, no bias), BN(c_out). The ReLU adds
+/// nothing to the counts, so this also counts a plain conv-BN stem.
+pub fn relu_conv_bn_cost(
+    input: Shape,
+    c_out: u64,
+    kernel: u32,
+    stride: u32,
+    bn: BnMode,
+) -> Result<Applied, String> {
+    let out = same_window(input, c_out, kernel, stride, 1)?;
+    Ok(Applied {
+        output: out,
+        cost: Cost {
+            params: kernel as u64 * kernel as u64 * input.c * c_out + bn.params(c_out),
+            macs: conv_macs(out, input.c, kernel),
+        },
+    })
+}
+
+/// Conv k×k c_in → c_out + BN, as a stem (affine BN).
+pub fn conv_bn_cost(input: Shape, c_out: u64, kernel: u32, stride: u32) -> Result<Applied, String> {
+    relu_conv_bn_cost(input, c_out, kernel, stride, BnMode::FINAL)
+}

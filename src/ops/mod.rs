@@ -1,0 +1,420 @@
+//! The op vocabulary: the one [`Op`] enum and what each op does to shapes and counts.
+//!
+//! Each op family lives in one file that owns everything about it: shape inference and
+//! parameter / multiply-add counts here; the Candle forward and the ONNX lowering join the
+//! same file, so adding an op is one variant and one file. The fixed blocks that wrap cells
+//! (stems, cell preprocessing, residual blocks, the classifier head) are counted by helpers
+//! in the same family files.
+//!
+//! Conventions (those of the DARTS and NAS-Bench-201 papers): parameters are every trainable
+//! tensor, BN affine weights included; multiply-adds count convolutions and linear layers
+//! only. Convolutions have no bias; "same" padding is `dilation * (kernel - 1) / 2`.
+
+mod conv;
+mod identity;
+mod inverted_residual;
+mod pool;
+mod zero;
+
+use serde::{Deserialize, Serialize};
+
+pub use conv::{conv_bn_cost, relu_conv_bn_cost};
+pub use identity::factorized_reduce_cost;
+pub use inverted_residual::inverted_residual_hidden;
+
+/// A primitive op, as written in a space's `ops` list: `("sep_conv_3x3", SepConv(kernel: 3))`.
+///
+/// Every op maps `c_in` channels at stride `s` to `c_out` channels; which combinations an op
+/// supports is checked by [`Op::apply`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum Op {
+    /// Zeros (`none`). At stride 2 the input is first subsampled (`x[:, :, ::2, ::2]`).
+    Zero,
+    /// Identity at stride 1; FactorizedReduce(c_in, c_out) at stride 2.
+    Identity,
+    /// Max pooling, same padding (padding never wins).
+    MaxPool { kernel: u32 },
+    /// Average pooling, same padding excluded from the average.
+    AvgPool { kernel: u32 },
+    /// DARTS separable conv: [ReLU, depthwise k×k (stride s), pointwise c_in→c_in, BN], then
+    /// [ReLU, depthwise k×k, pointwise c_in→c_out, BN].
+    SepConv { kernel: u32 },
+    /// DARTS dilated conv: ReLU, depthwise dilated k×k (stride s), pointwise c_in→c_out, BN.
+    DilConv { kernel: u32, dilation: u32 },
+    /// ReLU, conv k×k c_in→c_out (stride s), BN (NAS-Bench-201's `nor_conv_kxk`).
+    ReluConvBn { kernel: u32 },
+    /// MobileNetV2 inverted residual: [conv 1×1 c_in→t·c_in, BN, ReLU6] (absent when t = 1),
+    /// depthwise k×k (stride s), BN, ReLU6, conv 1×1 →c_out, BN; plus the input when s = 1
+    /// and c_in = c_out.
+    InvertedResidual { kernel: u32, expansion: u32 },
+}
+
+/// How batch norm is built where an op has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BnMode {
+    /// BN has learnable scale and shift (2·C parameters).
+    pub affine: bool,
+    /// A pool is followed by BN(C, affine = false), as inside DARTS's mixed ops.
+    pub pool_bn: bool,
+}
+
+impl BnMode {
+    /// The discrete (retrained) network: affine BN everywhere, no BN after pools.
+    pub const FINAL: BnMode = BnMode {
+        affine: true,
+        pool_bn: false,
+    };
+
+    /// Parameters of a BN over `c` channels.
+    pub fn params(self, c: u64) -> u64 {
+        if self.affine { 2 * c } else { 0 }
+    }
+}
+
+/// Channels and spatial size of a feature map (batch excluded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Shape {
+    pub c: u64,
+    pub h: u64,
+    pub w: u64,
+}
+
+impl std::fmt::Display for Shape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}x{}", self.c, self.h, self.w)
+    }
+}
+
+/// Parameter and multiply-add counts. Adds up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cost {
+    pub params: u64,
+    pub macs: u64,
+}
+
+impl std::ops::Add for Cost {
+    type Output = Cost;
+    fn add(self, o: Cost) -> Cost {
+        Cost {
+            params: self.params + o.params,
+            macs: self.macs + o.macs,
+        }
+    }
+}
+
+impl std::ops::AddAssign for Cost {
+    fn add_assign(&mut self, o: Cost) {
+        *self = *self + o;
+    }
+}
+
+impl std::iter::Sum for Cost {
+    fn sum<I: Iterator<Item = Cost>>(iter: I) -> Cost {
+        iter.fold(Cost::default(), |a, b| a + b)
+    }
+}
+
+/// Where an op is applied: its input, output channels, stride and BN mode.
+#[derive(Debug, Clone, Copy)]
+pub struct OpCtx {
+    pub input: Shape,
+    pub c_out: u64,
+    pub stride: u32,
+    pub bn: BnMode,
+}
+
+/// What applying an op gives: the output shape and its cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    pub output: Shape,
+    pub cost: Cost,
+}
+
+impl Op {
+    /// One instance of each op family with the parameters the shipped spaces use; drives the
+    /// per-op tests (shape, gradient, and later Candle/ONNX parity).
+    pub const ALL: &'static [Op] = &[
+        Op::Zero,
+        Op::Identity,
+        Op::MaxPool { kernel: 3 },
+        Op::AvgPool { kernel: 3 },
+        Op::SepConv { kernel: 3 },
+        Op::SepConv { kernel: 5 },
+        Op::DilConv {
+            kernel: 3,
+            dilation: 2,
+        },
+        Op::DilConv {
+            kernel: 5,
+            dilation: 2,
+        },
+        Op::ReluConvBn { kernel: 1 },
+        Op::ReluConvBn { kernel: 3 },
+        Op::InvertedResidual {
+            kernel: 3,
+            expansion: 6,
+        },
+    ];
+
+    /// Checks the op's own parameters (kernel sizes and the like), independent of where it
+    /// is used. The message names the field.
+    pub fn check(&self) -> Result<(), String> {
+        let odd = |name: &str, k: u32| {
+            if k == 0 || k % 2 == 0 {
+                Err(format!(
+                    "{name} must be an odd number ≥ 1 for same padding, got {k}"
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        match *self {
+            Op::Zero | Op::Identity => Ok(()),
+            Op::MaxPool { kernel } | Op::AvgPool { kernel } => odd("kernel", kernel),
+            Op::SepConv { kernel } | Op::ReluConvBn { kernel } => odd("kernel", kernel),
+            Op::DilConv { kernel, dilation } => {
+                odd("kernel", kernel)?;
+                if dilation == 0 {
+                    return Err("dilation must be ≥ 1, got 0".into());
+                }
+                Ok(())
+            }
+            Op::InvertedResidual { kernel, expansion } => {
+                odd("kernel", kernel)?;
+                if expansion == 0 {
+                    return Err("expansion must be ≥ 1, got 0".into());
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Applies the op at `ctx`: the output shape and the cost, or why the op cannot be used
+    /// there (unsupported channel change, odd size for a factorized reduce, input too small).
+    pub fn apply(&self, ctx: &OpCtx) -> Result<Applied, String> {
+        if ctx.stride != 1 && ctx.stride != 2 {
+            return Err(format!("stride must be 1 or 2, got {}", ctx.stride));
+        }
+        match *self {
+            Op::Zero => zero::apply(ctx),
+            Op::Identity => identity::apply(ctx),
+            Op::MaxPool { kernel } => pool::apply(ctx, kernel),
+            Op::AvgPool { kernel } => pool::apply(ctx, kernel),
+            Op::SepConv { kernel } => conv::sep_conv(ctx, kernel),
+            Op::DilConv { kernel, dilation } => conv::dil_conv(ctx, kernel, dilation),
+            Op::ReluConvBn { kernel } => conv::relu_conv_bn(ctx, kernel),
+            Op::InvertedResidual { kernel, expansion } => {
+                inverted_residual::apply(ctx, kernel, expansion)
+            }
+        }
+    }
+
+    /// A short human description, e.g. `SepConv(kernel: 3)`.
+    pub fn describe(&self) -> String {
+        match *self {
+            Op::Zero => "Zero".into(),
+            Op::Identity => "Identity".into(),
+            Op::MaxPool { kernel } => format!("MaxPool(kernel: {kernel})"),
+            Op::AvgPool { kernel } => format!("AvgPool(kernel: {kernel})"),
+            Op::SepConv { kernel } => format!("SepConv(kernel: {kernel})"),
+            Op::DilConv { kernel, dilation } => {
+                format!("DilConv(kernel: {kernel}, dilation: {dilation})")
+            }
+            Op::ReluConvBn { kernel } => format!("ReluConvBn(kernel: {kernel})"),
+            Op::InvertedResidual { kernel, expansion } => {
+                format!("InvertedResidual(kernel: {kernel}, expansion: {expansion})")
+            }
+        }
+    }
+
+    /// The op is the identity map at stride 1 with equal channels (a skippable layer).
+    pub fn is_identity(&self) -> bool {
+        matches!(self, Op::Identity)
+    }
+}
+
+/// Output size of a convolution or pooling window along one axis, or an error when the
+/// (padded) input is smaller than the window.
+pub fn window_out(
+    size: u64,
+    kernel: u32,
+    stride: u32,
+    pad: u64,
+    dilation: u32,
+) -> Result<u64, String> {
+    let reach = dilation as u64 * (kernel as u64 - 1) + 1;
+    let padded = size + 2 * pad;
+    if padded < reach {
+        return Err(format!(
+            "input of size {size} is smaller than the {kernel}x{kernel} window (dilation {dilation}, padding {pad})"
+        ));
+    }
+    Ok((padded - reach) / stride as u64 + 1)
+}
+
+/// Output shape of a same-padded window op with `c_out` channels.
+pub(crate) fn same_window(
+    input: Shape,
+    c_out: u64,
+    kernel: u32,
+    stride: u32,
+    dilation: u32,
+) -> Result<Shape, String> {
+    let pad = dilation as u64 * (kernel as u64 - 1) / 2;
+    Ok(Shape {
+        c: c_out,
+        h: window_out(input.h, kernel, stride, pad, dilation)?,
+        w: window_out(input.w, kernel, stride, pad, dilation)?,
+    })
+}
+
+/// Multiply-adds of a convolution producing `out` with `c_in / groups` inputs per output
+/// channel and a k×k window.
+pub(crate) fn conv_macs(out: Shape, c_in_per_group: u64, kernel: u32) -> u64 {
+    out.c * out.h * out.w * c_in_per_group * (kernel as u64 * kernel as u64)
+}
+
+/// A linear layer `c_in → c_out` with bias.
+pub fn linear_cost(c_in: u64, c_out: u64) -> Cost {
+    Cost {
+        params: c_in * c_out + c_out,
+        macs: c_in * c_out,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(c: u64, c_out: u64, stride: u32, affine: bool) -> OpCtx {
+        OpCtx {
+            input: Shape { c, h: 32, w: 32 },
+            c_out,
+            stride,
+            bn: BnMode {
+                affine,
+                pool_bn: true,
+            },
+        }
+    }
+
+    /// The per-op parameter counts of darts.md §1 at C = 16 (affine / non-affine BN).
+    #[test]
+    fn darts_op_params_at_c16() {
+        let cases = [
+            (Op::SepConv { kernel: 3 }, 1, 864, 800),
+            (Op::SepConv { kernel: 5 }, 1, 1376, 1312),
+            (
+                Op::DilConv {
+                    kernel: 3,
+                    dilation: 2,
+                },
+                1,
+                432,
+                400,
+            ),
+            (
+                Op::DilConv {
+                    kernel: 5,
+                    dilation: 2,
+                },
+                1,
+                688,
+                656,
+            ),
+            (Op::Identity, 2, 288, 256),
+            (Op::Identity, 1, 0, 0),
+            (Op::MaxPool { kernel: 3 }, 2, 0, 0),
+            (Op::AvgPool { kernel: 3 }, 1, 0, 0),
+            (Op::Zero, 2, 0, 0),
+        ];
+        for (op, stride, affine, plain) in cases {
+            let a = op.apply(&ctx(16, 16, stride, true)).unwrap();
+            let p = op.apply(&ctx(16, 16, stride, false)).unwrap();
+            assert_eq!(
+                (a.cost.params, p.cost.params),
+                (affine, plain),
+                "{op:?} stride {stride}"
+            );
+            let expect_h = if stride == 2 { 16 } else { 32 };
+            assert_eq!(
+                a.output,
+                Shape {
+                    c: 16,
+                    h: expect_h,
+                    w: expect_h
+                },
+                "{op:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_op_keeps_odd_sizes_consistent_except_factorized_reduce() {
+        for op in Op::ALL {
+            let c = OpCtx {
+                input: Shape { c: 8, h: 7, w: 7 },
+                c_out: 8,
+                stride: 2,
+                bn: BnMode::FINAL,
+            };
+            match op.apply(&c) {
+                Ok(a) => assert_eq!((a.output.h, a.output.w), (4, 4), "{op:?}"),
+                Err(e) => {
+                    assert_eq!(*op, Op::Identity, "{op:?}: {e}");
+                    assert!(e.contains("odd"), "{e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pools_and_identity_refuse_channel_changes() {
+        for op in [
+            Op::MaxPool { kernel: 3 },
+            Op::AvgPool { kernel: 3 },
+            Op::Identity,
+        ] {
+            let e = op.apply(&ctx(16, 32, 1, true)).unwrap_err();
+            assert!(e.contains("16") && e.contains("32"), "{op:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn op_parameter_checks() {
+        assert!(
+            Op::SepConv { kernel: 4 }
+                .check()
+                .unwrap_err()
+                .contains("odd")
+        );
+        assert!(
+            Op::DilConv {
+                kernel: 3,
+                dilation: 0
+            }
+            .check()
+            .is_err()
+        );
+        assert!(
+            Op::InvertedResidual {
+                kernel: 3,
+                expansion: 0
+            }
+            .check()
+            .is_err()
+        );
+        for op in Op::ALL {
+            op.check().unwrap();
+        }
+    }
+
+    #[test]
+    fn window_too_small_is_an_error() {
+        let e = window_out(1, 5, 1, 0, 1).unwrap_err();
+        assert!(e.contains("smaller"), "{e}");
+        assert_eq!(window_out(32, 3, 2, 1, 1).unwrap(), 16);
+        assert_eq!(window_out(32, 3, 1, 2, 2).unwrap(), 32);
+    }
+}

@@ -1,0 +1,128 @@
+//! Spec files: serde types for search spaces and pipelines, read from RON.
+//!
+//! This module owns reading a RON file into raw serde types with source positions
+//! ([`Spanned`]) and turning any failure into a [`Diagnostic`] that points at the input.
+//! Validation into resolved types happens once: spaces in [`crate::space::compile`], pipelines
+//! in [`pipeline::resolve`]. No tensors, no graphs here.
+
+pub mod pipeline;
+pub mod space;
+mod spanned;
+
+use std::path::{Path, PathBuf};
+
+pub use spanned::{OrderedMap, Span, Spanned};
+
+use crate::error::{Diagnostic, Error, Result};
+
+/// The text of one spec file and the name the user gave it.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The path as given (relative paths stay relative), used in messages.
+    pub name: String,
+    /// The path used to open the file and to resolve paths written inside it.
+    pub path: PathBuf,
+    pub text: String,
+}
+
+impl Source {
+    /// Reads a file; a missing or unreadable file is an [`Error::Io`] naming it.
+    pub fn read(path: &Path) -> Result<Source> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(Source::from_text(path, text))
+    }
+
+    /// A source from text already in memory (tests, fuzzing).
+    pub fn from_text(path: &Path, text: String) -> Source {
+        Source {
+            name: path.display().to_string(),
+            path: path.to_path_buf(),
+            text,
+        }
+    }
+
+    /// A diagnostic at `span` of this file.
+    pub fn diag(&self, span: Span, message: impl Into<String>) -> Diagnostic {
+        let start = floor_char_boundary(&self.text, span.start.min(self.text.len()));
+        let end = floor_char_boundary(&self.text, span.end.clamp(start, self.text.len()));
+        let line_start = self.text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = self.text[start..]
+            .find('\n')
+            .map_or(self.text.len(), |i| start + i);
+        let line = 1 + self.text[..start].matches('\n').count();
+        let col = 1 + self.text[line_start..start].chars().count();
+        let source_line = self.text[line_start..line_end].trim_end_matches('\r');
+        let width = self.text[start..end.min(line_end).max(start)]
+            .chars()
+            .count();
+        Diagnostic {
+            file: self.name.clone(),
+            line,
+            col,
+            message: message.into(),
+            source_line: (!self.text.is_empty()).then(|| source_line.to_string()),
+            width: width.max(1),
+            help: None,
+        }
+    }
+
+    /// Parses the whole file as `T` (the file's spans get id 0). Syntax and type errors
+    /// become diagnostics at the place the parser stopped.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        spanned::parse(&self.text, 0).map_err(|e| Error::from(self.diag(e.span, e.message)))
+    }
+}
+
+/// The spec files read for one command; a [`Span`]'s `file` indexes into it, so a
+/// diagnostic can point into whichever file (pipeline, space, included library) is at fault.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    pub files: Vec<Source>,
+}
+
+impl Sources {
+    /// Adds a source; returns its id.
+    pub fn add(&mut self, source: Source) -> u32 {
+        self.files.push(source);
+        (self.files.len() - 1) as u32
+    }
+
+    /// Reads `path` and parses it as `T`; returns the file id and the value.
+    pub fn load<T: serde::de::DeserializeOwned>(&mut self, path: &Path) -> Result<(u32, T)> {
+        let id = self.add(Source::read(path)?);
+        let value = spanned::parse(&self.files[id as usize].text, id)
+            .map_err(|e| Error::from(self.diag(e.span, e.message)))?;
+        Ok((id, value))
+    }
+
+    /// A diagnostic at `span`, in whichever file it lies.
+    pub fn diag(&self, span: Span, message: impl Into<String>) -> Diagnostic {
+        match self.files.get(span.file as usize) {
+            Some(s) => s.diag(span, message),
+            None => Diagnostic {
+                file: "<input>".into(),
+                line: 1,
+                col: 1,
+                message: message.into(),
+                source_line: None,
+                width: 1,
+                help: None,
+            },
+        }
+    }
+
+    /// The source a span lies in.
+    pub fn get(&self, file: u32) -> &Source {
+        &self.files[file as usize]
+    }
+}
+
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}

@@ -1,0 +1,639 @@
+//! Serde types of a pipeline file (`pipelines/*.ron`) and its one validation step.
+//!
+//! A pipeline declares an experiment: data, the search space (a path relative to the
+//! pipeline file, with optional width and depth overrides per stage), the search strategy
+//! and budgets, retraining, export, validation tolerances and the profiling plan. Defaults
+//! are written once here (`#[serde(default = ...)]`) and shown by `nas-pipe check`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Sources, Span, Spanned};
+use crate::error::Result;
+use crate::genotype::Genotype;
+use crate::space::{self, Overrides, Space};
+use crate::spec::space::Input;
+
+/// An experiment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pipeline {
+    /// Names the run folder `exports/<name>/`.
+    pub name: Spanned<String>,
+    /// Seed of every random choice. Default 0.
+    #[serde(default)]
+    pub seed: u64,
+    /// Where tensors live. Default `Auto` (CUDA when built with it and present, else CPU).
+    #[serde(default)]
+    pub device: Device,
+    pub data: Spanned<Data>,
+    /// The search space file, relative to this file.
+    pub space: Spanned<String>,
+    /// A fixed architecture (file, published name or genotype string); skips the search.
+    #[serde(default)]
+    pub genotype: Option<Spanned<String>>,
+    #[serde(default)]
+    pub search: Option<Spanned<Search>>,
+    #[serde(default)]
+    pub retrain: Option<Spanned<Retrain>>,
+    #[serde(default)]
+    pub export: Option<Spanned<Export>>,
+    #[serde(default)]
+    pub validate: Option<Spanned<Validate>>,
+    #[serde(default)]
+    pub profile: Option<Spanned<Profile>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Device {
+    #[default]
+    Auto,
+    Cpu,
+    Cuda(u32),
+}
+
+/// A data set. Relative directories are relative to the pipeline file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum Data {
+    /// Fashion-MNIST IDX files (`train-images-idx3-ubyte[.gz]`, ...): 1×28×28, 10 classes.
+    /// `limit`: use only the first this many training images. Default: all.
+    FashionMnist {
+        dir: String,
+        #[serde(default)]
+        limit: Option<Spanned<u32>>,
+    },
+    /// MNIST IDX files: 1×28×28, 10 classes.
+    Mnist {
+        dir: String,
+        #[serde(default)]
+        limit: Option<Spanned<u32>>,
+    },
+    /// CIFAR-10 binary batches (`data_batch_1.bin` .. `test_batch.bin`): 3×32×32, 10 classes.
+    Cifar10 {
+        dir: String,
+        #[serde(default)]
+        limit: Option<Spanned<u32>>,
+    },
+    /// Random images of the given shape with learnable labels, for tests.
+    Synthetic {
+        channels: u32,
+        size: u32,
+        classes: u32,
+        train: u32,
+        test: u32,
+    },
+}
+
+impl Data {
+    /// The input shape and class count the data set gives.
+    pub fn input(&self) -> Input {
+        match *self {
+            Data::FashionMnist { .. } | Data::Mnist { .. } => Input {
+                channels: 1,
+                size: 28,
+                classes: 10,
+            },
+            Data::Cifar10 { .. } => Input {
+                channels: 3,
+                size: 32,
+                classes: 10,
+            },
+            Data::Synthetic {
+                channels,
+                size,
+                classes,
+                ..
+            } => Input {
+                channels,
+                size,
+                classes,
+            },
+        }
+    }
+}
+
+/// Training-time augmentation. Default: none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Augment {
+    /// Random crop back to the input size after zero padding by this many pixels. Default 0.
+    #[serde(default)]
+    pub crop_padding: u32,
+    /// Random horizontal flip. Default `false`.
+    #[serde(default)]
+    pub flip: bool,
+    /// Side of the square cut out after normalisation (0: none). Default 0.
+    #[serde(default)]
+    pub cutout: u32,
+}
+
+/// The search strategy and its budget.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum Search {
+    /// DARTS with weight sharing (`../shared/reference/darts.md` §3).
+    Darts {
+        /// `First` or `Second` (unrolled) order. Default `First`.
+        #[serde(default)]
+        order: Order,
+        epochs: Spanned<u32>,
+        batch_size: Spanned<u32>,
+        /// Portion of the training set that trains the weights; the rest trains the
+        /// architecture. Default 0.5.
+        #[serde(default = "half")]
+        train_portion: Spanned<f64>,
+        /// Cell width of the search network. Default: the space's.
+        #[serde(default)]
+        channels: Option<Spanned<u32>>,
+        /// Depth of the search network. Default: the space's.
+        #[serde(default)]
+        layers: Option<Spanned<u32>>,
+        weights: Spanned<Optimizer>,
+        arch: Spanned<Optimizer>,
+        #[serde(default)]
+        augment: Augment,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Order {
+    #[default]
+    First,
+    Second,
+}
+
+/// An optimizer with its schedule.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum Optimizer {
+    /// SGD; the learning rate follows a cosine from `lr` to `lr_min` over the epochs.
+    Sgd {
+        lr: Spanned<f64>,
+        /// Default 0.
+        #[serde(default)]
+        lr_min: Spanned<f64>,
+        /// Default 0.9.
+        #[serde(default = "momentum")]
+        momentum: Spanned<f64>,
+        /// Default `false`.
+        #[serde(default)]
+        nesterov: bool,
+        /// Default 0.
+        #[serde(default)]
+        weight_decay: Spanned<f64>,
+        /// Clip the global gradient norm to this. Default: no clipping.
+        #[serde(default)]
+        grad_clip: Option<Spanned<f64>>,
+        /// Linear warm-up epochs before the cosine. Default 0.
+        #[serde(default)]
+        warmup_epochs: u32,
+    },
+    /// Adam with weight decay added to the gradient (coupled), constant rate.
+    Adam {
+        lr: Spanned<f64>,
+        /// Default (0.9, 0.999).
+        #[serde(default = "betas")]
+        betas: Spanned<(f64, f64)>,
+        /// Default 0.
+        #[serde(default)]
+        weight_decay: Spanned<f64>,
+    },
+}
+
+/// Retraining the derived architecture from scratch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retrain {
+    /// Cell width. Default: the space's.
+    #[serde(default)]
+    pub channels: Option<Spanned<u32>>,
+    /// Depth. Default: the space's.
+    #[serde(default)]
+    pub layers: Option<Spanned<u32>>,
+    pub epochs: Spanned<u32>,
+    pub batch_size: Spanned<u32>,
+    pub optimizer: Spanned<Optimizer>,
+    /// Weight of the auxiliary head's loss (0: no auxiliary head). Default 0.
+    #[serde(default)]
+    pub auxiliary_weight: Spanned<f64>,
+    /// Final drop-path probability, ramped linearly from 0. Default 0.
+    #[serde(default)]
+    pub drop_path: Spanned<f64>,
+    /// Label smoothing. Default 0.
+    #[serde(default)]
+    pub label_smoothing: Spanned<f64>,
+    #[serde(default)]
+    pub augment: Augment,
+    /// Evaluate on the test set every this many epochs (and after the last). Default 1.
+    #[serde(default = "one")]
+    pub eval_every: Spanned<u32>,
+}
+
+/// ONNX export.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum Export {
+    Onnx {
+        /// Default 21.
+        #[serde(default = "opset")]
+        opset: Spanned<u32>,
+        /// Fold BN into the preceding convolution. Default `true`.
+        #[serde(default = "yes")]
+        fold_batch_norm: bool,
+    },
+}
+
+/// ONNX Runtime against Candle on held-out data.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Validate {
+    /// Held-out images compared. Default 1000.
+    #[serde(default = "thousand")]
+    pub samples: Spanned<u32>,
+    /// Largest allowed absolute logit difference. Default 1e-4.
+    #[serde(default = "max_abs_diff")]
+    pub max_abs_diff: Spanned<f64>,
+    /// Smallest allowed top-1 agreement. Default 0.999.
+    #[serde(default = "agreement")]
+    pub min_top1_agreement: Spanned<f64>,
+}
+
+/// ONNX Runtime latency profiling.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Default [1, 32].
+    #[serde(default = "batch_sizes")]
+    pub batch_sizes: Spanned<Vec<u32>>,
+    /// Intra-op threads. Default [1].
+    #[serde(default = "threads")]
+    pub threads: Spanned<Vec<u32>>,
+    /// Untimed runs first. Default 20.
+    #[serde(default = "twenty")]
+    pub warmup: u32,
+    /// Timed runs. Default 200.
+    #[serde(default = "two_hundred")]
+    pub runs: Spanned<u32>,
+}
+
+fn sp<T>(v: T) -> Spanned<T> {
+    Spanned::unspanned(v)
+}
+fn half() -> Spanned<f64> {
+    sp(0.5)
+}
+fn momentum() -> Spanned<f64> {
+    sp(0.9)
+}
+fn betas() -> Spanned<(f64, f64)> {
+    sp((0.9, 0.999))
+}
+fn one() -> Spanned<u32> {
+    sp(1)
+}
+fn opset() -> Spanned<u32> {
+    sp(21)
+}
+fn yes() -> bool {
+    true
+}
+fn thousand() -> Spanned<u32> {
+    sp(1000)
+}
+fn max_abs_diff() -> Spanned<f64> {
+    sp(1e-4)
+}
+fn agreement() -> Spanned<f64> {
+    sp(0.999)
+}
+fn batch_sizes() -> Spanned<Vec<u32>> {
+    sp(vec![1, 32])
+}
+fn threads() -> Spanned<Vec<u32>> {
+    sp(vec![1])
+}
+fn twenty() -> u32 {
+    20
+}
+fn two_hundred() -> Spanned<u32> {
+    sp(200)
+}
+
+/// A pipeline after its one validation step: values checked, paths resolved, the space
+/// compiled at the search and retrain sizes, a fixed genotype resolved.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The spec with every default filled in.
+    pub spec: Pipeline,
+    /// The pipeline file's id in the sources.
+    pub file: u32,
+    pub space_path: PathBuf,
+    /// The data directory, resolved against the pipeline's folder (none for synthetic data).
+    pub data_dir: Option<PathBuf>,
+    /// The space at the search network's size.
+    pub search_space: Space,
+    /// The space at the retrained network's size.
+    pub retrain_space: Space,
+    /// The fixed architecture, when the pipeline gives one.
+    pub genotype: Option<(Genotype, crate::genotype::Resolved)>,
+}
+
+/// Reads, checks and resolves a pipeline file.
+pub fn load(sources: &mut Sources, path: &Path) -> Result<Resolved> {
+    let (file, spec) = sources.load::<Pipeline>(path)?;
+    resolve(sources, file, path, spec)
+}
+
+/// The one validation step from a parsed pipeline to a [`Resolved`] one.
+pub fn resolve(sources: &mut Sources, file: u32, path: &Path, spec: Pipeline) -> Result<Resolved> {
+    check(sources, &spec)?;
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let space_path = dir.join(&spec.space.value);
+    let data_dir = match &spec.data.value {
+        Data::FashionMnist { dir: d, .. }
+        | Data::Mnist { dir: d, .. }
+        | Data::Cifar10 { dir: d, .. } => Some(dir.join(d)),
+        Data::Synthetic { .. } => None,
+    };
+    let input = spec.data.input();
+    let raw = space::read(sources, &space_path, Some(spec.space.span))?;
+    let (search_ch, search_layers) = match spec.search.as_deref() {
+        Some(Search::Darts {
+            channels, layers, ..
+        }) => (channels.clone(), layers.clone()),
+        None => (None, None),
+    };
+    let ov = |c: &Option<Spanned<u32>>, l: &Option<Spanned<u32>>| Overrides {
+        input: Some(input),
+        channels: c.as_ref().map(|c| (c.value, c.span)),
+        layers: l.as_ref().map(|l| (l.value, l.span)),
+    };
+    let search_space = space::compile(sources, &raw, &ov(&search_ch, &search_layers))?;
+    let (rc, rl) = spec
+        .retrain
+        .as_ref()
+        .map_or((None, None), |r| (r.channels.clone(), r.layers.clone()));
+    let retrain_space = space::compile(sources, &raw, &ov(&rc, &rl))?;
+    let genotype = match &spec.genotype {
+        None => None,
+        Some(g) => {
+            let arg = if Path::new(&g.value).is_relative() && dir.join(&g.value).exists() {
+                dir.join(&g.value).display().to_string()
+            } else {
+                g.value.clone()
+            };
+            let (gsrc, genotype) =
+                Genotype::from_arg(&arg, &retrain_space).map_err(|e| match e {
+                    crate::error::Error::Input(m) => sources.diag(g.span, m).into(),
+                    other => other,
+                })?;
+            let resolved = genotype.resolve(&gsrc, &retrain_space)?;
+            Some((genotype, resolved))
+        }
+    };
+    Ok(Resolved {
+        spec,
+        file,
+        space_path,
+        data_dir,
+        search_space,
+        retrain_space,
+        genotype,
+    })
+}
+
+/// Value checks that need no other file. Each error points at the offending value.
+fn check(sources: &Sources, p: &Pipeline) -> Result<()> {
+    let err = |span: Span, m: String| -> crate::error::Error { sources.diag(span, m).into() };
+    if p.name.trim().is_empty() || p.name.contains(['/', '\\']) || p.name.starts_with('.') {
+        return Err(err(
+            p.name.span,
+            format!(
+                "the name {:?} must be a non-empty folder name (no slashes, not starting with '.')",
+                p.name.value
+            ),
+        ));
+    }
+    let positive = |v: &Spanned<u32>, what: &str| {
+        if v.value == 0 {
+            Err(err(v.span, format!("{what} must be at least 1")))
+        } else {
+            Ok(())
+        }
+    };
+    let unit = |v: &Spanned<f64>, what: &str, lo_open: bool, hi_open: bool| {
+        let x = v.value;
+        let ok = x.is_finite()
+            && (if lo_open { x > 0.0 } else { x >= 0.0 })
+            && (if hi_open { x < 1.0 } else { x <= 1.0 });
+        if ok {
+            Ok(())
+        } else {
+            Err(err(
+                v.span,
+                format!(
+                    "{what} must be in {}0, 1{}, got {x}",
+                    if lo_open { "(" } else { "[" },
+                    if hi_open { ")" } else { "]" }
+                ),
+            ))
+        }
+    };
+    let nonneg = |v: &Spanned<f64>, what: &str| {
+        if v.value.is_finite() && v.value >= 0.0 {
+            Ok(())
+        } else {
+            Err(err(
+                v.span,
+                format!("{what} must be a finite number ≥ 0, got {}", v.value),
+            ))
+        }
+    };
+    let optimizer = |o: &Spanned<Optimizer>, what: &str| -> Result<()> {
+        match &o.value {
+            Optimizer::Sgd {
+                lr,
+                lr_min,
+                momentum,
+                weight_decay,
+                grad_clip,
+                ..
+            } => {
+                if !(lr.value.is_finite() && lr.value > 0.0) {
+                    return Err(err(
+                        lr.span,
+                        format!("{what}: lr must be > 0, got {}", lr.value),
+                    ));
+                }
+                nonneg(lr_min, &format!("{what}: lr_min"))?;
+                if lr_min.value > lr.value {
+                    return Err(err(
+                        lr_min.span,
+                        format!("{what}: lr_min {} is above lr {}", lr_min.value, lr.value),
+                    ));
+                }
+                unit(momentum, &format!("{what}: momentum"), false, true)?;
+                nonneg(weight_decay, &format!("{what}: weight_decay"))?;
+                if let Some(c) = grad_clip {
+                    if !(c.value.is_finite() && c.value > 0.0) {
+                        return Err(err(
+                            c.span,
+                            format!("{what}: grad_clip must be > 0, got {}", c.value),
+                        ));
+                    }
+                }
+                Ok(())
+            }
+            Optimizer::Adam {
+                lr,
+                betas,
+                weight_decay,
+            } => {
+                if !(lr.value.is_finite() && lr.value > 0.0) {
+                    return Err(err(
+                        lr.span,
+                        format!("{what}: lr must be > 0, got {}", lr.value),
+                    ));
+                }
+                let (b1, b2) = betas.value;
+                if !((0.0..1.0).contains(&b1) && (0.0..1.0).contains(&b2)) {
+                    return Err(err(
+                        betas.span,
+                        format!("{what}: betas must be in [0, 1), got ({b1}, {b2})"),
+                    ));
+                }
+                nonneg(weight_decay, &format!("{what}: weight_decay"))
+            }
+        }
+    };
+    let input = p.data.input();
+    if let Data::FashionMnist { limit: Some(l), .. }
+    | Data::Mnist { limit: Some(l), .. }
+    | Data::Cifar10 { limit: Some(l), .. } = &p.data.value
+    {
+        positive(l, "data limit")?;
+    }
+    if let Data::Synthetic {
+        channels,
+        size,
+        classes,
+        train,
+        test,
+    } = p.data.value
+    {
+        for (v, what) in [
+            (channels, "channels"),
+            (size, "size"),
+            (classes, "classes"),
+            (train, "train"),
+            (test, "test"),
+        ] {
+            if v == 0 {
+                return Err(err(
+                    p.data.span,
+                    format!("synthetic data: {what} must be at least 1"),
+                ));
+            }
+        }
+        if classes < 2 {
+            return Err(err(
+                p.data.span,
+                "synthetic data: classes must be at least 2".into(),
+            ));
+        }
+    }
+    if let Some(s) = &p.search {
+        let Search::Darts {
+            epochs,
+            batch_size,
+            train_portion,
+            channels,
+            layers,
+            weights,
+            arch,
+            ..
+        } = &s.value;
+        positive(epochs, "search epochs")?;
+        positive(batch_size, "search batch_size")?;
+        unit(train_portion, "train_portion", true, true)?;
+        for v in [channels, layers].into_iter().flatten() {
+            positive(v, "search width and depth")?;
+        }
+        optimizer(weights, "search weights")?;
+        optimizer(arch, "search arch")?;
+    }
+    if p.search.is_none() && p.genotype.is_none() && p.retrain.is_some() {
+        return Err(err(
+            p.name.span,
+            "the pipeline retrains but has neither a `search` section nor a `genotype` to retrain"
+                .into(),
+        ));
+    }
+    if let (Some(s), Some(g)) = (&p.search, &p.genotype) {
+        return Err(err(
+            g.span,
+            format!("give either `search` (at {}) or `genotype`, not both", {
+                let d = sources.diag(s.span, "");
+                format!("line {}", d.line)
+            }),
+        ));
+    }
+    if let Some(r) = &p.retrain {
+        positive(&r.epochs, "retrain epochs")?;
+        positive(&r.batch_size, "retrain batch_size")?;
+        positive(&r.eval_every, "eval_every")?;
+        for v in [&r.channels, &r.layers].into_iter().flatten() {
+            positive(v, "retrain width and depth")?;
+        }
+        optimizer(&r.optimizer, "retrain optimizer")?;
+        nonneg(&r.auxiliary_weight, "auxiliary_weight")?;
+        unit(&r.drop_path, "drop_path", false, true)?;
+        unit(&r.label_smoothing, "label_smoothing", false, true)?;
+    }
+    for aug in p
+        .search
+        .iter()
+        .map(|s| match &s.value {
+            Search::Darts { augment, .. } => (augment, s.span),
+        })
+        .chain(p.retrain.iter().map(|r| (&r.augment, r.span)))
+    {
+        if aug.0.cutout >= input.size {
+            return Err(err(
+                aug.1,
+                format!(
+                    "cutout {} must be smaller than the image size {}",
+                    aug.0.cutout, input.size
+                ),
+            ));
+        }
+    }
+    if let Some(e) = &p.export {
+        let Export::Onnx { opset, .. } = &e.value;
+        if !(17..=21).contains(&opset.value) {
+            return Err(err(
+                opset.span,
+                format!("opset must be between 17 and 21, got {}", opset.value),
+            ));
+        }
+    }
+    if let Some(v) = &p.validate {
+        positive(&v.samples, "validate samples")?;
+        nonneg(&v.max_abs_diff, "max_abs_diff")?;
+        unit(&v.min_top1_agreement, "min_top1_agreement", false, false)?;
+    }
+    if let Some(pr) = &p.profile {
+        for (list, what) in [(&pr.batch_sizes, "batch_sizes"), (&pr.threads, "threads")] {
+            if list.is_empty() || list.contains(&0) {
+                return Err(err(
+                    list.span,
+                    format!("profile {what} must be a non-empty list of numbers ≥ 1"),
+                ));
+            }
+        }
+        positive(&pr.runs, "profile runs")?;
+    }
+    Ok(())
+}
