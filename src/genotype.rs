@@ -245,7 +245,12 @@ impl Genotype {
                 .into());
         }
         let mut cells: Vec<Option<Vec<(usize, Candidate)>>> = vec![None; space.cells.len()];
-        for (name, nodes) in &self.cells.0 {
+        for (k, (name, nodes)) in self.cells.0.iter().enumerate() {
+            if self.cells.0[..k].iter().any(|(n, _)| n.value == name.value) {
+                return Err(src
+                    .diag(name.span, format!("cell \"{}\" is given twice", name.value))
+                    .into());
+            }
             let ci = space
                 .cells
                 .iter()

@@ -211,7 +211,17 @@ pub fn read(
     path: &Path,
     referenced_at: Option<Span>,
 ) -> Result<raw::SearchSpace> {
-    let (_, mut space) = load_file::<raw::SearchSpace>(sources, path, referenced_at)?;
+    let (_, space) = load_file::<raw::SearchSpace>(sources, path, referenced_at)?;
+    expand_includes(sources, path, space)
+}
+
+/// Puts the ops and cells of the libraries a space (read from `path`) includes before its
+/// own, depth first.
+pub fn expand_includes(
+    sources: &mut Sources,
+    path: &Path,
+    mut space: raw::SearchSpace,
+) -> Result<raw::SearchSpace> {
     let mut ops = Vec::new();
     let mut cells = Vec::new();
     let mut stack = vec![canonical(path)];
@@ -577,19 +587,12 @@ impl<'a> Compiler<'a> {
                 }
                 let mut ex = Vec::new();
                 for name in exclude {
-                    match self.ops.iter().position(|(n, _)| n == name) {
+                    match self.ops.iter().position(|(n, _)| *n == name.value) {
                         Some(i) => ex.push(i),
                         None => {
                             let known: Vec<&str> =
                                 self.ops.iter().map(|(n, _)| n.as_str()).collect();
-                            return Err(self.unknown(
-                                &Spanned {
-                                    value: name.clone(),
-                                    span: d.span,
-                                },
-                                "op in `exclude`",
-                                &known,
-                            ));
+                            return Err(self.unknown(name, "op", &known));
                         }
                     }
                 }

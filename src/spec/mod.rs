@@ -93,9 +93,13 @@ impl Sources {
     /// Reads `path` and parses it as `T`; returns the file id and the value.
     pub fn load<T: serde::de::DeserializeOwned>(&mut self, path: &Path) -> Result<(u32, T)> {
         let id = self.add(Source::read(path)?);
-        let value = spanned::parse(&self.files[id as usize].text, id)
-            .map_err(|e| Error::from(self.diag(e.span, e.message)))?;
-        Ok((id, value))
+        Ok((id, self.parse(id)?))
+    }
+
+    /// Parses the file with id `id` as `T`.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self, id: u32) -> Result<T> {
+        spanned::parse(&self.files[id as usize].text, id)
+            .map_err(|e| Error::from(self.diag(e.span, e.message)))
     }
 
     /// A diagnostic at `span`, in whichever file it lies.

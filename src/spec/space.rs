@@ -154,7 +154,7 @@ pub enum Derive {
     TopK {
         per_node: u32,
         #[serde(default)]
-        exclude: Vec<String>,
+        exclude: Vec<Spanned<String>>,
     },
     /// Every edge takes its strongest op, all ops included (NAS-Bench-201).
     ArgmaxPerEdge,

@@ -60,6 +60,8 @@ impl<T: serde::Serialize> serde::Serialize for Spanned<T> {
     }
 }
 
+impl<T: Eq> Eq for Spanned<T> {}
+
 impl<T: PartialEq> PartialEq for Spanned<T> {
     fn eq(&self, other: &Self) -> bool {
         self.value == other.value
@@ -198,7 +200,8 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Spanned<T> {
     }
 }
 
-/// A RON map whose entry order is kept and whose duplicate keys are an error.
+/// A RON map whose entry order is kept. Duplicate keys are kept too: the validation step
+/// reports them with the key's position.
 #[derive(Clone)]
 pub struct OrderedMap<K, V>(pub Vec<(K, V)>);
 
@@ -224,14 +227,14 @@ impl<K: serde::Serialize, V: serde::Serialize> serde::Serialize for OrderedMap<K
 
 impl<'de, K, V> Deserialize<'de> for OrderedMap<K, V>
 where
-    K: Deserialize<'de> + PartialEq + fmt::Debug,
+    K: Deserialize<'de>,
     V: Deserialize<'de>,
 {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct MapVisitor<K, V>(PhantomData<(K, V)>);
         impl<'de, K, V> Visitor<'de> for MapVisitor<K, V>
         where
-            K: Deserialize<'de> + PartialEq + fmt::Debug,
+            K: Deserialize<'de>,
             V: Deserialize<'de>,
         {
             type Value = OrderedMap<K, V>;
@@ -241,9 +244,6 @@ where
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut entries: Vec<(K, V)> = Vec::new();
                 while let Some((k, v)) = map.next_entry::<K, V>()? {
-                    if entries.iter().any(|(seen, _)| *seen == k) {
-                        return Err(de::Error::custom(format!("duplicate key {k:?}")));
-                    }
                     entries.push((k, v));
                 }
                 Ok(OrderedMap(entries))
