@@ -31,6 +31,9 @@ pub const PUBLISHED: &[(&str, &str)] = &[
     ),
 ];
 
+/// One `(op, input state)` pair feeding a node.
+pub type Pair = Spanned<(String, u32)>;
+
 /// A discrete architecture, as stored in `genotype.ron`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,7 +44,7 @@ pub struct Genotype {
     pub space: String,
     /// Per cell type: per intermediate node, the `(op, input state)` pairs summed there.
     #[serde(default)]
-    pub cells: OrderedMap<Spanned<String>, Spanned<Vec<Vec<Spanned<(String, u32)>>>>>,
+    pub cells: OrderedMap<Spanned<String>, Spanned<Vec<Vec<Pair>>>>,
     /// Per searchable layer of a chain network, in order: the chosen op.
     #[serde(default)]
     pub layers: Spanned<Vec<Spanned<String>>>,
@@ -555,7 +558,7 @@ impl PyParser<'_> {
         self.pos += n + 1;
         Ok(s)
     }
-    fn pairs(&mut self) -> Result<Vec<Spanned<(String, u32)>>> {
+    fn pairs(&mut self) -> Result<Vec<Pair>> {
         self.expect('[')?;
         let mut out = Vec::new();
         loop {

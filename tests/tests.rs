@@ -30,8 +30,12 @@ fn golden(path: &Path, actual: &str) {
         std::fs::write(path, actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(path)
-        .unwrap_or_else(|_| panic!("missing golden file {}; run with NAS_PIPE_BLESS=1", path.display()));
+    let expected = std::fs::read_to_string(path).unwrap_or_else(|_| {
+        panic!(
+            "missing golden file {}; run with NAS_PIPE_BLESS=1",
+            path.display()
+        )
+    });
     assert!(
         expected == actual,
         "{} differs:\n--- expected\n{expected}\n--- actual\n{actual}",
@@ -57,8 +61,7 @@ fn arch(space: &Space, g: &str) -> nas_pipe::genotype::Resolved {
     genotype.resolve(&src, space).unwrap()
 }
 
-const NB201_EXAMPLE: &str =
-    "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|";
+const NB201_EXAMPLE: &str = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|";
 
 // ---- Reference numbers (../shared/reference) ----
 
@@ -74,7 +77,10 @@ fn darts_v2_at_c36_l20_has_3349342_params() {
     let s = load_space("schemas/darts.ron", with_size(36, 20));
     assert_eq!(s.discrete_cost(&arch(&s, "DARTS_V2")).params, 3_349_342);
     // Stem 108 channels; cells output 144 / 288 / 576 at 32² / 16² / 8².
-    let outs: Vec<_> = s.cell_layers().map(|(_, l)| (l.output.c, l.output.h)).collect();
+    let outs: Vec<_> = s
+        .cell_layers()
+        .map(|(_, l)| (l.output.c, l.output.h))
+        .collect();
     assert_eq!(outs[0], (144, 32));
     assert_eq!(outs[6], (288, 16));
     assert_eq!(outs[19], (576, 8));
@@ -97,7 +103,10 @@ fn darts_space_has_about_1e18_architectures() {
     let s = load_space("schemas/darts.ron", Overrides::default());
     // Per cell: node i picks 2 of its i+2 inputs and one of 7 ops for each: Π C(i+2, 2)·49.
     let per_cell: u128 = [1u128, 3, 6, 10].iter().map(|c| c * 49).product();
-    assert_eq!(s.architectures().to_string(), (per_cell * per_cell).to_string());
+    assert_eq!(
+        s.architectures().to_string(),
+        (per_cell * per_cell).to_string()
+    );
 }
 
 #[test]
@@ -106,7 +115,10 @@ fn ranges_bracket_every_published_architecture() {
     let r = s.cost_range();
     for (name, _) in PUBLISHED {
         let c = s.discrete_cost(&arch(&s, name));
-        assert!(r.min.params <= c.params && c.params <= r.max.params, "{name}");
+        assert!(
+            r.min.params <= c.params && c.params <= r.max.params,
+            "{name}"
+        );
         assert!(r.min.macs <= c.macs && c.macs <= r.max.macs, "{name}");
     }
     let nb = load_space("schemas/nas-bench-201.ron", Overrides::default());
@@ -131,7 +143,12 @@ fn mobilenet_chain_counts() {
         version: nas_pipe::spec::Spanned::unspanned(1),
         space: "mobilenet-chain".into(),
         cells: Default::default(),
-        layers: nas_pipe::spec::Spanned::unspanned(layers.iter().map(|l| nas_pipe::spec::Spanned::unspanned(l.to_string())).collect()),
+        layers: nas_pipe::spec::Spanned::unspanned(
+            layers
+                .iter()
+                .map(|l| nas_pipe::spec::Spanned::unspanned(l.to_string()))
+                .collect(),
+        ),
     };
     let src = Source::from_text(Path::new("g"), String::new());
     let a = g.resolve(&src, &s).unwrap();
@@ -142,16 +159,29 @@ fn mobilenet_chain_counts() {
 fn pipeline_input_shapes_reach_the_space() {
     let mut sources = Sources::default();
     let p = pipeline::load(&mut sources, &root().join("pipelines/fashion-mnist.ron")).unwrap();
-    assert_eq!(p.search_space.input, Input { channels: 1, size: 28, classes: 10 });
+    assert_eq!(
+        p.search_space.input,
+        Input {
+            channels: 1,
+            size: 28,
+            classes: 10
+        }
+    );
     // 28 → 14 → 7 through the two reductions.
-    assert_eq!(p.retrain_space.network.layers.last().unwrap().input_shapes[0].h, 7);
+    assert_eq!(
+        p.retrain_space.network.layers.last().unwrap().input_shapes[0].h,
+        7
+    );
 }
 
 // ---- Genotypes ----
 
 #[test]
 fn genotype_ron_round_trips() {
-    for (space_file, g) in [("schemas/darts.ron", "DARTS_V1"), ("schemas/nas-bench-201.ron", NB201_EXAMPLE)] {
+    for (space_file, g) in [
+        ("schemas/darts.ron", "DARTS_V1"),
+        ("schemas/nas-bench-201.ron", NB201_EXAMPLE),
+    ] {
         let s = load_space(space_file, Overrides::default());
         let (src, genotype) = Genotype::from_arg(g, &s).unwrap();
         let resolved = genotype.resolve(&src, &s).unwrap();
@@ -168,16 +198,31 @@ fn genotype_errors_point_into_the_string() {
     let bad = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~3|";
     let (src, g) = Genotype::from_arg(bad, &s).unwrap();
     let e = g.resolve(&src, &s).unwrap_err().to_string();
-    assert!(e.starts_with("--genotype:1:81: cell \"cell\", node 3: no edge from state 3"), "{e}");
-    let e = Genotype::from_arg("|nor_conv_3x3|", &s).unwrap_err().to_string();
+    assert!(
+        e.starts_with("--genotype:1:81: cell \"cell\", node 3: no edge from state 3"),
+        "{e}"
+    );
+    let e = Genotype::from_arg("|nor_conv_3x3|", &s)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("expected `op~input`"), "{e}");
     let d = load_space("schemas/darts.ron", Overrides::default());
-    let e = Genotype::from_arg("Genotype(normal=[('sep_conv_3x3', 0)], normal_concat=[2, 3, 4, 5])", &d).unwrap_err().to_string();
+    let e = Genotype::from_arg(
+        "Genotype(normal=[('sep_conv_3x3', 0)], normal_concat=[2, 3, 4, 5])",
+        &d,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("has 1 pairs") && e.contains("needs 8"), "{e}");
     // TopK genotypes may not pick `none`.
     let v2 = PUBLISHED[1].1.replacen("'sep_conv_3x3', 0", "'none', 0", 1);
     let (src, g) = Genotype::from_arg(&v2, &d).unwrap();
-    assert!(g.resolve(&src, &d).unwrap_err().to_string().contains("\"none\" is not a candidate"));
+    assert!(
+        g.resolve(&src, &d)
+            .unwrap_err()
+            .to_string()
+            .contains("\"none\" is not a candidate")
+    );
 }
 
 // ---- Hierarchical spaces ----
@@ -197,7 +242,10 @@ const MOTIF_SPACE: &str = r#"SearchSpace(
 #[test]
 fn motifs_nest_and_count_exactly() {
     let mut sources = Sources::default();
-    let id = sources.add(Source::from_text(Path::new("motifs.ron"), MOTIF_SPACE.into()));
+    let id = sources.add(Source::from_text(
+        Path::new("motifs.ron"),
+        MOTIF_SPACE.into(),
+    ));
     let raw: SearchSpace = sources.parse(id).unwrap();
     let s = space::compile(&sources, &raw, &Overrides::default()).unwrap();
     // inner: 3 edges × 2 candidates = 8 versions. motif: 1 edge; conv3 | conv1 | inner(8) = 10.
@@ -228,7 +276,13 @@ fn includes_bring_ops_and_cells_in_order() {
     .unwrap();
     let s = {
         let mut sources = Sources::default();
-        space::load(&mut sources, &dir.join("space.ron"), None, &Overrides::default()).unwrap()
+        space::load(
+            &mut sources,
+            &dir.join("space.ron"),
+            None,
+            &Overrides::default(),
+        )
+        .unwrap()
     };
     let names: Vec<&str> = s.ops.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["none", "skip", "conv"]);
@@ -250,7 +304,12 @@ fn shipped_specs_check_clean() {
         for entry in std::fs::read_dir(root().join(dir)).unwrap() {
             let path = entry.unwrap().path();
             let out = bin().arg("check").arg(&path).output().unwrap();
-            assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
             assert!(String::from_utf8_lossy(&out.stdout).contains("architectures"));
         }
     }
@@ -260,14 +319,27 @@ fn shipped_specs_check_clean() {
 fn malformed_specs_give_exact_errors() {
     let dir = root().join("tests/golden/errors");
     let mut n = 0;
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "ron")).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "ron"))
+        .collect();
     files.sort();
     for path in files {
         let rel = path.strip_prefix(root()).unwrap();
         let out = bin().arg("check").arg(rel).output().unwrap();
-        assert_eq!(out.status.code(), Some(2), "{}: {}", rel.display(), String::from_utf8_lossy(&out.stdout));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{}: {}",
+            rel.display(),
+            String::from_utf8_lossy(&out.stdout)
+        );
         assert!(out.stdout.is_empty(), "{}", rel.display());
-        golden(&path.with_extension("stderr"), &String::from_utf8_lossy(&out.stderr));
+        golden(
+            &path.with_extension("stderr"),
+            &String::from_utf8_lossy(&out.stderr),
+        );
         n += 1;
     }
     assert!(n >= 15, "only {n} malformed specs");
@@ -277,19 +349,52 @@ fn malformed_specs_give_exact_errors() {
 fn show_output_is_stable() {
     let cases: &[(&str, &[&str])] = &[
         ("darts.txt", &["show", "schemas/darts.ron"]),
-        ("darts-v2.txt", &["show", "schemas/darts.ron", "--genotype", "DARTS_V2"]),
-        ("darts-v2.dot", &["show", "schemas/darts.ron", "--dot", "--genotype", "DARTS_V2"]),
+        (
+            "darts-v2.txt",
+            &["show", "schemas/darts.ron", "--genotype", "DARTS_V2"],
+        ),
+        (
+            "darts-v2.dot",
+            &[
+                "show",
+                "schemas/darts.ron",
+                "--dot",
+                "--genotype",
+                "DARTS_V2",
+            ],
+        ),
         ("nas-bench-201.txt", &["show", "schemas/nas-bench-201.ron"]),
-        ("nas-bench-201.dot", &["show", "schemas/nas-bench-201.ron", "--dot"]),
-        ("nas-bench-201-example.txt", &["show", "schemas/nas-bench-201.ron", "--genotype", NB201_EXAMPLE]),
-        ("mobilenet-chain.txt", &["show", "schemas/mobilenet-chain.ron"]),
+        (
+            "nas-bench-201.dot",
+            &["show", "schemas/nas-bench-201.ron", "--dot"],
+        ),
+        (
+            "nas-bench-201-example.txt",
+            &[
+                "show",
+                "schemas/nas-bench-201.ron",
+                "--genotype",
+                NB201_EXAMPLE,
+            ],
+        ),
+        (
+            "mobilenet-chain.txt",
+            &["show", "schemas/mobilenet-chain.ron"],
+        ),
         ("check-darts.txt", &["check", "schemas/darts.ron"]),
         ("check-smoke.txt", &["check", "pipelines/smoke.ron"]),
     ];
     for (file, args) in cases {
         let out = bin().args(*args).output().unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        golden(&root().join("tests/golden/show").join(file), &String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        golden(
+            &root().join("tests/golden/show").join(file),
+            &String::from_utf8_lossy(&out.stdout),
+        );
     }
 }
 
@@ -306,10 +411,16 @@ fn help_documents_every_option() {
 
 #[test]
 fn bad_genotype_argument_is_a_clean_error() {
-    let out = bin().args(["show", "schemas/darts.ron", "--genotype", "DARTS_V9"]).output().unwrap();
+    let out = bin()
+        .args(["show", "schemas/darts.ron", "--genotype", "DARTS_V9"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let e = String::from_utf8_lossy(&out.stderr);
-    assert!(e.starts_with("nas-pipe: --genotype \"DARTS_V9\": no such file"), "{e}");
+    assert!(
+        e.starts_with("nas-pipe: --genotype \"DARTS_V9\": no such file"),
+        "{e}"
+    );
 }
 
 // ---- No input makes it panic ----
@@ -329,9 +440,50 @@ impl Rng {
 }
 
 const TOKENS: &[&str] = &[
-    "(", ")", "[", "]", "{", "}", ",", ":", "\"", "0", "-1", "1", "2", "3", "4294967296", "1e999", "NaN", "-0.5", "Some(", "None", "//", "/*", "Dense",
-    "Explicit([(0, 9)])", "Explicit([(1, 1)])", "Explicit([])", "Concat", "Last", "Cell(\"cell\")", "Repeat(0, BnRelu)", "Stage(channels: 3, layers: 2, stride: 2, candidates: [])",
-    "Index(99)", "true", "\"normal\"", "\"reduce\"", "\"none\"", "Zero", "Identity", "MaxPool(kernel: 2)", "r#\"x\"#", "'c'", "\u{2028}", "é", "#![enable(unwrap_newtypes)]",
+    "(",
+    ")",
+    "[",
+    "]",
+    "{",
+    "}",
+    ",",
+    ":",
+    "\"",
+    "0",
+    "-1",
+    "1",
+    "2",
+    "3",
+    "4294967296",
+    "1e999",
+    "NaN",
+    "-0.5",
+    "Some(",
+    "None",
+    "//",
+    "/*",
+    "Dense",
+    "Explicit([(0, 9)])",
+    "Explicit([(1, 1)])",
+    "Explicit([])",
+    "Concat",
+    "Last",
+    "Cell(\"cell\")",
+    "Repeat(0, BnRelu)",
+    "Stage(channels: 3, layers: 2, stride: 2, candidates: [])",
+    "Index(99)",
+    "true",
+    "\"normal\"",
+    "\"reduce\"",
+    "\"none\"",
+    "Zero",
+    "Identity",
+    "MaxPool(kernel: 2)",
+    "r#\"x\"#",
+    "'c'",
+    "\u{2028}",
+    "é",
+    "#![enable(unwrap_newtypes)]",
 ];
 
 fn mutate(rng: &mut Rng, text: &str) -> String {
@@ -350,7 +502,9 @@ fn mutate(rng: &mut Rng, text: &str) -> String {
             }
             _ => {
                 // Replace a number or word at `at` with a token.
-                let end = (at..bytes.len()).find(|&i| !bytes[i].is_ascii_alphanumeric()).unwrap_or(bytes.len());
+                let end = (at..bytes.len())
+                    .find(|&i| !bytes[i].is_ascii_alphanumeric())
+                    .unwrap_or(bytes.len());
                 let tok = TOKENS[rng.below(TOKENS.len())].as_bytes();
                 bytes.splice(at..end, tok.iter().copied());
             }
@@ -363,21 +517,36 @@ fn check_text(path: &Path, text: String) -> Result<String, String> {
     let mut sources = Sources::default();
     let id = sources.add(Source::from_text(path, text));
     let r = if path.starts_with(root().join("pipelines")) {
-        sources.parse(id).and_then(|spec| pipeline::resolve(&mut sources, id, path, spec)).map(|p| space::show::summary(&p.retrain_space))
+        sources
+            .parse(id)
+            .and_then(|spec| pipeline::resolve(&mut sources, id, path, spec))
+            .map(|p| space::show::summary(&p.retrain_space))
     } else {
         sources
             .parse::<SearchSpace>(id)
             .and_then(|raw| space::expand_includes(&mut sources, path, raw))
             .and_then(|raw| space::compile(&sources, &raw, &Overrides::default()))
-            .map(|s| space::show::summary(&s) + &space::show::text(&s) + &space::show::dot(&s, None))
+            .map(|s| {
+                space::show::summary(&s) + &space::show::text(&s) + &space::show::dot(&s, None)
+            })
     };
     r.map_err(|e| e.to_string())
 }
 
 #[test]
 fn random_mutations_never_panic() {
-    let files = ["schemas/darts.ron", "schemas/nas-bench-201.ron", "schemas/mobilenet-chain.ron", "pipelines/cifar.ron", "pipelines/fashion-mnist.ron", "pipelines/smoke.ron"];
-    let cases: usize = std::env::var("NAS_PIPE_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let files = [
+        "schemas/darts.ron",
+        "schemas/nas-bench-201.ron",
+        "schemas/mobilenet-chain.ron",
+        "pipelines/cifar.ron",
+        "pipelines/fashion-mnist.ron",
+        "pipelines/smoke.ron",
+    ];
+    let cases: usize = std::env::var("NAS_PIPE_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
     let (mut ok, mut err) = (0, 0);
     for (fi, file) in files.iter().enumerate() {
         let path = root().join(file);
@@ -389,7 +558,10 @@ fn random_mutations_never_panic() {
             match result {
                 Ok(Ok(_)) => ok += 1,
                 Ok(Err(e)) => {
-                    assert!(e.contains(':'), "{file} case {case}: error without a position: {e}");
+                    assert!(
+                        e.contains(':'),
+                        "{file} case {case}: error without a position: {e}"
+                    );
                     err += 1;
                 }
                 Err(_) => panic!("{file} case {case} panicked on:\n{mutated}"),

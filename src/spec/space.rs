@@ -70,6 +70,7 @@ impl Default for Input {
 /// cells always have affine BN).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
+#[derive(Default)]
 pub struct Supernet {
     /// BN inside cells (ops and preprocessing) has affine parameters. Default `false`, as in
     /// DARTS.
@@ -79,15 +80,6 @@ pub struct Supernet {
     /// DARTS sets it.
     #[serde(default)]
     pub pool_bn: bool,
-}
-
-impl Default for Supernet {
-    fn default() -> Self {
-        Supernet {
-            affine: false,
-            pool_bn: false,
-        }
-    }
 }
 
 /// A cell: `inputs` input states, `nodes` intermediate nodes, edges that each choose among

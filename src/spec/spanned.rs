@@ -136,17 +136,15 @@ fn message_of(code: &ron::Error) -> String {
 
 /// The byte offset of a 1-based (line, char column) position in `text`.
 fn byte_offset(text: &str, pos: ron::error::Position) -> usize {
-    let mut line = 1;
     let mut offset = 0;
-    for l in text.split_inclusive('\n') {
-        if line == pos.line {
+    for (i, l) in text.split_inclusive('\n').enumerate() {
+        if i + 1 == pos.line {
             return offset
                 + l.char_indices()
                     .nth(pos.col.saturating_sub(1))
                     .map_or(l.len(), |(i, _)| i);
         }
         offset += l.len();
-        line += 1;
     }
     text.len()
 }
