@@ -1,7 +1,7 @@
 //! Convolution families: DARTS `SepConv` and `DilConv`, `ReluConvBn` (NAS-Bench-201's
 //! `nor_conv`), and the conv-BN blocks used by stems and cell preprocessing.
 
-use super::{Applied, BnMode, Cost, OpCtx, Shape, conv_macs, same_window};
+use super::{Applied, BnMode, Cost, OpCtx, Shape, conv_macs, prod, same_window};
 
 /// ReLU, depthwise k×k (dilation d, stride s), pointwise c_in → c_out, BN(c_out).
 fn dw_pw_bn(
@@ -17,7 +17,9 @@ fn dw_pw_bn(
     Ok(Applied {
         output: pw,
         cost: Cost {
-            params: kernel as u64 * kernel as u64 * input.c + input.c * c_out + bn.params(c_out),
+            params: prod(&[kernel as u64, kernel as u64, input.c])
+                .saturating_add(prod(&[input.c, c_out]))
+                .saturating_add(bn.params(c_out)),
             macs: conv_macs(dw, 1, kernel) + conv_macs(pw, input.c, 1),
         },
     })
@@ -53,7 +55,8 @@ pub fn relu_conv_bn_cost(
     Ok(Applied {
         output: out,
         cost: Cost {
-            params: kernel as u64 * kernel as u64 * input.c * c_out + bn.params(c_out),
+            params: prod(&[kernel as u64, kernel as u64, input.c, c_out])
+                .saturating_add(bn.params(c_out)),
             macs: conv_macs(out, input.c, kernel),
         },
     })

@@ -5,7 +5,7 @@
 //! the second applied to `x[:, :, 1:, 1:]`, concatenated, then BN(c_out). The two halves
 //! only line up on even sizes, and `c_out` must be even.
 
-use super::{Applied, BnMode, Cost, OpCtx, Shape, conv_macs};
+use super::{Applied, BnMode, Cost, OpCtx, Shape, conv_macs, prod};
 
 pub(super) fn apply(ctx: &OpCtx) -> Result<Applied, String> {
     match ctx.stride {
@@ -48,8 +48,8 @@ pub fn factorized_reduce_cost(input: Shape, c_out: u64, bn: BnMode) -> Result<Ap
     Ok(Applied {
         output: Shape { c: c_out, ..half },
         cost: Cost {
-            params: 2 * input.c * half.c + bn.params(c_out),
-            macs: 2 * conv_macs(half, input.c, 1),
+            params: prod(&[2, input.c, half.c]).saturating_add(bn.params(c_out)),
+            macs: conv_macs(half, input.c, 1).saturating_mul(2),
         },
     })
 }

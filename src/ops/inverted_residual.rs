@@ -2,11 +2,11 @@
 //! t = 1), depthwise k×k at stride s (BN, ReLU6), project 1×1 (→ c_out, BN, no activation);
 //! the input is added when s = 1 and c_in = c_out.
 
-use super::{Applied, Cost, OpCtx, Shape, conv_macs, same_window};
+use super::{Applied, Cost, OpCtx, Shape, conv_macs, prod, same_window};
 
 /// Hidden width of the block.
 pub fn inverted_residual_hidden(c_in: u64, expansion: u32) -> u64 {
-    c_in * expansion as u64
+    c_in.saturating_mul(expansion as u64)
 }
 
 pub(super) fn apply(ctx: &OpCtx, kernel: u32, expansion: u32) -> Result<Applied, String> {
@@ -18,7 +18,7 @@ pub(super) fn apply(ctx: &OpCtx, kernel: u32, expansion: u32) -> Result<Applied,
             ..ctx.input
         };
         cost += Cost {
-            params: ctx.input.c * hidden + ctx.bn.params(hidden),
+            params: prod(&[ctx.input.c, hidden]).saturating_add(ctx.bn.params(hidden)),
             macs: conv_macs(expanded, ctx.input.c, 1),
         };
     }
@@ -33,12 +33,12 @@ pub(super) fn apply(ctx: &OpCtx, kernel: u32, expansion: u32) -> Result<Applied,
         1,
     )?;
     cost += Cost {
-        params: kernel as u64 * kernel as u64 * hidden + ctx.bn.params(hidden),
+        params: prod(&[kernel as u64, kernel as u64, hidden]).saturating_add(ctx.bn.params(hidden)),
         macs: conv_macs(dw, 1, kernel),
     };
     let out = Shape { c: ctx.c_out, ..dw };
     cost += Cost {
-        params: hidden * ctx.c_out + ctx.bn.params(ctx.c_out),
+        params: prod(&[hidden, ctx.c_out]).saturating_add(ctx.bn.params(ctx.c_out)),
         macs: conv_macs(out, hidden, 1),
     };
     Ok(Applied { output: out, cost })

@@ -68,7 +68,7 @@ impl BnMode {
 
     /// Parameters of a BN over `c` channels.
     pub fn params(self, c: u64) -> u64 {
-        if self.affine { 2 * c } else { 0 }
+        if self.affine { c.saturating_mul(2) } else { 0 }
     }
 }
 
@@ -97,8 +97,8 @@ impl std::ops::Add for Cost {
     type Output = Cost;
     fn add(self, o: Cost) -> Cost {
         Cost {
-            params: self.params + o.params,
-            macs: self.macs + o.macs,
+            params: self.params.saturating_add(o.params),
+            macs: self.macs.saturating_add(o.macs),
         }
     }
 }
@@ -244,7 +244,7 @@ pub fn window_out(
     dilation: u32,
 ) -> Result<u64, String> {
     let reach = dilation as u64 * (kernel as u64 - 1) + 1;
-    let padded = size + 2 * pad;
+    let padded = size.saturating_add(2 * pad);
     if padded < reach {
         return Err(format!(
             "input of size {size} is smaller than the {kernel}x{kernel} window (dilation {dilation}, padding {pad})"
@@ -269,17 +269,30 @@ pub(crate) fn same_window(
     })
 }
 
+/// The product of `xs`, saturating at `u64::MAX`: counts never wrap or panic, however large
+/// the declared sizes.
+pub fn prod(xs: &[u64]) -> u64 {
+    xs.iter().fold(1u64, |a, &b| a.saturating_mul(b))
+}
+
 /// Multiply-adds of a convolution producing `out` with `c_in / groups` inputs per output
 /// channel and a k×k window.
 pub(crate) fn conv_macs(out: Shape, c_in_per_group: u64, kernel: u32) -> u64 {
-    out.c * out.h * out.w * c_in_per_group * (kernel as u64 * kernel as u64)
+    prod(&[
+        out.c,
+        out.h,
+        out.w,
+        c_in_per_group,
+        kernel as u64,
+        kernel as u64,
+    ])
 }
 
 /// A linear layer `c_in → c_out` with bias.
 pub fn linear_cost(c_in: u64, c_out: u64) -> Cost {
     Cost {
-        params: c_in * c_out + c_out,
-        macs: c_in * c_out,
+        params: prod(&[c_in, c_out]).saturating_add(c_out),
+        macs: prod(&[c_in, c_out]),
     }
 }
 

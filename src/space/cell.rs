@@ -5,7 +5,10 @@
 use petgraph::algo::toposort;
 use petgraph::graph::{DiGraph, NodeIndex};
 
-use super::{Candidate, CellType, Compiler, Edge, R, Rule, plural};
+use super::{
+    Candidate, CellType, Compiler, Edge, MAX_EXPANSION, MAX_INPUTS, MAX_NODES, MAX_WORK, R, Rule,
+    plural,
+};
 use crate::spec::space::{self as raw, Edges, Output};
 use crate::spec::{Span, Spanned};
 
@@ -20,6 +23,20 @@ impl Compiler<'_> {
         for (v, field) in [(&cell.inputs, "inputs"), (&cell.nodes, "nodes")] {
             if v.value == 0 {
                 return Err(self.err(v.span, format!("{whose}: `{field}` must be at least 1")));
+            }
+        }
+        for (v, field, max) in [
+            (&cell.inputs, "inputs", MAX_INPUTS),
+            (&cell.nodes, "nodes", MAX_NODES),
+        ] {
+            if v.value as usize > max {
+                return Err(self.err(
+                    v.span,
+                    format!(
+                        "{whose}: `{field}` is {}, more than the {max} a cell may have",
+                        v.value
+                    ),
+                ));
             }
         }
         let (inputs, nodes) = (cell.inputs.value as usize, cell.nodes.value as usize);
@@ -206,6 +223,43 @@ impl Compiler<'_> {
                     names.join(" → ")
                 ),
             ));
+        }
+        Ok(())
+    }
+
+    /// Checks that no cell expands (motifs in place) to more than [`MAX_EXPANSION`] op
+    /// instances. Cells must be free of containment cycles.
+    pub(super) fn check_expansion(&self, cells: &[CellType]) -> R<Vec<u64>> {
+        fn size(cells: &[CellType], c: usize, memo: &mut [Option<u64>]) -> u64 {
+            if let Some(s) = memo[c] {
+                return s;
+            }
+            let per_edge = cells[c].candidates.iter().fold(0u64, |a, cand| {
+                a.saturating_add(match cand {
+                    Candidate::Op(_) => 1,
+                    Candidate::Cell(m) => size(cells, *m, memo),
+                })
+            });
+            let s = per_edge.saturating_mul(cells[c].edges.len() as u64);
+            memo[c] = Some(s);
+            s
+        }
+        let mut memo = vec![None; cells.len()];
+        for (c, cell) in cells.iter().enumerate() {
+            let s = size(cells, c, &mut memo);
+            if s > MAX_EXPANSION {
+                return Err(self.err(cell.span, format!("cell \"{}\" expands to {s} op instances with its motifs in place, more than the {MAX_EXPANSION} allowed", cell.name)));
+            }
+        }
+        Ok(memo.into_iter().map(|s| s.unwrap_or(0)).collect())
+    }
+
+    /// Counts a layer of cell `ci` against [`MAX_WORK`].
+    pub(super) fn charge(&self, ci: usize, span: Span) -> R<()> {
+        let w = self.work.get().saturating_add(self.expansion[ci]);
+        self.work.set(w);
+        if w > MAX_WORK {
+            return Err(self.err(span, format!("the network expands to more than {MAX_WORK} op instances (every cell layer's ops, motifs in place)")));
         }
         Ok(())
     }

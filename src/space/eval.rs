@@ -43,8 +43,8 @@ pub fn residual(input: Shape, c_out: u64, stride: u32, bn: BnMode) -> Result<App
         Applied {
             output: out,
             cost: Cost {
-                params: input.c * c_out,
-                macs: out.c * out.h * out.w * input.c,
+                params: ops::prod(&[input.c, c_out]),
+                macs: ops::prod(&[out.c, out.h, out.w, input.c]),
             },
         }
     } else if input.c != c_out {
@@ -83,7 +83,9 @@ pub fn cell_output(cell: &CellType, states: &[Shape]) -> Shape {
     let outs = cell.output_states();
     let first = states[outs[0]];
     Shape {
-        c: outs.iter().map(|&s| states[s].c).sum(),
+        c: outs
+            .iter()
+            .fold(0u64, |a, &s| a.saturating_add(states[s].c)),
         ..first
     }
 }
@@ -343,7 +345,7 @@ impl Space {
                     residual(input, l.output.c, *stride, BnMode::FINAL)?.cost
                 }
                 LayerKind::BnRelu => Cost {
-                    params: 2 * input.c,
+                    params: input.c.saturating_mul(2),
                     macs: 0,
                 },
                 LayerKind::Head => ops::linear_cost(input.c, l.output.c),

@@ -311,6 +311,8 @@ pub fn compile(sources: &Sources, raw: &raw::SearchSpace, ov: &Overrides) -> Res
         ov,
         ops: Vec::new(),
         cell_names: Vec::new(),
+        expansion: Vec::new(),
+        work: std::cell::Cell::new(0),
     };
     let space = c.compile(raw).map_err(|d| {
         let mut d = *d;
@@ -322,9 +324,26 @@ pub fn compile(sources: &Sources, raw: &raw::SearchSpace, ov: &Overrides) -> Res
     Ok(space)
 }
 
+/// The largest channel count, image size or class count a spec may declare.
+pub const MAX_SIZE: u64 = 1 << 20;
+
+/// The most inputs a cell may take.
+pub const MAX_INPUTS: usize = 8;
+/// The most intermediate nodes a cell may have.
+pub const MAX_NODES: usize = 64;
+/// The most layers a network may have (after `Repeat` and `Stage` are expanded).
+pub const MAX_LAYERS: usize = 10_000;
+/// The most op instances one cell may expand to, motifs expanded in place. Bounds the work
+/// of shape inference and counting.
+pub const MAX_EXPANSION: u64 = 100_000;
+
+/// The most op instances a whole network may expand to (every cell layer's expansion
+/// added up), which bounds the time a check takes.
+pub const MAX_WORK: u64 = 5_000_000;
+
 /// The most cells a space may use only as candidates. Counting architectures exactly is
 /// exponential in this number.
-pub const MAX_MOTIFS: usize = 12;
+pub const MAX_MOTIFS: usize = 10;
 
 type R<T> = std::result::Result<T, Box<Diagnostic>>;
 
@@ -333,6 +352,10 @@ struct Compiler<'a> {
     ov: &'a Overrides,
     ops: Vec<(String, Op)>,
     cell_names: Vec<String>,
+    /// Op instances each cell expands to (motifs in place).
+    expansion: Vec<u64>,
+    /// Op instances shape inference has gone through so far, bounded by [`MAX_WORK`].
+    work: std::cell::Cell<u64>,
 }
 
 fn plural(n: usize, word: &str) -> String {
@@ -383,8 +406,11 @@ impl<'a> Compiler<'a> {
             (input.size, "input size"),
             (input.classes, "classes"),
         ] {
-            if v == 0 {
-                return Err(self.err(raw.input.span, format!("{what} must be at least 1")));
+            if v == 0 || v as u64 > MAX_SIZE {
+                return Err(self.err(
+                    raw.input.span,
+                    format!("{what} must be between 1 and {MAX_SIZE}, got {v}"),
+                ));
             }
         }
 
@@ -424,6 +450,7 @@ impl<'a> Compiler<'a> {
             cells.push(self.cell(name, cell, default_rule)?);
         }
         self.check_motif_cycles(raw, &cells)?;
+        self.expansion = self.check_expansion(&cells)?;
 
         let mut space = Space {
             name: raw.name.value.clone(),

@@ -1,7 +1,9 @@
 //! Compiling the network skeleton: the `Stacked` (DARTS) and `Sequence` (chain) forms,
 //! width and depth overrides, and shape inference through every layer.
 
-use super::{Candidate, Compiler, Layer, LayerKind, Pre, R, Slot, Space, eval, plural};
+use super::{
+    Candidate, Compiler, Layer, LayerKind, MAX_LAYERS, MAX_SIZE, Pre, R, Slot, Space, eval, plural,
+};
 use crate::error::Diagnostic;
 use crate::ops::{BnMode, Shape};
 use crate::spec::space::{self as raw, At, Block};
@@ -21,11 +23,28 @@ impl Compiler<'_> {
     ) -> R<Vec<Layer>> {
         let c0 = self.ov.channels.map_or(channels.value, |o| o.0);
         let n = self.ov.layers.map_or(layers.value, |o| o.0);
-        if c0 == 0 {
-            return Err(self.err(channels.span, "`channels` must be at least 1"));
+        if c0 == 0 || c0 as u64 > MAX_SIZE {
+            let at = self.ov.channels.map_or(channels.span, |o| o.1);
+            return Err(self
+                .src
+                .diag(
+                    at,
+                    format!("`channels` must be between 1 and {MAX_SIZE}, got {c0}"),
+                )
+                .into());
         }
         if n == 0 {
             return Err(self.err(layers.span, "`layers` must be at least 1"));
+        }
+        if n as usize > MAX_LAYERS {
+            let at = self.ov.layers.map_or(layers.span, |o| o.1);
+            return Err(self
+                .src
+                .diag(
+                    at,
+                    format!("{n} layers is more than the {MAX_LAYERS} a network may have"),
+                )
+                .into());
         }
         let normal_i = self.cell_index(normal)?;
         let reduce_i = self.cell_index(reduction)?;
@@ -120,7 +139,7 @@ impl Compiler<'_> {
         for i in 0..n {
             let is_red = positions.contains(&i);
             if is_red {
-                width *= 2;
+                width = width.saturating_mul(2);
             }
             let ci = if is_red { reduce_i } else { normal_i };
             let cell = &space.cells[ci];
@@ -160,6 +179,7 @@ impl Compiler<'_> {
                 )));
             }
             let stride = if is_red { 2 } else { 1 };
+            self.charge(ci, span)?;
             let shapes = eval::infer_cell(&space.ops, &space.cells, ci, &states, width, stride)
                 .map_err(ctx)?;
             let output = eval::cell_output(cell, &shapes);
@@ -239,6 +259,12 @@ impl Compiler<'_> {
                 }
                 for _ in 0..count(*n, b.span)? {
                     flatten(inner, out, count, err)?;
+                    if out.len() > MAX_LAYERS {
+                        return Err(err(
+                            b.span,
+                            format!("the network has more than {MAX_LAYERS} layers"),
+                        ));
+                    }
                 }
             } else {
                 out.push(b);
@@ -337,6 +363,7 @@ impl Compiler<'_> {
                     let stride = if cell.reduction { 2 } else { 1 };
                     let width = eval::node_width(cell, shape.c)
                         .map_err(|m| ctx(format!("cell \"{name}\": {m}")))?;
+                    self.charge(ci, b.span)?;
                     let shapes =
                         eval::infer_cell(&space.ops, &space.cells, ci, &[shape], width, stride)
                             .map_err(|m| {
@@ -397,6 +424,11 @@ impl Compiler<'_> {
                         return Err(self.err(candidates.span, "Stage: the first layer changes shape and every candidate is an Identity"));
                     }
                     let mut s = shape;
+                    if layers.len() as u64 + n > MAX_LAYERS as u64 {
+                        return Err(ctx(format!(
+                            "the network has more than {MAX_LAYERS} layers"
+                        )));
+                    }
                     for k in 0..n {
                         let inputs: Vec<usize> = layers.len().checked_sub(1).into_iter().collect();
                         let (cs, st) = if k == 0 {
@@ -456,7 +488,14 @@ impl Compiler<'_> {
         if c == 0 {
             return Err(self.err(sp, "channels must be at least 1"));
         }
-        self.scaled(c, by, sp, "channels")
+        let c = self.scaled(c, by, sp, "channels")?;
+        if c > MAX_SIZE {
+            return Err(self.err(
+                sp,
+                format!("{c} channels is more than the {MAX_SIZE} allowed"),
+            ));
+        }
+        Ok(c)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -475,6 +514,9 @@ impl Compiler<'_> {
     ) -> R<Shape> {
         let mut out: Option<(Shape, Candidate)> = None;
         for &c in &cands {
+            if let Candidate::Cell(m) = c {
+                self.charge(m, cand_span)?;
+            }
             let a = eval::apply_candidate(&space.ops, &space.cells, c, input, c_out, stride, space.supernet)
                 .map_err(|m| self.err(cand_span, format!(
                     "candidate \"{}\" cannot map {input} to {c_out} channels at stride {stride} (block {block}): {m}",

@@ -9,6 +9,9 @@ use crate::spec::space::Output;
 
 /// Thousands separators: 1930618 → "1,930,618".
 pub fn thousands(n: u64) -> String {
+    if n == u64::MAX {
+        return "more than 1.8e19 (overflow)".into();
+    }
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
