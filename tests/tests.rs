@@ -571,3 +571,54 @@ fn random_mutations_never_panic() {
     // Both outcomes must occur, or the mutations are not exercising the checks.
     assert!(ok > 0 && err > 0, "ok {ok}, err {err}");
 }
+
+/// The weight-sharing count (every candidate) and the discrete network's count are computed
+/// by separate code; with one candidate per edge and affine BN they must agree.
+#[test]
+fn single_candidate_supernet_equals_its_only_architecture() {
+    let text = std::fs::read_to_string(root().join("schemas/nas-bench-201.ron"))
+        .unwrap()
+        .replace(
+            "output: Last)",
+            "output: Last, candidates: [\"nor_conv_3x3\"])",
+        )
+        .replace(
+            "supernet: (affine: false, pool_bn: false)",
+            "supernet: (affine: true, pool_bn: false)",
+        );
+    let mut sources = Sources::default();
+    let path = root().join("schemas/nas-bench-201.ron");
+    let id = sources.add(Source::from_text(&path, text));
+    let raw: SearchSpace = sources.parse(id).unwrap();
+    let s = space::compile(&sources, &raw, &Overrides::default()).unwrap();
+    assert_eq!(s.architectures(), 1u32.into());
+    let g = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|";
+    let a = arch(&s, g);
+    assert_eq!(s.supernet_cost(), s.discrete_cost(&a));
+    assert_eq!(s.cost_range().min, s.discrete_cost(&a));
+}
+
+#[test]
+fn discrete_network_is_built_from_the_genotype() {
+    use nas_pipe::space::discrete::{NetKind, NetOp};
+    let s = load_space("schemas/darts.ron", with_size(36, 20));
+    let net = s.build(&arch(&s, "DARTS_V2"));
+    assert_eq!(net.layers.len(), 22);
+    let mut cells = 0;
+    for l in &net.layers {
+        if let NetKind::Cell(c) = &l.kind {
+            cells += 1;
+            assert_eq!(c.graph.edge_count(), 8, "two chosen edges per node");
+            for e in c.graph.edge_weights() {
+                let NetOp::Op(op) = &e.op else {
+                    panic!("DARTS has no motifs")
+                };
+                assert_ne!(*op, nas_pipe::ops::Op::Zero);
+                assert_eq!(e.output.c, c.width);
+            }
+        }
+    }
+    assert_eq!(cells, 20);
+    assert_eq!(net.cost().params, 3_349_342);
+    assert_eq!(net.graph.node_count(), net.layers.len());
+}

@@ -9,13 +9,6 @@ use super::{Candidate, CellType, LayerKind, Pre, Rule, Space};
 use crate::genotype::Resolved;
 use crate::ops::{self, Applied, BnMode, Cost, Op, OpCtx, Shape};
 
-/// Which candidates count: all of them (the weight-sharing network), or one architecture's.
-#[derive(Clone, Copy)]
-pub enum Pick<'a> {
-    All,
-    Arch(&'a Resolved),
-}
-
 /// Brings a cell input to `width` channels.
 pub fn preprocess(pre: Pre, input: Shape, width: u64, bn: BnMode) -> Result<Applied, String> {
     match pre {
@@ -120,7 +113,7 @@ fn edge_ctx_from(
     }
 }
 
-/// Applies one candidate (an op, or a motif cell with all its candidates or the picked ones).
+/// Applies one candidate: an op, or a motif cell with all its candidates.
 #[allow(clippy::too_many_arguments)]
 pub fn apply_candidate(
     ops: &[(String, Op)],
@@ -130,20 +123,6 @@ pub fn apply_candidate(
     c_out: u64,
     stride: u32,
     bn: BnMode,
-) -> Result<Applied, String> {
-    apply_picked(ops, cells, c, input, c_out, stride, bn, Pick::All)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn apply_picked(
-    ops: &[(String, Op)],
-    cells: &[CellType],
-    c: Candidate,
-    input: Shape,
-    c_out: u64,
-    stride: u32,
-    bn: BnMode,
-    pick: Pick,
 ) -> Result<Applied, String> {
     match c {
         Candidate::Op(o) => ops[o].1.apply(&OpCtx {
@@ -162,7 +141,7 @@ fn apply_picked(
             }
             let width =
                 node_width(cell, c_out).map_err(|e| format!("motif \"{}\": {e}", cell.name))?;
-            let (states, cost) = cell_cost(ops, cells, m, &[input], width, stride, bn, pick)
+            let (states, cost) = cell_cost(ops, cells, m, &[input], width, stride, bn)
                 .map_err(|e| format!("in motif \"{}\": {e}", cell.name))?;
             Ok(Applied {
                 output: cell_output(cell, &states),
@@ -181,21 +160,11 @@ pub fn infer_cell(
     width: u64,
     stride: u32,
 ) -> Result<Vec<Shape>, String> {
-    cell_cost(
-        ops,
-        cells,
-        ci,
-        inputs,
-        width,
-        stride,
-        BnMode::FINAL,
-        Pick::All,
-    )
-    .map(|(s, _)| s)
+    cell_cost(ops, cells, ci, inputs, width, stride, BnMode::FINAL).map(|(s, _)| s)
 }
 
-/// Shapes of the states of cell `ci` and the cost of its edges (preprocessing excluded),
-/// counting all candidates or the picked ones.
+/// Shapes of the states of cell `ci` and the cost of all candidates on all its edges
+/// (preprocessing excluded). Every candidate feeding a node must give it the same shape.
 #[allow(clippy::too_many_arguments)]
 pub fn cell_cost(
     ops: &[(String, Op)],
@@ -205,43 +174,23 @@ pub fn cell_cost(
     width: u64,
     stride: u32,
     bn: BnMode,
-    pick: Pick,
 ) -> Result<(Vec<Shape>, Cost), String> {
     let cell = &cells[ci];
-    let mut states: Vec<Option<Shape>> = inputs
-        .iter()
-        .copied()
-        .map(Some)
-        .chain(std::iter::repeat_n(None, cell.nodes))
-        .collect();
+    let mut states: Vec<Shape> = inputs.to_vec();
+    states.resize(cell.states(), inputs[0]);
     let mut cost = Cost::default();
-    let chosen =
-        match pick {
-            Pick::Arch(g) => Some(g.cells[ci].as_ref().ok_or_else(|| {
-                format!("the architecture has no choice for cell \"{}\"", cell.name)
-            })?),
-            Pick::All => None,
-        };
     for &node in &cell.order {
         let mut node_shape: Option<(Shape, String)> = None;
         for e in cell.incoming(node) {
             let from = cell.edges[e].from;
-            let input_shape = states[from].expect("topological order visits sources first");
-            let ctx = edge_ctx_from(cell, e, input_shape, width, stride, bn);
-            let cands: Vec<Candidate> = match chosen {
-                None => cell.candidates.clone(),
-                Some(ch) => ch
-                    .iter()
-                    .filter(|(ce, _)| *ce == e)
-                    .map(|(_, c)| *c)
-                    .collect(),
-            };
-            for c in cands {
+            // `order` is topological, so `states[from]` is final here.
+            let ctx = edge_ctx_from(cell, e, states[from], width, stride, bn);
+            for &c in &cell.candidates {
                 let name = match c {
-                    Candidate::Op(o) => ops[o].0.clone(),
-                    Candidate::Cell(m) => cells[m].name.clone(),
+                    Candidate::Op(o) => &ops[o].0,
+                    Candidate::Cell(m) => &cells[m].name,
                 };
-                let a = apply_picked(ops, cells, c, ctx.input, ctx.c_out, ctx.stride, bn, pick)
+                let a = apply_candidate(ops, cells, c, ctx.input, ctx.c_out, ctx.stride, bn)
                     .map_err(|m| {
                         format!(
                             "edge {e} ({from} → {node}): \"{name}\" on input {}: {m}",
@@ -261,36 +210,11 @@ pub fn cell_cost(
                 }
             }
         }
-        // A node whose edges were all dropped (a discrete cell) still has the shape the full
-        // cell gives it: that of its first edge with the first candidate.
-        let shape = match node_shape {
-            Some((s, _)) => s,
-            None => {
-                let e = cell.incoming(node).next().expect("every node has an input");
-                let input_shape = states[cell.edges[e].from].expect("sources come first");
-                let ctx = edge_ctx_from(cell, e, input_shape, width, stride, bn);
-                apply_picked(
-                    ops,
-                    cells,
-                    cell.candidates[0],
-                    ctx.input,
-                    ctx.c_out,
-                    ctx.stride,
-                    bn,
-                    Pick::All,
-                )?
-                .output
-            }
-        };
-        states[node] = Some(shape);
+        states[node] = node_shape
+            .expect("every node has an input and a candidate")
+            .0;
     }
-    Ok((
-        states
-            .into_iter()
-            .map(|s| s.expect("every state is inferred"))
-            .collect(),
-        cost,
-    ))
+    Ok((states, cost))
 }
 
 /// One place a cell type is used: its input shapes, node width and stride.
@@ -378,7 +302,8 @@ impl Space {
         }
     }
 
-    fn total(&self, bn: BnMode, pick: Pick) -> Result<Cost, String> {
+    /// Every candidate of every edge and searchable layer, with cell BN as `bn` says.
+    fn total(&self, bn: BnMode) -> Result<Cost, String> {
         let mut total = self.fixed_cost(bn)?;
         for l in &self.network.layers {
             match &l.kind {
@@ -388,35 +313,16 @@ impl Space {
                     stride,
                     ..
                 } => {
-                    total += cell_cost(
-                        &self.ops,
-                        &self.cells,
-                        *cell,
-                        &self.cell_inputs(l),
-                        *width,
-                        *stride,
-                        bn,
-                        pick,
-                    )?
-                    .1;
+                    let inputs = self.cell_inputs(l);
+                    total +=
+                        cell_cost(&self.ops, &self.cells, *cell, &inputs, *width, *stride, bn)?.1;
                 }
                 LayerKind::Choice { slot, stride } => {
-                    let cands = match pick {
-                        Pick::All => self.slots[*slot].candidates.clone(),
-                        Pick::Arch(g) => vec![g.slots[*slot]],
-                    };
-                    for c in cands {
-                        total += apply_picked(
-                            &self.ops,
-                            &self.cells,
-                            c,
-                            l.input_shapes[0],
-                            l.output.c,
-                            *stride,
-                            bn,
-                            pick,
-                        )?
-                        .cost;
+                    for &c in &self.slots[*slot].candidates {
+                        let (input, c_out) = (l.input_shapes[0], l.output.c);
+                        total +=
+                            apply_candidate(&self.ops, &self.cells, c, input, c_out, *stride, bn)?
+                                .cost;
                     }
                 }
                 _ => {}
@@ -429,15 +335,14 @@ impl Space {
     /// edge, BN in cells as the space's `supernet` section says. Architecture weights are
     /// not included (see [`Space::alphas`]).
     pub fn supernet_cost(&self) -> Cost {
-        self.total(self.supernet, Pick::All)
+        self.total(self.supernet)
             .expect("shapes were checked at compile time")
     }
 
     /// Parameters and multiply-adds of one discrete architecture as retrained: affine BN
     /// everywhere, no BN after pools, no auxiliary head.
     pub fn discrete_cost(&self, arch: &Resolved) -> Cost {
-        self.total(BnMode::FINAL, Pick::Arch(arch))
-            .expect("shapes were checked at compile time")
+        self.build(arch).cost()
     }
 
     /// Number of architecture weights: one per candidate per edge of each cell type, and one

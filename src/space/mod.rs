@@ -7,6 +7,7 @@
 //! once; later stages trust a [`Space`].
 
 mod cell;
+pub mod discrete;
 pub mod eval;
 mod network;
 pub mod show;

@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use super::discrete::NetKind;
 use super::{Candidate, LayerKind, Pre, Rule, Space};
 use crate::genotype::Resolved;
 use crate::spec::space::Output;
@@ -111,6 +112,38 @@ fn sources(inputs: &[usize]) -> String {
     }
 }
 
+/// Rows as aligned columns, indented by two; the first and last columns right-aligned.
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let width: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut o = String::new();
+    for r in rows {
+        let mut line = String::from(" ");
+        for (c, cell) in r.iter().enumerate() {
+            let pad = width[c] - cell.chars().count();
+            line.push(' ');
+            if c == 0 || (c + 1 == cols && cols > 4) {
+                line += &" ".repeat(pad);
+                line += cell;
+            } else {
+                line += cell;
+                line += &" ".repeat(pad);
+            }
+        }
+        o += line.trim_end();
+        o.push('\n');
+    }
+    o
+}
+
 /// The `nas-pipe check` summary of a space.
 pub fn summary(space: &Space) -> String {
     let mut o = String::new();
@@ -188,15 +221,21 @@ pub fn text(space: &Space) -> String {
         space.name, i.channels, i.size, i.size, i.classes
     );
     let _ = writeln!(o, "network");
-    for (k, l) in space.network.layers.iter().enumerate() {
-        let _ = writeln!(
-            o,
-            "  {k:>3}  {:<60} <- {:<6} -> {}",
-            layer_name(space, &l.kind),
-            sources(&l.inputs),
-            l.output
-        );
-    }
+    let rows: Vec<Vec<String>> = space
+        .network
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(k, l)| {
+            vec![
+                k.to_string(),
+                layer_name(space, &l.kind),
+                format!("<- {}", sources(&l.inputs)),
+                format!("-> {}", l.output),
+            ]
+        })
+        .collect();
+    o += &table(&rows);
     for c in &space.cells {
         let _ = writeln!(
             o,
@@ -228,7 +267,35 @@ pub fn text(space: &Space) -> String {
 /// One architecture as indented text.
 pub fn text_arch(space: &Space, arch: &Resolved) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "architecture in space \"{}\"", space.name);
+    let net = space.build(arch);
+    let i = space.input;
+    let _ = writeln!(
+        o,
+        "architecture in space \"{}\" (input {}x{}x{}, {} classes)",
+        space.name, i.channels, i.size, i.size, i.classes
+    );
+    let _ = writeln!(o, "network");
+    let rows: Vec<Vec<String>> = space
+        .network
+        .layers
+        .iter()
+        .zip(&net.layers)
+        .enumerate()
+        .map(|(k, (l, nl))| {
+            let name = match &nl.kind {
+                NetKind::Choice { slot, choice } => format!("layer {slot}: {}", choice.name),
+                _ => layer_name(space, &l.kind),
+            };
+            vec![
+                k.to_string(),
+                name,
+                format!("<- {}", sources(&l.inputs)),
+                format!("-> {}", l.output),
+                format!("{} params", thousands(nl.cost.params)),
+            ]
+        })
+        .collect();
+    o += &table(&rows);
     for (ci, chosen) in arch.cells.iter().enumerate() {
         let Some(chosen) = chosen else { continue };
         let c = &space.cells[ci];
@@ -244,10 +311,7 @@ pub fn text_arch(space: &Space, arch: &Resolved) -> String {
         let outs: Vec<String> = c.output_states().iter().map(|s| s.to_string()).collect();
         let _ = writeln!(o, "  output = {}", outs.join(" ++ "));
     }
-    for (k, c) in arch.slots.iter().enumerate() {
-        let _ = writeln!(o, "layer {k} = {}", space.candidate_name(*c));
-    }
-    let cost = space.discrete_cost(arch);
+    let cost = net.cost();
     let _ = writeln!(
         o,
         "params {}, MACs {}",
