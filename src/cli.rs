@@ -170,11 +170,7 @@ fn write_out(out: &mut impl std::io::Write, text: &str) -> Result<()> {
 
 fn check_pipeline(sources: &mut Sources, file: &Path) -> Result<String> {
     let p = pipeline::load(sources, file)?;
-    let resolved = ron::ser::to_string_pretty(
-        &p.spec,
-        ron::ser::PrettyConfig::default().struct_names(true),
-    )
-    .map_err(|e| Error::Input(format!("cannot print the resolved spec: {e}")))?;
+    let resolved = p.spec.to_ron();
     let mut o = format!("{}: ok\n\nresolved spec:\n{resolved}\n\n", file.display());
     o += &format!("space file: {}\n\n", p.space_path.display());
     if p.spec.search.is_some() {

@@ -622,3 +622,24 @@ fn discrete_network_is_built_from_the_genotype() {
     assert_eq!(net.cost().params, 3_349_342);
     assert_eq!(net.graph.node_count(), net.layers.len());
 }
+
+#[test]
+fn resolved_pipeline_spec_reads_back_the_same() {
+    for file in [
+        "pipelines/cifar.ron",
+        "pipelines/fashion-mnist.ron",
+        "pipelines/smoke.ron",
+    ] {
+        let mut sources = Sources::default();
+        let p = pipeline::load(&mut sources, &root().join(file)).unwrap();
+        let text = p.spec.to_ron();
+        let id = sources.add(Source::from_text(&root().join(file), text.clone()));
+        let again: pipeline::Pipeline = sources.parse(id).unwrap();
+        assert_eq!(again.to_ron(), text, "{file}");
+        let r = pipeline::resolve(&mut sources, id, &root().join(file), again).unwrap();
+        assert_eq!(
+            r.search_space.supernet_cost(),
+            p.search_space.supernet_cost()
+        );
+    }
+}

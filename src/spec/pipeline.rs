@@ -278,6 +278,17 @@ pub struct Profile {
     pub runs: Spanned<u32>,
 }
 
+impl Pipeline {
+    /// The spec as RON with every default written out: reads back to the same spec.
+    pub fn to_ron(&self) -> String {
+        let config = ron::ser::PrettyConfig::default()
+            .struct_names(true)
+            .extensions(ron::extensions::Extensions::IMPLICIT_SOME);
+        // Serializing plain serde types to a String cannot fail.
+        ron::ser::to_string_pretty(self, config).unwrap_or_else(|e| format!("/* {e} */"))
+    }
+}
+
 fn sp<T>(v: T) -> Spanned<T> {
     Spanned::unspanned(v)
 }

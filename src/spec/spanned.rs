@@ -122,15 +122,19 @@ fn to_parse_error(text: &str, file: u32, e: &ron::error::SpannedError) -> ParseE
     }
 }
 
-/// Rewords ron's messages where they are unclear to someone writing a spec.
+/// ron's message for an error, starting lower-case like the rest of our messages
+/// ("expected comma", "unexpected field named `x` ...").
 fn message_of(code: &ron::Error) -> String {
-    match code {
+    let s = match code {
         ron::Error::Message(m) => m.clone(),
-        other => {
-            let s = other.to_string();
-            // ron's Display for NoSuchStructField etc. already says what was expected.
-            s.trim_end_matches('.').to_string()
+        other => other.to_string().trim_end_matches('.').to_string(),
+    };
+    let mut chars = s.chars();
+    match (chars.next(), chars.next()) {
+        (Some(a), Some(b)) if a.is_uppercase() && b.is_lowercase() => {
+            a.to_lowercase().chain(s[a.len_utf8()..].chars()).collect()
         }
+        _ => s,
     }
 }
 
