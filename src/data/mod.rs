@@ -2,8 +2,9 @@
 //!
 //! Owns: the IDX reader (MNIST, Fashion-MNIST), the CIFAR-10 binary reader, the synthetic
 //! generator, the in-memory [`Dataset`] (u8 images `[N, C, H, W]`, shared and cheap to
-//! clone) and splits by portion ([`Split`], index lists into the shared data). Knows
-//! nothing about ops or networks.
+//! clone), splits by portion ([`Split`], index lists into the shared data), per-channel
+//! normalisation ([`Normalize`]), augmentation ([`augment`]) and the [`Batcher`] that makes
+//! candle tensors. Knows nothing about ops or networks.
 //!
 //! Every error about a file is an [`Error::Data`] naming the file and saying what is wrong;
 //! no input file can make this module panic.
@@ -11,13 +12,19 @@
 //! Randomness is reproducible and resumable without saved state: each random choice comes
 //! from a ChaCha8 generator seeded with a mix of (seed, epoch, stream) ([`rng`]).
 
+pub mod augment;
+pub mod batch;
 pub mod cifar;
 pub mod idx;
+pub mod normalize;
 pub mod rng;
 pub mod synthetic;
 
 use std::path::Path;
 use std::sync::Arc;
+
+pub use batch::{Batch, BatchConfig, Batcher, Epoch};
+pub use normalize::Normalize;
 
 use crate::error::{Error, Result};
 use crate::spec::pipeline::Data;
