@@ -98,6 +98,9 @@ pub enum Error {
     /// An input that is not a file position is wrong (a command-line value, say).
     #[error("{0}")]
     Input(String),
+    /// A data file is missing, malformed or does not match what its format declares.
+    #[error("{}: {message}", path.display())]
+    Data { path: PathBuf, message: String },
 }
 
 impl From<Diagnostic> for Error {

@@ -5,6 +5,7 @@
 //! (a discrete architecture) → later stages. See `README.md` and the design notes.
 
 pub mod cli;
+pub mod data;
 pub mod error;
 pub mod genotype;
 pub mod ops;

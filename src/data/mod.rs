@@ -1,0 +1,394 @@
+//! Data sets: reading them, splitting them, and turning them into seeded batches.
+//!
+//! Owns: the IDX reader (MNIST, Fashion-MNIST), the CIFAR-10 binary reader, the synthetic
+//! generator, the in-memory [`Dataset`] (u8 images `[N, C, H, W]`, shared and cheap to
+//! clone), splits by portion ([`Split`], index lists into the shared data), per-channel
+//! normalisation ([`Normalize`]), augmentation ([`augment`]) and the [`Batcher`] that makes
+//! candle tensors. Knows nothing about ops or networks.
+//!
+//! Every error about a file is an [`Error::Data`] naming the file and saying what is wrong;
+//! no input file can make this module panic.
+//!
+//! Randomness is reproducible and resumable without saved state: each random choice comes
+//! from a ChaCha8 generator seeded with a mix of (seed, epoch, stream) ([`rng`]).
+
+pub mod augment;
+pub mod batch;
+pub mod cifar;
+pub mod idx;
+pub mod normalize;
+pub mod rng;
+pub mod synthetic;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use batch::{Batch, BatchConfig, Batcher, Epoch};
+pub use normalize::Normalize;
+
+use crate::error::{Error, Result};
+use crate::spec::pipeline::Data;
+use crate::spec::space::Input;
+
+/// Images and labels held in memory, shared between clones.
+///
+/// # Shapes
+///
+/// `images` is u8 `[N, C, H, W]` (raw pixel values 0..=255, row-major planes), `labels` is
+/// `[N]` with every label below `input.classes`. `H = W = input.size`.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    name: String,
+    input: Input,
+    images: Arc<[u8]>,
+    labels: Arc<[u32]>,
+}
+
+impl Dataset {
+    /// A data set from its parts. `name` is used in messages ("fashion-mnist train").
+    /// Errors if `images` does not hold exactly `labels.len()` images of the input's shape,
+    /// or a label is not below `input.classes`.
+    pub fn new(
+        name: impl Into<String>,
+        input: Input,
+        images: Vec<u8>,
+        labels: Vec<u32>,
+    ) -> Result<Dataset> {
+        let name = name.into();
+        let per = image_len(input);
+        if per == 0 || input.classes == 0 {
+            return Err(Error::Input(format!(
+                "data set {name}: the shape {} has no pixels or no classes",
+                shape_text(input)
+            )));
+        }
+        if Some(images.len()) != labels.len().checked_mul(per) {
+            return Err(Error::Input(format!(
+                "data set {name}: {} pixel bytes do not make {} images of {} ({per} bytes each)",
+                images.len(),
+                labels.len(),
+                shape_text(input)
+            )));
+        }
+        if let Some((i, l)) = labels
+            .iter()
+            .enumerate()
+            .find(|(_, l)| **l >= input.classes)
+        {
+            return Err(Error::Input(format!(
+                "data set {name}: image {i} has label {l}, but there are {} classes",
+                input.classes
+            )));
+        }
+        Ok(Dataset {
+            name,
+            input,
+            images: images.into(),
+            labels: labels.into(),
+        })
+    }
+
+    /// The name given in messages.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Channels, image side and number of classes.
+    pub fn input(&self) -> Input {
+        self.input
+    }
+
+    /// The number of images.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Bytes per image: `C * H * W`.
+    pub fn image_len(&self) -> usize {
+        image_len(self.input)
+    }
+
+    /// Image `i`, u8 `[C, H, W]`. Panics if `i >= len()` (indices come from this module's
+    /// checked index lists).
+    pub fn image(&self, i: usize) -> &[u8] {
+        let per = self.image_len();
+        &self.images[i * per..(i + 1) * per]
+    }
+
+    /// The label of image `i`.
+    pub fn label(&self, i: usize) -> u32 {
+        self.labels[i]
+    }
+
+    /// All images, u8 `[N, C, H, W]`.
+    pub fn images(&self) -> &[u8] {
+        &self.images
+    }
+
+    /// All labels, `[N]`.
+    pub fn labels(&self) -> &[u32] {
+        &self.labels
+    }
+
+    /// Every index, in order: `0..len()`.
+    pub fn all(&self) -> Vec<usize> {
+        (0..self.len()).collect()
+    }
+
+    /// The first `n` images (all of them if there are fewer). Copies them once.
+    pub fn first(&self, n: usize) -> Dataset {
+        if n >= self.len() {
+            return self.clone();
+        }
+        Dataset {
+            name: self.name.clone(),
+            input: self.input,
+            images: self.images[..n * self.image_len()].into(),
+            labels: self.labels[..n].into(),
+        }
+    }
+
+    /// Splits the indices `0..len()` by order, as DARTS does: the first
+    /// `floor(portion * len)` train the weights, the rest are held out. Errors if either
+    /// part would be empty.
+    pub fn split(&self, portion: f64) -> Result<Split> {
+        let n = self.len();
+        if !(portion.is_finite() && portion > 0.0 && portion < 1.0) {
+            return Err(Error::Input(format!(
+                "the split portion must be in (0, 1), got {portion}"
+            )));
+        }
+        let cut = ((portion * n as f64).floor() as usize).min(n);
+        if cut == 0 || cut == n {
+            return Err(Error::Input(format!(
+                "a portion of {portion} of the {n} images of {} leaves {} part empty",
+                self.name,
+                if cut == 0 { "the first" } else { "the second" }
+            )));
+        }
+        Ok(Split {
+            first: (0..cut).collect(),
+            rest: (cut..n).collect(),
+        })
+    }
+
+    /// Checks that this data set gives what a network expects (channels, image size,
+    /// classes); the error says both.
+    pub fn check_input(&self, expected: Input) -> Result<()> {
+        if self.input == expected {
+            return Ok(());
+        }
+        Err(Error::Input(format!(
+            "the data set {} gives {} images in {} classes, but the network expects {} images \
+             in {} classes",
+            self.name,
+            shape_text(self.input),
+            self.input.classes,
+            shape_text(expected),
+            expected.classes
+        )))
+    }
+}
+
+/// A training set split in two index lists into the same [`Dataset`] (no images copied).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split {
+    /// The first indices (DARTS: trains the weights).
+    pub first: Vec<usize>,
+    /// The remaining indices (DARTS: trains the architecture).
+    pub rest: Vec<usize>,
+}
+
+/// Reads or generates the data set a pipeline declares; returns (train, test).
+///
+/// `dir` is the data directory already resolved by the caller (relative to the pipeline
+/// file); it is required for the file-based sets and ignored for `Synthetic`. `seed` only
+/// matters for `Synthetic`. `limit` keeps the first that many training images (all of them
+/// if there are fewer); the test set is always whole.
+pub fn load(data: &Data, dir: Option<&Path>, seed: u64) -> Result<(Dataset, Dataset)> {
+    let need_dir = |what: &str| {
+        dir.ok_or_else(|| Error::Input(format!("the {what} data set needs a directory")))
+    };
+    let (train, test, limit) = match data {
+        Data::FashionMnist { limit, .. } => {
+            let (a, b) = idx::load(need_dir("fashion-mnist")?, "fashion-mnist")?;
+            (a, b, limit.as_ref().map(|l| l.value))
+        }
+        Data::Mnist { limit, .. } => {
+            let (a, b) = idx::load(need_dir("mnist")?, "mnist")?;
+            (a, b, limit.as_ref().map(|l| l.value))
+        }
+        Data::Cifar10 { limit, .. } => {
+            let (a, b) = cifar::load(need_dir("cifar-10")?)?;
+            (a, b, limit.as_ref().map(|l| l.value))
+        }
+        &Data::Synthetic {
+            channels,
+            size,
+            classes,
+            train,
+            test,
+        } => {
+            let input = Input {
+                channels,
+                size,
+                classes,
+            };
+            let (a, b) = synthetic::generate(input, train as usize, test as usize, seed)?;
+            (a, b, None)
+        }
+    };
+    let train = match limit {
+        Some(n) => train.first(n as usize),
+        None => train,
+    };
+    Ok((train, test))
+}
+
+/// `C * H * W`, saturating (a shape that large is refused before anything is allocated).
+fn image_len(input: Input) -> usize {
+    (input.channels as usize)
+        .saturating_mul(input.size as usize)
+        .saturating_mul(input.size as usize)
+}
+
+/// `3×32×32`.
+fn shape_text(input: Input) -> String {
+    format!("{}×{}×{}", input.channels, input.size, input.size)
+}
+
+/// An [`Error::Data`] about `path`.
+fn data_err(path: &Path, message: impl Into<String>) -> Error {
+    Error::Data {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// `1 byte`, `2 bytes`.
+fn plural(n: impl Into<u64>, word: &str) -> String {
+    let n = n.into();
+    if n == 1 {
+        format!("{n} {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+/// A unique, empty directory under the system's temp dir for one test; removed on drop.
+#[cfg(test)]
+pub(crate) struct TempDir(pub std::path::PathBuf);
+
+#[cfg(test)]
+impl TempDir {
+    pub(crate) fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("nas-pipe-data-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create a temp dir");
+        TempDir(dir)
+    }
+}
+
+#[cfg(test)]
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Spanned;
+
+    fn input(channels: u32, size: u32, classes: u32) -> Input {
+        Input {
+            channels,
+            size,
+            classes,
+        }
+    }
+
+    #[test]
+    fn new_checks_sizes_and_labels() {
+        let ok = Dataset::new("t", input(1, 2, 3), vec![0; 8], vec![0, 2]).unwrap();
+        assert_eq!(ok.len(), 2);
+        assert_eq!(ok.image(1), &[0; 4]);
+        let short = Dataset::new("t", input(1, 2, 3), vec![0; 7], vec![0, 2]).unwrap_err();
+        assert!(
+            short.to_string().contains("do not make 2 images"),
+            "{short}"
+        );
+        let label = Dataset::new("t", input(1, 2, 3), vec![0; 8], vec![0, 3]).unwrap_err();
+        assert!(label.to_string().contains("image 1 has label 3"), "{label}");
+    }
+
+    #[test]
+    fn split_sizes_follow_index_order() {
+        let d = Dataset::new("t", input(1, 1, 2), vec![0; 10], vec![0; 10]).unwrap();
+        let s = d.split(0.5).unwrap();
+        assert_eq!(s.first, vec![0, 1, 2, 3, 4]);
+        assert_eq!(s.rest, vec![5, 6, 7, 8, 9]);
+        let s = d.split(0.75).unwrap();
+        assert_eq!((s.first.len(), s.rest.len()), (7, 3));
+        assert_eq!(s.rest[0], 7);
+        assert!(d.split(0.05).is_err());
+        assert!(d.split(1.0).is_err());
+        assert!(d.split(f64::NAN).is_err());
+    }
+
+    #[test]
+    fn first_keeps_a_prefix() {
+        let d = Dataset::new("t", input(1, 1, 4), vec![5, 6, 7], vec![1, 2, 3]).unwrap();
+        let f = d.first(2);
+        assert_eq!(f.images(), &[5, 6]);
+        assert_eq!(f.labels(), &[1, 2]);
+        assert_eq!(d.first(10).len(), 3);
+    }
+
+    #[test]
+    fn check_input_says_both_shapes() {
+        let d = Dataset::new("fm", input(1, 28, 10), vec![0; 784], vec![0]).unwrap();
+        d.check_input(input(1, 28, 10)).unwrap();
+        let e = d.check_input(input(3, 32, 10)).unwrap_err().to_string();
+        assert!(e.contains("1×28×28") && e.contains("3×32×32"), "{e}");
+    }
+
+    #[test]
+    fn load_synthetic_and_limit() {
+        let data = Data::Synthetic {
+            channels: 3,
+            size: 8,
+            classes: 4,
+            train: 64,
+            test: 32,
+        };
+        let (train, test) = load(&data, None, 7).unwrap();
+        assert_eq!((train.len(), test.len()), (64, 32));
+        assert_eq!(train.input(), input(3, 8, 4));
+        let dir = TempDir::new("load-limit");
+        let mut images = Vec::new();
+        for i in 0..5u8 {
+            images.extend(std::iter::repeat_n(i, 784));
+        }
+        idx::tests::write_pair(&dir.0, "train", &images, &[0, 1, 2, 3, 4], false);
+        idx::tests::write_pair(&dir.0, "t10k", &images[..784], &[9], true);
+        let data = Data::Mnist {
+            dir: "unused".into(),
+            limit: Some(Spanned::unspanned(3)),
+        };
+        let (train, test) = load(&data, Some(&dir.0), 0).unwrap();
+        assert_eq!(train.labels(), &[0, 1, 2]);
+        assert_eq!(test.labels(), &[9]);
+        let e = load(&data, None, 0).unwrap_err().to_string();
+        assert!(e.contains("needs a directory"), "{e}");
+    }
+}
