@@ -17,8 +17,10 @@
 //! False)`, with the output size `floor((H + 2·p − d·(k − 1) − 1) / s) + 1` along each axis.
 //! Gradients are first order only (the backward passes are not themselves differentiable).
 
+mod depthwise;
 mod pool;
 
+pub use depthwise::{depthwise_conv2d, depthwise_conv2d_reference};
 pub use pool::{avg_pool2d, avg_pool2d_reference, max_pool2d, max_pool2d_reference};
 
 use candle_core::{CpuStorage, DType, Layout, Result, Tensor, WithDType, bail};
