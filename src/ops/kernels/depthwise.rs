@@ -4,9 +4,10 @@
 //!
 //! Every loop is organised per (n, c) plane and per (output row, tap): the innermost loop
 //! runs over the output columns that the tap reads inside the input (the padding is never
-//! materialised), which for stride 1 is an element-wise loop over contiguous rows.
+//! materialised), element-wise over two contiguous slices (at stride > 1 the input rows are
+//! first split into phases, see `Phases`).
 
-use super::{Geometry, Real, check_float, cpu_slice, scatter_strided, use_cpu_kernel, zip_strided};
+use super::{Geometry, Real, check_float, cpu_slice, use_cpu_kernel, zip_with};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
@@ -190,26 +191,28 @@ impl DepthwiseConv2d {
         let x = cpu_slice::<T>(self.name(), s1, l1, g.in_dims())?;
         let filters = cpu_slice::<T>(self.name(), s2, l2, filter_dims(g))?;
         let (k, wi, wo) = (g.kernel, g.w, g.wo);
+        let (cols, phases) = (g.col_taps(), g.phases());
         let mut out = vec![T::zero(); g.n * g.c * g.out_plane()];
         out.par_chunks_mut(g.out_plane())
             .zip(x.par_chunks(g.in_plane()))
             .enumerate()
-            .for_each(|(plane, (out, x))| {
-                let f = &filters[(plane % g.c) * k * k..][..k * k];
-                for (oh, orow) in out.chunks_exact_mut(wo).enumerate() {
-                    for i in 0..k {
-                        let Some(ih) = g.in_row(oh, i) else { continue };
-                        let xrow = &x[ih * wi..(ih + 1) * wi];
-                        for j in 0..k {
-                            let fv = f[i * k + j];
-                            let (range, base) = g.col_taps(j);
-                            zip_strided(&mut orow[range], xrow, base, g.stride, |o, v| {
-                                *o += fv * v
-                            });
+            .for_each_init(
+                || vec![T::zero(); g.in_plane()],
+                |scratch, (plane, (out, x))| {
+                    let f = &filters[(plane % g.c) * k * k..][..k * k];
+                    let x = phases.split(x, scratch);
+                    for (oh, orow) in out.chunks_exact_mut(wo).enumerate() {
+                        for i in 0..k {
+                            let Some(ih) = g.in_row(oh, i) else { continue };
+                            let xrow = &x[ih * wi..(ih + 1) * wi];
+                            for (tap, &fv) in cols.iter().zip(&f[i * k..(i + 1) * k]) {
+                                let o = &mut orow[tap.outs.clone()];
+                                zip_with(o, &xrow[tap.start..], |o, v| *o += fv * v);
+                            }
                         }
                     }
-                }
-            });
+                },
+            );
         Ok(T::to_cpu_storage_owned(out))
     }
 }
@@ -254,26 +257,37 @@ impl InputGrad {
         let grad = cpu_slice::<T>(self.name(), s1, l1, g.out_dims())?;
         let filters = cpu_slice::<T>(self.name(), s2, l2, filter_dims(g))?;
         let (k, wi, wo) = (g.kernel, g.w, g.wo);
+        let (cols, phases) = (g.col_taps(), g.phases());
         let mut gx = vec![T::zero(); g.n * g.c * g.in_plane()];
         gx.par_chunks_mut(g.in_plane())
             .zip(grad.par_chunks(g.out_plane()))
             .enumerate()
-            .for_each(|(plane, (gx, grad))| {
-                let f = &filters[(plane % g.c) * k * k..][..k * k];
-                for (oh, grow) in grad.chunks_exact(wo).enumerate() {
-                    for i in 0..k {
-                        let Some(ih) = g.in_row(oh, i) else { continue };
-                        let gxrow = &mut gx[ih * wi..(ih + 1) * wi];
-                        for j in 0..k {
-                            let fv = f[i * k + j];
-                            let (range, base) = g.col_taps(j);
-                            scatter_strided(gxrow, base, g.stride, &grow[range], |a, v| {
-                                *a += fv * v
-                            });
+            .for_each_init(
+                || vec![T::zero(); g.in_plane()],
+                |scratch, (plane, (gx, grad))| {
+                    let f = &filters[(plane % g.c) * k * k..][..k * k];
+                    // Accumulate into the split rows (in place at stride 1).
+                    let acc: &mut [T] = if g.stride == 1 {
+                        &mut *gx
+                    } else {
+                        scratch.fill(T::zero());
+                        &mut scratch[..]
+                    };
+                    for (oh, grow) in grad.chunks_exact(wo).enumerate() {
+                        for i in 0..k {
+                            let Some(ih) = g.in_row(oh, i) else { continue };
+                            let arow = &mut acc[ih * wi..(ih + 1) * wi];
+                            for (tap, &fv) in cols.iter().zip(&f[i * k..(i + 1) * k]) {
+                                let a = &mut arow[tap.start..][..tap.outs.len()];
+                                zip_with(a, &grow[tap.outs.clone()], |a, v| *a += fv * v);
+                            }
                         }
                     }
-                }
-            });
+                    if g.stride != 1 {
+                        phases.unsplit(scratch, gx);
+                    }
+                },
+            );
         Ok(T::to_cpu_storage_owned(gx))
     }
 }
@@ -320,6 +334,7 @@ impl FilterGrad {
         let x = cpu_slice::<T>(self.name(), s1, l1, g.in_dims())?;
         let grad = cpu_slice::<T>(self.name(), s2, l2, g.out_dims())?;
         let (k, wi, wo) = (g.kernel, g.w, g.wo);
+        let (cols, phases) = (g.col_taps(), g.phases());
         let kk = k * k;
         // Per-plane sums, [N, C, k, k]; reduced over N below.
         let mut partial = vec![T::zero(); g.n * g.c * kk];
@@ -328,27 +343,20 @@ impl FilterGrad {
             .zip(x.par_chunks(g.in_plane()))
             .zip(grad.par_chunks(g.out_plane()))
             .for_each_init(
-                || vec![T::zero(); kk * wo],
-                |acc, ((partial, x), grad)| {
+                || (vec![T::zero(); kk * wo], vec![T::zero(); g.in_plane()]),
+                |(acc, scratch), ((partial, x), grad)| {
+                    let x = phases.split(x, scratch);
                     acc.fill(T::zero());
                     for (oh, grow) in grad.chunks_exact(wo).enumerate() {
                         for i in 0..k {
                             let Some(ih) = g.in_row(oh, i) else { continue };
                             let xrow = &x[ih * wi..(ih + 1) * wi];
-                            for j in 0..k {
-                                let (range, base) = g.col_taps(j);
-                                let a = &mut acc[(i * k + j) * wo..][range.clone()];
-                                let gr = &grow[range];
-                                if g.stride == 1 {
-                                    let xs = &xrow[base..base + gr.len()];
-                                    for ((a, &gv), &xv) in a.iter_mut().zip(gr).zip(xs) {
-                                        *a += gv * xv;
-                                    }
-                                } else {
-                                    let xs = xrow[base..].iter().step_by(g.stride);
-                                    for ((a, &gv), &xv) in a.iter_mut().zip(gr).zip(xs) {
-                                        *a += gv * xv;
-                                    }
+                            for (j, tap) in cols.iter().enumerate() {
+                                let a = &mut acc[(i * k + j) * wo..][tap.outs.clone()];
+                                let gr = &grow[tap.outs.clone()];
+                                let xs = &xrow[tap.start..][..gr.len()];
+                                for ((a, &gv), &xv) in a.iter_mut().zip(gr).zip(xs) {
+                                    *a += gv * xv;
                                 }
                             }
                         }
@@ -473,6 +481,20 @@ mod tests {
             let w = uniform(&[2, 1, k, k], DType::F64, 2);
             let f: Kernel = &|t: &[Tensor]| depthwise_conv2d(&t[0], &t[1], s, p, d);
             finite_difference_check(f, &[x, w], 1e-6, &format!("k{k} s{s} p{p} d{d}"));
+        }
+    }
+
+    /// Inputs smaller than the window, strides larger than the input, padding wider than the
+    /// window (taps that read only padding).
+    #[test]
+    fn depthwise_on_tiny_inputs() {
+        for h in [1, 2, 3] {
+            for (k, s, p, d) in [(5, 1, 2, 1), (3, 2, 2, 2), (3, 4, 3, 1), (5, 3, 4, 2)] {
+                let x = uniform(&[2, 2, h, h], DType::F64, 1);
+                let w = uniform(&[2, 1, k, k], DType::F64, 2);
+                let f: Kernel = &|t: &[Tensor]| depthwise_conv2d(&t[0], &t[1], s, p, d);
+                finite_difference_check(f, &[x, w], 1e-6, &format!("k{k} s{s} p{p} d{d} {h}x{h}"));
+            }
         }
     }
 

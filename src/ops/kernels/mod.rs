@@ -101,7 +101,8 @@ impl Geometry {
     }
 
     /// Like [`Geometry::new`] for a pool (dilation 1), which also needs `padding ≤ kernel / 2`
-    /// so that every window holds at least one input element (PyTorch's rule).
+    /// so that every window holds at least one input element (PyTorch's rule), and planes of
+    /// fewer than 2³² elements (the max-pool backward keeps positions as u32).
     fn pool(
         op: &str,
         dims: &[usize],
@@ -112,6 +113,13 @@ impl Geometry {
         let g = Geometry::new(op, dims, kernel, stride, padding, 1)?;
         if padding > kernel / 2 {
             bail!("{op}: padding must be at most half the kernel ({kernel} / 2), got {padding}")
+        }
+        if u32::try_from(g.h.max(g.w)).is_err() {
+            bail!(
+                "{op}: spatial size {}x{} too large (at most 2³² − 1)",
+                g.h,
+                g.w
+            )
         }
         Ok(g)
     }
@@ -133,9 +141,9 @@ impl Geometry {
     }
 
     /// Along an axis with `out_len` outputs over `in_len` inputs: the outputs `o` whose tap
-    /// `t` lands inside the input, and the input index of the first of them. Output `o` reads
-    /// input `o·stride + t·dilation − padding`; consecutive outputs in the range read inputs
-    /// `stride` apart.
+    /// `t` lands inside the input, and the input index of the first of them (0 when there
+    /// are none). Output `o` reads input `o·stride + t·dilation − padding`; consecutive
+    /// outputs in the range read inputs `stride` apart.
     fn taps(&self, out_len: usize, in_len: usize, t: usize) -> (Range<usize>, usize) {
         let (s, p) = (self.stride, self.padding);
         let a = t * self.dilation;
@@ -145,13 +153,31 @@ impl Geometry {
         } else {
             0
         };
-        let lo = lo.min(hi);
-        (lo..hi, (lo * s + a).saturating_sub(p))
+        if lo >= hi {
+            return (0..0, 0);
+        }
+        (lo..hi, lo * s + a - p)
     }
 
-    /// The outputs along the columns (`taps` for axis W).
-    fn col_taps(&self, t: usize) -> (Range<usize>, usize) {
-        self.taps(self.wo, self.w, t)
+    /// The column taps ([`Tap`]) of the kernel, computed once per call so that the row loops
+    /// do no divisions.
+    fn col_taps(&self) -> Vec<Tap> {
+        let phases = Phases::new(self.w, self.stride);
+        (0..self.kernel)
+            .map(|t| {
+                let (outs, first) = self.taps(self.wo, self.w, t);
+                Tap {
+                    start: if outs.is_empty() { 0 } else { phases.at(first) },
+                    outs,
+                    first,
+                }
+            })
+            .collect()
+    }
+
+    /// How input rows are split into phases for this stride.
+    fn phases(&self) -> Phases {
+        Phases::new(self.w, self.stride)
     }
 
     /// The input row read by output row `oh` at tap `t`, if it is not padding.
@@ -205,46 +231,88 @@ fn cpu_slice<'a, T: Real>(
     Ok(&T::cpu_storage_as_slice(storage)?[start..end])
 }
 
-/// `f(&mut acc[i], src[base + i·stride])` for every `i`; the stride-1 case is a plain zip
-/// of two slices, which the compiler vectorises.
-#[inline(always)]
-fn zip_strided<T: Copy>(
-    acc: &mut [T],
-    src: &[T],
-    base: usize,
+/// One column tap of the kernel: output columns `outs` read input columns `first`,
+/// `first + stride`, ..., which lie contiguously from `start` in the row split into phases.
+#[derive(Debug, Clone)]
+struct Tap {
+    outs: Range<usize>,
+    first: usize,
+    start: usize,
+}
+
+/// Rows of `len` elements split into their `stride` phases, laid end to end: phase `r`
+/// holds elements `r, r + s, r + 2s, ...`. A strided run of a row is a contiguous run of the
+/// split row, so that the inner loops stay element-wise over slices (and vectorise) at
+/// stride 2. At stride 1 the split is the identity and no copy is made.
+#[derive(Debug, Clone)]
+struct Phases {
+    len: usize,
     stride: usize,
-    mut f: impl FnMut(&mut T, T),
-) {
-    if stride == 1 {
-        let src = &src[base..base + acc.len()];
-        for (a, &v) in acc.iter_mut().zip(src) {
-            f(a, v);
+    offsets: Vec<usize>,
+}
+
+impl Phases {
+    fn new(len: usize, stride: usize) -> Self {
+        let mut offsets = Vec::with_capacity(stride.min(len));
+        let mut at = 0;
+        for r in 0..stride.min(len) {
+            offsets.push(at);
+            at += (len - r).div_ceil(stride);
         }
-    } else {
-        for (a, &v) in acc.iter_mut().zip(src[base..].iter().step_by(stride)) {
-            f(a, v);
+        Phases {
+            len,
+            stride,
+            offsets,
+        }
+    }
+
+    /// Where element `i < len` of a row lies in the split row.
+    fn at(&self, i: usize) -> usize {
+        self.offsets[i % self.stride] + i / self.stride
+    }
+
+    /// The rows of `plane`, split; `scratch` holds them unless the stride is 1.
+    fn split<'a, T: Copy>(&self, plane: &'a [T], scratch: &'a mut [T]) -> &'a [T] {
+        if self.stride == 1 {
+            return plane;
+        }
+        for (src, dst) in plane
+            .chunks_exact(self.len)
+            .zip(scratch.chunks_exact_mut(self.len))
+        {
+            for (r, &off) in self.offsets.iter().enumerate() {
+                let phase = src[r..].iter().step_by(self.stride);
+                for (d, &v) in dst[off..].iter_mut().zip(phase) {
+                    *d = v;
+                }
+            }
+        }
+        scratch
+    }
+
+    /// The inverse of [`Phases::split`]: writes the split rows `split` back into `plane`.
+    fn unsplit<T: Copy>(&self, split: &[T], plane: &mut [T]) {
+        for (src, dst) in split
+            .chunks_exact(self.len)
+            .zip(plane.chunks_exact_mut(self.len))
+        {
+            for (r, &off) in self.offsets.iter().enumerate() {
+                let phase = dst[r..].iter_mut().step_by(self.stride);
+                for (d, &v) in phase.zip(&src[off..]) {
+                    *d = v;
+                }
+            }
         }
     }
 }
 
-/// `f(&mut dst[base + i·stride], src[i])` for every `i` (the transpose of [`zip_strided`]).
+/// `f(&mut acc[i], src[i])` for every `i < acc.len()`: an element-wise loop over two
+/// slices, which the compiler vectorises.
 #[inline(always)]
-fn scatter_strided<T: Copy>(
-    dst: &mut [T],
-    base: usize,
-    stride: usize,
-    src: &[T],
-    mut f: impl FnMut(&mut T, T),
-) {
-    if stride == 1 {
-        let dst = &mut dst[base..base + src.len()];
-        for (d, &v) in dst.iter_mut().zip(src) {
-            f(d, v);
-        }
-    } else {
-        for (d, &v) in dst[base..].iter_mut().step_by(stride).zip(src) {
-            f(d, v);
-        }
+fn zip_with<T: Copy>(acc: &mut [T], src: &[T], mut f: impl FnMut(&mut T, T)) {
+    let src = &src[..acc.len()];
+    for (a, &v) in acc.iter_mut().zip(src) {
+        f(a, v);
     }
 }
 
@@ -394,6 +462,35 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn phases_split_and_unsplit() {
+        for len in 1..8 {
+            for stride in 1..5 {
+                let ph = Phases::new(len, stride);
+                let row: Vec<usize> = (0..2 * len).collect();
+                let mut scratch = vec![0; 2 * len];
+                let split = ph.split(&row, &mut scratch).to_vec();
+                for r in 0..2 {
+                    for i in 0..len {
+                        assert_eq!(split[r * len + ph.at(i)], row[r * len + i]);
+                    }
+                    // A strided run is contiguous in the split row.
+                    for first in 0..len {
+                        let run: Vec<usize> = (first..len).step_by(stride).collect();
+                        let at = ph.at(first);
+                        assert_eq!(
+                            split[r * len + at..][..run.len()],
+                            run.iter().map(|i| i + r * len).collect::<Vec<_>>()[..]
+                        );
+                    }
+                }
+                let mut back = vec![0; 2 * len];
+                ph.unsplit(&split, &mut back);
+                assert_eq!(back, row);
             }
         }
     }

@@ -5,12 +5,13 @@
 //! each window in row-major order (NaN counts as a maximum), as in PyTorch. Average pooling
 //! leaves the padding out of the average (`count_include_pad = false`).
 //!
-//! Both pools are separable, and the CPU forward uses that: a pass along the rows reduces
+//! Both pools are separable, and the CPU kernels use that: a pass along the rows reduces
 //! each input row to `wo` columns, a second pass reduces `kernel` of those rows per output
-//! row. Both passes (and the average-pool backward, their transpose) are element-wise loops
-//! over contiguous rows when the stride is 1.
+//! row. Both passes (and the backward passes, which follow the same plan) are element-wise
+//! loops over contiguous slices; at stride > 1 the input rows are first split into phases
+//! (see `Phases`).
 
-use super::{Geometry, Real, check_float, cpu_slice, scatter_strided, use_cpu_kernel, zip_strided};
+use super::{Geometry, Real, check_float, cpu_slice, use_cpu_kernel, zip_with};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
@@ -231,12 +232,17 @@ impl Pool2d {
     }
 }
 
-/// `a = max(a, v)`, where NaN wins (PyTorch's rule).
+/// Whether a scan for the maximum moves to `v` from `best`: strictly larger, or NaN
+/// (PyTorch's rule; the first maximum and the last NaN win).
+#[inline(always)]
+fn takes<T: Real>(v: T, best: T) -> bool {
+    (v > best) | v.is_nan()
+}
+
+/// `a = max(a, v)` by [`takes`]; the store is unconditional so that loops vectorise.
 #[inline(always)]
 fn max_into<T: Real>(a: &mut T, v: T) {
-    if v > *a || v.is_nan() {
-        *a = v;
-    }
+    *a = if takes(v, *a) { v } else { *a };
 }
 
 /// `1 / count` for each output along one axis.
@@ -258,16 +264,17 @@ fn pool_planes<T: Real>(
     combine: impl Fn(&mut T, T) + Sync,
 ) {
     let (w, wo) = (g.w, g.wo);
+    let (cols, phases) = (g.col_taps(), g.phases());
     out.par_chunks_mut(g.out_plane())
         .zip(x.par_chunks(g.in_plane()))
         .for_each_init(
-            || vec![init; g.h * wo],
-            |rows, (out, x)| {
+            || (vec![init; g.h * wo], vec![init; g.in_plane()]),
+            |(rows, scratch), (out, x)| {
+                let x = phases.split(x, scratch);
                 for (r, xr) in rows.chunks_exact_mut(wo).zip(x.chunks_exact(w)) {
                     r.fill(init);
-                    for j in 0..g.kernel {
-                        let (range, base) = g.col_taps(j);
-                        zip_strided(&mut r[range], xr, base, g.stride, &combine);
+                    for tap in &cols {
+                        zip_with(&mut r[tap.outs.clone()], &xr[tap.start..], &combine);
                     }
                 }
                 for (oh, o) in out.chunks_exact_mut(wo).enumerate() {
@@ -317,6 +324,11 @@ impl CustomOp2 for MaxPoolBackward {
 }
 
 impl MaxPoolBackward {
+    /// Finds each window's maximum separably, like the forward, carrying its position: per
+    /// input row, the maximum of each output's columns and its column (scanning left to
+    /// right); then per output, the maximum over its rows (top to bottom). Both scans use
+    /// [`takes`], so the position is the first maximum in row-major order (the last NaN),
+    /// and starts at the window's first valid element as in PyTorch.
     fn run<T: Real>(
         &self,
         s1: &CpuStorage,
@@ -325,35 +337,87 @@ impl MaxPoolBackward {
         l2: &Layout,
     ) -> Result<CpuStorage> {
         let g = &self.g;
+        let (w, wo) = (g.w, g.wo);
         let x = cpu_slice::<T>(self.name(), s1, l1, g.in_dims())?;
         let grad = cpu_slice::<T>(self.name(), s2, l2, g.out_dims())?;
+        let (cols, phases) = (g.col_taps(), g.phases());
+        // Positions in the plane are u32 so that they share vector lanes with f32 values
+        // (`Geometry::pool` bounds the plane size).
+        let first_col: Vec<u32> = (0..wo).map(|ow| g.window(ow, w).start as u32).collect();
         let mut gx = vec![T::zero(); x.len()];
         gx.par_chunks_mut(g.in_plane())
             .zip(x.par_chunks(g.in_plane()))
             .zip(grad.par_chunks(g.out_plane()))
-            .for_each(|((gx, x), grad)| {
-                for oh in 0..g.ho {
-                    let rows = g.window(oh, g.h);
-                    for ow in 0..g.wo {
-                        let cols = g.window(ow, g.w);
-                        // PyTorch: start at the first valid element, take strictly larger
-                        // values (and NaN).
-                        let mut best = rows.start * g.w + cols.start;
-                        let mut best_v = T::neg_infinity();
-                        for ih in rows.clone() {
-                            for iw in cols.clone() {
-                                let v = x[ih * g.w + iw];
-                                if v > best_v || v.is_nan() {
-                                    best_v = v;
-                                    best = ih * g.w + iw;
-                                }
-                            }
+            .for_each_init(
+                || {
+                    let row_max = vec![T::zero(); g.h * wo];
+                    let row_pos = vec![0u32; g.h * wo];
+                    let (best, best_pos) = (vec![T::zero(); wo], vec![0u32; wo]);
+                    let scratch = vec![T::zero(); g.in_plane()];
+                    (row_max, row_pos, best, best_pos, scratch)
+                },
+                |(row_max, row_pos, best, best_pos, scratch), ((gx, x), grad)| {
+                    let x = phases.split(x, scratch);
+                    let rows = row_max
+                        .chunks_exact_mut(wo)
+                        .zip(row_pos.chunks_exact_mut(wo));
+                    for (ih, ((m, p), xr)) in rows.zip(x.chunks_exact(w)).enumerate() {
+                        let row_start = (ih * w) as u32;
+                        m.fill(T::neg_infinity());
+                        for (p, &c) in p.iter_mut().zip(&first_col) {
+                            *p = row_start + c;
                         }
-                        gx[best] += grad[oh * g.wo + ow];
+                        for tap in &cols {
+                            let (m, p) = (&mut m[tap.outs.clone()], &mut p[tap.outs.clone()]);
+                            let at = row_start + tap.first as u32;
+                            scan(m, p, &xr[tap.start..], at, g.stride as u32);
+                        }
                     }
-                }
-            });
+                    for (oh, gr) in grad.chunks_exact(wo).enumerate() {
+                        let rows = g.window(oh, g.h);
+                        best.fill(T::neg_infinity());
+                        best_pos.copy_from_slice(&row_pos[rows.start * wo..][..wo]);
+                        for ih in rows {
+                            let m = &row_max[ih * wo..][..wo];
+                            let p = &row_pos[ih * wo..][..wo];
+                            merge(best, best_pos, m, p);
+                        }
+                        for (&p, &v) in best_pos.iter().zip(gr) {
+                            gx[p as usize] += v;
+                        }
+                    }
+                },
+            );
         Ok(T::to_cpu_storage_owned(gx))
+    }
+}
+
+/// One tap of the row scan: for each output `i`, moves to `xs[i]` (at plane position
+/// `at + i·step`) when [`takes`] says so.
+#[inline(always)]
+fn scan<T: Real>(max: &mut [T], pos: &mut [u32], xs: &[T], at: u32, step: u32) {
+    let mut at = at;
+    let xs = &xs[..max.len()];
+    for ((m, p), &v) in max.iter_mut().zip(pos.iter_mut()).zip(xs) {
+        let keep = u32::from(takes(v, *m)).wrapping_sub(1); // all ones: keep
+        *p = (*p & keep) | (at & !keep);
+        max_into(m, v);
+        at += step;
+    }
+}
+
+/// One row of the column scan: for each output `i`, moves to the row's maximum `max[i]`
+/// (at `pos[i]`) when [`takes`] says so.
+#[inline(always)]
+fn merge<T: Real>(best: &mut [T], best_pos: &mut [u32], max: &[T], pos: &[u32]) {
+    for ((b, bp), (&v, &p)) in best
+        .iter_mut()
+        .zip(best_pos.iter_mut())
+        .zip(max.iter().zip(pos))
+    {
+        let keep = u32::from(takes(v, *b)).wrapping_sub(1); // all ones: keep
+        *bp = (*bp & keep) | (p & !keep);
+        max_into(b, v);
     }
 }
 
@@ -385,12 +449,16 @@ impl AvgPoolBackward {
         let grad = cpu_slice::<T>(self.name(), s, l, g.out_dims())?;
         let inv_rows = inverse_counts::<T>(g, g.ho, g.h);
         let inv_cols = inverse_counts::<T>(g, g.wo, g.w);
+        let (cols, phases) = (g.col_taps(), g.phases());
         let mut gx = vec![T::zero(); g.n * g.c * g.in_plane()];
         gx.par_chunks_mut(g.in_plane())
             .zip(grad.par_chunks(g.out_plane()))
             .for_each_init(
-                || (vec![T::zero(); wo], vec![T::zero(); g.h * wo]),
-                |(scaled, rows), (gx, grad)| {
+                || {
+                    let scratch = vec![T::zero(); g.in_plane()];
+                    (vec![T::zero(); wo], vec![T::zero(); g.h * wo], scratch)
+                },
+                |(scaled, rows, scratch), (gx, grad)| {
                     // Transpose of the row pass: rows[ih] = Σ over output rows reading ih.
                     rows.fill(T::zero());
                     for (oh, gr) in grad.chunks_exact(wo).enumerate() {
@@ -406,12 +474,21 @@ impl AvgPoolBackward {
                             }
                         }
                     }
-                    // Transpose of the column pass.
-                    for (gr, r) in gx.chunks_exact_mut(w).zip(rows.chunks_exact(wo)) {
-                        for j in 0..g.kernel {
-                            let (range, base) = g.col_taps(j);
-                            scatter_strided(gr, base, g.stride, &r[range], |a, v| *a += v);
+                    // Transpose of the column pass, into the split rows (in place at stride 1).
+                    let acc: &mut [T] = if g.stride == 1 {
+                        &mut *gx
+                    } else {
+                        scratch.fill(T::zero());
+                        &mut scratch[..]
+                    };
+                    for (a, r) in acc.chunks_exact_mut(w).zip(rows.chunks_exact(wo)) {
+                        for tap in &cols {
+                            let a = &mut a[tap.start..][..tap.outs.len()];
+                            zip_with(a, &r[tap.outs.clone()], |a, v| *a += v);
                         }
+                    }
+                    if g.stride != 1 {
+                        phases.unsplit(scratch, gx);
                     }
                 },
             );
@@ -476,6 +553,28 @@ mod tests {
     #[test]
     fn avg_pool_matches_reference() {
         compare_with_reference(avg_pool2d, avg_pool2d_reference, false);
+    }
+
+    /// Inputs smaller than the window, where some taps read only padding for every output
+    /// (and strides larger than the input).
+    #[test]
+    fn pools_on_tiny_inputs() {
+        for (h, w) in [(1, 1), (1, 2), (2, 1), (2, 3)] {
+            for (k, s, p) in [(5, 1, 2), (5, 2, 2), (3, 3, 1), (4, 5, 2)] {
+                let x = distinct(&[2, 2, h, w], DType::F32, 9);
+                for (fast, reference) in [
+                    (max_pool2d as Pool, max_pool2d_reference as Pool),
+                    (avg_pool2d, avg_pool2d_reference),
+                ] {
+                    let what = format!("k{k} s{s} p{p} {h}x{w}");
+                    let x = [x.clone()];
+                    let got = forward_grads(&|t: &[Tensor]| fast(&t[0], k, s, p), &x, 1);
+                    let want = forward_grads(&|t: &[Tensor]| reference(&t[0], k, s, p), &x, 1);
+                    assert_close(&got.0, &want.0, 1e-6, &format!("forward {what}"));
+                    assert_close(&got.1[0], &want.1[0], 1e-6, &format!("gradient {what}"));
+                }
+            }
+        }
     }
 
     /// The reference itself agrees with Candle's pooling where that applies (no padding for
