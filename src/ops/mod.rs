@@ -13,6 +13,7 @@
 mod conv;
 mod identity;
 mod inverted_residual;
+pub mod kernels;
 mod pool;
 mod zero;
 
