@@ -117,3 +117,9 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A Candle error's message without the backtrace Candle may attach to it.
+pub fn candle_message(e: &candle_core::Error) -> String {
+    let s = e.to_string();
+    s.lines().next().unwrap_or_default().trim().to_string()
+}

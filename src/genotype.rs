@@ -34,6 +34,9 @@ pub const PUBLISHED: &[(&str, &str)] = &[
 /// One `(op, input state)` pair feeding a node.
 pub type Pair = Spanned<(String, u32)>;
 
+/// A cell's choice: per intermediate node, the pairs summed there.
+pub type CellChoice = Spanned<Vec<Vec<Pair>>>;
+
 /// A discrete architecture, as stored in `genotype.ron`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,7 +47,7 @@ pub struct Genotype {
     pub space: String,
     /// Per cell type: per intermediate node, the `(op, input state)` pairs summed there.
     #[serde(default)]
-    pub cells: OrderedMap<Spanned<String>, Spanned<Vec<Vec<Pair>>>>,
+    pub cells: OrderedMap<Spanned<String>, CellChoice>,
     /// Per searchable layer of a chain network, in order: the chosen op.
     #[serde(default)]
     pub layers: Spanned<Vec<Spanned<String>>>,
@@ -399,10 +402,10 @@ impl Genotype {
                     .into());
             };
             for (_, c) in chosen {
-                if let Candidate::Cell(m) = c {
-                    if !needed.contains(m) {
-                        needed.push(*m);
-                    }
+                if let Candidate::Cell(m) = c
+                    && !needed.contains(m)
+                {
+                    needed.push(*m);
                 }
             }
         }
@@ -612,5 +615,109 @@ impl PyParser<'_> {
                 self.pos += 1;
             }
         }
+    }
+}
+
+/// Reads a genotype off architecture weights with each cell's derivation rule
+/// (`../shared/reference/darts.md` §4):
+///
+/// - `TopK`: each node ranks its incoming edges by their largest weight over candidates
+///   outside `exclude` and keeps the strongest `per_node` (ties: lower input state first);
+///   each kept edge takes that argmax (ties: the earlier candidate). Pairs are listed
+///   strongest first.
+/// - `ArgmaxPerEdge`: every edge takes its argmax over all candidates (ties: earlier).
+///
+/// `cell_weights[c]` is cell `c`'s [edges][candidates] weights (softmax of α), `None` for
+/// cells not in use; `slot_weights[i]` the searchable layer's. Motifs get a choice only when
+/// the architecture uses them.
+pub fn derive(
+    space: &Space,
+    cell_weights: &[Option<Vec<Vec<f32>>>],
+    slot_weights: &[Vec<f32>],
+) -> Genotype {
+    fn argmax(w: &[f32], allowed: impl Fn(usize) -> bool) -> Option<(usize, f32)> {
+        let mut best: Option<(usize, f32)> = None;
+        for (k, &v) in w.iter().enumerate() {
+            if allowed(k) && best.is_none_or(|(_, b)| v > b) {
+                best = Some((k, v));
+            }
+        }
+        best
+    }
+    let mut cells: Vec<(Spanned<String>, CellChoice)> = Vec::new();
+    let mut needed: Vec<usize> = space.skeleton_cells.clone();
+    let layers: Vec<Spanned<String>> = space
+        .slots
+        .iter()
+        .zip(slot_weights)
+        .map(|(slot, w)| {
+            let (k, _) = argmax(w, |_| true).unwrap_or((0, 0.0));
+            if let Candidate::Cell(m) = slot.candidates[k] {
+                needed.push(m);
+            }
+            Spanned::unspanned(space.candidate_name(slot.candidates[k]).to_string())
+        })
+        .collect();
+    let mut i = 0;
+    while i < needed.len() {
+        let ci = needed[i];
+        i += 1;
+        let cell = &space.cells[ci];
+        let Some(Some(w)) = cell_weights.get(ci) else {
+            continue;
+        };
+        let mut nodes = Vec::new();
+        for node in cell.inputs..cell.states() {
+            let incoming: Vec<usize> = cell.incoming(node).collect();
+            let mut picks: Vec<(usize, usize, f32)> = match &cell.rule {
+                Rule::ArgmaxPerEdge => incoming
+                    .iter()
+                    .filter_map(|&e| argmax(&w[e], |_| true).map(|(k, v)| (e, k, v)))
+                    .collect(),
+                Rule::TopK { per_node, exclude } => {
+                    let allowed = |k: usize| !matches!(cell.candidates[k], Candidate::Op(o) if exclude.contains(&o));
+                    let mut ranked: Vec<(usize, usize, f32)> = incoming
+                        .iter()
+                        .filter_map(|&e| argmax(&w[e], allowed).map(|(k, v)| (e, k, v)))
+                        .collect();
+                    // Strongest first; ties keep the lower input state (edges are ordered by source).
+                    ranked.sort_by(|a, b| {
+                        b.2.total_cmp(&a.2)
+                            .then(cell.edges[a.0].from.cmp(&cell.edges[b.0].from))
+                    });
+                    ranked.truncate(*per_node);
+                    ranked
+                }
+            };
+            if matches!(cell.rule, Rule::ArgmaxPerEdge) {
+                picks.sort_by_key(|p| cell.edges[p.0].from);
+            }
+            let pairs = picks
+                .iter()
+                .map(|&(e, k, _)| {
+                    let c = cell.candidates[k];
+                    if let Candidate::Cell(m) = c
+                        && !needed.contains(&m)
+                    {
+                        needed.push(m);
+                    }
+                    Spanned::unspanned((
+                        space.candidate_name(c).to_string(),
+                        cell.edges[e].from as u32,
+                    ))
+                })
+                .collect();
+            nodes.push(pairs);
+        }
+        cells.push((
+            Spanned::unspanned(cell.name.clone()),
+            Spanned::unspanned(nodes),
+        ));
+    }
+    Genotype {
+        version: Spanned::unspanned(VERSION),
+        space: space.name.clone(),
+        cells: OrderedMap(cells),
+        layers: Spanned::unspanned(layers),
     }
 }

@@ -7,9 +7,15 @@
 pub mod cli;
 pub mod data;
 pub mod error;
+pub mod fsutil;
 pub mod genotype;
+pub mod nn;
 pub mod ops;
+pub mod optim;
+pub mod search;
 pub mod space;
 pub mod spec;
+pub mod strategy;
+pub mod supernet;
 
 pub use error::{Error, Result};

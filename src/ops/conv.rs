@@ -1,7 +1,10 @@
 //! Convolution families: DARTS `SepConv` and `DilConv`, `ReluConvBn` (NAS-Bench-201's
 //! `nor_conv`), and the conv-BN blocks used by stems and cell preprocessing.
 
+use candle_core::Tensor;
+
 use super::{Applied, BnMode, Cost, OpCtx, Shape, conv_macs, prod, same_window};
+use crate::nn::{BatchNorm, Scope, conv_weight};
 
 /// ReLU, depthwise k×k (dilation d, stride s), pointwise c_in → c_out, BN(c_out).
 fn dw_pw_bn(
@@ -65,4 +68,87 @@ pub fn relu_conv_bn_cost(
 /// Conv k×k c_in → c_out + BN, as a stem (affine BN).
 pub fn conv_bn_cost(input: Shape, c_out: u64, kernel: u32, stride: u32) -> Result<Applied, String> {
     relu_conv_bn_cost(input, c_out, kernel, stride, BnMode::FINAL)
+}
+
+// ---- Candle ----
+
+/// ReLU, depthwise k×k (stride, dilation), pointwise 1×1, BN: one half of a SepConv, or a
+/// whole DilConv. Parameters `dw.weight` [C_in, 1, k, k], `pw.weight` [C_out, C_in, 1, 1],
+/// `bn.*`.
+#[derive(Clone)]
+pub struct DwPwBn {
+    pub dw: Tensor,
+    pub pw: Tensor,
+    pub bn: BatchNorm,
+    pub stride: usize,
+    pub padding: usize,
+    pub dilation: usize,
+}
+
+impl DwPwBn {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        s: &Scope,
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+        dilation: usize,
+        affine: bool,
+    ) -> candle_core::Result<Self> {
+        Ok(DwPwBn {
+            dw: conv_weight(&s.pp("dw"), "weight", c_in, 1, kernel)?,
+            pw: conv_weight(&s.pp("pw"), "weight", c_out, c_in, 1)?,
+            bn: BatchNorm::new(&s.pp("bn"), c_out, affine)?,
+            stride,
+            padding: dilation * (kernel - 1) / 2,
+            dilation,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let y = super::kernels::depthwise_conv2d(
+            &x.relu()?,
+            &self.dw,
+            self.stride,
+            self.padding,
+            self.dilation,
+        )?;
+        let y = y.conv2d(&self.pw, 0, 1, 1, 1)?;
+        self.bn.forward(&y, train)
+    }
+}
+
+/// ReLU, conv k×k (stride, same padding), BN. Parameters `conv.weight`, `bn.*`.
+#[derive(Clone)]
+pub struct ReluConvBnModule {
+    pub conv: Tensor,
+    pub bn: BatchNorm,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl ReluConvBnModule {
+    pub fn new(
+        s: &Scope,
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+        affine: bool,
+    ) -> candle_core::Result<Self> {
+        Ok(ReluConvBnModule {
+            conv: conv_weight(&s.pp("conv"), "weight", c_out, c_in, kernel)?,
+            bn: BatchNorm::new(&s.pp("bn"), c_out, affine)?,
+            stride,
+            padding: (kernel - 1) / 2,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let y = x
+            .relu()?
+            .conv2d(&self.conv, self.padding, self.stride, 1, 1)?;
+        self.bn.forward(&y, train)
+    }
 }

@@ -5,7 +5,10 @@
 //! the second applied to `x[:, :, 1:, 1:]`, concatenated, then BN(c_out). The two halves
 //! only line up on even sizes, and `c_out` must be even.
 
+use candle_core::Tensor;
+
 use super::{Applied, BnMode, Cost, OpCtx, Shape, conv_macs, prod};
+use crate::nn::{BatchNorm, Scope, conv_weight};
 
 pub(super) fn apply(ctx: &OpCtx) -> Result<Applied, String> {
     match ctx.stride {
@@ -24,12 +27,12 @@ pub(super) fn apply(ctx: &OpCtx) -> Result<Applied, String> {
 /// FactorizedReduce(input.c, c_out) applied to `input`; also used to preprocess a cell input
 /// that comes from before a reduction.
 pub fn factorized_reduce_cost(input: Shape, c_out: u64, bn: BnMode) -> Result<Applied, String> {
-    if c_out % 2 != 0 {
+    if !c_out.is_multiple_of(2) {
         return Err(format!(
             "a factorized reduce needs an even number of output channels, got {c_out}"
         ));
     }
-    if input.h % 2 != 0 || input.w % 2 != 0 {
+    if !input.h.is_multiple_of(2) || !input.w.is_multiple_of(2) {
         return Err(format!(
             "a factorized reduce needs an even spatial size, got {}x{} (its two halves would be {}x{} and {}x{})",
             input.h,
@@ -52,4 +55,37 @@ pub fn factorized_reduce_cost(input: Shape, c_out: u64, bn: BnMode) -> Result<Ap
             macs: conv_macs(half, input.c, 1).saturating_mul(2),
         },
     })
+}
+
+// ---- Candle ----
+
+/// FactorizedReduce(c_in, c_out): ReLU, conv1 1×1 stride 2 on x and conv2 1×1 stride 2 on
+/// `x[:, :, 1:, 1:]`, concatenated on channels, BN. Parameters `conv1.weight`,
+/// `conv2.weight` [c_out/2, c_in, 1, 1], `bn.*`.
+#[derive(Clone)]
+pub struct FactorizedReduce {
+    pub conv1: Tensor,
+    pub conv2: Tensor,
+    pub bn: BatchNorm,
+}
+
+impl FactorizedReduce {
+    pub fn new(s: &Scope, c_in: usize, c_out: usize, affine: bool) -> candle_core::Result<Self> {
+        Ok(FactorizedReduce {
+            conv1: conv_weight(&s.pp("conv1"), "weight", c_out / 2, c_in, 1)?,
+            conv2: conv_weight(&s.pp("conv2"), "weight", c_out / 2, c_in, 1)?,
+            bn: BatchNorm::new(&s.pp("bn"), c_out, affine)?,
+        })
+    }
+
+    /// # Shapes
+    /// [N, C_in, H, W] (H, W even) → [N, C_out, H/2, W/2].
+    pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let x = x.relu()?;
+        let (_, _, h, w) = x.dims4()?;
+        let a = x.conv2d(&self.conv1, 0, 2, 1, 1)?;
+        let shifted = x.narrow(2, 1, h - 1)?.narrow(3, 1, w - 1)?;
+        let b = shifted.conv2d(&self.conv2, 0, 2, 1, 1)?;
+        self.bn.forward(&Tensor::cat(&[&a, &b], 1)?, train)
+    }
 }

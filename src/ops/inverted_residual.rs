@@ -2,7 +2,10 @@
 //! t = 1), depthwise k×k at stride s (BN, ReLU6), project 1×1 (→ c_out, BN, no activation);
 //! the input is added when s = 1 and c_in = c_out.
 
+use candle_core::Tensor;
+
 use super::{Applied, Cost, OpCtx, Shape, conv_macs, prod, same_window};
+use crate::nn::{BatchNorm, Scope, conv_weight};
 
 /// Hidden width of the block.
 pub fn inverted_residual_hidden(c_in: u64, expansion: u32) -> u64 {
@@ -42,4 +45,67 @@ pub(super) fn apply(ctx: &OpCtx, kernel: u32, expansion: u32) -> Result<Applied,
         macs: conv_macs(out, hidden, 1),
     };
     Ok(Applied { output: out, cost })
+}
+
+// ---- Candle ----
+
+/// The inverted residual block's modules. Parameters `expand.weight` and `bn1.*` (absent
+/// when the expansion is 1), `dw.weight`, `bn2.*`, `project.weight`, `bn3.*`.
+#[derive(Clone)]
+pub struct InvertedResidualModule {
+    pub expand: Option<(Tensor, BatchNorm)>,
+    pub dw: Tensor,
+    pub bn2: BatchNorm,
+    pub project: Tensor,
+    pub bn3: BatchNorm,
+    pub stride: usize,
+    pub padding: usize,
+    pub residual: bool,
+}
+
+impl InvertedResidualModule {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        s: &Scope,
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        expansion: usize,
+        stride: usize,
+        affine: bool,
+    ) -> candle_core::Result<Self> {
+        let hidden = c_in * expansion;
+        let expand = if expansion != 1 {
+            Some((
+                conv_weight(&s.pp("expand"), "weight", hidden, c_in, 1)?,
+                BatchNorm::new(&s.pp("bn1"), hidden, affine)?,
+            ))
+        } else {
+            None
+        };
+        Ok(InvertedResidualModule {
+            expand,
+            dw: conv_weight(&s.pp("dw"), "weight", hidden, 1, kernel)?,
+            bn2: BatchNorm::new(&s.pp("bn2"), hidden, affine)?,
+            project: conv_weight(&s.pp("project"), "weight", c_out, hidden, 1)?,
+            bn3: BatchNorm::new(&s.pp("bn3"), c_out, affine)?,
+            stride,
+            padding: (kernel - 1) / 2,
+            residual: stride == 1 && c_in == c_out,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let relu6 = |t: Tensor| t.clamp(0.0, 6.0);
+        let mut y = x.clone();
+        if let Some((w, bn)) = &self.expand {
+            y = relu6(bn.forward(&y.conv2d(w, 0, 1, 1, 1)?, train)?)?;
+        }
+        y = super::kernels::depthwise_conv2d(&y, &self.dw, self.stride, self.padding, 1)?;
+        y = relu6(self.bn2.forward(&y, train)?)?;
+        y = self
+            .bn3
+            .forward(&y.conv2d(&self.project, 0, 1, 1, 1)?, train)?;
+        if self.residual { y + x } else { Ok(y) }
+    }
 }

@@ -17,11 +17,16 @@ pub mod kernels;
 mod pool;
 mod zero;
 
+use candle_core::{Result as CandleResult, Tensor};
 use serde::{Deserialize, Serialize};
 
-pub use conv::{conv_bn_cost, relu_conv_bn_cost};
-pub use identity::factorized_reduce_cost;
+use crate::nn::Scope;
+
+pub use conv::{DwPwBn, ReluConvBnModule, conv_bn_cost, relu_conv_bn_cost};
+pub use identity::{FactorizedReduce, factorized_reduce_cost};
+pub use inverted_residual::InvertedResidualModule;
 pub use inverted_residual::inverted_residual_hidden;
+pub use pool::PoolModule;
 
 /// A primitive op, as written in a space's `ops` list: `("sep_conv_3x3", SepConv(kernel: 3))`.
 ///
@@ -162,7 +167,7 @@ impl Op {
     /// is used. The message names the field.
     pub fn check(&self) -> Result<(), String> {
         let odd = |name: &str, k: u32| {
-            if k == 0 || k % 2 == 0 {
+            if k == 0 || k.is_multiple_of(2) {
                 Err(format!(
                     "{name} must be an odd number ≥ 1 for same padding, got {k}"
                 ))
@@ -232,6 +237,109 @@ impl Op {
     /// The op is the identity map at stride 1 with equal channels (a skippable layer).
     pub fn is_identity(&self) -> bool {
         matches!(self, Op::Identity)
+    }
+}
+
+/// An op built with its parameters: what runs on an edge.
+#[derive(Clone)]
+pub enum OpModule {
+    Zero { c_out: usize, stride: usize },
+    Identity,
+    FactorizedReduce(FactorizedReduce),
+    Pool(PoolModule),
+    SepConv(DwPwBn, DwPwBn),
+    DilConv(DwPwBn),
+    ReluConvBn(ReluConvBnModule),
+    InvertedResidual(InvertedResidualModule),
+}
+
+impl Op {
+    /// Builds the op mapping `c_in` to `c_out` channels at `stride`, its parameters under
+    /// scope `s`. The combination must have passed [`Op::apply`] (the space compiler checks
+    /// every place an op is used).
+    pub fn build(
+        &self,
+        s: &Scope,
+        c_in: usize,
+        c_out: usize,
+        stride: usize,
+        bn: BnMode,
+    ) -> CandleResult<OpModule> {
+        let affine = bn.affine;
+        Ok(match *self {
+            Op::Zero => OpModule::Zero { c_out, stride },
+            Op::Identity if stride == 1 => OpModule::Identity,
+            Op::Identity => {
+                OpModule::FactorizedReduce(FactorizedReduce::new(s, c_in, c_out, affine)?)
+            }
+            Op::MaxPool { kernel } | Op::AvgPool { kernel } => OpModule::Pool(PoolModule {
+                max: matches!(self, Op::MaxPool { .. }),
+                kernel: kernel as usize,
+                stride,
+                bn: if bn.pool_bn {
+                    Some(crate::nn::BatchNorm::new(&s.pp("bn"), c_out, false)?)
+                } else {
+                    None
+                },
+            }),
+            Op::SepConv { kernel } => {
+                let k = kernel as usize;
+                OpModule::SepConv(
+                    DwPwBn::new(&s.pp("1"), c_in, c_in, k, stride, 1, affine)?,
+                    DwPwBn::new(&s.pp("2"), c_in, c_out, k, 1, 1, affine)?,
+                )
+            }
+            Op::DilConv { kernel, dilation } => OpModule::DilConv(DwPwBn::new(
+                s,
+                c_in,
+                c_out,
+                kernel as usize,
+                stride,
+                dilation as usize,
+                affine,
+            )?),
+            Op::ReluConvBn { kernel } => OpModule::ReluConvBn(ReluConvBnModule::new(
+                s,
+                c_in,
+                c_out,
+                kernel as usize,
+                stride,
+                affine,
+            )?),
+            Op::InvertedResidual { kernel, expansion } => {
+                OpModule::InvertedResidual(InvertedResidualModule::new(
+                    s,
+                    c_in,
+                    c_out,
+                    kernel as usize,
+                    expansion as usize,
+                    stride,
+                    affine,
+                )?)
+            }
+        })
+    }
+}
+
+impl OpModule {
+    /// # Shapes
+    /// [N, C_in, H, W] → [N, C_out, H', W'] as [`Op::apply`] says.
+    pub fn forward(&self, x: &Tensor, train: bool) -> CandleResult<Tensor> {
+        match self {
+            OpModule::Zero { c_out, stride } => zero::forward(x, *c_out, *stride),
+            OpModule::Identity => Ok(x.clone()),
+            OpModule::FactorizedReduce(m) => m.forward(x, train),
+            OpModule::Pool(m) => m.forward(x, train),
+            OpModule::SepConv(a, b) => b.forward(&a.forward(x, train)?, train),
+            OpModule::DilConv(m) => m.forward(x, train),
+            OpModule::ReluConvBn(m) => m.forward(x, train),
+            OpModule::InvertedResidual(m) => m.forward(x, train),
+        }
+    }
+
+    /// The op is the identity (drop path skips it).
+    pub fn is_identity(&self) -> bool {
+        matches!(self, OpModule::Identity)
     }
 }
 

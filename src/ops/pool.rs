@@ -3,7 +3,10 @@
 //! false`). Inside a DARTS mixed op (the supernet only) a pool is followed by BN(C, affine =
 //! false). Channels cannot change.
 
+use candle_core::Tensor;
+
 use super::{Applied, Cost, OpCtx, same_window};
+use crate::nn::BatchNorm;
 
 pub(super) fn apply(ctx: &OpCtx, kernel: u32) -> Result<Applied, String> {
     if ctx.input.c != ctx.c_out {
@@ -16,4 +19,31 @@ pub(super) fn apply(ctx: &OpCtx, kernel: u32) -> Result<Applied, String> {
         output: same_window(ctx.input, ctx.c_out, kernel, ctx.stride, 1)?,
         cost: Cost::default(),
     })
+}
+
+// ---- Candle ----
+
+/// A pool, optionally followed by BN(C, affine = false) (parameters `bn.*`; DARTS's mixed
+/// ops).
+#[derive(Clone)]
+pub struct PoolModule {
+    pub max: bool,
+    pub kernel: usize,
+    pub stride: usize,
+    pub bn: Option<BatchNorm>,
+}
+
+impl PoolModule {
+    pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let p = self.kernel / 2;
+        let y = if self.max {
+            super::kernels::max_pool2d(x, self.kernel, self.stride, p)?
+        } else {
+            super::kernels::avg_pool2d(x, self.kernel, self.stride, p)?
+        };
+        match &self.bn {
+            Some(bn) => bn.forward(&y, train),
+            None => Ok(y),
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! is `ceil(h / 2)` × `ceil(w / 2)`. No parameters, no multiply-adds.
 
 use super::{Applied, Cost, OpCtx, Shape};
+use candle_core::Tensor;
 
 pub(super) fn apply(ctx: &OpCtx) -> Result<Applied, String> {
     let s = ctx.stride as u64;
@@ -13,4 +14,16 @@ pub(super) fn apply(ctx: &OpCtx) -> Result<Applied, String> {
         },
         cost: Cost::default(),
     })
+}
+
+// ---- Candle ----
+
+/// Zeros of shape [N, C_out, ceil(H/s), ceil(W/s)] in the input's dtype and device.
+pub fn forward(x: &Tensor, c_out: usize, stride: usize) -> candle_core::Result<Tensor> {
+    let (n, _, h, w) = x.dims4()?;
+    Tensor::zeros(
+        (n, c_out, h.div_ceil(stride), w.div_ceil(stride)),
+        x.dtype(),
+        x.device(),
+    )
 }

@@ -63,7 +63,7 @@ pub fn residual(input: Shape, c_out: u64, stride: u32, bn: BnMode) -> Result<App
 /// The node width of a one-input cell mapping `c` channels to `c`: `c / multiplier`.
 pub fn node_width(cell: &CellType, c: u64) -> Result<u64, String> {
     let k = cell.multiplier();
-    if c % k != 0 {
+    if !c.is_multiple_of(k) {
         return Err(format!(
             "it concatenates {k} nodes, so its {c} channels must divide by {k}"
         ));

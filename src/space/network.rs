@@ -473,7 +473,7 @@ impl Compiler<'_> {
     fn scaled(&self, v: u32, by: Option<(u64, u64)>, sp: Span, what: &str) -> R<u64> {
         match by {
             None => Ok(v as u64),
-            Some((num, den)) if (v as u64 * num) % den == 0 => Ok(v as u64 * num / den),
+            Some((num, den)) if (v as u64 * num).is_multiple_of(den) => Ok(v as u64 * num / den),
             Some((num, den)) => Err(self.err(
                 sp,
                 format!(

@@ -487,13 +487,13 @@ fn check(sources: &Sources, p: &Pipeline) -> Result<()> {
                 }
                 unit(momentum, &format!("{what}: momentum"), false, true)?;
                 nonneg(weight_decay, &format!("{what}: weight_decay"))?;
-                if let Some(c) = grad_clip {
-                    if !(c.value.is_finite() && c.value > 0.0) {
-                        return Err(err(
-                            c.span,
-                            format!("{what}: grad_clip must be > 0, got {}", c.value),
-                        ));
-                    }
+                if let Some(c) = grad_clip
+                    && !(c.value.is_finite() && c.value > 0.0)
+                {
+                    return Err(err(
+                        c.span,
+                        format!("{what}: grad_clip must be > 0, got {}", c.value),
+                    ));
                 }
                 Ok(())
             }

@@ -167,20 +167,20 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Spanned<T> {
         let fail = |e: ron::error::SpannedError| {
             let message = message_of(&e.code);
             CONTEXT.with(|c| {
-                if let Some(ctx) = c.borrow_mut().last_mut() {
-                    if ctx.pending.is_none() {
-                        // SAFETY-free arithmetic: `raw` lies within the parsed input.
-                        let rel = byte_offset(raw, e.span.start);
-                        let rel_end = byte_offset(raw, e.span.end).max(rel);
-                        ctx.pending = Some(ParseError {
-                            span: Span {
-                                file,
-                                start: at + rel,
-                                end: at + rel_end,
-                            },
-                            message: message.clone(),
-                        });
-                    }
+                if let Some(ctx) = c.borrow_mut().last_mut()
+                    && ctx.pending.is_none()
+                {
+                    // SAFETY-free arithmetic: `raw` lies within the parsed input.
+                    let rel = byte_offset(raw, e.span.start);
+                    let rel_end = byte_offset(raw, e.span.end).max(rel);
+                    ctx.pending = Some(ParseError {
+                        span: Span {
+                            file,
+                            start: at + rel,
+                            end: at + rel_end,
+                        },
+                        message: message.clone(),
+                    });
                 }
             });
             de::Error::custom(message)

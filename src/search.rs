@@ -1,0 +1,413 @@
+//! The search stage: runs DARTS over the epochs of a pipeline's `search` section on its data,
+//! with a checkpoint after every epoch, resume, progress, per-epoch logs and the history of
+//! every edge's op weights; ends by deriving and writing the genotype.
+//!
+//! Layout under the run folder (`exports/<name>/`):
+//! - `search/checkpoint-<epoch>.safetensors`: weights (`weights.*`), BN buffers
+//!   (`buffers.*`), architecture weights (`alphas.*`) and optimizer state (`opt.w.*`,
+//!   `opt.a.*`) after that epoch;
+//! - `search/state.json`: the spec hash, the last finished epoch and its checkpoint file,
+//!   per-epoch metrics and the op-weight history;
+//! - `genotype.ron`: the derived architecture.
+//!
+//! Every epoch's randomness derives from (seed, epoch), so a resumed search gives the same
+//! result as an uninterrupted one on CPU.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::data::{self, BatchConfig, Batcher, Normalize};
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
+use crate::genotype::{self, Genotype};
+use crate::optim::{self, Adam, Sgd};
+use crate::spec::pipeline::{Optimizer, Resolved, Search};
+use crate::strategy::darts::Darts;
+use crate::supernet::Supernet;
+
+/// Version of `state.json`.
+pub const STATE_VERSION: u32 = 1;
+
+/// One epoch's figures.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub lr: f64,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub val_loss: f64,
+    pub val_acc: f64,
+    pub seconds: f64,
+    pub images_per_sec: f64,
+}
+
+/// Softmax of the architecture weights after an epoch: per cell type, [edges][candidates];
+/// per searchable layer, [candidates].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AlphaSnapshot {
+    pub epoch: usize,
+    pub cells: Vec<(String, Vec<Vec<f32>>)>,
+    pub layers: Vec<Vec<f32>>,
+}
+
+/// `search/state.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    pub spec_hash: String,
+    /// Epochs finished.
+    pub epochs_done: usize,
+    pub checkpoint: String,
+    pub metrics: Vec<EpochMetrics>,
+    pub history: Vec<AlphaSnapshot>,
+}
+
+/// What a finished search returns.
+pub struct Outcome {
+    pub genotype: Genotype,
+    pub metrics: Vec<EpochMetrics>,
+    pub seconds: f64,
+}
+
+/// Options that are not part of the spec.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Stop after this many epochs in total (tests simulate a killed run with it).
+    pub stop_after: Option<usize>,
+    /// Draw a progress bar (when stderr is a terminal).
+    pub progress: bool,
+}
+
+/// A hash of everything that determines the search's result.
+pub fn spec_hash(p: &Resolved) -> Result<String> {
+    let mut h = blake3::Hasher::new();
+    h.update(env!("CARGO_PKG_VERSION").as_bytes());
+    let search = ron::to_string(&p.spec.search).map_err(|e| Error::Input(e.to_string()))?;
+    let data = ron::to_string(&p.spec.data).map_err(|e| Error::Input(e.to_string()))?;
+    h.update(search.as_bytes());
+    h.update(data.as_bytes());
+    h.update(&p.spec.seed.to_le_bytes());
+    let space = std::fs::read(&p.space_path).map_err(|source| Error::Io {
+        path: p.space_path.clone(),
+        source,
+    })?;
+    h.update(&space);
+    Ok(h.finalize().to_hex().to_string())
+}
+
+fn ctx(stage: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
+    move |e| Error::Input(format!("{stage}: {}", crate::error::candle_message(&e)))
+}
+
+fn sgd(o: &Optimizer, params: Vec<(String, candle_core::Var)>) -> Result<(Sgd, f64, f64, usize)> {
+    match o {
+        Optimizer::Sgd {
+            lr,
+            lr_min,
+            momentum,
+            nesterov,
+            weight_decay,
+            grad_clip,
+            warmup_epochs,
+        } => Ok((
+            Sgd::new(
+                params,
+                momentum.value,
+                *nesterov,
+                weight_decay.value,
+                grad_clip.as_ref().map(|c| c.value),
+            ),
+            lr.value,
+            lr_min.value,
+            *warmup_epochs as usize,
+        )),
+        Optimizer::Adam { .. } => Err(Error::Input(
+            "the search's `weights` optimizer must be Sgd".into(),
+        )),
+    }
+}
+
+fn adam(o: &Optimizer, params: Vec<(String, candle_core::Var)>) -> Result<Adam> {
+    match o {
+        Optimizer::Adam {
+            lr,
+            betas,
+            weight_decay,
+        } => Ok(Adam::new(params, lr.value, betas.value, weight_decay.value)),
+        Optimizer::Sgd { .. } => Err(Error::Input(
+            "the search's `arch` optimizer must be Adam".into(),
+        )),
+    }
+}
+
+/// Runs (or resumes) the search of pipeline `p`, writing under `run_dir`.
+pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Result<Outcome> {
+    let Some(search) = &p.spec.search else {
+        return Err(Error::Input(format!(
+            "pipeline \"{}\" has no `search` section",
+            p.spec.name.value
+        )));
+    };
+    let Search::Darts {
+        order,
+        epochs,
+        batch_size,
+        train_portion,
+        weights,
+        arch,
+        augment,
+        ..
+    } = &search.value;
+    let epochs = epochs.value as usize;
+    let space = &p.search_space;
+    let seed = p.spec.seed;
+
+    let (train, _test) = data::load(&p.spec.data, p.data_dir.as_deref(), seed)?;
+    train.check_input(space.input)?;
+    let split = train.split(train_portion.value)?;
+    let norm = Normalize::fit(&train, &split.first)?;
+    let cfg = |stream| BatchConfig {
+        batch_size: batch_size.value as usize,
+        shuffle: true,
+        augment: *augment,
+        seed,
+        stream,
+    };
+    let train_b = Batcher::new(train.clone(), split.first.clone(), norm.clone(), cfg(1))?;
+    let val_b = Batcher::new(train.clone(), split.rest.clone(), norm, cfg(2))?;
+    let steps = train_b.batches_per_epoch().min(val_b.batches_per_epoch());
+
+    let net = Supernet::new(space, device, seed).map_err(ctx("building the supernet"))?;
+    let (w_opt, lr0, lr_min, warmup) = sgd(weights, net.weights.params())?;
+    let a_opt = adam(arch, net.alphas.params())?;
+    let mut darts = Darts::new(net, w_opt, a_opt, *order);
+
+    let dir = run_dir.join("search");
+    let hash = spec_hash(p)?;
+    let state_path = dir.join("state.json");
+    let mut state = match std::fs::read(&state_path) {
+        Ok(bytes) => {
+            let state: State = serde_json::from_slice(&bytes).map_err(|e| {
+                Error::Input(format!(
+                    "{}: not a search state file: {e}",
+                    state_path.display()
+                ))
+            })?;
+            if state.spec_hash != hash {
+                return Err(Error::Input(format!(
+                    "{}: this checkpoint was made by a different spec (search, data, seed or space changed); \
+                     nothing was overwritten. Delete {} to search again from scratch",
+                    state_path.display(),
+                    dir.display()
+                )));
+            }
+            load_checkpoint(&mut darts, &dir.join(&state.checkpoint))?;
+            state
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => State {
+            version: STATE_VERSION,
+            spec_hash: hash,
+            epochs_done: 0,
+            checkpoint: String::new(),
+            metrics: Vec::new(),
+            history: Vec::new(),
+        },
+        Err(source) => {
+            return Err(Error::Io {
+                path: state_path,
+                source,
+            });
+        }
+    };
+
+    let started = Instant::now();
+    let last = opts.stop_after.map_or(epochs, |s| s.min(epochs));
+    for epoch in state.epochs_done..last {
+        let t0 = Instant::now();
+        let lr = optim::cosine(lr0, lr_min, epoch, epochs, warmup);
+        let images = (steps * batch_size.value as usize).min(train_b.len())
+            + (steps * batch_size.value as usize).min(val_b.len());
+        let bar = progress_bar(opts.progress, images, epoch, epochs);
+        let (tb, vb) = (
+            train_b.epoch(epoch as u64, device),
+            val_b.epoch(epoch as u64, device),
+        );
+        let mut sums = [0f64; 4];
+        let (mut n_train, mut n_val) = (0usize, 0usize);
+        for step in 0..steps {
+            let t = tb.batch(step).map_err(ctx("making a batch"))?;
+            let v = vb.batch(step).map_err(ctx("making a batch"))?;
+            let (ts, vs) = darts
+                .step(&t.images, &t.labels, &v.images, &v.labels, lr)
+                .map_err(ctx("search step"))?;
+            if !ts.loss.is_finite() {
+                return Err(Error::Input(format!(
+                    "the training loss became {} at epoch {epoch}, step {step}; lower the learning rate",
+                    ts.loss
+                )));
+            }
+            sums[0] += ts.loss * ts.count as f64;
+            sums[1] += ts.correct as f64;
+            sums[2] += vs.loss * vs.count as f64;
+            sums[3] += vs.correct as f64;
+            n_train += ts.count;
+            n_val += vs.count;
+            bar.inc((ts.count + vs.count) as u64);
+            bar.set_message(format!("loss {:.3}", sums[0] / n_train as f64));
+        }
+        bar.finish_and_clear();
+        let seconds = t0.elapsed().as_secs_f64();
+        let m = EpochMetrics {
+            epoch,
+            lr,
+            train_loss: sums[0] / n_train.max(1) as f64,
+            train_acc: sums[1] / n_train.max(1) as f64,
+            val_loss: sums[2] / n_val.max(1) as f64,
+            val_acc: sums[3] / n_val.max(1) as f64,
+            seconds,
+            images_per_sec: (n_train + n_val) as f64 / seconds.max(1e-9),
+        };
+        eprintln!(
+            "search epoch {}/{epochs}: lr {:.5}, train loss {:.4} acc {:.2}%, val loss {:.4} acc {:.2}%, {:.1}s, {:.1} images/s",
+            epoch + 1,
+            m.lr,
+            m.train_loss,
+            100.0 * m.train_acc,
+            m.val_loss,
+            100.0 * m.val_acc,
+            m.seconds,
+            m.images_per_sec
+        );
+        state.metrics.push(m);
+        state.history.push(snapshot(&darts.net, epoch)?);
+        save_checkpoint(&darts, &dir, &mut state, epoch + 1)?;
+    }
+    let genotype = genotype::derive(
+        space,
+        &darts.net.cell_weights().map_err(ctx("reading alphas"))?,
+        &darts.net.slot_weights().map_err(ctx("reading alphas"))?,
+    );
+    if state.epochs_done == epochs {
+        write_atomic(&run_dir.join("genotype.ron"), genotype.to_ron().as_bytes())?;
+    }
+    Ok(Outcome {
+        genotype,
+        metrics: state.metrics,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn progress_bar(show: bool, images: usize, epoch: usize, epochs: usize) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(images as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} images, {per_sec}, ETA {eta} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("search {}/{epochs}", epoch + 1));
+    bar
+}
+
+fn snapshot(net: &Supernet, epoch: usize) -> Result<AlphaSnapshot> {
+    let cells = net.cell_weights().map_err(ctx("reading alphas"))?;
+    Ok(AlphaSnapshot {
+        epoch,
+        cells: net
+            .space
+            .cells
+            .iter()
+            .zip(cells)
+            .filter_map(|(c, w)| w.map(|w| (c.name.clone(), w)))
+            .collect(),
+        layers: net.slot_weights().map_err(ctx("reading alphas"))?,
+    })
+}
+
+fn save_checkpoint(darts: &Darts, dir: &Path, state: &mut State, epochs_done: usize) -> Result<()> {
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    for (n, v) in darts.net.weights.params() {
+        tensors.insert(format!("weights.{n}"), v.as_tensor().clone());
+    }
+    for (n, v) in darts.net.weights.buffers() {
+        tensors.insert(format!("buffers.{n}"), v.as_tensor().clone());
+    }
+    for (n, v) in darts.net.alphas.params() {
+        tensors.insert(format!("alphas.{n}"), v.as_tensor().clone());
+    }
+    for (n, t) in darts.w_opt.state() {
+        tensors.insert(format!("opt.w.{n}"), t);
+    }
+    for (n, t) in darts.a_opt.state().map_err(ctx("saving"))? {
+        tensors.insert(format!("opt.a.{n}"), t);
+    }
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let name = format!("checkpoint-{epochs_done}.safetensors");
+    let path = dir.join(&name);
+    let tmp = crate::fsutil::temp_path(&path);
+    candle_core::safetensors::save(&tensors, &tmp)
+        .map_err(|e| Error::Input(format!("{}: {e}", tmp.display())))?;
+    crate::fsutil::commit(&tmp, &path)?;
+    let previous = std::mem::replace(&mut state.checkpoint, name);
+    state.epochs_done = epochs_done;
+    let json = serde_json::to_vec_pretty(state).map_err(|e| Error::Input(e.to_string()))?;
+    write_atomic(&dir.join("state.json"), &json)?;
+    if !previous.is_empty() && previous != state.checkpoint {
+        let _ = std::fs::remove_file(dir.join(previous));
+    }
+    Ok(())
+}
+
+fn load_checkpoint(darts: &mut Darts, path: &Path) -> Result<()> {
+    let device = darts.net.weights.device().clone();
+    let tensors = candle_core::safetensors::load(path, &device).map_err(|e| {
+        Error::Input(format!(
+            "{}: cannot read the checkpoint: {e}",
+            path.display()
+        ))
+    })?;
+    let missing = |n: &str| {
+        Error::Input(format!(
+            "{}: the checkpoint lacks {n}; it was made by another build",
+            path.display()
+        ))
+    };
+    let set = |prefix: &str, vars: Vec<(String, candle_core::Var)>| -> Result<()> {
+        for (n, v) in vars {
+            let key = format!("{prefix}.{n}");
+            let t = tensors.get(&key).ok_or_else(|| missing(&key))?;
+            v.set(t)
+                .map_err(|e| Error::Input(format!("{}: {key}: {e}", path.display())))?;
+        }
+        Ok(())
+    };
+    set("weights", darts.net.weights.params())?;
+    set("buffers", darts.net.weights.buffers())?;
+    set("alphas", darts.net.alphas.params())?;
+    let strip = |prefix: &str| -> HashMap<String, Tensor> {
+        tensors
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone())))
+            .collect()
+    };
+    darts
+        .w_opt
+        .load_state(&strip("opt.w."))
+        .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+    darts
+        .a_opt
+        .load_state(&strip("opt.a."))
+        .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+    Ok(())
+}
