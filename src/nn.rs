@@ -238,9 +238,9 @@ impl BatchNorm {
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let c = self.running_mean.dim(0)?;
         let (mean, var) = if train {
-            let mean = x.mean_keepdim((0, 2, 3))?;
+            let mean = channel_mean(x)?;
             let centered = x.broadcast_sub(&mean)?;
-            let var = centered.sqr()?.mean_keepdim((0, 2, 3))?;
+            let var = channel_mean(&centered.sqr()?)?;
             let n = (x.elem_count() / c) as f64;
             if n > 1.0 {
                 let m = self.momentum;
@@ -275,6 +275,14 @@ impl BatchNorm {
         }
         Ok(y)
     }
+}
+
+/// Per-channel mean of [N, C, H, W] as [1, C, 1, 1]: reduces the contiguous last axis
+/// first, which Candle's CPU backend does an order of magnitude faster than a reduction
+/// over axes (0, 2, 3).
+fn channel_mean(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    x.reshape((n, c, h * w))?.mean_keepdim(2)?.mean_keepdim(0)?.reshape((1, c, 1, 1))
 }
 
 /// The f32 dtype every parameter uses.
