@@ -349,6 +349,9 @@ pub struct Resolved {
     pub retrain_space: Space,
     /// The fixed architecture, when the pipeline gives one.
     pub genotype: Option<(Genotype, crate::genotype::Resolved)>,
+    /// The text of every file the space was read from (the space and the libraries it
+    /// includes), for cache keys.
+    pub space_texts: Vec<String>,
 }
 
 /// Reads, checks and resolves a pipeline file.
@@ -369,7 +372,9 @@ pub fn resolve(sources: &mut Sources, file: u32, path: &Path, spec: Pipeline) ->
         Data::Synthetic { .. } => None,
     };
     let input = spec.data.input();
+    let first_space_file = sources.files.len();
     let raw = space::read(sources, &space_path, Some(spec.space.span))?;
+    let space_texts = sources.files[first_space_file..].iter().map(|f| f.text.clone()).collect();
     let (search_ch, search_layers) = match spec.search.as_deref() {
         Some(Search::Darts {
             channels, layers, ..
@@ -412,6 +417,7 @@ pub fn resolve(sources: &mut Sources, file: u32, path: &Path, spec: Pipeline) ->
         search_space,
         retrain_space,
         genotype,
+        space_texts,
     })
 }
 

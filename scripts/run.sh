@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Sets up what the default job needs on a fresh machine and runs it: the Fashion-MNIST data
+# set from Debian's dataset-fashion-mnist package, a release build, then the default
+# pipeline (pipelines/fashion-mnist.ron). Extra arguments go to nas-pipe, e.g. --stop-after 1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+data=/usr/share/datasets/fashion-mnist
+if [ ! -e "$data/train-images-idx3-ubyte.gz" ] && [ ! -e "$data/train-images-idx3-ubyte" ]; then
+    echo "nas-pipe: installing Fashion-MNIST (Debian package dataset-fashion-mnist)" >&2
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -q && apt-get install -y -q dataset-fashion-mnist
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo apt-get update -q && sudo apt-get install -y -q dataset-fashion-mnist
+    else
+        echo "nas-pipe: Fashion-MNIST is missing from $data; install the Debian package dataset-fashion-mnist as root" >&2
+        exit 2
+    fi
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    if [ -x "$HOME/.cargo/bin/cargo" ]; then
+        export PATH="$HOME/.cargo/bin:$PATH"
+    else
+        echo "nas-pipe: cargo is missing. Install Rust with:" >&2
+        echo "  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y" >&2
+        exit 2
+    fi
+fi
+
+cargo build --release --locked
+# The stages after the search (retraining, ONNX export, validation, profiling) join this
+# command as `nas-pipe run` lands; today the default job is the search and its genotype.
+exec ./target/release/nas-pipe search pipelines/fashion-mnist.ron "$@"
