@@ -282,7 +282,10 @@ impl BatchNorm {
 /// over axes (0, 2, 3).
 fn channel_mean(x: &Tensor) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
-    x.reshape((n, c, h * w))?.mean_keepdim(2)?.mean_keepdim(0)?.reshape((1, c, 1, 1))
+    x.reshape((n, c, h * w))?
+        .mean_keepdim(2)?
+        .mean_keepdim(0)?
+        .reshape((1, c, 1, 1))
 }
 
 /// The f32 dtype every parameter uses.

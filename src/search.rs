@@ -82,7 +82,8 @@ pub struct Options {
     pub progress: bool,
 }
 
-/// A hash of everything that determines the search's result.
+/// A hash of everything that determines the search's result: the build's version, the
+/// search and data sections, the seed, and the text of the space and its libraries.
 pub fn spec_hash(p: &Resolved) -> Result<String> {
     let mut h = blake3::Hasher::new();
     h.update(env!("CARGO_PKG_VERSION").as_bytes());
@@ -91,11 +92,10 @@ pub fn spec_hash(p: &Resolved) -> Result<String> {
     h.update(search.as_bytes());
     h.update(data.as_bytes());
     h.update(&p.spec.seed.to_le_bytes());
-    let space = std::fs::read(&p.space_path).map_err(|source| Error::Io {
-        path: p.space_path.clone(),
-        source,
-    })?;
-    h.update(&space);
+    for text in &p.space_texts {
+        h.update(&(text.len() as u64).to_le_bytes());
+        h.update(text.as_bytes());
+    }
     Ok(h.finalize().to_hex().to_string())
 }
 

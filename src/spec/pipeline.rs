@@ -374,7 +374,10 @@ pub fn resolve(sources: &mut Sources, file: u32, path: &Path, spec: Pipeline) ->
     let input = spec.data.input();
     let first_space_file = sources.files.len();
     let raw = space::read(sources, &space_path, Some(spec.space.span))?;
-    let space_texts = sources.files[first_space_file..].iter().map(|f| f.text.clone()).collect();
+    let space_texts = sources.files[first_space_file..]
+        .iter()
+        .map(|f| f.text.clone())
+        .collect();
     let (search_ch, search_layers) = match spec.search.as_deref() {
         Some(Search::Darts {
             channels, layers, ..
