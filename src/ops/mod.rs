@@ -539,4 +539,82 @@ mod tests {
         assert_eq!(window_out(32, 3, 2, 1, 1).unwrap(), 16);
         assert_eq!(window_out(32, 3, 1, 2, 2).unwrap(), 32);
     }
+
+    /// Every op's gradients (input and parameters) against central finite differences in
+    /// f64, at stride 1 and 2, BN in training mode with affine parameters, pools followed by
+    /// BN as in the supernet.
+    #[test]
+    fn every_op_gradient_matches_finite_differences() {
+        use crate::nn::Store;
+        use candle_core::{DType, Device, Tensor, Var};
+        let dev = Device::Cpu;
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut rand = move |n: usize| -> Vec<f64> {
+            (0..n)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+                })
+                .collect()
+        };
+        for op in Op::ALL {
+            for stride in [1usize, 2] {
+                let (c_in, c_out) = (4usize, 4usize);
+                let store = Store::with_dtype(&dev, DType::F64, 3);
+                let bn = BnMode {
+                    affine: true,
+                    pool_bn: true,
+                };
+                let m = op.build(&store.root(), c_in, c_out, stride, bn).unwrap();
+                let x = Var::from_tensor(
+                    &Tensor::from_vec(rand(2 * c_in * 36), (2, c_in, 6, 6), &dev).unwrap(),
+                )
+                .unwrap();
+                let y0 = m.forward(x.as_tensor(), true).unwrap();
+                let r = Tensor::from_vec(rand(y0.elem_count()), y0.shape(), &dev).unwrap();
+                let loss = |m: &OpModule| -> f64 {
+                    (m.forward(x.as_tensor(), true).unwrap() * &r)
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .to_scalar::<f64>()
+                        .unwrap()
+                };
+                let grads = (y0 * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                let mut vars: Vec<(String, Var)> = vec![("x".into(), x.clone())];
+                vars.extend(store.params());
+                for (name, v) in vars {
+                    let g = grads
+                        .get(v.as_tensor())
+                        .map(|g| g.flatten_all().unwrap().to_vec1::<f64>().unwrap());
+                    let base = v
+                        .as_tensor()
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1::<f64>()
+                        .unwrap();
+                    let n = base.len();
+                    for k in [0, n / 3, n / 2, n - 1] {
+                        let eps = 1e-6;
+                        let at = |d: f64| {
+                            let mut b = base.clone();
+                            b[k] += d;
+                            v.set(&Tensor::from_vec(b, v.shape(), &dev).unwrap())
+                                .unwrap();
+                            loss(&m)
+                        };
+                        let fd = (at(eps) - at(-eps)) / (2.0 * eps);
+                        at(0.0);
+                        let ad = g.as_ref().map_or(0.0, |g| g[k]);
+                        assert!(
+                            (fd - ad).abs() <= 1e-5 * (1.0 + fd.abs()),
+                            "{op:?} stride {stride}, d/d{name}[{k}]: autograd {ad}, finite difference {fd}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
