@@ -13,6 +13,8 @@ use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::ops::kernels::batch_norm_train;
+
 /// Trainable parameters and buffers, in creation order.
 #[derive(Clone)]
 pub struct Store {
@@ -200,9 +202,9 @@ pub fn conv_weight(
 /// Batch norm over NCHW channels: eps 1e-5, momentum 0.1, running statistics kept as
 /// buffers (`running_mean`, `running_var`), optional affine `weight` and `bias`.
 ///
-/// Training mode normalises with the batch's mean and biased variance and updates the
-/// running statistics with the unbiased variance, as PyTorch does; evaluation mode uses the
-/// running statistics.
+/// Training mode normalises with the batch's mean and biased variance
+/// ([`batch_norm_train`]) and updates the running statistics with the unbiased variance, as
+/// PyTorch does; evaluation mode uses the running statistics.
 #[derive(Clone)]
 pub struct BatchNorm {
     pub weight: Option<Tensor>,
@@ -237,19 +239,18 @@ impl BatchNorm {
     /// `x`: [N, C, H, W] → [N, C, H, W].
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let c = self.running_mean.dim(0)?;
-        let (mean, var) = if train {
-            let mean = channel_mean(x)?;
-            let centered = x.broadcast_sub(&mean)?;
-            let var = channel_mean(&centered.sqr()?)?;
+        if train {
+            let (y, mean, var) =
+                batch_norm_train(x, self.weight.as_ref(), self.bias.as_ref(), self.eps)?;
             let n = (x.elem_count() / c) as f64;
             if n > 1.0 {
                 let m = self.momentum;
-                let unbiased = var.detach().reshape(c)?.affine(n / (n - 1.0), 0.0)?;
+                let unbiased = var.affine(n / (n - 1.0), 0.0)?;
                 let rm = self
                     .running_mean
                     .as_tensor()
                     .affine(1.0 - m, 0.0)?
-                    .add(&mean.detach().reshape(c)?.affine(m, 0.0)?)?;
+                    .add(&mean.affine(m, 0.0)?)?;
                 let rv = self
                     .running_var
                     .as_tensor()
@@ -258,13 +259,10 @@ impl BatchNorm {
                 self.running_mean.set(&rm)?;
                 self.running_var.set(&rv)?;
             }
-            (mean, var)
-        } else {
-            (
-                self.running_mean.as_tensor().reshape((1, c, 1, 1))?,
-                self.running_var.as_tensor().reshape((1, c, 1, 1))?,
-            )
-        };
+            return Ok(y);
+        }
+        let mean = self.running_mean.as_tensor().reshape((1, c, 1, 1))?;
+        let var = self.running_var.as_tensor().reshape((1, c, 1, 1))?;
         let mut y = x
             .broadcast_sub(&mean)?
             .broadcast_div(&(var + self.eps)?.sqrt()?)?;
@@ -275,17 +273,6 @@ impl BatchNorm {
         }
         Ok(y)
     }
-}
-
-/// Per-channel mean of [N, C, H, W] as [1, C, 1, 1]: reduces the contiguous last axis
-/// first, which Candle's CPU backend does an order of magnitude faster than a reduction
-/// over axes (0, 2, 3).
-fn channel_mean(x: &Tensor) -> Result<Tensor> {
-    let (n, c, h, w) = x.dims4()?;
-    x.reshape((n, c, h * w))?
-        .mean_keepdim(2)?
-        .mean_keepdim(0)?
-        .reshape((1, c, 1, 1))
 }
 
 /// The f32 dtype every parameter uses.

@@ -108,7 +108,7 @@ impl DwPwBn {
 
     pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let y = super::kernels::depthwise_conv2d(
-            &x.relu()?,
+            &super::kernels::relu(x)?,
             &self.dw,
             self.stride,
             self.padding,
@@ -146,9 +146,7 @@ impl ReluConvBnModule {
     }
 
     pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let y = x
-            .relu()?
-            .conv2d(&self.conv, self.padding, self.stride, 1, 1)?;
+        let y = super::kernels::relu(x)?.conv2d(&self.conv, self.padding, self.stride, 1, 1)?;
         self.bn.forward(&y, train)
     }
 }

@@ -81,7 +81,7 @@ impl FactorizedReduce {
     /// # Shapes
     /// [N, C_in, H, W] (H, W even) → [N, C_out, H/2, W/2].
     pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let x = x.relu()?;
+        let x = super::kernels::relu(x)?;
         let (_, _, h, w) = x.dims4()?;
         let a = x.conv2d(&self.conv1, 0, 2, 1, 1)?;
         let shifted = x.narrow(2, 1, h - 1)?.narrow(3, 1, w - 1)?;

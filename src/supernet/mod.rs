@@ -12,7 +12,7 @@
 use candle_core::{D, Device, Result, Tensor};
 
 use crate::nn::{BatchNorm, Init, Scope, Store, conv_weight};
-use crate::ops::{FactorizedReduce, OpModule, ReluConvBnModule};
+use crate::ops::{FactorizedReduce, OpModule, ReluConvBnModule, kernels};
 use crate::space::{Candidate, LayerKind, Pre, Space};
 use crate::spec::space::Act;
 
@@ -277,7 +277,7 @@ impl Supernet {
                     let y = bn.forward(&input(0).conv2d(w, *padding, *stride, 1, 1)?, train)?;
                     match act {
                         Act::None => y,
-                        Act::Relu => y.relu()?,
+                        Act::Relu => kernels::relu(&y)?,
                         Act::Relu6 => y.clamp(0.0, 6.0)?,
                     }
                 }
@@ -299,7 +299,7 @@ impl Supernet {
                     };
                     (y + s)?
                 }
-                Layer::BnRelu(bn) => bn.forward(&input(0), train)?.relu()?,
+                Layer::BnRelu(bn) => kernels::relu(&bn.forward(&input(0), train)?)?,
                 Layer::Head { w, b } => input(0).mean((2, 3))?.matmul(&w.t()?)?.broadcast_add(b)?,
             };
             outs.push(y);

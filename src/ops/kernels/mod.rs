@@ -1,5 +1,5 @@
-//! Fast CPU kernels for the window ops of DARTS-style networks: max and average pooling with
-//! padding, and depthwise (optionally dilated) convolution.
+//! Fast CPU kernels for the ops of DARTS-style networks: max and average pooling with
+//! padding, depthwise (optionally dilated) convolution, ReLU, and batch norm in training mode.
 //!
 //! Candle's CPU path splits a grouped convolution into one convolution per channel and has
 //! neither a padding argument nor a backward (when kernel ≠ stride) for its pools. Each op
@@ -10,18 +10,24 @@
 //!
 //! This file owns what the kernels share: the validated window geometry ([`Geometry`]), the
 //! per-axis tap ranges that keep the inner loops branch-free, and access to CPU storage.
-//! `pool.rs` owns the pools, `depthwise.rs` the depthwise convolution.
+//! `pool.rs` owns the pools, `depthwise.rs` the depthwise convolution, `relu.rs` the ReLU and
+//! `batch_norm.rs` the training-mode batch norm (the element-wise ops: there Candle's CPU
+//! backend spends one pass and one allocation per elementary op, forward and backward).
 //!
 //! Semantics are PyTorch's: `nn.MaxPool2d(k, s, p)`, `nn.AvgPool2d(k, s, p,
 //! count_include_pad = False)` and `nn.Conv2d(C, C, k, s, p, dilation, groups = C, bias =
 //! False)`, with the output size `floor((H + 2·p − d·(k − 1) − 1) / s) + 1` along each axis.
 //! Gradients are first order only (the backward passes are not themselves differentiable).
 
+mod batch_norm;
 mod depthwise;
 mod pool;
+mod relu;
 
+pub use batch_norm::{batch_norm_train, batch_norm_train_reference};
 pub use depthwise::{depthwise_conv2d, depthwise_conv2d_reference};
 pub use pool::{avg_pool2d, avg_pool2d_reference, max_pool2d, max_pool2d_reference};
+pub use relu::relu;
 
 use candle_core::{CpuStorage, DType, Layout, Result, Tensor, WithDType, bail};
 use std::ops::Range;
@@ -222,6 +228,25 @@ fn cpu_slice<'a, T: Real>(
         bail!(
             "{op}: expected shape {:?}, got {:?}",
             [a, b, c, d],
+            layout.dims()
+        )
+    }
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        bail!("{op}: expected a contiguous tensor")
+    };
+    Ok(&T::cpu_storage_as_slice(storage)?[start..end])
+}
+
+/// The `len` elements of a contiguous CPU tensor (any shape), as `T`.
+fn cpu_flat<'a, T: Real>(
+    op: &str,
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    len: usize,
+) -> Result<&'a [T]> {
+    if layout.shape().elem_count() != len {
+        bail!(
+            "{op}: expected {len} elements, got shape {:?}",
             layout.dims()
         )
     }

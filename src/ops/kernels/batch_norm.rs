@@ -1,0 +1,699 @@
+//! Batch norm in training mode (NCHW, per-channel batch statistics, optional affine weight
+//! and bias): the public function, its CPU custom ops, and the composition of Candle ops used
+//! elsewhere.
+//!
+//! The CPU path makes three passes over the input in the forward and two over (input,
+//! gradient) in the backward, where the composition makes one per elementary op:
+//!
+//! * statistics ([`ChannelStats`], no gradient): per channel, the mean, then the biased
+//!   variance `Σ(x − mean)² / M` (two passes, f64 accumulators), `M = N·H·W`;
+//! * forward ([`Norm`]): `y = (x − mean) · inv_std · weight + bias`, with
+//!   `inv_std = 1 / sqrt(var + eps)`;
+//! * backward: per channel `Σdy` and `Σdy·x̂` ([`GradSums`], f64 accumulators), which are
+//!   also the bias and weight gradients, then in one pass ([`InputGrad`])
+//!   `dx = inv_std·weight·(dy − Σdy/M) − (x − mean)·inv_std²·weight·Σ(dy·x̂)/M`, the standard
+//!   `dx = inv_std/M · (M·dŷ − Σdŷ − x̂·Σ(dŷ·x̂))` with `dŷ = dy·weight`.
+//!
+//! The statistics are computed once before the forward op and kept in it (f64), so the
+//! backward reuses them. The mean and variance returned are plain tensors (no gradient
+//! flows through them, as with the running statistics they feed).
+
+use super::{Real, check_float, cpu_flat, cpu_slice, use_cpu_kernel};
+use candle_core::backend::BackendStorage;
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType,
+    bail,
+};
+use rayon::prelude::*;
+
+/// Batch norm in training mode: normalises each channel of `x` with the batch's mean and
+/// biased variance, `y = (x − mean) / sqrt(var + eps)`, then `· weight` and `+ bias` when
+/// given. Differentiable with respect to `x`, `weight` and `bias` (first order).
+///
+/// Returns `(y, mean, var)`: the batch mean and biased variance per channel, detached.
+///
+/// # Shapes
+/// `x`: `[N, C, H, W]`, `weight`, `bias`: `[C]` → `([N, C, H, W], [C], [C])`.
+///
+/// # Errors
+/// A non-float or non-4-D input, or a weight or bias of the wrong shape, dtype or device.
+pub fn batch_norm_train(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let dims = check("batch_norm_train", x, weight, bias)?;
+    let (n, c, h, w) = dims;
+    if !use_cpu_kernel(x) || n * h * w == 0 {
+        return composed(x, weight, bias, eps);
+    }
+    let x = x.contiguous()?;
+    let stats = x.apply_op1_no_bwd(&ChannelStats { dims })?;
+    let sv = stats.to_vec2::<f64>()?;
+    let op = Norm {
+        dims,
+        mean: sv[0].clone(),
+        inv_std: sv[1].iter().map(|v| 1.0 / (v + eps).sqrt()).collect(),
+    };
+    let y = if weight.is_none() && bias.is_none() {
+        x.apply_op1(op)?
+    } else {
+        let weight = match weight {
+            Some(t) => t.contiguous()?,
+            None => Tensor::ones(c, x.dtype(), x.device())?,
+        };
+        let bias = match bias {
+            Some(t) => t.contiguous()?,
+            None => Tensor::zeros(c, x.dtype(), x.device())?,
+        };
+        x.apply_op3(&weight, &bias, op)?
+    };
+    let stats = stats.to_dtype(x.dtype())?;
+    Ok((y, stats.get(0)?, stats.get(1)?))
+}
+
+/// [`batch_norm_train`] as a composition of Candle ops, on any device (the statistics by
+/// reducing the contiguous axis first; gradients flow through them too, which gives the same
+/// gradients as the closed form).
+///
+/// # Shapes
+/// As [`batch_norm_train`].
+pub fn batch_norm_train_reference(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    check("batch_norm_train_reference", x, weight, bias)?;
+    composed(x, weight, bias, eps)
+}
+
+fn composed(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let c = x.dim(1)?;
+    let mean = channel_mean(x)?;
+    let centered = x.broadcast_sub(&mean)?;
+    let var = channel_mean(&centered.sqr()?)?;
+    let mut y = centered.broadcast_div(&(&var + eps)?.sqrt()?)?;
+    if let Some(w) = weight {
+        y = y.broadcast_mul(&w.reshape((1, c, 1, 1))?)?;
+    }
+    if let Some(b) = bias {
+        y = y.broadcast_add(&b.reshape((1, c, 1, 1))?)?;
+    }
+    Ok((y, mean.detach().reshape(c)?, var.detach().reshape(c)?))
+}
+
+/// Per-channel mean of [N, C, H, W] as [1, C, 1, 1]: reduces the contiguous last axis
+/// first, which Candle's CPU backend does an order of magnitude faster than a reduction
+/// over axes (0, 2, 3).
+fn channel_mean(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    x.reshape((n, c, h * w))?
+        .mean_keepdim(2)?
+        .mean_keepdim(0)?
+        .reshape((1, c, 1, 1))
+}
+
+type Dims = (usize, usize, usize, usize);
+
+/// Checks the arguments of `op`; returns the input's dims.
+fn check(op: &str, x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>) -> Result<Dims> {
+    let &[n, c, h, w] = x.dims() else {
+        bail!(
+            "{op}: expected a 4-D input [N, C, H, W], got shape {:?}",
+            x.dims()
+        )
+    };
+    check_float(op, x.dtype())?;
+    for (name, t) in [("weight", weight), ("bias", bias)] {
+        let Some(t) = t else { continue };
+        if t.dims() != [c] {
+            bail!("{op}: {name} must have shape [{c}], got {:?}", t.dims())
+        }
+        if t.dtype() != x.dtype() {
+            bail!(
+                "{op}: {name} has dtype {:?}, the input {:?}",
+                t.dtype(),
+                x.dtype()
+            )
+        }
+        if !t.device().same_device(x.device()) {
+            bail!("{op}: {name} is on another device than the input")
+        }
+    }
+    Ok((n, c, h, w))
+}
+
+fn f64_of<T: Real>(v: T) -> f64 {
+    WithDType::to_f64(v)
+}
+
+/// `Σ f(x)` over a slice in f64, with four accumulators (so that the adds pipeline).
+#[inline(always)]
+fn sum_by<T: Real>(xs: &[T], f: impl Fn(f64) -> f64) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let chunks = xs.chunks_exact(4);
+    let rest: f64 = chunks.remainder().iter().map(|&v| f(f64_of(v))).sum();
+    for ch in chunks {
+        for (a, &v) in acc.iter_mut().zip(ch) {
+            *a += f(f64_of(v));
+        }
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + rest
+}
+
+/// The `N` planes of channel `ch` in a contiguous `[N, C, H·W]` buffer.
+fn channel_planes<T>(v: &[T], dims: Dims, ch: usize) -> impl Iterator<Item = &[T]> {
+    let (n, c, h, w) = dims;
+    let hw = h * w;
+    (0..n).map(move |i| &v[(i * c + ch) * hw..][..hw])
+}
+
+/// The batch statistics: `x → [2, C]` in f64, the per-channel mean (row 0) and biased
+/// variance (row 1).
+struct ChannelStats {
+    dims: Dims,
+}
+
+impl CustomOp1 for ChannelStats {
+    fn name(&self) -> &'static str {
+        "kernels-batch-norm-stats"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let out = match s {
+            CpuStorage::F32(_) => self.run::<f32>(s, l)?,
+            CpuStorage::F64(_) => self.run::<f64>(s, l)?,
+            _ => bail!("{}: expected f32 or f64, got {:?}", self.name(), s.dtype()),
+        };
+        Ok((CpuStorage::F64(out), Shape::from((2, self.dims.1))))
+    }
+}
+
+impl ChannelStats {
+    fn run<T: Real>(&self, s: &CpuStorage, l: &Layout) -> Result<Vec<f64>> {
+        let dims = self.dims;
+        let x = cpu_slice::<T>(self.name(), s, l, dims)?;
+        let m = (dims.0 * dims.2 * dims.3) as f64;
+        let stats: Vec<(f64, f64)> = (0..dims.1)
+            .into_par_iter()
+            .map(|ch| {
+                let planes = || channel_planes(x, dims, ch);
+                let mean = planes().map(|p| sum_by(p, |v| v)).sum::<f64>() / m;
+                let var = planes()
+                    .map(|p| sum_by(p, |v| (v - mean) * (v - mean)))
+                    .sum::<f64>()
+                    / m;
+                (mean, var)
+            })
+            .collect();
+        let (mean, var): (Vec<f64>, Vec<f64>) = stats.into_iter().unzip();
+        Ok([mean, var].concat())
+    }
+}
+
+/// The normalisation: `x → y` (no affine, [`CustomOp1`]) or `(x, weight, bias) → y`
+/// ([`CustomOp3`]), with the batch statistics computed beforehand.
+struct Norm {
+    dims: Dims,
+    mean: Vec<f64>,
+    inv_std: Vec<f64>,
+}
+
+impl CustomOp1 for Norm {
+    fn name(&self) -> &'static str {
+        "kernels-batch-norm"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let out = match s {
+            CpuStorage::F32(_) => {
+                let x = cpu_slice::<f32>(CustomOp1::name(self), s, l, self.dims)?;
+                f32::to_cpu_storage_owned(self.forward(x, None))
+            }
+            CpuStorage::F64(_) => {
+                let x = cpu_slice::<f64>(CustomOp1::name(self), s, l, self.dims)?;
+                f64::to_cpu_storage_owned(self.forward(x, None))
+            }
+            _ => bail!(
+                "{}: expected f32 or f64, got {:?}",
+                CustomOp1::name(self),
+                s.dtype()
+            ),
+        };
+        Ok((out, Shape::from(self.dims)))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let (dx, _) = self.backward(x, None, grad, true)?;
+        Ok(dx)
+    }
+}
+
+impl CustomOp3 for Norm {
+    fn name(&self) -> &'static str {
+        "kernels-batch-norm-affine"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let c = self.dims.1;
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                let x = cpu_slice::<f32>(CustomOp3::name(self), s1, l1, self.dims)?;
+                let w = cpu_flat::<f32>(CustomOp3::name(self), s2, l2, c)?;
+                let b = cpu_flat::<f32>(CustomOp3::name(self), s3, l3, c)?;
+                f32::to_cpu_storage_owned(self.forward(x, Some((w, b))))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                let x = cpu_slice::<f64>(CustomOp3::name(self), s1, l1, self.dims)?;
+                let w = cpu_flat::<f64>(CustomOp3::name(self), s2, l2, c)?;
+                let b = cpu_flat::<f64>(CustomOp3::name(self), s3, l3, c)?;
+                f64::to_cpu_storage_owned(self.forward(x, Some((w, b))))
+            }
+            _ => bail!(
+                "{}: expected three f32 or three f64 tensors, got {:?}, {:?} and {:?}",
+                CustomOp3::name(self),
+                s1.dtype(),
+                s2.dtype(),
+                s3.dtype()
+            ),
+        };
+        Ok((out, Shape::from(self.dims)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, sums) = self.backward(x, Some(weight), grad, x.track_op())?;
+        let per_channel = |row: &[f64]| Tensor::new(row, x.device())?.to_dtype(x.dtype());
+        let dw = weight
+            .track_op()
+            .then(|| per_channel(&sums[1]))
+            .transpose()?;
+        let db = bias.track_op().then(|| per_channel(&sums[0])).transpose()?;
+        Ok((dx, dw, db))
+    }
+}
+
+impl Norm {
+    /// `y = (x − mean)·(inv_std·weight) + bias`, parallel over the (n, c) planes.
+    fn forward<T: Real>(&self, x: &[T], affine: Option<(&[T], &[T])>) -> Vec<T> {
+        let (_, c, h, w) = self.dims;
+        let coef: Vec<(T, T, T)> = (0..c)
+            .map(|ch| {
+                let (g, b) = affine.map_or((T::one(), T::zero()), |(w, b)| (w[ch], b[ch]));
+                let scale = T::from_f64(self.inv_std[ch] * f64_of(g));
+                (T::from_f64(self.mean[ch]), scale, b)
+            })
+            .collect();
+        let mut y = vec![T::zero(); x.len()];
+        y.par_chunks_mut(h * w)
+            .zip(x.par_chunks(h * w))
+            .enumerate()
+            .for_each(|(i, (y, x))| {
+                let (mu, a, b) = coef[i % c];
+                for (y, &v) in y.iter_mut().zip(x) {
+                    *y = (v - mu) * a + b;
+                }
+            });
+        y
+    }
+
+    /// The per-channel sums `[Σdy, Σdy·x̂]` and, when `need_dx`, the input gradient.
+    fn backward(
+        &self,
+        x: &Tensor,
+        weight: Option<&Tensor>,
+        grad: &Tensor,
+        need_dx: bool,
+    ) -> Result<(Option<Tensor>, Vec<Vec<f64>>)> {
+        let grad = grad.contiguous()?;
+        let (n, c, h, w) = self.dims;
+        let sums = x
+            .apply_op2_no_bwd(
+                &grad,
+                &GradSums {
+                    dims: self.dims,
+                    mean: self.mean.clone(),
+                    inv_std: self.inv_std.clone(),
+                },
+            )?
+            .to_vec2::<f64>()?;
+        if !need_dx {
+            return Ok((None, sums));
+        }
+        let gamma = match weight {
+            Some(t) => t.to_dtype(DType::F64)?.to_vec1::<f64>()?,
+            None => vec![1.0; c],
+        };
+        let m = (n * h * w) as f64;
+        let coef = (0..c)
+            .map(|ch| {
+                let s = self.inv_std[ch];
+                Coef {
+                    mean: self.mean[ch],
+                    mean_dy: sums[0][ch] / m,
+                    a: s * gamma[ch],
+                    b: -s * s * gamma[ch] * sums[1][ch] / m,
+                }
+            })
+            .collect();
+        let dx = grad.apply_op2_no_bwd(
+            x,
+            &InputGrad {
+                dims: self.dims,
+                coef,
+            },
+        )?;
+        Ok((Some(dx), sums))
+    }
+}
+
+/// `(x, grad_out) → [2, C]` in f64: per channel `Σdy` (row 0) and `Σdy·x̂` (row 1), with
+/// `x̂ = (x − mean)·inv_std`.
+struct GradSums {
+    dims: Dims,
+    mean: Vec<f64>,
+    inv_std: Vec<f64>,
+}
+
+impl CustomOp2 for GradSums {
+    fn name(&self) -> &'static str {
+        "kernels-batch-norm-grad-sums"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let out = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => self.run::<f32>(s1, l1, s2, l2)?,
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => self.run::<f64>(s1, l1, s2, l2)?,
+            _ => bail!(
+                "{}: expected two f32 or two f64 tensors, got {:?} and {:?}",
+                self.name(),
+                s1.dtype(),
+                s2.dtype()
+            ),
+        };
+        Ok((CpuStorage::F64(out), Shape::from((2, self.dims.1))))
+    }
+}
+
+impl GradSums {
+    fn run<T: Real>(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<Vec<f64>> {
+        let dims = self.dims;
+        let x = cpu_slice::<T>(self.name(), s1, l1, dims)?;
+        let grad = cpu_slice::<T>(self.name(), s2, l2, dims)?;
+        let sums: Vec<(f64, f64)> = (0..dims.1)
+            .into_par_iter()
+            .map(|ch| {
+                let mu = self.mean[ch];
+                let (mut sdy, mut sdyx) = (0.0, 0.0);
+                for (x, g) in channel_planes(x, dims, ch).zip(channel_planes(grad, dims, ch)) {
+                    let (a, b) = dot_sums(x, g, mu);
+                    sdy += a;
+                    sdyx += b;
+                }
+                (sdy, sdyx * self.inv_std[ch])
+            })
+            .collect();
+        let (sdy, sdyx): (Vec<f64>, Vec<f64>) = sums.into_iter().unzip();
+        Ok([sdy, sdyx].concat())
+    }
+}
+
+/// `(Σg, Σg·(x − mu))` in f64, with four accumulators each.
+#[inline(always)]
+fn dot_sums<T: Real>(x: &[T], g: &[T], mu: f64) -> (f64, f64) {
+    let (mut a, mut b) = ([0.0f64; 4], [0.0f64; 4]);
+    let (xc, gc) = (x.chunks_exact(4), g.chunks_exact(4));
+    let (mut ra, mut rb) = (0.0, 0.0);
+    for (&v, &d) in xc.remainder().iter().zip(gc.remainder()) {
+        let d = f64_of(d);
+        ra += d;
+        rb += d * (f64_of(v) - mu);
+    }
+    for (xs, gs) in xc.zip(gc) {
+        for i in 0..4 {
+            let d = f64_of(gs[i]);
+            a[i] += d;
+            b[i] += d * (f64_of(xs[i]) - mu);
+        }
+    }
+    (
+        (a[0] + a[1]) + (a[2] + a[3]) + ra,
+        (b[0] + b[1]) + (b[2] + b[3]) + rb,
+    )
+}
+
+/// One channel's input-gradient coefficients: `dx = a·(dy − mean_dy) + b·(x − mean)`.
+#[derive(Debug, Clone, Copy)]
+struct Coef {
+    mean: f64,
+    mean_dy: f64,
+    a: f64,
+    b: f64,
+}
+
+/// `(grad_out, x) → grad_x`, one pass parallel over the (n, c) planes.
+struct InputGrad {
+    dims: Dims,
+    coef: Vec<Coef>,
+}
+
+impl CustomOp2 for InputGrad {
+    fn name(&self) -> &'static str {
+        "kernels-batch-norm-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let out = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => self.run::<f32>(s1, l1, s2, l2)?,
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => self.run::<f64>(s1, l1, s2, l2)?,
+            _ => bail!(
+                "{}: expected two f32 or two f64 tensors, got {:?} and {:?}",
+                self.name(),
+                s1.dtype(),
+                s2.dtype()
+            ),
+        };
+        Ok((out, Shape::from(self.dims)))
+    }
+}
+
+impl InputGrad {
+    fn run<T: Real>(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<CpuStorage> {
+        let (_, c, h, w) = self.dims;
+        let grad = cpu_slice::<T>(self.name(), s1, l1, self.dims)?;
+        let x = cpu_slice::<T>(self.name(), s2, l2, self.dims)?;
+        let coef: Vec<[T; 4]> = self
+            .coef
+            .iter()
+            .map(|k| [k.mean, k.mean_dy, k.a, k.b].map(T::from_f64))
+            .collect();
+        let mut gx = vec![T::zero(); x.len()];
+        gx.par_chunks_mut(h * w)
+            .zip(grad.par_chunks(h * w).zip(x.par_chunks(h * w)))
+            .enumerate()
+            .for_each(|(i, (gx, (grad, x)))| {
+                let [mu, mdy, a, b] = coef[i % c];
+                for ((gx, &d), &v) in gx.iter_mut().zip(grad).zip(x) {
+                    *gx = (d - mdy) * a + (v - mu) * b;
+                }
+            });
+        Ok(T::to_cpu_storage_owned(gx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::{
+        Kernel, assert_close, finite_difference_check, forward_grads, uniform, values,
+    };
+    use super::*;
+    use candle_core::{DType, Device};
+
+    type Bn =
+        fn(&Tensor, Option<&Tensor>, Option<&Tensor>, f64) -> Result<(Tensor, Tensor, Tensor)>;
+
+    /// Which of weight and bias are given.
+    const AFFINE: [(bool, bool); 4] = [(false, false), (true, true), (true, false), (false, true)];
+
+    /// `bn` applied to `[x, weight?, bias?]` (in that order), returning `y`.
+    fn apply(bn: Bn, t: &[Tensor], affine: (bool, bool)) -> Result<Tensor> {
+        let mut rest = t[1..].iter();
+        let w = if affine.0 { rest.next() } else { None };
+        let b = if affine.1 { rest.next() } else { None };
+        bn(&t[0], w, b, 1e-5).map(|r| r.0)
+    }
+
+    /// `x` (offset and scaled per channel, so the statistics matter), then the weight and
+    /// bias asked for.
+    fn inputs(dims: &[usize], dtype: DType, affine: (bool, bool), seed: u64) -> Vec<Tensor> {
+        let c = dims[1];
+        let x = uniform(dims, dtype, seed);
+        let scale = (uniform(&[1, c, 1, 1], dtype, seed + 1) + 2.0).unwrap();
+        let shift = (uniform(&[1, c, 1, 1], dtype, seed + 2) * 3.0).unwrap();
+        let x = x
+            .broadcast_mul(&scale)
+            .unwrap()
+            .broadcast_add(&shift)
+            .unwrap();
+        let mut v = vec![x];
+        if affine.0 {
+            v.push((uniform(&[c], dtype, seed + 3) + 1.0).unwrap());
+        }
+        if affine.1 {
+            v.push(uniform(&[c], dtype, seed + 4));
+        }
+        v
+    }
+
+    fn compare(dims: &[usize], dtype: DType, tol: f64) {
+        for affine in AFFINE {
+            let t = inputs(dims, dtype, affine, 5);
+            let what = format!("{dims:?} {dtype:?} affine {affine:?}");
+            let got = forward_grads(&|t: &[Tensor]| apply(batch_norm_train, t, affine), &t, 1);
+            let want = forward_grads(
+                &|t: &[Tensor]| apply(batch_norm_train_reference, t, affine),
+                &t,
+                1,
+            );
+            assert_close(&got.0, &want.0, tol, &format!("forward {what}"));
+            for (i, (g, w)) in got.1.iter().zip(&want.1).enumerate() {
+                assert_close(g, w, tol, &format!("gradient {i} {what}"));
+            }
+            let (_, m, v) = batch_norm_train(&t[0], None, None, 1e-5).unwrap();
+            let (_, rm, rv) = batch_norm_train_reference(&t[0], None, None, 1e-5).unwrap();
+            assert_close(&m, &rm, tol, &format!("mean {what}"));
+            assert_close(&v, &rv, tol, &format!("var {what}"));
+            assert_eq!(m.dims(), [dims[1]]);
+        }
+    }
+
+    #[test]
+    fn batch_norm_matches_reference() {
+        for dims in [[2, 3, 4, 5], [4, 2, 3, 3], [3, 4, 1, 1], [1, 2, 5, 1]] {
+            compare(&dims, DType::F32, 1e-4);
+            compare(&dims, DType::F64, 1e-10);
+        }
+    }
+
+    /// At a realistic size (M = 8192 per channel) the f32 reference accumulates its sums in
+    /// f32; the kernel in f64.
+    #[test]
+    fn batch_norm_matches_reference_at_size() {
+        compare(&[8, 4, 32, 32], DType::F32, 1e-4);
+    }
+
+    #[test]
+    fn batch_norm_finite_differences() {
+        for affine in AFFINE {
+            for dims in [[2, 2, 3, 2], [3, 1, 1, 2]] {
+                let t = inputs(&dims, DType::F64, affine, 7);
+                let f: Kernel = &|t: &[Tensor]| apply(batch_norm_train, t, affine);
+                finite_difference_check(f, &t, 1e-6, &format!("{dims:?} affine {affine:?}"));
+            }
+        }
+    }
+
+    /// One value per channel (N·H·W = 1): zero variance, `y = bias` (or 0), no gradient to
+    /// `x` or the weight, as in the reference.
+    #[test]
+    fn batch_norm_single_value_per_channel() {
+        for dtype in [DType::F32, DType::F64] {
+            for affine in AFFINE {
+                let t = inputs(&[1, 3, 1, 1], dtype, affine, 9);
+                let got = forward_grads(&|t: &[Tensor]| apply(batch_norm_train, t, affine), &t, 1);
+                let want = forward_grads(
+                    &|t: &[Tensor]| apply(batch_norm_train_reference, t, affine),
+                    &t,
+                    1,
+                );
+                assert_close(&got.0, &want.0, 0.0, "forward");
+                for (g, w) in got.1.iter().zip(&want.1) {
+                    assert_close(g, w, 0.0, "gradient");
+                }
+                assert!(values(&got.1[0]).iter().all(|&v| v == 0.0));
+                let (_, m, v) = batch_norm_train(&t[0], None, None, 1e-5).unwrap();
+                assert_eq!(values(&m), values(&t[0]));
+                assert_eq!(values(&v), vec![0.0; 3]);
+            }
+        }
+    }
+
+    #[test]
+    fn batch_norm_accepts_non_contiguous_input() {
+        let base = uniform(&[2, 3, 5, 4], DType::F32, 11);
+        let x = base.transpose(2, 3).unwrap();
+        assert!(!x.is_contiguous());
+        let w = uniform(&[3], DType::F32, 12);
+        let b = uniform(&[3], DType::F32, 13);
+        let got = batch_norm_train(&x, Some(&w), Some(&b), 1e-5).unwrap();
+        let want = batch_norm_train_reference(&x, Some(&w), Some(&b), 1e-5).unwrap();
+        assert_close(&got.0, &want.0, 1e-5, "forward");
+        assert_close(&got.1, &want.1, 1e-5, "mean");
+        assert_close(&got.2, &want.2, 1e-5, "var");
+    }
+
+    /// BF16 takes the composition; bad arguments are errors.
+    #[test]
+    fn batch_norm_other_dtypes_and_errors() {
+        let x = uniform(&[2, 3, 4, 4], DType::F32, 1);
+        let (y, _, _) =
+            batch_norm_train(&x.to_dtype(DType::BF16).unwrap(), None, None, 1e-5).unwrap();
+        assert_eq!(y.dtype(), DType::BF16);
+        let want = batch_norm_train_reference(&x, None, None, 1e-5).unwrap().0;
+        assert_close(&y, &want, 3e-2, "bf16");
+
+        let err = |x: &Tensor, w: Option<&Tensor>| {
+            batch_norm_train(x, w, None, 1e-5).unwrap_err().to_string()
+        };
+        assert!(err(&x.flatten(0, 1).unwrap(), None).contains("4-D"));
+        assert!(err(&x, Some(&uniform(&[4], DType::F32, 0))).contains("shape"));
+        assert!(err(&x, Some(&uniform(&[3], DType::F64, 0))).contains("dtype"));
+        let ints = Tensor::zeros((1, 2, 2, 2), DType::U32, &Device::Cpu).unwrap();
+        assert!(err(&ints, None).contains("float"));
+    }
+}
