@@ -160,6 +160,7 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
         weights,
         arch,
         augment,
+        images,
         ..
     } = &search.value;
     let epochs = epochs.value as usize;
@@ -167,6 +168,10 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
     let seed = p.spec.seed;
 
     let (train, _test) = data::load(&p.spec.data, p.data_dir.as_deref(), seed)?;
+    let train = match images {
+        Some(n) => train.first(n.value as usize),
+        None => train,
+    };
     train.check_input(space.input)?;
     let split = train.split(train_portion.value)?;
     let norm = Normalize::fit(&train, &split.first)?;

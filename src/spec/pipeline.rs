@@ -140,8 +140,11 @@ pub enum Search {
         order: Order,
         epochs: Spanned<u32>,
         batch_size: Spanned<u32>,
-        /// Portion of the training set that trains the weights; the rest trains the
-        /// architecture. Default 0.5.
+        /// Search on only the first this many training images. Default: all of them.
+        #[serde(default)]
+        images: Option<Spanned<u32>>,
+        /// Portion of the (searched) training images that trains the weights; the rest
+        /// trains the architecture. Default 0.5.
         #[serde(default = "half")]
         train_portion: Spanned<f64>,
         /// Cell width of the search network. Default: the space's.
@@ -573,9 +576,13 @@ fn check(sources: &Sources, p: &Pipeline) -> Result<()> {
             layers,
             weights,
             arch,
+            images,
             ..
         } = &s.value;
         positive(epochs, "search epochs")?;
+        if let Some(n) = images {
+            positive(n, "search images")?;
+        }
         positive(batch_size, "search batch_size")?;
         unit(train_portion, "train_portion", true, true)?;
         for v in [channels, layers].into_iter().flatten() {
