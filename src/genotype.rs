@@ -177,7 +177,7 @@ impl Genotype {
             Error::from(src.diag(Span::default(), format!("a DARTS genotype needs a Stacked space with normal and reduction cells; \"{}\" is not one", space.name)))
         })?;
         p.expect_word("Genotype")?;
-        p.expect('(')?;
+        p.eat('(')?;
         let mut cells = Vec::new();
         loop {
             p.skip_ws();
@@ -187,7 +187,7 @@ impl Genotype {
             }
             let key_at = p.pos;
             let key = p.word();
-            p.expect('=')?;
+            p.eat('=')?;
             match key.as_str() {
                 "normal" | "reduce" => {
                     let pairs = p.pairs()?;
@@ -507,7 +507,7 @@ impl PyParser<'_> {
             )
             .into()
     }
-    fn expect(&mut self, c: char) -> Result<()> {
+    fn eat(&mut self, c: char) -> Result<()> {
         self.skip_ws();
         if self.peek() == Some(c) {
             self.pos += 1;
@@ -562,7 +562,7 @@ impl PyParser<'_> {
         Ok(s)
     }
     fn pairs(&mut self) -> Result<Vec<Pair>> {
-        self.expect('[')?;
+        self.eat('[')?;
         let mut out = Vec::new();
         loop {
             self.skip_ws();
@@ -571,11 +571,11 @@ impl PyParser<'_> {
                 return Ok(out);
             }
             let start = self.pos;
-            self.expect('(')?;
+            self.eat('(')?;
             let op = self.string()?;
-            self.expect(',')?;
+            self.eat(',')?;
             let j = self.number()?;
-            self.expect(')')?;
+            self.eat(')')?;
             out.push(Spanned {
                 value: (op, j),
                 span: Span {
@@ -594,14 +594,14 @@ impl PyParser<'_> {
         self.skip_ws();
         if self.rest().starts_with("range") {
             self.expect_word("range")?;
-            self.expect('(')?;
+            self.eat('(')?;
             let a = self.number()?;
-            self.expect(',')?;
+            self.eat(',')?;
             let b = self.number()?;
-            self.expect(')')?;
+            self.eat(')')?;
             return Ok((a..b).collect());
         }
-        self.expect('[')?;
+        self.eat('[')?;
         let mut out = Vec::new();
         loop {
             self.skip_ws();

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::genotype::{self, Genotype};
 use crate::optim::{self, Adam, Sgd};
-use crate::spec::pipeline::{Optimizer, Resolved, Search};
+use crate::spec::pipeline::{Normalization, Optimizer, Resolved, Search};
 use crate::strategy::darts::Darts;
 use crate::supernet::Supernet;
 
@@ -88,7 +88,8 @@ pub fn spec_hash(p: &Resolved) -> Result<String> {
     let mut h = blake3::Hasher::new();
     h.update(env!("CARGO_PKG_VERSION").as_bytes());
     let search = ron::to_string(&p.spec.search).map_err(|e| Error::Input(e.to_string()))?;
-    let data = ron::to_string(&p.spec.data).map_err(|e| Error::Input(e.to_string()))?;
+    let data = ron::to_string(&(&p.spec.data, &p.spec.normalize))
+        .map_err(|e| Error::Input(e.to_string()))?;
     h.update(search.as_bytes());
     h.update(data.as_bytes());
     h.update(&p.spec.seed.to_le_bytes());
@@ -174,7 +175,10 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
     };
     train.check_input(space.input)?;
     let split = train.split(train_portion.value)?;
-    let norm = Normalize::fit(&train, &split.first)?;
+    let norm = match &p.spec.normalize.value {
+        Normalization::Computed => Normalize::fit(&train, &split.first)?,
+        Normalization::Given { mean, std } => Normalize::new(mean.clone(), std.clone())?,
+    };
     let cfg = |stream| BatchConfig {
         batch_size: batch_size.value as usize,
         shuffle: true,

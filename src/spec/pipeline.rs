@@ -28,6 +28,10 @@ pub struct Pipeline {
     #[serde(default)]
     pub device: Device,
     pub data: Spanned<Data>,
+    /// Per-channel normalisation of the images. Default `Computed` (from the images a stage
+    /// trains on).
+    #[serde(default)]
+    pub normalize: Spanned<Normalization>,
     /// The search space file, relative to this file.
     pub space: Spanned<String>,
     /// A fixed architecture (file, published name or genotype string); skips the search.
@@ -112,6 +116,17 @@ impl Data {
             },
         }
     }
+}
+
+/// How images are normalised: `(pixel / 255 − mean) / std` per channel.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum Normalization {
+    /// Mean and standard deviation computed from the training images.
+    #[default]
+    Computed,
+    /// Given values, one per channel, in units of pixel / 255.
+    Given { mean: Vec<f32>, std: Vec<f32> },
 }
 
 /// Training-time augmentation. Default: none.
@@ -564,6 +579,25 @@ fn check(sources: &Sources, p: &Pipeline) -> Result<()> {
             return Err(err(
                 p.data.span,
                 "synthetic data: classes must be at least 2".into(),
+            ));
+        }
+    }
+    if let Normalization::Given { mean, std } = &p.normalize.value {
+        let c = input.channels as usize;
+        if mean.len() != c || std.len() != c {
+            return Err(err(
+                p.normalize.span,
+                format!(
+                    "normalize: give {c} means and {c} standard deviations (one per channel), not {} and {}",
+                    mean.len(),
+                    std.len()
+                ),
+            ));
+        }
+        if std.iter().any(|s| !(s.is_finite() && *s > 0.0)) || mean.iter().any(|m| !m.is_finite()) {
+            return Err(err(
+                p.normalize.span,
+                "normalize: means must be finite and standard deviations finite and > 0".into(),
             ));
         }
     }
