@@ -206,6 +206,13 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
                     state_path.display()
                 ))
             })?;
+            if state.version != STATE_VERSION {
+                return Err(Error::Input(format!(
+                    "{}: search state version {} is not the {STATE_VERSION} this build writes; nothing was overwritten",
+                    state_path.display(),
+                    state.version
+                )));
+            }
             if state.spec_hash != hash {
                 return Err(Error::Input(format!(
                     "{}: this checkpoint was made by a different spec (search, data, seed or space changed); \
