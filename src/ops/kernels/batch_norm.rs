@@ -18,7 +18,7 @@
 //! backward reuses them. The mean and variance returned are plain tensors (no gradient
 //! flows through them, as with the running statistics they feed).
 
-use super::{Real, check_float, cpu_flat, cpu_slice, use_cpu_kernel};
+use super::{Real, check_float, check_like, cpu_flat, cpu_slice, use_cpu_kernel};
 use candle_core::backend::BackendStorage;
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType,
@@ -136,16 +136,7 @@ fn check(op: &str, x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>) -
         if t.dims() != [c] {
             bail!("{op}: {name} must have shape [{c}], got {:?}", t.dims())
         }
-        if t.dtype() != x.dtype() {
-            bail!(
-                "{op}: {name} has dtype {:?}, the input {:?}",
-                t.dtype(),
-                x.dtype()
-            )
-        }
-        if !t.device().same_device(x.device()) {
-            bail!("{op}: {name} is on another device than the input")
-        }
+        check_like(op, name, t, x)?;
     }
     Ok((n, c, h, w))
 }

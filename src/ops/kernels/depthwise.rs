@@ -7,7 +7,7 @@
 //! materialised), element-wise over two contiguous slices (at stride > 1 the input rows are
 //! first split into phases, see `Phases`).
 
-use super::{Geometry, Real, check_float, cpu_slice, use_cpu_kernel, zip_with};
+use super::{Geometry, Real, check_float, check_like, cpu_slice, use_cpu_kernel, zip_with};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
@@ -91,16 +91,7 @@ fn check(
         )
     }
     check_float(op, x.dtype())?;
-    if w.dtype() != x.dtype() {
-        bail!(
-            "{op}: input and filters differ in dtype ({:?} vs {:?})",
-            x.dtype(),
-            w.dtype()
-        )
-    }
-    if !x.device().same_device(w.device()) {
-        bail!("{op}: input and filters are on different devices")
-    }
+    check_like(op, "the filter", w, x)?;
     Ok(g)
 }
 

@@ -210,6 +210,21 @@ fn check_float(op: &str, dtype: DType) -> Result<()> {
     Ok(())
 }
 
+/// Errors unless `t` (the argument called `name`) has the input `x`'s dtype and device.
+fn check_like(op: &str, name: &str, t: &Tensor, x: &Tensor) -> Result<()> {
+    if t.dtype() != x.dtype() {
+        bail!(
+            "{op}: {name} has dtype {:?}, the input {:?}",
+            t.dtype(),
+            x.dtype()
+        )
+    }
+    if !t.device().same_device(x.device()) {
+        bail!("{op}: {name} is on another device than the input")
+    }
+    Ok(())
+}
+
 /// The custom CPU kernels run on f32 and f64 CPU tensors; everything else takes the
 /// composition of Candle ops.
 fn use_cpu_kernel(x: &Tensor) -> bool {
