@@ -18,7 +18,7 @@
 //! backward reuses them. The mean and variance returned are plain tensors (no gradient
 //! flows through them, as with the running statistics they feed).
 
-use super::{Real, check_float, check_like, cpu_flat, cpu_slice, use_cpu_kernel};
+use super::{Real, check_float, check_like, cpu_flat, cpu_slice, dispatch2, use_cpu_kernel};
 use candle_core::backend::BackendStorage;
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType,
@@ -399,16 +399,13 @@ impl CustomOp2 for GradSums {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => self.run::<f32>(s1, l1, s2, l2)?,
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => self.run::<f64>(s1, l1, s2, l2)?,
-            _ => bail!(
-                "{}: expected two f32 or two f64 tensors, got {:?} and {:?}",
-                self.name(),
-                s1.dtype(),
-                s2.dtype()
-            ),
-        };
+        let out = dispatch2(
+            self.name(),
+            s1,
+            s2,
+            || self.run::<f32>(s1, l1, s2, l2),
+            || self.run::<f64>(s1, l1, s2, l2),
+        )?;
         Ok((CpuStorage::F64(out), Shape::from((2, self.dims.1))))
     }
 }
@@ -493,16 +490,13 @@ impl CustomOp2 for InputGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => self.run::<f32>(s1, l1, s2, l2)?,
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => self.run::<f64>(s1, l1, s2, l2)?,
-            _ => bail!(
-                "{}: expected two f32 or two f64 tensors, got {:?} and {:?}",
-                self.name(),
-                s1.dtype(),
-                s2.dtype()
-            ),
-        };
+        let out = dispatch2(
+            self.name(),
+            s1,
+            s2,
+            || self.run::<f32>(s1, l1, s2, l2),
+            || self.run::<f64>(s1, l1, s2, l2),
+        )?;
         Ok((out, Shape::from(self.dims)))
     }
 }

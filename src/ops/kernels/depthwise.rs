@@ -7,8 +7,9 @@
 //! materialised), element-wise over two contiguous slices (at stride > 1 the input rows are
 //! first split into phases, see `Phases`).
 
-use super::{Geometry, Real, check_float, check_like, cpu_slice, use_cpu_kernel, zip_with};
-use candle_core::backend::BackendStorage;
+use super::{
+    Geometry, Real, check_float, check_like, cpu_slice, dispatch2, use_cpu_kernel, zip_with,
+};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
@@ -98,26 +99,6 @@ fn check(
 /// The shape of the filters, `[C, 1, k, k]`.
 fn filter_dims(g: &Geometry) -> (usize, usize, usize, usize) {
     (g.c, 1, g.kernel, g.kernel)
-}
-
-/// Runs `f32_run` or `f64_run` according to the element type of the two storages, which
-/// must match.
-fn dispatch2(
-    name: &str,
-    s1: &CpuStorage,
-    s2: &CpuStorage,
-    f32_run: impl FnOnce() -> Result<CpuStorage>,
-    f64_run: impl FnOnce() -> Result<CpuStorage>,
-) -> Result<CpuStorage> {
-    match (s1, s2) {
-        (CpuStorage::F32(_), CpuStorage::F32(_)) => f32_run(),
-        (CpuStorage::F64(_), CpuStorage::F64(_)) => f64_run(),
-        _ => bail!(
-            "{name}: expected two f32 or two f64 tensors, got {:?} and {:?}",
-            s1.dtype(),
-            s2.dtype()
-        ),
-    }
 }
 
 /// The depthwise custom op: `(x, w) → y`; its `bwd` runs [`InputGrad`] and [`FilterGrad`].

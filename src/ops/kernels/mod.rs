@@ -29,6 +29,7 @@ pub use depthwise::{depthwise_conv2d, depthwise_conv2d_reference};
 pub use pool::{avg_pool2d, avg_pool2d_reference, max_pool2d, max_pool2d_reference};
 pub use relu::relu;
 
+use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Layout, Result, Tensor, WithDType, bail};
 use std::ops::Range;
 
@@ -208,6 +209,26 @@ fn check_float(op: &str, dtype: DType) -> Result<()> {
         bail!("{op}: expected a float tensor, got {dtype:?}")
     }
     Ok(())
+}
+
+/// Runs `f32_run` or `f64_run` according to the element type of the two storages, which
+/// must match.
+pub(super) fn dispatch2<R>(
+    name: &str,
+    s1: &CpuStorage,
+    s2: &CpuStorage,
+    f32_run: impl FnOnce() -> Result<R>,
+    f64_run: impl FnOnce() -> Result<R>,
+) -> Result<R> {
+    match (s1, s2) {
+        (CpuStorage::F32(_), CpuStorage::F32(_)) => f32_run(),
+        (CpuStorage::F64(_), CpuStorage::F64(_)) => f64_run(),
+        _ => bail!(
+            "{name}: expected two f32 or two f64 tensors, got {:?} and {:?}",
+            s1.dtype(),
+            s2.dtype()
+        ),
+    }
 }
 
 /// Errors unless `t` (the argument called `name`) has the input `x`'s dtype and device.

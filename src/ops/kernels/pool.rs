@@ -11,7 +11,7 @@
 //! loops over contiguous slices; at stride > 1 the input rows are first split into phases
 //! (see `Phases`).
 
-use super::{Geometry, Real, check_float, cpu_slice, use_cpu_kernel, zip_with};
+use super::{Geometry, Real, check_float, cpu_slice, dispatch2, use_cpu_kernel, zip_with};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
@@ -309,16 +309,13 @@ impl CustomOp2 for MaxPoolBackward {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => self.run::<f32>(s1, l1, s2, l2)?,
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => self.run::<f64>(s1, l1, s2, l2)?,
-            _ => bail!(
-                "{}: expected two f32 or two f64 tensors, got {:?} and {:?}",
-                self.name(),
-                s1.dtype(),
-                s2.dtype()
-            ),
-        };
+        let out = dispatch2(
+            self.name(),
+            s1,
+            s2,
+            || self.run::<f32>(s1, l1, s2, l2),
+            || self.run::<f64>(s1, l1, s2, l2),
+        )?;
         Ok((out, Shape::from(self.g.in_dims())))
     }
 }

@@ -6,7 +6,7 @@
 //! NaN maps to 0 (as Candle's `relu`, `f32::max(NaN, 0) = 0`) and gets no gradient. At
 //! exactly 0 the gradient is 0 (PyTorch's rule; Candle's own `relu` passes it, `x ≥ 0`).
 
-use super::{Real, check_float, cpu_flat, use_cpu_kernel};
+use super::{Real, check_float, cpu_flat, dispatch2, use_cpu_kernel};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
@@ -91,16 +91,13 @@ impl CustomOp2 for ReluBackward {
                 l2.dims()
             )
         }
-        let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => self.run::<f32>(s1, l1, s2, l2)?,
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => self.run::<f64>(s1, l1, s2, l2)?,
-            _ => bail!(
-                "{}: expected two f32 or two f64 tensors, got {:?} and {:?}",
-                self.name(),
-                s1.dtype(),
-                s2.dtype()
-            ),
-        };
+        let out = dispatch2(
+            self.name(),
+            s1,
+            s2,
+            || self.run::<f32>(s1, l1, s2, l2),
+            || self.run::<f64>(s1, l1, s2, l2),
+        )?;
         Ok((out, l1.shape().clone()))
     }
 }
