@@ -4,11 +4,13 @@
 //! Data flows one way: `spec` (RON files) → `space` (checked DAGs and counts) → `genotype`
 //! (a discrete architecture) → later stages. See `README.md` and the design notes.
 
+pub mod blocks;
 pub mod cli;
 pub mod data;
 pub mod error;
 pub mod fsutil;
 pub mod genotype;
+pub mod model;
 pub mod nn;
 pub mod ops;
 pub mod optim;

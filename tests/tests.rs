@@ -1060,3 +1060,158 @@ fn derivation_rules_read_off_the_weights() {
     );
     assert_eq!(g.resolve(&src, &nb).unwrap(), want);
 }
+
+// ---- The final network (retraining) ----
+
+fn chain_genotype(s: &Space, layers: &[&str]) -> nas_pipe::genotype::Resolved {
+    let g = Genotype {
+        version: nas_pipe::spec::Spanned::unspanned(1),
+        space: s.name.clone(),
+        cells: Default::default(),
+        layers: nas_pipe::spec::Spanned::unspanned(
+            layers
+                .iter()
+                .map(|l| nas_pipe::spec::Spanned::unspanned(l.to_string()))
+                .collect(),
+        ),
+    };
+    let src = Source::from_text(Path::new("g"), String::new());
+    g.resolve(&src, s).unwrap()
+}
+
+/// The Candle model has exactly the parameters the space module counts, for every shipped
+/// space; the auxiliary head adds exactly what `aux_param_count` says.
+#[test]
+fn final_network_parameters_match_the_space() {
+    use nas_pipe::model::{Model, aux_param_count};
+    let dev = candle_core::Device::Cpu;
+    let s = load_space("schemas/darts.ron", with_size(36, 20));
+    let net = s.build(&arch(&s, "DARTS_V2"));
+    let m = Model::new(&net, &dev, 0, false).unwrap();
+    assert_eq!(m.store.param_count(), 3_349_342);
+    let with_aux = Model::new(&net, &dev, 0, true).unwrap();
+    assert_eq!(
+        with_aux.store.param_count() as u64,
+        3_349_342 + aux_param_count(&net)
+    );
+    assert_eq!(with_aux.param_count_without_aux(), 3_349_342);
+
+    let nb = load_space("schemas/nas-bench-201.ron", Overrides::default());
+    let net = nb.build(&arch(&nb, NB201_EXAMPLE));
+    assert_eq!(
+        Model::new(&net, &dev, 0, false)
+            .unwrap()
+            .store
+            .param_count(),
+        802_426
+    );
+
+    let ch = load_space("schemas/mobilenet-chain.ron", Overrides::default());
+    let layers: Vec<&str> = std::iter::once("ir_k3_e1")
+        .chain((0..4).flat_map(|_| ["ir_k3_e3", "ir_k5_e6", "skip", "ir_k3_e6"]))
+        .collect();
+    let a = chain_genotype(&ch, &layers);
+    let net = ch.build(&a);
+    let m = Model::new(&net, &dev, 0, false).unwrap();
+    assert_eq!(m.store.param_count() as u64, ch.discrete_cost(&a).params);
+    assert_eq!(m.store.param_count() as u64, net.cost().params);
+}
+
+/// Every shipped space's final network runs forward; drop path and the auxiliary head act
+/// only in training mode, and evaluation is deterministic.
+#[test]
+fn drop_path_and_aux_head_only_in_training() {
+    use nas_pipe::model::{Mode, Model};
+    use rand::SeedableRng;
+    let dev = candle_core::Device::Cpu;
+    let s = load_space("schemas/darts.ron", with_size(4, 5));
+    let net = s.build(&arch(&s, "DARTS_V2"));
+    let m = Model::new(&net, &dev, 1, true).unwrap();
+    let x = candle_core::Tensor::randn(0f32, 1., (4, 3, 32, 32), &dev).unwrap();
+    let v = |t: &candle_core::Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let e1 = m.forward(&x, Mode::Eval).unwrap();
+    let e2 = m.forward(&x, Mode::Eval).unwrap();
+    assert!(e1.aux.is_none());
+    assert_eq!(e1.logits.dims(), &[4, 10]);
+    assert_eq!(v(&e1.logits), v(&e2.logits), "evaluation is deterministic");
+
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let t1 = m
+        .forward(
+            &x,
+            Mode::Train {
+                drop_path: 0.5,
+                rng: &mut rng,
+            },
+        )
+        .unwrap();
+    let aux = t1.aux.expect("training mode computes the auxiliary logits");
+    assert_eq!(aux.dims(), &[4, 10]);
+    let t2 = m
+        .forward(
+            &x,
+            Mode::Train {
+                drop_path: 0.5,
+                rng: &mut rng,
+            },
+        )
+        .unwrap();
+    assert_ne!(v(&t1.logits), v(&t2.logits), "drop path draws new masks");
+    // The same masks give the same output (training is reproducible from the seed).
+    let (mut r1, mut r2) = (
+        rand_chacha::ChaCha8Rng::seed_from_u64(9),
+        rand_chacha::ChaCha8Rng::seed_from_u64(9),
+    );
+    let a = m
+        .forward(
+            &x,
+            Mode::Train {
+                drop_path: 0.3,
+                rng: &mut r1,
+            },
+        )
+        .unwrap();
+    let b = m
+        .forward(
+            &x,
+            Mode::Train {
+                drop_path: 0.3,
+                rng: &mut r2,
+            },
+        )
+        .unwrap();
+    // BN batch statistics do not depend on the running ones, so these match exactly.
+    assert_eq!(v(&a.logits), v(&b.logits));
+
+    for (file, g) in [
+        ("schemas/nas-bench-201.ron", NB201_EXAMPLE),
+        (
+            "schemas/nas-bench-201.ron",
+            "|none~0|+|none~0|none~1|+|none~0|skip_connect~1|none~2|",
+        ),
+    ] {
+        let s = load_space(file, Overrides::default());
+        let net = s.build(&arch(&s, g));
+        let m = Model::new(&net, &dev, 1, false).unwrap();
+        let y = m.forward(&x, Mode::Eval).unwrap();
+        assert_eq!(y.logits.dims(), &[4, 10], "{g}");
+    }
+}
+
+/// A network whose last reduction is not 8×8 cannot take DARTS's auxiliary head.
+#[test]
+fn aux_head_needs_an_8x8_map() {
+    use nas_pipe::model::aux_position;
+    let mut ov = with_size(4, 8);
+    ov.input = Some(Input {
+        channels: 1,
+        size: 28,
+        classes: 10,
+    });
+    let s = load_space("schemas/darts.ron", ov);
+    let e = aux_position(&s.build(&arch(&s, "DARTS_V2"))).unwrap_err();
+    assert!(e.contains("7x7"), "{e}");
+    let nb = load_space("schemas/nas-bench-201.ron", Overrides::default());
+    let e = aux_position(&nb.build(&arch(&nb, NB201_EXAMPLE))).unwrap_err();
+    assert!(e.contains("no reduction cell"), "{e}");
+}

@@ -67,11 +67,15 @@ pub struct NetCell {
     pub graph: DiGraph<Shape, NetEdge>,
     /// The states concatenated into the output, in order.
     pub outputs: Vec<usize>,
+    /// Intermediate nodes in an order where every edge goes forward.
+    pub order: Vec<usize>,
 }
 
 /// A chosen op on an edge (or a searchable layer).
 #[derive(Debug, Clone)]
 pub struct NetEdge {
+    /// The edge's index in its cell type (the alpha row), or the searchable layer's slot.
+    pub index: usize,
     /// The candidate's name in the space.
     pub name: String,
     pub op: NetOp,
@@ -153,7 +157,8 @@ impl Space {
                     (NetKind::Cell(c), cost)
                 }
                 LayerKind::Choice { slot, stride } => {
-                    let e = self.build_edge(arch, arch.slots[*slot], input, l.output.c, *stride);
+                    let e =
+                        self.build_edge(arch, *slot, arch.slots[*slot], input, l.output.c, *stride);
                     let cost = e.cost;
                     (
                         NetKind::Choice {
@@ -183,6 +188,7 @@ impl Space {
     fn build_edge(
         &self,
         arch: &Resolved,
+        index: usize,
         c: Candidate,
         input: Shape,
         c_out: u64,
@@ -199,6 +205,7 @@ impl Space {
                     bn: BnMode::FINAL,
                 }));
                 NetEdge {
+                    index,
                     name,
                     op: NetOp::Op(op),
                     stride,
@@ -216,6 +223,7 @@ impl Space {
                 );
                 let cost = cell.edge_cost();
                 NetEdge {
+                    index,
                     name,
                     op: NetOp::Cell(Box::new(cell)),
                     stride,
@@ -253,7 +261,7 @@ impl Space {
         for &(e, c) in chosen {
             let edge = cell.edges[e];
             let s = if edge.from < cell.inputs { stride } else { 1 };
-            let built = self.build_edge(arch, c, shapes[edge.from], width, s);
+            let built = self.build_edge(arch, e, c, shapes[edge.from], width, s);
             graph.add_edge(nodes[edge.from], nodes[edge.to], built);
         }
         NetCell {
@@ -264,6 +272,7 @@ impl Space {
             inputs: cell.inputs,
             graph,
             outputs: cell.output_states(),
+            order: cell.order.clone(),
         }
     }
 }

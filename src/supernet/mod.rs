@@ -11,10 +11,10 @@
 
 use candle_core::{D, Device, Result, Tensor};
 
-use crate::nn::{BatchNorm, Init, Scope, Store, conv_weight};
-use crate::ops::{FactorizedReduce, OpModule, ReluConvBnModule, kernels};
-use crate::space::{Candidate, LayerKind, Pre, Space};
-use crate::spec::space::Act;
+use crate::blocks::{ConvBn, Linear, Preprocess, Residual};
+use crate::nn::{BatchNorm, Init, Scope, Store};
+use crate::ops::{OpModule, kernels};
+use crate::space::{Candidate, LayerKind, Space};
 
 /// Initial architecture weights: 1e-3 · N(0, 1), as in DARTS.
 pub const ALPHA_INIT_STD: f64 = 1e-3;
@@ -34,36 +34,19 @@ pub struct Supernet {
 }
 
 enum Layer {
-    ConvBn {
-        w: Tensor,
-        bn: BatchNorm,
-        stride: usize,
-        padding: usize,
-        act: Act,
-    },
+    ConvBn(ConvBn),
     Cell(Cell),
-    Choice {
-        slot: usize,
-        edge: Mixed,
-    },
+    Choice { slot: usize, edge: Mixed },
     Residual(Residual),
     BnRelu(BatchNorm),
-    Head {
-        w: Tensor,
-        b: Tensor,
-    },
+    Head(Linear),
 }
 
 /// A cell instance: preprocessing per input, then a mixed edge per cell edge.
 struct Cell {
     cell: usize,
-    pre: Vec<Option<Pre2>>,
+    pre: Vec<Option<Preprocess>>,
     edges: Vec<Mixed>,
-}
-
-enum Pre2 {
-    Conv(ReluConvBnModule),
-    Reduce(FactorizedReduce),
 }
 
 /// Every candidate of one edge, in the cell's candidate order.
@@ -74,19 +57,6 @@ struct Mixed {
 enum Cand {
     Op(OpModule),
     Cell(Box<Cell>),
-}
-
-/// NAS-Bench-201's residual block.
-struct Residual {
-    a: ReluConvBnModule,
-    b: ReluConvBnModule,
-    shortcut: Shortcut,
-}
-
-enum Shortcut {
-    None,
-    PoolConv(Tensor),
-    Conv(ReluConvBnModule),
 }
 
 impl Supernet {
@@ -137,13 +107,14 @@ impl Supernet {
                     kernel,
                     stride,
                     act,
-                } => Layer::ConvBn {
-                    w: conv_weight(&s.pp("conv"), "weight", c_out, c_in, *kernel as usize)?,
-                    bn: BatchNorm::new(&s.pp("bn"), c_out, true)?,
-                    stride: *stride as usize,
-                    padding: (*kernel as usize - 1) / 2,
-                    act: *act,
-                },
+                } => Layer::ConvBn(ConvBn::new(
+                    &s,
+                    c_in,
+                    c_out,
+                    *kernel as usize,
+                    *stride as usize,
+                    *act,
+                )?),
                 LayerKind::Cell {
                     cell,
                     width,
@@ -152,25 +123,13 @@ impl Supernet {
                 } => {
                     let mut pres = Vec::new();
                     for (k, (p, shape)) in pre.iter().zip(&l.input_shapes).enumerate() {
-                        let ps = s.pp(format!("pre{k}"));
-                        let (ci, w) = (shape.c as usize, *width as usize);
-                        pres.push(match p {
-                            Pre::None => None,
-                            Pre::ReluConvBn => Some(Pre2::Conv(ReluConvBnModule::new(
-                                &ps,
-                                ci,
-                                w,
-                                1,
-                                1,
-                                space.supernet.affine,
-                            )?)),
-                            Pre::FactorizedReduce => Some(Pre2::Reduce(FactorizedReduce::new(
-                                &ps,
-                                ci,
-                                w,
-                                space.supernet.affine,
-                            )?)),
-                        });
+                        pres.push(Preprocess::new(
+                            &s.pp(format!("pre{k}")),
+                            *p,
+                            shape.c as usize,
+                            *width as usize,
+                            space.supernet.affine,
+                        )?);
                     }
                     let inputs: Vec<usize> = (0..pre.len()).map(|_| *width as usize).collect();
                     Layer::Cell(build_cell(
@@ -195,38 +154,10 @@ impl Supernet {
                     )?,
                 },
                 LayerKind::Residual { stride } => {
-                    let st = *stride as usize;
-                    let shortcut = if st == 2 {
-                        Shortcut::PoolConv(conv_weight(
-                            &s.pp("shortcut"),
-                            "weight",
-                            c_out,
-                            c_in,
-                            1,
-                        )?)
-                    } else if c_in != c_out {
-                        Shortcut::Conv(ReluConvBnModule::new(
-                            &s.pp("shortcut"),
-                            c_in,
-                            c_out,
-                            1,
-                            1,
-                            true,
-                        )?)
-                    } else {
-                        Shortcut::None
-                    };
-                    Layer::Residual(Residual {
-                        a: ReluConvBnModule::new(&s.pp("conv_a"), c_in, c_out, 3, st, true)?,
-                        b: ReluConvBnModule::new(&s.pp("conv_b"), c_out, c_out, 3, 1, true)?,
-                        shortcut,
-                    })
+                    Layer::Residual(Residual::new(&s, c_in, c_out, *stride as usize)?)
                 }
                 LayerKind::BnRelu => Layer::BnRelu(BatchNorm::new(&s.pp("bn"), c_in, true)?),
-                LayerKind::Head => Layer::Head {
-                    w: s.param("weight", &[c_out, c_in], Init::FanIn(c_in))?,
-                    b: s.param("bias", &[c_out], Init::FanIn(c_in))?,
-                },
+                LayerKind::Head => Layer::Head(Linear::new(&s, c_in, c_out)?),
             });
         }
         Ok(Supernet {
@@ -267,20 +198,7 @@ impl Supernet {
                     .map_or_else(|| x.clone(), |&j| outs[j].clone())
             };
             let y = match layer {
-                Layer::ConvBn {
-                    w,
-                    bn,
-                    stride,
-                    padding,
-                    act,
-                } => {
-                    let y = bn.forward(&input(0).conv2d(w, *padding, *stride, 1, 1)?, train)?;
-                    match act {
-                        Act::None => y,
-                        Act::Relu => kernels::relu(&y)?,
-                        Act::Relu6 => y.clamp(0.0, 6.0)?,
-                    }
-                }
+                Layer::ConvBn(m) => m.forward(&input(0), train)?,
                 Layer::Cell(c) => {
                     let inputs: Vec<Tensor> = (0..c.pre.len()).map(input).collect();
                     self.cell_forward(c, inputs, &probs, train)?
@@ -289,18 +207,9 @@ impl Supernet {
                     let p = candle_nn::ops::softmax(&self.slot_alphas[*slot], D::Minus1)?;
                     self.mixed_forward(edge, &input(0), &p, &probs, train)?
                 }
-                Layer::Residual(r) => {
-                    let x0 = input(0);
-                    let y = r.b.forward(&r.a.forward(&x0, train)?, train)?;
-                    let s = match &r.shortcut {
-                        Shortcut::None => x0,
-                        Shortcut::PoolConv(w) => x0.avg_pool2d(2)?.conv2d(w, 0, 1, 1, 1)?,
-                        Shortcut::Conv(m) => m.forward(&x0, train)?,
-                    };
-                    (y + s)?
-                }
+                Layer::Residual(r) => r.forward(&input(0), train)?,
                 Layer::BnRelu(bn) => kernels::relu(&bn.forward(&input(0), train)?)?,
-                Layer::Head { w, b } => input(0).mean((2, 3))?.matmul(&w.t()?)?.broadcast_add(b)?,
+                Layer::Head(h) => h.forward_pooled(&input(0))?,
             };
             outs.push(y);
         }
@@ -320,8 +229,7 @@ impl Supernet {
         for (k, (x, p)) in inputs.into_iter().zip(&c.pre).enumerate() {
             states[k] = Some(match p {
                 None => x,
-                Some(Pre2::Conv(m)) => m.forward(&x, train)?,
-                Some(Pre2::Reduce(m)) => m.forward(&x, train)?,
+                Some(m) => m.forward(&x, train)?,
             });
         }
         let p = probs[c.cell]
@@ -442,7 +350,7 @@ fn build_cell(
     inputs: &[usize],
     width: usize,
     stride: usize,
-    pre: Vec<Option<Pre2>>,
+    pre: Vec<Option<Preprocess>>,
 ) -> Result<Cell> {
     let cell = &space.cells[ci];
     let mut channels: Vec<usize> = inputs.to_vec();
