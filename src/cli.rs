@@ -58,6 +58,36 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         stop_after: Option<usize>,
     },
+    /// Train the final network of a genotype from scratch (the pipeline's `retrain`
+    /// section), evaluate it on the test set each epoch, and write the weights, metrics,
+    /// confusion matrix and model card to `<out>/<name>/retrain/`. A run that was stopped
+    /// resumes from its last checkpoint.
+    Train {
+        pipeline: PathBuf,
+        /// The architecture: a genotype file, a published name (DARTS_V1, DARTS_V2), a DARTS
+        /// `Genotype(normal=[...], ...)` string or a NAS-Bench-201 string. Default: the
+        /// pipeline's `genotype`, else the genotype the search wrote (`<out>/<name>/genotype.ron`)
+        #[arg(long, value_name = "G")]
+        genotype: Option<String>,
+        /// Folder holding the run folders
+        #[arg(long, default_value = "exports", value_name = "DIR")]
+        out: PathBuf,
+        /// Stop after this many epochs in total (run again to continue)
+        #[arg(long, value_name = "N")]
+        stop_after: Option<usize>,
+    },
+    /// Evaluate retrained weights on the pipeline's test set: accuracy, loss, per-class
+    /// accuracy and the confusion matrix. The network is rebuilt from the run folder's model
+    /// card alone.
+    Eval {
+        pipeline: PathBuf,
+        /// `last.safetensors`, `best.safetensors` (in the retrain folder) or a path
+        #[arg(long, default_value = "last.safetensors", value_name = "FILE")]
+        weights: String,
+        /// Folder holding the run folders
+        #[arg(long, default_value = "exports", value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 /// Runs the binary: parses arguments, dispatches, prints errors. Returns the exit code.
@@ -76,7 +106,7 @@ pub fn main() -> i32 {
 /// Raises glibc's mmap and trim thresholds: training allocates and frees many large
 /// tensors, and by default each becomes an mmap/munmap pair whose pages are zeroed again
 /// (measured 30–50% of a training step here).
-fn tune_malloc() {
+pub fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; called before any threads start.
     unsafe {
@@ -207,8 +237,70 @@ fn run(cli: &Cli) -> Result<i32> {
             };
             write_out(&mut out, &text)?;
         }
+        Command::Train {
+            pipeline: file,
+            genotype,
+            out: dir,
+            stop_after,
+        } => {
+            let p = pipeline::load(&mut sources, file)?;
+            let device = device(p.spec.device)?;
+            let run_dir = dir.join(&p.spec.name.value);
+            let g = crate::train::choose_genotype(&p, &run_dir, genotype.as_deref())?;
+            let opts = crate::train::Options {
+                stop_after: *stop_after,
+                progress: true,
+            };
+            let o = crate::train::run(&p, &run_dir, &device, &g, &opts)?;
+            let text = match &o.evaluation {
+                None => format!(
+                    "training stopped after epoch {}; run again to resume from {}\n",
+                    o.metrics.len(),
+                    o.dir.display()
+                ),
+                Some(e) => format!(
+                    "training finished: {} epochs in {:.1}s this run\ntest accuracy {:.2}% (loss {:.4}) on {} images\n{}weights, metrics and model card in {}\n",
+                    o.metrics.len(),
+                    o.seconds,
+                    100.0 * e.accuracy,
+                    e.loss,
+                    e.images,
+                    per_class(e),
+                    o.dir.display()
+                ),
+            };
+            write_out(&mut out, &text)?;
+        }
+        Command::Eval {
+            pipeline: file,
+            weights,
+            out: dir,
+        } => {
+            let p = pipeline::load(&mut sources, file)?;
+            let device = device(p.spec.device)?;
+            let rdir = dir.join(&p.spec.name.value).join("retrain");
+            let e = crate::train::eval(&p, &rdir, weights, &device)?;
+            let text = format!(
+                "{}: test accuracy {:.2}% (loss {:.4}) on {} images\n{}",
+                e.weights,
+                100.0 * e.accuracy,
+                e.loss,
+                e.images,
+                per_class(&e)
+            );
+            write_out(&mut out, &text)?;
+        }
     }
     Ok(exit::OK)
+}
+
+/// Per-class accuracy, one line each.
+fn per_class(e: &crate::train::Evaluation) -> String {
+    e.classes
+        .iter()
+        .zip(&e.per_class_accuracy)
+        .map(|(c, a)| format!("  {c:<14} {:6.2}%\n", 100.0 * a))
+        .collect()
 }
 
 /// The device a pipeline asks for, in this build on this machine.

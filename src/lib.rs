@@ -5,6 +5,7 @@
 //! (a discrete architecture) → later stages. See `README.md` and the design notes.
 
 pub mod blocks;
+pub mod checkpoint;
 pub mod cli;
 pub mod data;
 pub mod error;
@@ -19,5 +20,6 @@ pub mod space;
 pub mod spec;
 pub mod strategy;
 pub mod supernet;
+pub mod train;
 
 pub use error::{Error, Result};

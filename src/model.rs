@@ -19,6 +19,7 @@ use crate::blocks::{AuxHead, ConvBn, Linear, Preprocess, Residual, aux_check, au
 use crate::nn::{BatchNorm, Scope, Store};
 use crate::ops::{BnMode, Op, OpModule, Shape, kernels};
 use crate::space::discrete::{Net, NetCell, NetEdge, NetKind, NetOp};
+use crate::space::{LayerKind, Space};
 
 /// The final network.
 pub struct Model {
@@ -83,20 +84,40 @@ pub struct Output {
 /// 2·layers/3 of a DARTS network). Returns that layer's index and output shape, or why the
 /// network cannot have the head.
 pub fn aux_position(net: &Net) -> std::result::Result<(usize, Shape), String> {
-    let (i, l) = net
-        .layers
-        .iter()
+    let reductions = net.layers.iter().map(|l| {
+        (
+            matches!(&l.kind, NetKind::Cell(c) if c.stride == 2),
+            l.output,
+        )
+    });
+    last_reduction(&net.space, reductions)
+}
+
+/// [`aux_position`] for a space's skeleton (the same for every architecture), checked when
+/// a pipeline asks for the head.
+pub fn aux_position_in(space: &Space) -> std::result::Result<(usize, Shape), String> {
+    let reductions = space.network.layers.iter().map(|l| {
+        (
+            matches!(&l.kind, LayerKind::Cell { stride, .. } if *stride == 2),
+            l.output,
+        )
+    });
+    last_reduction(&space.name, reductions)
+}
+
+fn last_reduction(
+    space: &str,
+    layers: impl DoubleEndedIterator<Item = (bool, Shape)> + ExactSizeIterator,
+) -> std::result::Result<(usize, Shape), String> {
+    let (i, (_, out)) = layers
         .enumerate()
         .rev()
-        .find(|(_, l)| matches!(&l.kind, NetKind::Cell(c) if c.stride == 2))
+        .find(|(_, (r, _))| *r)
         .ok_or_else(|| {
-            format!(
-                "space \"{}\" has no reduction cell to put DARTS's auxiliary head on",
-                net.space
-            )
+            format!("space \"{space}\" has no reduction cell to put DARTS's auxiliary head on")
         })?;
-    aux_check(l.output)?;
-    Ok((i, l.output))
+    aux_check(out)?;
+    Ok((i, out))
 }
 
 /// Parameters of the auxiliary head `net` would have (0 if it cannot have one).

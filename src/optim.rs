@@ -241,6 +241,26 @@ pub fn cosine(lr: f64, lr_min: f64, epoch: usize, epochs: usize, warmup: usize) 
     lr_min + 0.5 * (lr - lr_min) * (1.0 + (std::f64::consts::PI * t / span).cos())
 }
 
+/// The learning rate at global step `step` (0-based) of `epochs · steps` steps, updated every
+/// step: a linear warm-up from lr/W to lr over the first W = `warmup · steps` steps, then a
+/// cosine from `lr` to `lr_min` over the rest (reaching `lr_min` after the last step).
+pub fn cosine_step(
+    lr: f64,
+    lr_min: f64,
+    step: usize,
+    steps: usize,
+    epochs: usize,
+    warmup: usize,
+) -> f64 {
+    let w = warmup.min(epochs) * steps;
+    if step < w {
+        return lr * (step + 1) as f64 / w as f64;
+    }
+    let span = ((epochs * steps).saturating_sub(w)).max(1) as f64;
+    let t = (step - w) as f64;
+    lr_min + 0.5 * (lr - lr_min) * (1.0 + (std::f64::consts::PI * t / span).cos())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,5 +338,15 @@ mod tests {
         assert!((cosine(0.1, 0.0, 1, 3, 1) - 0.1).abs() < 1e-12);
         assert!((cosine(0.1, 0.0, 0, 3, 2) - 0.05).abs() < 1e-12);
         assert!(cosine(0.1, 0.0, 49, 50, 0) > 0.0);
+    }
+
+    #[test]
+    fn cosine_step_warms_up_then_decays_to_the_floor() {
+        // 2 epochs of 4 steps, 1 warm-up epoch.
+        let lrs: Vec<f64> = (0..8).map(|s| cosine_step(0.4, 0.0, s, 4, 2, 1)).collect();
+        assert_eq!(&lrs[..4], &[0.1, 0.2, 0.30000000000000004, 0.4]);
+        assert!((lrs[6] - 0.2).abs() < 1e-12, "{lrs:?}");
+        assert!(lrs.windows(2).skip(4).all(|w| w[1] < w[0]));
+        assert!((cosine_step(0.4, 0.01, 0, 4, 2, 0) - 0.4).abs() < 1e-12);
     }
 }

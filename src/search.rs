@@ -20,6 +20,7 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::{self, StateFile};
 use crate::data::{self, BatchConfig, Batcher, Normalize};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
@@ -64,6 +65,16 @@ pub struct State {
     pub checkpoint: String,
     pub metrics: Vec<EpochMetrics>,
     pub history: Vec<AlphaSnapshot>,
+}
+
+impl StateFile for State {
+    const VERSION: u32 = STATE_VERSION;
+    fn version(&self) -> u32 {
+        self.version
+    }
+    fn spec_hash(&self) -> &str {
+        &self.spec_hash
+    }
 }
 
 /// What a finished search returns.
@@ -198,33 +209,12 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
     let dir = run_dir.join("search");
     let hash = spec_hash(p)?;
     let state_path = dir.join("state.json");
-    let mut state = match std::fs::read(&state_path) {
-        Ok(bytes) => {
-            let state: State = serde_json::from_slice(&bytes).map_err(|e| {
-                Error::Input(format!(
-                    "{}: not a search state file: {e}",
-                    state_path.display()
-                ))
-            })?;
-            if state.version != STATE_VERSION {
-                return Err(Error::Input(format!(
-                    "{}: search state version {} is not the {STATE_VERSION} this build writes; nothing was overwritten",
-                    state_path.display(),
-                    state.version
-                )));
-            }
-            if state.spec_hash != hash {
-                return Err(Error::Input(format!(
-                    "{}: this checkpoint was made by a different spec (search, data, seed or space changed); \
-                     nothing was overwritten. Delete {} to search again from scratch",
-                    state_path.display(),
-                    dir.display()
-                )));
-            }
+    let mut state = match checkpoint::read_state::<State>(&state_path, &hash, "search", &dir)? {
+        Some(state) => {
             load_checkpoint(&mut darts, &dir.join(&state.checkpoint))?;
             state
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => State {
+        None => State {
             version: STATE_VERSION,
             spec_hash: hash,
             epochs_done: 0,
@@ -232,12 +222,6 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
             metrics: Vec::new(),
             history: Vec::new(),
         },
-        Err(source) => {
-            return Err(Error::Io {
-                path: state_path,
-                source,
-            });
-        }
     };
 
     let started = Instant::now();
@@ -350,35 +334,20 @@ fn snapshot(net: &Supernet, epoch: usize) -> Result<AlphaSnapshot> {
 
 fn save_checkpoint(darts: &Darts, dir: &Path, state: &mut State, epochs_done: usize) -> Result<()> {
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
-    for (n, v) in darts.net.weights.params() {
-        tensors.insert(format!("weights.{n}"), v.as_tensor().clone());
-    }
-    for (n, v) in darts.net.weights.buffers() {
-        tensors.insert(format!("buffers.{n}"), v.as_tensor().clone());
-    }
-    for (n, v) in darts.net.alphas.params() {
-        tensors.insert(format!("alphas.{n}"), v.as_tensor().clone());
-    }
+    checkpoint::put(&mut tensors, "weights", &darts.net.weights.params());
+    checkpoint::put(&mut tensors, "buffers", &darts.net.weights.buffers());
+    checkpoint::put(&mut tensors, "alphas", &darts.net.alphas.params());
     for (n, t) in darts.w_opt.state() {
         tensors.insert(format!("opt.w.{n}"), t);
     }
     for (n, t) in darts.a_opt.state().map_err(ctx("saving"))? {
         tensors.insert(format!("opt.a.{n}"), t);
     }
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
     let name = format!("checkpoint-{epochs_done}.safetensors");
-    let path = dir.join(&name);
-    let tmp = crate::fsutil::temp_path(&path);
-    candle_core::safetensors::save(&tensors, &tmp)
-        .map_err(|e| Error::Input(format!("{}: {e}", tmp.display())))?;
-    crate::fsutil::commit(&tmp, &path)?;
+    checkpoint::save(&dir.join(&name), &tensors)?;
     let previous = std::mem::replace(&mut state.checkpoint, name);
     state.epochs_done = epochs_done;
-    let json = serde_json::to_vec_pretty(state).map_err(|e| Error::Input(e.to_string()))?;
-    write_atomic(&dir.join("state.json"), &json)?;
+    checkpoint::write_json(&dir.join("state.json"), state)?;
     if !previous.is_empty() && previous != state.checkpoint {
         let _ = std::fs::remove_file(dir.join(previous));
     }
@@ -387,43 +356,17 @@ fn save_checkpoint(darts: &Darts, dir: &Path, state: &mut State, epochs_done: us
 
 fn load_checkpoint(darts: &mut Darts, path: &Path) -> Result<()> {
     let device = darts.net.weights.device().clone();
-    let tensors = candle_core::safetensors::load(path, &device).map_err(|e| {
-        Error::Input(format!(
-            "{}: cannot read the checkpoint: {e}",
-            path.display()
-        ))
-    })?;
-    let missing = |n: &str| {
-        Error::Input(format!(
-            "{}: the checkpoint lacks {n}; it was made by another build",
-            path.display()
-        ))
-    };
-    let set = |prefix: &str, vars: Vec<(String, candle_core::Var)>| -> Result<()> {
-        for (n, v) in vars {
-            let key = format!("{prefix}.{n}");
-            let t = tensors.get(&key).ok_or_else(|| missing(&key))?;
-            v.set(t)
-                .map_err(|e| Error::Input(format!("{}: {key}: {e}", path.display())))?;
-        }
-        Ok(())
-    };
-    set("weights", darts.net.weights.params())?;
-    set("buffers", darts.net.weights.buffers())?;
-    set("alphas", darts.net.alphas.params())?;
-    let strip = |prefix: &str| -> HashMap<String, Tensor> {
-        tensors
-            .iter()
-            .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone())))
-            .collect()
-    };
+    let c = checkpoint::load(path, &device)?;
+    c.set("weights", &darts.net.weights.params())?;
+    c.set("buffers", &darts.net.weights.buffers())?;
+    c.set("alphas", &darts.net.alphas.params())?;
     darts
         .w_opt
-        .load_state(&strip("opt.w."))
+        .load_state(&c.group("opt.w"))
         .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
     darts
         .a_opt
-        .load_state(&strip("opt.a."))
+        .load_state(&c.group("opt.a"))
         .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
     Ok(())
 }

@@ -1215,3 +1215,267 @@ fn aux_head_needs_an_8x8_map() {
     let e = aux_position(&nb.build(&arch(&nb, NB201_EXAMPLE))).unwrap_err();
     assert!(e.contains("no reduction cell"), "{e}");
 }
+
+/// A small retraining pipeline on synthetic data (DARTS space, C = 2, 3 cells).
+fn train_pipeline(dir: &Path, name: &str, size: u32, retrain_extra: &str) -> PathBuf {
+    let text = format!(
+        r#"Pipeline(
+    name: "{name}",
+    seed: 5,
+    device: Cpu,
+    data: Synthetic(channels: 3, size: {size}, classes: 4, train: 40, test: 24),
+    space: "{}",
+    retrain: Retrain(
+        channels: 2, layers: 3, epochs: 3, batch_size: 16,
+        optimizer: Sgd(lr: 0.1, lr_min: 0.0, weight_decay: 3e-4, grad_clip: 5.0, warmup_epochs: 1),
+        augment: (crop_padding: 1, flip: true, cutout: 2),
+        {retrain_extra}
+    ),
+)"#,
+        root().join("schemas/darts.ron").display()
+    );
+    let path = dir.join(format!("{name}.ron"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run_ok(c: &mut Command) -> String {
+    let o = c.output().unwrap();
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn weights_of(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let t = candle_core::safetensors::load(path, &candle_core::Device::Cpu).unwrap();
+    let mut v: Vec<(String, Vec<f32>)> = t
+        .into_iter()
+        .map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// A training stopped after an epoch and resumed ends with the same weights, metrics and
+/// evaluation as an uninterrupted one (drop path, label smoothing, augmentation and
+/// warm-up on).
+#[test]
+fn resumed_training_equals_uninterrupted() {
+    let dir = tempdir("train-resume");
+    let p = train_pipeline(&dir, "t", 8, "drop_path: 0.3, label_smoothing: 0.1,");
+    let train = |out: &str, stop: Option<&str>| {
+        let mut c = bin();
+        c.args(["train"])
+            .arg(&p)
+            .args(["--genotype", "DARTS_V2", "--out"])
+            .arg(dir.join(out));
+        if let Some(s) = stop {
+            c.args(["--stop-after", s]);
+        }
+        run_ok(&mut c)
+    };
+    let done = train("straight", None);
+    assert!(done.contains("training finished: 3 epochs"), "{done}");
+    let stopped = train("resumed", Some("1"));
+    assert!(stopped.contains("stopped after epoch 1"), "{stopped}");
+    assert!(!dir.join("resumed/t/retrain/evaluation.json").exists());
+    train("resumed", None);
+    let (a, b) = (
+        dir.join("straight/t/retrain"),
+        dir.join("resumed/t/retrain"),
+    );
+    let wa = weights_of(&a.join("last.safetensors"));
+    assert!(wa.iter().any(|(k, _)| k.ends_with("running_var")));
+    assert!(
+        wa.iter()
+            .any(|(k, _)| k == "layers.1.edges.0.sep_conv_3x3.1.dw.weight")
+    );
+    assert_eq!(wa, weights_of(&b.join("last.safetensors")));
+    let json = |d: &Path, f: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(d.join(f)).unwrap()).unwrap()
+    };
+    let strip_time = |mut v: serde_json::Value| {
+        for m in v.as_array_mut().unwrap() {
+            m["seconds"] = 0.into();
+            m["images_per_sec"] = 0.into();
+        }
+        v
+    };
+    let ma = strip_time(json(&a, "metrics.json"));
+    assert_eq!(ma, strip_time(json(&b, "metrics.json")));
+    assert_eq!(json(&a, "evaluation.json"), json(&b, "evaluation.json"));
+    // Drop path ramps 0, 0.1, 0.2; the learning rate warms up then decays to the floor.
+    let drops: Vec<f64> = ma
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["drop_path"].as_f64().unwrap())
+        .collect();
+    assert_eq!(drops, [0.0, 0.1, 0.2]);
+    let eval = json(&a, "evaluation.json");
+    let confusion = eval["confusion"].as_array().unwrap();
+    assert_eq!(confusion.len(), 4);
+    let total: u64 = confusion
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 24);
+
+    // `eval` rebuilds the model from the run folder alone and agrees with training.
+    let out = run_ok(
+        bin()
+            .args(["eval"])
+            .arg(&p)
+            .arg("--out")
+            .arg(dir.join("straight")),
+    );
+    let acc = eval["accuracy"].as_f64().unwrap();
+    assert!(
+        out.contains(&format!("test accuracy {:.2}%", 100.0 * acc)),
+        "{out} vs {acc}"
+    );
+    // The model card, space and genotype beside the weights rebuild the same network.
+    let t = nas_pipe::train::load_model(&a).unwrap();
+    assert_eq!(t.net.cost().params, t.card.params);
+    let m = nas_pipe::model::Model::new(&t.net, &candle_core::Device::Cpu, 0, false).unwrap();
+    nas_pipe::train::load_weights(&m, &a.join("best.safetensors")).unwrap();
+
+    // A changed spec is refused, and the finished results are left untouched.
+    let before = std::fs::read(a.join("state.json")).unwrap();
+    let p2 = train_pipeline(&dir, "t", 8, "drop_path: 0.2,");
+    let o = bin()
+        .args(["train"])
+        .arg(&p2)
+        .args(["--genotype", "DARTS_V2", "--out"])
+        .arg(dir.join("straight"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("different spec"));
+    assert_eq!(std::fs::read(a.join("state.json")).unwrap(), before);
+}
+
+/// With the auxiliary head (32×32 input: 8×8 after two reductions) training runs, and the
+/// saved weights leave the head out.
+#[test]
+fn training_with_the_auxiliary_head() {
+    let dir = tempdir("train-aux");
+    let p = train_pipeline(&dir, "aux", 32, "auxiliary_weight: 0.4, epochs: 1,");
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("epochs: 3, ", "");
+    std::fs::write(&p, text).unwrap();
+    run_ok(
+        bin()
+            .args(["train"])
+            .arg(&p)
+            .args(["--genotype", "DARTS_V1", "--out"])
+            .arg(dir.join("o")),
+    );
+    let w = weights_of(&dir.join("o/aux/retrain/last.safetensors"));
+    assert!(!w.is_empty() && w.iter().all(|(k, _)| !k.starts_with("aux.")));
+}
+
+/// Bad input to `train` and `eval`: clear errors naming the entry, exit code 2.
+#[test]
+fn training_bad_input_is_a_clean_error() {
+    let dir = tempdir("train-bad");
+    let p = train_pipeline(&dir, "bad", 8, "epochs: 1,");
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("epochs: 3, ", "");
+    std::fs::write(&p, text).unwrap();
+    let fails = |c: &mut Command| -> String {
+        let o = c.output().unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let out = dir.join("o");
+    // No genotype anywhere.
+    let e = fails(bin().args(["train"]).arg(&p).arg("--out").arg(&out));
+    assert!(
+        e.contains("no genotype to train") && e.contains("nas-pipe search"),
+        "{e}"
+    );
+    // A genotype that does not fit the space: unknown op, input out of range, node count.
+    let g = dir.join("g.ron");
+    for (body, expect) in [
+        (
+            r#"Genotype(version: 1, space: "darts", cells: {"normal": [[("sep_conv_9x9", 0), ("skip_connect", 1)], [("skip_connect", 0), ("skip_connect", 1)], [("skip_connect", 0), ("skip_connect", 1)], [("skip_connect", 0), ("skip_connect", 1)]], "reduce": [[("max_pool_3x3", 0), ("max_pool_3x3", 1)], [("max_pool_3x3", 0), ("max_pool_3x3", 1)], [("max_pool_3x3", 0), ("max_pool_3x3", 1)], [("max_pool_3x3", 0), ("max_pool_3x3", 1)]]})"#,
+            "sep_conv_9x9",
+        ),
+        (
+            r#"Genotype(version: 1, space: "darts", cells: {"normal": [[("skip_connect", 7), ("skip_connect", 1)], [("skip_connect", 0), ("skip_connect", 1)], [("skip_connect", 0), ("skip_connect", 1)], [("skip_connect", 0), ("skip_connect", 1)]], "reduce": [[("max_pool_3x3", 0), ("max_pool_3x3", 1)], [("max_pool_3x3", 0), ("max_pool_3x3", 1)], [("max_pool_3x3", 0), ("max_pool_3x3", 1)], [("max_pool_3x3", 0), ("max_pool_3x3", 1)]]})"#,
+            "7",
+        ),
+        (
+            r#"Genotype(version: 1, space: "darts", cells: {"normal": [[("skip_connect", 0), ("skip_connect", 1)]], "reduce": [[("max_pool_3x3", 0), ("max_pool_3x3", 1)], [("max_pool_3x3", 0), ("max_pool_3x3", 1)], [("max_pool_3x3", 0), ("max_pool_3x3", 1)], [("max_pool_3x3", 0), ("max_pool_3x3", 1)]]})"#,
+            "4",
+        ),
+    ] {
+        std::fs::write(&g, body).unwrap();
+        let e = fails(
+            bin()
+                .args(["train"])
+                .arg(&p)
+                .arg("--genotype")
+                .arg(&g)
+                .arg("--out")
+                .arg(&out),
+        );
+        assert!(e.contains("g.ron:1:") && e.contains(expect), "{e}");
+    }
+    assert!(
+        !out.join("bad/retrain").exists(),
+        "nothing written for a bad genotype"
+    );
+
+    // Weights for another architecture: the first mismatching entry is named.
+    run_ok(
+        bin()
+            .args(["train"])
+            .arg(&p)
+            .args(["--genotype", "DARTS_V2", "--out"])
+            .arg(&out),
+    );
+    let other = dir.join("other");
+    run_ok(
+        bin()
+            .args(["train"])
+            .arg(&p)
+            .args(["--genotype", "DARTS_V1", "--out"])
+            .arg(&other),
+    );
+    let e = fails(
+        bin()
+            .args(["eval"])
+            .arg(&p)
+            .arg("--weights")
+            .arg(other.join("bad/retrain/last.safetensors"))
+            .arg("--out")
+            .arg(&out),
+    );
+    assert!(
+        e.contains("is missing") || e.contains("not part of this architecture"),
+        "{e}"
+    );
+    assert!(e.contains("layers."), "{e}");
+    let e = fails(
+        bin()
+            .args(["eval"])
+            .arg(&p)
+            .args(["--weights", "nothing.safetensors", "--out"])
+            .arg(&out),
+    );
+    assert!(e.contains("nothing.safetensors"), "{e}");
+}

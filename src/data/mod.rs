@@ -249,6 +249,41 @@ pub fn load(data: &Data, dir: Option<&Path>, seed: u64) -> Result<(Dataset, Data
     Ok((train, test))
 }
 
+/// The class names of a data set, in label order (`"0"`, `"1"`, ... for synthetic data).
+pub fn class_names(data: &Data) -> Vec<String> {
+    let names: &[&str] = match data {
+        Data::FashionMnist { .. } => &[
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ],
+        Data::Mnist { .. } => &["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"],
+        Data::Cifar10 { .. } => &[
+            "airplane",
+            "automobile",
+            "bird",
+            "cat",
+            "deer",
+            "dog",
+            "frog",
+            "horse",
+            "ship",
+            "truck",
+        ],
+        Data::Synthetic { classes, .. } => {
+            return (0..*classes).map(|c| c.to_string()).collect();
+        }
+    };
+    names.iter().map(|s| s.to_string()).collect()
+}
+
 /// `C * H * W`, saturating (a shape that large is refused before anything is allocated).
 fn image_len(input: Input) -> usize {
     (input.channels as usize)

@@ -370,6 +370,9 @@ pub struct Resolved {
     /// The text of every file the space was read from (the space and the libraries it
     /// includes), for cache keys.
     pub space_texts: Vec<String>,
+    /// The space as read, libraries included inline: written beside retrained weights so
+    /// that the model can be rebuilt from the run folder alone.
+    pub space_raw: crate::spec::space::SearchSpace,
 }
 
 /// Reads, checks and resolves a pipeline file.
@@ -413,6 +416,15 @@ pub fn resolve(sources: &mut Sources, file: u32, path: &Path, spec: Pipeline) ->
         .as_ref()
         .map_or((None, None), |r| (r.channels.clone(), r.layers.clone()));
     let retrain_space = space::compile(sources, &raw, &ov(&rc, &rl))?;
+    if let Some(r) = &spec.retrain
+        && r.auxiliary_weight.value > 0.0
+    {
+        crate::model::aux_position_in(&retrain_space).map_err(|m| {
+            let mut d = sources.diag(r.auxiliary_weight.span, m);
+            d.help = Some("set `auxiliary_weight: 0.0` for this space or input size".into());
+            crate::error::Error::from(d)
+        })?;
+    }
     let genotype = match &spec.genotype {
         None => None,
         Some(g) => {
@@ -439,6 +451,7 @@ pub fn resolve(sources: &mut Sources, file: u32, path: &Path, spec: Pipeline) ->
         retrain_space,
         genotype,
         space_texts,
+        space_raw: raw,
     })
 }
 
@@ -625,13 +638,8 @@ fn check(sources: &Sources, p: &Pipeline) -> Result<()> {
         optimizer(weights, "search weights")?;
         optimizer(arch, "search arch")?;
     }
-    if p.search.is_none() && p.genotype.is_none() && p.retrain.is_some() {
-        return Err(err(
-            p.name.span,
-            "the pipeline retrains but has neither a `search` section nor a `genotype` to retrain"
-                .into(),
-        ));
-    }
+    // A pipeline with neither `search` nor `genotype` is valid: `nas-pipe train --genotype`
+    // supplies the architecture (and says so when it is missing).
     if let (Some(s), Some(g)) = (&p.search, &p.genotype) {
         return Err(err(
             g.span,

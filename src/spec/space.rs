@@ -3,20 +3,20 @@
 //! Field defaults are named here once and shown by `nas-pipe check`. Validation (names,
 //! graphs, shapes) is [`crate::space::compile`]'s job.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{OrderedMap, Spanned};
 use crate::ops::Op;
 
 /// A search space: an op vocabulary, cells built from it, and the network around the cells.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SearchSpace {
     /// Short name; shown in reports and stored in genotypes.
     pub name: Spanned<String>,
     /// Library files (paths relative to this file) whose ops and cells come before this
     /// file's own, in order.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub include: Vec<Spanned<String>>,
     /// The input the counts in `nas-pipe check` assume when no pipeline gives one.
     #[serde(default)]
@@ -36,7 +36,7 @@ pub struct SearchSpace {
 }
 
 /// A file of ops and cells for spaces to include: `Library(include: [...], ops: [...], cells: {...})`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Library {
     #[serde(default)]
@@ -48,7 +48,7 @@ pub struct Library {
 }
 
 /// Input images and classes. Default: 3 channels, 32×32, 10 classes (CIFAR-10).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Input {
     pub channels: u32,
@@ -68,7 +68,7 @@ impl Default for Input {
 
 /// How BN is built in the weight-sharing network's cells (the fixed blocks around the
 /// cells always have affine BN).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 #[derive(Default)]
 pub struct Supernet {
@@ -84,7 +84,7 @@ pub struct Supernet {
 
 /// A cell: `inputs` input states, `nodes` intermediate nodes, edges that each choose among
 /// the candidates, each node the sum of its incoming edges.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Cell {
     pub inputs: Spanned<u32>,
@@ -111,7 +111,7 @@ pub struct Cell {
 }
 
 /// The edges of a cell. States are numbered inputs first (0..inputs), then nodes.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub enum Edges {
     /// Every earlier state feeds every node (DARTS, NAS-Bench-201).
     #[default]
@@ -121,14 +121,14 @@ pub enum Edges {
 }
 
 /// How a node combines its incoming edges.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub enum NodeCombine {
     #[default]
     Sum,
 }
 
 /// A cell's output.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub enum Output {
     /// Channel concatenation of all intermediate nodes (DARTS).
     #[default]
@@ -138,7 +138,7 @@ pub enum Output {
 }
 
 /// The derivation rule: how a discrete cell is read off the architecture weights.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Serialize)]
 #[serde(deny_unknown_fields)]
 pub enum Derive {
     /// Each node keeps its `per_node` strongest incoming edges, ranked by their strongest op
@@ -153,7 +153,7 @@ pub enum Derive {
 }
 
 /// The skeleton around the cells.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub enum Network {
     /// DARTS-style: a stem, `layers` cells each fed by the two previous cells' outputs, the
@@ -183,14 +183,14 @@ pub enum Network {
 
 /// The stem of a `Stacked` network: conv k×k from the image to `multiplier × channels`,
 /// then BN.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub enum Stem {
     ConvBn { kernel: u32, multiplier: f64 },
 }
 
 /// Where a reduction cell sits in a `Stacked` network of `layers` cells.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub enum At {
     /// Cell `layers / 3` (integer division).
     Third,
@@ -203,7 +203,7 @@ pub enum At {
 }
 
 /// The classifier head.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub enum Head {
     /// Global average pool, then linear(C, classes) with bias.
     #[default]
@@ -211,7 +211,7 @@ pub enum Head {
 }
 
 /// Activation after a conv-BN block.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub enum Act {
     #[default]
     None,
@@ -220,7 +220,7 @@ pub enum Act {
 }
 
 /// A block of a `Sequence` network.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub enum Block {
     /// Conv k×k → `channels`, BN, then `act`. `stride` default 1, `act` default `None`.
