@@ -31,7 +31,7 @@ fn arg(name: &str, default: usize) -> usize {
 }
 
 fn main() -> anyhow::Result<()> {
-    nas_pipe::cli::tune_malloc();
+    nas_pipe::cli::tune_runtime();
     let runs = arg("--runs", 5);
     let batch = arg("--batch", 64);
     let dev = Device::Cpu;
