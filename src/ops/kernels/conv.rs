@@ -341,10 +341,7 @@ fn for_samples<T: Real>(
     if parallel {
         out.par_chunks_mut(chunk)
             .enumerate()
-            .try_for_each_init(
-                || vec![T::zero(); scratch],
-                |buf, (b, out)| f(b, out, buf),
-            )
+            .try_for_each_init(|| vec![T::zero(); scratch], |buf, (b, out)| f(b, out, buf))
     } else {
         let mut buf = vec![T::zero(); scratch];
         for (b, out) in out.chunks_mut(chunk).enumerate() {
@@ -420,17 +417,32 @@ impl Conv2d {
         let taps = c.col_taps();
         let (parallel, par) = c.split();
         let mut y = vec![T::zero(); g.n * c.c_out * plane];
-        for_samples(parallel, &mut y, c.c_out * plane, c.col_len(), |b, y, col| {
-            let xb = &x[b * g.c * g.in_plane()..][..g.c * g.in_plane()];
-            let col: &[T] = if c.direct() {
-                xb
-            } else {
-                c.im2col(&taps, xb, col);
-                col
-            };
-            let d = Mat::rows(c.c_out, plane);
-            matmul(y, d, false, w, Mat::rows(c.c_out, patch), col, Mat::rows(patch, plane), par)
-        })?;
+        for_samples(
+            parallel,
+            &mut y,
+            c.c_out * plane,
+            c.col_len(),
+            |b, y, col| {
+                let xb = &x[b * g.c * g.in_plane()..][..g.c * g.in_plane()];
+                let col: &[T] = if c.direct() {
+                    xb
+                } else {
+                    c.im2col(&taps, xb, col);
+                    col
+                };
+                let d = Mat::rows(c.c_out, plane);
+                matmul(
+                    y,
+                    d,
+                    false,
+                    w,
+                    Mat::rows(c.c_out, patch),
+                    col,
+                    Mat::rows(patch, plane),
+                    par,
+                )
+            },
+        )?;
         Ok(T::to_cpu_storage_owned(y))
     }
 }
@@ -480,17 +492,23 @@ impl InputGrad {
         let (parallel, par) = c.split();
         let wt = Mat::transposed(c.c_out, patch);
         let mut gx = vec![T::zero(); g.n * g.c * g.in_plane()];
-        for_samples(parallel, &mut gx, g.c * g.in_plane(), c.col_len(), |b, gx, col| {
-            let gy = &grad[b * c.c_out * plane..][..c.c_out * plane];
-            let gy_m = Mat::rows(c.c_out, plane);
-            if c.direct() {
-                return matmul(gx, Mat::rows(g.c, plane), false, w, wt, gy, gy_m, par);
-            }
-            matmul(col, Mat::rows(patch, plane), false, w, wt, gy, gy_m, par)?;
-            gx.fill(T::zero());
-            c.col2im(&taps, col, gx);
-            Ok(())
-        })?;
+        for_samples(
+            parallel,
+            &mut gx,
+            g.c * g.in_plane(),
+            c.col_len(),
+            |b, gx, col| {
+                let gy = &grad[b * c.c_out * plane..][..c.c_out * plane];
+                let gy_m = Mat::rows(c.c_out, plane);
+                if c.direct() {
+                    return matmul(gx, Mat::rows(g.c, plane), false, w, wt, gy, gy_m, par);
+                }
+                matmul(col, Mat::rows(patch, plane), false, w, wt, gy, gy_m, par)?;
+                gx.fill(T::zero());
+                c.col2im(&taps, col, gx);
+                Ok(())
+            },
+        )?;
         Ok(T::to_cpu_storage_owned(gx))
     }
 }
@@ -561,7 +579,16 @@ impl FilterGrad {
                 };
                 let gy = &grad[b * c.c_out * plane..][..c.c_out * plane];
                 let (d, l) = (Mat::rows(c.c_out, patch), Mat::rows(c.c_out, plane));
-                matmul(sum, d, i > 0, gy, l, col, Mat::transposed(patch, plane), par)?;
+                matmul(
+                    sum,
+                    d,
+                    i > 0,
+                    gy,
+                    l,
+                    col,
+                    Mat::transposed(patch, plane),
+                    par,
+                )?;
             }
             Ok(())
         })?;
