@@ -1,6 +1,7 @@
 //! Standard convolution (NCHW input, OIHW filters, groups 1, square `k`×`k` window, stride,
 //! padding, dilation, no bias): the public function, its CPU custom op (forward and the
-//! gradients for the input and the filters), and Candle's convolution used elsewhere.
+//! gradients for the input and the filters), and Candle's convolution, which runs on other
+//! devices and dtypes and is the tests' oracle.
 //!
 //! Every product is one matrix multiplication per sample, run by the `gemm` crate (the one
 //! Candle's CPU matmul uses). With `col[b]` the `[C_in·k·k, Ho·Wo]` im2col matrix of sample
@@ -203,12 +204,12 @@ impl Conv {
                         let src = &src[outs.clone()];
                         if s == 1 {
                             for (d, &v) in xrow[*first..].iter_mut().zip(src) {
-                                *d = *d + v;
+                                *d += v;
                             }
                         } else {
                             let dst = xrow[*first..].iter_mut().step_by(s);
                             for (d, &v) in dst.zip(src) {
-                                *d = *d + v;
+                                *d += v;
                             }
                         }
                     }
@@ -326,8 +327,9 @@ fn matmul<T: GemmReal>(
     Ok(())
 }
 
-/// Runs `f(sample, scratch)` for every sample `0..n`, where each sample owns the chunk
-/// `out[sample·chunk..][..chunk]`, either in parallel over the samples or in turn.
+/// Runs `f(i, chunk_i, scratch)` for every `chunk`-element chunk `chunk_i` of `out` (a
+/// sample, or a run of samples), in parallel over the chunks or in turn; `scratch` is a
+/// buffer of `scratch` elements that `f` may overwrite, one per rayon job.
 fn for_samples<T: Real>(
     parallel: bool,
     out: &mut [T],
@@ -596,7 +598,7 @@ impl FilterGrad {
             let (total, rest) = sums.split_at_mut(len);
             for part in rest.chunks_exact(len) {
                 for (t, &v) in total.iter_mut().zip(part) {
-                    *t = *t + v;
+                    *t += v;
                 }
             }
         }
