@@ -114,7 +114,7 @@ impl DwPwBn {
             self.padding,
             self.dilation,
         )?;
-        let y = y.conv2d(&self.pw, 0, 1, 1, 1)?;
+        let y = super::kernels::conv2d(&y, &self.pw, 1, 0, 1)?;
         self.bn.forward(&y, train)
     }
 }
@@ -146,7 +146,8 @@ impl ReluConvBnModule {
     }
 
     pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let y = super::kernels::relu(x)?.conv2d(&self.conv, self.padding, self.stride, 1, 1)?;
+        let x = super::kernels::relu(x)?;
+        let y = super::kernels::conv2d(&x, &self.conv, self.stride, self.padding, 1)?;
         self.bn.forward(&y, train)
     }
 }

@@ -83,9 +83,9 @@ impl FactorizedReduce {
     pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let x = super::kernels::relu(x)?;
         let (_, _, h, w) = x.dims4()?;
-        let a = x.conv2d(&self.conv1, 0, 2, 1, 1)?;
+        let a = super::kernels::conv2d(&x, &self.conv1, 2, 0, 1)?;
         let shifted = x.narrow(2, 1, h - 1)?.narrow(3, 1, w - 1)?;
-        let b = shifted.conv2d(&self.conv2, 0, 2, 1, 1)?;
+        let b = super::kernels::conv2d(&shifted, &self.conv2, 2, 0, 1)?;
         self.bn.forward(&Tensor::cat(&[&a, &b], 1)?, train)
     }
 }

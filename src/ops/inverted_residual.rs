@@ -99,13 +99,12 @@ impl InvertedResidualModule {
         let relu6 = |t: Tensor| t.clamp(0.0, 6.0);
         let mut y = x.clone();
         if let Some((w, bn)) = &self.expand {
-            y = relu6(bn.forward(&y.conv2d(w, 0, 1, 1, 1)?, train)?)?;
+            y = relu6(bn.forward(&super::kernels::conv2d(&y, w, 1, 0, 1)?, train)?)?;
         }
         y = super::kernels::depthwise_conv2d(&y, &self.dw, self.stride, self.padding, 1)?;
         y = relu6(self.bn2.forward(&y, train)?)?;
-        y = self
-            .bn3
-            .forward(&y.conv2d(&self.project, 0, 1, 1, 1)?, train)?;
+        let projected = super::kernels::conv2d(&y, &self.project, 1, 0, 1)?;
+        y = self.bn3.forward(&projected, train)?;
         if self.residual { y + x } else { Ok(y) }
     }
 }

@@ -1,30 +1,36 @@
 //! Fast CPU kernels for the ops of DARTS-style networks: max and average pooling with
-//! padding, depthwise (optionally dilated) convolution, ReLU, and batch norm in training mode.
+//! padding, depthwise (optionally dilated) and standard convolution, ReLU, and batch norm in
+//! training mode.
 //!
 //! Candle's CPU path splits a grouped convolution into one convolution per channel and has
-//! neither a padding argument nor a backward (when kernel ≠ stride) for its pools. Each op
-//! here is therefore a Candle custom op with its own CPU forward and backward, parallel over
-//! the (n, c) planes. On other devices, and for dtypes other than f32 / f64, the same
+//! neither a padding argument nor a backward (when kernel ≠ stride) for its pools; its
+//! standard convolution always computes the input gradient, by a direct transposed
+//! convolution, and the filter gradient by a convolution of the batch. Each op here is
+//! therefore a Candle custom op with its own CPU forward and backward, parallel over the
+//! (n, c) planes (over the samples for the standard convolution). On other devices, and for dtypes other than f32 / f64, the same
 //! function runs a composition of stock Candle ops (the `*_reference` functions), which is
 //! also the oracle the tests compare against.
 //!
 //! This file owns what the kernels share: the validated window geometry ([`Geometry`]), the
 //! per-axis tap ranges that keep the inner loops branch-free, and access to CPU storage.
-//! `pool.rs` owns the pools, `depthwise.rs` the depthwise convolution, `relu.rs` the ReLU and
+//! `pool.rs` owns the pools, `depthwise.rs` the depthwise convolution, `conv.rs` the
+//! standard convolution (im2col and matrix products), `relu.rs` the ReLU and
 //! `batch_norm.rs` the training-mode batch norm (the element-wise ops: there Candle's CPU
 //! backend spends one pass and one allocation per elementary op, forward and backward).
 //!
 //! Semantics are PyTorch's: `nn.MaxPool2d(k, s, p)`, `nn.AvgPool2d(k, s, p,
-//! count_include_pad = False)` and `nn.Conv2d(C, C, k, s, p, dilation, groups = C, bias =
-//! False)`, with the output size `floor((H + 2·p − d·(k − 1) − 1) / s) + 1` along each axis.
+//! count_include_pad = False)`, `nn.Conv2d(C, C, k, s, p, dilation, groups = C, bias =
+//! False)` and `nn.Conv2d(C_in, C_out, k, s, p, dilation, bias = False)`, with the output size `floor((H + 2·p − d·(k − 1) − 1) / s) + 1` along each axis.
 //! Gradients are first order only (the backward passes are not themselves differentiable).
 
 mod batch_norm;
+mod conv;
 mod depthwise;
 mod pool;
 mod relu;
 
 pub use batch_norm::{batch_norm_train, batch_norm_train_reference};
+pub use conv::{conv2d, conv2d_reference};
 pub use depthwise::{depthwise_conv2d, depthwise_conv2d_reference};
 pub use pool::{avg_pool2d, avg_pool2d_reference, max_pool2d, max_pool2d_reference};
 pub use relu::relu;
