@@ -42,7 +42,7 @@ impl ConvBn {
     }
 
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = x.conv2d(&self.conv, self.padding, self.stride, 1, 1)?;
+        let y = kernels::conv2d(x, &self.conv, self.stride, self.padding, 1)?;
         let y = self.bn.forward(&y, train)?;
         match self.act {
             Act::None => Ok(y),
@@ -133,7 +133,7 @@ impl Residual {
         let y = self.b.forward(&self.a.forward(x, train)?, train)?;
         let s = match &self.shortcut {
             Shortcut::None => x.clone(),
-            Shortcut::PoolConv(w) => x.avg_pool2d(2)?.conv2d(w, 0, 1, 1, 1)?,
+            Shortcut::PoolConv(w) => kernels::conv2d(&kernels::avg_pool2d(x, 2, 2, 0)?, w, 1, 0, 1)?,
             Shortcut::Conv(m) => m.forward(x, train)?,
         };
         y + s
@@ -223,11 +223,11 @@ impl AuxHead {
         let x = kernels::avg_pool2d(&kernels::relu(x)?, 5, 3, 0)?;
         let x = self
             .bn1
-            .forward(&x.conv2d(&self.conv1, 0, 1, 1, 1)?, train)?;
+            .forward(&kernels::conv2d(&x, &self.conv1, 1, 0, 1)?, train)?;
         let x = kernels::relu(&x)?;
         let x = self
             .bn2
-            .forward(&x.conv2d(&self.conv2, 0, 1, 1, 1)?, train)?;
+            .forward(&kernels::conv2d(&x, &self.conv2, 1, 0, 1)?, train)?;
         let x = kernels::relu(&x)?.flatten_from(1)?;
         self.classifier.forward(&x)
     }
