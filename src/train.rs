@@ -47,7 +47,7 @@ pub const CARD_VERSION: u32 = 1;
 /// Drop-path masks draw from this stream of the epoch's generator.
 const DROP_PATH_STREAM: u64 = 3;
 /// Images per batch when evaluating (the result does not depend on it).
-const EVAL_BATCH: usize = 250;
+const EVAL_BATCH: usize = 64;
 
 /// One epoch's figures.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -472,7 +472,6 @@ pub fn run(
     let mut trainer = Trainer::new(model, &recipe);
 
     let dir = run_dir.join("retrain");
-    write_card(p, genotype, &net, &norm, &classes, &dir)?;
     let hash = spec_hash(p, &genotype.0)?;
     let state_path = dir.join("state.json");
     let mut state = match checkpoint::read_state::<State>(&state_path, &hash, "retrain", &dir)? {
@@ -495,6 +494,8 @@ pub fn run(
             best: None,
         },
     };
+    // After the state check: a run refused for another spec leaves the folder as it was.
+    write_card(p, genotype, &net, &norm, &classes, &dir)?;
 
     let started = Instant::now();
     let epochs = recipe.epochs;

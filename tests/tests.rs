@@ -1345,19 +1345,24 @@ fn resumed_training_equals_uninterrupted() {
     let m = nas_pipe::model::Model::new(&t.net, &candle_core::Device::Cpu, 0, false).unwrap();
     nas_pipe::train::load_weights(&m, &a.join("best.safetensors")).unwrap();
 
-    // A changed spec is refused, and the finished results are left untouched.
-    let before = std::fs::read(a.join("state.json")).unwrap();
-    let p2 = train_pipeline(&dir, "t", 8, "drop_path: 0.2,");
-    let o = bin()
-        .args(["train"])
-        .arg(&p2)
-        .args(["--genotype", "DARTS_V2", "--out"])
-        .arg(dir.join("straight"))
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("different spec"));
-    assert_eq!(std::fs::read(a.join("state.json")).unwrap(), before);
+    // A changed spec or genotype is refused, and the finished results are left untouched.
+    let files = ["state.json", "genotype.ron", "model.ron", "last.safetensors"];
+    let before: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(a.join(f)).unwrap()).collect();
+    std::fs::create_dir_all(dir.join("changed")).unwrap();
+    let p2 = train_pipeline(&dir.join("changed"), "t", 8, "drop_path: 0.2,");
+    for (pipeline, genotype) in [(&p2, "DARTS_V2"), (&p, "DARTS_V1")] {
+        let o = bin()
+            .args(["train"])
+            .arg(pipeline)
+            .args(["--genotype", genotype, "--out"])
+            .arg(dir.join("straight"))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("different spec"));
+        let after: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(a.join(f)).unwrap()).collect();
+        assert!(before == after, "{genotype}: the finished run was modified");
+    }
 }
 
 /// With the auxiliary head (32×32 input: 8×8 after two reductions) training runs, and the
