@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up what the default job needs on a fresh machine and runs it: the Fashion-MNIST data
 # set from Debian's dataset-fashion-mnist package, a release build, then the default
-# pipeline (pipelines/fashion-mnist.ron). Extra arguments go to nas-pipe, e.g. --stop-after 1.
+# pipeline (pipelines/fashion-mnist.ron). Extra arguments go to both
+# nas-pipe commands, e.g. --stop-after 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +30,7 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 cargo build --release --locked
-# The stages after the search (retraining, ONNX export, validation, profiling) join this
-# command as `nas-pipe run` lands; today the default job is the search and its genotype.
-exec ./target/release/nas-pipe search pipelines/fashion-mnist.ron "$@"
+# The search, then the retraining of the genotype it derived (each resumes when run again).
+# ONNX export, validation and profiling join as `nas-pipe run` lands.
+./target/release/nas-pipe search pipelines/fashion-mnist.ron "$@"
+exec ./target/release/nas-pipe train pipelines/fashion-mnist.ron "$@"
