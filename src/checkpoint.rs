@@ -136,11 +136,33 @@ impl Loaded {
     }
 }
 
-/// A stage's state file: a format version and the hash of the spec that made it.
+/// A stage's state file: a format version, the hash of the spec that made it, and the
+/// checkpoint of the last finished epoch.
 pub trait StateFile: Serialize + DeserializeOwned {
     const VERSION: u32;
     fn version(&self) -> u32;
     fn spec_hash(&self) -> &str;
+    /// Records `epochs_done` and its checkpoint file name; returns the previous file name.
+    fn advance(&mut self, epochs_done: usize, checkpoint: String) -> String;
+}
+
+/// Ends an epoch: writes `tensors` as `<dir>/checkpoint-<epochs_done>.safetensors`, then the
+/// state file (`<dir>/state.json`) pointing at it, then removes the previous checkpoint. A
+/// crash at any point leaves a state file that names a complete checkpoint.
+pub fn commit_epoch<S: StateFile>(
+    dir: &Path,
+    tensors: &HashMap<String, Tensor>,
+    state: &mut S,
+    epochs_done: usize,
+) -> Result<()> {
+    let name = format!("checkpoint-{epochs_done}.safetensors");
+    save(&dir.join(&name), tensors)?;
+    let previous = state.advance(epochs_done, name.clone());
+    write_json(&dir.join("state.json"), state)?;
+    if !previous.is_empty() && previous != name {
+        let _ = std::fs::remove_file(dir.join(previous));
+    }
+    Ok(())
 }
 
 /// Reads the state file at `path`: `None` when there is none; an error when it is not a

@@ -75,6 +75,10 @@ impl StateFile for State {
     fn spec_hash(&self) -> &str {
         &self.spec_hash
     }
+    fn advance(&mut self, epochs_done: usize, checkpoint: String) -> String {
+        self.epochs_done = epochs_done;
+        std::mem::replace(&mut self.checkpoint, checkpoint)
+    }
 }
 
 /// What a finished search returns.
@@ -343,14 +347,7 @@ fn save_checkpoint(darts: &Darts, dir: &Path, state: &mut State, epochs_done: us
     for (n, t) in darts.a_opt.state().map_err(ctx("saving"))? {
         tensors.insert(format!("opt.a.{n}"), t);
     }
-    let name = format!("checkpoint-{epochs_done}.safetensors");
-    checkpoint::save(&dir.join(&name), &tensors)?;
-    let previous = std::mem::replace(&mut state.checkpoint, name);
-    state.epochs_done = epochs_done;
-    checkpoint::write_json(&dir.join("state.json"), state)?;
-    if !previous.is_empty() && previous != state.checkpoint {
-        let _ = std::fs::remove_file(dir.join(previous));
-    }
+    checkpoint::commit_epoch(dir, &tensors, state, epochs_done)?;
     Ok(())
 }
 

@@ -86,6 +86,10 @@ impl StateFile for State {
     fn spec_hash(&self) -> &str {
         &self.spec_hash
     }
+    fn advance(&mut self, epochs_done: usize, checkpoint: String) -> String {
+        self.epochs_done = epochs_done;
+        std::mem::replace(&mut self.checkpoint, checkpoint)
+    }
 }
 
 /// `retrain/model.ron`: what the weights files need to become a network again.
@@ -655,14 +659,7 @@ fn save_checkpoint(
     for (n, t) in trainer.opt.state() {
         tensors.insert(format!("opt.{n}"), t);
     }
-    let name = format!("checkpoint-{epochs_done}.safetensors");
-    checkpoint::save(&dir.join(&name), &tensors)?;
-    let previous = std::mem::replace(&mut state.checkpoint, name);
-    state.epochs_done = epochs_done;
-    checkpoint::write_json(&dir.join("state.json"), state)?;
-    if !previous.is_empty() && previous != state.checkpoint {
-        let _ = std::fs::remove_file(dir.join(previous));
-    }
+    checkpoint::commit_epoch(dir, &tensors, state, epochs_done)?;
     Ok(())
 }
 
