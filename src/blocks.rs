@@ -133,7 +133,9 @@ impl Residual {
         let y = self.b.forward(&self.a.forward(x, train)?, train)?;
         let s = match &self.shortcut {
             Shortcut::None => x.clone(),
-            Shortcut::PoolConv(w) => kernels::conv2d(&kernels::avg_pool2d(x, 2, 2, 0)?, w, 1, 0, 1)?,
+            Shortcut::PoolConv(w) => {
+                kernels::conv2d(&kernels::avg_pool2d(x, 2, 2, 0)?, w, 1, 0, 1)?
+            }
             Shortcut::Conv(m) => m.forward(x, train)?,
         };
         y + s

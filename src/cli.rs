@@ -291,7 +291,7 @@ fn run(cli: &Cli) -> Result<i32> {
             let p = pipeline::load(&mut sources, file)?;
             let device = device(p.spec.device)?;
             let rdir = dir.join(&p.spec.name.value).join("retrain");
-            let e = crate::train::eval(&p, &rdir, weights, &device)?;
+            let e = crate::train::eval(&p, &rdir, weights, &device, true)?;
             let text = format!(
                 "{}: test accuracy {:.2}% (loss {:.4}) on {} images\n{}",
                 e.weights,

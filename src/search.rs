@@ -235,7 +235,11 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
         let lr = optim::cosine(lr0, lr_min, epoch, epochs, warmup);
         let images = (steps * batch_size.value as usize).min(train_b.len())
             + (steps * batch_size.value as usize).min(val_b.len());
-        let bar = progress_bar(opts.progress, images, epoch, epochs);
+        let bar = crate::progress::images(
+            opts.progress,
+            images,
+            &format!("search {}/{epochs}", epoch + 1),
+        );
         let (tb, vb) = (
             train_b.epoch(epoch as u64, device),
             val_b.epoch(epoch as u64, device),
@@ -303,22 +307,6 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
         metrics: state.metrics,
         seconds: started.elapsed().as_secs_f64(),
     })
-}
-
-fn progress_bar(show: bool, images: usize, epoch: usize, epochs: usize) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(images as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} images, {per_sec}, ETA {eta} {msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar.set_prefix(format!("search {}/{epochs}", epoch + 1));
-    bar
 }
 
 fn snapshot(net: &Supernet, epoch: usize) -> Result<AlphaSnapshot> {

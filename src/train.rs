@@ -296,14 +296,17 @@ fn correct(logits: &Tensor, labels: &Tensor) -> candle_core::Result<usize> {
         .to_scalar::<u32>()? as usize)
 }
 
-/// Evaluates `model` (eval mode) on every image of `test`.
+/// Evaluates `model` (eval mode) on every image of `test`, with a progress bar when
+/// `progress`.
 pub fn evaluate(
     model: &Model,
     test: &Batcher,
     device: &Device,
     weights: &str,
     classes: &[String],
+    progress: bool,
 ) -> Result<Evaluation> {
+    let bar = crate::progress::images(progress, test.len(), "evaluate");
     let k = classes.len();
     let mut confusion = vec![vec![0u64; k]; k];
     let (mut loss_sum, mut n) = (0f64, 0usize);
@@ -331,7 +334,9 @@ pub fn evaluate(
         }
         loss_sum += loss * batch.size as f64;
         n += batch.size;
+        bar.inc(batch.size as u64);
     }
+    bar.finish_and_clear();
     let right: u64 = (0..k).map(|i| confusion[i][i]).sum();
     let per_class_accuracy = confusion
         .iter()
@@ -505,6 +510,8 @@ pub fn run(
     let epochs = recipe.epochs;
     let steps = train_b.batches_per_epoch();
     let last = opts.stop_after.map_or(epochs, |s| s.min(epochs));
+    // The evaluation of the last epoch, when this run made it (the final evaluation reuses it).
+    let mut final_eval = None;
     for epoch in state.epochs_done..last {
         let t0 = Instant::now();
         let drop_path = recipe.drop_path_at(epoch);
@@ -519,7 +526,11 @@ pub fn run(
                 recipe.warmup_epochs,
             )
         };
-        let bar = progress_bar(opts.progress, train_b.len(), epoch, epochs);
+        let bar = crate::progress::images(
+            opts.progress,
+            train_b.len(),
+            &format!("retrain {}/{epochs}", epoch + 1),
+        );
         let batches = train_b.epoch(epoch as u64, device);
         let (mut loss_sum, mut right, mut n) = (0f64, 0usize, 0usize);
         for step in 0..steps {
@@ -548,7 +559,14 @@ pub fn run(
         let seconds = t0.elapsed().as_secs_f64();
         let evaluate_now = (epoch + 1) % recipe.eval_every.max(1) == 0 || epoch + 1 == epochs;
         let eval = if evaluate_now {
-            Some(evaluate(&trainer.model, &test_b, device, "", &classes)?)
+            Some(evaluate(
+                &trainer.model,
+                &test_b,
+                device,
+                "",
+                &classes,
+                opts.progress,
+            )?)
         } else {
             None
         };
@@ -590,15 +608,16 @@ pub fn run(
         }
         checkpoint::write_json(&dir.join("metrics.json"), &state.metrics)?;
         save_checkpoint(&trainer, &dir, &mut state, epoch + 1)?;
+        if epoch + 1 == epochs {
+            final_eval = eval;
+        }
     }
     let evaluation = if state.epochs_done == epochs {
-        let e = evaluate(
-            &trainer.model,
-            &test_b,
-            device,
-            "last.safetensors",
-            &classes,
-        )?;
+        let mut e = match final_eval {
+            Some(e) => e,
+            None => evaluate(&trainer.model, &test_b, device, "", &classes, opts.progress)?,
+        };
+        e.weights = "last.safetensors".into();
         checkpoint::write_json(&dir.join("evaluation.json"), &e)?;
         Some(e)
     } else {
@@ -610,22 +629,6 @@ pub fn run(
         seconds: started.elapsed().as_secs_f64(),
         dir,
     })
-}
-
-fn progress_bar(show: bool, images: usize, epoch: usize, epochs: usize) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(images as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} images, {per_sec}, ETA {eta} {msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar.set_prefix(format!("retrain {}/{epochs}", epoch + 1));
-    bar
 }
 
 /// Writes the model's parameters and buffers under their own names, the auxiliary head
@@ -745,7 +748,13 @@ pub fn load_model(dir: &Path) -> Result<Trained> {
 
 /// `nas-pipe eval`: evaluates `weights` (a file in the retrain folder or a path) of the model
 /// in `dir` on the pipeline's test set.
-pub fn eval(p: &Resolved, dir: &Path, weights: &str, device: &Device) -> Result<Evaluation> {
+pub fn eval(
+    p: &Resolved,
+    dir: &Path,
+    weights: &str,
+    device: &Device,
+    progress: bool,
+) -> Result<Evaluation> {
     let trained = load_model(dir)?;
     let path = if Path::new(weights).is_absolute() || Path::new(weights).exists() {
         PathBuf::from(weights)
@@ -764,5 +773,6 @@ pub fn eval(p: &Resolved, dir: &Path, weights: &str, device: &Device) -> Result<
         device,
         &path.display().to_string(),
         &trained.card.classes,
+        progress,
     )
 }

@@ -1346,8 +1346,16 @@ fn resumed_training_equals_uninterrupted() {
     nas_pipe::train::load_weights(&m, &a.join("best.safetensors")).unwrap();
 
     // A changed spec or genotype is refused, and the finished results are left untouched.
-    let files = ["state.json", "genotype.ron", "model.ron", "last.safetensors"];
-    let before: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(a.join(f)).unwrap()).collect();
+    let files = [
+        "state.json",
+        "genotype.ron",
+        "model.ron",
+        "last.safetensors",
+    ];
+    let before: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(a.join(f)).unwrap())
+        .collect();
     std::fs::create_dir_all(dir.join("changed")).unwrap();
     let p2 = train_pipeline(&dir.join("changed"), "t", 8, "drop_path: 0.2,");
     for (pipeline, genotype) in [(&p2, "DARTS_V2"), (&p, "DARTS_V1")] {
@@ -1360,7 +1368,10 @@ fn resumed_training_equals_uninterrupted() {
             .unwrap();
         assert_eq!(o.status.code(), Some(2));
         assert!(String::from_utf8_lossy(&o.stderr).contains("different spec"));
-        let after: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(a.join(f)).unwrap()).collect();
+        let after: Vec<Vec<u8>> = files
+            .iter()
+            .map(|f| std::fs::read(a.join(f)).unwrap())
+            .collect();
         assert!(before == after, "{genotype}: the finished run was modified");
     }
 }
