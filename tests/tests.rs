@@ -1498,14 +1498,14 @@ fn training_bad_input_is_a_clean_error() {
 
 // ---- ONNX export ----
 
-/// The Python that runs `tests/onnx_check.py`: `NAS_PIPE_PYTHON`, else the checkout's
-/// `.venv`, else `python3`; `None` (with the reason) when it lacks `onnx` or `onnxruntime`.
+/// The Python that runs `tests/onnx_check.py`: `NAS_PIPE_PYTHON` when set, else the
+/// checkout's `.venv`, else `python3`; the reason when none can import `numpy`, `onnx` and
+/// `onnxruntime`.
 fn onnx_python() -> Result<PathBuf, String> {
-    let candidates: Vec<PathBuf> = std::env::var_os("NAS_PIPE_PYTHON")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([root().join(".venv/bin/python"), PathBuf::from("python3")])
-        .collect();
+    let candidates: Vec<PathBuf> = match std::env::var_os("NAS_PIPE_PYTHON") {
+        Some(py) => vec![PathBuf::from(py)],
+        None => vec![root().join(".venv/bin/python"), PathBuf::from("python3")],
+    };
     let mut why = Vec::new();
     for py in candidates {
         match Command::new(&py)
@@ -1603,7 +1603,10 @@ fn onnx_exports_pass_the_checker_and_match_candle_in_onnxruntime() {
     let py = match onnx_python() {
         Ok(py) => py,
         Err(why) => {
-            eprintln!(
+            // Written to stderr directly, past the test harness's capture, so it shows.
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
                 "SKIPPED onnx_exports_pass_the_checker_and_match_candle_in_onnxruntime: {why}"
             );
             return;
