@@ -607,7 +607,7 @@ impl Graph {
         self.node("Flatten", &[&p], vec![attr_int("axis", 1)])
     }
 
-    /// `x · weightᵀ + bias`, `weight` [c_out, c_in] and `bias` [c_out] module tensors.
+    /// `x · weightᵀ + bias`, `weight` `[c_out, c_in]` and `bias` `[c_out]` module tensors.
     pub fn gemm(&mut self, x: &str, weight: &Tensor, bias: &Tensor) -> Result<String> {
         let w = self.param(weight)?;
         let b = self.param(bias)?;
