@@ -667,6 +667,11 @@ impl Graph {
                 part.len()
             )));
         }
+        if self.initializers.iter().any(|i| i.name == path) {
+            return Err(Error::Export(format!(
+                "{path} would be folded with a BN after another use"
+            )));
+        }
         let (scale, shift) = bn_affine(bn)?;
         let per = dims.iter().skip(1).product::<usize>();
         let mut weight = values(w)?;
