@@ -7,6 +7,7 @@
 
 use candle_core::{Result, Tensor};
 
+use crate::export::{Conv, Graph};
 use crate::nn::{BatchNorm, Init, Scope, conv_weight};
 use crate::ops::{FactorizedReduce, ReluConvBnModule, Shape, kernels};
 use crate::space::Pre;
@@ -50,6 +51,23 @@ impl ConvBn {
             Act::Relu6 => y.clamp(0.0, 6.0),
         }
     }
+
+    /// Conv with BN (folded or a BatchNormalization node), then Relu, Clip(0, 6) or nothing.
+    pub fn lower(&self, g: &mut Graph, x: &str) -> crate::Result<String> {
+        let y = g.scoped("conv", |g| {
+            g.conv_bn(
+                x,
+                &self.conv,
+                &self.bn,
+                Conv::new(self.stride, self.padding),
+            )
+        })?;
+        Ok(match self.act {
+            Act::None => y,
+            Act::Relu => g.relu(&y),
+            Act::Relu6 => g.relu6(&y),
+        })
+    }
 }
 
 /// How one cell input is brought to the cell's width: ReLU-conv 1×1-BN (parameters under
@@ -84,6 +102,13 @@ impl Preprocess {
         match self {
             Preprocess::Conv(m) => m.forward(x, train),
             Preprocess::Reduce(m) => m.forward(x, train),
+        }
+    }
+
+    pub fn lower(&self, g: &mut Graph, x: &str) -> crate::Result<String> {
+        match self {
+            Preprocess::Conv(m) => m.lower(g, x),
+            Preprocess::Reduce(m) => m.lower(g, x),
         }
     }
 }
@@ -140,6 +165,22 @@ impl Residual {
         };
         y + s
     }
+
+    /// `conv_a` → `conv_b`, Add the shortcut: the input, AveragePool 2×2/2 → Conv 1×1, or
+    /// Relu → Conv 1×1 with BN.
+    pub fn lower(&self, g: &mut Graph, x: &str) -> crate::Result<String> {
+        let a = g.scoped("conv_a", |g| self.a.lower(g, x))?;
+        let y = g.scoped("conv_b", |g| self.b.lower(g, &a))?;
+        let s = g.scoped("shortcut", |g| match &self.shortcut {
+            Shortcut::None => Ok(x.to_string()),
+            Shortcut::PoolConv(w) => {
+                let p = g.pool(x, false, 2, 2, 0);
+                g.conv(&p, w, Conv::new(1, 0))
+            }
+            Shortcut::Conv(m) => m.lower(g, x),
+        })?;
+        Ok(g.add(&y, &s))
+    }
 }
 
 /// A linear layer with bias, PyTorch's default initialisation. Parameters `weight`
@@ -167,6 +208,17 @@ impl Linear {
     /// Global average pool, then the linear layer: [N, C, H, W] → [N, c_out].
     pub fn forward_pooled(&self, x: &Tensor) -> Result<Tensor> {
         self.forward(&x.mean((2, 3))?)
+    }
+
+    /// Gemm (`transB = 1`): [N, c_in] → [N, c_out].
+    pub fn lower(&self, g: &mut Graph, x: &str) -> crate::Result<String> {
+        g.gemm(x, &self.weight, &self.bias)
+    }
+
+    /// GlobalAveragePool → Flatten → Gemm: [N, C, H, W] → [N, c_out].
+    pub fn lower_pooled(&self, g: &mut Graph, x: &str) -> crate::Result<String> {
+        let p = g.global_avg_pool(x);
+        self.lower(g, &p)
     }
 }
 

@@ -88,6 +88,18 @@ pub enum Command {
         #[arg(long, default_value = "exports", value_name = "DIR")]
         out: PathBuf,
     },
+    /// Export the retrained network to ONNX (the pipeline's `export` section: opset, BN
+    /// folding) as `<out>/<name>/model.onnx`. The network is rebuilt from the run folder's
+    /// model card and weights alone; drop path and the auxiliary head are not exported.
+    Export {
+        pipeline: PathBuf,
+        /// `last.safetensors`, `best.safetensors` (in the retrain folder) or a path
+        #[arg(long, default_value = "last.safetensors", value_name = "FILE")]
+        weights: String,
+        /// Folder holding the run folders
+        #[arg(long, default_value = "exports", value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 /// Runs the binary: parses arguments, dispatches, prints errors. Returns the exit code.
@@ -302,8 +314,96 @@ fn run(cli: &Cli) -> Result<i32> {
             );
             write_out(&mut out, &text)?;
         }
+        Command::Export {
+            pipeline: file,
+            weights,
+            out: dir,
+        } => {
+            let p = pipeline::load(&mut sources, file)?;
+            let run_dir = dir.join(&p.spec.name.value);
+            let (path, opts, bytes) = export_run(&p, &run_dir, weights)?;
+            let text = format!(
+                "wrote {} ({} bytes, opset {}, BN {})\n",
+                path.display(),
+                bytes,
+                opts.opset,
+                if opts.fold_batch_norm {
+                    "folded"
+                } else {
+                    "as nodes"
+                }
+            );
+            write_out(&mut out, &text)?;
+        }
     }
     Ok(exit::OK)
+}
+
+/// `nas-pipe export`: rebuilds the retrained network of `run_dir` with `weights`, exports
+/// it with the pipeline's export options (the defaults when it has none) and writes
+/// `run_dir/model.onnx` atomically. Returns the path, the options and the file's size.
+fn export_run(
+    p: &pipeline::Resolved,
+    run_dir: &Path,
+    weights: &str,
+) -> Result<(PathBuf, crate::export::Options, usize)> {
+    let rdir = run_dir.join("retrain");
+    let opts = match p.spec.export.as_ref().map(|e| &e.value) {
+        Some(pipeline::Export::Onnx {
+            opset,
+            fold_batch_norm,
+        }) => crate::export::Options {
+            opset: opset.value,
+            fold_batch_norm: *fold_batch_norm,
+        },
+        None => crate::export::Options::default(),
+    };
+    if !rdir.join("model.ron").exists() {
+        return Err(Error::Input(format!(
+            "{} has no retrained model: run `nas-pipe train` first",
+            rdir.display()
+        )));
+    }
+    let trained = crate::train::load_model(&rdir)?;
+    let wpath = if Path::new(weights).is_absolute() || Path::new(weights).exists() {
+        PathBuf::from(weights)
+    } else {
+        rdir.join(weights)
+    };
+    let model = crate::model::Model::new(&trained.net, &candle_core::Device::Cpu, 0, false)
+        .map_err(|e| {
+            Error::Input(format!(
+                "building the network: {}",
+                crate::error::candle_message(&e)
+            ))
+        })?;
+    crate::train::load_weights(&model, &wpath)?;
+    // The hash the weights were trained under, else the pipeline's as it is now.
+    let spec_hash = std::fs::read_to_string(rdir.join("state.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.get("spec_hash")?.as_str().map(String::from));
+    let spec_hash = match spec_hash {
+        Some(h) => h,
+        None => crate::train::spec_hash(p, &trained.genotype)?,
+    };
+    let meta = crate::export::Metadata {
+        spec_hash,
+        genotype: trained.genotype.to_ron(),
+        mean: trained.card.mean.clone(),
+        std: trained.card.std.clone(),
+        classes: trained.card.classes.clone(),
+    };
+    let bytes = crate::export::export(&model, &meta, &opts)?;
+    let path = run_dir.join("model.onnx");
+    crate::fsutil::write_atomic(&path, &bytes).map_err(|e| {
+        let _ = std::fs::remove_file(crate::fsutil::temp_path(&path));
+        Error::Input(format!(
+            "cannot write the ONNX model {}: {e}",
+            path.display()
+        ))
+    })?;
+    Ok((path, opts, bytes.len()))
 }
 
 /// Per-class accuracy, one line each.

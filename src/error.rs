@@ -101,6 +101,9 @@ pub enum Error {
     /// A data file is missing, malformed or does not match what its format declares.
     #[error("{}: {message}", path.display())]
     Data { path: PathBuf, message: String },
+    /// A network could not be lowered to ONNX.
+    #[error("ONNX export: {0}")]
+    Export(String),
 }
 
 impl From<Diagnostic> for Error {

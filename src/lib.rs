@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod data;
 pub mod error;
+pub mod export;
 pub mod fsutil;
 pub mod genotype;
 pub mod model;

@@ -26,12 +26,12 @@ pub struct Model {
     pub net: Net,
     /// Parameters and BN running statistics.
     pub store: Store,
-    layers: Vec<Layer>,
+    pub(crate) layers: Vec<Layer>,
     /// The auxiliary head and the layer whose output it reads.
     aux: Option<(usize, AuxHead)>,
 }
 
-enum Layer {
+pub(crate) enum Layer {
     ConvBn(ConvBn),
     Cell(Cell),
     Choice(Edge),
@@ -41,18 +41,18 @@ enum Layer {
 }
 
 /// A cell with its chosen edges.
-struct Cell {
-    pre: Vec<Option<Preprocess>>,
+pub(crate) struct Cell {
+    pub(crate) pre: Vec<Option<Preprocess>>,
     /// (from state, to state, op).
-    edges: Vec<(usize, usize, Edge)>,
-    states: usize,
-    order: Vec<usize>,
-    outputs: Vec<usize>,
+    pub(crate) edges: Vec<(usize, usize, Edge)>,
+    pub(crate) states: usize,
+    pub(crate) order: Vec<usize>,
+    pub(crate) outputs: Vec<usize>,
     /// Shapes of the states, for nodes whose every edge is `Zero`.
-    shapes: Vec<Shape>,
+    pub(crate) shapes: Vec<Shape>,
 }
 
-enum Edge {
+pub(crate) enum Edge {
     /// `Zero`: contributes nothing (kept for its output shape).
     Zero,
     Op(OpModule),

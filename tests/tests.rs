@@ -1495,3 +1495,294 @@ fn training_bad_input_is_a_clean_error() {
     );
     assert!(e.contains("nothing.safetensors"), "{e}");
 }
+
+// ---- ONNX export ----
+
+/// The Python that runs `tests/onnx_check.py`: `NAS_PIPE_PYTHON` when set, else the
+/// checkout's `.venv`, else `python3`; the reason when none can import `numpy`, `onnx` and
+/// `onnxruntime`.
+fn onnx_python() -> Result<PathBuf, String> {
+    let candidates: Vec<PathBuf> = match std::env::var_os("NAS_PIPE_PYTHON") {
+        Some(py) => vec![PathBuf::from(py)],
+        None => vec![root().join(".venv/bin/python"), PathBuf::from("python3")],
+    };
+    let mut why = Vec::new();
+    for py in candidates {
+        match Command::new(&py)
+            .args(["-c", "import numpy, onnx, onnxruntime"])
+            .output()
+        {
+            Ok(o) if o.status.success() => return Ok(py),
+            Ok(_) => why.push(format!(
+                "{} cannot import numpy, onnx and onnxruntime",
+                py.display()
+            )),
+            Err(e) => why.push(format!("{}: {e}", py.display())),
+        }
+    }
+    Err(why.join("; "))
+}
+
+/// Gives every BN non-trivial statistics and affine parameters, so that folding and the
+/// BatchNormalization nodes are exercised.
+fn perturb_batch_norms(store: &nas_pipe::nn::Store, seed: u64) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    for (name, v) in store.params().into_iter().chain(store.buffers()) {
+        // BN tensors are `<...>.bn<k>.<tensor>`.
+        let mut parts = name.rsplit('.');
+        let tensor = parts.next().unwrap_or_default();
+        if !parts.next().is_some_and(|m| m.starts_with("bn")) {
+            continue;
+        }
+        let (lo, hi) = match tensor {
+            "running_var" | "weight" => (0.5f32, 1.5f32),
+            _ => (-0.3, 0.3),
+        };
+        let vals: Vec<f32> = (0..v.elem_count())
+            .map(|_| rng.random_range(lo..hi))
+            .collect();
+        v.set(&candle_core::Tensor::from_vec(vals, v.shape(), &candle_core::Device::Cpu).unwrap())
+            .unwrap();
+    }
+}
+
+fn write_f32(path: &Path, t: &candle_core::Tensor) {
+    let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Runs `tests/onnx_check.py` on `model` with `x` against Candle's `y`; returns its line.
+fn onnx_check(
+    py: &Path,
+    dir: &Path,
+    name: &str,
+    model: &[u8],
+    x: &candle_core::Tensor,
+    y: &candle_core::Tensor,
+    tol: f64,
+) -> String {
+    let (m, xi, yi) = (
+        dir.join(format!("{name}.onnx")),
+        dir.join(format!("{name}.x")),
+        dir.join(format!("{name}.y")),
+    );
+    std::fs::write(&m, model).unwrap();
+    write_f32(&xi, x);
+    write_f32(&yi, y);
+    let o = Command::new(py)
+        .arg(root().join("tests/onnx_check.py"))
+        .arg(&m)
+        .arg("--input")
+        .arg(&xi)
+        .arg("--expect")
+        .arg(&yi)
+        .arg("--tol")
+        .arg(tol.to_string())
+        .output()
+        .unwrap();
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "{name}: {out}");
+    out.trim().to_string()
+}
+
+/// The exported networks of the three shipped spaces (DARTS at a small size; every size
+/// with `NAS_PIPE_ONNX_FULL=1`) and every op alone pass ONNX's full checker and give
+/// Candle's evaluation-mode outputs in ONNX Runtime, BN folded and not. Skipped, saying so,
+/// when Python lacks `onnx` or `onnxruntime`.
+#[test]
+fn onnx_exports_pass_the_checker_and_match_candle_in_onnxruntime() {
+    use nas_pipe::export::{Metadata, Options, export, export_op};
+    use nas_pipe::model::{Mode, Model};
+    use nas_pipe::ops::{BnMode, Op, Shape};
+    let py = match onnx_python() {
+        Ok(py) => py,
+        Err(why) => {
+            // Written to stderr directly, past the test harness's capture, so it shows.
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED onnx_exports_pass_the_checker_and_match_candle_in_onnxruntime: {why}"
+            );
+            return;
+        }
+    };
+    let dev = candle_core::Device::Cpu;
+    let dir = tempdir("onnx-check");
+    let full = std::env::var_os("NAS_PIPE_ONNX_FULL").is_some();
+    let darts = load_space(
+        "schemas/darts.ron",
+        if full {
+            Overrides::default()
+        } else {
+            with_size(4, 5)
+        },
+    );
+    let nb = load_space("schemas/nas-bench-201.ron", Overrides::default());
+    let chain = load_space("schemas/mobilenet-chain.ron", Overrides::default());
+    let layers: Vec<&str> = std::iter::once("ir_k3_e1")
+        .chain((0..4).flat_map(|_| ["ir_k3_e3", "ir_k5_e6", "skip", "ir_k3_e6"]))
+        .collect();
+    let nets = [
+        ("darts_v2", darts.build(&arch(&darts, "DARTS_V2"))),
+        ("nb201", nb.build(&arch(&nb, NB201_EXAMPLE))),
+        (
+            "nb201_zeros",
+            nb.build(&arch(
+                &nb,
+                "|none~0|+|none~0|none~1|+|none~0|skip_connect~1|none~2|",
+            )),
+        ),
+        ("chain", chain.build(&chain_genotype(&chain, &layers))),
+    ];
+    for (name, net) in &nets {
+        let m = Model::new(net, &dev, 3, false).unwrap();
+        perturb_batch_norms(&m.store, 4);
+        let x = candle_core::Tensor::randn(0f32, 1., (3, 3, 32, 32), &dev).unwrap();
+        let y = m.forward(&x, Mode::Eval).unwrap().logits;
+        let meta = Metadata {
+            spec_hash: "test".into(),
+            genotype: String::new(),
+            mean: vec![0.0; 3],
+            std: vec![1.0; 3],
+            classes: vec![],
+        };
+        for fold in [true, false] {
+            let opts = Options {
+                fold_batch_norm: fold,
+                ..Options::default()
+            };
+            let bytes = export(&m, &meta, &opts).unwrap();
+            let line = onnx_check(&py, &dir, &format!("{name}-{fold}"), &bytes, &x, &y, 1e-4);
+            eprintln!("{name} (fold {fold}): {line}");
+        }
+    }
+    for op in Op::ALL {
+        for stride in [1usize, 2] {
+            let store = nas_pipe::nn::Store::new(&dev, 7);
+            let bn = BnMode {
+                affine: true,
+                pool_bn: true,
+            };
+            let m = op.build(&store.root().pp("op"), 6, 6, stride, bn).unwrap();
+            perturb_batch_norms(&store, 8);
+            let x = candle_core::Tensor::randn(0f32, 1., (2, 6, 8, 8), &dev).unwrap();
+            let y = m.forward(&x, false).unwrap();
+            for fold in [true, false] {
+                let opts = Options {
+                    fold_batch_norm: fold,
+                    ..Options::default()
+                };
+                let bytes = export_op(&m, &store, Shape { c: 6, h: 8, w: 8 }, &opts).unwrap();
+                let name = format!(
+                    "{}-s{stride}-{fold}",
+                    op.describe().replace([' ', ':', ',', '(', ')'], "")
+                );
+                onnx_check(&py, &dir, &name, &bytes, &x, &y, 1e-5);
+            }
+        }
+    }
+}
+
+/// `nas-pipe export` writes `<out>/<name>/model.onnx` from the retrain folder; a target it
+/// cannot write is a clear error (exit 2) that leaves no temp file.
+#[test]
+fn export_command_writes_the_model() {
+    let dir = tempdir("export-cmd");
+    let p = train_pipeline(&dir, "ex", 8, "");
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("epochs: 3, ", "epochs: 1, ")
+        .replace(
+            "    retrain: Retrain(",
+            "    export: Onnx(opset: 19, fold_batch_norm: false),\n    retrain: Retrain(",
+        );
+    std::fs::write(&p, text).unwrap();
+    let out = dir.join("o");
+    // Nothing trained yet.
+    let o = bin()
+        .args(["export"])
+        .arg(&p)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("no retrained model") && e.contains("nas-pipe train"),
+        "{e}"
+    );
+    run_ok(
+        bin()
+            .args(["train", "--genotype", "DARTS_V2"])
+            .arg(&p)
+            .arg("--out")
+            .arg(&out),
+    );
+    let said = run_ok(bin().args(["export"]).arg(&p).arg("--out").arg(&out));
+    let model = out.join("ex/model.onnx");
+    assert!(
+        said.starts_with(&format!("wrote {}", model.display())),
+        "{said}"
+    );
+    assert!(said.contains("opset 19, BN as nodes"), "{said}");
+    let bytes = std::fs::read(&model).unwrap();
+    let m: onnx_protobuf::ModelProto = protobuf::Message::parse_from_bytes(&bytes).unwrap();
+    assert_eq!((m.ir_version, m.opset_import[0].version), (9, 19));
+    let props: std::collections::HashMap<&str, &str> = m
+        .metadata_props
+        .iter()
+        .map(|e| (e.key.as_str(), e.value.as_str()))
+        .collect();
+    assert_eq!(props["input_shape"], "[3,8,8]");
+    assert_eq!(props["classes"].matches(',').count(), 3);
+    assert_eq!(props["spec_hash"].len(), 64);
+    assert!(
+        props["genotype"].contains("sep_conv_3x3"),
+        "{}",
+        props["genotype"]
+    );
+    assert!(
+        m.graph
+            .node
+            .iter()
+            .any(|n| n.op_type == "BatchNormalization")
+    );
+    // The best weights, by name.
+    run_ok(
+        bin()
+            .args(["export", "--weights", "best.safetensors"])
+            .arg(&p)
+            .arg("--out")
+            .arg(&out),
+    );
+    // A target that cannot be written: a directory in the way.
+    std::fs::remove_file(&model).unwrap();
+    std::fs::create_dir_all(model.join("x")).unwrap();
+    let o = bin()
+        .args(["export"])
+        .arg(&p)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.starts_with("nas-pipe: cannot write the ONNX model"),
+        "{e}"
+    );
+    let left: Vec<_> = std::fs::read_dir(out.join("ex"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

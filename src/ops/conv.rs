@@ -4,6 +4,7 @@
 use candle_core::Tensor;
 
 use super::{Applied, BnMode, Cost, OpCtx, Shape, conv_macs, prod, same_window};
+use crate::export::{Conv, Graph};
 use crate::nn::{BatchNorm, Scope, conv_weight};
 
 /// ReLU, depthwise k×k (dilation d, stride s), pointwise c_in → c_out, BN(c_out).
@@ -150,4 +151,41 @@ impl ReluConvBnModule {
         let y = super::kernels::conv2d(&x, &self.conv, self.stride, self.padding, 1)?;
         self.bn.forward(&y, train)
     }
+}
+
+// ---- ONNX ----
+
+impl DwPwBn {
+    /// Relu → Conv (depthwise, group C_in) → Conv 1×1 with BN (folded or a
+    /// BatchNormalization node).
+    pub fn lower(&self, g: &mut Graph, x: &str) -> crate::Result<String> {
+        let x = g.relu(x);
+        let groups = self.dw.dim(0).map_err(export_err)?;
+        let dw = Conv {
+            dilation: self.dilation,
+            groups,
+            ..Conv::new(self.stride, self.padding)
+        };
+        let y = g.scoped("dw", |g| g.conv(&x, &self.dw, dw))?;
+        g.scoped("pw", |g| g.conv_bn(&y, &self.pw, &self.bn, Conv::new(1, 0)))
+    }
+}
+
+impl ReluConvBnModule {
+    /// Relu → Conv with BN.
+    pub fn lower(&self, g: &mut Graph, x: &str) -> crate::Result<String> {
+        let x = g.relu(x);
+        g.scoped("conv", |g| {
+            g.conv_bn(
+                &x,
+                &self.conv,
+                &self.bn,
+                Conv::new(self.stride, self.padding),
+            )
+        })
+    }
+}
+
+pub(super) fn export_err(e: candle_core::Error) -> crate::Error {
+    crate::Error::Export(crate::error::candle_message(&e))
 }

@@ -8,6 +8,7 @@
 use candle_core::Tensor;
 
 use super::{Applied, BnMode, Cost, OpCtx, Shape, conv_macs, prod};
+use crate::export::{Conv, Graph};
 use crate::nn::{BatchNorm, Scope, conv_weight};
 
 pub(super) fn apply(ctx: &OpCtx) -> Result<Applied, String> {
@@ -87,5 +88,32 @@ impl FactorizedReduce {
         let shifted = x.narrow(2, 1, h - 1)?.narrow(3, 1, w - 1)?;
         let b = super::kernels::conv2d(&shifted, &self.conv2, 2, 0, 1)?;
         self.bn.forward(&Tensor::cat(&[&a, &b], 1)?, train)
+    }
+}
+
+// ---- ONNX ----
+
+impl FactorizedReduce {
+    /// Relu → [Conv 1×1/2, Slice `[:, :, 1:, 1:]` → Conv 1×1/2] → Concat → BN. Folding puts
+    /// each half of the BN into its convolution, before the Concat.
+    pub fn lower(&self, g: &mut Graph, x: &str) -> crate::Result<String> {
+        let x = g.relu(x);
+        let shifted = g.crop_start(&x, 1);
+        let conv = Conv::new(2, 0);
+        if g.fold_batch_norm() {
+            let half = self.conv1.dim(0).map_err(super::conv::export_err)?;
+            let a = g.scoped("conv1", |g| {
+                g.conv_folded(&x, &self.conv1, &self.bn, 0..half, conv)
+            })?;
+            let b = g.scoped("conv2", |g| {
+                g.conv_folded(&shifted, &self.conv2, &self.bn, half..2 * half, conv)
+            })?;
+            Ok(g.concat(&[a, b], 1))
+        } else {
+            let a = g.scoped("conv1", |g| g.conv(&x, &self.conv1, conv))?;
+            let b = g.scoped("conv2", |g| g.conv(&shifted, &self.conv2, conv))?;
+            let y = g.concat(&[a, b], 1);
+            g.scoped("bn", |g| g.batch_norm(&y, &self.bn))
+        }
     }
 }

@@ -5,6 +5,7 @@
 use candle_core::Tensor;
 
 use super::{Applied, Cost, OpCtx, Shape, conv_macs, prod, same_window};
+use crate::export::{Conv, Graph};
 use crate::nn::{BatchNorm, Scope, conv_weight};
 
 /// Hidden width of the block.
@@ -106,5 +107,30 @@ impl InvertedResidualModule {
         let projected = super::kernels::conv2d(&y, &self.project, 1, 0, 1)?;
         y = self.bn3.forward(&projected, train)?;
         if self.residual { y + x } else { Ok(y) }
+    }
+}
+
+// ---- ONNX ----
+
+impl InvertedResidualModule {
+    /// [Conv 1×1 with BN → Clip(0, 6)] → depthwise Conv with BN → Clip(0, 6) → Conv 1×1 with
+    /// BN, then Add of the input when the block is residual.
+    pub fn lower(&self, g: &mut Graph, x: &str) -> crate::Result<String> {
+        let mut y = x.to_string();
+        if let Some((w, bn)) = &self.expand {
+            let e = g.scoped("expand", |g| g.conv_bn(&y, w, bn, Conv::new(1, 0)))?;
+            y = g.relu6(&e);
+        }
+        let groups = self.dw.dim(0).map_err(super::conv::export_err)?;
+        let dw = Conv {
+            groups,
+            ..Conv::new(self.stride, self.padding)
+        };
+        let d = g.scoped("dw", |g| g.conv_bn(&y, &self.dw, &self.bn2, dw))?;
+        y = g.relu6(&d);
+        y = g.scoped("project", |g| {
+            g.conv_bn(&y, &self.project, &self.bn3, Conv::new(1, 0))
+        })?;
+        Ok(if self.residual { g.add(&y, x) } else { y })
     }
 }

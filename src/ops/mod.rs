@@ -15,11 +15,12 @@ mod identity;
 mod inverted_residual;
 pub mod kernels;
 mod pool;
-mod zero;
+pub mod zero;
 
 use candle_core::{Result as CandleResult, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::export::Graph;
 use crate::nn::Scope;
 
 pub use conv::{DwPwBn, ReluConvBnModule, conv_bn_cost, relu_conv_bn_cost};
@@ -340,6 +341,25 @@ impl OpModule {
     /// The op is the identity (drop path skips it).
     pub fn is_identity(&self) -> bool {
         matches!(self, OpModule::Identity)
+    }
+
+    /// The ONNX lowering of [`OpModule::forward`] in evaluation mode, reading value `x`:
+    /// the output value, `None` for `Zero` (it contributes nothing; [`zero::lower`] gives
+    /// the tensor where one is needed). The identity emits no node and returns `x`.
+    pub fn lower(&self, g: &mut Graph, x: &str) -> crate::Result<Option<String>> {
+        Ok(Some(match self {
+            OpModule::Zero { .. } => return Ok(None),
+            OpModule::Identity => x.to_string(),
+            OpModule::FactorizedReduce(m) => m.lower(g, x)?,
+            OpModule::Pool(m) => m.lower(g, x)?,
+            OpModule::SepConv(a, b) => {
+                let y = g.scoped("1", |g| a.lower(g, x))?;
+                g.scoped("2", |g| b.lower(g, &y))?
+            }
+            OpModule::DilConv(m) => m.lower(g, x)?,
+            OpModule::ReluConvBn(m) => m.lower(g, x)?,
+            OpModule::InvertedResidual(m) => m.lower(g, x)?,
+        }))
     }
 }
 

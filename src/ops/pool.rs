@@ -6,6 +6,7 @@
 use candle_core::Tensor;
 
 use super::{Applied, Cost, OpCtx, same_window};
+use crate::export::Graph;
 use crate::nn::BatchNorm;
 
 pub(super) fn apply(ctx: &OpCtx, kernel: u32) -> Result<Applied, String> {
@@ -43,6 +44,20 @@ impl PoolModule {
         };
         match &self.bn {
             Some(bn) => bn.forward(&y, train),
+            None => Ok(y),
+        }
+    }
+}
+
+// ---- ONNX ----
+
+impl PoolModule {
+    /// MaxPool (pads `kernel / 2`, padding never wins) or AveragePool (pads `kernel / 2`,
+    /// `count_include_pad = 0`), then a BatchNormalization node when the pool has BN.
+    pub fn lower(&self, g: &mut Graph, x: &str) -> crate::Result<String> {
+        let y = g.pool(x, self.max, self.kernel, self.stride, self.kernel / 2);
+        match &self.bn {
+            Some(bn) => g.scoped("bn", |g| g.batch_norm(&y, bn)),
             None => Ok(y),
         }
     }

@@ -2,6 +2,7 @@
 //! is `ceil(h / 2)` × `ceil(w / 2)`. No parameters, no multiply-adds.
 
 use super::{Applied, Cost, OpCtx, Shape};
+use crate::export::Graph;
 use candle_core::Tensor;
 
 pub(super) fn apply(ctx: &OpCtx) -> Result<Applied, String> {
@@ -26,4 +27,18 @@ pub fn forward(x: &Tensor, c_out: usize, stride: usize) -> candle_core::Result<T
         x.dtype(),
         x.device(),
     )
+}
+
+// ---- ONNX ----
+
+/// Inside a network a `Zero` edge emits nothing (the walk leaves it out of its node's sum);
+/// alone, it is a constant zero tensor [N, C_out, ceil(H/s), ceil(W/s)] for an input
+/// `input`.
+pub fn lower(g: &mut Graph, input: Shape, c_out: usize, stride: usize) -> String {
+    let s = stride as u64;
+    g.zeros(Shape {
+        c: c_out as u64,
+        h: input.h.div_ceil(s),
+        w: input.w.div_ceil(s),
+    })
 }
