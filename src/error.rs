@@ -101,6 +101,9 @@ pub enum Error {
     /// A data file is missing, malformed or does not match what its format declares.
     #[error("{}: {message}", path.display())]
     Data { path: PathBuf, message: String },
+    /// ONNX Runtime is missing, too old, or failed to load or run a model.
+    #[error("{0}")]
+    Runtime(String),
 }
 
 impl From<Diagnostic> for Error {
