@@ -15,6 +15,7 @@ pub mod model;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod profile;
 pub mod runtime;
 pub mod search;
 pub mod space;
