@@ -350,13 +350,8 @@ fn run(cli: &Cli) -> Result<i32> {
             // The file is checked before the library is looked for.
             crate::runtime::model_file::read(model)?;
             let rt = crate::runtime::load(ort_lib.as_deref())?;
-            let report = crate::profile::run(
-                rt,
-                model,
-                &plan,
-                crate::profile::Known::default(),
-                |_| {},
-            )?;
+            let report =
+                crate::profile::run(rt, model, &plan, crate::profile::Known::default(), |_| {})?;
             let dir = match dir {
                 Some(d) => d.clone(),
                 None => model

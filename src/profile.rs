@@ -268,7 +268,8 @@ pub fn run(
         }
     }
     notes.dedup();
-    let model = model.ok_or_else(|| Error::Input("the profile plan has no thread counts".into()))?;
+    let model =
+        model.ok_or_else(|| Error::Input("the profile plan has no thread counts".into()))?;
     Ok(Report {
         version: SCHEMA_VERSION,
         model,
@@ -357,7 +358,10 @@ fn pseudo_random(n: usize) -> Vec<f32> {
 }
 
 fn join(v: &[usize]) -> String {
-    v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")
+    v.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn shape_text(shape: &[Option<usize>]) -> String {
@@ -376,11 +380,10 @@ fn shape_text(shape: &[Option<usize>]) -> String {
 /// The Markdown report: a header with the model, runtime and machine, then one table row
 /// per batch size × thread count.
 pub fn markdown(r: &Report) -> String {
-    let name = r
-        .model
-        .path
-        .file_name()
-        .map_or_else(|| r.model.path.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let name = r.model.path.file_name().map_or_else(
+        || r.model.path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     let mut o = format!("# Profile: {name}\n\n");
     o += &format!(
         "- runtime: ONNX Runtime {}, {}\n",
@@ -392,10 +395,10 @@ pub fn markdown(r: &Report) -> String {
         (Some(p), None) => format!("{} params", thousands(p)),
         _ => "params unknown".into(),
     };
-    let macs = r
-        .model
-        .macs
-        .map_or_else(|| "MACs unknown".into(), |m| format!("{} MACs", thousands(m)));
+    let macs = r.model.macs.map_or_else(
+        || "MACs unknown".into(),
+        |m| format!("{} MACs", thousands(m)),
+    );
     o += &format!(
         "- model: {} bytes, {params}, {macs}; input `{}` {}\n",
         thousands(r.model.file_bytes),
@@ -409,7 +412,8 @@ pub fn markdown(r: &Report) -> String {
     for n in &r.notes {
         o += &format!("- note: {n}\n");
     }
-    o += "\n| batch | threads | mean ms | p50 ms | p90 ms | p99 ms | min ms | max ms | images/s |\n";
+    o +=
+        "\n| batch | threads | mean ms | p50 ms | p90 ms | p99 ms | min ms | max ms | images/s |\n";
     o += "|------:|--------:|--------:|-------:|-------:|-------:|-------:|-------:|---------:|\n";
     for row in &r.rows {
         let l = &row.latency_ms;
@@ -464,8 +468,8 @@ mod tests {
     #[test]
     fn plan_from_the_smoke_pipeline_and_overrides() {
         let mut sources = crate::spec::Sources::default();
-        let p = crate::spec::pipeline::load(&mut sources, Path::new("pipelines/smoke.ron"))
-            .unwrap();
+        let p =
+            crate::spec::pipeline::load(&mut sources, Path::new("pipelines/smoke.ron")).unwrap();
         let plan = Plan::from_spec(p.spec.profile.as_ref().unwrap());
         assert_eq!(
             plan,
@@ -480,7 +484,10 @@ mod tests {
             .clone()
             .with_overrides(Some(&[1, 32][..]), None, Some(0), None)
             .unwrap();
-        assert_eq!((p2.batch_sizes, p2.threads, p2.warmup, p2.runs), (vec![1, 32], vec![1], 0, 10));
+        assert_eq!(
+            (p2.batch_sizes, p2.threads, p2.warmup, p2.runs),
+            (vec![1, 32], vec![1], 0, 10)
+        );
         assert_eq!(
             plan.clone()
                 .with_overrides(Some(&[1, 0][..]), None, None, None)
@@ -499,7 +506,10 @@ mod tests {
     #[test]
     fn cpu_model_is_read_from_cpuinfo() {
         let text = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) CPU @ 2.20GHz\nmodel name\t: other\n";
-        assert_eq!(cpu_model(text).as_deref(), Some("Intel(R) Xeon(R) CPU @ 2.20GHz"));
+        assert_eq!(
+            cpu_model(text).as_deref(),
+            Some("Intel(R) Xeon(R) CPU @ 2.20GHz")
+        );
         assert_eq!(cpu_model("processor : 0\n"), None);
     }
 

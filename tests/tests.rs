@@ -1346,8 +1346,16 @@ fn resumed_training_equals_uninterrupted() {
     nas_pipe::train::load_weights(&m, &a.join("best.safetensors")).unwrap();
 
     // A changed spec or genotype is refused, and the finished results are left untouched.
-    let files = ["state.json", "genotype.ron", "model.ron", "last.safetensors"];
-    let before: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(a.join(f)).unwrap()).collect();
+    let files = [
+        "state.json",
+        "genotype.ron",
+        "model.ron",
+        "last.safetensors",
+    ];
+    let before: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(a.join(f)).unwrap())
+        .collect();
     std::fs::create_dir_all(dir.join("changed")).unwrap();
     let p2 = train_pipeline(&dir.join("changed"), "t", 8, "drop_path: 0.2,");
     for (pipeline, genotype) in [(&p2, "DARTS_V2"), (&p, "DARTS_V1")] {
@@ -1360,7 +1368,10 @@ fn resumed_training_equals_uninterrupted() {
             .unwrap();
         assert_eq!(o.status.code(), Some(2));
         assert!(String::from_utf8_lossy(&o.stderr).contains("different spec"));
-        let after: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(a.join(f)).unwrap()).collect();
+        let after: Vec<Vec<u8>> = files
+            .iter()
+            .map(|f| std::fs::read(a.join(f)).unwrap())
+            .collect();
         assert!(before == after, "{genotype}: the finished run was modified");
     }
 }
@@ -1528,14 +1539,19 @@ fn runtime_runs_the_linear_model_with_hand_derived_logits() {
     assert_eq!(s.execution_provider(), "CPUExecutionProvider");
     // logits[j] = Σ_i x_i · (i + 1)(j + 1) / 4: x = 1,2,3,4 gives 30 (j + 1) / 4;
     // x = 0,0,0,1 gives (j + 1).
-    let out = s.run(&[1., 2., 3., 4., 0., 0., 0., 1.], &[2, 1, 2, 2]).unwrap();
+    let out = s
+        .run(&[1., 2., 3., 4., 0., 0., 0., 1.], &[2, 1, 2, 2])
+        .unwrap();
     assert_eq!(out.shape, vec![2, 3]);
     assert_eq!(out.data, vec![7.5, 15.0, 22.5, 1.0, 2.0, 3.0]);
 
     let bytes = std::fs::read(&path).unwrap();
     let mut m = Session::from_bytes(rt, &bytes, 2).unwrap();
     assert_eq!(m.threads(), 2);
-    assert_eq!(m.run(&[1., 2., 3., 4.], &[1, 1, 2, 2]).unwrap().data, vec![7.5, 15.0, 22.5]);
+    assert_eq!(
+        m.run(&[1., 2., 3., 4.], &[1, 1, 2, 2]).unwrap().data,
+        vec![7.5, 15.0, 22.5]
+    );
 
     let e = s.run(&[1., 2., 3.], &[1, 1, 2, 2]).unwrap_err().to_string();
     assert_eq!(e, "input of 3 values does not fill shape [1, 1, 2, 2]");
@@ -1548,7 +1564,10 @@ fn runtime_runs_the_linear_model_with_hand_derived_logits() {
     std::fs::write(&g, [0x08, 0x08, 0x3a, 0xff, 0xff, 0x01]).unwrap();
     let e = Session::from_file(rt, &g, 1).unwrap_err().to_string();
     assert!(
-        e.starts_with(&format!("{}: not an ONNX model: ONNX Runtime: ", g.display())),
+        e.starts_with(&format!(
+            "{}: not an ONNX model: ONNX Runtime: ",
+            g.display()
+        )),
         "{e}"
     );
 }
@@ -1591,12 +1610,26 @@ fn profile_measures_every_batch_size_and_thread_count() {
         params: Some(100),
         macs: Some(12_345),
     };
-    let r2 = profile::run(rt, &test_model("linear.onnx"), &Plan { threads: vec![1], ..plan.clone() }, known, |_| {}).unwrap();
-    assert_eq!((r2.model.params, r2.model.params_from, r2.model.macs), (Some(100), Some("architecture"), Some(12_345)));
+    let r2 = profile::run(
+        rt,
+        &test_model("linear.onnx"),
+        &Plan {
+            threads: vec![1],
+            ..plan.clone()
+        },
+        known,
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(
+        (r2.model.params, r2.model.params_from, r2.model.macs),
+        (Some(100), Some("architecture"), Some(12_345))
+    );
 
     let d = tempdir("profile-write");
     let (json, md) = profile::write(&r, &d).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
     assert_eq!(v["rows"].as_array().unwrap().len(), 4);
     assert_eq!(v["execution_provider"], "CPUExecutionProvider");
     assert!(std::fs::read_to_string(md).unwrap().contains("| 4 | 2 |"));
@@ -1614,7 +1647,14 @@ fn profile_uses_the_batch_a_model_fixes() {
         warmup: 1,
         runs: 3,
     };
-    let r = profile::run(rt, &test_model("fixed_batch.onnx"), &plan, Known::default(), |_| {}).unwrap();
+    let r = profile::run(
+        rt,
+        &test_model("fixed_batch.onnx"),
+        &plan,
+        Known::default(),
+        |_| {},
+    )
+    .unwrap();
     assert_eq!(r.rows.len(), 1);
     assert_eq!(r.rows[0].batch, 2);
     assert_eq!(r.plan.batch_sizes, vec![2]);
@@ -1632,7 +1672,12 @@ fn profile_command_prints_the_table() {
     }
     let d = tempdir("profile-cli");
     let out = bin()
-        .args(["profile", "tests/data/tiny_cnn.onnx", "--batch-sizes", "1,2"])
+        .args([
+            "profile",
+            "tests/data/tiny_cnn.onnx",
+            "--batch-sizes",
+            "1,2",
+        ])
         .args(["--threads", "1", "--warmup", "1", "--runs", "3", "--out"])
         .arg(&d)
         .output()
@@ -1687,7 +1732,10 @@ fn profile_command_errors_exit_2() {
     let mut libs = vec![(fake, "cannot load ONNX Runtime; tried:\n  --ort-lib (")];
     let libm = PathBuf::from("/lib/x86_64-linux-gnu/libm.so.6");
     if libm.is_file() {
-        libs.push((libm, "does not export OrtGetApiBase: not an ONNX Runtime library"));
+        libs.push((
+            libm,
+            "does not export OrtGetApiBase: not an ONNX Runtime library",
+        ));
     }
     for (lib, expected) in libs {
         let out = bin()
@@ -1698,7 +1746,10 @@ fn profile_command_errors_exit_2() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{stderr}");
         assert!(stderr.contains(expected), "{stderr}");
-        assert!(stderr.contains("pip install onnxruntime==1.32.0"), "{stderr}");
+        assert!(
+            stderr.contains("pip install onnxruntime==1.32.0"),
+            "{stderr}"
+        );
     }
 }
 
@@ -1713,7 +1764,12 @@ fn rustsec_2024_0437_user_models_never_reach_the_protobuf_crate() {
     }
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
-        for needle in ["protobuf::", "onnx_protobuf", "parse_from_bytes", "parse_from_reader"] {
+        for needle in [
+            "protobuf::",
+            "onnx_protobuf",
+            "parse_from_bytes",
+            "parse_from_reader",
+        ] {
             assert!(!text.contains(needle), "{} mentions {needle}", f.display());
         }
     }

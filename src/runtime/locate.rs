@@ -146,6 +146,13 @@ pub fn first_loadable<T>(
         return try_file(source, path.clone(), &mut attempts).ok_or(attempts);
     }
 
+    if search.venvs.is_empty() {
+        attempts.push(Attempt {
+            source: Source::Venv(PathBuf::from(".venv")),
+            path: None,
+            outcome: "no .venv folder in the current folder or above".into(),
+        });
+    }
     for venv in &search.venvs {
         let source = Source::Venv(venv.clone());
         match venv_capi(venv).and_then(|capi| library_in(&capi)) {
@@ -346,10 +353,7 @@ mod tests {
     use super::*;
 
     fn tempdir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!(
-            "nas-pipe-locate-{}-{name}",
-            std::process::id()
-        ));
+        let d = std::env::temp_dir().join(format!("nas-pipe-locate-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
@@ -412,7 +416,10 @@ mod tests {
         let m = not_found_message(&err);
         assert!(m.starts_with("cannot load ONNX Runtime; tried:\n"), "{m}");
         assert!(m.contains(&format!("({}): refused", lib.display())), "{m}");
-        assert!(m.contains("no onnxruntime package with a library in it"), "{m}");
+        assert!(
+            m.contains("no onnxruntime package with a library in it"),
+            "{m}"
+        );
         assert!(m.contains("pip install onnxruntime==1.32.0"), "{m}");
     }
 
@@ -437,7 +444,8 @@ mod tests {
         let root = tempdir("flag");
         let (venv, _) = fake_venv(&root);
         let flag = root.join("missing/libonnxruntime.so");
-        let env = root.join(".venv/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.1.32.0");
+        let env = root
+            .join(".venv/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.1.32.0");
         let s = search(Some(flag.clone()), Some(env), vec![venv]);
         let mut tried = 0;
         let err = first_loadable(
@@ -458,10 +466,10 @@ mod tests {
                 outcome: "no such file".into()
             }]
         );
-        assert!(not_found_message(&err).contains(&format!(
-            "  --ort-lib ({}): no such file\n",
-            flag.display()
-        )));
+        assert!(
+            not_found_message(&err)
+                .contains(&format!("  --ort-lib ({}): no such file\n", flag.display()))
+        );
     }
 
     #[test]
@@ -474,9 +482,17 @@ mod tests {
         let found = first_loadable(&s, || Err("unused".into()), |p| Ok(p.to_path_buf())).unwrap();
         assert_eq!((found.source, found.path), (Source::EnvVar, other));
         // A failing ORT_DYLIB_PATH is not skipped in favour of the venv's library.
-        let err = first_loadable(&s, || Err("unused".into()), |p| {
-            if p == lib { Ok(()) } else { Err("bad".to_string()) }
-        })
+        let err = first_loadable(
+            &s,
+            || Err("unused".into()),
+            |p| {
+                if p == lib {
+                    Ok(())
+                } else {
+                    Err("bad".to_string())
+                }
+            },
+        )
         .unwrap_err();
         assert_eq!(err.len(), 1);
         assert_eq!(err[0].source, Source::EnvVar);
@@ -488,16 +504,24 @@ mod tests {
         let err = first_loadable(
             &s,
             || Err("python3: ModuleNotFoundError: No module named 'onnxruntime'".into()),
-            |_| -> Result<(), String> { Err("libonnxruntime.so: cannot open shared object file".into()) },
+            |_| -> Result<(), String> {
+                Err("libonnxruntime.so: cannot open shared object file".into())
+            },
         )
         .unwrap_err();
         let m = not_found_message(&err);
+        assert!(
+            m.contains("  the onnxruntime package in .venv: no .venv folder in the current folder or above\n"),
+            "{m}"
+        );
         assert!(
             m.contains("  the onnxruntime package python3 imports: python3: ModuleNotFoundError"),
             "{m}"
         );
         assert!(
-            m.contains("  the system library path (libonnxruntime.so): libonnxruntime.so: cannot open"),
+            m.contains(
+                "  the system library path (libonnxruntime.so): libonnxruntime.so: cannot open"
+            ),
             "{m}"
         );
     }

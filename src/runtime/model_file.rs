@@ -276,11 +276,19 @@ mod tests {
         );
         let empty = dir.join("empty.onnx");
         std::fs::write(&empty, "").unwrap();
-        assert!(read(&empty).unwrap_err().to_string().ends_with("not an ONNX model: it does not start like an ONNX protobuf"));
+        assert!(
+            read(&empty)
+                .unwrap_err()
+                .to_string()
+                .ends_with("not an ONNX model: it does not start like an ONNX protobuf")
+        );
         let missing = dir.join("missing.onnx");
         assert_eq!(
             read(&missing).unwrap_err().to_string(),
-            format!("{}: No such file or directory (os error 2)", missing.display())
+            format!(
+                "{}: No such file or directory (os error 2)",
+                missing.display()
+            )
         );
     }
 
@@ -309,7 +317,10 @@ mod tests {
             Err("unsupported protobuf wire type 3".into())
         );
         let huge = model(&[tensor(&[u64::MAX >> 2, u64::MAX >> 2], 1, true)]);
-        assert_eq!(initializers(&huge), Err("initializer size overflows".into()));
+        assert_eq!(
+            initializers(&huge),
+            Err("initializer size overflows".into())
+        );
         // Deep nesting costs no stack: the reader never descends below TensorProto.
         let mut deep = vec![0x08, 1];
         for _ in 0..10_000 {
