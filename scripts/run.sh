@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up what the default job needs on a fresh machine and runs it: the Fashion-MNIST data
-# set from Debian's dataset-fashion-mnist package, a release build, then the default
-# pipeline (pipelines/fashion-mnist.ron). Extra arguments go to both
+# set from Debian's dataset-fashion-mnist package, ONNX Runtime in .venv/ (pip), a release
+# build, then the default pipeline (pipelines/fashion-mnist.ron). Extra arguments go to both
 # nas-pipe commands, e.g. --stop-after 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +28,9 @@ if ! command -v cargo >/dev/null 2>&1; then
         exit 2
     fi
 fi
+
+# ONNX Runtime for the export check and profiling stages (.venv/, ORT_DYLIB_PATH).
+source scripts/ort-env.sh
 
 cargo build --release --locked
 # The search, then the retraining of the genotype it derived (each resumes when run again).

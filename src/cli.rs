@@ -100,6 +100,36 @@ pub enum Command {
         #[arg(long, default_value = "exports", value_name = "DIR")]
         out: PathBuf,
     },
+    /// Measure an ONNX model's latency and throughput on ONNX Runtime (CPU) for each batch
+    /// size × intra-op thread count, print the table and write `profile.json` and
+    /// `profile.md`.
+    ///
+    /// The input shape is read from the model's first input: its batch (first) dimension
+    /// may be dynamic; a fixed one is the only batch size profiled. ONNX Runtime is loaded
+    /// from --ort-lib, else ORT_DYLIB_PATH, else the onnxruntime Python package (.venv/,
+    /// then python3), else the system library path.
+    Profile {
+        /// An ONNX model file with one f32 input.
+        model: PathBuf,
+        /// Batch sizes, comma-separated [default: 1,32]
+        #[arg(long, value_name = "N,..", value_delimiter = ',')]
+        batch_sizes: Option<Vec<usize>>,
+        /// Intra-op thread counts, comma-separated [default: 1]
+        #[arg(long, value_name = "N,..", value_delimiter = ',')]
+        threads: Option<Vec<usize>>,
+        /// Untimed runs before the timed ones [default: 20]
+        #[arg(long, value_name = "N")]
+        warmup: Option<usize>,
+        /// Timed runs per batch size and thread count [default: 200]
+        #[arg(long, value_name = "N")]
+        runs: Option<usize>,
+        /// The ONNX Runtime shared library (libonnxruntime.so.1.32.0)
+        #[arg(long, value_name = "PATH")]
+        ort_lib: Option<PathBuf>,
+        /// Folder for profile.json and profile.md [default: the model's folder]
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 /// Runs the binary: parses arguments, dispatches, prints errors. Returns the exit code.
@@ -332,6 +362,42 @@ fn run(cli: &Cli) -> Result<i32> {
                 } else {
                     "as nodes"
                 }
+            );
+            write_out(&mut out, &text)?;
+        }
+        Command::Profile {
+            model,
+            batch_sizes,
+            threads,
+            warmup,
+            runs,
+            ort_lib,
+            out: dir,
+        } => {
+            let plan = crate::profile::Plan::default().with_overrides(
+                batch_sizes.as_deref(),
+                threads.as_deref(),
+                *warmup,
+                *runs,
+            )?;
+            // The file is checked before the library is looked for.
+            crate::runtime::model_file::read(model)?;
+            let rt = crate::runtime::load(ort_lib.as_deref())?;
+            let report =
+                crate::profile::run(rt, model, &plan, crate::profile::Known::default(), |_| {})?;
+            let dir = match dir {
+                Some(d) => d.clone(),
+                None => model
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+            };
+            let (json, md) = crate::profile::write(&report, &dir)?;
+            let text = format!(
+                "{}\nwritten to {} and {}\n",
+                crate::profile::markdown(&report),
+                json.display(),
+                md.display()
             );
             write_out(&mut out, &text)?;
         }

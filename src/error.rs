@@ -104,6 +104,9 @@ pub enum Error {
     /// A network could not be lowered to ONNX.
     #[error("ONNX export: {0}")]
     Export(String),
+    /// ONNX Runtime is missing, too old, or failed to load or run a model.
+    #[error("{0}")]
+    Runtime(String),
 }
 
 impl From<Diagnostic> for Error {

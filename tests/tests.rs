@@ -1689,6 +1689,29 @@ fn onnx_exports_pass_the_checker_and_match_candle_in_onnxruntime() {
     }
 }
 
+// ---- ONNX Runtime and the profile stage ----
+
+/// The ONNX Runtime library the search finds (ORT_DYLIB_PATH, .venv/, python3, system), or
+/// `None` with a note on stderr that the calling test is skipped. A library named by
+/// ORT_DYLIB_PATH must load.
+fn ort_runtime(test: &str) -> Option<&'static nas_pipe::runtime::Runtime> {
+    match nas_pipe::runtime::load(None) {
+        Ok(rt) => Some(rt),
+        Err(e) if std::env::var_os("ORT_DYLIB_PATH").is_some() => {
+            panic!("ORT_DYLIB_PATH is set but ONNX Runtime does not load: {e}")
+        }
+        Err(e) => {
+            // Straight to stderr: the test harness captures `eprintln!` of passing tests.
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: no ONNX Runtime library; bash scripts/test.sh installs one.\n{e}"
+            );
+            None
+        }
+    }
+}
+
 /// `nas-pipe export` writes `<out>/<name>/model.onnx` from the retrain folder; a target it
 /// cannot write is a clear error (exit 2) that leaves no temp file.
 #[test]
@@ -1785,4 +1808,262 @@ fn export_command_writes_the_model() {
         .filter(|n| n.contains(".tmp"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+fn test_model(name: &str) -> PathBuf {
+    root().join("tests/data").join(name)
+}
+
+#[test]
+fn runtime_runs_the_linear_model_with_hand_derived_logits() {
+    let Some(rt) = ort_runtime("runtime_runs_the_linear_model_with_hand_derived_logits") else {
+        return;
+    };
+    use nas_pipe::runtime::Session;
+    let path = test_model("linear.onnx");
+    let mut s = Session::from_file(rt, &path, 1).unwrap();
+    assert_eq!(s.inputs().len(), 1);
+    assert_eq!(s.inputs()[0].name, "input");
+    assert!(s.inputs()[0].is_f32);
+    assert_eq!(s.inputs()[0].shape, vec![None, Some(1), Some(2), Some(2)]);
+    assert!(s.ort_version().starts_with("1."), "{}", s.ort_version());
+    assert_eq!(s.execution_provider(), "CPUExecutionProvider");
+    // logits[j] = Σ_i x_i · (i + 1)(j + 1) / 4: x = 1,2,3,4 gives 30 (j + 1) / 4;
+    // x = 0,0,0,1 gives (j + 1).
+    let out = s
+        .run(&[1., 2., 3., 4., 0., 0., 0., 1.], &[2, 1, 2, 2])
+        .unwrap();
+    assert_eq!(out.shape, vec![2, 3]);
+    assert_eq!(out.data, vec![7.5, 15.0, 22.5, 1.0, 2.0, 3.0]);
+
+    let bytes = std::fs::read(&path).unwrap();
+    let mut m = Session::from_bytes(rt, &bytes, 2).unwrap();
+    assert_eq!(m.threads(), 2);
+    assert_eq!(
+        m.run(&[1., 2., 3., 4.], &[1, 1, 2, 2]).unwrap().data,
+        vec![7.5, 15.0, 22.5]
+    );
+
+    let e = s.run(&[1., 2., 3.], &[1, 1, 2, 2]).unwrap_err().to_string();
+    assert_eq!(e, "input of 3 values does not fill shape [1, 1, 2, 2]");
+    let e = s.run(&[0.; 9], &[1, 1, 3, 3]).unwrap_err().to_string();
+    assert!(e.starts_with("ONNX Runtime run failed: "), "{e}");
+
+    // Bytes ONNX Runtime rejects are a data error naming the file, not a panic.
+    let d = tempdir("ort-garbage");
+    let g = d.join("garbage.onnx");
+    std::fs::write(&g, [0x08, 0x08, 0x3a, 0xff, 0xff, 0x01]).unwrap();
+    let e = Session::from_file(rt, &g, 1).unwrap_err().to_string();
+    assert!(
+        e.starts_with(&format!(
+            "{}: not an ONNX model: ONNX Runtime: ",
+            g.display()
+        )),
+        "{e}"
+    );
+}
+
+#[test]
+fn profile_measures_every_batch_size_and_thread_count() {
+    let Some(rt) = ort_runtime("profile_measures_every_batch_size_and_thread_count") else {
+        return;
+    };
+    use nas_pipe::profile::{self, Known, Plan};
+    let plan = Plan {
+        batch_sizes: vec![1, 4],
+        threads: vec![1, 2],
+        warmup: 2,
+        runs: 5,
+    };
+    let path = test_model("tiny_cnn.onnx");
+    let mut seen = 0;
+    let r = profile::run(rt, &path, &plan, Known::default(), |_| seen += 1).unwrap();
+    assert_eq!(seen, 4);
+    let cells: Vec<(usize, usize)> = r.rows.iter().map(|r| (r.batch, r.threads)).collect();
+    assert_eq!(cells, vec![(1, 1), (4, 1), (1, 2), (4, 2)]);
+    for row in &r.rows {
+        let l = &row.latency_ms;
+        assert!(0.0 < l.min && l.min <= l.p50 && l.p50 <= l.p90 && l.p90 <= l.p99);
+        assert!(l.p99 <= l.max && l.min <= l.mean && l.mean <= l.max);
+        let expected = row.batch as f64 * 1e3 / l.mean;
+        assert!((row.images_per_s - expected).abs() < 1e-9 * expected);
+    }
+    // conv 4·3·3·3 + 4, linear 10·4 + 10.
+    assert_eq!(r.model.params, Some(162));
+    assert_eq!(r.model.params_from, Some("initializers"));
+    assert_eq!(r.model.macs, None);
+    assert_eq!(r.model.file_bytes, std::fs::metadata(&path).unwrap().len());
+    assert_eq!(r.model.input_shape, vec![None, Some(3), Some(8), Some(8)]);
+    assert_eq!(r.ort_version, rt.version);
+    assert!(r.notes.is_empty());
+
+    let known = Known {
+        params: Some(100),
+        macs: Some(12_345),
+    };
+    let r2 = profile::run(
+        rt,
+        &test_model("linear.onnx"),
+        &Plan {
+            threads: vec![1],
+            ..plan.clone()
+        },
+        known,
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(
+        (r2.model.params, r2.model.params_from, r2.model.macs),
+        (Some(100), Some("architecture"), Some(12_345))
+    );
+
+    let d = tempdir("profile-write");
+    let (json, md) = profile::write(&r, &d).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    assert_eq!(v["rows"].as_array().unwrap().len(), 4);
+    assert_eq!(v["execution_provider"], "CPUExecutionProvider");
+    assert!(std::fs::read_to_string(md).unwrap().contains("| 4 | 2 |"));
+}
+
+#[test]
+fn profile_uses_the_batch_a_model_fixes() {
+    let Some(rt) = ort_runtime("profile_uses_the_batch_a_model_fixes") else {
+        return;
+    };
+    use nas_pipe::profile::{self, Known, Plan};
+    let plan = Plan {
+        batch_sizes: vec![1, 32],
+        threads: vec![1],
+        warmup: 1,
+        runs: 3,
+    };
+    let r = profile::run(
+        rt,
+        &test_model("fixed_batch.onnx"),
+        &plan,
+        Known::default(),
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(r.rows.len(), 1);
+    assert_eq!(r.rows[0].batch, 2);
+    assert_eq!(r.plan.batch_sizes, vec![2]);
+    assert_eq!(
+        r.notes,
+        vec!["the model fixes the batch at 2; profiled batch 2 instead of 1,32".to_string()]
+    );
+    assert_eq!(r.model.params, Some(15));
+}
+
+#[test]
+fn profile_command_prints_the_table() {
+    if ort_runtime("profile_command_prints_the_table").is_none() {
+        return;
+    }
+    let d = tempdir("profile-cli");
+    let out = bin()
+        .args([
+            "profile",
+            "tests/data/tiny_cnn.onnx",
+            "--batch-sizes",
+            "1,2",
+        ])
+        .args(["--threads", "1", "--warmup", "1", "--runs", "3", "--out"])
+        .arg(&d)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("# Profile: tiny_cnn.onnx\n"), "{stdout}");
+    assert!(stdout.contains("| 2 | 1 |"), "{stdout}");
+    assert!(stdout.contains("162 params (initializers)"), "{stdout}");
+    assert!(d.join("profile.json").is_file() && d.join("profile.md").is_file());
+}
+
+#[test]
+fn profile_command_errors_exit_2() {
+    let d = tempdir("profile-errors");
+    let fake = d.join("libonnxruntime.so");
+    std::fs::write(&fake, "not a library").unwrap();
+    let cases: Vec<(Vec<String>, String)> = vec![
+        (
+            vec!["README.md".into()],
+            "nas-pipe: README.md: not an ONNX model: it does not start like an ONNX protobuf\n"
+                .into(),
+        ),
+        (
+            vec!["missing.onnx".into()],
+            "nas-pipe: missing.onnx: No such file or directory (os error 2)\n".into(),
+        ),
+        (
+            vec!["tests/data/linear.onnx".into(), "--batch-sizes".into(), "1,0".into()],
+            "nas-pipe: --batch-sizes must be a comma-separated list of numbers ≥ 1, got 1,0\n"
+                .into(),
+        ),
+        (
+            vec![
+                "tests/data/linear.onnx".into(),
+                "--ort-lib".into(),
+                "/nonexistent/libonnxruntime.so".into(),
+            ],
+            "nas-pipe: cannot load ONNX Runtime; tried:\n  --ort-lib (/nonexistent/libonnxruntime.so): no such file\ninstall it with `pip install onnxruntime==1.32.0` (scripts/test.sh puts it in .venv/), or pass --ort-lib PATH or set ORT_DYLIB_PATH to libonnxruntime.so\n".into(),
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = bin().arg("profile").args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), expected, "{args:?}");
+    }
+    // A file that is not a library, and a library that is not ONNX Runtime.
+    let mut libs = vec![(fake, "cannot load ONNX Runtime; tried:\n  --ort-lib (")];
+    let libm = PathBuf::from("/lib/x86_64-linux-gnu/libm.so.6");
+    if libm.is_file() {
+        libs.push((
+            libm,
+            "does not export OrtGetApiBase: not an ONNX Runtime library",
+        ));
+    }
+    for (lib, expected) in libs {
+        let out = bin()
+            .args(["profile", "tests/data/linear.onnx", "--ort-lib"])
+            .arg(&lib)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(
+            stderr.contains("pip install onnxruntime==1.32.0"),
+            "{stderr}"
+        );
+    }
+}
+
+/// RUSTSEC-2024-0437: protobuf 3.4.0 can overflow the stack parsing untrusted bytes. Models
+/// from users go to ONNX Runtime's parser (and the bounded reader in
+/// `runtime/model_file.rs`), never to the `protobuf` crate.
+#[test]
+fn rustsec_2024_0437_user_models_never_reach_the_protobuf_crate() {
+    let mut files = vec![root().join("src/profile.rs")];
+    for e in std::fs::read_dir(root().join("src/runtime")).unwrap() {
+        files.push(e.unwrap().path());
+    }
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for needle in [
+            "protobuf::",
+            "onnx_protobuf",
+            "parse_from_bytes",
+            "parse_from_reader",
+        ] {
+            assert!(!text.contains(needle), "{} mentions {needle}", f.display());
+        }
+    }
+    let audit = std::fs::read_to_string(root().join(".cargo/audit.toml")).unwrap();
+    assert!(audit.contains("\"RUSTSEC-2024-0437\""));
 }

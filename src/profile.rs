@@ -1,0 +1,598 @@
+//! The profile stage: ONNX Runtime latency and throughput of a model for each batch size ×
+//! intra-op thread count of a [`Plan`], with the model's size and the machine it ran on,
+//! written atomically as `profile.json` and `profile.md`.
+//!
+//! Each thread count gets its own session (the count is fixed when a session is built);
+//! each batch size then gets `warmup` untimed runs and `runs` timed ones on the same
+//! deterministic input. Latency is wall time around one `Session::run` call, output copy
+//! included.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
+use crate::runtime::{self, Runtime, Session, model_file};
+use crate::space::show::thousands;
+
+/// Version of the `profile.json` layout; bumped when a field changes meaning.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What to measure. Built once from a pipeline's `profile` section or the command line;
+/// every field is valid (non-empty lists of values ≥ 1, `runs` ≥ 1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// Images per run.
+    pub batch_sizes: Vec<usize>,
+    /// Intra-op thread counts.
+    pub threads: Vec<usize>,
+    /// Untimed runs before the timed ones, per batch size and thread count.
+    pub warmup: usize,
+    /// Timed runs, per batch size and thread count.
+    pub runs: usize,
+}
+
+impl Default for Plan {
+    /// The pipeline's defaults: batch sizes [1, 32], 1 thread, 20 warm-up and 200 timed runs.
+    fn default() -> Self {
+        Plan {
+            batch_sizes: vec![1, 32],
+            threads: vec![1],
+            warmup: 20,
+            runs: 200,
+        }
+    }
+}
+
+impl Plan {
+    /// The plan of a validated pipeline's `profile` section.
+    pub fn from_spec(p: &crate::spec::pipeline::Profile) -> Plan {
+        Plan {
+            batch_sizes: p.batch_sizes.iter().map(|&b| b as usize).collect(),
+            threads: p.threads.iter().map(|&t| t as usize).collect(),
+            warmup: p.warmup as usize,
+            runs: p.runs.value as usize,
+        }
+    }
+
+    /// `self` with the given command-line values in place of its own, checked.
+    pub fn with_overrides(
+        mut self,
+        batch_sizes: Option<&[usize]>,
+        threads: Option<&[usize]>,
+        warmup: Option<usize>,
+        runs: Option<usize>,
+    ) -> Result<Plan> {
+        for (list, flag) in [(batch_sizes, "--batch-sizes"), (threads, "--threads")] {
+            if let Some(l) = list
+                && (l.is_empty() || l.contains(&0))
+            {
+                return Err(Error::Input(format!(
+                    "{flag} must be a comma-separated list of numbers ≥ 1, got {}",
+                    join(l)
+                )));
+            }
+        }
+        if runs == Some(0) {
+            return Err(Error::Input("--runs must be at least 1".into()));
+        }
+        if let Some(b) = batch_sizes {
+            self.batch_sizes = b.to_vec();
+        }
+        if let Some(t) = threads {
+            self.threads = t.to_vec();
+        }
+        self.warmup = warmup.unwrap_or(self.warmup);
+        self.runs = runs.unwrap_or(self.runs);
+        Ok(self)
+    }
+}
+
+/// Counts the caller knows better than the model file (from the architecture).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Known {
+    pub params: Option<u64>,
+    pub macs: Option<u64>,
+}
+
+/// Latency statistics over the timed runs, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Latency {
+    pub mean: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Latency {
+    /// Statistics of `samples` (ms, any order, at least one). Percentiles interpolate
+    /// linearly between the two nearest ranks (NumPy's default).
+    pub fn of(samples: &[f64]) -> Latency {
+        let mut s = samples.to_vec();
+        s.sort_by(f64::total_cmp);
+        let mean = s.iter().sum::<f64>() / s.len().max(1) as f64;
+        Latency {
+            mean,
+            p50: percentile(&s, 50.0),
+            p90: percentile(&s, 90.0),
+            p99: percentile(&s, 99.0),
+            min: s.first().copied().unwrap_or(f64::NAN),
+            max: s.last().copied().unwrap_or(f64::NAN),
+        }
+    }
+}
+
+/// The `p`-th percentile (0–100) of ascending `sorted`, interpolating linearly between
+/// ranks: rank `p / 100 · (n − 1)`. NaN for an empty slice.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    match sorted.len() {
+        0 => f64::NAN,
+        1 => sorted[0],
+        n => {
+            let rank = (p / 100.0).clamp(0.0, 1.0) * (n - 1) as f64;
+            let lo = rank.floor() as usize;
+            let hi = (lo + 1).min(n - 1);
+            sorted[lo] + (sorted[hi] - sorted[lo]) * (rank - lo as f64)
+        }
+    }
+}
+
+/// One batch size × thread count.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Row {
+    pub batch: usize,
+    pub threads: usize,
+    /// Per run, in milliseconds.
+    pub latency_ms: Latency,
+    /// Images per second at the mean latency: `batch / mean`.
+    pub images_per_s: f64,
+}
+
+/// The model profiled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Model {
+    pub path: PathBuf,
+    pub file_bytes: u64,
+    /// Parameters: given by the caller, else the floating-point initializer elements.
+    pub params: Option<u64>,
+    /// `"architecture"` (given) or `"initializers"` (read from the file).
+    pub params_from: Option<&'static str>,
+    /// Multiply-adds per image, when the caller knows them.
+    pub macs: Option<u64>,
+    pub input_name: String,
+    /// The input shape with the batch dimension first; `None` where the model leaves it
+    /// dynamic.
+    pub input_shape: Vec<Option<usize>>,
+}
+
+/// The machine the profile ran on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Machine {
+    /// `model name` from `/proc/cpuinfo`, or `unknown`.
+    pub cpu: String,
+    /// CPUs this process may run on.
+    pub cores: usize,
+}
+
+impl Machine {
+    pub fn current() -> Machine {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|t| cpu_model(&t))
+            .unwrap_or_else(|| "unknown".into());
+        Machine {
+            cpu,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
+/// The first `model name` line of a `/proc/cpuinfo` text.
+pub fn cpu_model(cpuinfo: &str) -> Option<String> {
+    cpuinfo.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k.trim() == "model name").then(|| v.trim().to_string())
+    })
+}
+
+/// Everything `profile.json` holds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub version: u32,
+    pub model: Model,
+    pub ort_version: String,
+    pub execution_provider: String,
+    pub machine: Machine,
+    pub plan: Plan,
+    pub rows: Vec<Row>,
+    /// Remarks on how the plan was applied (a batch size fixed by the model).
+    pub notes: Vec<String>,
+}
+
+/// Profiles the ONNX model at `path` on `rt` following `plan`; `on_row` sees each row as
+/// it is measured.
+pub fn run(
+    rt: &'static Runtime,
+    path: &Path,
+    plan: &Plan,
+    known: Known,
+    mut on_row: impl FnMut(&Row),
+) -> Result<Report> {
+    let bytes = model_file::read(path)?;
+    let mut plan = plan.clone();
+    let mut notes = Vec::new();
+    let mut rows = Vec::new();
+    let mut model = None;
+    for &threads in &plan.threads.clone() {
+        let mut session = Session::from_file(rt, path, threads)?;
+        let (sample, batch) = input_shape(path, &session)?;
+        if let Some(b) = batch
+            && plan.batch_sizes != [b]
+        {
+            notes.push(format!(
+                "the model fixes the batch at {b}; profiled batch {b} instead of {}",
+                join(&plan.batch_sizes)
+            ));
+            plan.batch_sizes = vec![b];
+        }
+        if model.is_none() {
+            let input = &session.inputs()[0];
+            model = Some(model_info(path, &bytes, known, input)?);
+        }
+        for &b in &plan.batch_sizes {
+            let mut shape = vec![b];
+            shape.extend(&sample);
+            let input = pseudo_random(shape.iter().product());
+            for _ in 0..plan.warmup {
+                session.run(&input, &shape)?;
+            }
+            let mut ms = Vec::with_capacity(plan.runs);
+            for _ in 0..plan.runs {
+                let t = Instant::now();
+                session.run(&input, &shape)?;
+                ms.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            let latency = Latency::of(&ms);
+            let row = Row {
+                batch: b,
+                threads,
+                latency_ms: latency,
+                images_per_s: b as f64 / (latency.mean / 1e3),
+            };
+            on_row(&row);
+            rows.push(row);
+        }
+    }
+    notes.dedup();
+    let model =
+        model.ok_or_else(|| Error::Input("the profile plan has no thread counts".into()))?;
+    Ok(Report {
+        version: SCHEMA_VERSION,
+        model,
+        ort_version: rt.version.clone(),
+        execution_provider: runtime::EXECUTION_PROVIDER.to_string(),
+        machine: Machine::current(),
+        plan,
+        rows,
+        notes,
+    })
+}
+
+/// The per-image input shape (after the batch dimension) and the batch size the model
+/// fixes, if any. The model must have one `f32` input whose other dimensions are fixed.
+fn input_shape(path: &Path, s: &Session) -> Result<(Vec<usize>, Option<usize>)> {
+    let bad = |m: String| Error::Data {
+        path: path.to_path_buf(),
+        message: m,
+    };
+    let [input] = s.inputs() else {
+        return Err(bad(format!(
+            "the model has {} inputs; profile feeds models with exactly one",
+            s.inputs().len()
+        )));
+    };
+    if !input.is_f32 {
+        return Err(bad(format!(
+            "input {:?} holds {}; profile feeds f32",
+            input.name, input.element_type
+        )));
+    }
+    let Some((batch, rest)) = input.shape.split_first() else {
+        return Err(bad(format!(
+            "input {:?} is a scalar; profile needs a batch dimension first",
+            input.name
+        )));
+    };
+    let sample: Option<Vec<usize>> = rest.iter().copied().collect();
+    let sample = sample.ok_or_else(|| {
+        bad(format!(
+            "input {:?} has shape {}; only the batch (first) dimension may be dynamic",
+            input.name,
+            shape_text(&input.shape)
+        ))
+    })?;
+    if *batch == Some(0) {
+        return Err(bad(format!("input {:?} has a batch of 0", input.name)));
+    }
+    Ok((sample, *batch))
+}
+
+fn model_info(path: &Path, bytes: &[u8], known: Known, input: &runtime::Input) -> Result<Model> {
+    let (params, params_from) = match known.params {
+        Some(p) => (Some(p), Some("architecture")),
+        None => {
+            let i = model_file::initializers(bytes).map_err(|m| Error::Data {
+                path: path.to_path_buf(),
+                message: format!("reading the initializers: {m}"),
+            })?;
+            (Some(i.float_elements), Some("initializers"))
+        }
+    };
+    Ok(Model {
+        path: path.to_path_buf(),
+        file_bytes: bytes.len() as u64,
+        params,
+        params_from,
+        macs: known.macs,
+        input_name: input.name.clone(),
+        input_shape: input.shape.clone(),
+    })
+}
+
+/// `n` values in [-1, 1) from a fixed linear congruential sequence: the same input every
+/// time, with no zeros or denormals to flatter the kernels.
+fn pseudo_random(n: usize) -> Vec<f32> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..n)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn join(v: &[usize]) -> String {
+    v.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn shape_text(shape: &[Option<usize>]) -> String {
+    let dims: Vec<String> = shape
+        .iter()
+        .enumerate()
+        .map(|(i, d)| match (i, d) {
+            (_, Some(d)) => d.to_string(),
+            (0, None) => "batch".into(),
+            (_, None) => "?".into(),
+        })
+        .collect();
+    format!("[{}]", dims.join(", "))
+}
+
+/// The Markdown report: a header with the model, runtime and machine, then one table row
+/// per batch size × thread count.
+pub fn markdown(r: &Report) -> String {
+    let name = r.model.path.file_name().map_or_else(
+        || r.model.path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let mut o = format!("# Profile: {name}\n\n");
+    o += &format!(
+        "- runtime: ONNX Runtime {}, {}\n",
+        r.ort_version, r.execution_provider
+    );
+    o += &format!("- machine: {}, {} cores\n", r.machine.cpu, r.machine.cores);
+    let params = match (r.model.params, r.model.params_from) {
+        (Some(p), Some(from)) => format!("{} params ({from})", thousands(p)),
+        (Some(p), None) => format!("{} params", thousands(p)),
+        _ => "params unknown".into(),
+    };
+    let macs = r.model.macs.map_or_else(
+        || "MACs unknown".into(),
+        |m| format!("{} MACs", thousands(m)),
+    );
+    o += &format!(
+        "- model: {} bytes, {params}, {macs}; input `{}` {}\n",
+        thousands(r.model.file_bytes),
+        r.model.input_name,
+        shape_text(&r.model.input_shape)
+    );
+    o += &format!(
+        "- runs: {} warm-up, {} timed per row\n",
+        r.plan.warmup, r.plan.runs
+    );
+    for n in &r.notes {
+        o += &format!("- note: {n}\n");
+    }
+    o +=
+        "\n| batch | threads | mean ms | p50 ms | p90 ms | p99 ms | min ms | max ms | images/s |\n";
+    o += "|------:|--------:|--------:|-------:|-------:|-------:|-------:|-------:|---------:|\n";
+    for row in &r.rows {
+        let l = &row.latency_ms;
+        o += &format!(
+            "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1} |\n",
+            row.batch, row.threads, l.mean, l.p50, l.p90, l.p99, l.min, l.max, row.images_per_s
+        );
+    }
+    o
+}
+
+/// Writes `profile.json` and `profile.md` into `dir` (created if needed), each atomically.
+/// Returns the two paths.
+pub fn write(r: &Report, dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let json = serde_json::to_string_pretty(r)
+        .map_err(|e| Error::Input(format!("cannot serialise the profile: {e}")))?;
+    let jp = dir.join("profile.json");
+    let mp = dir.join("profile.md");
+    write_atomic(&jp, format!("{json}\n").as_bytes())?;
+    write_atomic(&mp, markdown(r).as_bytes())?;
+    Ok((jp, mp))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_interpolate_between_ranks() {
+        let s: Vec<f64> = (1..=10).map(f64::from).collect();
+        // rank = p/100 · 9: p50 → 4.5 → between 5 and 6; p90 → 8.1 → 9.1; p99 → 8.91 → 9.91.
+        assert_eq!(percentile(&s, 50.0), 5.5);
+        assert!((percentile(&s, 90.0) - 9.1).abs() < 1e-12);
+        assert!((percentile(&s, 99.0) - 9.91).abs() < 1e-12);
+        assert_eq!(percentile(&s, 0.0), 1.0);
+        assert_eq!(percentile(&s, 100.0), 10.0);
+        assert_eq!(percentile(&[3.0], 90.0), 3.0);
+        assert!(percentile(&[], 50.0).is_nan());
+    }
+
+    #[test]
+    fn latency_statistics_ignore_sample_order() {
+        let l = Latency::of(&[4.0, 1.0, 3.0, 2.0]);
+        // Sorted 1, 2, 3, 4: rank p/100 · 3, so p90 → 2.7 → 3.7 and p99 → 2.97 → 3.97.
+        let got = [l.mean, l.p50, l.p90, l.p99, l.min, l.max];
+        let want = [2.5, 2.5, 3.7, 3.97, 1.0, 4.0];
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-12, "{got:?} != {want:?}");
+        }
+    }
+
+    #[test]
+    fn plan_from_the_smoke_pipeline_and_overrides() {
+        let mut sources = crate::spec::Sources::default();
+        let p =
+            crate::spec::pipeline::load(&mut sources, Path::new("pipelines/smoke.ron")).unwrap();
+        let plan = Plan::from_spec(p.spec.profile.as_ref().unwrap());
+        assert_eq!(
+            plan,
+            Plan {
+                batch_sizes: vec![1],
+                threads: vec![1],
+                warmup: 2,
+                runs: 10
+            }
+        );
+        let p2 = plan
+            .clone()
+            .with_overrides(Some(&[1, 32][..]), None, Some(0), None)
+            .unwrap();
+        assert_eq!(
+            (p2.batch_sizes, p2.threads, p2.warmup, p2.runs),
+            (vec![1, 32], vec![1], 0, 10)
+        );
+        assert_eq!(
+            plan.clone()
+                .with_overrides(Some(&[1, 0][..]), None, None, None)
+                .unwrap_err()
+                .to_string(),
+            "--batch-sizes must be a comma-separated list of numbers ≥ 1, got 1,0"
+        );
+        assert_eq!(
+            plan.with_overrides(None, None, None, Some(0))
+                .unwrap_err()
+                .to_string(),
+            "--runs must be at least 1"
+        );
+    }
+
+    #[test]
+    fn cpu_model_is_read_from_cpuinfo() {
+        let text = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) CPU @ 2.20GHz\nmodel name\t: other\n";
+        assert_eq!(
+            cpu_model(text).as_deref(),
+            Some("Intel(R) Xeon(R) CPU @ 2.20GHz")
+        );
+        assert_eq!(cpu_model("processor : 0\n"), None);
+    }
+
+    fn report() -> Report {
+        Report {
+            version: SCHEMA_VERSION,
+            model: Model {
+                path: PathBuf::from("exports/x/model.onnx"),
+                file_bytes: 1048,
+                params: Some(162),
+                params_from: Some("initializers"),
+                macs: None,
+                input_name: "input".into(),
+                input_shape: vec![None, Some(3), Some(8), Some(8)],
+            },
+            ort_version: "1.32.0".into(),
+            execution_provider: "CPUExecutionProvider".into(),
+            machine: Machine {
+                cpu: "Test CPU".into(),
+                cores: 2,
+            },
+            plan: Plan {
+                batch_sizes: vec![1, 32],
+                threads: vec![1],
+                warmup: 20,
+                runs: 200,
+            },
+            rows: vec![
+                Row {
+                    batch: 1,
+                    threads: 1,
+                    latency_ms: Latency::of(&[0.5, 1.0, 1.5]),
+                    images_per_s: 1000.0,
+                },
+                Row {
+                    batch: 32,
+                    threads: 1,
+                    latency_ms: Latency::of(&[4.0]),
+                    images_per_s: 8000.0,
+                },
+            ],
+            notes: vec!["a note".into()],
+        }
+    }
+
+    #[test]
+    fn markdown_table() {
+        assert_eq!(
+            markdown(&report()),
+            "# Profile: model.onnx
+
+- runtime: ONNX Runtime 1.32.0, CPUExecutionProvider
+- machine: Test CPU, 2 cores
+- model: 1,048 bytes, 162 params (initializers), MACs unknown; input `input` [batch, 3, 8, 8]
+- runs: 20 warm-up, 200 timed per row
+- note: a note
+
+| batch | threads | mean ms | p50 ms | p90 ms | p99 ms | min ms | max ms | images/s |
+|------:|--------:|--------:|-------:|-------:|-------:|-------:|-------:|---------:|
+| 1 | 1 | 1.000 | 1.000 | 1.400 | 1.490 | 0.500 | 1.500 | 1000.0 |
+| 32 | 1 | 4.000 | 4.000 | 4.000 | 4.000 | 4.000 | 4.000 | 8000.0 |
+"
+        );
+    }
+
+    #[test]
+    fn reports_are_written_atomically_as_json_and_markdown() {
+        let dir = std::env::temp_dir().join(format!("nas-pipe-profile-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (j, m) = write(&report(), &dir).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();
+        assert_eq!(v["version"], 1);
+        assert_eq!(v["model"]["params"], 162);
+        assert_eq!(v["model"]["macs"], serde_json::Value::Null);
+        assert_eq!(v["model"]["input_shape"][0], serde_json::Value::Null);
+        assert_eq!(v["rows"][1]["latency_ms"]["p99"], 4.0);
+        assert_eq!(std::fs::read_to_string(&m).unwrap(), markdown(&report()));
+        let leftovers: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty());
+    }
+}
