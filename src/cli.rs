@@ -100,6 +100,20 @@ pub enum Command {
         #[arg(long, default_value = "exports", value_name = "DIR")]
         out: PathBuf,
     },
+    /// Compare the exported `<out>/<name>/model.onnx` in ONNX Runtime with the retrained
+    /// Candle model (evaluation mode) on the pipeline's `validate.samples` first test
+    /// images: largest and mean absolute logit difference, top-1 agreement, both accuracies.
+    /// Writes `<out>/<name>/validation.json`; exits with 1 when the pipeline's tolerances
+    /// are missed.
+    Validate {
+        pipeline: PathBuf,
+        /// Folder holding the run folders
+        #[arg(long, default_value = "exports", value_name = "DIR")]
+        out: PathBuf,
+        /// The ONNX Runtime shared library (libonnxruntime.so.1.32.0)
+        #[arg(long, value_name = "PATH")]
+        ort_lib: Option<PathBuf>,
+    },
     /// Measure an ONNX model's latency and throughput on ONNX Runtime (CPU) for each batch
     /// size × intra-op thread count, print the table and write `profile.json` and
     /// `profile.md`.
@@ -364,6 +378,38 @@ fn run(cli: &Cli) -> Result<i32> {
                 }
             );
             write_out(&mut out, &text)?;
+        }
+        Command::Validate {
+            pipeline: file,
+            out: dir,
+            ort_lib,
+        } => {
+            let p = pipeline::load(&mut sources, file)?;
+            let device = device(p.spec.device)?;
+            let run_dir = dir.join(&p.spec.name.value);
+            let v = crate::validate::run(&p, &run_dir, &device, ort_lib.as_deref())?;
+            let text = format!(
+                "{}: {} on {} test images (ONNX Runtime {} against Candle)\n  \
+                 max abs logit diff {:.3e} (allowed {:.1e}), mean {:.3e}\n  \
+                 top-1 agreement {:.2}% (required {:.2}%)\n  \
+                 accuracy: ONNX Runtime {:.2}%, Candle {:.2}%\nwritten to {}\n",
+                v.model,
+                if v.passed { "passed" } else { "FAILED" },
+                v.samples,
+                v.ort_version,
+                v.max_abs_diff,
+                v.max_abs_diff_allowed,
+                v.mean_abs_diff,
+                100.0 * v.top1_agreement,
+                100.0 * v.min_top1_agreement,
+                100.0 * v.ort_accuracy,
+                100.0 * v.candle_accuracy,
+                run_dir.join("validation.json").display()
+            );
+            write_out(&mut out, &text)?;
+            if !v.passed {
+                return Ok(exit::CHECK_FAILED);
+            }
         }
         Command::Profile {
             model,

@@ -25,5 +25,6 @@ pub mod spec;
 pub mod strategy;
 pub mod supernet;
 pub mod train;
+pub mod validate;
 
 pub use error::{Error, Result};

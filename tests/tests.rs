@@ -2067,3 +2067,71 @@ fn rustsec_2024_0437_user_models_never_reach_the_protobuf_crate() {
     let audit = std::fs::read_to_string(root().join(".cargo/audit.toml")).unwrap();
     assert!(audit.contains("\"RUSTSEC-2024-0437\""));
 }
+
+/// `nas-pipe validate`: the exported model agrees with Candle within the pipeline's
+/// tolerances (exit 0, `validation.json`); a tolerance no float computation meets fails the
+/// stage with exit code 1; without an exported model it says to export first.
+#[test]
+fn validate_stage_compares_onnx_runtime_with_candle() {
+    if ort_runtime("validate_stage_compares_onnx_runtime_with_candle").is_none() {
+        return;
+    }
+    let dir = tempdir("validate");
+    let p = train_pipeline(
+        &dir,
+        "v",
+        8,
+        "epochs: 1,\n    ),\n    validate: Validate(samples: 20, max_abs_diff: 1e-4, min_top1_agreement: 1.0,",
+    );
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("epochs: 3, ", "");
+    std::fs::write(&p, text).unwrap();
+    let out = dir.join("o");
+    let cmd = |args: &[&str], pipeline: &Path| {
+        let mut c = bin();
+        c.arg(args[0])
+            .arg(pipeline)
+            .args(&args[1..])
+            .arg("--out")
+            .arg(&out);
+        c.output().unwrap()
+    };
+    let o = cmd(&["validate"], &p);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nas-pipe export"));
+    run_ok(
+        bin()
+            .args(["train"])
+            .arg(&p)
+            .args(["--genotype", "DARTS_V2", "--out"])
+            .arg(&out),
+    );
+    run_ok(bin().args(["export"]).arg(&p).arg("--out").arg(&out));
+    let o = cmd(&["validate"], &p);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("v/validation.json")).unwrap()).unwrap();
+    assert_eq!(v["samples"], 20);
+    assert_eq!(v["passed"], true);
+    assert!(v["max_abs_diff"].as_f64().unwrap() < 1e-4);
+    assert_eq!(v["top1_agreement"], 1.0);
+    assert_eq!(v["ort_accuracy"], v["candle_accuracy"]);
+    // An unreachable tolerance fails the check (exit 1) and says so.
+    let strict = dir.join("strict.ron");
+    std::fs::write(
+        &strict,
+        std::fs::read_to_string(&p)
+            .unwrap()
+            .replace("max_abs_diff: 1e-4", "max_abs_diff: 0.0"),
+    )
+    .unwrap();
+    let o = cmd(&["validate"], &strict);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("FAILED"));
+}
