@@ -118,12 +118,16 @@ pub enum Command {
     /// size × intra-op thread count, print the table and write `profile.json` and
     /// `profile.md`.
     ///
+    /// Given a pipeline (`.ron`), profiles its exported `<out>/<name>/model.onnx` with the
+    /// pipeline's `profile` plan (the flags override it), adds the architecture's
+    /// parameters and MACs from the model card, and writes into the run folder.
+    ///
     /// The input shape is read from the model's first input: its batch (first) dimension
     /// may be dynamic; a fixed one is the only batch size profiled. ONNX Runtime is loaded
     /// from --ort-lib, else ORT_DYLIB_PATH, else the onnxruntime Python package (.venv/,
     /// then python3), else the system library path.
     Profile {
-        /// An ONNX model file with one f32 input.
+        /// An ONNX model file with one f32 input, or a pipeline file (`.ron`).
         model: PathBuf,
         /// Batch sizes, comma-separated [default: 1,32]
         #[arg(long, value_name = "N,..", value_delimiter = ',')]
@@ -140,7 +144,8 @@ pub enum Command {
         /// The ONNX Runtime shared library (libonnxruntime.so.1.32.0)
         #[arg(long, value_name = "PATH")]
         ort_lib: Option<PathBuf>,
-        /// Folder for profile.json and profile.md [default: the model's folder]
+        /// Folder for profile.json and profile.md [default: the model's folder]; for a
+        /// pipeline, the folder holding the run folders [default: exports]
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
@@ -420,24 +425,54 @@ fn run(cli: &Cli) -> Result<i32> {
             ort_lib,
             out: dir,
         } => {
-            let plan = crate::profile::Plan::default().with_overrides(
-                batch_sizes.as_deref(),
-                threads.as_deref(),
-                *warmup,
-                *runs,
-            )?;
-            // The file is checked before the library is looked for.
-            crate::runtime::model_file::read(model)?;
-            let rt = crate::runtime::load(ort_lib.as_deref())?;
-            let report =
-                crate::profile::run(rt, model, &plan, crate::profile::Known::default(), |_| {})?;
-            let dir = match dir {
-                Some(d) => d.clone(),
-                None => model
-                    .parent()
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+            // A pipeline profiles its exported model with its own plan, into its run folder.
+            let is_pipeline = model.extension().is_some_and(|e| e == "ron");
+            let (onnx, plan, known, dir) = if is_pipeline {
+                let p = pipeline::load(&mut sources, model)?;
+                let run_dir = dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("exports"))
+                    .join(&p.spec.name.value);
+                let plan = match &p.spec.profile {
+                    Some(spec) => crate::profile::Plan::from_spec(spec),
+                    None => crate::profile::Plan::default(),
+                };
+                let card = crate::train::load_model(&run_dir.join("retrain"))
+                    .map(|t| t.card)
+                    .ok();
+                let known = crate::profile::Known {
+                    params: card.as_ref().map(|c| c.params),
+                    macs: card.as_ref().map(|c| c.macs),
+                };
+                let onnx = run_dir.join("model.onnx");
+                if !onnx.exists() {
+                    return Err(Error::Input(format!(
+                        "{} does not exist: run `nas-pipe export` first",
+                        onnx.display()
+                    )));
+                }
+                (onnx, plan, known, run_dir)
+            } else {
+                let d = match dir {
+                    Some(d) => d.clone(),
+                    None => model
+                        .parent()
+                        .filter(|p| !p.as_os_str().is_empty())
+                        .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+                };
+                (
+                    model.clone(),
+                    crate::profile::Plan::default(),
+                    crate::profile::Known::default(),
+                    d,
+                )
             };
+            let plan =
+                plan.with_overrides(batch_sizes.as_deref(), threads.as_deref(), *warmup, *runs)?;
+            // The file is checked before the library is looked for.
+            crate::runtime::model_file::read(&onnx)?;
+            let rt = crate::runtime::load(ort_lib.as_deref())?;
+            let report = crate::profile::run(rt, &onnx, &plan, known, |_| {})?;
             let (json, md) = crate::profile::write(&report, &dir)?;
             let text = format!(
                 "{}\nwritten to {} and {}\n",

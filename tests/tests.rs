@@ -2117,6 +2117,34 @@ fn validate_stage_compares_onnx_runtime_with_candle() {
     assert!(v["max_abs_diff"].as_f64().unwrap() < 1e-4);
     assert_eq!(v["top1_agreement"], 1.0);
     assert_eq!(v["ort_accuracy"], v["candle_accuracy"]);
+    // `profile PIPELINE` profiles the exported model into the run folder, with the
+    // architecture's counts from the model card.
+    let o = bin()
+        .args(["profile"])
+        .arg(&p)
+        .args([
+            "--batch-sizes",
+            "1,4",
+            "--threads",
+            "1",
+            "--warmup",
+            "1",
+            "--runs",
+            "5",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let prof: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("v/profile.json")).unwrap()).unwrap();
+    let card = nas_pipe::train::load_model(&out.join("v/retrain"))
+        .unwrap()
+        .card;
+    let text = prof.to_string();
+    assert!(text.contains(&card.macs.to_string()), "{text}");
+    assert!(out.join("v/profile.md").exists());
     // An unreachable tolerance fails the check (exit 1) and says so.
     let strict = dir.join("strict.ron");
     std::fs::write(
