@@ -2068,6 +2068,81 @@ fn rustsec_2024_0437_user_models_never_reach_the_protobuf_crate() {
     assert!(audit.contains("\"RUSTSEC-2024-0437\""));
 }
 
+/// Whole-model parity in ONNX Runtime (nas-pipe's own runtime module): DARTS_V2 at C = 16,
+/// 8 cells and the NAS-Bench-201 example, BN statistics perturbed so folding matters, 1,000
+/// random images: the largest logit difference stays under 1e-4 and every top-1 agrees,
+/// with BN folded and not.
+#[test]
+fn whole_model_parity_on_1000_images() {
+    use nas_pipe::export::{Metadata, Options, export};
+    use nas_pipe::model::{Mode, Model};
+    let Some(rt) = ort_runtime("whole_model_parity_on_1000_images") else {
+        return;
+    };
+    let dev = candle_core::Device::Cpu;
+    let (n, chunk) = (1000usize, 100usize);
+    for (file, g, ov) in [
+        ("schemas/darts.ron", "DARTS_V2", with_size(16, 8)),
+        (
+            "schemas/nas-bench-201.ron",
+            NB201_EXAMPLE,
+            Overrides::default(),
+        ),
+    ] {
+        let s = load_space(file, ov);
+        let net = s.build(&arch(&s, g));
+        let m = Model::new(&net, &dev, 3, false).unwrap();
+        perturb_batch_norms(&m.store, 7);
+        let x = candle_core::Tensor::randn(0f32, 1., (n, 3, 32, 32), &dev).unwrap();
+        let mut ours: Vec<Vec<f32>> = Vec::new();
+        for c in 0..n / chunk {
+            let xb = x.narrow(0, c * chunk, chunk).unwrap();
+            ours.extend(
+                m.forward(&xb, Mode::Eval)
+                    .unwrap()
+                    .logits
+                    .to_vec2::<f32>()
+                    .unwrap(),
+            );
+        }
+        let meta = Metadata {
+            spec_hash: "parity".into(),
+            genotype: String::new(),
+            mean: vec![0.0; 3],
+            std: vec![1.0; 3],
+            classes: vec![],
+        };
+        for fold in [true, false] {
+            let opts = Options {
+                fold_batch_norm: fold,
+                ..Options::default()
+            };
+            let bytes = export(&m, &meta, &opts).unwrap();
+            let mut session = nas_pipe::runtime::Session::from_bytes(rt, &bytes, 2).unwrap();
+            let (mut max, mut agree) = (0f32, 0usize);
+            for c in 0..n / chunk {
+                let xb = x.narrow(0, c * chunk, chunk).unwrap();
+                let flat = xb.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let theirs = session.run(&flat, &[chunk, 3, 32, 32]).unwrap();
+                assert_eq!(theirs.shape, [chunk, 10]);
+                for (i, row) in ours[c * chunk..(c + 1) * chunk].iter().enumerate() {
+                    let other = &theirs.data[i * 10..(i + 1) * 10];
+                    let top = |r: &[f32]| (0..10).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap();
+                    agree += usize::from(top(row) == top(other));
+                    for (a, b) in row.iter().zip(other) {
+                        max = max.max((a - b).abs());
+                    }
+                }
+            }
+            eprintln!(
+                "{file} {g} fold {fold}: max abs logit diff {max:e}, top-1 agreement {agree}/{n}"
+            );
+            assert!(max < 1e-4, "{file} fold {fold}: max abs diff {max}");
+            assert_eq!(agree, n, "{file} fold {fold}");
+        }
+    }
+}
+
 /// `nas-pipe validate`: the exported model agrees with Candle within the pipeline's
 /// tolerances (exit 0, `validation.json`); a tolerance no float computation meets fails the
 /// stage with exit code 1; without an exported model it says to export first.
@@ -2162,4 +2237,207 @@ fn validate_stage_compares_onnx_runtime_with_candle() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(String::from_utf8_lossy(&o.stdout).contains("FAILED"));
+}
+
+// ---- Serving examples ----
+
+/// Each ```` ```python ```` and ```` ```rust ```` block of the README's serving section, as
+/// (language, lines).
+fn serving_snippets() -> Vec<(String, Vec<String>)> {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let start = readme
+        .find("## Serving the exported model")
+        .expect("README has a serving section");
+    let section = &readme[start..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |e| e + 3)];
+    let mut blocks = Vec::new();
+    let mut lines = section.lines();
+    while let Some(line) = lines.next() {
+        if let Some(lang @ ("python" | "rust")) = line.strip_prefix("```") {
+            let body = lines
+                .by_ref()
+                .take_while(|l| *l != "```")
+                .map(str::to_string)
+                .collect();
+            blocks.push((lang.to_string(), body));
+        }
+    }
+    blocks
+}
+
+/// Whether `block` is a run of consecutive lines of `file`, all indented there by the same
+/// whitespace.
+fn is_excerpt(block: &[String], file: &str) -> bool {
+    let lines: Vec<&str> = file.lines().collect();
+    let Some(first) = block.first() else {
+        return false;
+    };
+    (0..lines.len()).any(|i| {
+        let Some(indent) = lines[i].strip_suffix(first.as_str()) else {
+            return false;
+        };
+        indent.trim().is_empty()
+            && i + block.len() <= lines.len()
+            && block.iter().zip(&lines[i..]).all(|(b, l)| {
+                (b.is_empty() && l.is_empty())
+                    || l.strip_prefix(indent) == Some(b.as_str()) && !b.is_empty()
+            })
+    })
+}
+
+/// The README's serving snippets are excerpts of `examples/serve.py` and `examples/serve.rs`.
+#[test]
+fn serving_readme_snippets_are_excerpts_of_the_examples() {
+    let blocks = serving_snippets();
+    for lang in ["python", "rust"] {
+        assert!(blocks.iter().any(|(l, _)| l == lang), "no {lang} snippet");
+    }
+    for (lang, body) in &blocks {
+        let file = if lang == "python" {
+            "examples/serve.py"
+        } else {
+            "examples/serve.rs"
+        };
+        let text = std::fs::read_to_string(root().join(file)).unwrap();
+        assert!(
+            is_excerpt(body, &text),
+            "this README snippet is not an excerpt of {file}:\n{}",
+            body.join("\n")
+        );
+    }
+}
+
+/// (class name, probability) per line of a serving example's output.
+fn served(out: &str) -> Vec<(String, f32)> {
+    out.lines()
+        .enumerate()
+        .map(|(i, line)| {
+            let f: Vec<&str> = line.split('\t').collect();
+            assert!(f.len() == 3 && f[0] == i.to_string(), "{line:?}");
+            (f[1].to_string(), f[2].parse().unwrap())
+        })
+        .collect()
+}
+
+/// `examples/serve.py` (onnxruntime) and `examples/serve.rs` (the `ort` crate), reading the
+/// preprocessing from a freshly exported model's metadata, give the classes and
+/// probabilities of Candle's eval-mode forward on the same uint8 images.
+#[test]
+fn serving_examples_agree_with_candle() {
+    use candle_core::{Device, Tensor};
+    use rand::{Rng, SeedableRng};
+    const TEST: &str = "serving_examples_agree_with_candle";
+    let skip = |why: String| {
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "SKIPPED {TEST}: {why}");
+    };
+    if ort_runtime(TEST).is_none() {
+        return;
+    }
+    let python = root().join(".venv/bin/python");
+    if !python.exists() {
+        skip(format!(
+            "no {}; bash scripts/test.sh makes it",
+            python.display()
+        ));
+        return;
+    }
+    let Ok(lib) = std::env::var("ORT_DYLIB_PATH") else {
+        skip("ORT_DYLIB_PATH is not set (source scripts/ort-env.sh)".into());
+        return;
+    };
+    // target/<profile>/deps/tests-<hash> → target/<profile>/examples/serve
+    let serve = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("examples/serve");
+    assert!(
+        serve.exists(),
+        "{} is missing: build it with `cargo build --release --examples` (a plain `cargo test` does)",
+        serve.display()
+    );
+
+    let dir = tempdir("serve");
+    let p = train_pipeline(&dir, "sv", 8, "");
+    let out = dir.join("o");
+    run_ok(
+        bin()
+            .args(["train", "--genotype", "DARTS_V2"])
+            .arg(&p)
+            .arg("--out")
+            .arg(&out),
+    );
+    run_ok(bin().args(["export"]).arg(&p).arg("--out").arg(&out));
+    let model = out.join("sv/model.onnx");
+
+    // Six 3x8x8 images of random pixels as a gzipped IDX file.
+    let (n, c, s) = (6usize, 3usize, 8usize);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let pixels: Vec<u8> = (0..n * c * s * s).map(|_| rng.random()).collect();
+    let mut idx = vec![0, 0, 8, 4];
+    for d in [n, c, s, s] {
+        idx.extend((d as u32).to_be_bytes());
+    }
+    idx.extend(&pixels);
+    let idx_path = dir.join("images-idx3-ubyte.gz");
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&idx_path).unwrap(),
+        flate2::Compression::default(),
+    );
+    std::io::Write::write_all(&mut gz, &idx).unwrap();
+    gz.finish().unwrap();
+
+    // Candle, normalised with the model card's statistics.
+    let rdir = out.join("sv/retrain");
+    let trained = nas_pipe::train::load_model(&rdir).unwrap();
+    let net = nas_pipe::model::Model::new(&trained.net, &Device::Cpu, 0, false).unwrap();
+    nas_pipe::train::load_weights(&net, &rdir.join("last.safetensors")).unwrap();
+    let (mean, std) = (&trained.card.mean, &trained.card.std);
+    let x: Vec<f32> = pixels
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (v as f32 / 255.0 - mean[i / (s * s) % c]) / std[i / (s * s) % c])
+        .collect();
+    let x = Tensor::from_vec(x, (n, c, s, s), &Device::Cpu).unwrap();
+    let logits = net
+        .forward(&x, nas_pipe::model::Mode::Eval)
+        .unwrap()
+        .logits
+        .to_vec2::<f32>()
+        .unwrap();
+    let expected: Vec<(String, f32)> = logits
+        .iter()
+        .map(|row| {
+            let best = (0..row.len()).fold(0, |b, j| if row[j] > row[b] { j } else { b });
+            let sum: f32 = row.iter().map(|v| (v - row[best]).exp()).sum();
+            (trained.card.classes[best].clone(), 1.0 / sum)
+        })
+        .collect();
+
+    let args = |c: &mut Command| {
+        c.arg(&model)
+            .arg("--idx-gz")
+            .arg(&idx_path)
+            .args(["--count", &n.to_string()]);
+    };
+    let mut py = Command::new(&python);
+    py.arg(root().join("examples/serve.py"));
+    args(&mut py);
+    let mut rs = Command::new(&serve);
+    rs.env("ORT_DYLIB_PATH", &lib);
+    args(&mut rs);
+    for (who, c) in [("serve.py", &mut py), ("serve.rs", &mut rs)] {
+        let got = served(&run_ok(c));
+        assert_eq!(got.len(), n, "{who}: {got:?}");
+        for (i, ((gc, gp), (ec, ep))) in got.iter().zip(&expected).enumerate() {
+            assert_eq!(gc, ec, "{who}, image {i}: {got:?} vs Candle {expected:?}");
+            // Printed with 4 decimals.
+            assert!(
+                (gp - ep).abs() <= 1e-4,
+                "{who}, image {i}: {got:?} vs Candle {expected:?}"
+            );
+        }
+    }
 }
