@@ -2327,25 +2327,19 @@ fn serving_examples_agree_with_candle() {
     use candle_core::{Device, Tensor};
     use rand::{Rng, SeedableRng};
     const TEST: &str = "serving_examples_agree_with_candle";
-    let skip = |why: String| {
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), "SKIPPED {TEST}: {why}");
-    };
-    if ort_runtime(TEST).is_none() {
+    let Some(rt) = ort_runtime(TEST) else {
         return;
-    }
+    };
     let python = root().join(".venv/bin/python");
     if !python.exists() {
-        skip(format!(
-            "no {}; bash scripts/test.sh makes it",
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {TEST}: no {}; bash scripts/test.sh makes it",
             python.display()
-        ));
+        );
         return;
     }
-    let Ok(lib) = std::env::var("ORT_DYLIB_PATH") else {
-        skip("ORT_DYLIB_PATH is not set (source scripts/ort-env.sh)".into());
-        return;
-    };
     // target/<profile>/deps/tests-<hash> → target/<profile>/examples/serve
     let serve = std::env::current_exe()
         .unwrap()
@@ -2353,9 +2347,12 @@ fn serving_examples_agree_with_candle() {
         .and_then(Path::parent)
         .unwrap()
         .join("examples/serve");
+    // `cargo test --test tests` builds no examples: refuse a missing or stale binary.
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     assert!(
-        serve.exists(),
-        "{} is missing: build it with `cargo build --release --examples` (a plain `cargo test` does)",
+        modified(&serve) >= modified(&root().join("examples/serve.rs")),
+        "{} is missing or older than examples/serve.rs: build it with \
+         `cargo build --release --examples` (a plain `cargo test` does)",
         serve.display()
     );
 
@@ -2372,10 +2369,14 @@ fn serving_examples_agree_with_candle() {
     run_ok(bin().args(["export"]).arg(&p).arg("--out").arg(&out));
     let model = out.join("sv/model.onnx");
 
-    // Six 3x8x8 images of random pixels as a gzipped IDX file.
+    // Six 3x8x8 images, each channel a random colour plus noise (the synthetic classes
+    // differ by colour), as a gzipped IDX file.
     let (n, c, s) = (6usize, 3usize, 8usize);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
-    let pixels: Vec<u8> = (0..n * c * s * s).map(|_| rng.random()).collect();
+    let colours: Vec<u8> = (0..n * c).map(|_| rng.random_range(16..200)).collect();
+    let pixels: Vec<u8> = (0..n * c * s * s)
+        .map(|i| colours[i / (s * s)] + rng.random_range(0..56))
+        .collect();
     let mut idx = vec![0, 0, 8, 4];
     for d in [n, c, s, s] {
         idx.extend((d as u32).to_be_bytes());
@@ -2426,7 +2427,7 @@ fn serving_examples_agree_with_candle() {
     py.arg(root().join("examples/serve.py"));
     args(&mut py);
     let mut rs = Command::new(&serve);
-    rs.env("ORT_DYLIB_PATH", &lib);
+    rs.env("ORT_DYLIB_PATH", &rt.path);
     args(&mut rs);
     for (who, c) in [("serve.py", &mut py), ("serve.rs", &mut rs)] {
         let got = served(&run_ok(c));
