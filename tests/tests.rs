@@ -1597,7 +1597,7 @@ fn onnx_check(
 /// when Python lacks `onnx` or `onnxruntime`.
 #[test]
 fn onnx_exports_pass_the_checker_and_match_candle_in_onnxruntime() {
-    use nas_pipe::export::{Metadata, Options, export, export_op};
+    use nas_pipe::export::{Options, export, export_op};
     use nas_pipe::model::{Mode, Model};
     use nas_pipe::ops::{BnMode, Op, Shape};
     let py = match onnx_python() {
@@ -1645,13 +1645,7 @@ fn onnx_exports_pass_the_checker_and_match_candle_in_onnxruntime() {
         perturb_batch_norms(&m.store, 4);
         let x = candle_core::Tensor::randn(0f32, 1., (3, 3, 32, 32), &dev).unwrap();
         let y = m.forward(&x, Mode::Eval).unwrap().logits;
-        let meta = Metadata {
-            spec_hash: "test".into(),
-            genotype: String::new(),
-            mean: vec![0.0; 3],
-            std: vec![1.0; 3],
-            classes: vec![],
-        };
+        let meta = test_metadata();
         for fold in [true, false] {
             let opts = Options {
                 fold_batch_norm: fold,
@@ -1686,6 +1680,17 @@ fn onnx_exports_pass_the_checker_and_match_candle_in_onnxruntime() {
                 onnx_check(&py, &dir, &name, &bytes, &x, &y, 1e-5);
             }
         }
+    }
+}
+
+/// Export metadata for a 3-channel test network with identity normalisation.
+fn test_metadata() -> nas_pipe::export::Metadata {
+    nas_pipe::export::Metadata {
+        spec_hash: "test".into(),
+        genotype: String::new(),
+        mean: vec![0.0; 3],
+        std: vec![1.0; 3],
+        classes: vec![],
     }
 }
 
@@ -2074,7 +2079,7 @@ fn rustsec_2024_0437_user_models_never_reach_the_protobuf_crate() {
 /// with BN folded and not.
 #[test]
 fn whole_model_parity_on_1000_images() {
-    use nas_pipe::export::{Metadata, Options, export};
+    use nas_pipe::export::{Options, export};
     use nas_pipe::model::{Mode, Model};
     let Some(rt) = ort_runtime("whole_model_parity_on_1000_images") else {
         return;
@@ -2105,13 +2110,7 @@ fn whole_model_parity_on_1000_images() {
                     .unwrap(),
             );
         }
-        let meta = Metadata {
-            spec_hash: "parity".into(),
-            genotype: String::new(),
-            mean: vec![0.0; 3],
-            std: vec![1.0; 3],
-            classes: vec![],
-        };
+        let meta = test_metadata();
         for fold in [true, false] {
             let opts = Options {
                 fold_batch_norm: fold,
