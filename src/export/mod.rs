@@ -388,6 +388,10 @@ pub struct Graph {
     floats: HashMap<u32, String>,
     zeros: HashMap<Shape, String>,
     batch: Option<String>,
+    /// Emitted nodes by their op, inputs and attributes (serialised): the same computation
+    /// asked for twice (the ReLU of a state that feeds two ops, two identical pools of one
+    /// input) is emitted once.
+    emitted: HashMap<Vec<u8>, String>,
     scope: String,
     fold: bool,
 }
@@ -411,6 +415,7 @@ impl Graph {
             floats: HashMap::new(),
             zeros: HashMap::new(),
             batch: None,
+            emitted: HashMap::new(),
             scope: String::new(),
             fold: fold_batch_norm,
         }
@@ -518,21 +523,34 @@ impl Graph {
 
     /// Emits a node `op_type(inputs)` with one output, named after the scope; returns the
     /// output's name.
+    ///
+    /// ONNX operators are pure, so a node identical to an earlier one (op, inputs,
+    /// attributes) is not emitted again: the earlier node's output is returned.
     pub fn node(&mut self, op_type: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> String {
+        let mut node = NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            op_type: op_type.to_string(),
+            attribute: attrs,
+            ..NodeProto::new()
+        };
+        // Serialising a message built in memory cannot fail; without a key the node is
+        // simply not shared.
+        let key = protobuf::Message::write_to_bytes(&node).ok();
+        if let Some(out) = key.as_ref().and_then(|k| self.emitted.get(k)) {
+            return out.clone();
+        }
         let base = if self.scope.is_empty() {
             op_type.to_string()
         } else {
             format!("{}/{op_type}", self.scope)
         };
         let out = self.unique(base);
-        self.nodes.push(NodeProto {
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: vec![out.clone()],
-            name: out.clone(),
-            op_type: op_type.to_string(),
-            attribute: attrs,
-            ..NodeProto::new()
-        });
+        node.output = vec![out.clone()];
+        node.name = out.clone();
+        self.nodes.push(node);
+        if let Some(k) = key {
+            self.emitted.insert(k, out.clone());
+        }
         out
     }
 
