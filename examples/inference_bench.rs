@@ -4,8 +4,8 @@
 //! hand with `cargo run --release --example inference_bench [-- --runs N]` after
 //! `source scripts/ort-env.sh` (ONNX Runtime from PyPI).
 //!
-//! The peer figure: ONNX Runtime runs `torch.onnx`'s export of the same network at 6.9 ms
-//! (batch 1, one thread) on this machine.
+//! The peer: `benches/reference/darts_v2_onnx.py` times `torch.onnx`'s export of the same
+//! network in ONNX Runtime next to ours (PyTorch needed, so run by hand).
 
 use std::time::Instant;
 
@@ -94,6 +94,5 @@ fn main() -> anyhow::Result<()> {
             r.threads, r.latency_ms.p50, r.latency_ms.mean, r.latency_ms.p90
         );
     }
-    println!("| ONNX Runtime (torch.onnx export, measured once) | 1 | 6.9 | | |");
     Ok(())
 }
