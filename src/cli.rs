@@ -512,11 +512,7 @@ fn export_run(
         )));
     }
     let trained = crate::train::load_model(&rdir)?;
-    let wpath = if Path::new(weights).is_absolute() || Path::new(weights).exists() {
-        PathBuf::from(weights)
-    } else {
-        rdir.join(weights)
-    };
+    let wpath = crate::train::weights_path(&rdir, weights);
     let model = crate::model::Model::new(&trained.net, &candle_core::Device::Cpu, 0, false)
         .map_err(|e| {
             Error::Input(format!(

@@ -746,6 +746,17 @@ pub fn load_model(dir: &Path) -> Result<Trained> {
     })
 }
 
+/// A `--weights` argument: a path as given when it exists (or is absolute), else a file
+/// of the retrain folder `dir` (`last.safetensors`, `best.safetensors`).
+pub fn weights_path(dir: &Path, weights: &str) -> PathBuf {
+    let given = Path::new(weights);
+    if given.is_absolute() || given.exists() {
+        given.to_path_buf()
+    } else {
+        dir.join(weights)
+    }
+}
+
 /// `nas-pipe eval`: evaluates `weights` (a file in the retrain folder or a path) of the model
 /// in `dir` on the pipeline's test set.
 pub fn eval(
@@ -756,11 +767,7 @@ pub fn eval(
     progress: bool,
 ) -> Result<Evaluation> {
     let trained = load_model(dir)?;
-    let path = if Path::new(weights).is_absolute() || Path::new(weights).exists() {
-        PathBuf::from(weights)
-    } else {
-        dir.join(weights)
-    };
+    let path = weights_path(dir, weights);
     let model = Model::new(&trained.net, device, 0, false).map_err(ctx("building the network"))?;
     load_weights(&model, &path)?;
     let (_, test) = data::load(&p.spec.data, p.data_dir.as_deref(), p.spec.seed)?;

@@ -993,15 +993,13 @@ fn search_with_missing_data_names_the_file() {
         );
     let p = dir.join("p.ron");
     std::fs::write(&p, text).unwrap();
-    let o = bin()
-        .args(["search"])
-        .arg(&p)
-        .arg("--out")
-        .arg(dir.join("out"))
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2));
-    let e = String::from_utf8_lossy(&o.stderr);
+    let e = fails(
+        bin()
+            .args(["search"])
+            .arg(&p)
+            .arg("--out")
+            .arg(dir.join("out")),
+    );
     assert!(
         e.starts_with("nas-pipe: ") && e.contains("/nonexistent/fashion-mnist"),
         "{e}"
@@ -1250,6 +1248,18 @@ fn run_ok(c: &mut Command) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// Runs `c`, which must fail as bad input (exit code 2); returns its stderr.
+fn fails(c: &mut Command) -> String {
+    let o = c.output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
 fn weights_of(path: &Path) -> Vec<(String, Vec<f32>)> {
     let t = candle_core::safetensors::load(path, &candle_core::Device::Cpu).unwrap();
     let mut v: Vec<(String, Vec<f32>)> = t
@@ -1406,16 +1416,6 @@ fn training_bad_input_is_a_clean_error() {
         .unwrap()
         .replace("epochs: 3, ", "");
     std::fs::write(&p, text).unwrap();
-    let fails = |c: &mut Command| -> String {
-        let o = c.output().unwrap();
-        assert_eq!(
-            o.status.code(),
-            Some(2),
-            "{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stderr).into_owned()
-    };
     let out = dir.join("o");
     // No genotype anywhere.
     let e = fails(bin().args(["train"]).arg(&p).arg("--out").arg(&out));
@@ -1733,15 +1733,7 @@ fn export_command_writes_the_model() {
     std::fs::write(&p, text).unwrap();
     let out = dir.join("o");
     // Nothing trained yet.
-    let o = bin()
-        .args(["export"])
-        .arg(&p)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2));
-    let e = String::from_utf8_lossy(&o.stderr);
+    let e = fails(bin().args(["export"]).arg(&p).arg("--out").arg(&out));
     assert!(
         e.contains("no retrained model") && e.contains("nas-pipe train"),
         "{e}"
@@ -1793,15 +1785,7 @@ fn export_command_writes_the_model() {
     // A target that cannot be written: a directory in the way.
     std::fs::remove_file(&model).unwrap();
     std::fs::create_dir_all(model.join("x")).unwrap();
-    let o = bin()
-        .args(["export"])
-        .arg(&p)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2));
-    let e = String::from_utf8_lossy(&o.stderr);
+    let e = fails(bin().args(["export"]).arg(&p).arg("--out").arg(&out));
     assert!(
         e.starts_with("nas-pipe: cannot write the ONNX model"),
         "{e}"
