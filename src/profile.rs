@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
@@ -22,7 +22,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// What to measure. Built once from a pipeline's `profile` section or the command line;
 /// every field is valid (non-empty lists of values ≥ 1, `runs` ≥ 1).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
     /// Images per run.
     pub batch_sizes: Vec<usize>,
@@ -98,7 +98,7 @@ pub struct Known {
 }
 
 /// Latency statistics over the timed runs, in milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Latency {
     pub mean: f64,
     pub p50: f64,
@@ -142,7 +142,7 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// One batch size × thread count.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Row {
     pub batch: usize,
     pub threads: usize,
@@ -153,14 +153,14 @@ pub struct Row {
 }
 
 /// The model profiled.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Model {
     pub path: PathBuf,
     pub file_bytes: u64,
     /// Parameters: given by the caller, else the floating-point initializer elements.
     pub params: Option<u64>,
     /// `"architecture"` (given) or `"initializers"` (read from the file).
-    pub params_from: Option<&'static str>,
+    pub params_from: Option<String>,
     /// Multiply-adds per image, when the caller knows them.
     pub macs: Option<u64>,
     pub input_name: String,
@@ -170,7 +170,7 @@ pub struct Model {
 }
 
 /// The machine the profile ran on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Machine {
     /// `model name` from `/proc/cpuinfo`, or `unknown`.
     pub cpu: String,
@@ -200,7 +200,7 @@ pub fn cpu_model(cpuinfo: &str) -> Option<String> {
 }
 
 /// Everything `profile.json` holds.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     pub version: u32,
     pub model: Model,
@@ -323,13 +323,13 @@ fn input_shape(path: &Path, s: &Session) -> Result<(Vec<usize>, Option<usize>)> 
 
 fn model_info(path: &Path, bytes: &[u8], known: Known, input: &runtime::Input) -> Result<Model> {
     let (params, params_from) = match known.params {
-        Some(p) => (Some(p), Some("architecture")),
+        Some(p) => (Some(p), Some("architecture".to_string())),
         None => {
             let i = model_file::initializers(bytes).map_err(|m| Error::Data {
                 path: path.to_path_buf(),
                 message: format!("reading the initializers: {m}"),
             })?;
-            (Some(i.float_elements), Some("initializers"))
+            (Some(i.float_elements), Some("initializers".to_string()))
         }
     };
     Ok(Model {
@@ -390,7 +390,7 @@ pub fn markdown(r: &Report) -> String {
         r.ort_version, r.execution_provider
     );
     o += &format!("- machine: {}, {} cores\n", r.machine.cpu, r.machine.cores);
-    let params = match (r.model.params, r.model.params_from) {
+    let params = match (r.model.params, &r.model.params_from) {
         (Some(p), Some(from)) => format!("{} params ({from})", thousands(p)),
         (Some(p), None) => format!("{} params", thousands(p)),
         _ => "params unknown".into(),
@@ -520,7 +520,7 @@ mod tests {
                 path: PathBuf::from("exports/x/model.onnx"),
                 file_bytes: 1048,
                 params: Some(162),
-                params_from: Some("initializers"),
+                params_from: Some("initializers".into()),
                 macs: None,
                 input_name: "input".into(),
                 input_shape: vec![None, Some(3), Some(8), Some(8)],

@@ -25,6 +25,7 @@ use crate::data::{self, BatchConfig, Batcher, Normalize};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::genotype::{self, Genotype};
+use crate::metrics::{Curve, CurvePoint};
 use crate::optim::{self, Adam, Sgd};
 use crate::spec::pipeline::{Normalization, Optimizer, Resolved, Search};
 use crate::strategy::darts::Darts;
@@ -44,6 +45,11 @@ pub struct EpochMetrics {
     pub val_acc: f64,
     pub seconds: f64,
     pub images_per_sec: f64,
+    /// Training and validation loss and accuracy within the epoch.
+    #[serde(default)]
+    pub curve: Vec<CurvePoint>,
+    #[serde(default)]
+    pub val_curve: Vec<CurvePoint>,
 }
 
 /// Softmax of the architecture weights after an epoch: per cell type, [edges][candidates];
@@ -246,6 +252,7 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
         );
         let mut sums = [0f64; 4];
         let (mut n_train, mut n_val) = (0usize, 0usize);
+        let (mut curve, mut val_curve) = (Curve::new(epoch, steps), Curve::new(epoch, steps));
         for step in 0..steps {
             let t = tb.batch(step).map_err(ctx("making a batch"))?;
             let v = vb.batch(step).map_err(ctx("making a batch"))?;
@@ -264,6 +271,8 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
             sums[3] += vs.correct as f64;
             n_train += ts.count;
             n_val += vs.count;
+            curve.add(ts.loss, ts.correct, ts.count);
+            val_curve.add(vs.loss, vs.correct, vs.count);
             bar.inc((ts.count + vs.count) as u64);
             bar.set_message(format!("loss {:.3}", sums[0] / n_train as f64));
         }
@@ -278,6 +287,8 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
             val_acc: sums[3] / n_val.max(1) as f64,
             seconds,
             images_per_sec: (n_train + n_val) as f64 / seconds.max(1e-9),
+            curve: curve.finish(),
+            val_curve: val_curve.finish(),
         };
         eprintln!(
             "search epoch {}/{epochs}: lr {:.5}, train loss {:.4} acc {:.2}%, val loss {:.4} acc {:.2}%, {:.1}s, {:.1} images/s",

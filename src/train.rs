@@ -32,6 +32,7 @@ use crate::data::{self, BatchConfig, Batcher, Dataset, Normalize};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::genotype::{self, Genotype};
+use crate::metrics::{Curve, CurvePoint};
 use crate::model::{Mode, Model};
 use crate::optim::{self, Sgd};
 use crate::space::Overrides;
@@ -64,6 +65,9 @@ pub struct EpochMetrics {
     /// Training time of the epoch (evaluation excluded).
     pub seconds: f64,
     pub images_per_sec: f64,
+    /// Training loss and accuracy within the epoch.
+    #[serde(default)]
+    pub curve: Vec<CurvePoint>,
 }
 
 /// `retrain/state.json`.
@@ -533,6 +537,7 @@ pub fn run(
         );
         let batches = train_b.epoch(epoch as u64, device);
         let (mut loss_sum, mut right, mut n) = (0f64, 0usize, 0usize);
+        let mut curve = Curve::new(epoch, steps);
         for step in 0..steps {
             let b = batches.batch(step).map_err(ctx("making a batch"))?;
             let s = trainer
@@ -548,6 +553,7 @@ pub fn run(
             loss_sum += s.loss * s.count as f64;
             right += s.correct;
             n += s.count;
+            curve.add(s.loss, s.correct, s.count);
             bar.inc(s.count as u64);
             bar.set_message(format!(
                 "loss {:.3} acc {:.1}%",
@@ -580,6 +586,7 @@ pub fn run(
             test_acc: eval.as_ref().map(|e| e.accuracy),
             seconds,
             images_per_sec: n as f64 / seconds.max(1e-9),
+            curve: curve.finish(),
         };
         eprintln!(
             "retrain epoch {}/{epochs}: lr {:.5}→{:.5}, train loss {:.4} acc {:.2}%{}, {:.1}s, {:.1} images/s",
@@ -714,6 +721,9 @@ pub struct Trained {
     pub card: ModelCard,
     pub net: Net,
     pub genotype: Genotype,
+    /// The space at the trained size, and the genotype resolved in it.
+    pub space: crate::space::Space,
+    pub arch: genotype::Resolved,
 }
 
 /// Rebuilds the network described by `dir/model.ron` (with its `space.ron` and
@@ -743,6 +753,8 @@ pub fn load_model(dir: &Path) -> Result<Trained> {
         card,
         net,
         genotype,
+        space,
+        arch,
     })
 }
 
