@@ -1879,7 +1879,7 @@ fn profile_measures_every_batch_size_and_thread_count() {
     }
     // conv 4·3·3·3 + 4, linear 10·4 + 10.
     assert_eq!(r.model.params, Some(162));
-    assert_eq!(r.model.params_from, Some("initializers"));
+    assert_eq!(r.model.params_from.as_deref(), Some("initializers"));
     assert_eq!(r.model.macs, None);
     assert_eq!(r.model.file_bytes, std::fs::metadata(&path).unwrap().len());
     assert_eq!(r.model.input_shape, vec![None, Some(3), Some(8), Some(8)]);
@@ -1902,7 +1902,7 @@ fn profile_measures_every_batch_size_and_thread_count() {
     )
     .unwrap();
     assert_eq!(
-        (r2.model.params, r2.model.params_from, r2.model.macs),
+        (r2.model.params, r2.model.params_from.as_deref(), r2.model.macs),
         (Some(100), Some("architecture"), Some(12_345))
     );
 
