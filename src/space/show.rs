@@ -358,50 +358,83 @@ pub fn dot(space: &Space, arch: Option<&Resolved>) -> String {
         }
     }
     let _ = writeln!(o, "  }}");
-    for (ci, c) in space.cells.iter().enumerate() {
+    for ci in 0..space.cells.len() {
         let chosen = match arch {
             Some(a) => match &a.cells[ci] {
-                Some(ch) => Some(ch),
+                Some(ch) => Some(ch.as_slice()),
                 None => continue,
             },
             None => None,
         };
-        let id = format!("c{ci}");
         let _ = writeln!(
             o,
-            "  subgraph cluster_{id} {{\n    label=\"cell \\\"{}\\\"\";",
-            dot_escape(&c.name)
+            "  subgraph cluster_c{ci} {{\n    label=\"cell \\\"{}\\\"\";",
+            dot_escape(&space.cells[ci].name)
         );
-        for s in 0..c.states() {
-            let (label, shape) = if s < c.inputs {
-                (format!("in {s}"), "ellipse")
-            } else {
-                (format!("node {s}"), "box")
-            };
-            let _ = writeln!(o, "    {id}_{s} [label=\"{label}\", shape={shape}];");
-        }
-        let _ = writeln!(o, "    {id}_out [label=\"output\", shape=ellipse];");
-        for (e, edge) in c.edges.iter().enumerate() {
-            let label = match chosen {
-                None => format!("edge {e}"),
-                Some(ch) => match ch.iter().find(|(x, _)| *x == e) {
-                    Some((_, cand)) => space.candidate_name(*cand).to_string(),
-                    None => continue,
-                },
-            };
-            let _ = writeln!(
-                o,
-                "    {id}_{} -> {id}_{} [label=\"{}\"];",
-                edge.from,
-                edge.to,
-                dot_escape(&label)
-            );
-        }
-        for s in c.output_states() {
-            let _ = writeln!(o, "    {id}_{s} -> {id}_out [style=dashed];");
-        }
+        cell_body(&mut o, space, ci, chosen, "    ");
         let _ = writeln!(o, "  }}");
     }
     let _ = writeln!(o, "}}");
     o
+}
+
+/// The statements drawing cell type `ci`, each line indented by `indent`: one graph node per
+/// state (`c<ci>_<state>`: inputs as ellipses, intermediate nodes as boxes), `c<ci>_out`,
+/// one edge per cell edge labelled with its op (`chosen`: only the edges an architecture
+/// keeps) or its index (`None`: the whole space), and dashed edges from the output states.
+fn cell_body(
+    o: &mut String,
+    space: &Space,
+    ci: usize,
+    chosen: Option<&[(usize, Candidate)]>,
+    indent: &str,
+) {
+    let c = &space.cells[ci];
+    let id = format!("c{ci}");
+    for s in 0..c.states() {
+        let (label, shape) = if s < c.inputs {
+            (format!("in {s}"), "ellipse")
+        } else {
+            (format!("node {s}"), "box")
+        };
+        let _ = writeln!(o, "{indent}{id}_{s} [label=\"{label}\", shape={shape}];");
+    }
+    let _ = writeln!(o, "{indent}{id}_out [label=\"output\", shape=ellipse];");
+    for (e, edge) in c.edges.iter().enumerate() {
+        let label = match chosen {
+            None => format!("edge {e}"),
+            Some(ch) => match ch.iter().find(|(x, _)| *x == e) {
+                Some((_, cand)) => space.candidate_name(*cand).to_string(),
+                None => continue,
+            },
+        };
+        let _ = writeln!(
+            o,
+            "{indent}{id}_{} -> {id}_{} [label=\"{}\"];",
+            edge.from,
+            edge.to,
+            dot_escape(&label)
+        );
+    }
+    for s in c.output_states() {
+        let _ = writeln!(o, "{indent}{id}_{s} -> {id}_out [style=dashed];");
+    }
+}
+
+/// Graphviz DOT of one cell type of an architecture, as a plain left-to-right digraph (no
+/// clusters, which not every DOT renderer draws): its input states, intermediate nodes and
+/// output, the kept edges labelled with their ops. `None` when `cell` is not a cell type
+/// of the space or the architecture does not use it (a motif no edge picks).
+pub fn cell_dot(space: &Space, arch: &Resolved, cell: usize) -> Option<String> {
+    let chosen = arch.cells.get(cell)?.as_ref()?;
+    let c = space.cells.get(cell)?;
+    let mut o = String::new();
+    let _ = writeln!(o, "digraph \"{}\" {{", dot_escape(&c.name));
+    let _ = writeln!(
+        o,
+        "  rankdir=LR;\n  node [shape=box, fontname=\"Helvetica\"];\n  edge [fontname=\"Helvetica\", fontsize=12];"
+    );
+    cell_body(&mut o, space, cell, Some(chosen), "  ");
+    let _ = writeln!(o, "}}");
+    Some(o)
 }
