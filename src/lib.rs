@@ -20,6 +20,7 @@ pub mod optim;
 pub mod pipeline;
 pub mod profile;
 pub mod progress;
+pub mod report;
 pub mod runtime;
 pub mod search;
 pub mod space;
