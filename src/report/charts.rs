@@ -50,7 +50,7 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
-/// A chart of lines and markers over a numeric x axis.
+/// A chart of lines and markers over an x axis of whole numbers (steps or epochs).
 #[derive(Debug, Clone)]
 pub struct LineChart {
     pub title: String,
@@ -119,6 +119,9 @@ pub fn line_chart(c: &LineChart) -> Result<String> {
         (a.min(x), b.max(x))
     });
     let (x0, x1) = span(x0, x1);
+    // A margin so that markers at the ends are drawn whole.
+    let pad = 0.015 * (x1 - x0);
+    let (x0, x1) = (x0 - pad, x1 + pad);
     let (y0, y1) = match c.y_range {
         Some(r) => r,
         None => {
@@ -142,8 +145,10 @@ pub fn line_chart(c: &LineChart) -> Result<String> {
             .y_label_area_size(64)
             .build_cartesian_2d(x0..x1, y0..y1)
             .map_err(&err)?;
-        let (dx, dy) = (decimals(x0, x1), decimals(y0, y1));
-        let x_fmt = |v: &f64| tick(*v, dx);
+        // x counts steps or epochs: whole numbers, so at most one tick per unit.
+        let x_ticks = ((x1 - x0 - 2.0 * pad).round() as usize + 1).clamp(2, 8);
+        let dy = decimals(y0, y1);
+        let x_fmt = |v: &f64| tick(*v, 0);
         let y_fmt = |v: &f64| tick(*v, dy);
         chart
             .configure_mesh()
@@ -154,7 +159,7 @@ pub fn line_chart(c: &LineChart) -> Result<String> {
             .axis_style(INK.mix(0.6))
             .label_style((FONT, LABEL).into_font().color(&INK))
             .axis_desc_style((FONT, DESC).into_font().color(&INK))
-            .x_labels(8)
+            .x_labels(x_ticks)
             .y_labels(6)
             .x_label_formatter(&x_fmt)
             .y_label_formatter(&y_fmt)
