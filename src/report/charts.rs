@@ -286,14 +286,16 @@ pub struct Heatmap {
     pub label_width: u32,
 }
 
-/// About `max` of `n` evenly spaced indices, always including the first and the last.
+/// At most `max` (≥ 2) of `n` evenly spaced indices, the first and the last among them.
 fn every(n: usize, max: usize) -> Vec<usize> {
     if n <= max {
         return (0..n).collect();
     }
     let step = n.div_ceil(max.max(1));
     let mut v: Vec<usize> = (0..n).step_by(step).collect();
+    // The last index takes the place of the last tick, which is closer to it than a step.
     if v.last() != Some(&(n - 1)) {
+        v.pop();
         v.push(n - 1);
     }
     v
@@ -590,7 +592,9 @@ mod tests {
     #[test]
     fn every_keeps_the_ends() {
         assert_eq!(every(5, 12), vec![0, 1, 2, 3, 4]);
-        assert_eq!(every(30, 12), vec![0, 3, 6, 9, 12, 15, 18, 21, 24, 27, 29]);
+        assert_eq!(every(30, 12), vec![0, 3, 6, 9, 12, 15, 18, 21, 24, 29]);
+        assert_eq!(every(50, 12), vec![0, 5, 10, 15, 20, 25, 30, 35, 40, 49]);
+        assert_eq!(every(13, 12), vec![0, 2, 4, 6, 8, 10, 12]);
     }
 
     #[test]

@@ -137,6 +137,19 @@ fn table(t: &Table, extra: Option<(&str, &[String])>) -> String {
     o
 }
 
+/// A table, folded into a `<details>` when it has more rows than fit beside a chart.
+fn long_table(t: &Table, what: &str) -> String {
+    if t.rows.len() <= 12 {
+        return table(t, None);
+    }
+    format!(
+        "<details>\n<summary>{} ({} rows)</summary>\n{}</details>\n",
+        esc(what),
+        t.rows.len(),
+        table(t, None)
+    )
+}
+
 fn facts_table(rows: &[(&str, String)]) -> String {
     let mut o = String::from("<table class=\"facts\">\n<tbody>\n");
     for (k, v) in rows {
@@ -307,6 +320,36 @@ fn run(a: &Artifacts, s: &Summary) -> String {
     o
 }
 
+/// At most this many epoch-end guide lines per chart.
+const GUIDES: usize = 12;
+
+/// Every how many epochs a guide line is drawn.
+fn guide_every(epochs: usize) -> usize {
+    epochs.div_ceil(GUIDES).max(1)
+}
+
+/// The x axis's description for a chart over `epochs` epochs of steps.
+fn step_desc(epochs: usize) -> String {
+    match guide_every(epochs) {
+        1 => "step (grey lines: epoch ends)".into(),
+        k => {
+            let suffix = match (k % 10, k % 100) {
+                (_, 11..=13) => "th",
+                (2, _) => "nd",
+                (3, _) => "rd",
+                _ => "th",
+            };
+            format!("step (grey lines: every {k}{suffix} epoch end)")
+        }
+    }
+}
+
+/// The epoch ends that get a guide line.
+fn guides(ends: &[f64]) -> Vec<f64> {
+    let k = guide_every(ends.len());
+    ends.iter().skip(k - 1).step_by(k).copied().collect()
+}
+
 /// Where each epoch's curve ends (its last step), when every epoch has a curve.
 fn epoch_ends<'c>(curves: impl Iterator<Item = &'c [CurvePoint]>) -> Option<Vec<f64>> {
     curves.map(|c| c.last().map(|p| p.step as f64)).collect()
@@ -326,8 +369,12 @@ fn search(a: &Artifacts) -> Result<String> {
     }
     let ends = epoch_ends(m.iter().map(|e| e.curve.as_slice()));
     let (x_desc, xs, curve) = match &ends {
-        Some(e) => ("step (grey lines: epoch ends)", e.clone(), true),
-        None => ("epoch", (1..=m.len()).map(|e| e as f64).collect(), false),
+        Some(e) => (step_desc(e.len()), e.clone(), true),
+        None => (
+            "epoch".to_string(),
+            (1..=m.len()).map(|e| e as f64).collect(),
+            false,
+        ),
     };
     let mut charts_html = String::new();
     for (what, y_desc, acc) in [("Loss", "loss", false), ("Accuracy", "accuracy (%)", true)] {
@@ -387,10 +434,10 @@ fn search(a: &Artifacts) -> Result<String> {
         });
         let svg = charts::line_chart(&LineChart {
             title: format!("Search: {}", what.to_lowercase()),
-            x_desc: x_desc.into(),
+            x_desc: x_desc.to_string(),
             y_desc: y_desc.into(),
             series,
-            guides: if curve { xs.clone() } else { Vec::new() },
+            guides: if curve { guides(&xs) } else { Vec::new() },
             y_range: acc.then_some((0.0, 100.0)),
             size: CHART,
             legend: if acc {
@@ -409,7 +456,7 @@ fn search(a: &Artifacts) -> Result<String> {
     );
     let _ = writeln!(o, "<div class=\"charts\">\n{charts_html}</div>");
     if let Some(t) = facts::search_table(a) {
-        o += &table(&t, None);
+        o += &long_table(&t, "Per-epoch figures");
     }
     Ok(o)
 }
@@ -654,12 +701,12 @@ fn retrain(a: &Artifacts, s: &Summary) -> Result<String> {
                 .chain(e.iter().map(|x| x + 1.0))
                 .take(e.len())
                 .collect();
-            ("step (grey lines: epoch ends)", e.clone(), starts, true)
+            (step_desc(e.len()), e.clone(), starts, true)
         }
         None => {
             let xs: Vec<f64> = (1..=m.len()).map(|e| e as f64).collect();
             let starts = (0..m.len()).map(|e| e as f64).collect();
-            ("epoch", xs, starts, false)
+            ("epoch".to_string(), xs, starts, false)
         }
     };
     let mut charts_html = String::new();
@@ -707,10 +754,10 @@ fn retrain(a: &Artifacts, s: &Summary) -> Result<String> {
         }
         let svg = charts::line_chart(&LineChart {
             title: format!("Retraining: {what}"),
-            x_desc: x_desc.into(),
+            x_desc: x_desc.to_string(),
             y_desc: y_desc.into(),
             series,
-            guides: if curve { xs.clone() } else { Vec::new() },
+            guides: if curve { guides(&xs) } else { Vec::new() },
             y_range: acc.then_some((0.0, 100.0)),
             size: CHART,
             legend: if acc {
@@ -728,7 +775,7 @@ fn retrain(a: &Artifacts, s: &Summary) -> Result<String> {
         .collect();
     let svg = charts::line_chart(&LineChart {
         title: "Retraining: learning rate".into(),
-        x_desc: x_desc.into(),
+        x_desc: x_desc.to_string(),
         y_desc: "learning rate".into(),
         series: vec![Series {
             name: "first and last step of each epoch".into(),
@@ -736,7 +783,7 @@ fn retrain(a: &Artifacts, s: &Summary) -> Result<String> {
             style: Style::LineMarkers,
             points: lr,
         }],
-        guides: if curve { xs.clone() } else { Vec::new() },
+        guides: if curve { guides(&xs) } else { Vec::new() },
         y_range: None,
         size: CHART,
         legend: Legend::UpperRight,
@@ -759,7 +806,7 @@ fn retrain(a: &Artifacts, s: &Summary) -> Result<String> {
     );
     let _ = writeln!(o, "<div class=\"charts\">\n{charts_html}</div>");
     if let Some(t) = facts::retrain_table(a) {
-        o += &table(&t, None);
+        o += &long_table(&t, "Per-epoch figures");
     }
     Ok(o)
 }
