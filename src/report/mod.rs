@@ -60,7 +60,7 @@ pub const SUMMARY: &str = "summary.json";
 /// Version of the `summary.json` layout; bumped when a field changes meaning.
 pub const SUMMARY_VERSION: u32 = 1;
 
-/// The paths [`write`] wrote.
+/// The paths [`write()`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
     pub html: PathBuf,
@@ -68,7 +68,7 @@ pub struct Written {
     pub summary: PathBuf,
 }
 
-/// The report in memory: what [`write`] puts into the three files (`summary` serialized
+/// The report in memory: what [`write()`] puts into the three files (`summary` serialized
 /// as pretty JSON with a final newline).
 #[derive(Debug, Clone)]
 pub struct Rendered {
