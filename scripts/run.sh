@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Sets up what the default job needs on a fresh machine and runs it: the Fashion-MNIST data
 # set from Debian's dataset-fashion-mnist package, ONNX Runtime in .venv/ (pip), a release
-# build, then the default pipeline (pipelines/fashion-mnist.ron). Extra arguments go to the
-# search and train commands, e.g. --stop-after 1.
+# build, then the default pipeline (pipelines/fashion-mnist.ron) end to end with
+# `nas-pipe run`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,12 +33,8 @@ fi
 source scripts/ort-env.sh
 
 cargo build --release --locked
-# The stages in order (search and retraining resume when run again): search, retraining of
-# the derived genotype, ONNX export, validation against Candle, latency profile. They
-# become one cached `nas-pipe run` with #6.
-p=pipelines/fashion-mnist.ron
-./target/release/nas-pipe search "$p" "$@"
-./target/release/nas-pipe train "$p" "$@"
-./target/release/nas-pipe export "$p"
-./target/release/nas-pipe validate "$p"
-exec ./target/release/nas-pipe profile "$p"
+# Every stage in order, each skipped when the run folder has it done under the same spec:
+# search, derive, retrain, export, validate, profile, report. Run again after a crash and it
+# continues from the last checkpoint. Extra arguments go to `nas-pipe run` (--force,
+# --from STAGE, --only STAGE).
+exec ./target/release/nas-pipe run pipelines/fashion-mnist.ron "$@"

@@ -21,6 +21,54 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a pipeline's stages in order (search, derive, retrain, export, validate,
+    /// profile, report) in `<out>/<name>/`, skipping every stage that is done.
+    ///
+    /// A stage is done when the lock file (`nas-pipe.lock`) records it finished under the
+    /// cache key the spec gives now (a hash of its resolved spec sections, the keys of the
+    /// stages before it, nas-pipe's version and the device) and its outputs and inputs still
+    /// have their recorded hashes. Outputs a stage replaces are set aside in `stale/` and
+    /// moved back when their key comes back. A run that was killed continues from the last
+    /// checkpoint. Exits with 1 when validation misses its tolerances.
+    Run {
+        /// A pipeline file (`pipelines/*.ron`).
+        pipeline: PathBuf,
+        /// The folder run folders are written under.
+        #[arg(long, default_value = "exports", value_name = "DIR")]
+        out: PathBuf,
+        /// Run this stage and every later one, even when done (the earlier ones must be done).
+        #[arg(long, value_name = "STAGE", conflicts_with = "only")]
+        from: Option<crate::pipeline::Stage>,
+        /// Run only this stage, even when done (the stages it reads must be done).
+        #[arg(long, value_name = "STAGE")]
+        only: Option<crate::pipeline::Stage>,
+        /// Run every stage (or every selected one), even when done.
+        #[arg(long)]
+        force: bool,
+        /// The ONNX Runtime shared library (libonnxruntime.so.1.32.0)
+        #[arg(long, value_name = "PATH")]
+        ort_lib: Option<PathBuf>,
+    },
+    /// Say which stages of a pipeline's run folder are done, stale or missing, and why.
+    Status {
+        /// A pipeline file (`pipelines/*.ron`).
+        pipeline: PathBuf,
+        /// The folder run folders are written under.
+        #[arg(long, default_value = "exports", value_name = "DIR")]
+        out: PathBuf,
+        /// The ONNX Runtime shared library (its version is part of the validate and profile keys)
+        #[arg(long, value_name = "PATH")]
+        ort_lib: Option<PathBuf>,
+    },
+    /// Rebuild a run's report (`report.html`, `report.md`, `summary.json`) from the
+    /// artifacts in its run folder alone.
+    Report {
+        /// A pipeline file (`pipelines/*.ron`) or a run folder (`exports/<name>`).
+        pipeline: PathBuf,
+        /// The folder run folders are written under (for a pipeline file).
+        #[arg(long, default_value = "exports", value_name = "DIR")]
+        out: PathBuf,
+    },
     /// Validate a search space or pipeline file and print the resolved summary: ops, cells,
     /// number of architectures, parameters and multiply-adds of the weight-sharing network
     /// and their range over the discrete architectures.
@@ -276,6 +324,67 @@ fn run(cli: &Cli) -> Result<i32> {
             };
             write_out(&mut out, &text)?;
         }
+        Command::Run {
+            pipeline: file,
+            out: dir,
+            from,
+            only,
+            force,
+            ort_lib,
+        } => {
+            let p = pipeline::load(&mut sources, file)?;
+            let device = device(p.spec.device)?;
+            let run_dir = dir.join(&p.spec.name.value);
+            let opts = crate::pipeline::Options {
+                from: *from,
+                only: *only,
+                force: *force,
+                progress: true,
+                ort_lib: ort_lib.clone(),
+            };
+            let o = crate::pipeline::run(&sources, &p, &run_dir, &device, &opts)?;
+            write_out(&mut out, &run_summary(&o))?;
+            if o.validation_passed == Some(false) {
+                return Ok(exit::CHECK_FAILED);
+            }
+        }
+        Command::Status {
+            pipeline: file,
+            out: dir,
+            ort_lib,
+        } => {
+            let p = pipeline::load(&mut sources, file)?;
+            let device = device(p.spec.device)?;
+            let run_dir = dir.join(&p.spec.name.value);
+            let r = crate::pipeline::status(&sources, &p, &run_dir, &device, ort_lib.as_deref())?;
+            write_out(&mut out, &status_text(&r))?;
+        }
+        Command::Report {
+            pipeline: file,
+            out: dir,
+        } => {
+            let run_dir = if file.is_dir() {
+                file.clone()
+            } else {
+                let p = pipeline::load(&mut sources, file)?;
+                dir.join(&p.spec.name.value)
+            };
+            if !run_dir.is_dir() {
+                return Err(Error::Input(format!(
+                    "{} does not exist: run the pipeline first (`nas-pipe run`)",
+                    run_dir.display()
+                )));
+            }
+            let _busy = crate::pipeline::busy::acquire(&run_dir, "nas-pipe report")?;
+            let w = crate::report::write(&run_dir)?;
+            let text = format!(
+                "wrote {}, {} and {}\n",
+                w.html.display(),
+                w.md.display(),
+                w.summary.display()
+            );
+            write_out(&mut out, &text)?;
+        }
         Command::Search {
             pipeline: file,
             out: dir,
@@ -288,6 +397,7 @@ fn run(cli: &Cli) -> Result<i32> {
                 stop_after: *stop_after,
                 progress: true,
             };
+            let _busy = crate::pipeline::busy::acquire(&run_dir, "nas-pipe search")?;
             let outcome = crate::search::run(&p, &run_dir, &device, &opts)?;
             let done = outcome.metrics.len();
             let text = match p.spec.search.as_deref() {
@@ -300,13 +410,16 @@ fn run(cli: &Cli) -> Result<i32> {
                         run_dir.join("search").display()
                     )
                 }
-                _ => format!(
-                    "search finished: {} epochs in {:.1}s this run\ngenotype written to {}\n{}",
-                    done,
-                    outcome.seconds,
-                    run_dir.join("genotype.ron").display(),
-                    outcome.genotype.to_ron()
-                ),
+                _ => {
+                    let genotype = crate::search::derive(&p, &run_dir)?;
+                    format!(
+                        "search finished: {} epochs in {:.1}s this run\ngenotype written to {}\n{}",
+                        done,
+                        outcome.seconds,
+                        run_dir.join("genotype.ron").display(),
+                        genotype.to_ron()
+                    )
+                }
             };
             write_out(&mut out, &text)?;
         }
@@ -320,6 +433,7 @@ fn run(cli: &Cli) -> Result<i32> {
             let device = device(p.spec.device)?;
             let run_dir = dir.join(&p.spec.name.value);
             let g = crate::train::choose_genotype(&p, &run_dir, genotype.as_deref())?;
+            let _busy = crate::pipeline::busy::acquire(&run_dir, "nas-pipe train")?;
             let opts = crate::train::Options {
                 stop_after: *stop_after,
                 progress: true,
@@ -370,7 +484,8 @@ fn run(cli: &Cli) -> Result<i32> {
         } => {
             let p = pipeline::load(&mut sources, file)?;
             let run_dir = dir.join(&p.spec.name.value);
-            let (path, opts, bytes) = export_run(&p, &run_dir, weights)?;
+            let _busy = crate::pipeline::busy::acquire(&run_dir, "nas-pipe export")?;
+            let (path, opts, bytes) = crate::pipeline::stages::export(&p, &run_dir, weights)?;
             let text = format!(
                 "wrote {} ({} bytes, opset {}, BN {})\n",
                 path.display(),
@@ -392,6 +507,7 @@ fn run(cli: &Cli) -> Result<i32> {
             let p = pipeline::load(&mut sources, file)?;
             let device = device(p.spec.device)?;
             let run_dir = dir.join(&p.spec.name.value);
+            let _busy = crate::pipeline::busy::acquire(&run_dir, "nas-pipe validate")?;
             let v = crate::validate::run(&p, &run_dir, &device, ort_lib.as_deref())?;
             let text = format!(
                 "{}: {} on {} test images (ONNX Runtime {} against Candle)\n  \
@@ -427,23 +543,18 @@ fn run(cli: &Cli) -> Result<i32> {
         } => {
             // A pipeline profiles its exported model with its own plan, into its run folder.
             let is_pipeline = model.extension().is_some_and(|e| e == "ron");
-            let (onnx, plan, known, dir) = if is_pipeline {
+            let report = if is_pipeline {
                 let p = pipeline::load(&mut sources, model)?;
                 let run_dir = dir
                     .clone()
                     .unwrap_or_else(|| PathBuf::from("exports"))
                     .join(&p.spec.name.value);
-                let plan = match &p.spec.profile {
-                    Some(spec) => crate::profile::Plan::from_spec(spec),
-                    None => crate::profile::Plan::default(),
-                };
-                let card = crate::train::load_model(&run_dir.join("retrain"))
-                    .map(|t| t.card)
-                    .ok();
-                let known = crate::profile::Known {
-                    params: card.as_ref().map(|c| c.params),
-                    macs: card.as_ref().map(|c| c.macs),
-                };
+                let plan = crate::pipeline::stages::profile_plan(&p).with_overrides(
+                    batch_sizes.as_deref(),
+                    threads.as_deref(),
+                    *warmup,
+                    *runs,
+                )?;
                 let onnx = run_dir.join("model.onnx");
                 if !onnx.exists() {
                     return Err(Error::Input(format!(
@@ -451,7 +562,12 @@ fn run(cli: &Cli) -> Result<i32> {
                         onnx.display()
                     )));
                 }
-                (onnx, plan, known, run_dir)
+                // The file is checked before the library is looked for.
+                crate::runtime::model_file::read(&onnx)?;
+                let _busy = crate::pipeline::busy::acquire(&run_dir, "nas-pipe profile")?;
+                let rt = crate::runtime::load(ort_lib.as_deref())?;
+                let report = crate::pipeline::stages::profile(&run_dir, &plan, rt)?;
+                (report, run_dir)
             } else {
                 let d = match dir {
                     Some(d) => d.clone(),
@@ -460,25 +576,30 @@ fn run(cli: &Cli) -> Result<i32> {
                         .filter(|p| !p.as_os_str().is_empty())
                         .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
                 };
-                (
-                    model.clone(),
-                    crate::profile::Plan::default(),
+                let plan = crate::profile::Plan::default().with_overrides(
+                    batch_sizes.as_deref(),
+                    threads.as_deref(),
+                    *warmup,
+                    *runs,
+                )?;
+                crate::runtime::model_file::read(model)?;
+                let rt = crate::runtime::load(ort_lib.as_deref())?;
+                let report = crate::profile::run(
+                    rt,
+                    model,
+                    &plan,
                     crate::profile::Known::default(),
-                    d,
-                )
+                    |_| {},
+                )?;
+                crate::profile::write(&report, &d)?;
+                (report, d)
             };
-            let plan =
-                plan.with_overrides(batch_sizes.as_deref(), threads.as_deref(), *warmup, *runs)?;
-            // The file is checked before the library is looked for.
-            crate::runtime::model_file::read(&onnx)?;
-            let rt = crate::runtime::load(ort_lib.as_deref())?;
-            let report = crate::profile::run(rt, &onnx, &plan, known, |_| {})?;
-            let (json, md) = crate::profile::write(&report, &dir)?;
+            let (report, dir) = report;
             let text = format!(
                 "{}\nwritten to {} and {}\n",
                 crate::profile::markdown(&report),
-                json.display(),
-                md.display()
+                dir.join("profile.json").display(),
+                dir.join("profile.md").display()
             );
             write_out(&mut out, &text)?;
         }
@@ -486,67 +607,85 @@ fn run(cli: &Cli) -> Result<i32> {
     Ok(exit::OK)
 }
 
-/// `nas-pipe export`: rebuilds the retrained network of `run_dir` with `weights`, exports
-/// it with the pipeline's export options (the defaults when it has none) and writes
-/// `run_dir/model.onnx` atomically. Returns the path, the options and the file's size.
-fn export_run(
-    p: &pipeline::Resolved,
-    run_dir: &Path,
-    weights: &str,
-) -> Result<(PathBuf, crate::export::Options, usize)> {
-    let rdir = run_dir.join("retrain");
-    let opts = match p.spec.export.as_ref().map(|e| &e.value) {
-        Some(pipeline::Export::Onnx {
-            opset,
-            fold_batch_norm,
-        }) => crate::export::Options {
-            opset: opset.value,
-            fold_batch_norm: *fold_batch_norm,
-        },
-        None => crate::export::Options::default(),
-    };
-    if !rdir.join("model.ron").exists() {
-        return Err(Error::Input(format!(
-            "{} has no retrained model: run `nas-pipe train` first",
-            rdir.display()
-        )));
+/// What `nas-pipe run` did, a line per stage, and where the results are.
+fn run_summary(o: &crate::pipeline::Outcome) -> String {
+    use crate::pipeline::Action;
+    let mut t = format!("{}:\n", o.run_dir.display());
+    for (stage, action) in &o.stages {
+        let what = match action {
+            Action::Cached => "cached".to_string(),
+            Action::Restored(from) => format!("restored from {}", from.display()),
+            Action::Ran(s) => format!("ran in {s:.1}s"),
+            Action::Skipped => "not selected".to_string(),
+        };
+        t += &format!("  {:<9} {what}\n", stage.name());
     }
-    let trained = crate::train::load_model(&rdir)?;
-    let wpath = crate::train::weights_path(&rdir, weights);
-    let model = crate::model::Model::new(&trained.net, &candle_core::Device::Cpu, 0, false)
-        .map_err(|e| {
-            Error::Input(format!(
-                "building the network: {}",
-                crate::error::candle_message(&e)
-            ))
-        })?;
-    crate::train::load_weights(&model, &wpath)?;
-    // The hash the weights were trained under, else the pipeline's as it is now.
-    let spec_hash = std::fs::read_to_string(rdir.join("state.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v.get("spec_hash")?.as_str().map(String::from));
-    let spec_hash = match spec_hash {
-        Some(h) => h,
-        None => crate::train::spec_hash(p, &trained.genotype)?,
-    };
-    let meta = crate::export::Metadata {
-        spec_hash,
-        genotype: trained.genotype.to_ron(),
-        mean: trained.card.mean.clone(),
-        std: trained.card.std.clone(),
-        classes: trained.card.classes.clone(),
-    };
-    let bytes = crate::export::export(&model, &meta, &opts)?;
-    let path = run_dir.join("model.onnx");
-    crate::fsutil::write_atomic(&path, &bytes).map_err(|e| {
-        let _ = std::fs::remove_file(crate::fsutil::temp_path(&path));
-        Error::Input(format!(
-            "cannot write the ONNX model {}: {e}",
-            path.display()
-        ))
-    })?;
-    Ok((path, opts, bytes.len()))
+    for d in &o.set_aside {
+        t += &format!("previous outputs set aside in {}\n", d.display());
+    }
+    match o.validation_passed {
+        Some(true) => t += "validation passed\n",
+        Some(false) => {
+            t += &format!(
+                "validation FAILED: see {}\n",
+                o.run_dir.join("validation.json").display()
+            )
+        }
+        None => {}
+    }
+    let report = o.run_dir.join("report.html");
+    if report.exists() {
+        t += &format!("report: {}\n", report.display());
+    }
+    t
+}
+
+/// `nas-pipe status` as a table.
+fn status_text(r: &crate::pipeline::Report) -> String {
+    let mut t = format!("{}\n", r.run_dir.display());
+    if let Some(h) = &r.holder {
+        t += &format!("in use by {h}\n");
+    }
+    t += &format!(
+        "  {:<9} {:<8} {:<12} {:<20} {:>9}  {}\n",
+        "stage", "state", "key", "finished", "seconds", "why"
+    );
+    for s in &r.stages {
+        let (key, finished, seconds) = match &s.entry {
+            Some(e) => (
+                e.key.chars().take(12).collect::<String>(),
+                e.finished.clone().unwrap_or_else(|| "-".into()),
+                if e.finished.is_some() {
+                    format!("{:.1}", e.seconds)
+                } else {
+                    "-".into()
+                },
+            ),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        t += &format!(
+            "  {:<9} {:<8} {:<12} {:<20} {:>9}  {}\n",
+            s.stage.name(),
+            s.state.word(),
+            key,
+            finished,
+            seconds,
+            s.state.why()
+        );
+    }
+    if !r.stale.is_empty() {
+        let total: u64 = r.stale.iter().map(|(_, b)| b).sum();
+        t += &format!(
+            "{} set aside in {} ({} bytes; moved back when their key returns, safe to delete):\n",
+            r.stale.len(),
+            r.run_dir.join(crate::pipeline::STALE_DIR).display(),
+            show::thousands(total)
+        );
+        for (name, bytes) in &r.stale {
+            t += &format!("  {name} ({} bytes)\n", show::thousands(*bytes));
+        }
+    }
+    t
 }
 
 /// Per-class accuracy, one line each.

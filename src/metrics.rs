@@ -53,7 +53,7 @@ impl Curve {
         self.loss_sum += loss * count as f64;
         self.right += correct;
         self.images += count;
-        if self.steps % self.every == 0 {
+        if self.steps.is_multiple_of(self.every) {
             self.flush();
         }
     }

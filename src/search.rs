@@ -7,8 +7,9 @@
 //!   (`buffers.*`), architecture weights (`alphas.*`) and optimizer state (`opt.w.*`,
 //!   `opt.a.*`) after that epoch;
 //! - `search/state.json`: the spec hash, the last finished epoch and its checkpoint file,
-//!   per-epoch metrics and the op-weight history;
-//! - `genotype.ron`: the derived architecture.
+//!   per-epoch metrics (with learning curves) and the op-weight history;
+//! - `genotype.ron`: the derived architecture, written by [`derive`] once the search is
+//!   complete (the pipeline's derive stage).
 //!
 //! Every epoch's randomness derives from (seed, epoch), so a resumed search gives the same
 //! result as an uninterrupted one on CPU.
@@ -310,9 +311,6 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
         &darts.net.cell_weights().map_err(ctx("reading alphas"))?,
         &darts.net.slot_weights().map_err(ctx("reading alphas"))?,
     );
-    if state.epochs_done == epochs {
-        write_atomic(&run_dir.join("genotype.ron"), genotype.to_ron().as_bytes())?;
-    }
     Ok(Outcome {
         genotype,
         metrics: state.metrics,
@@ -365,4 +363,57 @@ fn load_checkpoint(darts: &mut Darts, path: &Path) -> Result<()> {
         .load_state(&c.group("opt.a"))
         .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
     Ok(())
+}
+
+/// The derive stage after a search: reads the architecture weights after the last epoch
+/// from `<run_dir>/search/state.json` (the search must be complete), derives the genotype
+/// with the space's rules and writes it to `<run_dir>/genotype.ron`.
+///
+/// The history holds the softmax of the weights as `f32`, which JSON stores exactly, so
+/// this derives the same genotype as the network's own weights would.
+pub fn derive(p: &Resolved, run_dir: &Path) -> Result<Genotype> {
+    let Some(Search::Darts { epochs, .. }) = p.spec.search.as_deref() else {
+        return Err(Error::Input(format!(
+            "pipeline \"{}\" has no `search` section to derive a genotype from",
+            p.spec.name.value
+        )));
+    };
+    let dir = run_dir.join("search");
+    let state = checkpoint::read_state::<State>(
+        &dir.join("state.json"),
+        &spec_hash(p)?,
+        "search",
+        &dir,
+    )?
+    .filter(|s| s.epochs_done == epochs.value as usize)
+    .ok_or_else(|| {
+        Error::Input(format!(
+            "{}: the search is not complete; run it first (`nas-pipe search` or `nas-pipe run`)",
+            dir.display()
+        ))
+    })?;
+    let last = state.history.last().ok_or_else(|| {
+        Error::Input(format!(
+            "{}: the search state has no architecture weights",
+            dir.join("state.json").display()
+        ))
+    })?;
+    let space = &p.search_space;
+    let mut cells: Vec<Option<Vec<Vec<f32>>>> = vec![None; space.cells.len()];
+    for (name, w) in &last.cells {
+        let i = space
+            .cells
+            .iter()
+            .position(|c| &c.name == name)
+            .ok_or_else(|| {
+                Error::Input(format!(
+                    "{}: cell \"{name}\" is not in the space",
+                    dir.join("state.json").display()
+                ))
+            })?;
+        cells[i] = Some(w.clone());
+    }
+    let genotype = genotype::derive(space, &cells, &last.layers);
+    write_atomic(&run_dir.join("genotype.ron"), genotype.to_ron().as_bytes())?;
+    Ok(genotype)
 }

@@ -620,7 +620,13 @@ pub fn run(
         }
     }
     let evaluation = if state.epochs_done == epochs {
-        let mut e = match final_eval {
+        // A training finished by an earlier run has its evaluation on disk already.
+        let earlier = || -> Option<Evaluation> {
+            let e: Evaluation =
+                serde_json::from_slice(&std::fs::read(dir.join("evaluation.json")).ok()?).ok()?;
+            (e.classes == classes).then_some(e)
+        };
+        let mut e = match final_eval.or_else(earlier) {
             Some(e) => e,
             None => evaluate(&trainer.model, &test_b, device, "", &classes, opts.progress)?,
         };

@@ -1,13 +1,52 @@
-//! The staged run of a pipeline (`nas-pipe run`): the stages in order, their cache keys,
-//! the run folder and its lock file, resume after a crash, and `nas-pipe status`.
+//! The staged run of a pipeline (`nas-pipe run`, `nas-pipe status`): which stages a
+//! pipeline has and in what order, their cache keys, the run folder and its lock file,
+//! resume after a crash, and setting aside the outputs a changed spec makes stale.
+//!
+//! The run folder `exports/<name>/` holds:
+//! - `pipeline.ron`: the resolved spec (every default written out) of the last run;
+//! - `nas-pipe.lock`: per stage its cache key and the hashes of its inputs and outputs
+//!   ([`lock`]);
+//! - `.nas-pipe.busy`: the lock that keeps a second process out ([`busy`]);
+//! - each stage's outputs ([`Stage::territory`]);
+//! - `stale/<stage>-<key>/`: outputs set aside when their stage had to run again (its key
+//!   changed, or it was forced), with their lock entry; a later run whose key matches one
+//!   moves it back instead of recomputing. Delete the folder freely.
+//!
+//! A stage's key hashes its resolved spec sections (and the space files it reads), the keys
+//! of the stages it depends on, nas-pipe's version and the device. A stage is skipped only
+//! when its entry is finished under the key the spec gives now and every output and every
+//! input still has its recorded hash. Search and retrain checkpoint every epoch, so a run
+//! killed in the middle continues from the last checkpoint when started again and, on CPU,
+//! ends with the same files as an uninterrupted one.
 
+pub mod busy;
 pub mod lock;
+pub mod stages;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
+use crate::spec::Sources;
+use crate::spec::pipeline::{Resolved, Search};
+use lock::{Entry, FileHash, KeyParts, Lock, Status};
+
 /// A stage of a run, in run order.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, clap::ValueEnum,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Stage {
@@ -50,10 +89,1027 @@ impl Stage {
             Stage::Report => "report",
         }
     }
+
+    /// The files and folders of the run folder the stage writes, and nothing else does.
+    pub fn territory(self) -> &'static [&'static str] {
+        match self {
+            Stage::Search => &["search"],
+            Stage::Derive => &["genotype.ron"],
+            Stage::Retrain => &["retrain"],
+            Stage::Export => &["model.onnx"],
+            Stage::Validate => &["validation.json"],
+            Stage::Profile => &["profile.json", "profile.md"],
+            Stage::Report => &["report.html", "report.md", "summary.json"],
+        }
+    }
+
+    /// Whether the stage checkpoints and continues where a killed run stopped.
+    fn resumes(self) -> bool {
+        matches!(self, Stage::Search | Stage::Retrain)
+    }
 }
 
 impl std::fmt::Display for Stage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// The resolved spec's file in the run folder.
+pub const SPEC_FILE: &str = "pipeline.ron";
+/// Where stale outputs are set aside.
+pub const STALE_DIR: &str = "stale";
+
+/// Files of the retrained model that later stages read.
+const RETRAINED: [&str; 4] = [
+    "retrain/model.ron",
+    "retrain/space.ron",
+    "retrain/genotype.ron",
+    "retrain/last.safetensors",
+];
+
+/// A stage of this pipeline with its cache key.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub stage: Stage,
+    /// The stages whose outputs this one reads.
+    pub upstream: Vec<Stage>,
+    /// Files of upstream stages it reads, relative to the run folder.
+    pub inputs: Vec<String>,
+    /// The key and its parts; `Err` says why it cannot be computed here (ONNX Runtime
+    /// missing, or an upstream key that cannot be).
+    pub key: std::result::Result<(String, KeyParts), String>,
+}
+
+/// What the ONNX Runtime stages run on: the loaded library, or why there is none.
+pub type Ort = std::result::Result<&'static crate::runtime::Runtime, String>;
+
+/// Hashes length-prefixed parts.
+fn hash_parts(parts: &[&[u8]]) -> String {
+    let mut h = blake3::Hasher::new();
+    for p in parts {
+        h.update(&(p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    h.finalize().to_hex().to_string()
+}
+
+fn ron_text<T: Serialize>(v: &T) -> Result<String> {
+    ron::to_string(v).map_err(|e| Error::Input(format!("serialising the spec: {e}")))
+}
+
+/// The name of a Candle device in keys: `cpu`, `cuda:0`.
+pub fn device_name(device: &candle_core::Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
+/// The stages pipeline `p` has, in order, with their keys. Errors (pointing into the
+/// pipeline file) when a stage lacks what it needs: retraining without an architecture,
+/// export without retraining, validation or profiling without export.
+pub fn plan(
+    sources: &Sources,
+    p: &Resolved,
+    device: &candle_core::Device,
+    ort: &Ort,
+) -> Result<Vec<Planned>> {
+    let s = &p.spec;
+    let needs = |span, what: &str| -> Error { sources.diag(span, what.to_string()).into() };
+    if let Some(r) = &s.retrain
+        && s.search.is_none()
+        && s.genotype.is_none()
+    {
+        return Err(needs(
+            r.span,
+            "the retrain stage needs an architecture: add a `search` section or a `genotype`",
+        ));
+    }
+    if let Some(e) = &s.export
+        && s.retrain.is_none()
+    {
+        return Err(needs(
+            e.span,
+            "the export stage needs a `retrain` section (it exports the retrained network)",
+        ));
+    }
+    for (span, what) in [
+        (s.validate.as_ref().map(|v| v.span), "validate"),
+        (s.profile.as_ref().map(|v| v.span), "profile"),
+    ] {
+        if let Some(span) = span
+            && s.export.is_none()
+        {
+            return Err(needs(
+                span,
+                &format!(
+                    "the {what} stage needs the exported model: add `export: Onnx()` to the pipeline"
+                ),
+            ));
+        }
+    }
+
+    let dev = device_name(device);
+    let ort_device = |profile: bool| -> std::result::Result<String, String> {
+        let rt = ort.as_ref().map_err(|e| e.clone())?;
+        Ok(if profile {
+            let m = crate::profile::Machine::current();
+            format!(
+                "onnxruntime {} on {} ({} cores)",
+                rt.version, m.cpu, m.cores
+            )
+        } else {
+            format!("{dev} + onnxruntime {}", rt.version)
+        })
+    };
+    let data = ron_text(&(&s.data, &s.normalize))?;
+    let seed = s.seed.to_le_bytes();
+    let space: Vec<&[u8]> = p.space_texts.iter().map(|t| t.as_bytes()).collect();
+    let with_space = |mut v: Vec<Vec<u8>>| -> String {
+        v.extend(space.iter().map(|t| t.to_vec()));
+        let refs: Vec<&[u8]> = v.iter().map(|x| x.as_slice()).collect();
+        hash_parts(&refs)
+    };
+
+    // (stage, upstream, inputs, spec hash, device)
+    type Row = (
+        Stage,
+        Vec<Stage>,
+        Vec<String>,
+        String,
+        std::result::Result<String, String>,
+    );
+    let mut rows: Vec<Row> = Vec::new();
+    if let Some(search) = &s.search {
+        let spec = with_space(vec![
+            b"search".to_vec(),
+            ron_text(search)?.into_bytes(),
+            data.clone().into_bytes(),
+            seed.to_vec(),
+        ]);
+        rows.push((Stage::Search, vec![], vec![], spec, Ok(dev.clone())));
+    }
+    if s.search.is_some() || s.genotype.is_some() {
+        let (upstream, inputs, spec) = match &p.genotype {
+            Some((g, _)) if s.search.is_none() => (
+                vec![],
+                vec![],
+                with_space(vec![b"fixed".to_vec(), g.to_ron().into_bytes()]),
+            ),
+            _ => (
+                vec![Stage::Search],
+                vec!["search/state.json".to_string()],
+                with_space(vec![b"from search".to_vec()]),
+            ),
+        };
+        rows.push((Stage::Derive, upstream, inputs, spec, Ok("none".into())));
+    }
+    if let Some(r) = &s.retrain {
+        let spec = with_space(vec![
+            b"retrain".to_vec(),
+            ron_text(r)?.into_bytes(),
+            data.clone().into_bytes(),
+            seed.to_vec(),
+        ]);
+        rows.push((
+            Stage::Retrain,
+            vec![Stage::Derive],
+            vec!["genotype.ron".into()],
+            spec,
+            Ok(dev.clone()),
+        ));
+    }
+    if s.export.is_some() {
+        let spec = hash_parts(&[b"export", ron_text(&s.export)?.as_bytes()]);
+        rows.push((
+            Stage::Export,
+            vec![Stage::Retrain],
+            RETRAINED.iter().map(|f| f.to_string()).collect(),
+            spec,
+            Ok("cpu".into()),
+        ));
+    }
+    if let Some(v) = &s.validate {
+        let spec = hash_parts(&[b"validate", ron_text(v)?.as_bytes(), data.as_bytes(), &seed]);
+        let mut inputs = vec!["model.onnx".to_string()];
+        inputs.extend(RETRAINED.iter().map(|f| f.to_string()));
+        rows.push((
+            Stage::Validate,
+            vec![Stage::Export],
+            inputs,
+            spec,
+            ort_device(false),
+        ));
+    }
+    if let Some(pr) = &s.profile {
+        let spec = hash_parts(&[b"profile", ron_text(pr)?.as_bytes()]);
+        rows.push((
+            Stage::Profile,
+            vec![Stage::Export],
+            vec!["model.onnx".into(), "retrain/model.ron".into()],
+            spec,
+            ort_device(true),
+        ));
+    }
+    let all: Vec<Stage> = rows.iter().map(|r| r.0).collect();
+    let spec = hash_parts(&[b"report", s.to_ron().as_bytes()]);
+    let report_inputs = crate::report::INPUTS
+        .iter()
+        .filter(|f| **f != lock::FILE)
+        .map(|f| f.to_string())
+        .collect();
+    rows.push((Stage::Report, all, report_inputs, spec, Ok("none".into())));
+
+    let mut keys: BTreeMap<Stage, std::result::Result<String, String>> = BTreeMap::new();
+    let mut planned = Vec::new();
+    for (stage, upstream, inputs, spec, device) in rows {
+        let key = (|| {
+            let device = device.map_err(|e| {
+                // The loader's first attempt, e.g. "--ort-lib (/x.so): no such file".
+                let tried = e.lines().nth(1).map_or("", str::trim);
+                format!("its key names the ONNX Runtime version, and none loads: {tried}")
+            })?;
+            let mut up = BTreeMap::new();
+            for u in &upstream {
+                match &keys[u] {
+                    Ok(k) => {
+                        up.insert(u.name().to_string(), k.clone());
+                    }
+                    Err(_) => return Err(format!("its key includes {u}'s, which is unknown")),
+                }
+            }
+            let parts = KeyParts {
+                spec,
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                device,
+                upstream: up,
+            };
+            Ok((key_of(stage, &parts), parts))
+        })();
+        keys.insert(
+            stage,
+            key.as_ref().map(|k| k.0.clone()).map_err(Clone::clone),
+        );
+        planned.push(Planned {
+            stage,
+            upstream,
+            inputs,
+            key,
+        });
+    }
+    Ok(planned)
+}
+
+/// A stage's cache key from its parts.
+pub fn key_of(stage: Stage, parts: &KeyParts) -> String {
+    let mut v: Vec<&[u8]> = vec![
+        b"nas-pipe stage key 1",
+        stage.name().as_bytes(),
+        parts.spec.as_bytes(),
+        parts.version.as_bytes(),
+        parts.device.as_bytes(),
+    ];
+    for (k, u) in &parts.upstream {
+        v.push(k.as_bytes());
+        v.push(u.as_bytes());
+    }
+    hash_parts(&v)
+}
+
+/// Where a stage stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// Finished under the current key, outputs and inputs as recorded: skipped.
+    Done,
+    /// Never run (or run only by a single-stage command, outside the lock).
+    Missing(String),
+    /// Must run again; why.
+    Stale(String),
+    /// The key cannot be computed here; why.
+    Unknown(String),
+}
+
+impl State {
+    pub fn word(&self) -> &'static str {
+        match self {
+            State::Done => "done",
+            State::Missing(_) => "missing",
+            State::Stale(_) => "stale",
+            State::Unknown(_) => "unknown",
+        }
+    }
+
+    pub fn why(&self) -> &str {
+        match self {
+            State::Done => "",
+            State::Missing(w) | State::Stale(w) | State::Unknown(w) => w,
+        }
+    }
+}
+
+/// The hash of every file of `files` (relative to `run_dir`) that exists.
+fn hash_files(run_dir: &Path, files: &[String]) -> Result<BTreeMap<String, FileHash>> {
+    let mut out = BTreeMap::new();
+    for f in files {
+        if let Some(h) = FileHash::of(&run_dir.join(f))? {
+            out.insert(f.clone(), h);
+        }
+    }
+    Ok(out)
+}
+
+/// Files under the stage's territory, relative to `run_dir`, temp files left out.
+fn territory_files(run_dir: &Path, stage: Stage) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for t in stage.territory() {
+        walk(run_dir, Path::new(t), &mut out)?;
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn walk(root: &Path, rel: &Path, out: &mut Vec<String>) -> Result<()> {
+    let path = root.join(rel);
+    let meta = match std::fs::symlink_metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => return Err(Error::Io { path, source }),
+    };
+    if meta.is_dir() {
+        let rd = std::fs::read_dir(&path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        for e in rd {
+            let e = e.map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?;
+            walk(root, &rel.join(e.file_name()), out)?;
+        }
+    } else if !is_temp(rel) {
+        out.push(rel.to_string_lossy().replace('\\', "/"));
+    }
+    Ok(())
+}
+
+/// `write_atomic`'s temp files: `<name>.tmp<pid>`.
+fn is_temp(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.rsplit_once(".tmp"))
+        .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Why `entry` was made under other parts than `now`.
+fn key_change(entry: &Entry, now: &KeyParts, stage: Stage) -> String {
+    let was = &entry.parts;
+    let mut why = Vec::new();
+    if was.spec != now.spec {
+        why.push(match stage {
+            Stage::Search => {
+                "the search spec (search, data, normalize, seed or the space) changed".to_string()
+            }
+            Stage::Derive => "the genotype or the space changed".into(),
+            Stage::Retrain => {
+                "the retrain spec (retrain, data, normalize, seed or the space) changed".into()
+            }
+            Stage::Export => "the export section changed".into(),
+            Stage::Validate => "the validate section (or the data) changed".into(),
+            Stage::Profile => "the profile section changed".into(),
+            Stage::Report => "the resolved spec changed".into(),
+        });
+    }
+    if was.version != now.version {
+        why.push(format!("nas-pipe {} → {}", was.version, now.version));
+    }
+    if was.device != now.device {
+        why.push(format!("device {} → {}", was.device, now.device));
+    }
+    let changed: Vec<&str> = now
+        .upstream
+        .iter()
+        .filter(|(k, v)| was.upstream.get(*k) != Some(v))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    if !changed.is_empty() {
+        why.push(format!("{} changed", changed.join(", ")));
+    }
+    if why.is_empty() {
+        "its key changed".into()
+    } else {
+        why.join("; ")
+    }
+}
+
+/// Epochs finished and planned, from a search or retrain state file, for messages.
+fn progress_of(run_dir: &Path, stage: Stage) -> Option<usize> {
+    let file = match stage {
+        Stage::Search => "search/state.json",
+        Stage::Retrain => "retrain/state.json",
+        _ => return None,
+    };
+    let text = std::fs::read_to_string(run_dir.join(file)).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v.get("epochs_done")?.as_u64().map(|n| n as usize)
+}
+
+/// Where `planned` stands, given the lock and the files of the run folder.
+pub fn assess(run_dir: &Path, lock: &Lock, planned: &Planned) -> Result<State> {
+    let (key, parts) = match &planned.key {
+        Ok(k) => k,
+        Err(why) => return Ok(State::Unknown(why.clone())),
+    };
+    let Some(entry) = lock.get(planned.stage) else {
+        return Ok(State::Missing("not run yet".into()));
+    };
+    if &entry.key != key {
+        return Ok(State::Stale(key_change(entry, parts, planned.stage)));
+    }
+    if entry.status == Status::Running {
+        let how = match (planned.stage.resumes(), progress_of(run_dir, planned.stage)) {
+            (true, Some(n)) if n > 0 => {
+                format!("interrupted after epoch {n}; the next run continues from that checkpoint")
+            }
+            (true, _) => "interrupted before its first checkpoint".into(),
+            (false, _) => "interrupted; the next run does it again".into(),
+        };
+        return Ok(State::Stale(format!("started {} and {how}", entry.started)));
+    }
+    for (f, h) in &entry.outputs {
+        match FileHash::of(&run_dir.join(f))? {
+            None => return Ok(State::Stale(format!("output {f} is missing"))),
+            Some(now) if &now != h => {
+                return Ok(State::Stale(format!(
+                    "output {f} changed after the stage wrote it"
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    for (f, h) in &entry.inputs {
+        match FileHash::of(&run_dir.join(f))? {
+            None => return Ok(State::Stale(format!("input {f} is missing"))),
+            Some(now) if &now != h => {
+                return Ok(State::Stale(format!(
+                    "input {f} changed since the stage read it"
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(State::Done)
+}
+
+/// Options of `nas-pipe run` that are not part of the spec.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Run this stage and every later one, whatever the cache says.
+    pub from: Option<Stage>,
+    /// Run only this stage, whatever the cache says (its upstream must be done).
+    pub only: Option<Stage>,
+    /// Run every stage, whatever the cache says.
+    pub force: bool,
+    /// Draw progress bars.
+    pub progress: bool,
+    /// The ONNX Runtime library (`--ort-lib`).
+    pub ort_lib: Option<PathBuf>,
+}
+
+/// What a run did with a stage.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Done already: skipped.
+    Cached,
+    /// Its outputs were moved back from `stale/`.
+    Restored(PathBuf),
+    /// Computed (resumed from a checkpoint when one was there), in seconds.
+    Ran(f64),
+    /// Not selected by `--only` / `--from`.
+    Skipped,
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub run_dir: PathBuf,
+    pub stages: Vec<(Stage, Action)>,
+    /// Outputs set aside under `stale/` in this run.
+    pub set_aside: Vec<PathBuf>,
+    /// The validation verdict, when the pipeline validates (`false`: tolerances missed).
+    pub validation_passed: Option<bool>,
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+fn short(key: &str) -> &str {
+    &key[..key.len().min(12)]
+}
+
+/// Runs pipeline `p` in `run_dir`: every stage that is not done, in order.
+pub fn run(
+    sources: &Sources,
+    p: &Resolved,
+    run_dir: &Path,
+    device: &candle_core::Device,
+    opts: &Options,
+) -> Result<Outcome> {
+    let needs_ort = p.spec.validate.is_some() || p.spec.profile.is_some();
+    let ort: Ort = if needs_ort {
+        crate::runtime::load(opts.ort_lib.as_deref()).map_err(|e| e.to_string())
+    } else {
+        Err("the pipeline has no validate or profile stage".into())
+    };
+    let planned = plan(sources, p, device, &ort)?;
+    if needs_ort && let Err(e) = &ort {
+        return Err(Error::Runtime(format!(
+            "{e}\nthe pipeline's validate and profile stages need ONNX Runtime; nothing was run"
+        )));
+    }
+    for sel in [opts.only, opts.from].into_iter().flatten() {
+        if !planned.iter().any(|s| s.stage == sel) {
+            return Err(Error::Input(format!(
+                "pipeline \"{}\" has no {sel} stage; its stages are {}",
+                p.spec.name.value,
+                planned
+                    .iter()
+                    .map(|s| s.stage.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    if opts.only.is_some() || opts.from.is_some() {
+        let lock = Lock::read(run_dir, &p.spec.name.value)?;
+        for st in &planned {
+            check_selected_inputs(run_dir, &lock, &planned, st, opts)?;
+        }
+    }
+    // Everything above is checked before the folder is touched.
+    let _busy = busy::acquire(run_dir, &format!("nas-pipe run {}", p.spec.name.value))?;
+    remove_temp_files(run_dir)?;
+    let mut lock = Lock::read(run_dir, &p.spec.name.value)?;
+    crate::fsutil::write_atomic(
+        &run_dir.join(SPEC_FILE),
+        format!("{}\n", p.spec.to_ron()).as_bytes(),
+    )?;
+
+    let mut outcome = Outcome {
+        run_dir: run_dir.to_path_buf(),
+        stages: Vec::new(),
+        set_aside: Vec::new(),
+        validation_passed: None,
+    };
+    let total = planned.len();
+    for (i, st) in planned.iter().enumerate() {
+        let stage = st.stage;
+        let forced =
+            opts.force || opts.only == Some(stage) || opts.from.is_some_and(|f| stage >= f);
+        let selected = match (opts.only, opts.from) {
+            (Some(o), _) => stage == o,
+            (None, Some(f)) => stage >= f,
+            (None, None) => true,
+        };
+        let state = assess(run_dir, &lock, st)?;
+        let (key, parts) = st.key.clone().map_err(Error::Runtime)?;
+        if !selected {
+            check_selected_inputs(run_dir, &lock, &planned, st, opts)?;
+            outcome.stages.push((stage, Action::Skipped));
+            continue;
+        }
+        let head = format!("[{}/{total}] {stage}", i + 1);
+        if state == State::Done && !forced {
+            eprintln!("{head}: cached (key {})", short(&key));
+            outcome.stages.push((stage, Action::Cached));
+            note_validation(run_dir, stage, &mut outcome);
+            continue;
+        }
+        // Set aside what is there when it was made under another key, or when forced.
+        let entry = lock.get(stage).cloned();
+        let resumable = entry
+            .as_ref()
+            .is_some_and(|e| e.key == key && e.status == Status::Running);
+        let set_aside = match &entry {
+            Some(e) if forced || !resumable => set_aside(run_dir, stage, Some(e))?,
+            None if forced => set_aside(run_dir, stage, None)?,
+            _ => None,
+        };
+        if set_aside.is_some() {
+            lock.remove(stage);
+        }
+        if !forced
+            && !resumable
+            && let Some((restored, from)) = restore(run_dir, stage, &key, &st.inputs)?
+        {
+            eprintln!(
+                "{head}: restored from {} (made under this key before)",
+                from.display()
+            );
+            outcome.set_aside.extend(set_aside);
+            let mut e = restored;
+            e.note = Some(format!("restored from {}", from.display()));
+            lock.set(e);
+            lock.write(run_dir)?;
+            outcome.stages.push((stage, Action::Restored(from)));
+            note_validation(run_dir, stage, &mut outcome);
+            continue;
+        }
+        let why = if forced && state == State::Done {
+            "forced".to_string()
+        } else {
+            state.why().to_string()
+        };
+        eprintln!("{head}: running (key {}): {why}", short(&key));
+        let started = match &entry {
+            Some(e) if resumable => e.started.clone(),
+            _ => now(),
+        };
+        lock.set(Entry {
+            stage,
+            key: key.clone(),
+            parts: parts.clone(),
+            status: Status::Running,
+            started: started.clone(),
+            finished: None,
+            seconds: 0.0,
+            inputs: BTreeMap::new(),
+            outputs: BTreeMap::new(),
+            note: None,
+        });
+        lock.write(run_dir)?;
+        let t0 = Instant::now();
+        execute(stage, p, run_dir, device, &ort, opts)?;
+        let seconds = t0.elapsed().as_secs_f64();
+        let outputs = hash_files(run_dir, &territory_files(run_dir, stage)?)?;
+        let inputs = hash_files(run_dir, &st.inputs)?;
+        // Outputs set aside that came out the same again are not worth keeping.
+        if let Some(d) = set_aside {
+            if entry
+                .as_ref()
+                .is_some_and(|e| e.status == Status::Done && e.outputs == outputs)
+            {
+                std::fs::remove_dir_all(&d).map_err(|source| Error::Io { path: d, source })?;
+            } else {
+                eprintln!("{head}: the previous outputs are kept in {}", d.display());
+                outcome.set_aside.push(d);
+            }
+        }
+        lock.set(Entry {
+            stage,
+            key,
+            parts,
+            status: Status::Done,
+            started,
+            finished: Some(now()),
+            seconds,
+            inputs,
+            outputs,
+            note: None,
+        });
+        lock.write(run_dir)?;
+        eprintln!("{head}: done in {seconds:.1}s");
+        outcome.stages.push((stage, Action::Ran(seconds)));
+        note_validation(run_dir, stage, &mut outcome);
+    }
+    Ok(outcome)
+}
+
+/// With `--only` or `--from`, a stage that is not selected but whose outputs the selected
+/// ones read must be done.
+fn check_selected_inputs(
+    run_dir: &Path,
+    lock: &Lock,
+    planned: &[Planned],
+    st: &Planned,
+    opts: &Options,
+) -> Result<()> {
+    let needed = match (opts.only, opts.from) {
+        (Some(o), _) => upstream_of(planned, o).contains(&st.stage),
+        (None, Some(f)) => st.stage < f,
+        (None, None) => false,
+    };
+    if !needed {
+        return Ok(());
+    }
+    let state = assess(run_dir, lock, st)?;
+    if state == State::Done {
+        return Ok(());
+    }
+    let flag = if opts.only.is_some() {
+        "--only"
+    } else {
+        "--from"
+    };
+    Err(Error::Input(format!(
+        "{} is {} ({}), and the stages {flag} selects need its outputs; run without {flag} first",
+        st.stage,
+        state.word(),
+        state.why()
+    )))
+}
+
+/// Every stage `stage` reads from, directly or not.
+fn upstream_of(planned: &[Planned], stage: Stage) -> std::collections::BTreeSet<Stage> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut todo = vec![stage];
+    while let Some(s) = todo.pop() {
+        if let Some(p) = planned.iter().find(|p| p.stage == s) {
+            for &u in &p.upstream {
+                if out.insert(u) {
+                    todo.push(u);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn note_validation(run_dir: &Path, stage: Stage, outcome: &mut Outcome) {
+    if stage != Stage::Validate {
+        return;
+    }
+    outcome.validation_passed = std::fs::read(run_dir.join("validation.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<crate::validate::Validation>(&b).ok())
+        .map(|v| v.passed);
+}
+
+/// Does the work of one stage.
+fn execute(
+    stage: Stage,
+    p: &Resolved,
+    run_dir: &Path,
+    device: &candle_core::Device,
+    ort: &Ort,
+    opts: &Options,
+) -> Result<()> {
+    let rt = || ort.as_ref().map_err(|e| Error::Runtime(e.clone())).copied();
+    match stage {
+        Stage::Search => {
+            let o = crate::search::Options {
+                stop_after: None,
+                progress: opts.progress,
+            };
+            crate::search::run(p, run_dir, device, &o)?;
+        }
+        Stage::Derive => {
+            if matches!(p.spec.search.as_deref(), Some(Search::Darts { .. })) {
+                crate::search::derive(p, run_dir)?;
+            } else {
+                stages::derive_fixed(p, run_dir)?;
+            }
+        }
+        Stage::Retrain => {
+            let g = run_dir.join("genotype.ron");
+            let g = crate::train::choose_genotype(p, run_dir, Some(&g.display().to_string()))?;
+            let o = crate::train::Options {
+                stop_after: None,
+                progress: opts.progress,
+            };
+            crate::train::run(p, run_dir, device, &g, &o)?;
+        }
+        Stage::Export => {
+            stages::export(p, run_dir, "last.safetensors")?;
+        }
+        Stage::Validate => {
+            crate::validate::run(p, run_dir, device, Some(&rt()?.path))?;
+        }
+        Stage::Profile => {
+            stages::profile(run_dir, &stages::profile_plan(p), rt()?)?;
+        }
+        Stage::Report => {
+            crate::report::write(run_dir)?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes the temp files a killed process left (the caller holds the run folder).
+fn remove_temp_files(run_dir: &Path) -> Result<()> {
+    fn visit(dir: &Path) -> Result<()> {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return Ok(());
+        };
+        for e in rd.flatten() {
+            let path = e.path();
+            if e.file_name() == STALE_DIR {
+                continue;
+            }
+            if path.is_dir() {
+                visit(&path)?;
+            } else if is_temp(&path) {
+                std::fs::remove_file(&path).map_err(|source| Error::Io { path, source })?;
+            }
+        }
+        Ok(())
+    }
+    visit(run_dir)
+}
+
+/// Moves the stage's outputs into a new `stale/<stage>-<key>/` (`untracked` when no lock
+/// entry describes them) with `entry.json`; `None` when there is nothing to move.
+fn set_aside(run_dir: &Path, stage: Stage, entry: Option<&Entry>) -> Result<Option<PathBuf>> {
+    let present: Vec<&str> = stage
+        .territory()
+        .iter()
+        .copied()
+        .filter(|t| run_dir.join(t).exists())
+        .collect();
+    if present.is_empty() {
+        return Ok(None);
+    }
+    let base = match entry {
+        Some(e) => format!("{stage}-{}", short(&e.key)),
+        None => format!("{stage}-untracked"),
+    };
+    let stale = run_dir.join(STALE_DIR);
+    let mut dir = stale.join(&base);
+    let mut n = 2;
+    while dir.exists() {
+        dir = stale.join(format!("{base}-{n}"));
+        n += 1;
+    }
+    std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    if let Some(e) = entry {
+        crate::checkpoint::write_json(&dir.join("entry.json"), e)?;
+    }
+    for t in present {
+        let to = dir.join(t);
+        std::fs::rename(run_dir.join(t), &to).map_err(|source| Error::Io { path: to, source })?;
+    }
+    Ok(Some(dir))
+}
+
+/// Looks in `stale/` for the stage's outputs made under `key`, finished, intact, and made
+/// from the inputs the run folder holds now; moves them back and returns their entry.
+fn restore(
+    run_dir: &Path,
+    stage: Stage,
+    key: &str,
+    inputs: &[String],
+) -> Result<Option<(Entry, PathBuf)>> {
+    let stale = run_dir.join(STALE_DIR);
+    let Ok(rd) = std::fs::read_dir(&stale) else {
+        return Ok(None);
+    };
+    let prefix = format!("{stage}-{}", short(key));
+    let mut dirs: Vec<PathBuf> = rd
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    'dirs: for dir in dirs {
+        let Ok(bytes) = std::fs::read(dir.join("entry.json")) else {
+            continue;
+        };
+        let Ok(entry) = serde_json::from_slice::<Entry>(&bytes) else {
+            continue;
+        };
+        if entry.key != key || entry.stage != stage || entry.status != Status::Done {
+            continue;
+        }
+        for (f, h) in &entry.outputs {
+            if FileHash::of(&dir.join(f))?.as_ref() != Some(h) {
+                continue 'dirs;
+            }
+        }
+        let now = hash_files(run_dir, inputs)?;
+        if now != entry.inputs {
+            continue;
+        }
+        for t in stage.territory() {
+            let from = dir.join(t);
+            if from.exists() {
+                let to = run_dir.join(t);
+                std::fs::rename(&from, &to).map_err(|source| Error::Io { path: to, source })?;
+            }
+        }
+        let _ = std::fs::remove_file(dir.join("entry.json"));
+        let _ = std::fs::remove_dir_all(&dir);
+        return Ok(Some((entry, dir)));
+    }
+    Ok(None)
+}
+
+/// One line of `nas-pipe status`.
+#[derive(Debug, Clone)]
+pub struct StageStatus {
+    pub stage: Stage,
+    pub state: State,
+    pub entry: Option<Entry>,
+}
+
+/// `nas-pipe status`: where every stage of `p` stands in `run_dir`, who holds the folder,
+/// and what `stale/` keeps.
+pub struct Report {
+    pub run_dir: PathBuf,
+    pub stages: Vec<StageStatus>,
+    pub holder: Option<String>,
+    /// Folders under `stale/` and their sizes in bytes.
+    pub stale: Vec<(String, u64)>,
+}
+
+/// Assesses every stage of `p` without changing anything.
+pub fn status(
+    sources: &Sources,
+    p: &Resolved,
+    run_dir: &Path,
+    device: &candle_core::Device,
+    ort_lib: Option<&Path>,
+) -> Result<Report> {
+    let ort: Ort = if p.spec.validate.is_some() || p.spec.profile.is_some() {
+        crate::runtime::load(ort_lib).map_err(|e| e.to_string())
+    } else {
+        Err("not needed".into())
+    };
+    let planned = plan(sources, p, device, &ort)?;
+    let lock = Lock::read(run_dir, &p.spec.name.value)?;
+    let mut stages = Vec::new();
+    let mut blocked: Option<Stage> = None;
+    for st in &planned {
+        let mut state = assess(run_dir, &lock, st)?;
+        if state == State::Done
+            && let Some(b) = st.upstream.iter().find(|u| {
+                stages
+                    .iter()
+                    .any(|s: &StageStatus| s.stage == **u && s.state != State::Done)
+            })
+        {
+            state = State::Stale(format!("{b} runs first; reruns if {b}'s outputs change"));
+        }
+        if state != State::Done && blocked.is_none() {
+            blocked = Some(st.stage);
+        }
+        stages.push(StageStatus {
+            stage: st.stage,
+            state,
+            entry: lock.get(st.stage).cloned(),
+        });
+    }
+    let mut stale = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(run_dir.join(STALE_DIR)) {
+        for e in rd.flatten() {
+            stale.push((
+                e.file_name().to_string_lossy().into_owned(),
+                size_of(&e.path()),
+            ));
+        }
+    }
+    stale.sort();
+    Ok(Report {
+        run_dir: run_dir.to_path_buf(),
+        stages,
+        holder: busy::holder(run_dir),
+        stale,
+    })
+}
+
+fn size_of(path: &Path) -> u64 {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::read_dir(path)
+            .map(|rd| rd.flatten().map(|e| size_of(&e.path())).sum())
+            .unwrap_or(0),
+        Ok(m) => m.len(),
+        Err(_) => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_files_are_recognised() {
+        assert!(is_temp(Path::new("retrain/last.safetensors.tmp1234")));
+        assert!(!is_temp(Path::new("retrain/last.safetensors")));
+        assert!(!is_temp(Path::new("a.tmp")));
+        assert!(!is_temp(Path::new("a.tmpx1")));
+    }
+
+    #[test]
+    fn keys_change_with_each_part() {
+        let parts = KeyParts {
+            spec: "s".into(),
+            version: "0.1.0".into(),
+            device: "cpu".into(),
+            upstream: BTreeMap::from([("derive".to_string(), "k".to_string())]),
+        };
+        let k = key_of(Stage::Retrain, &parts);
+        assert_ne!(k, key_of(Stage::Export, &parts));
+        let mut other = parts.clone();
+        other.device = "cuda:0".into();
+        assert_ne!(k, key_of(Stage::Retrain, &other));
+        let mut other = parts.clone();
+        other.upstream.insert("derive".into(), "k2".into());
+        assert_ne!(k, key_of(Stage::Retrain, &other));
+        assert_eq!(k, key_of(Stage::Retrain, &parts.clone()));
     }
 }
