@@ -633,7 +633,28 @@ fn run_summary(o: &crate::pipeline::Outcome) -> String {
         }
         None => {}
     }
-    let report = o.run_dir.join("report.html");
+    let summary = std::fs::read(o.run_dir.join(crate::report::SUMMARY))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<crate::report::Summary>(&b).ok());
+    if let Some(h) = summary.map(|s| s.headline) {
+        let mut facts = Vec::new();
+        if let Some(a) = h.test_accuracy {
+            facts.push(format!("test accuracy {:.2}%", 100.0 * a));
+        }
+        if let Some(l) = h.latency_p50_ms_batch1 {
+            facts.push(format!("batch-1 p50 latency {l:.3} ms"));
+        }
+        if let Some(n) = h.params {
+            facts.push(format!("{} params", show::thousands(n)));
+        }
+        if let Some(n) = h.macs {
+            facts.push(format!("{} MACs per image", show::thousands(n)));
+        }
+        if !facts.is_empty() {
+            t += &format!("{}\n", facts.join(", "));
+        }
+    }
+    let report = o.run_dir.join(crate::report::HTML);
     if report.exists() {
         t += &format!("report: {}\n", report.display());
     }

@@ -25,7 +25,11 @@ pub struct Validation {
     pub weights: String,
     /// Test images compared (the first of the test set).
     pub samples: usize,
+    /// Absolute logit differences; `null` in the file when not finite (a runtime gave NaN
+    /// or infinite logits), read back as infinity.
+    #[serde(with = "finite_or_null")]
     pub max_abs_diff: f64,
+    #[serde(with = "finite_or_null")]
     pub mean_abs_diff: f64,
     /// Fraction of images whose top-1 class is the same in both.
     pub top1_agreement: f64,
@@ -36,6 +40,24 @@ pub struct Validation {
     pub min_top1_agreement: f64,
     pub passed: bool,
     pub ort_version: String,
+}
+
+/// JSON has no infinity or NaN: such a value is written as `null` and read back as
+/// infinity (a difference too large to state, which fails any tolerance).
+mod finite_or_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else {
+            s.serialize_none()
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
+    }
 }
 
 /// Compares `onnx` with the weights `weights` of the model in `retrain_dir` on the first
@@ -109,7 +131,8 @@ pub fn compare(
             let other = &theirs.data[i * classes..(i + 1) * classes];
             for (a, b) in row.iter().zip(other) {
                 let d = (*a as f64 - *b as f64).abs();
-                max = max.max(if d.is_nan() { f64::INFINITY } else { d });
+                let d = if d.is_nan() { f64::INFINITY } else { d };
+                max = max.max(d);
                 sum += d;
                 count += 1;
             }
@@ -176,4 +199,40 @@ fn argmax(xs: &[f32]) -> usize {
 
 fn candle(what: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
     move |e| Error::Input(format!("{what}: {}", crate::error::candle_message(&e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_finite_differences_survive_the_json() {
+        let v = Validation {
+            model: "m.onnx".into(),
+            weights: "w".into(),
+            samples: 2,
+            max_abs_diff: f64::INFINITY,
+            mean_abs_diff: f64::NAN,
+            top1_agreement: 0.5,
+            ort_accuracy: 0.5,
+            candle_accuracy: 0.5,
+            max_abs_diff_allowed: 1e-4,
+            min_top1_agreement: 0.999,
+            passed: false,
+            ort_version: "1.32.0".into(),
+        };
+        let text = serde_json::to_string(&v).unwrap();
+        assert!(text.contains("\"max_abs_diff\":null"), "{text}");
+        let back: Validation = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.max_abs_diff, f64::INFINITY);
+        assert_eq!(back.mean_abs_diff, f64::INFINITY);
+        let fine = Validation {
+            max_abs_diff: 2.5e-7,
+            mean_abs_diff: 1e-8,
+            ..v
+        };
+        let back: Validation =
+            serde_json::from_str(&serde_json::to_string(&fine).unwrap()).unwrap();
+        assert_eq!(back, fine);
+    }
 }

@@ -2500,7 +2500,7 @@ fn write_runner_files(pipeline_file: &Path, run: &Path) {
             stage,
             key: format!("key-{k}"),
             parts: KeyParts {
-                spec: "spec".into(),
+                sections: [("spec".to_string(), "h".to_string())].into(),
                 version: "0.1.0".into(),
                 device: device.into(),
                 upstream: Default::default(),
@@ -3528,7 +3528,7 @@ fn editing_retrain_reruns_retrain_and_later_stages_only() {
     assert_eq!(state_of(&st, "search"), "done", "{st}");
     assert_eq!(state_of(&st, "derive"), "done", "{st}");
     assert_eq!(state_of(&st, "retrain"), "stale", "{st}");
-    assert!(st.contains("the retrain spec"), "{st}");
+    assert!(st.contains("the retrain section changed"), "{st}");
     assert_eq!(state_of(&st, "export"), "stale", "{st}");
 
     let second = run_ok(&mut run_cmd(&p, &out));

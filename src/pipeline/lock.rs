@@ -63,8 +63,11 @@ pub struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyParts {
-    /// Hash of the stage's resolved spec sections (and of the space files it reads).
-    pub spec: String,
+    /// Hash of each resolved spec section the stage reads, by name: `search`, `retrain`,
+    /// `export`, `validate`, `profile`, `data` (data set and normalisation), `seed`, `space`
+    /// (the text of the space files), `genotype` (a fixed one), `spec` (the whole resolved
+    /// spec, for the report).
+    pub sections: BTreeMap<String, String>,
     /// nas-pipe's version.
     pub version: String,
     /// Where the stage computes: `cpu`, `cuda:0`, or for ONNX Runtime stages

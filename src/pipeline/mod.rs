@@ -224,107 +224,122 @@ pub fn plan(
             format!("{dev} + onnxruntime {}", rt.version)
         })
     };
-    let data = ron_text(&(&s.data, &s.normalize))?;
-    let seed = s.seed.to_le_bytes();
-    let space: Vec<&[u8]> = p.space_texts.iter().map(|t| t.as_bytes()).collect();
-    let with_space = |mut v: Vec<Vec<u8>>| -> String {
-        v.extend(space.iter().map(|t| t.to_vec()));
-        let refs: Vec<&[u8]> = v.iter().map(|x| x.as_slice()).collect();
-        hash_parts(&refs)
+    let h = |parts: &[&[u8]]| hash_parts(parts);
+    let data = h(&[ron_text(&(&s.data, &s.normalize))?.as_bytes()]);
+    let seed = h(&[&s.seed.to_le_bytes()]);
+    let space = {
+        let texts: Vec<&[u8]> = p.space_texts.iter().map(|t| t.as_bytes()).collect();
+        hash_parts(&texts)
+    };
+    let sections = |v: &[(&str, &String)]| -> BTreeMap<String, String> {
+        v.iter()
+            .map(|(k, x)| (k.to_string(), (*x).clone()))
+            .collect()
     };
 
-    // (stage, upstream, inputs, spec hash, device)
+    // (stage, upstream, inputs, section hashes, device)
     type Row = (
         Stage,
         Vec<Stage>,
         Vec<String>,
-        String,
+        BTreeMap<String, String>,
         std::result::Result<String, String>,
     );
     let mut rows: Vec<Row> = Vec::new();
     if let Some(search) = &s.search {
-        let spec = with_space(vec![
-            b"search".to_vec(),
-            ron_text(search)?.into_bytes(),
-            data.clone().into_bytes(),
-            seed.to_vec(),
+        let own = h(&[ron_text(search)?.as_bytes()]);
+        let sec = sections(&[
+            ("search", &own),
+            ("data", &data),
+            ("seed", &seed),
+            ("space", &space),
         ]);
-        rows.push((Stage::Search, vec![], vec![], spec, Ok(dev.clone())));
+        rows.push((Stage::Search, vec![], vec![], sec, Ok(dev.clone())));
     }
     if s.search.is_some() || s.genotype.is_some() {
-        let (upstream, inputs, spec) = match &p.genotype {
-            Some((g, _)) if s.search.is_none() => (
-                vec![],
-                vec![],
-                with_space(vec![b"fixed".to_vec(), g.to_ron().into_bytes()]),
-            ),
+        let (upstream, inputs, sec) = match &p.genotype {
+            Some((g, _)) if s.search.is_none() => {
+                let g = h(&[g.to_ron().as_bytes()]);
+                (
+                    vec![],
+                    vec![],
+                    sections(&[("genotype", &g), ("space", &space)]),
+                )
+            }
             _ => (
                 vec![Stage::Search],
                 vec!["search/state.json".to_string()],
-                with_space(vec![b"from search".to_vec()]),
+                sections(&[("space", &space)]),
             ),
         };
-        rows.push((Stage::Derive, upstream, inputs, spec, Ok("none".into())));
+        rows.push((Stage::Derive, upstream, inputs, sec, Ok("none".into())));
     }
     if let Some(r) = &s.retrain {
-        let spec = with_space(vec![
-            b"retrain".to_vec(),
-            ron_text(r)?.into_bytes(),
-            data.clone().into_bytes(),
-            seed.to_vec(),
+        let own = h(&[ron_text(r)?.as_bytes()]);
+        let sec = sections(&[
+            ("retrain", &own),
+            ("data", &data),
+            ("seed", &seed),
+            ("space", &space),
         ]);
         rows.push((
             Stage::Retrain,
             vec![Stage::Derive],
             vec!["genotype.ron".into()],
-            spec,
+            sec,
             Ok(dev.clone()),
         ));
     }
     if s.export.is_some() {
-        let spec = hash_parts(&[b"export", ron_text(&s.export)?.as_bytes()]);
+        let own = h(&[ron_text(&s.export)?.as_bytes()]);
         rows.push((
             Stage::Export,
             vec![Stage::Retrain],
             RETRAINED.iter().map(|f| f.to_string()).collect(),
-            spec,
+            sections(&[("export", &own)]),
             Ok("cpu".into()),
         ));
     }
     if let Some(v) = &s.validate {
-        let spec = hash_parts(&[b"validate", ron_text(v)?.as_bytes(), data.as_bytes(), &seed]);
+        let own = h(&[ron_text(v)?.as_bytes()]);
         let mut inputs = vec!["model.onnx".to_string()];
         inputs.extend(RETRAINED.iter().map(|f| f.to_string()));
         rows.push((
             Stage::Validate,
             vec![Stage::Export],
             inputs,
-            spec,
+            sections(&[("validate", &own), ("data", &data), ("seed", &seed)]),
             ort_device(false),
         ));
     }
     if let Some(pr) = &s.profile {
-        let spec = hash_parts(&[b"profile", ron_text(pr)?.as_bytes()]);
+        let own = h(&[ron_text(pr)?.as_bytes()]);
         rows.push((
             Stage::Profile,
             vec![Stage::Export],
             vec!["model.onnx".into(), "retrain/model.ron".into()],
-            spec,
+            sections(&[("profile", &own)]),
             ort_device(true),
         ));
     }
     let all: Vec<Stage> = rows.iter().map(|r| r.0).collect();
-    let spec = hash_parts(&[b"report", s.to_ron().as_bytes()]);
+    let whole = h(&[s.to_ron().as_bytes()]);
     let report_inputs = crate::report::INPUTS
         .iter()
         .filter(|f| **f != lock::FILE)
         .map(|f| f.to_string())
         .collect();
-    rows.push((Stage::Report, all, report_inputs, spec, Ok("none".into())));
+    rows.push((
+        Stage::Report,
+        all,
+        report_inputs,
+        sections(&[("spec", &whole)]),
+        Ok("none".into()),
+    ));
 
     let mut keys: BTreeMap<Stage, std::result::Result<String, String>> = BTreeMap::new();
     let mut planned = Vec::new();
-    for (stage, upstream, inputs, spec, device) in rows {
+    for (stage, upstream, inputs, sections, device) in rows {
         let key = (|| {
             let device = device.map_err(|e| {
                 // The loader's first attempt, e.g. "--ort-lib (/x.so): no such file".
@@ -341,7 +356,7 @@ pub fn plan(
                 }
             }
             let parts = KeyParts {
-                spec,
+                sections,
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 device,
                 upstream: up,
@@ -367,11 +382,16 @@ pub fn key_of(stage: Stage, parts: &KeyParts) -> String {
     let mut v: Vec<&[u8]> = vec![
         b"nas-pipe stage key 1",
         stage.name().as_bytes(),
-        parts.spec.as_bytes(),
         parts.version.as_bytes(),
         parts.device.as_bytes(),
     ];
+    for (k, x) in &parts.sections {
+        v.push(b"section");
+        v.push(k.as_bytes());
+        v.push(x.as_bytes());
+    }
     for (k, u) in &parts.upstream {
+        v.push(b"upstream");
         v.push(k.as_bytes());
         v.push(u.as_bytes());
     }
@@ -464,23 +484,30 @@ fn is_temp(path: &Path) -> bool {
 }
 
 /// Why `entry` was made under other parts than `now`.
-fn key_change(entry: &Entry, now: &KeyParts, stage: Stage) -> String {
+fn key_change(entry: &Entry, now: &KeyParts) -> String {
     let was = &entry.parts;
     let mut why = Vec::new();
-    if was.spec != now.spec {
-        why.push(match stage {
-            Stage::Search => {
-                "the search spec (search, data, normalize, seed or the space) changed".to_string()
-            }
-            Stage::Derive => "the genotype or the space changed".into(),
-            Stage::Retrain => {
-                "the retrain spec (retrain, data, normalize, seed or the space) changed".into()
-            }
-            Stage::Export => "the export section changed".into(),
-            Stage::Validate => "the validate section (or the data) changed".into(),
-            Stage::Profile => "the profile section changed".into(),
-            Stage::Report => "the resolved spec changed".into(),
-        });
+    let names: std::collections::BTreeSet<&String> =
+        was.sections.keys().chain(now.sections.keys()).collect();
+    let changed: Vec<&str> = names
+        .into_iter()
+        .filter(|k| was.sections.get(*k) != now.sections.get(*k))
+        .map(|k| match k.as_str() {
+            "data" => "the data (or normalize) section",
+            "seed" => "the seed",
+            "space" => "the space files",
+            "genotype" => "the genotype",
+            "spec" => "the resolved spec",
+            "search" => "the search section",
+            "retrain" => "the retrain section",
+            "export" => "the export section",
+            "validate" => "the validate section",
+            "profile" => "the profile section",
+            other => other,
+        })
+        .collect();
+    if !changed.is_empty() {
+        why.push(format!("{} changed", changed.join(", ")));
     }
     if was.version != now.version {
         why.push(format!("nas-pipe {} → {}", was.version, now.version));
@@ -495,7 +522,7 @@ fn key_change(entry: &Entry, now: &KeyParts, stage: Stage) -> String {
         .map(|(k, _)| k.as_str())
         .collect();
     if !changed.is_empty() {
-        why.push(format!("{} changed", changed.join(", ")));
+        why.push(format!("upstream {} changed", changed.join(", ")));
     }
     if why.is_empty() {
         "its key changed".into()
@@ -526,7 +553,7 @@ pub fn assess(run_dir: &Path, lock: &Lock, planned: &Planned) -> Result<State> {
         return Ok(State::Missing("not run yet".into()));
     };
     if &entry.key != key {
-        return Ok(State::Stale(key_change(entry, parts, planned.stage)));
+        return Ok(State::Stale(key_change(entry, parts)));
     }
     if entry.status == Status::Running {
         let how = match (planned.stage.resumes(), progress_of(run_dir, planned.stage)) {
@@ -1097,7 +1124,7 @@ mod tests {
     #[test]
     fn keys_change_with_each_part() {
         let parts = KeyParts {
-            spec: "s".into(),
+            sections: BTreeMap::from([("retrain".to_string(), "s".to_string())]),
             version: "0.1.0".into(),
             device: "cpu".into(),
             upstream: BTreeMap::from([("derive".to_string(), "k".to_string())]),
@@ -1109,6 +1136,9 @@ mod tests {
         assert_ne!(k, key_of(Stage::Retrain, &other));
         let mut other = parts.clone();
         other.upstream.insert("derive".into(), "k2".into());
+        assert_ne!(k, key_of(Stage::Retrain, &other));
+        let mut other = parts.clone();
+        other.sections.insert("seed".into(), "1".into());
         assert_ne!(k, key_of(Stage::Retrain, &other));
         assert_eq!(k, key_of(Stage::Retrain, &parts.clone()));
     }
