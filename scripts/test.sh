@@ -2,7 +2,8 @@
 # Sets up what the test suite needs on a fresh machine and runs it.
 # Needs: a Rust toolchain (cargo) of at least the version in Cargo.toml's rust-version, and
 # for the ONNX Runtime tests Python 3 with venv and pip (scripts/ort-env.sh installs
-# onnxruntime==1.32.0 into .venv/ and exports ORT_DYLIB_PATH).
+# onnxruntime==1.32.0 into .venv/ and exports ORT_DYLIB_PATH), and for the report's browser
+# test Chromium (installed with apt-get when run as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,20 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 source scripts/ort-env.sh
+
+# The report's browser test (report_opens_in_chromium_without_console_errors) opens a report
+# in headless Chromium; without it that one test says it is skipped.
+if [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "nas-pipe tests: installing Chromium (Debian package chromium) for the report's browser test" >&2
+        if ! { apt-get install -y -q chromium >/dev/null 2>&1 ||
+            { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; }; then
+            echo "nas-pipe tests: could not install Chromium; the report's browser test is skipped" >&2
+        fi
+    else
+        echo "nas-pipe tests: Chromium is missing (Debian: apt-get install chromium); the report's browser test is skipped" >&2
+    fi
+fi
 
 # Release mode: later stages train networks, and debug builds are ~18x slower.
 cargo test --release --locked

@@ -3697,3 +3697,79 @@ fn smoke_pipeline_runs_end_to_end_then_hits_the_cache() {
         format_args!("smoke: first run {first_secs:.1}s, cached run {second_secs:.2}s\n"),
     );
 }
+
+/// A pipeline that fixes its architecture has no search: derive writes its genotype, and
+/// the stages after it run as usual.
+#[test]
+fn a_fixed_genotype_skips_the_search() {
+    let dir = tempdir("run-fixed");
+    let p = dir.join("f.ron");
+    let text = std::fs::read_to_string(staged_pipeline(&dir, "f", "0.05")).unwrap();
+    let start = text.find("    search: Darts(").unwrap();
+    let end = text.find("    retrain: Retrain(").unwrap();
+    let text = format!(
+        "{}    genotype: \"DARTS_V2\",\n{}",
+        &text[..start],
+        &text[end..]
+    )
+    .replace("epochs: 8,", "epochs: 1,");
+    std::fs::write(&p, text).unwrap();
+    let out = run_ok(&mut run_cmd(&p, &dir));
+    let stages: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(stages, ["derive", "retrain", "export", "report"], "{out}");
+    let run = dir.join("f");
+    assert!(!run.join("search").exists());
+    let mut sources = Sources::default();
+    let resolved = pipeline::load(&mut sources, &p).unwrap();
+    let (g, _) = resolved.genotype.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(run.join("genotype.ron")).unwrap(),
+        g.to_ron()
+    );
+    assert!(lock_entry(&run, "search").is_none());
+    assert_eq!(lock_entry(&run, "derive").unwrap()["status"], "done");
+}
+
+/// `nas-pipe report RUN_DIR` rebuilds the report from the run folder alone, byte for byte,
+/// and the lock still counts the report stage done.
+#[test]
+fn report_command_rebuilds_the_report_from_the_run_folder() {
+    let dir = tempdir("run-report");
+    let p = staged_pipeline(&dir, "r", "0.05");
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("epochs: 4,", "epochs: 1,")
+        .replace("epochs: 8,", "epochs: 1,");
+    std::fs::write(&p, text).unwrap();
+    run_ok(&mut run_cmd(&p, &dir));
+    let run = dir.join("r");
+    let files = ["report.html", "report.md", "summary.json"];
+    let before: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(run.join(f)).unwrap())
+        .collect();
+    for f in files {
+        std::fs::remove_file(run.join(f)).unwrap();
+    }
+    let out = run_ok(bin().arg("report").arg(&run));
+    assert!(out.contains("report.html"), "{out}");
+    for (f, b) in files.iter().zip(&before) {
+        assert!(&std::fs::read(run.join(f)).unwrap() == b, "{f} differs");
+    }
+    // The same through the pipeline file.
+    std::fs::remove_file(run.join("report.html")).unwrap();
+    run_ok(bin().arg("report").arg(&p).arg("--out").arg(&dir));
+    assert!(std::fs::read(run.join("report.html")).unwrap() == before[0]);
+    let st = run_ok(bin().arg("status").arg(&p).arg("--out").arg(&dir));
+    assert!(
+        st.lines()
+            .any(|l| l.trim_start().starts_with("report    done")),
+        "{st}"
+    );
+    let err = fails(bin().arg("report").arg(dir.join("nope")));
+    assert!(err.contains("nope"), "{err}");
+}
