@@ -3773,3 +3773,44 @@ fn report_command_rebuilds_the_report_from_the_run_folder() {
     let err = fails(bin().arg("report").arg(dir.join("nope")));
     assert!(err.contains("nope"), "{err}");
 }
+
+/// A validation that misses its tolerance fails the run with exit code 1, after profiling
+/// and reporting; the cached second run says so again.
+#[test]
+fn run_exits_1_when_validation_fails_and_still_reports() {
+    if ort_runtime("run_exits_1_when_validation_fails_and_still_reports").is_none() {
+        return;
+    }
+    let dir = tempdir("run-validation-fails");
+    let text = std::fs::read_to_string(root().join("pipelines/smoke.ron"))
+        .unwrap()
+        .replace("name: \"smoke\"", "name: \"strict\"")
+        .replace(
+            "validate: Validate(samples: 32)",
+            "validate: Validate(samples: 32, max_abs_diff: 0.0, min_top1_agreement: 1.0)",
+        )
+        .replace(
+            "\"../schemas/darts.ron\"",
+            &format!(
+                "{:?}",
+                root().join("schemas/darts.ron").display().to_string()
+            ),
+        );
+    let p = dir.join("strict.ron");
+    std::fs::write(&p, text).unwrap();
+    for _ in 0..2 {
+        let o = run_cmd(&p, &dir).output().unwrap();
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(1), "{stdout}");
+        assert!(stdout.contains("validation FAILED"), "{stdout}");
+        assert!(!action_of(&stdout, "report").is_empty());
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("strict/validation.json")).unwrap())
+            .unwrap();
+    assert_eq!(v["passed"], false);
+    assert!(v["max_abs_diff"].as_f64().unwrap() > 0.0, "{v}");
+    let html = std::fs::read_to_string(dir.join("strict/report.html")).unwrap();
+    assert!(html.contains("FAILED"));
+    assert!(dir.join("strict/profile.json").exists());
+}
