@@ -344,6 +344,32 @@ fn step_desc(epochs: usize) -> String {
     }
 }
 
+/// A loss (`acc` false) or accuracy chart, in percent on a 0–100 axis, of the search or the
+/// retraining.
+fn loss_or_accuracy_chart(
+    title: String,
+    x_desc: &str,
+    y_desc: &str,
+    series: Vec<Series>,
+    guides: Vec<f64>,
+    acc: bool,
+) -> Result<String> {
+    charts::line_chart(&LineChart {
+        title,
+        x_desc: x_desc.to_string(),
+        y_desc: y_desc.into(),
+        series,
+        guides,
+        y_range: acc.then_some((0.0, 100.0)),
+        size: CHART,
+        legend: if acc {
+            Legend::LowerRight
+        } else {
+            Legend::UpperRight
+        },
+    })
+}
+
 /// The epoch ends that get a guide line.
 fn guides(ends: &[f64]) -> Vec<f64> {
     let k = guide_every(ends.len());
@@ -432,20 +458,15 @@ fn search(a: &Artifacts) -> Result<String> {
                 .map(|(&x, e)| (x, scale * if acc { e.val_acc } else { e.val_loss }))
                 .collect(),
         });
-        let svg = charts::line_chart(&LineChart {
-            title: format!("Search: {}", what.to_lowercase()),
-            x_desc: x_desc.to_string(),
-            y_desc: y_desc.into(),
+        let guides = if curve { guides(&xs) } else { Vec::new() };
+        let svg = loss_or_accuracy_chart(
+            format!("Search: {}", what.to_lowercase()),
+            &x_desc,
+            y_desc,
             series,
-            guides: if curve { guides(&xs) } else { Vec::new() },
-            y_range: acc.then_some((0.0, 100.0)),
-            size: CHART,
-            legend: if acc {
-                Legend::LowerRight
-            } else {
-                Legend::UpperRight
-            },
-        })?;
+            guides,
+            acc,
+        )?;
         charts_html += &figure(&svg, "");
     }
     let _ = writeln!(
@@ -752,20 +773,15 @@ fn retrain(a: &Artifacts, s: &Summary) -> Result<String> {
                 points: test,
             });
         }
-        let svg = charts::line_chart(&LineChart {
-            title: format!("Retraining: {what}"),
-            x_desc: x_desc.to_string(),
-            y_desc: y_desc.into(),
+        let guides = if curve { guides(&xs) } else { Vec::new() };
+        let svg = loss_or_accuracy_chart(
+            format!("Retraining: {what}"),
+            &x_desc,
+            y_desc,
             series,
-            guides: if curve { guides(&xs) } else { Vec::new() },
-            y_range: acc.then_some((0.0, 100.0)),
-            size: CHART,
-            legend: if acc {
-                Legend::LowerRight
-            } else {
-                Legend::UpperRight
-            },
-        })?;
+            guides,
+            acc,
+        )?;
         charts_html += &figure(&svg, "");
     }
     let lr: Vec<(f64, f64)> = m
