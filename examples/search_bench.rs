@@ -35,6 +35,7 @@ fn time(runs: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    nas_pipe::cli::tune_runtime();
     let runs: usize = std::env::args()
         .skip_while(|a| a != "--runs")
         .nth(1)

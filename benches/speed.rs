@@ -1,0 +1,423 @@
+//! nas-pipe's speed and memory next to PyTorch's, row by row: the DARTS search steps, the
+//! DARTS_V2 retraining step and inference, ONNX Runtime on nas-pipe's export, and each op's
+//! forward + backward. Not a test; run by hand:
+//!
+//! ```text
+//! cargo bench --bench speed -- [--rows SUBSTRING] [--runs N] [--out ours.json]
+//!                              [--reference torch.json]
+//! ```
+//!
+//! `--reference` takes the JSON that `benches/reference/torch_bench.py` writes (the same rows,
+//! built from `../shared/reference/darts.md` in PyTorch) and prints one table with the ratio
+//! nas-pipe / PyTorch per row; `scripts/bench.sh` runs both.
+//!
+//! Method (the same on both sides): each row runs in a fresh child process (this binary with
+//! `--row NAME`) on the machine's cores; one warm-up run, then the median of the timed runs.
+//! Peak memory is the growth of the resident set during the runs: VmHWM after them minus
+//! VmRSS once the network, its optimizer state and the inputs exist.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use candle_core::{Device, Tensor, Var};
+use nas_pipe::export::{Metadata, Options, export};
+use nas_pipe::genotype::Genotype;
+use nas_pipe::model::{Mode, Model};
+use nas_pipe::nn::Store;
+use nas_pipe::ops::{BnMode, Op};
+use nas_pipe::optim::Sgd;
+use nas_pipe::profile::{Known, Plan};
+use nas_pipe::space::{self, Overrides, Space};
+use nas_pipe::spec::space::{Input, SearchSpace};
+use nas_pipe::spec::{Source, Sources};
+use nas_pipe::strategy::darts::loss_and_correct;
+use nas_pipe::supernet::Supernet;
+use nas_pipe::train::{Recipe, Trainer};
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+/// One measured row, as both sides write it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Measured {
+    row: String,
+    seconds: f64,
+    runs: usize,
+    peak_mib: f64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Reference {
+    torch: String,
+    threads: usize,
+    rows: Vec<Measured>,
+}
+
+/// Every row: its name (shared with torch_bench.py) and what it times.
+fn rows() -> Vec<(String, String)> {
+    let mut r: Vec<(String, String)> = [
+        (
+            "supernet_cell_b64",
+            "search step: 1 DARTS cell, C=16, 32x32, batch 64",
+        ),
+        (
+            "supernet_8_b16",
+            "search step: 8-layer search network, C=16, batch 16",
+        ),
+        (
+            "darts_v2_train_b64",
+            "retrain step: DARTS_V2, C=16, 8 layers, batch 64",
+        ),
+        (
+            "darts_v2_infer_b64",
+            "inference: DARTS_V2, C=16, 8 layers, batch 64",
+        ),
+        (
+            "darts_v2_c36_infer_b1",
+            "inference: DARTS_V2, C=36, 20 layers, batch 1",
+        ),
+        (
+            "ort_darts_v2_c36_b1_t1",
+            "ONNX Runtime: DARTS_V2 C=36 L=20, batch 1, 1 thread",
+        ),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    for s in [1, 2] {
+        for (name, _) in op_rows() {
+            r.push((
+                format!("op_{name}_s{s}"),
+                format!("op fwd+bwd: {name}, stride {s}, 64x16x32x32"),
+            ));
+        }
+    }
+    r
+}
+
+/// The ops timed one by one, by their DARTS names.
+fn op_rows() -> Vec<(&'static str, Op)> {
+    vec![
+        ("none", Op::Zero),
+        ("max_pool_3x3", Op::MaxPool { kernel: 3 }),
+        ("avg_pool_3x3", Op::AvgPool { kernel: 3 }),
+        ("skip_connect", Op::Identity),
+        ("sep_conv_3x3", Op::SepConv { kernel: 3 }),
+        ("sep_conv_5x5", Op::SepConv { kernel: 5 }),
+        (
+            "dil_conv_3x3",
+            Op::DilConv {
+                kernel: 3,
+                dilation: 2,
+            },
+        ),
+        (
+            "dil_conv_5x5",
+            Op::DilConv {
+                kernel: 5,
+                dilation: 2,
+            },
+        ),
+        ("conv_1x1", Op::ReluConvBn { kernel: 1 }),
+        ("conv_3x3", Op::ReluConvBn { kernel: 3 }),
+    ]
+}
+
+fn default_runs(row: &str) -> usize {
+    if row.ends_with("b1") || row.ends_with("t1") {
+        300
+    } else if row.starts_with("op_") {
+        30
+    } else {
+        5
+    }
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The DARTS search space at C = 16, with `layers` cells (the schema's own reductions for 8,
+/// none for 1).
+fn search_space(layers: usize) -> Result<Space> {
+    let mut text = std::fs::read_to_string(root().join("schemas/darts.ron"))?;
+    if layers == 1 {
+        text = text
+            .replace("layers: 8,", "layers: 1,")
+            .replace("reductions_at: [Third, TwoThirds],", "reductions_at: [],");
+    }
+    let mut sources = Sources::default();
+    let id = sources.add(Source::from_text(Path::new("bench-space.ron"), text));
+    let raw: SearchSpace = sources.parse(id)?;
+    Ok(space::compile(&sources, &raw, &Overrides::default())?)
+}
+
+/// DARTS_V2 at `channels` and `layers` on 3×32×32, 10 classes.
+fn darts_v2(
+    channels: u32,
+    layers: u32,
+) -> Result<(Model, nas_pipe::genotype::Genotype, nas_pipe::ops::Cost)> {
+    let mut sources = Sources::default();
+    let ov = Overrides {
+        input: Some(Input {
+            channels: 3,
+            size: 32,
+            classes: 10,
+        }),
+        channels: Some((channels, Default::default())),
+        layers: Some((layers, Default::default())),
+    };
+    let space = space::load(&mut sources, &root().join("schemas/darts.ron"), None, &ov)?;
+    let (src, g) = Genotype::from_arg("DARTS_V2", &space)?;
+    let net = space.build(&g.resolve(&src, &space)?);
+    let cost = net.cost();
+    Ok((Model::new(&net, &Device::Cpu, 0, false)?, g, cost))
+}
+
+fn labels(batch: usize) -> Result<Tensor> {
+    Ok(Tensor::from_vec(
+        (0..batch as u32).map(|i| i % 10).collect::<Vec<u32>>(),
+        batch,
+        &Device::Cpu,
+    )?)
+}
+
+/// Builds the work of one row; the closure runs it once.
+fn build(row: &str) -> Result<Box<dyn FnMut() -> Result<()>>> {
+    let dev = Device::Cpu;
+    match row {
+        "supernet_cell_b64" | "supernet_8_b16" => {
+            let (layers, batch) = if row == "supernet_cell_b64" {
+                (1, 64)
+            } else {
+                (8, 16)
+            };
+            let net = Supernet::new(&search_space(layers)?, &dev, 0)?;
+            let mut opt = Sgd::new(net.weights.params(), 0.9, false, 3e-4, Some(5.0));
+            let x = Tensor::randn(0f32, 1f32, (batch, 3, 32, 32), &dev)?;
+            let y = labels(batch)?;
+            Ok(Box::new(move || {
+                let logits = net.forward(&x, true)?;
+                let g = loss_and_correct(&logits, &y)?.0.backward()?;
+                opt.step(&g, 0.025)?;
+                Ok(())
+            }))
+        }
+        "darts_v2_train_b64" => {
+            let (model, _, _) = darts_v2(16, 8)?;
+            let recipe = Recipe {
+                epochs: 1,
+                batch_size: 64,
+                lr: 0.025,
+                lr_min: 0.0,
+                momentum: 0.9,
+                nesterov: false,
+                weight_decay: 3e-4,
+                grad_clip: Some(5.0),
+                warmup_epochs: 0,
+                auxiliary_weight: 0.0,
+                drop_path: 0.2,
+                label_smoothing: 0.0,
+                eval_every: 1,
+            };
+            let mut trainer = Trainer::new(model, &recipe);
+            let x = Tensor::randn(0f32, 1f32, (64, 3, 32, 32), &dev)?;
+            let y = labels(64)?;
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+            Ok(Box::new(move || {
+                trainer.step(&x, &y, 0.025, 0.2, &mut rng)?;
+                Ok(())
+            }))
+        }
+        "darts_v2_infer_b64" | "darts_v2_c36_infer_b1" => {
+            let (c, l, b) = if row == "darts_v2_infer_b64" {
+                (16, 8, 64)
+            } else {
+                (36, 20, 1)
+            };
+            let (model, _, _) = darts_v2(c, l)?;
+            let x = Tensor::randn(0f32, 1f32, (b, 3, 32, 32), &dev)?;
+            Ok(Box::new(move || {
+                model
+                    .forward(&x, Mode::Eval)?
+                    .logits
+                    .sum_all()?
+                    .to_scalar::<f32>()?;
+                Ok(())
+            }))
+        }
+        "ort_darts_v2_c36_b1_t1" => {
+            // Timed by the profiler itself (its own warm-up and runs); the closure is a no-op
+            // and `child` reads the profiler's p50.
+            bail!("ort row is measured by ort_row")
+        }
+        _ => {
+            let Some(rest) = row.strip_prefix("op_") else {
+                bail!("unknown row {row}")
+            };
+            let (name, stride) = rest.rsplit_once("_s").context("row name")?;
+            let stride: usize = stride.parse()?;
+            let op = op_rows()
+                .into_iter()
+                .find(|(n, _)| *n == name)
+                .with_context(|| format!("unknown op {name}"))?
+                .1;
+            let store = Store::new(&dev, 0);
+            let bn = BnMode {
+                affine: false,
+                pool_bn: true,
+            };
+            let m = op.build(&store.root(), 16, 16, stride, bn)?;
+            let x = Var::from_tensor(&Tensor::randn(0f32, 1f32, (64, 16, 32, 32), &dev)?)?;
+            Ok(Box::new(move || {
+                let y = m.forward(x.as_tensor(), true)?;
+                let _ = y.sum_all()?.backward()?;
+                Ok(())
+            }))
+        }
+    }
+}
+
+/// ONNX Runtime on nas-pipe's export of DARTS_V2 (C = 36, 20 layers), batch 1, one thread:
+/// the p50 of `runs` runs after 20 warm-up runs, as the profile stage measures it.
+fn ort_row(runs: usize) -> Result<f64> {
+    let (model, g, cost) = darts_v2(36, 20)?;
+    let meta = Metadata {
+        spec_hash: "speed-bench".into(),
+        genotype: g.to_ron(),
+        mean: vec![0.0; 3],
+        std: vec![1.0; 3],
+        classes: vec![],
+    };
+    let bytes = export(&model, &meta, &Options::default())?;
+    let path = std::env::temp_dir().join(format!("speed-bench-{}.onnx", std::process::id()));
+    std::fs::write(&path, &bytes)?;
+    let rt = nas_pipe::runtime::load(None)?;
+    let plan = Plan::default().with_overrides(Some(&[1]), Some(&[1]), Some(20), Some(runs))?;
+    let known = Known {
+        params: Some(cost.params),
+        macs: Some(cost.macs),
+    };
+    let report = nas_pipe::profile::run(rt, &path, &plan, known, |_| {});
+    let _ = std::fs::remove_file(&path);
+    Ok(report?.rows[0].latency_ms.p50 / 1e3)
+}
+
+/// A field of /proc/self/status, in MiB.
+fn status_mib(key: &str) -> f64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+fn child(row: &str, runs: usize) -> Result<()> {
+    let m = if row == "ort_darts_v2_c36_b1_t1" {
+        let base = status_mib("VmRSS");
+        let s = ort_row(runs)?;
+        Measured {
+            row: row.into(),
+            seconds: s,
+            runs,
+            peak_mib: status_mib("VmHWM") - base,
+        }
+    } else {
+        let mut f = build(row)?;
+        let base = status_mib("VmRSS");
+        f()?;
+        let mut ts = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let t = Instant::now();
+            f()?;
+            ts.push(t.elapsed().as_secs_f64());
+        }
+        ts.sort_by(f64::total_cmp);
+        Measured {
+            row: row.into(),
+            seconds: ts[ts.len() / 2],
+            runs,
+            peak_mib: status_mib("VmHWM") - base,
+        }
+    };
+    println!("{}", serde_json::to_string(&m)?);
+    Ok(())
+}
+
+fn arg(name: &str) -> Option<String> {
+    std::env::args().skip_while(|a| a != name).nth(1)
+}
+
+fn main() -> Result<()> {
+    nas_pipe::cli::tune_runtime();
+    let runs: Option<usize> = arg("--runs").map(|r| r.parse()).transpose()?;
+    if let Some(row) = arg("--row") {
+        return child(&row, runs.unwrap_or_else(|| default_runs(&row)));
+    }
+    let filter = arg("--rows").unwrap_or_default();
+    let reference: Option<Reference> = match arg("--reference") {
+        Some(p) => Some(
+            serde_json::from_str(&std::fs::read_to_string(&p).with_context(|| p.clone())?)
+                .with_context(|| format!("{p}: not torch_bench.py's JSON"))?,
+        ),
+        None => None,
+    };
+    let threads = rayon::current_num_threads();
+    println!(
+        "nas-pipe {} speed benchmark, {threads} threads; median after one warm-up, peak = resident-set growth",
+        env!("CARGO_PKG_VERSION")
+    );
+    if let Some(r) = &reference {
+        println!("reference: PyTorch {} on {} threads", r.torch, r.threads);
+        if r.threads != threads {
+            println!(
+                "warning: the reference ran on {} threads, this on {threads}",
+                r.threads
+            );
+        }
+    }
+    println!();
+    println!(
+        "| row | nas-pipe ms | PyTorch ms | time ratio | nas-pipe MiB | PyTorch MiB | memory ratio |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let exe = std::env::current_exe()?;
+    let mut ours = Vec::new();
+    for (row, what) in rows() {
+        if !row.contains(&filter) {
+            continue;
+        }
+        let mut cmd = Command::new(&exe);
+        cmd.args(["--bench", "--row", &row]);
+        if let Some(n) = runs {
+            cmd.args(["--runs", &n.to_string()]);
+        }
+        let out = cmd.output()?;
+        if !out.status.success() {
+            bail!("{row}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        let text = String::from_utf8(out.stdout)?;
+        let m: Measured = serde_json::from_str(text.lines().last().context("no output")?)?;
+        let theirs = reference
+            .as_ref()
+            .and_then(|r| r.rows.iter().find(|t| t.row == row));
+        let cell = |v: Option<f64>, digits: usize| v.map_or("".into(), |v| format!("{v:.digits$}"));
+        println!(
+            "| {what} | {:.2} | {} | {} | {:.1} | {} | {} |",
+            m.seconds * 1e3,
+            cell(theirs.map(|t| t.seconds * 1e3), 2),
+            cell(theirs.map(|t| m.seconds / t.seconds), 2),
+            m.peak_mib,
+            cell(theirs.map(|t| t.peak_mib), 1),
+            cell(theirs.map(|t| m.peak_mib / t.peak_mib), 2),
+        );
+        ours.push(m);
+    }
+    if let Some(p) = arg("--out") {
+        let tmp = format!("{p}.tmp");
+        std::fs::write(&tmp, serde_json::to_string_pretty(&ours)?)?;
+        std::fs::rename(&tmp, &p)?;
+    }
+    Ok(())
+}
