@@ -222,14 +222,19 @@ impl Model {
     /// `x`: [N, C, H, W] (the space's input) → [N, classes].
     pub fn forward(&self, x: &Tensor, mut mode: Mode) -> Result<Output> {
         let train = matches!(mode, Mode::Train { .. });
-        let mut outs: Vec<Tensor> = Vec::with_capacity(self.layers.len());
+        // In evaluation nothing is differentiated: each layer's output is detached from the
+        // graph and dropped after its last reader, so memory holds about one layer's
+        // activations instead of the whole forward pass.
+        let last_use = (!train).then(|| self.last_use());
+        let mut outs: Vec<Option<Tensor>> = Vec::with_capacity(self.layers.len());
         let mut aux = None;
         for (i, layer) in self.layers.iter().enumerate() {
             let spec = &self.net.layers[i];
             let input = |k: usize| -> Tensor {
-                spec.inputs
-                    .get(k)
-                    .map_or_else(|| x.clone(), |&j| outs[j].clone())
+                spec.inputs.get(k).map_or_else(
+                    || x.clone(),
+                    |&j| outs[j].clone().expect("read before its last use"),
+                )
             };
             let y = match layer {
                 Layer::ConvBn(m) => m.forward(&input(0), train)?,
@@ -251,12 +256,33 @@ impl Model {
             {
                 aux = Some(head.forward(&y, true)?);
             }
-            outs.push(y);
+            if let Some(last_use) = &last_use {
+                for &j in &spec.inputs {
+                    if last_use[j] == i {
+                        outs[j] = None;
+                    }
+                }
+                outs.push(Some(y.detach()));
+            } else {
+                outs.push(Some(y));
+            }
         }
         let logits = outs
             .pop()
+            .flatten()
             .ok_or_else(|| candle_core::Error::Msg("the network has no layers".into()))?;
         Ok(Output { logits, aux })
+    }
+
+    /// For each layer, the last layer that reads its output (itself when none does).
+    fn last_use(&self) -> Vec<usize> {
+        let mut last: Vec<usize> = (0..self.net.layers.len()).collect();
+        for (i, l) in self.net.layers.iter().enumerate() {
+            for &j in &l.inputs {
+                last[j] = last[j].max(i);
+            }
+        }
+        last
     }
 }
 

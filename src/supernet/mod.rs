@@ -261,7 +261,8 @@ impl Supernet {
         }
     }
 
-    /// Σₖ pₖ · candₖ(x).
+    /// Σₖ pₖ · candₖ(x). A `none` candidate adds nothing (its output is zeros) and is not
+    /// run; its α still gets its gradient through the softmax of the others.
     fn mixed_forward(
         &self,
         m: &Mixed,
@@ -270,19 +271,26 @@ impl Supernet {
         probs: &[Option<Tensor>],
         train: bool,
     ) -> Result<Tensor> {
-        let mut sum: Option<Tensor> = None;
+        let mut ys = Vec::with_capacity(m.cands.len());
+        let mut ks = Vec::with_capacity(m.cands.len());
         for (k, cand) in m.cands.iter().enumerate() {
-            let y = match cand {
+            ys.push(match cand {
+                Cand::Op(OpModule::Zero { .. }) => continue,
                 Cand::Op(op) => op.forward(x, train)?,
                 Cand::Cell(c) => self.cell_forward(c, vec![x.clone()], probs, train)?,
-            };
-            let y = y.broadcast_mul(&p.get(k)?)?;
-            sum = Some(match sum {
-                None => y,
-                Some(s) => (s + y)?,
             });
+            ks.push(k);
         }
-        sum.ok_or_else(|| candle_core::Error::Msg("a mixed edge has no candidates".into()))
+        if ys.is_empty() {
+            // Every candidate is `none`.
+            return match m.cands.first() {
+                Some(Cand::Op(op)) => op.forward(x, train)?.broadcast_mul(&p.get(0)?),
+                _ => Err(candle_core::Error::Msg(
+                    "a mixed edge has no candidates".into(),
+                )),
+            };
+        }
+        kernels::weighted_sum(&ys, p, &ks)
     }
 
     /// Softmax of each cell type's alphas ([edges, candidates]), by cell index.

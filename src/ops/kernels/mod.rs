@@ -15,8 +15,9 @@
 //! per-axis tap ranges that keep the inner loops branch-free, and access to CPU storage.
 //! `pool.rs` owns the pools, `depthwise.rs` the depthwise convolution, `conv.rs` the
 //! standard convolution (im2col and matrix products), `relu.rs` the ReLU and
-//! `batch_norm.rs` the training-mode batch norm (the element-wise ops: there Candle's CPU
-//! backend spends one pass and one allocation per elementary op, forward and backward).
+//! `batch_norm.rs` the training-mode batch norm and `weighted_sum.rs` the mixed edge's
+//! `Σ pₖ · xₖ` (the element-wise ops: there Candle's CPU backend spends one pass and one
+//! allocation per elementary op, forward and backward, and keeps every intermediate alive).
 //!
 //! Semantics are PyTorch's: `nn.MaxPool2d(k, s, p)`, `nn.AvgPool2d(k, s, p,
 //! count_include_pad = False)`, `nn.Conv2d(C, C, k, s, p, dilation, groups = C, bias =
@@ -28,12 +29,14 @@ mod conv;
 mod depthwise;
 mod pool;
 mod relu;
+mod weighted_sum;
 
 pub use batch_norm::{batch_norm_train, batch_norm_train_reference};
 pub use conv::{conv2d, conv2d_reference};
 pub use depthwise::{depthwise_conv2d, depthwise_conv2d_reference};
 pub use pool::{avg_pool2d, avg_pool2d_reference, max_pool2d, max_pool2d_reference};
 pub use relu::relu;
+pub use weighted_sum::{weighted_sum, weighted_sum_reference};
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Layout, Result, Tensor, WithDType, bail};
