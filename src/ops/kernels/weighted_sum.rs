@@ -388,10 +388,10 @@ mod tests {
         let y = Tensor::zeros((2, 3), DType::F32, &Device::Cpu).unwrap();
         let err = |r: Result<Tensor>| r.unwrap_err().to_string();
         assert!(err(weighted_sum(&[], &p, &[])).contains("no terms"));
-        assert!(err(weighted_sum(&[x.clone()], &p, &[2])).contains("out of range"));
+        assert!(err(weighted_sum(std::slice::from_ref(&x), &p, &[2])).contains("out of range"));
         assert!(err(weighted_sum(&[x.clone(), y], &p, &[0, 1])).contains("shapes"));
-        assert!(err(weighted_sum(&[x.clone()], &p, &[0, 1])).contains("indices"));
-        assert!(err(weighted_sum(&[x.clone()], &x, &[0])).contains("vector"));
+        assert!(err(weighted_sum(std::slice::from_ref(&x), &p, &[0, 1])).contains("indices"));
+        assert!(err(weighted_sum(std::slice::from_ref(&x), &x, &[0])).contains("vector"));
         let p64 = p.to_dtype(DType::F64).unwrap();
         assert!(err(weighted_sum(&[x], &p64, &[0])).contains("dtype"));
     }
