@@ -14,7 +14,10 @@
 //! Method (the same on both sides): each row runs in a fresh child process (this binary with
 //! `--row NAME`) on the machine's cores; one warm-up run, then the median of the timed runs.
 //! Peak memory is the growth of the resident set during the runs: VmHWM after them minus
-//! VmRSS once the network, its optimizer state and the inputs exist.
+//! VmRSS once the network, its optimizer state and the inputs exist. The ONNX Runtime row
+//! times nas-pipe's export and, given the reference's `onnx` file, torch.onnx's export of the
+//! same network in one process, alternating run by run: the two files are within a few per
+//! cent of each other, well inside what separate runs on a shared machine drift by.
 
 use std::path::Path;
 use std::process::Command;
@@ -28,7 +31,7 @@ use nas_pipe::model::{Mode, Model};
 use nas_pipe::nn::Store;
 use nas_pipe::ops::{BnMode, Op};
 use nas_pipe::optim::Sgd;
-use nas_pipe::profile::{Known, Plan};
+use nas_pipe::runtime::Session;
 use nas_pipe::space::{self, Overrides, Space};
 use nas_pipe::spec::space::{Input, SearchSpace};
 use nas_pipe::spec::{Source, Sources};
@@ -45,6 +48,10 @@ struct Measured {
     seconds: f64,
     runs: usize,
     peak_mib: f64,
+    /// The reference's time measured in the same process, alternating with ours (the ONNX
+    /// Runtime row, on torch.onnx's file); it replaces the reference run's own figure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reference_seconds: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -52,6 +59,9 @@ struct Reference {
     torch: String,
     threads: usize,
     rows: Vec<Measured>,
+    /// torch.onnx's export of DARTS_V2 (C = 36, 20 layers), for the paired ONNX Runtime row.
+    #[serde(default)]
+    onnx: Option<std::path::PathBuf>,
 }
 
 /// Every row: its name (shared with torch_bench.py) and what it times.
@@ -279,10 +289,12 @@ fn build(row: &str) -> Result<Box<dyn FnMut() -> Result<()>>> {
     }
 }
 
-/// ONNX Runtime on nas-pipe's export of DARTS_V2 (C = 36, 20 layers), batch 1, one thread:
-/// the p50 of `runs` runs after 20 warm-up runs, as the profile stage measures it.
-fn ort_row(runs: usize) -> Result<f64> {
-    let (model, g, cost) = darts_v2(36, 20)?;
+/// ONNX Runtime on nas-pipe's export of DARTS_V2 (C = 36, 20 layers), batch 1, one thread,
+/// and, when `theirs` names torch.onnx's export of the same network, on that file too, the
+/// two runs alternating so that both see the same machine. Returns the p50 of each and the
+/// resident-set growth over the timed runs (after 20 warm-up runs of each session).
+fn ort_row(runs: usize, theirs: Option<&Path>) -> Result<(f64, Option<f64>, f64)> {
+    let (model, g, _) = darts_v2(36, 20)?;
     let meta = Metadata {
         spec_hash: "speed-bench".into(),
         genotype: g.to_ron(),
@@ -291,17 +303,40 @@ fn ort_row(runs: usize) -> Result<f64> {
         classes: vec![],
     };
     let bytes = export(&model, &meta, &Options::default())?;
+    drop(model);
     let path = std::env::temp_dir().join(format!("speed-bench-{}.onnx", std::process::id()));
     std::fs::write(&path, &bytes)?;
     let rt = nas_pipe::runtime::load(None)?;
-    let plan = Plan::default().with_overrides(Some(&[1]), Some(&[1]), Some(20), Some(runs))?;
-    let known = Known {
-        params: Some(cost.params),
-        macs: Some(cost.macs),
-    };
-    let report = nas_pipe::profile::run(rt, &path, &plan, known, |_| {});
+    let ours = Session::from_file(rt, &path, 1);
     let _ = std::fs::remove_file(&path);
-    Ok(report?.rows[0].latency_ms.p50 / 1e3)
+    let mut sessions = vec![ours?];
+    if let Some(t) = theirs {
+        sessions.push(Session::from_file(rt, t, 1)?);
+    }
+    let shape = [1usize, 3, 32, 32];
+    let input: Vec<f32> = (0..3 * 32 * 32)
+        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
+    for s in sessions.iter_mut() {
+        for _ in 0..20 {
+            s.run(&input, &shape)?;
+        }
+    }
+    let base = status_mib("VmRSS");
+    let mut times = vec![Vec::with_capacity(runs); sessions.len()];
+    for _ in 0..runs {
+        for (s, t) in sessions.iter_mut().zip(times.iter_mut()) {
+            let at = Instant::now();
+            s.run(&input, &shape)?;
+            t.push(at.elapsed().as_secs_f64());
+        }
+    }
+    let mut p50 = times.into_iter().map(|mut t| {
+        t.sort_by(f64::total_cmp);
+        t[t.len() / 2]
+    });
+    let ours = p50.next().context("no session")?;
+    Ok((ours, p50.next(), status_mib("VmHWM") - base))
 }
 
 /// A field of /proc/self/status, in MiB.
@@ -315,13 +350,14 @@ fn status_mib(key: &str) -> f64 {
 
 fn child(row: &str, runs: usize) -> Result<()> {
     let m = if row == "ort_darts_v2_c36_b1_t1" {
-        let base = status_mib("VmRSS");
-        let s = ort_row(runs)?;
+        let theirs = arg("--theirs").map(std::path::PathBuf::from);
+        let (seconds, reference_seconds, peak_mib) = ort_row(runs, theirs.as_deref())?;
         Measured {
             row: row.into(),
-            seconds: s,
+            seconds,
             runs,
-            peak_mib: status_mib("VmHWM") - base,
+            peak_mib,
+            reference_seconds,
         }
     } else {
         let mut f = build(row)?;
@@ -339,6 +375,7 @@ fn child(row: &str, runs: usize) -> Result<()> {
             seconds: ts[ts.len() / 2],
             runs,
             peak_mib: status_mib("VmHWM") - base,
+            reference_seconds: None,
         }
     };
     println!("{}", serde_json::to_string(&m)?);
@@ -393,6 +430,11 @@ fn main() -> Result<()> {
         if let Some(n) = runs {
             cmd.args(["--runs", &n.to_string()]);
         }
+        if let Some(onnx) = reference.as_ref().and_then(|r| r.onnx.as_ref())
+            && row.starts_with("ort_")
+        {
+            cmd.arg("--theirs").arg(onnx);
+        }
         let out = cmd.output()?;
         if !out.status.success() {
             bail!("{row}: {}", String::from_utf8_lossy(&out.stderr).trim());
@@ -401,7 +443,12 @@ fn main() -> Result<()> {
         let m: Measured = serde_json::from_str(text.lines().last().context("no output")?)?;
         let theirs = reference
             .as_ref()
-            .and_then(|r| r.rows.iter().find(|t| t.row == row));
+            .and_then(|r| r.rows.iter().find(|t| t.row == row))
+            .map(|t| Measured {
+                seconds: m.reference_seconds.unwrap_or(t.seconds),
+                ..t.clone()
+            });
+        let theirs = theirs.as_ref();
         let cell = |v: Option<f64>, digits: usize| v.map_or("".into(), |v| format!("{v:.digits$}"));
         println!(
             "| {what} | {:.2} | {} | {} | {:.1} | {} | {} |",

@@ -198,7 +198,7 @@ def build(row, torch, nn, F):
     if row == 'ort_darts_v2_c36_b1_t1':
         import onnxruntime as ort, tempfile
         net = NetworkCIFAR(36, 20).eval(); x = torch.randn(1, 3, 32, 32)
-        path = os.path.join(tempfile.mkdtemp(), 'torch_darts_v2.onnx')
+        path = os.environ.get('TORCH_BENCH_ONNX') or os.path.join(tempfile.mkdtemp(), 'torch_darts_v2.onnx')
         torch.onnx.export(net, x, path, input_names=['input'], output_names=['logits'],
                           opset_version=17, dynamo=False)
         o = ort.SessionOptions(); o.intra_op_num_threads = 1; o.inter_op_num_threads = 1
@@ -250,15 +250,20 @@ def main():
     if o.row:
         return child(o.row, runs_for(o.row), o.threads)
     out = []
+    # The ONNX Runtime row keeps torch.onnx's file beside the JSON, for speed.rs to time
+    # next to nas-pipe's export in one process.
+    onnx = os.path.abspath((o.out or 'torch_bench') + '.torch_darts_v2.onnx')
+    env = dict(os.environ, TORCH_BENCH_ONNX=onnx)
     for r, what in rows().items():
         if o.rows not in r: continue
         p = subprocess.run([sys.executable, __file__, '--row', r, '--runs', str(runs_for(r)),
-                            '--threads', str(o.threads)], capture_output=True, text=True)
+                            '--threads', str(o.threads)], capture_output=True, text=True, env=env)
         if p.returncode != 0:
             sys.exit(f'{r}: {p.stderr.strip()}')
         d = json.loads(p.stdout.strip().splitlines()[-1]); out.append(d)
         print(f"{what:<56} {d['seconds'] * 1e3:10.2f} ms {d['peak_mib']:8.1f} MiB", file=sys.stderr)
-    text = json.dumps(dict(torch=__import__('torch').__version__, threads=o.threads, rows=out), indent=1)
+    text = json.dumps(dict(torch=__import__('torch').__version__, threads=o.threads, rows=out,
+                           onnx=onnx if os.path.exists(onnx) else None), indent=1)
     if o.out:
         with open(o.out + '.tmp', 'w') as f: f.write(text)
         os.replace(o.out + '.tmp', o.out)

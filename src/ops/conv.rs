@@ -108,8 +108,13 @@ impl DwPwBn {
     }
 
     pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        self.forward_after_relu(&super::kernels::relu(x)?, train)
+    }
+
+    /// [`DwPwBn::forward`] given `relu(x)`.
+    pub fn forward_after_relu(&self, r: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let y = super::kernels::depthwise_conv2d(
-            &super::kernels::relu(x)?,
+            r,
             &self.dw,
             self.stride,
             self.padding,
@@ -147,8 +152,12 @@ impl ReluConvBnModule {
     }
 
     pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let x = super::kernels::relu(x)?;
-        let y = super::kernels::conv2d(&x, &self.conv, self.stride, self.padding, 1)?;
+        self.forward_after_relu(&super::kernels::relu(x)?, train)
+    }
+
+    /// [`ReluConvBnModule::forward`] given `relu(x)`.
+    pub fn forward_after_relu(&self, r: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let y = super::kernels::conv2d(r, &self.conv, self.stride, self.padding, 1)?;
         self.bn.forward(&y, train)
     }
 }

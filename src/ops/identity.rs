@@ -82,7 +82,11 @@ impl FactorizedReduce {
     /// # Shapes
     /// [N, C_in, H, W] (H, W even) → [N, C_out, H/2, W/2].
     pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let x = super::kernels::relu(x)?;
+        self.forward_after_relu(&super::kernels::relu(x)?, train)
+    }
+
+    /// [`FactorizedReduce::forward`] given `relu(x)`.
+    pub fn forward_after_relu(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
         let a = super::kernels::conv2d(&x, &self.conv1, 2, 0, 1)?;
         let shifted = x.narrow(2, 1, h - 1)?.narrow(3, 1, w - 1)?;

@@ -338,6 +338,31 @@ impl OpModule {
         }
     }
 
+    /// The op begins with a ReLU of its input (FactorizedReduce, SepConv, DilConv,
+    /// ReluConvBn): ops reading one input can share `relu(x)` through
+    /// [`OpModule::forward_after_relu`].
+    pub fn starts_with_relu(&self) -> bool {
+        matches!(
+            self,
+            OpModule::FactorizedReduce(_)
+                | OpModule::SepConv(..)
+                | OpModule::DilConv(_)
+                | OpModule::ReluConvBn(_)
+        )
+    }
+
+    /// [`OpModule::forward`] given `r = relu(x)`, for an op that
+    /// [starts with a ReLU](OpModule::starts_with_relu); any other op errors.
+    pub fn forward_after_relu(&self, r: &Tensor, train: bool) -> CandleResult<Tensor> {
+        match self {
+            OpModule::FactorizedReduce(m) => m.forward_after_relu(r, train),
+            OpModule::SepConv(a, b) => b.forward(&a.forward_after_relu(r, train)?, train),
+            OpModule::DilConv(m) => m.forward_after_relu(r, train),
+            OpModule::ReluConvBn(m) => m.forward_after_relu(r, train),
+            _ => candle_core::bail!("forward_after_relu: the op does not start with a ReLU"),
+        }
+    }
+
     /// The op is the identity (drop path skips it).
     pub fn is_identity(&self) -> bool {
         matches!(self, OpModule::Identity)

@@ -262,7 +262,8 @@ impl Supernet {
     }
 
     /// Σₖ pₖ · candₖ(x). A `none` candidate adds nothing (its output is zeros) and is not
-    /// run; its α still gets its gradient through the softmax of the others.
+    /// run; its α still gets its gradient through the softmax of the others. The candidates
+    /// that begin with a ReLU share one `relu(x)`.
     fn mixed_forward(
         &self,
         m: &Mixed,
@@ -273,9 +274,17 @@ impl Supernet {
     ) -> Result<Tensor> {
         let mut ys = Vec::with_capacity(m.cands.len());
         let mut ks = Vec::with_capacity(m.cands.len());
+        let mut relu: Option<Tensor> = None;
         for (k, cand) in m.cands.iter().enumerate() {
             ys.push(match cand {
                 Cand::Op(OpModule::Zero { .. }) => continue,
+                Cand::Op(op) if op.starts_with_relu() => {
+                    let r = match &relu {
+                        Some(r) => r,
+                        None => relu.insert(kernels::relu(x)?),
+                    };
+                    op.forward_after_relu(r, train)?
+                }
                 Cand::Op(op) => op.forward(x, train)?,
                 Cand::Cell(c) => self.cell_forward(c, vec![x.clone()], probs, train)?,
             });
