@@ -88,7 +88,7 @@ impl FactorizedReduce {
     /// [`FactorizedReduce::forward`] given `relu(x)`.
     pub fn forward_after_relu(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
-        let a = super::kernels::conv2d(&x, &self.conv1, 2, 0, 1)?;
+        let a = super::kernels::conv2d(x, &self.conv1, 2, 0, 1)?;
         let shifted = x.narrow(2, 1, h - 1)?.narrow(3, 1, w - 1)?;
         let b = super::kernels::conv2d(&shifted, &self.conv2, 2, 0, 1)?;
         self.bn.forward(&Tensor::cat(&[&a, &b], 1)?, train)
