@@ -662,4 +662,43 @@ mod tests {
             }
         }
     }
+
+    /// `forward_after_relu(relu(x))` is `forward(x)` for every op that starts with a ReLU,
+    /// bit for bit, and the other ops say they don't.
+    #[test]
+    fn forward_after_relu_matches_forward() {
+        use crate::nn::Store;
+        use candle_core::{DType, Device, Tensor};
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1f32, (2, 4, 8, 8), &dev).unwrap();
+        for stride in [1, 2] {
+            for op in Op::ALL {
+                let store = Store::with_dtype(&dev, DType::F32, 5);
+                let m = op
+                    .build(&store.root(), 4, 4, stride, BnMode::FINAL)
+                    .unwrap();
+                let expect_relu = matches!(
+                    op,
+                    Op::SepConv { .. } | Op::DilConv { .. } | Op::ReluConvBn { .. }
+                ) || (matches!(op, Op::Identity) && stride == 2);
+                assert_eq!(m.starts_with_relu(), expect_relu, "{op:?} stride {stride}");
+                let r = kernels::relu(&x).unwrap();
+                if !expect_relu {
+                    assert!(m.forward_after_relu(&r, true).is_err());
+                    continue;
+                }
+                let a = m.forward(&x, true).unwrap().flatten_all().unwrap();
+                let b = m
+                    .forward_after_relu(&r, true)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap();
+                assert_eq!(
+                    a.to_vec1::<f32>().unwrap(),
+                    b.to_vec1::<f32>().unwrap(),
+                    "{op:?} stride {stride}"
+                );
+            }
+        }
+    }
 }
