@@ -13,7 +13,7 @@ use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::ops::kernels::batch_norm_train;
+use crate::ops::kernels::{batch_norm_eval, batch_norm_train};
 
 /// Trainable parameters and buffers, in creation order.
 #[derive(Clone)]
@@ -235,6 +235,10 @@ impl BatchNorm {
         })
     }
 
+    /// Training mode (`train`) normalises with the batch's statistics and updates the running
+    /// ones; evaluation mode normalises with the running statistics and is not
+    /// differentiable ([`batch_norm_eval`]).
+    ///
     /// # Shapes
     /// `x`: [N, C, H, W] → [N, C, H, W].
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
@@ -261,17 +265,14 @@ impl BatchNorm {
             }
             return Ok(y);
         }
-        let mean = self.running_mean.as_tensor().reshape((1, c, 1, 1))?;
-        let var = self.running_var.as_tensor().reshape((1, c, 1, 1))?;
-        let mut y = x
-            .broadcast_sub(&mean)?
-            .broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        if let (Some(w), Some(b)) = (&self.weight, &self.bias) {
-            y = y
-                .broadcast_mul(&w.reshape((1, c, 1, 1))?)?
-                .broadcast_add(&b.reshape((1, c, 1, 1))?)?;
-        }
-        Ok(y)
+        batch_norm_eval(
+            x,
+            self.running_mean.as_tensor(),
+            self.running_var.as_tensor(),
+            self.weight.as_ref(),
+            self.bias.as_ref(),
+            self.eps,
+        )
     }
 }
 

@@ -73,6 +73,82 @@ pub fn batch_norm_train(
     Ok((y, stats.get(0)?, stats.get(1)?))
 }
 
+/// Batch norm in evaluation mode, with given (running) statistics: `y = (x − mean) /
+/// sqrt(var + eps)`, then `· weight` and `+ bias` when given, in one pass on the CPU.
+///
+/// Not differentiable: on the CPU the result is a constant of the autograd graph, so nothing
+/// upstream of it is kept alive for a backward pass (evaluation is never differentiated).
+///
+/// # Shapes
+/// `x`: `[N, C, H, W]`; `mean`, `var`, `weight`, `bias`: `[C]` → `[N, C, H, W]`.
+///
+/// # Errors
+/// As [`batch_norm_train`], and statistics of the wrong shape, dtype or device.
+pub fn batch_norm_eval(
+    x: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<Tensor> {
+    const OP: &str = "batch_norm_eval";
+    let dims = check(OP, x, weight, bias)?;
+    let c = dims.1;
+    for (name, t) in [("mean", mean), ("variance", var)] {
+        check_like(OP, name, t, x)?;
+        if t.dims() != [c] {
+            bail!("{OP}: the {name} has shape {:?}, expected [{c}]", t.dims())
+        }
+    }
+    if !use_cpu_kernel(x) {
+        return batch_norm_eval_reference(x, mean, var, weight, bias, eps);
+    }
+    let f64s = |t: &Tensor| t.to_dtype(DType::F64)?.to_vec1::<f64>();
+    let op = Norm {
+        dims,
+        mean: f64s(mean)?,
+        inv_std: f64s(var)?.iter().map(|v| 1.0 / (v + eps).sqrt()).collect(),
+    };
+    let x = x.contiguous()?;
+    if weight.is_none() && bias.is_none() {
+        return x.apply_op1_no_bwd(&op);
+    }
+    let weight = match weight {
+        Some(t) => t.contiguous()?,
+        None => Tensor::ones(c, x.dtype(), x.device())?,
+    };
+    let bias = match bias {
+        Some(t) => t.contiguous()?,
+        None => Tensor::zeros(c, x.dtype(), x.device())?,
+    };
+    x.apply_op3_no_bwd(&weight, &bias, &op)
+}
+
+/// [`batch_norm_eval`] as a composition of Candle ops, on any device (differentiable).
+pub fn batch_norm_eval_reference(
+    x: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<Tensor> {
+    let c = x.dim(1)?;
+    let mean = mean.reshape((1, c, 1, 1))?;
+    let var = var.reshape((1, c, 1, 1))?;
+    let mut y = x
+        .broadcast_sub(&mean)?
+        .broadcast_div(&(var + eps)?.sqrt()?)?;
+    if let Some(w) = weight {
+        y = y.broadcast_mul(&w.reshape((1, c, 1, 1))?)?;
+    }
+    if let Some(b) = bias {
+        y = y.broadcast_add(&b.reshape((1, c, 1, 1))?)?;
+    }
+    Ok(y)
+}
+
 /// [`batch_norm_train`] as a composition of Candle ops, on any device (the statistics by
 /// reducing the contiguous axis first; gradients flow through them too, which gives the same
 /// gradients as the closed form).
@@ -537,6 +613,36 @@ mod tests {
         Kernel, assert_close, finite_difference_check, forward_grads, uniform, values,
     };
     use super::*;
+
+    #[test]
+    fn batch_norm_eval_matches_candle() {
+        for affine in [false, true] {
+            for dtype in [DType::F32, DType::F64] {
+                let x = super::super::test_util::uniform(&[3, 5, 4, 6], dtype, 7);
+                let mean = super::super::test_util::uniform(&[5], dtype, 8);
+                let var = (super::super::test_util::uniform(&[5], dtype, 9)
+                    .abs()
+                    .unwrap()
+                    + 0.1)
+                    .unwrap();
+                let w = super::super::test_util::uniform(&[5], dtype, 10);
+                let b = super::super::test_util::uniform(&[5], dtype, 11);
+                let (w, b) = if affine {
+                    (Some(&w), Some(&b))
+                } else {
+                    (None, None)
+                };
+                let got = batch_norm_eval(&x, &mean, &var, w, b, 1e-5).unwrap();
+                let want = batch_norm_eval_reference(&x, &mean, &var, w, b, 1e-5).unwrap();
+                let tol = if dtype == DType::F32 { 1e-6 } else { 1e-12 };
+                super::super::test_util::assert_close(&got, &want, tol, "eval");
+            }
+        }
+        let x = Tensor::zeros((1, 2, 2, 2), DType::F32, &candle_core::Device::Cpu).unwrap();
+        let bad = Tensor::zeros(3, DType::F32, &candle_core::Device::Cpu).unwrap();
+        let e = batch_norm_eval(&x, &bad, &bad, None, None, 1e-5).unwrap_err();
+        assert!(e.to_string().contains("mean"), "{e}");
+    }
     use candle_core::{DType, Device};
 
     type Bn =

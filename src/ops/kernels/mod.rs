@@ -31,7 +31,9 @@ mod pool;
 mod relu;
 mod weighted_sum;
 
-pub use batch_norm::{batch_norm_train, batch_norm_train_reference};
+pub use batch_norm::{
+    batch_norm_eval, batch_norm_eval_reference, batch_norm_train, batch_norm_train_reference,
+};
 pub use conv::{conv2d, conv2d_reference};
 pub use depthwise::{depthwise_conv2d, depthwise_conv2d_reference};
 pub use pool::{avg_pool2d, avg_pool2d_reference, max_pool2d, max_pool2d_reference};
