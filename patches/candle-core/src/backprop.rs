@@ -405,7 +405,7 @@ impl Tensor {
                     }
                     Op::Gather(arg, indexes, dim) => {
                         let sum_grad = grads.or_insert(arg)?;
-                        *sum_grad = sum_grad.scatter_add(indexes, &grad, *dim)?;
+                        *sum_grad = sum_grad.scatter_add(indexes, &grad.contiguous()?, *dim)?;
                     }
                     Op::Scatter(init, indexes, src, dim) => {
                         grads.accumulate(init, &grad)?;
@@ -432,7 +432,7 @@ impl Tensor {
                         let sum_grad = grads.or_insert(arg)?;
                         // index_select accepts strided ids but index_add requires contiguous ones.
                         let indexes = indexes.contiguous()?;
-                        *sum_grad = sum_grad.index_add(&indexes, &grad, *dim)?;
+                        *sum_grad = sum_grad.index_add(&indexes, &grad.contiguous()?, *dim)?;
                     }
                     Op::Matmul(lhs, rhs) => {
                         // Skipping checks, the op went ok, we can skip
@@ -718,7 +718,7 @@ impl GradStore {
     }
 
     /// Adds `grad` to the gradient of `tensor`: the first gradient to reach a node is stored
-    /// as it is (made contiguous), later ones are summed into it. (nas-pipe's patch: the stock
+    /// as it is (in its own layout: a broadcast stays a view), later ones are summed into it. (nas-pipe's patch: the stock
     /// `or_insert` + `add` fills a fresh zeros tensor and allocates a sum for every gradient
     /// edge, also for nodes with a single consumer; upstream pull requests #3578 and #3822.)
     fn accumulate(&mut self, tensor: &Tensor, grad: &Tensor) -> Result<()> {
@@ -728,7 +728,7 @@ impl GradStore {
                 *sum = sum.add(grad)?;
             }
             Entry::Vacant(entry) => {
-                entry.insert(grad.contiguous()?);
+                entry.insert(grad.clone());
             }
         }
         Ok(())
@@ -738,7 +738,15 @@ impl GradStore {
     /// insert a tensor of zeroes, with the same shape and type as the given tensors and return it
     fn or_insert(&mut self, tensor: &Tensor) -> Result<&mut Tensor> {
         let grad = match self.0.entry(tensor.id()) {
-            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Occupied(entry) => {
+                // A gradient stored by `accumulate` keeps its layout; the rules that update
+                // in place (index_add, scatter_add) need it contiguous.
+                let grad = entry.into_mut();
+                if !grad.is_contiguous() {
+                    *grad = grad.contiguous()?;
+                }
+                grad
+            }
             Entry::Vacant(entry) => {
                 let grad = tensor.zeros_like()?;
                 entry.insert(grad)

@@ -341,9 +341,19 @@ fn for_samples<T: Real>(
         return Ok(());
     }
     if parallel {
-        out.par_chunks_mut(chunk)
+        // One contiguous run of samples per thread, each with one scratch buffer (rayon's
+        // per-job `init` would allocate and zero a buffer for every split).
+        let samples = out.len() / chunk;
+        let per_thread = samples.div_ceil(rayon::current_num_threads()).max(1);
+        out.par_chunks_mut(chunk * per_thread)
             .enumerate()
-            .try_for_each_init(|| vec![T::zero(); scratch], |buf, (b, out)| f(b, out, buf))
+            .try_for_each(|(t, run)| {
+                let mut buf = vec![T::zero(); scratch];
+                for (i, out) in run.chunks_mut(chunk).enumerate() {
+                    f(t * per_thread + i, out, &mut buf)?;
+                }
+                Ok(())
+            })
     } else {
         let mut buf = vec![T::zero(); scratch];
         for (b, out) in out.chunks_mut(chunk).enumerate() {
