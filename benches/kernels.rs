@@ -1,7 +1,7 @@
 //! Times forward + backward of each custom CPU kernel in `ops::kernels` against its
 //! composition of Candle ops, at DARTS CIFAR sizes (batch 64, C = 16, 32×32, f32).
 //!
-//! `cargo run --release --example kernels_bench [runs] [conv]`: after two warm-up runs, prints the
+//! `cargo bench --bench kernels -- [runs] [conv]`: after two warm-up runs, prints the
 //! median of `runs` (default 7) timed runs of `Σ f(x)` forward and backward (gradients for
 //! the input and, for the convolution, the filters), the ratio reference / custom, and the
 //! largest output difference between the two.
@@ -35,11 +35,17 @@ struct Case {
 }
 
 fn main() -> Result<()> {
-    let runs: usize = match std::env::args().nth(1) {
+    nas_pipe::cli::tune_runtime();
+    // `cargo bench` passes `--bench`; the positional arguments are the rest.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let runs: usize = match args.first() {
         Some(a) => a.parse()?,
         None => 7,
     };
-    if std::env::args().nth(2).as_deref() == Some("conv") {
+    if args.get(1).map(String::as_str) == Some("conv") {
         return conv_table(runs);
     }
     let dev = Device::Cpu;
