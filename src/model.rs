@@ -242,10 +242,12 @@ impl Model {
                     let inputs: Vec<Tensor> = (0..c.pre.len()).map(input).collect();
                     cell_forward(c, inputs, &mut mode)?
                 }
-                Layer::Choice(e) => match edge_forward(e, &input(0), &mut mode, false)? {
-                    Some(y) => y,
-                    None => zeros_like_shape(x, spec.output)?,
-                },
+                Layer::Choice(e) => {
+                    match edge_forward(e, &input(0), &mut None, &mut mode, false)? {
+                        Some(y) => y,
+                        None => zeros_like_shape(x, spec.output)?,
+                    }
+                }
                 Layer::Residual(r) => r.forward(&input(0), train)?,
                 Layer::BnRelu(bn) => kernels::relu(&bn.forward(&input(0), train)?)?,
                 Layer::Head(h) => h.forward_pooled(&input(0))?,
@@ -327,12 +329,28 @@ fn build_cell(s: &Scope, c: &NetCell, pre: Vec<Option<Preprocess>>) -> Result<Ce
 
 /// The edge's output, or `None` for `Zero` (nothing to add). `drop`: drop path applies to
 /// this edge's op in training mode (cell edges, not searchable layers).
-fn edge_forward(e: &Edge, x: &Tensor, mode: &mut Mode, drop: bool) -> Result<Option<Tensor>> {
+/// One edge's output (`None` for a zero edge). `relu` caches `relu(x)` for the ops of a
+/// cell that read the same state and begin with a ReLU.
+fn edge_forward(
+    e: &Edge,
+    x: &Tensor,
+    relu: &mut Option<Tensor>,
+    mode: &mut Mode,
+    drop: bool,
+) -> Result<Option<Tensor>> {
     Ok(match e {
         Edge::Zero => None,
         Edge::Op(op) => {
             let train = matches!(mode, Mode::Train { .. });
-            let y = op.forward(x, train)?;
+            let y = if op.starts_with_relu() {
+                let r = match relu {
+                    Some(r) => r,
+                    None => relu.insert(kernels::relu(x)?),
+                };
+                op.forward_after_relu(r, train)?
+            } else {
+                op.forward(x, train)?
+            };
             match mode {
                 Mode::Train { drop_path, rng } if drop && *drop_path > 0.0 && !op.is_identity() => {
                     Some(drop_path_apply(&y, *drop_path, rng)?)
@@ -347,6 +365,8 @@ fn edge_forward(e: &Edge, x: &Tensor, mode: &mut Mode, drop: bool) -> Result<Opt
 fn cell_forward(c: &Cell, inputs: Vec<Tensor>, mode: &mut Mode) -> Result<Tensor> {
     let train = matches!(mode, Mode::Train { .. });
     let mut states: Vec<Option<Tensor>> = vec![None; c.states];
+    // Per state, its ReLU once an op that begins with one has read it.
+    let mut relus: Vec<Option<Tensor>> = vec![None; c.states];
     let first = inputs.first().cloned();
     for (k, (x, p)) in inputs.into_iter().zip(&c.pre).enumerate() {
         states[k] = Some(match p {
@@ -360,7 +380,7 @@ fn cell_forward(c: &Cell, inputs: Vec<Tensor>, mode: &mut Mode) -> Result<Tensor
             let x = states[*from].as_ref().ok_or_else(|| {
                 candle_core::Error::Msg("a state is used before it is computed".into())
             })?;
-            if let Some(y) = edge_forward(e, x, mode, true)? {
+            if let Some(y) = edge_forward(e, x, &mut relus[*from], mode, true)? {
                 sum = Some(match sum {
                     None => y,
                     Some(s) => (s + y)?,
