@@ -258,9 +258,8 @@ fn build(row: &str) -> Result<Box<dyn FnMut() -> Result<()>>> {
             }))
         }
         "ort_darts_v2_c36_b1_t1" => {
-            // Timed by the profiler itself (its own warm-up and runs); the closure is a no-op
-            // and `child` reads the profiler's p50.
-            bail!("ort row is measured by ort_row")
+            // Two sessions, each warmed up, timed alternately: `child` runs `ort_row` instead.
+            bail!("the ONNX Runtime row is measured by ort_row")
         }
         _ => {
             let Some(rest) = row.strip_prefix("op_") else {
