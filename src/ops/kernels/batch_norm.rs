@@ -59,14 +59,7 @@ pub fn batch_norm_train(
     let y = if weight.is_none() && bias.is_none() {
         x.apply_op1(op)?
     } else {
-        let weight = match weight {
-            Some(t) => t.contiguous()?,
-            None => Tensor::ones(c, x.dtype(), x.device())?,
-        };
-        let bias = match bias {
-            Some(t) => t.contiguous()?,
-            None => Tensor::zeros(c, x.dtype(), x.device())?,
-        };
+        let (weight, bias) = affine(&x, c, weight, bias)?;
         x.apply_op3(&weight, &bias, op)?
     };
     let stats = stats.to_dtype(x.dtype())?;
@@ -114,6 +107,18 @@ pub fn batch_norm_eval(
     if weight.is_none() && bias.is_none() {
         return x.apply_op1_no_bwd(&op);
     }
+    let (weight, bias) = affine(&x, c, weight, bias)?;
+    x.apply_op3_no_bwd(&weight, &bias, &op)
+}
+
+/// The affine weight and bias as contiguous `[C]` tensors, ones and zeros for a missing one
+/// (the [`Norm`] op takes both or neither).
+fn affine(
+    x: &Tensor,
+    c: usize,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+) -> Result<(Tensor, Tensor)> {
     let weight = match weight {
         Some(t) => t.contiguous()?,
         None => Tensor::ones(c, x.dtype(), x.device())?,
@@ -122,7 +127,7 @@ pub fn batch_norm_eval(
         Some(t) => t.contiguous()?,
         None => Tensor::zeros(c, x.dtype(), x.device())?,
     };
-    x.apply_op3_no_bwd(&weight, &bias, &op)
+    Ok((weight, bias))
 }
 
 /// [`batch_norm_eval`] as a composition of Candle ops, on any device (differentiable).

@@ -42,6 +42,7 @@ pub use weighted_sum::{weighted_sum, weighted_sum_reference};
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Layout, Result, Tensor, WithDType, bail};
+use rayon::prelude::*;
 use std::ops::Range;
 
 /// The element types the CPU loops run on (f32 and f64).
@@ -241,6 +242,36 @@ pub(super) fn dispatch2<R>(
         ),
     }
 }
+
+/// Errors unless the operands `a` and `b` of `op` (named for the message) have one shape.
+fn same_shape(op: &str, a: (&str, &Layout), b: (&str, &Layout)) -> Result<()> {
+    if a.1.shape() != b.1.shape() {
+        bail!(
+            "{op}: {} {:?} and {} {:?} differ in shape",
+            a.0,
+            a.1.dims(),
+            b.0,
+            b.1.dims()
+        )
+    }
+    Ok(())
+}
+
+/// `f` applied to every element of `x`, in parallel over chunks of [`MAP_CHUNK`].
+fn par_map<T: Real>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
+    let mut y = vec![T::zero(); x.len()];
+    y.par_chunks_mut(MAP_CHUNK)
+        .zip(x.par_chunks(MAP_CHUNK))
+        .for_each(|(y, x)| {
+            for (y, &v) in y.iter_mut().zip(x) {
+                *y = f(v);
+            }
+        });
+    y
+}
+
+/// Elements per parallel task of the element-wise kernels.
+const MAP_CHUNK: usize = 1 << 14;
 
 /// Errors unless `t` (the argument called `name`) has the input `x`'s dtype and device.
 fn check_like(op: &str, name: &str, t: &Tensor, x: &Tensor) -> Result<()> {

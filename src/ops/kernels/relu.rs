@@ -6,7 +6,7 @@
 //! NaN maps to 0 (as Candle's `relu`, `f32::max(NaN, 0) = 0`) and gets no gradient. At
 //! exactly 0 the gradient is 0 (PyTorch's rule; Candle's own `relu` passes it, `x ≥ 0`).
 
-use super::{Real, check_float, cpu_flat, dispatch2, use_cpu_kernel};
+use super::{Real, check_float, cpu_flat, dispatch2, par_map, same_shape, use_cpu_kernel};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
@@ -57,15 +57,9 @@ impl CustomOp1 for Relu {
 
 fn fwd<T: Real>(op: &str, s: &CpuStorage, l: &Layout) -> Result<CpuStorage> {
     let x = cpu_flat::<T>(op, s, l, l.shape().elem_count())?;
-    let mut y = vec![T::zero(); x.len()];
-    y.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(y, x)| {
-            for (y, &v) in y.iter_mut().zip(x) {
-                *y = num_traits::Float::max(v, T::zero());
-            }
-        });
-    Ok(T::to_cpu_storage_owned(y))
+    Ok(T::to_cpu_storage_owned(par_map(x, |v| {
+        num_traits::Float::max(v, T::zero())
+    })))
 }
 
 /// ReLU backward: `(y, grad_out) → grad_out · [y > 0]`.
@@ -83,14 +77,7 @@ impl CustomOp2 for ReluBackward {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        if l1.shape() != l2.shape() {
-            bail!(
-                "{}: output {:?} and gradient {:?} differ in shape",
-                self.name(),
-                l1.dims(),
-                l2.dims()
-            )
-        }
+        same_shape(self.name(), ("output", l1), ("gradient", l2))?;
         let out = dispatch2(
             self.name(),
             s1,

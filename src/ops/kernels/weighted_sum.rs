@@ -10,7 +10,7 @@
 //! The dot products that give `p`'s gradient are summed in f64 over fixed chunks, in chunk
 //! order, so the result does not depend on how the threads are scheduled.
 
-use super::{Real, check_like, cpu_flat, dispatch2, use_cpu_kernel};
+use super::{Real, check_like, cpu_flat, dispatch2, par_map, same_shape, use_cpu_kernel};
 use candle_core::backend::BackendStorage;
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, bail,
@@ -172,14 +172,7 @@ impl CustomOp3 for Axpy {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        if l1.shape() != l2.shape() {
-            bail!(
-                "{}: sum {:?} and term {:?} differ in shape",
-                self.name(),
-                l1.dims(),
-                l2.dims()
-            )
-        }
+        same_shape(self.name(), ("sum", l1), ("term", l2))?;
         let out = dispatch2(
             self.name(),
             s1,
@@ -232,15 +225,7 @@ impl Axpy {
 /// `w · x` for a contiguous CPU tensor.
 fn scaled<T: Real>(op: &str, s: &CpuStorage, l: &Layout, w: T) -> Result<CpuStorage> {
     let x = cpu_flat::<T>(op, s, l, l.shape().elem_count())?;
-    let mut y = vec![T::zero(); x.len()];
-    y.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(y, x)| {
-            for (y, &v) in y.iter_mut().zip(x) {
-                *y = w * v;
-            }
-        });
-    Ok(T::to_cpu_storage_owned(y))
+    Ok(T::to_cpu_storage_owned(par_map(x, |v| w * v)))
 }
 
 /// `w · x` without a backward (the gradient of a term with respect to its input).
@@ -279,14 +264,7 @@ impl CustomOp2 for OneHotDot {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        if l1.shape() != l2.shape() {
-            bail!(
-                "{}: gradient {:?} and term {:?} differ in shape",
-                self.name(),
-                l1.dims(),
-                l2.dims()
-            )
-        }
+        same_shape(self.name(), ("gradient", l1), ("term", l2))?;
         let out = dispatch2(
             self.name(),
             s1,
