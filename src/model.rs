@@ -230,27 +230,31 @@ impl Model {
         let mut aux = None;
         for (i, layer) in self.layers.iter().enumerate() {
             let spec = &self.net.layers[i];
-            let input = |k: usize| -> Tensor {
-                spec.inputs.get(k).map_or_else(
-                    || x.clone(),
-                    |&j| outs[j].clone().expect("read before its last use"),
-                )
+            let input = |k: usize| -> Result<Tensor> {
+                match spec.inputs.get(k) {
+                    None => Ok(x.clone()),
+                    Some(&j) => outs[j].clone().ok_or_else(|| {
+                        candle_core::Error::Msg(format!(
+                            "layer {i} reads layer {j} after its last use"
+                        ))
+                    }),
+                }
             };
             let y = match layer {
-                Layer::ConvBn(m) => m.forward(&input(0), train)?,
+                Layer::ConvBn(m) => m.forward(&input(0)?, train)?,
                 Layer::Cell(c) => {
-                    let inputs: Vec<Tensor> = (0..c.pre.len()).map(input).collect();
+                    let inputs: Vec<Tensor> = (0..c.pre.len()).map(input).collect::<Result<_>>()?;
                     cell_forward(c, inputs, &mut mode)?
                 }
                 Layer::Choice(e) => {
-                    match edge_forward(e, &input(0), &mut None, &mut mode, false)? {
+                    match edge_forward(e, &input(0)?, &mut None, &mut mode, false)? {
                         Some(y) => y,
                         None => zeros_like_shape(x, spec.output)?,
                     }
                 }
-                Layer::Residual(r) => r.forward(&input(0), train)?,
-                Layer::BnRelu(bn) => kernels::relu(&bn.forward(&input(0), train)?)?,
-                Layer::Head(h) => h.forward_pooled(&input(0))?,
+                Layer::Residual(r) => r.forward(&input(0)?, train)?,
+                Layer::BnRelu(bn) => kernels::relu(&bn.forward(&input(0)?, train)?)?,
+                Layer::Head(h) => h.forward_pooled(&input(0)?)?,
             };
             if let Some((at, head)) = &self.aux
                 && *at == i
