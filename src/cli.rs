@@ -90,21 +90,45 @@ pub enum Command {
         #[arg(long, value_name = "G")]
         genotype: Option<String>,
     },
-    /// Search the pipeline's space on its data (DARTS) and write the derived genotype.
+    /// Search the pipeline's space and write the derived genotype.
     ///
-    /// Writes `<out>/<name>/search/` (a checkpoint per epoch, `state.json` with metrics and
-    /// the op-weight history) and `<out>/<name>/genotype.ron`. A search that was stopped
-    /// resumes from its last checkpoint; a checkpoint from a different spec is an error and
-    /// is left untouched.
+    /// DARTS-family: writes `<out>/<name>/search/` (a checkpoint per epoch, `state.json`
+    /// with metrics and the op-weight history). Multi-trial (`Trials`): writes
+    /// `search/trials.json` (every proposal with its scores) and `search/pareto.json`.
+    /// Both write `<out>/<name>/genotype.ron`. A search that was stopped resumes where it
+    /// stopped; outputs of a different spec are an error and are left untouched.
     Search {
         /// A pipeline file (`pipelines/*.ron`).
         pipeline: PathBuf,
         /// The folder run folders are written under.
         #[arg(long, default_value = "exports", value_name = "DIR")]
         out: PathBuf,
-        /// Stop after this many epochs in total (resume later by running again).
+        /// Stop after this many epochs (DARTS) or proposals (Trials) in total (resume later
+        /// by running again).
         #[arg(long, value_name = "N")]
         stop_after: Option<usize>,
+        /// The ONNX Runtime library, for latency objectives (default: search as `nas-pipe
+        /// run` does)
+        #[arg(long, value_name = "FILE")]
+        ort_lib: Option<PathBuf>,
+    },
+    /// Run a multi-trial pipeline with a tabular evaluator over many seeds and print the
+    /// returned architecture's scores as mean ± standard deviation: the search signal (the
+    /// column the strategy selects on) and the report signal (a column it never saw) in
+    /// separate columns. Several pipelines are compared side by side.
+    ///
+    /// Writes `<out>/<name>/study.json` per pipeline: per seed the returned architecture
+    /// (its genotype and NAS-Bench-201 string), its scores and the evaluations spent.
+    Study {
+        /// Pipeline files with `search: Trials(evaluator: Tabular(...))`.
+        #[arg(required = true)]
+        pipelines: Vec<PathBuf>,
+        /// Seeds: the pipeline's seed, seed + 1, ...
+        #[arg(long, default_value_t = 30, value_name = "N")]
+        seeds: u64,
+        /// The folder run folders are written under.
+        #[arg(long, default_value = "exports", value_name = "DIR")]
+        out: PathBuf,
     },
     /// Train the final network of a genotype from scratch (the pipeline's `retrain`
     /// section), evaluate it on the test set each epoch, and write the weights, metrics,
@@ -389,10 +413,45 @@ fn run(cli: &Cli) -> Result<i32> {
             pipeline: file,
             out: dir,
             stop_after,
+            ort_lib,
         } => {
             let p = pipeline::load(&mut sources, file)?;
             let device = device(p.spec.device)?;
             let run_dir = dir.join(&p.spec.name.value);
+            if matches!(
+                p.spec.search.as_deref(),
+                Some(crate::spec::pipeline::Search::Trials { .. })
+            ) {
+                let _busy = crate::pipeline::busy::acquire(&run_dir, "nas-pipe search")?;
+                let ort: crate::pipeline::Ort =
+                    crate::runtime::load(ort_lib.as_deref()).map_err(|e| e.to_string());
+                let opts = crate::trials::Options {
+                    stop_after: *stop_after,
+                    progress: true,
+                };
+                let o = crate::pipeline::stages::trials(&p, &run_dir, &device, &ort, &opts)?;
+                let text = if !o.state.finished {
+                    format!(
+                        "search stopped after {} proposals ({} evaluations of {}); run again to resume from {}\n",
+                        o.state.records.len(),
+                        o.state.evaluations(),
+                        o.state.budget,
+                        run_dir.join("search").display()
+                    )
+                } else {
+                    let g = crate::trials::derive(&p, &run_dir)?;
+                    format!(
+                        "search finished: {} evaluations in {:.1}s this run\n{}\ngenotype written to {}\n{}",
+                        o.state.evaluations(),
+                        o.seconds,
+                        crate::study::summary(&o.state, &o.front),
+                        run_dir.join("genotype.ron").display(),
+                        g.to_ron()
+                    )
+                };
+                write_out(&mut out, &text)?;
+                return Ok(0);
+            }
             let opts = crate::search::Options {
                 stop_after: *stop_after,
                 progress: true,
@@ -422,6 +481,21 @@ fn run(cli: &Cli) -> Result<i32> {
                 }
             };
             write_out(&mut out, &text)?;
+        }
+        Command::Study {
+            pipelines,
+            seeds,
+            out: dir,
+        } => {
+            let mut studies = Vec::new();
+            for file in pipelines {
+                let p = pipeline::load(&mut sources, file)?;
+                let s = crate::study::run(&p, *seeds, true)?;
+                let path = dir.join(&p.spec.name.value).join("study.json");
+                crate::study::write(&s, &path)?;
+                studies.push((s, path));
+            }
+            write_out(&mut out, &crate::study::table(&studies))?;
         }
         Command::Train {
             pipeline: file,

@@ -448,6 +448,29 @@ impl Genotype {
 }
 
 /// The one skeleton cell type of a space, if it has exactly one.
+/// The NAS-Bench-201 string (`|op~0|+|op~0|op~1|+|...|`) of `g`, for a space of one cell
+/// type with one input whose rule keeps every edge and no searchable layers; `None` for
+/// other spaces or a genotype that does not name that cell.
+pub fn nb201_string(space: &Space, g: &Genotype) -> Option<String> {
+    let ci = single_cell(space)?;
+    let cell = &space.cells[ci];
+    if cell.inputs != 1 || cell.rule != Rule::ArgmaxPerEdge || !space.slots.is_empty() {
+        return None;
+    }
+    let (_, nodes) = g.cells.0.iter().find(|(n, _)| n.value == cell.name)?;
+    let groups: Vec<String> = nodes
+        .value
+        .iter()
+        .map(|pairs| {
+            let mut pairs: Vec<&(String, u32)> = pairs.iter().map(|p| &p.value).collect();
+            pairs.sort_by_key(|p| p.1);
+            let items: String = pairs.iter().map(|(op, j)| format!("|{op}~{j}")).collect();
+            format!("{items}|")
+        })
+        .collect();
+    Some(groups.join("+"))
+}
+
 fn single_cell(space: &Space) -> Option<usize> {
     match space.skeleton_cells.as_slice() {
         [c] => Some(*c),

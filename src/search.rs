@@ -185,7 +185,12 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
         augment,
         images,
         ..
-    } = &search.value;
+    } = &search.value
+    else {
+        return Err(Error::Input(
+            "a multi-trial search runs in crate::trials, not here".into(),
+        ));
+    };
     let epochs = epochs.value as usize;
     let space = &p.search_space;
     let seed = p.spec.seed;

@@ -877,19 +877,31 @@ fn execute(
     let rt = || ort.as_ref().map_err(|e| Error::Runtime(e.clone())).copied();
     match stage {
         Stage::Search => {
-            let o = crate::search::Options {
-                stop_after: None,
-                progress: opts.progress,
-            };
-            crate::search::run(p, run_dir, device, &o)?;
-        }
-        Stage::Derive => {
-            if matches!(p.spec.search.as_deref(), Some(Search::Darts { .. })) {
-                crate::search::derive(p, run_dir)?;
+            if matches!(p.spec.search.as_deref(), Some(Search::Trials { .. })) {
+                let o = crate::trials::Options {
+                    stop_after: None,
+                    progress: opts.progress,
+                };
+                stages::trials(p, run_dir, device, ort, &o)?;
             } else {
-                stages::derive_fixed(p, run_dir)?;
+                let o = crate::search::Options {
+                    stop_after: None,
+                    progress: opts.progress,
+                };
+                crate::search::run(p, run_dir, device, &o)?;
             }
         }
+        Stage::Derive => match p.spec.search.as_deref() {
+            Some(Search::Darts { .. }) => {
+                crate::search::derive(p, run_dir)?;
+            }
+            Some(Search::Trials { .. }) => {
+                crate::trials::derive(p, run_dir)?;
+            }
+            None => {
+                stages::derive_fixed(p, run_dir)?;
+            }
+        },
         Stage::Retrain => {
             let g = run_dir.join("genotype.ron");
             let g = crate::train::choose_genotype(p, run_dir, Some(&g.display().to_string()))?;

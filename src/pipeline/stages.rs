@@ -123,3 +123,21 @@ pub fn profile(
     crate::profile::write(&report, run_dir)?;
     Ok(report)
 }
+
+/// The multi-trial search stage: latency measured in ONNX Runtime when the search needs it
+/// (cached in `search/latency.json`).
+pub fn trials(
+    p: &Resolved,
+    run_dir: &Path,
+    device: &candle_core::Device,
+    ort: &super::Ort,
+    opts: &crate::trials::Options,
+) -> Result<crate::trials::Outcome> {
+    let plan = crate::trials::Plan::of(p)?;
+    if plan.needs_latency() {
+        let rt = ort.as_ref().map_err(|e| Error::Runtime(e.clone())).copied()?;
+        let _ = rt;
+        return Err(Error::Input("latency objectives are not wired yet".into()));
+    }
+    crate::trials::run(p, run_dir, device, None, opts)
+}

@@ -147,6 +147,8 @@ pub struct Augment {
 /// The search strategy and its budget.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+// One per pipeline, read once: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Search {
     /// DARTS with weight sharing (`../shared/reference/darts.md` §3).
     Darts {
@@ -173,6 +175,182 @@ pub enum Search {
         #[serde(default)]
         augment: Augment,
     },
+    /// Multi-trial search: a strategy proposes discrete architectures of the space, an
+    /// evaluator scores each, and the best is returned. The Pareto front over `objectives`
+    /// of every architecture evaluated is written as `search/pareto.json`.
+    Trials {
+        strategy: Spanned<Strategy>,
+        evaluator: Box<Spanned<Evaluator>>,
+        /// Architectures evaluated (queries; a repeated architecture counts again and is
+        /// answered from the record).
+        evaluations: Spanned<u32>,
+        /// Stop early once this many seconds of wall time are spent (the result then depends
+        /// on the machine's speed). Default: no time limit.
+        #[serde(default)]
+        seconds: Option<Spanned<f64>>,
+        /// What the search maximises. Default `Accuracy`.
+        #[serde(default)]
+        reward: Spanned<Reward>,
+        /// The objectives of the Pareto front, besides accuracy. Default: none.
+        #[serde(default)]
+        objectives: Spanned<Vec<Objective>>,
+        /// Hard limits checked before a candidate is evaluated; a candidate over one is
+        /// skipped and costs no evaluation. Default: none.
+        #[serde(default)]
+        constraints: Vec<Spanned<Constraint>>,
+        /// How latency is measured when an objective, the reward or a constraint needs it.
+        #[serde(default)]
+        latency: Spanned<LatencyPlan>,
+        /// Export each point of the Pareto front to ONNX with the weights its evaluation
+        /// trained, and profile it in ONNX Runtime (`search/front/<n>/`). Default `false`.
+        #[serde(default)]
+        export_front: bool,
+    },
+}
+
+/// How a multi-trial search proposes architectures (`../shared/reference/darts.md` §7 and
+/// the NAS-Bench-201 baselines).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum Strategy {
+    /// Uniformly random architectures.
+    Random,
+    /// Regularized (aging) evolution (Real et al., AmoebaNet): `population` random
+    /// architectures, then each cycle samples `sample` members, mutates the best one (one
+    /// edge's op or one input) and replaces the oldest member with the child.
+    Evolution {
+        /// Default 10 (NAS-Bench-201's setting).
+        #[serde(default = "ten")]
+        population: Spanned<u32>,
+        /// Default 3 (NAS-Bench-201's setting).
+        #[serde(default = "three")]
+        sample: Spanned<u32>,
+    },
+    /// REINFORCE with a policy of independent softmax distributions, one per decision,
+    /// trained with Adam on (reward − baseline) · ∇ log p, the baseline an exponential
+    /// moving average of the rewards (NAS-Bench-201's REINFORCE).
+    Reinforce {
+        /// Adam learning rate of the policy logits. Default 0.01.
+        #[serde(default = "reinforce_lr")]
+        lr: Spanned<f64>,
+        /// Momentum of the reward baseline. Default 0.9.
+        #[serde(default = "momentum")]
+        baseline_momentum: Spanned<f64>,
+    },
+}
+
+/// How a candidate architecture is scored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum Evaluator {
+    /// Looks the architecture up in a benchmark table (CSV, optionally gzipped; path
+    /// relative to the pipeline file) with an NAS-Bench-201 `cellstr` or `arch_str` column:
+    /// the search sees column `select`, the report column `report` (a column the search
+    /// never sees). Values in percent.
+    Tabular {
+        table: Spanned<String>,
+        /// Default `"cifar10-val"`.
+        #[serde(default = "cifar10_val")]
+        select: Spanned<String>,
+        /// Default `"cifar10-test"`.
+        #[serde(default = "cifar10_test")]
+        report: Spanned<String>,
+    },
+    /// Trains each candidate from scratch for a short budget on the first `train_portion`
+    /// of the (first `images`) training images and scores it on the rest. The report
+    /// column is the test-set accuracy, computed for the Pareto front only.
+    Train {
+        /// Use only the first this many training images. Default: all.
+        #[serde(default)]
+        images: Option<Spanned<u32>>,
+        /// Default 0.8.
+        #[serde(default = "four_fifths")]
+        train_portion: Spanned<f64>,
+        /// The proxy recipe: width, depth, epochs, batch size, optimizer, augmentation.
+        recipe: Box<Spanned<Retrain>>,
+    },
+}
+
+/// The scalar a multi-trial strategy maximises.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum Reward {
+    /// The evaluator's accuracy (in [0, 1]).
+    #[default]
+    Accuracy,
+    /// MnasNet's soft latency reward: accuracy · (latency / target_ms)^w.
+    MnasNet {
+        target_ms: Spanned<f64>,
+        /// Default −0.07.
+        #[serde(default = "mnas_w")]
+        w: Spanned<f64>,
+    },
+}
+
+/// An objective of the Pareto front (accuracy, maximised, is always one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Objective {
+    /// ONNX Runtime latency in ms, minimised.
+    Latency,
+    /// Parameters, minimised.
+    Params,
+    /// Multiply-accumulates of one image, minimised.
+    Macs,
+}
+
+/// A hard limit on a candidate, checked before it is evaluated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Constraint {
+    /// ONNX Runtime latency at most this many ms.
+    MaxLatencyMs(f64),
+    /// At most this many parameters.
+    MaxParams(u64),
+    /// At most this many multiply-accumulates per image.
+    MaxMacs(u64),
+}
+
+/// How a candidate's latency is measured: its whole network exported to ONNX and timed
+/// in ONNX Runtime (each architecture once, cached in `search/latency.json`), or
+/// predicted from a per-op table measured once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatencyPlan {
+    /// Default `Measured`.
+    #[serde(default)]
+    pub method: LatencyMethod,
+    /// Default 1.
+    #[serde(default = "one_u32")]
+    pub batch_size: u32,
+    /// Intra-op threads. Default 1.
+    #[serde(default = "one_u32")]
+    pub threads: u32,
+    /// Untimed runs first. Default 5.
+    #[serde(default = "five")]
+    pub warmup: u32,
+    /// Timed runs; the median is the latency. Default 30.
+    #[serde(default = "thirty")]
+    pub runs: u32,
+}
+
+impl Default for LatencyPlan {
+    fn default() -> Self {
+        LatencyPlan {
+            method: LatencyMethod::default(),
+            batch_size: 1,
+            threads: 1,
+            warmup: 5,
+            runs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LatencyMethod {
+    /// The whole network, exported and timed.
+    #[default]
+    Measured,
+    /// The sum of per-op latencies from a table measured once per space and machine.
+    Table,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -322,6 +500,36 @@ fn betas() -> Spanned<(f64, f64)> {
 fn one() -> Spanned<u32> {
     sp(1)
 }
+fn one_u32() -> u32 {
+    1
+}
+fn three() -> Spanned<u32> {
+    sp(3)
+}
+fn five() -> u32 {
+    5
+}
+fn ten() -> Spanned<u32> {
+    sp(10)
+}
+fn thirty() -> u32 {
+    30
+}
+fn reinforce_lr() -> Spanned<f64> {
+    sp(0.01)
+}
+fn mnas_w() -> Spanned<f64> {
+    sp(-0.07)
+}
+fn four_fifths() -> Spanned<f64> {
+    sp(0.8)
+}
+fn cifar10_val() -> Spanned<String> {
+    sp("cifar10-val".into())
+}
+fn cifar10_test() -> Spanned<String> {
+    sp("cifar10-test".into())
+}
 fn opset() -> Spanned<u32> {
     sp(21)
 }
@@ -358,6 +566,10 @@ pub struct Resolved {
     pub spec: Pipeline,
     /// The pipeline file's id in the sources.
     pub file: u32,
+    /// The folder of the pipeline file, which relative paths in it are relative to.
+    pub dir: PathBuf,
+    /// A tabular evaluator's table, loaded and checked against the space.
+    pub table: Option<std::sync::Arc<crate::evaluator::Table>>,
     pub space_path: PathBuf,
     /// The data directory, resolved against the pipeline's folder (none for synthetic data).
     pub data_dir: Option<PathBuf>,
@@ -403,6 +615,10 @@ pub fn resolve(sources: &mut Sources, file: u32, path: &Path, spec: Pipeline) ->
         Some(Search::Darts {
             channels, layers, ..
         }) => (channels.clone(), layers.clone()),
+        Some(Search::Trials { evaluator, .. }) => match &evaluator.value {
+            Evaluator::Train { recipe, .. } => (recipe.channels.clone(), recipe.layers.clone()),
+            Evaluator::Tabular { .. } => (None, None),
+        },
         None => (None, None),
     };
     let ov = |c: &Option<Spanned<u32>>, l: &Option<Spanned<u32>>| Overrides {
@@ -442,7 +658,26 @@ pub fn resolve(sources: &mut Sources, file: u32, path: &Path, spec: Pipeline) ->
             Some((genotype, resolved))
         }
     };
+    let table = match spec.search.as_deref() {
+        Some(Search::Trials { evaluator, .. }) => match &evaluator.value {
+            Evaluator::Tabular {
+                table,
+                select,
+                report,
+            } => Some(load_table(
+                sources,
+                &dir.join(&table.value),
+                table.span,
+                [select, report],
+                &search_space,
+            )?),
+            Evaluator::Train { .. } => None,
+        },
+        _ => None,
+    };
     Ok(Resolved {
+        dir: dir.to_path_buf(),
+        table,
         spec,
         file,
         space_path,
@@ -453,6 +688,56 @@ pub fn resolve(sources: &mut Sources, file: u32, path: &Path, spec: Pipeline) ->
         space_texts,
         space_raw: raw,
     })
+}
+
+/// Loads a tabular evaluator's table and checks it: the columns exist, and the space's
+/// architectures are written the table's way (the first row's architecture is one of the
+/// space's). Errors point at the value in the pipeline.
+fn load_table(
+    sources: &Sources,
+    path: &Path,
+    span: Span,
+    columns: [&Spanned<String>; 2],
+    space: &Space,
+) -> Result<std::sync::Arc<crate::evaluator::Table>> {
+    let table = crate::evaluator::Table::load(path).map_err(|e| match e {
+        crate::error::Error::Input(m) => sources.diag(span, m).into(),
+        other => other,
+    })?;
+    for c in columns {
+        if table.column(&c.value).is_none() {
+            return Err(sources
+                .diag(
+                    c.span,
+                    format!(
+                        "{} has no column {:?}; its columns are {}",
+                        path.display(),
+                        c.value,
+                        table.columns.join(", ")
+                    ),
+                )
+                .into());
+        }
+    }
+    let first = table.arch(0).to_string();
+    let src = super::Source::from_text(path, first.clone());
+    let fits = crate::genotype::Genotype::from_nb201(&src, space)
+        .and_then(|g| g.resolve(&src, space).map(|_| g))
+        .ok()
+        .and_then(|g| crate::genotype::nb201_string(space, &g));
+    if fits.as_deref() != Some(first.as_str()) {
+        return Err(sources
+            .diag(
+                span,
+                format!(
+                    "the table's architectures (first: {first}) are not NAS-Bench-201 strings of \
+                     the space \"{}\"",
+                    space.name
+                ),
+            )
+            .into());
+    }
+    Ok(std::sync::Arc::new(table))
 }
 
 /// Value checks that need no other file. Each error points at the offending value.
@@ -614,8 +899,27 @@ fn check(sources: &Sources, p: &Pipeline) -> Result<()> {
             ));
         }
     }
-    if let Some(s) = &p.search {
-        let Search::Darts {
+    let recipe = |r: &Retrain, what: &str| -> Result<()> {
+        positive(&r.epochs, &format!("{what} epochs"))?;
+        positive(&r.batch_size, &format!("{what} batch_size"))?;
+        positive(&r.eval_every, "eval_every")?;
+        for v in [&r.channels, &r.layers].into_iter().flatten() {
+            positive(v, &format!("{what} width and depth"))?;
+        }
+        optimizer(&r.optimizer, &format!("{what} optimizer"))?;
+        nonneg(&r.auxiliary_weight, "auxiliary_weight")?;
+        unit(&r.drop_path, "drop_path", false, true)?;
+        unit(&r.label_smoothing, "label_smoothing", false, true)
+    };
+    let positive_f = |v: &Spanned<f64>, what: &str| {
+        if v.value.is_finite() && v.value > 0.0 {
+            Ok(())
+        } else {
+            Err(err(v.span, format!("{what} must be > 0, got {}", v.value)))
+        }
+    };
+    match p.search.as_deref() {
+        Some(Search::Darts {
             epochs,
             batch_size,
             train_portion,
@@ -625,18 +929,120 @@ fn check(sources: &Sources, p: &Pipeline) -> Result<()> {
             arch,
             images,
             ..
-        } = &s.value;
-        positive(epochs, "search epochs")?;
-        if let Some(n) = images {
-            positive(n, "search images")?;
+        }) => {
+            positive(epochs, "search epochs")?;
+            if let Some(n) = images {
+                positive(n, "search images")?;
+            }
+            positive(batch_size, "search batch_size")?;
+            unit(train_portion, "train_portion", true, true)?;
+            for v in [channels, layers].into_iter().flatten() {
+                positive(v, "search width and depth")?;
+            }
+            optimizer(weights, "search weights")?;
+            optimizer(arch, "search arch")?;
         }
-        positive(batch_size, "search batch_size")?;
-        unit(train_portion, "train_portion", true, true)?;
-        for v in [channels, layers].into_iter().flatten() {
-            positive(v, "search width and depth")?;
+        Some(Search::Trials {
+            strategy,
+            evaluator,
+            evaluations,
+            seconds,
+            reward,
+            constraints,
+            latency,
+            ..
+        }) => {
+            positive(evaluations, "evaluations")?;
+            if let Some(t) = seconds {
+                positive_f(t, "seconds")?;
+            }
+            match &strategy.value {
+                Strategy::Random => {}
+                Strategy::Evolution { population, sample } => {
+                    positive(population, "population")?;
+                    positive(sample, "sample")?;
+                    if sample.value > population.value {
+                        return Err(err(
+                            sample.span,
+                            format!(
+                                "sample {} is larger than the population {}",
+                                sample.value, population.value
+                            ),
+                        ));
+                    }
+                    if population.value > evaluations.value {
+                        return Err(err(
+                            population.span,
+                            format!(
+                                "a population of {} needs at least as many evaluations, and the budget is {}",
+                                population.value, evaluations.value
+                            ),
+                        ));
+                    }
+                }
+                Strategy::Reinforce {
+                    lr,
+                    baseline_momentum,
+                } => {
+                    positive_f(lr, "lr")?;
+                    unit(baseline_momentum, "baseline_momentum", false, true)?;
+                }
+            }
+            match &evaluator.value {
+                Evaluator::Tabular {
+                    table,
+                    select,
+                    report,
+                } => {
+                    for (v, what) in [(table, "table"), (select, "select"), (report, "report")] {
+                        if v.trim().is_empty() {
+                            return Err(err(v.span, format!("{what} must not be empty")));
+                        }
+                    }
+                }
+                Evaluator::Train {
+                    images,
+                    train_portion,
+                    recipe: r,
+                } => {
+                    if let Some(n) = images {
+                        positive(n, "evaluator images")?;
+                    }
+                    unit(train_portion, "train_portion", true, true)?;
+                    recipe(r, "evaluator")?;
+                    if r.auxiliary_weight.value > 0.0 {
+                        return Err(err(
+                            r.auxiliary_weight.span,
+                            "the evaluator trains without an auxiliary head: set `auxiliary_weight: 0.0`"
+                                .into(),
+                        ));
+                    }
+                }
+            }
+            if let Reward::MnasNet { target_ms, w } = &reward.value {
+                positive_f(target_ms, "target_ms")?;
+                if !w.value.is_finite() {
+                    return Err(err(w.span, format!("w must be finite, got {}", w.value)));
+                }
+            }
+            for c in constraints {
+                let ok = match c.value {
+                    Constraint::MaxLatencyMs(ms) => ms.is_finite() && ms > 0.0,
+                    Constraint::MaxParams(n) | Constraint::MaxMacs(n) => n > 0,
+                };
+                if !ok {
+                    return Err(err(c.span, "a constraint's limit must be > 0".into()));
+                }
+            }
+            let l = &latency.value;
+            if l.batch_size == 0 || l.threads == 0 || l.runs == 0 {
+                return Err(err(
+                    latency.span,
+                    "latency: batch_size, threads and runs must be at least 1".into(),
+                ));
+            }
         }
-        optimizer(weights, "search weights")?;
-        optimizer(arch, "search arch")?;
+        None => {}
     }
     // A pipeline with neither `search` nor `genotype` is valid: `nas-pipe train --genotype`
     // supplies the architecture (and says so when it is missing).
@@ -650,22 +1056,17 @@ fn check(sources: &Sources, p: &Pipeline) -> Result<()> {
         ));
     }
     if let Some(r) = &p.retrain {
-        positive(&r.epochs, "retrain epochs")?;
-        positive(&r.batch_size, "retrain batch_size")?;
-        positive(&r.eval_every, "eval_every")?;
-        for v in [&r.channels, &r.layers].into_iter().flatten() {
-            positive(v, "retrain width and depth")?;
-        }
-        optimizer(&r.optimizer, "retrain optimizer")?;
-        nonneg(&r.auxiliary_weight, "auxiliary_weight")?;
-        unit(&r.drop_path, "drop_path", false, true)?;
-        unit(&r.label_smoothing, "label_smoothing", false, true)?;
+        recipe(r, "retrain")?;
     }
     for aug in p
         .search
         .iter()
-        .map(|s| match &s.value {
-            Search::Darts { augment, .. } => (augment, s.span),
+        .filter_map(|s| match &s.value {
+            Search::Darts { augment, .. } => Some((augment, s.span)),
+            Search::Trials { evaluator, .. } => match &evaluator.value {
+                Evaluator::Train { recipe, .. } => Some((&recipe.augment, recipe.span)),
+                Evaluator::Tabular { .. } => None,
+            },
         })
         .chain(p.retrain.iter().map(|r| (&r.augment, r.span)))
     {
