@@ -480,7 +480,8 @@ pub fn run(
         // folders aside before this runs; a single-stage command refuses to mix them.
         if std::fs::read_dir(&dir).map(|mut d| d.next().is_some()).unwrap_or(false) {
             return Err(Error::Input(format!(
-                "{} holds another search's outputs; move it away or delete it to start over",
+                "{} holds a search written for a different spec (or another kind of search); \
+                 move it away or delete it to start over",
                 dir.display()
             )));
         }

@@ -3814,3 +3814,175 @@ fn run_exits_1_when_validation_fails_and_still_reports() {
     assert!(html.contains("FAILED"));
     assert!(dir.join("strict/profile.json").exists());
 }
+
+// ---- Multi-trial search ----
+
+/// Reads the 12-epoch NB201 table: architecture string → (cifar10-val, cifar10-test).
+fn nb201_table() -> std::collections::HashMap<String, (f64, f64)> {
+    let t = nas_pipe::evaluator::Table::load(&root().join("tables/nb201-mini-12ep.csv.gz")).unwrap();
+    let (v, s) = (t.column("cifar10-val").unwrap(), t.column("cifar10-test").unwrap());
+    (0..t.len())
+        .map(|r| (t.arch(r).to_string(), (t.value(r, v), t.value(r, s))))
+        .collect()
+}
+
+/// `nas-pipe study` over seeds: every pick is a table row whose columns are the reported
+/// scores, the search signal is the best of what was evaluated, a second run gives the
+/// same file, and evolution's mean beats random search's.
+#[test]
+fn study_scores_every_seed_from_the_table_and_repeats_exactly() {
+    let dir = tempdir("study");
+    let run = || {
+        let o = bin()
+            .args(["study", "pipelines/nb201-random.ron", "pipelines/nb201-evolution.ron"])
+            .args(["--seeds", "40", "--out"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let text = run();
+    assert!(text.contains("cifar10-val (search)") && text.contains("cifar10-test (report)"), "{text}");
+    assert!(text.contains("nb201-evolution − nb201-random"), "{text}");
+    let table = nb201_table();
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.join(name).join("study.json")).unwrap()).unwrap()
+    };
+    let (random, evolution) = (read("nb201-random"), read("nb201-evolution"));
+    for s in [&random, &evolution] {
+        let seeds = s["seeds"].as_array().unwrap();
+        assert_eq!(seeds.len(), 40);
+        for seed in seeds {
+            let (val, test) = table[seed["nb201"].as_str().unwrap()];
+            assert_eq!(seed["search"].as_f64().unwrap(), val);
+            assert_eq!(seed["report"].as_f64().unwrap(), test);
+            assert_eq!(seed["evaluations"].as_u64().unwrap(), 100);
+        }
+        assert_eq!(s["curve"].as_array().unwrap().len(), 100);
+    }
+    let mean = |s: &serde_json::Value| s["report"]["mean"].as_f64().unwrap();
+    assert!(mean(&evolution) > mean(&random), "{text}");
+    let first = std::fs::read(dir.join("nb201-evolution/study.json")).unwrap();
+    run();
+    assert_eq!(std::fs::read(dir.join("nb201-evolution/study.json")).unwrap(), first);
+}
+
+fn trials_record(run: &Path) -> Vec<serde_json::Value> {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("search/trials.json")).unwrap()).unwrap();
+    v["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r.as_object_mut().unwrap().remove("seconds");
+            r
+        })
+        .collect()
+}
+
+/// A multi-trial search stopped part way and run again replays its record and ends with
+/// the same record and genotype as one that ran straight through, for every strategy.
+#[test]
+fn resumed_trials_equal_uninterrupted() {
+    let dir = tempdir("trials-resume");
+    for strategy in ["random", "evolution", "reinforce"] {
+        let p = format!("pipelines/nb201-{strategy}.ron");
+        let run = |out: &str, stop: Option<&str>| {
+            let mut c = bin();
+            c.args(["search", &p, "--out"]).arg(dir.join(out));
+            if let Some(s) = stop {
+                c.args(["--stop-after", s]);
+            }
+            let o = c.output().unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        };
+        let done = run("straight", None);
+        assert!(done.contains("search finished: 100 evaluations"), "{done}");
+        let stopped = run("resumed", Some("37"));
+        assert!(stopped.contains("stopped after 37 proposals"), "{stopped}");
+        run("resumed", None);
+        let name = format!("nb201-{strategy}");
+        let (a, b) = (dir.join("straight").join(&name), dir.join("resumed").join(&name));
+        assert_eq!(trials_record(&a), trials_record(&b), "{strategy}");
+        assert_eq!(trials_record(&a).len(), 100);
+        assert_eq!(
+            std::fs::read_to_string(a.join("genotype.ron")).unwrap(),
+            std::fs::read_to_string(b.join("genotype.ron")).unwrap()
+        );
+        // The returned cell is the best by the search signal.
+        let best = trials_record(&a)
+            .iter()
+            .map(|r| r["accuracy"].as_f64().unwrap())
+            .fold(0.0, f64::max);
+        let front: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(a.join("search/pareto.json")).unwrap()).unwrap();
+        assert_eq!(front["points"][0]["accuracy"].as_f64().unwrap(), best);
+    }
+}
+
+/// A training evaluator on synthetic data: constraints reject candidates before training
+/// (they cost no evaluation), the front is non-dominated, and weights are kept.
+#[test]
+fn trained_trials_apply_constraints_and_keep_a_front() {
+    let dir = tempdir("trials-train");
+    let text = format!(
+        r#"Pipeline(
+    name: "trained",
+    seed: 3,
+    device: Cpu,
+    data: Synthetic(channels: 3, size: 8, classes: 4, train: 96, test: 32),
+    space: "{}",
+    search: Trials(
+        strategy: Random,
+        evaluator: Train(
+            train_portion: 0.5,
+            recipe: Retrain(channels: 4, layers: 1, epochs: 1, batch_size: 16,
+                optimizer: Sgd(lr: 0.05, weight_decay: 3e-4)),
+        ),
+        evaluations: 6,
+        objectives: [Params, Macs],
+        constraints: [MaxParams(9000)],
+    ),
+)"#,
+        root().join("schemas/nas-bench-201.ron").display()
+    );
+    let p = dir.join("pipeline.ron");
+    std::fs::write(&p, text).unwrap();
+    let o = bin().arg("run").arg(&p).arg("--out").arg(&dir).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run = dir.join("trained");
+    let records = trials_record(&run);
+    let evaluated: Vec<&serde_json::Value> =
+        records.iter().filter(|r| r.get("rejected").is_none()).collect();
+    assert_eq!(evaluated.len(), 6);
+    assert!(records.len() > 6, "no candidate was over the limit");
+    for r in &records {
+        let params = r["params"].as_u64().unwrap();
+        assert_eq!(r.get("rejected").is_some(), params > 9000, "{r}");
+        assert_eq!(r.get("accuracy").is_some(), params <= 9000, "{r}");
+    }
+    let front: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("search/pareto.json")).unwrap()).unwrap();
+    let pts = front["points"].as_array().unwrap();
+    assert!(!pts.is_empty());
+    for a in pts {
+        // Trained weights are kept, and the test accuracy of front points is computed.
+        assert!(run.join(format!("search/weights/{}.safetensors", a["key"].as_str().unwrap())).exists());
+        assert!(a["report"].as_f64().is_some());
+        for b in &evaluated {
+            let better = b["accuracy"].as_f64() >= a["accuracy"].as_f64()
+                && b["params"].as_u64() <= a["params"].as_u64()
+                && b["macs"].as_u64() <= a["macs"].as_u64();
+            let strictly = b["accuracy"].as_f64() > a["accuracy"].as_f64()
+                || b["params"].as_u64() < a["params"].as_u64()
+                || b["macs"].as_u64() < a["macs"].as_u64();
+            assert!(!(better && strictly), "{b} dominates front point {a}");
+        }
+    }
+    assert!(run.join("genotype.ron").exists());
+    assert!(run.join("report.html").exists());
+}
