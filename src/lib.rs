@@ -28,9 +28,9 @@ pub mod space;
 pub mod spec;
 pub mod strategy;
 pub mod study;
-pub mod trials;
 pub mod supernet;
 pub mod train;
+pub mod trials;
 pub mod validate;
 
 pub use error::{Error, Result};

@@ -115,9 +115,20 @@ pub fn run(p: &Resolved, seeds: u64, progress: bool) -> Result<Study> {
     let mut curves: Vec<Vec<f64>> = Vec::new();
     for i in 0..seeds {
         let seed = p.spec.seed.wrapping_add(i);
-        let plan = Plan { seed, ..Plan::of(p)? };
+        let plan = Plan {
+            seed,
+            ..Plan::of(p)?
+        };
         let mut ev = trials::evaluator(p, &candle_core::Device::Cpu, None)?;
-        let (records, _) = trials::search(&plan, ev.as_mut(), None, Vec::new(), None, |_| Ok(()), |_, _| {})?;
+        let (records, _) = trials::search(
+            &plan,
+            ev.as_mut(),
+            None,
+            Vec::new(),
+            None,
+            |_| Ok(()),
+            |_, _| {},
+        )?;
         let evaluated: Vec<&trials::Record> = records.iter().filter(|r| r.evaluated()).collect();
         let b = trials::best(&records)
             .ok_or_else(|| Error::Input("no architecture was evaluated".into()))?;
@@ -138,7 +149,10 @@ pub fn run(p: &Resolved, seeds: u64, progress: bool) -> Result<Study> {
             search: 100.0 * b.accuracy.unwrap_or(0.0),
             report: b.report.map(|r| 100.0 * r),
             evaluations: evaluated.len(),
-            found_at: evaluated.iter().position(|r| r.n == b.n).map_or(0, |i| i + 1),
+            found_at: evaluated
+                .iter()
+                .position(|r| r.n == b.n)
+                .map_or(0, |i| i + 1),
         });
         bar.inc(1);
     }
@@ -228,15 +242,16 @@ pub fn summary(s: &State, f: &Front) -> String {
         return "no architecture was evaluated".into();
     };
     let arch = b.nb201.clone().unwrap_or_else(|| b.key.clone());
-    let report = b
-        .report
-        .map_or(String::new(), |r| format!(", {} {:.2}%", s.report, 100.0 * r));
+    let report = b.report.map_or(String::new(), |r| {
+        format!(", {} {:.2}%", s.report, 100.0 * r)
+    });
     format!(
         "returned {arch}: search signal {:.2}%{report}, {} params, {} MACs{}\nPareto front: {} points over {}",
         100.0 * b.accuracy.unwrap_or(0.0),
         b.params,
         b.macs,
-        b.latency_ms.map_or(String::new(), |l| format!(", {l:.3} ms")),
+        b.latency_ms
+            .map_or(String::new(), |l| format!(", {l:.3} ms")),
         f.points.len(),
         f.objectives.join(", ")
     )

@@ -310,7 +310,10 @@ pub fn search(
     let mut evaluated = records.iter().filter(|r| r.evaluated()).count();
     let mut rejected_in_a_row = 0usize;
     let mut timed_out = false;
-    progress(evaluated, best(&records).and_then(|b| b.accuracy).unwrap_or(0.0));
+    progress(
+        evaluated,
+        best(&records).and_then(|b| b.accuracy).unwrap_or(0.0),
+    );
     while evaluated < plan.budget {
         if limit.is_some_and(|l| records.len() >= l) {
             return Ok((records, false));
@@ -382,7 +385,10 @@ pub fn search(
         }
         records.push(r);
         after(&records)?;
-        progress(evaluated, best(&records).and_then(|b| b.accuracy).unwrap_or(0.0));
+        progress(
+            evaluated,
+            best(&records).and_then(|b| b.accuracy).unwrap_or(0.0),
+        );
     }
     Ok((records, !timed_out))
 }
@@ -429,7 +435,9 @@ pub fn evaluator(
     weights: Option<std::path::PathBuf>,
 ) -> Result<Box<dyn Evaluator>> {
     let Some(Search::Trials { evaluator, .. }) = p.spec.search.as_deref() else {
-        return Err(Error::Input("the pipeline has no multi-trial search".into()));
+        return Err(Error::Input(
+            "the pipeline has no multi-trial search".into(),
+        ));
     };
     Ok(match &evaluator.value {
         crate::spec::pipeline::Evaluator::Tabular { select, report, .. } => {
@@ -478,7 +486,10 @@ pub fn run(
     if old.is_none() && dir.exists() {
         // Another spec's (or a DARTS search's) outputs: the pipeline runner sets stale
         // folders aside before this runs; a single-stage command refuses to mix them.
-        if std::fs::read_dir(&dir).map(|mut d| d.next().is_some()).unwrap_or(false) {
+        if std::fs::read_dir(&dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+        {
             return Err(Error::Input(format!(
                 "{} holds a search written for a different spec (or another kind of search); \
                  move it away or delete it to start over",

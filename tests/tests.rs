@@ -2950,7 +2950,7 @@ fn report_summary_copies_the_artifacts_numbers() {
         )
     );
     assert!(s.missing.is_empty(), "{:?}", s.missing);
-    for f in report::INPUTS {
+    for f in report::INPUTS.iter().filter(|f| !f.starts_with("search/") || **f == "search/state.json") {
         assert!(run.join(f).exists(), "the fixture lacks input {f}");
     }
 }
@@ -3062,7 +3062,8 @@ fn report_says_what_is_absent() {
         );
     }
     assert_eq!(r.summary.pipeline, "nothing-here");
-    assert_eq!(r.summary.missing.len(), report::INPUTS.len());
+    // Everything but the multi-trial search's files (a search writes one kind).
+    assert_eq!(r.summary.missing.len(), report::INPUTS.len() - 2);
     // A folder that is not there is an error, not an empty report.
     let e = report::render(&empty.join("nope")).unwrap_err().to_string();
     assert!(e.contains("nope") && e.contains("not a run folder"), "{e}");
@@ -3819,8 +3820,12 @@ fn run_exits_1_when_validation_fails_and_still_reports() {
 
 /// Reads the 12-epoch NB201 table: architecture string → (cifar10-val, cifar10-test).
 fn nb201_table() -> std::collections::HashMap<String, (f64, f64)> {
-    let t = nas_pipe::evaluator::Table::load(&root().join("tables/nb201-mini-12ep.csv.gz")).unwrap();
-    let (v, s) = (t.column("cifar10-val").unwrap(), t.column("cifar10-test").unwrap());
+    let t =
+        nas_pipe::evaluator::Table::load(&root().join("tables/nb201-mini-12ep.csv.gz")).unwrap();
+    let (v, s) = (
+        t.column("cifar10-val").unwrap(),
+        t.column("cifar10-test").unwrap(),
+    );
     (0..t.len())
         .map(|r| (t.arch(r).to_string(), (t.value(r, v), t.value(r, s))))
         .collect()
@@ -3834,7 +3839,11 @@ fn study_scores_every_seed_from_the_table_and_repeats_exactly() {
     let dir = tempdir("study");
     let run = || {
         let o = bin()
-            .args(["study", "pipelines/nb201-random.ron", "pipelines/nb201-evolution.ron"])
+            .args([
+                "study",
+                "pipelines/nb201-random.ron",
+                "pipelines/nb201-evolution.ron",
+            ])
             .args(["--seeds", "40", "--out"])
             .arg(&dir)
             .output()
@@ -3843,7 +3852,10 @@ fn study_scores_every_seed_from_the_table_and_repeats_exactly() {
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
     let text = run();
-    assert!(text.contains("cifar10-val (search)") && text.contains("cifar10-test (report)"), "{text}");
+    assert!(
+        text.contains("cifar10-val (search)") && text.contains("cifar10-test (report)"),
+        "{text}"
+    );
     assert!(text.contains("nb201-evolution − nb201-random"), "{text}");
     let table = nb201_table();
     let read = |name: &str| -> serde_json::Value {
@@ -3865,7 +3877,10 @@ fn study_scores_every_seed_from_the_table_and_repeats_exactly() {
     assert!(mean(&evolution) > mean(&random), "{text}");
     let first = std::fs::read(dir.join("nb201-evolution/study.json")).unwrap();
     run();
-    assert_eq!(std::fs::read(dir.join("nb201-evolution/study.json")).unwrap(), first);
+    assert_eq!(
+        std::fs::read(dir.join("nb201-evolution/study.json")).unwrap(),
+        first
+    );
 }
 
 fn trials_record(run: &Path) -> Vec<serde_json::Value> {
@@ -3906,7 +3921,10 @@ fn resumed_trials_equal_uninterrupted() {
         assert!(stopped.contains("stopped after 37 proposals"), "{stopped}");
         run("resumed", None);
         let name = format!("nb201-{strategy}");
-        let (a, b) = (dir.join("straight").join(&name), dir.join("resumed").join(&name));
+        let (a, b) = (
+            dir.join("straight").join(&name),
+            dir.join("resumed").join(&name),
+        );
         assert_eq!(trials_record(&a), trials_record(&b), "{strategy}");
         assert_eq!(trials_record(&a).len(), 100);
         assert_eq!(
@@ -3952,12 +3970,20 @@ fn trained_trials_apply_constraints_and_keep_a_front() {
     );
     let p = dir.join("pipeline.ron");
     std::fs::write(&p, text).unwrap();
-    let o = bin().arg("run").arg(&p).arg("--out").arg(&dir).output().unwrap();
+    let o = bin()
+        .arg("run")
+        .arg(&p)
+        .arg("--out")
+        .arg(&dir)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let run = dir.join("trained");
     let records = trials_record(&run);
-    let evaluated: Vec<&serde_json::Value> =
-        records.iter().filter(|r| r.get("rejected").is_none()).collect();
+    let evaluated: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r.get("rejected").is_none())
+        .collect();
     assert_eq!(evaluated.len(), 6);
     assert!(records.len() > 6, "no candidate was over the limit");
     for r in &records {
@@ -3971,7 +3997,13 @@ fn trained_trials_apply_constraints_and_keep_a_front() {
     assert!(!pts.is_empty());
     for a in pts {
         // Trained weights are kept, and the test accuracy of front points is computed.
-        assert!(run.join(format!("search/weights/{}.safetensors", a["key"].as_str().unwrap())).exists());
+        assert!(
+            run.join(format!(
+                "search/weights/{}.safetensors",
+                a["key"].as_str().unwrap()
+            ))
+            .exists()
+        );
         assert!(a["report"].as_f64().is_some());
         for b in &evaluated {
             let better = b["accuracy"].as_f64() >= a["accuracy"].as_f64()
@@ -3984,5 +4016,12 @@ fn trained_trials_apply_constraints_and_keep_a_front() {
         }
     }
     assert!(run.join("genotype.ron").exists());
-    assert!(run.join("report.html").exists());
+    // The report shows the search and its front; its summary copies the record.
+    let html = std::fs::read_to_string(run.join("report.html")).unwrap();
+    assert!(html.contains("Pareto front over accuracy, params, macs"), "no front chart");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["trials"]["evaluations"], 6);
+    assert_eq!(summary["trials"]["front"], pts.len());
+    assert!(summary["missing"].as_array().unwrap().iter().all(|m| m != "search/state.json"));
 }

@@ -42,7 +42,11 @@ pub struct Candidate {
 
 impl Candidate {
     /// The candidate of `arch` in `space`.
-    pub fn new(space: &Space, decisions: &crate::strategy::Decisions, arch: Arch) -> Result<Candidate> {
+    pub fn new(
+        space: &Space,
+        decisions: &crate::strategy::Decisions,
+        arch: Arch,
+    ) -> Result<Candidate> {
         let genotype = decisions.genotype(space, &arch);
         let text = genotype.to_ron();
         let src = crate::spec::Source::from_text(Path::new("candidate"), text.clone());
@@ -172,7 +176,9 @@ impl Train {
     /// Loads the pipeline's data for the evaluator of its `search` section.
     pub fn new(p: &Resolved, device: &Device, dir: Option<PathBuf>) -> Result<Train> {
         let Some(pipeline::Search::Trials { evaluator, .. }) = p.spec.search.as_deref() else {
-            return Err(Error::Input("the pipeline has no multi-trial search".into()));
+            return Err(Error::Input(
+                "the pipeline has no multi-trial search".into(),
+            ));
         };
         let pipeline::Evaluator::Train {
             images,
@@ -214,7 +220,12 @@ impl Train {
             cfg(EVAL_BATCH, false, Default::default(), 0),
         )?;
         let all = test.all();
-        let test_b = Batcher::new(test, all, norm, cfg(EVAL_BATCH, false, Default::default(), 0))?;
+        let test_b = Batcher::new(
+            test,
+            all,
+            norm,
+            cfg(EVAL_BATCH, false, Default::default(), 0),
+        )?;
         Ok(Train {
             space,
             recipe: r,
@@ -264,7 +275,13 @@ impl Evaluator for Train {
                     self.recipe.warmup_epochs,
                 );
                 let s = trainer
-                    .step(&b.images, &b.labels, lr, self.recipe.drop_path_at(epoch), &mut rng)
+                    .step(
+                        &b.images,
+                        &b.labels,
+                        lr,
+                        self.recipe.drop_path_at(epoch),
+                        &mut rng,
+                    )
                     .map_err(ctx("training a candidate"))?;
                 if !s.loss.is_finite() {
                     return Err(Error::Input(format!(
@@ -285,7 +302,10 @@ impl Evaluator for Train {
             false,
         )?;
         if let Some(dir) = &self.dir {
-            crate::train::save_weights(&trainer.model, &dir.join(format!("{}.safetensors", c.key)))?;
+            crate::train::save_weights(
+                &trainer.model,
+                &dir.join(format!("{}.safetensors", c.key)),
+            )?;
         }
         Ok(Score {
             accuracy: e.accuracy,
@@ -299,7 +319,14 @@ impl Evaluator for Train {
         };
         let model = self.model(c)?;
         crate::train::load_weights(&model, &path)?;
-        let e = crate::train::evaluate(&model, &self.test, &self.device, "proxy", &self.classes, false)?;
+        let e = crate::train::evaluate(
+            &model,
+            &self.test,
+            &self.device,
+            "proxy",
+            &self.classes,
+            false,
+        )?;
         Ok(Some(e.accuracy))
     }
 

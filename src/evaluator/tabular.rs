@@ -79,8 +79,15 @@ impl Table {
                         .unwrap_or(f64::NAN)
                 })
                 .collect();
-            if table.rows.insert(arch.clone(), table.values.len()).is_some() {
-                return Err(bad(format!("line {}: architecture {arch} is listed twice", r + 2)));
+            if table
+                .rows
+                .insert(arch.clone(), table.values.len())
+                .is_some()
+            {
+                return Err(bad(format!(
+                    "line {}: architecture {arch} is listed twice",
+                    r + 2
+                )));
             }
             table.values.push(values);
             table.archs.push(arch);

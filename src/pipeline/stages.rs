@@ -135,7 +135,10 @@ pub fn trials(
 ) -> Result<crate::trials::Outcome> {
     let plan = crate::trials::Plan::of(p)?;
     if plan.needs_latency() {
-        let rt = ort.as_ref().map_err(|e| Error::Runtime(e.clone())).copied()?;
+        let rt = ort
+            .as_ref()
+            .map_err(|e| Error::Runtime(e.clone()))
+            .copied()?;
         let _ = rt;
         return Err(Error::Input("latency objectives are not wired yet".into()));
     }

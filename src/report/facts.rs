@@ -71,6 +71,10 @@ pub const NO_SPEC: Absence = Absence {
     why: "the run folder does not record its resolved spec",
 };
 
+/// The op-weights section of a multi-trial search.
+pub const TRIALS_HAVE_NO_OP_WEIGHTS: &str = "A multi-trial search has no op weights: it \
+    evaluates discrete architectures one at a time (see Search).";
+
 /// A table of plain-text cells.
 pub struct Table {
     pub head: Vec<&'static str>,
@@ -326,6 +330,68 @@ pub fn search_table(a: &Artifacts) -> Option<Table> {
         ]);
     }
     Some(t)
+}
+
+/// The Pareto front of a multi-trial search, one row per point, best accuracy first.
+pub fn front_table(a: &Artifacts) -> Option<Table> {
+    let f = a.front.as_ref()?;
+    let mut t = Table::new(&[
+        ("#", true),
+        ("architecture", false),
+        ("accuracy (search)", true),
+        ("report signal", true),
+        ("params", true),
+        ("MACs", true),
+        ("latency (ms)", true),
+        ("exported: ONNX Runtime p50 (ms)", true),
+    ]);
+    for p in &f.points {
+        t.rows.push(vec![
+            (p.n + 1).to_string(),
+            p.nb201.clone().unwrap_or_else(|| p.key.clone()),
+            pct(p.accuracy),
+            p.report.map_or("-".into(), pct),
+            thousands(p.params),
+            compact(p.macs),
+            p.latency_ms.map_or("-".into(), ms),
+            match (&p.export, p.profiled_ms) {
+                (Some(e), Some(l)) => format!("{} ({e})", ms(l)),
+                (Some(e), None) => e.clone(),
+                _ => "-".into(),
+            },
+        ]);
+    }
+    Some(t)
+}
+
+/// A multi-trial search in one sentence.
+pub fn trials_text(a: &Artifacts) -> Option<String> {
+    let t = a.trials.as_ref()?;
+    let rejected = t.records.len() - t.evaluations();
+    let mut s = format!(
+        "{} search: {} of {} evaluations{}{}",
+        t.strategy,
+        t.evaluations(),
+        t.budget,
+        if rejected > 0 {
+            format!(", {rejected} proposals rejected by constraints before evaluation")
+        } else {
+            String::new()
+        },
+        if t.finished { "" } else { " (not finished)" }
+    );
+    if let Some(b) = t.best() {
+        s += &format!(
+            "; returned {} (proposal {}) at {} search accuracy{}",
+            b.nb201.as_deref().unwrap_or(&b.key),
+            b.n + 1,
+            pct(b.accuracy.unwrap_or(0.0)),
+            b.report
+                .map_or(String::new(), |r| format!(", {} {}", t.report, pct(r)))
+        );
+    }
+    s.push('.');
+    Some(s)
 }
 
 /// The retraining, one row per epoch.

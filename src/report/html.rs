@@ -383,7 +383,130 @@ fn epoch_ends<'c>(curves: impl Iterator<Item = &'c [CurvePoint]>) -> Option<Vec<
 
 const CHART: (u32, u32) = (560, 330);
 
+/// A multi-trial search: the search signal of every evaluation with the best so far, the
+/// Pareto front over accuracy and the first cost objective, and the front's table.
+fn trials(a: &Artifacts, t: &crate::trials::State) -> Result<String> {
+    let mut o = String::new();
+    if let Some(text) = facts::trials_text(a) {
+        let _ = writeln!(o, "<p>{}</p>", esc(&text));
+    }
+    let evaluated: Vec<&crate::trials::Record> =
+        t.records.iter().filter(|r| r.evaluated()).collect();
+    if evaluated.is_empty() {
+        o.push_str("<p class=\"absent\">No architecture was evaluated yet.</p>\n");
+        return Ok(o);
+    }
+    let mut best: Option<&crate::trials::Record> = None;
+    let (mut best_line, mut report_line) = (Vec::new(), Vec::new());
+    for (i, r) in evaluated.iter().enumerate() {
+        if best.is_none_or(|b| r.reward > b.reward) {
+            best = Some(r);
+        }
+        let x = (i + 1) as f64;
+        if let Some(b) = best {
+            best_line.push((x, 100.0 * b.accuracy.unwrap_or(0.0)));
+            if let Some(rep) = b.report {
+                report_line.push((x, 100.0 * rep));
+            }
+        }
+    }
+    let mut series = vec![
+        Series {
+            name: "each evaluation".into(),
+            color: charts::TRAIN,
+            style: Style::Markers,
+            points: evaluated
+                .iter()
+                .enumerate()
+                .map(|(i, r)| ((i + 1) as f64, 100.0 * r.accuracy.unwrap_or(0.0)))
+                .collect(),
+        },
+        Series {
+            name: "best so far".into(),
+            color: charts::TEST,
+            style: Style::Line,
+            points: best_line,
+        },
+    ];
+    if !report_line.is_empty() {
+        series.push(Series {
+            name: format!("best so far: {}", t.report),
+            color: charts::LR,
+            style: Style::Line,
+            points: report_line,
+        });
+    }
+    let best_chart = charts::line_chart(&LineChart {
+        title: "Search: accuracy of each evaluation".into(),
+        x_desc: "evaluation".into(),
+        y_desc: "accuracy (%)".into(),
+        series,
+        guides: Vec::new(),
+        y_range: None,
+        size: (560, 320),
+        legend: Legend::LowerRight,
+    })?;
+    let mut charts_html = figure(&best_chart, "");
+    if let Some(f) = &a.front {
+        let cost = f.objectives.get(1).cloned();
+        let value = |r_lat: Option<f64>, params: u64, macs: u64| -> Option<f64> {
+            match cost.as_deref() {
+                Some("latency_ms") => r_lat,
+                Some("macs") => Some(macs as f64 / 1e6),
+                _ => Some(params as f64 / 1e3),
+            }
+        };
+        let x_desc = match cost.as_deref() {
+            Some("latency_ms") => "latency (ms)",
+            Some("macs") => "MACs (millions)",
+            _ => "parameters (thousands)",
+        };
+        let all: Vec<(f64, f64)> = evaluated
+            .iter()
+            .filter_map(|r| Some((value(r.latency_ms, r.params, r.macs)?, 100.0 * r.accuracy?)))
+            .collect();
+        let mut front: Vec<(f64, f64)> = f
+            .points
+            .iter()
+            .filter_map(|p| Some((value(p.latency_ms, p.params, p.macs)?, 100.0 * p.accuracy)))
+            .collect();
+        front.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let svg = charts::line_chart(&LineChart {
+            title: format!("Pareto front over {}", f.objectives.join(", ")),
+            x_desc: x_desc.into(),
+            y_desc: "accuracy (%)".into(),
+            series: vec![
+                Series {
+                    name: "evaluated".into(),
+                    color: charts::TRAIN,
+                    style: Style::Markers,
+                    points: all,
+                },
+                Series {
+                    name: "Pareto front".into(),
+                    color: charts::TEST,
+                    style: Style::LineMarkers,
+                    points: front,
+                },
+            ],
+            guides: Vec::new(),
+            y_range: None,
+            size: (560, 320),
+            legend: Legend::LowerRight,
+        })?;
+        charts_html += &figure(&svg, "");
+    }
+    let _ = writeln!(o, "<div class=\"charts\">\n{charts_html}</div>");
+    if let Some(tb) = facts::front_table(a) {
+        o += &table(&tb, None);
+    }
+    Ok(o)
+}
+
 fn search(a: &Artifacts) -> Result<String> {
+    if let Some(t) = &a.trials {
+        return trials(a, t);
+    }
     let Some(s) = &a.search else {
         return Ok(absent(&facts::NO_SEARCH));
     };
@@ -489,6 +612,12 @@ fn label_width(labels: &[String]) -> u32 {
 }
 
 fn op_weights(a: &Artifacts) -> Result<String> {
+    if a.trials.is_some() {
+        return Ok(format!(
+            "<p>{}</p>\n",
+            esc(facts::TRIALS_HAVE_NO_OP_WEIGHTS)
+        ));
+    }
     let Some(s) = &a.search else {
         return Ok(absent(&facts::NO_HISTORY));
     };

@@ -118,13 +118,24 @@ pub fn render(a: &Artifacts, s: &Summary) -> String {
     }
 
     heading(&mut o, "search");
-    match facts::search_table(a) {
-        Some(t) if !t.rows.is_empty() => o += &table(&t),
-        Some(_) => o.push_str("_The search state records no finished epoch._\n\n"),
-        None => o += &absent(&facts::NO_SEARCH),
+    if let Some(text) = facts::trials_text(a) {
+        let _ = writeln!(o, "{text}\n");
+        if let Some(t) = facts::front_table(a) {
+            o.push_str("Pareto front:\n\n");
+            o += &table(&t);
+        }
+    } else {
+        match facts::search_table(a) {
+            Some(t) if !t.rows.is_empty() => o += &table(&t),
+            Some(_) => o.push_str("_The search state records no finished epoch._\n\n"),
+            None => o += &absent(&facts::NO_SEARCH),
+        }
     }
     heading(&mut o, "op-weights");
     match &a.search {
+        _ if a.trials.is_some() => {
+            let _ = writeln!(o, "{}\n", facts::TRIALS_HAVE_NO_OP_WEIGHTS);
+        }
         Some(st) if !st.history.is_empty() => {
             let _ = writeln!(
                 o,

@@ -42,6 +42,8 @@ pub const INPUTS: &[&str] = &[
     "pipeline.ron",
     lock::FILE,
     "search/state.json",
+    "search/trials.json",
+    "search/pareto.json",
     "genotype.ron",
     "retrain/model.ron",
     "retrain/space.ron",
@@ -102,6 +104,9 @@ pub struct Summary {
     /// Every stage the lock file records, in stage order, but the report's own.
     pub stages: Vec<StageRun>,
     pub search: Option<SearchSummary>,
+    /// A multi-trial search (`search/trials.json`, `search/pareto.json`).
+    #[serde(default)]
+    pub trials: Option<TrialsSummary>,
     /// `genotype.ron` as written.
     pub genotype: Option<String>,
     pub model: Option<ModelSummary>,
@@ -160,6 +165,27 @@ pub struct SearchSummary {
     pub train_acc: f64,
     pub val_loss: f64,
     pub val_acc: f64,
+}
+
+/// A multi-trial search (`search/trials.json`, `search/pareto.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrialsSummary {
+    pub strategy: String,
+    pub budget: usize,
+    pub evaluations: usize,
+    /// Proposals a constraint rejected.
+    pub rejected: usize,
+    pub finished: bool,
+    /// Sum of the proposals' times.
+    pub seconds: f64,
+    /// The returned architecture: the highest reward.
+    pub best: Option<crate::trials::Record>,
+    /// What the report signal is.
+    pub report: String,
+    /// The front's objectives and size.
+    pub objectives: Vec<String>,
+    pub front: usize,
 }
 
 /// The final network (`retrain/model.ron`).
@@ -249,6 +275,8 @@ struct Artifacts {
     pipeline: Option<PipelineFile>,
     lock: Option<Lock>,
     search: Option<crate::search::State>,
+    trials: Option<crate::trials::State>,
+    front: Option<crate::trials::Front>,
     /// `genotype.ron`'s text (checked to parse as a genotype).
     genotype: Option<String>,
     trained: Option<Trained>,
@@ -323,6 +351,14 @@ impl Artifacts {
         if let Some(s) = &search {
             check_history(&at("search/state.json"), s)?;
         }
+        let trials: Option<crate::trials::State> = read_json(
+            &at("search/trials.json"),
+            "search record (search/trials.json)",
+        )?;
+        let front: Option<crate::trials::Front> = read_json(
+            &at("search/pareto.json"),
+            "Pareto front (search/pareto.json)",
+        )?;
         let genotype = match read_text(&at("genotype.ron"))? {
             Some(text) => {
                 Source::from_text(&at("genotype.ron"), text.clone()).parse::<Genotype>()?;
@@ -361,9 +397,23 @@ impl Artifacts {
                 ),
             ));
         }
+        // A search writes either the DARTS-family state or the multi-trial record; the
+        // other kind's files are not missing.
+        let multi_trial = trials.is_some()
+            || pipeline.as_ref().is_some_and(|p| {
+                matches!(
+                    p.spec.search.as_deref(),
+                    Some(crate::spec::pipeline::Search::Trials { .. })
+                )
+            });
+        let other_kind: &[&str] = if multi_trial {
+            &["search/state.json"]
+        } else {
+            &["search/trials.json", "search/pareto.json"]
+        };
         let missing = INPUTS
             .iter()
-            .filter(|f| !at(f).exists())
+            .filter(|f| !at(f).exists() && !other_kind.contains(f))
             .map(|f| f.to_string())
             .collect();
         let folder_name = run_dir
@@ -376,6 +426,8 @@ impl Artifacts {
             pipeline,
             lock,
             search,
+            trials,
+            front,
             genotype,
             trained,
             metrics,
@@ -539,6 +591,22 @@ impl Artifacts {
             headline: self.headline(),
             stages,
             search,
+            trials: self.trials.as_ref().map(|t| TrialsSummary {
+                strategy: t.strategy.clone(),
+                budget: t.budget,
+                evaluations: t.evaluations(),
+                rejected: t.records.len() - t.evaluations(),
+                finished: t.finished,
+                seconds: t.records.iter().map(|r| r.seconds).sum(),
+                best: t.best().cloned(),
+                report: t.report.clone(),
+                objectives: self
+                    .front
+                    .as_ref()
+                    .map(|f| f.objectives.clone())
+                    .unwrap_or_default(),
+                front: self.front.as_ref().map_or(0, |f| f.points.len()),
+            }),
             genotype: self.genotype.clone(),
             model,
             retrain,

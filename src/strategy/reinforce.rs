@@ -77,7 +77,12 @@ impl Reinforce {
             .iter()
             .map(|(_, n)| {
                 (0..*n)
-                    .map(|_| 1e-3 * <StandardNormal as Distribution<f64>>::sample(&StandardNormal, &mut rng))
+                    .map(|_| {
+                        1e-3 * <StandardNormal as Distribution<f64>>::sample(
+                            &StandardNormal,
+                            &mut rng,
+                        )
+                    })
                     .collect()
             })
             .collect();
@@ -143,10 +148,7 @@ impl Strategy for Reinforce {
         self.baseline.update(r);
         let advantage = r - self.baseline.value();
         self.steps += 1;
-        let (c1, c2) = (
-            1.0 - BETA1.powi(self.steps),
-            1.0 - BETA2.powi(self.steps),
-        );
+        let (c1, c2) = (1.0 - BETA1.powi(self.steps), 1.0 - BETA2.powi(self.steps));
         for d in 0..self.logits.len() {
             let p = masked_softmax(&self.logits[d], &masks[d]);
             for (k, &pk) in p.iter().enumerate() {
