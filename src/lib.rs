@@ -12,6 +12,7 @@ pub mod error;
 pub mod export;
 pub mod fsutil;
 pub mod genotype;
+pub mod latency;
 pub mod metrics;
 pub mod model;
 pub mod nn;
