@@ -13,6 +13,7 @@ pub mod evaluator;
 pub mod export;
 pub mod fsutil;
 pub mod genotype;
+pub mod latency;
 pub mod metrics;
 pub mod model;
 pub mod nn;

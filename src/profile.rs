@@ -345,7 +345,7 @@ fn model_info(path: &Path, bytes: &[u8], known: Known, input: &runtime::Input) -
 
 /// `n` values in [-1, 1) from a fixed linear congruential sequence: the same input every
 /// time, with no zeros or denormals to flatter the kernels.
-fn pseudo_random(n: usize) -> Vec<f32> {
+pub(crate) fn pseudo_random(n: usize) -> Vec<f32> {
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     (0..n)
         .map(|_| {
