@@ -202,6 +202,17 @@ pub trait Latency {
     fn ms(&mut self, c: &Candidate) -> Result<f64>;
 }
 
+/// Exports and profiles a trained front point into `dir`; returns the profiled median
+/// latency in ms.
+pub trait Exporter {
+    fn export(
+        &mut self,
+        point: &Point,
+        trained: crate::evaluator::Trained,
+        dir: &Path,
+    ) -> Result<f64>;
+}
+
 /// The parts of a `Trials` section the loop needs.
 pub struct Plan<'a> {
     pub space: &'a Space,
@@ -458,6 +469,7 @@ pub fn run(
     run_dir: &Path,
     device: &candle_core::Device,
     latency: Option<&mut dyn Latency>,
+    exporter: Option<&mut dyn Exporter>,
     opts: &Options,
 ) -> Result<Outcome> {
     let plan = Plan::of(p)?;
@@ -555,7 +567,29 @@ pub fn run(
             r.report = ev.report(&c)?;
         }
     }
-    let f = front(&state, &plan, pts);
+    let mut f = front(&state, &plan, pts);
+    if let Some(x) = exporter {
+        let decisions = Decisions::of(plan.space);
+        for (i, pt) in f.points.iter_mut().enumerate() {
+            let rec = state
+                .records
+                .iter()
+                .find(|r| r.n == pt.n)
+                .ok_or_else(|| Error::Input(format!("front point {} has no record", pt.n)))?;
+            let c = Candidate::new(plan.space, &decisions, rec.arch.clone())?;
+            let trained = ev.trained(&c)?.ok_or_else(|| {
+                Error::Input(format!(
+                    "front point {} ({}) has no trained weights to export: `export_front` \
+                     needs an evaluator that trains (`Train`)",
+                    pt.n + 1,
+                    pt.key
+                ))
+            })?;
+            let rel = format!("front/{i}");
+            pt.profiled_ms = Some(x.export(pt, trained, &dir.join(&rel))?);
+            pt.export = Some(format!("search/{rel}"));
+        }
+    }
     let text = serde_json::to_vec_pretty(&f).map_err(|e| Error::Input(e.to_string()))?;
     write_atomic(&dir.join("pareto.json"), &text)?;
     Ok(Outcome {

@@ -87,8 +87,23 @@ pub trait Evaluator {
         None
     }
 
+    /// An evaluated candidate's trained network on the CPU, with what an exported file
+    /// records about its input (normalisation and class names), when the evaluation kept
+    /// its weights.
+    fn trained(&self, _c: &Candidate) -> Result<Option<Trained>> {
+        Ok(None)
+    }
+
     /// What the report signal is, for tables.
     fn report_name(&self) -> String;
+}
+
+/// A trained candidate network, ready to export.
+pub struct Trained {
+    pub model: Model,
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+    pub classes: Vec<String>,
 }
 
 /// A table lookup: the search sees column `select`, the report column `report`.
@@ -166,6 +181,7 @@ pub struct Train {
     val: Batcher,
     test: Batcher,
     classes: Vec<String>,
+    norm: crate::data::Normalize,
     /// Where weights are kept (`<dir>/<key>.safetensors`); none keeps nothing.
     dir: Option<PathBuf>,
 }
@@ -223,7 +239,7 @@ impl Train {
         let test_b = Batcher::new(
             test,
             all,
-            norm,
+            norm.clone(),
             cfg(EVAL_BATCH, false, Default::default(), 0),
         )?;
         Ok(Train {
@@ -236,6 +252,7 @@ impl Train {
             val,
             test: test_b,
             classes: data::class_names(&p.spec.data.value),
+            norm,
             dir,
         })
     }
@@ -333,6 +350,22 @@ impl Evaluator for Train {
     fn weights(&self, c: &Candidate) -> Option<PathBuf> {
         let p = self.dir.as_ref()?.join(format!("{}.safetensors", c.key));
         p.exists().then_some(p)
+    }
+
+    fn trained(&self, c: &Candidate) -> Result<Option<Trained>> {
+        let Some(path) = self.weights(c) else {
+            return Ok(None);
+        };
+        let net = self.space.build(&c.resolved);
+        let model = Model::new(&net, &Device::Cpu, self.seed, false)
+            .map_err(ctx("building the network"))?;
+        crate::train::load_weights(&model, &path)?;
+        Ok(Some(Trained {
+            model,
+            mean: self.norm.mean().to_vec(),
+            std: self.norm.std().to_vec(),
+            classes: self.classes.clone(),
+        }))
     }
 
     fn report_name(&self) -> String {

@@ -125,7 +125,9 @@ pub fn profile(
 }
 
 /// The multi-trial search stage: latency measured in ONNX Runtime when the search needs it
-/// (cached in `search/latency.json`).
+/// (one cached file per architecture under `search/latency/`, or predicted from a per-op
+/// table measured once, `search/latency-table.json`), and with `export_front` each front
+/// point exported and profiled under `search/front/<n>/`.
 pub fn trials(
     p: &Resolved,
     run_dir: &Path,
@@ -134,13 +136,207 @@ pub fn trials(
     opts: &crate::trials::Options,
 ) -> Result<crate::trials::Outcome> {
     let plan = crate::trials::Plan::of(p)?;
-    if plan.needs_latency() {
-        let rt = ort
-            .as_ref()
-            .map_err(|e| Error::Runtime(e.clone()))
-            .copied()?;
-        let _ = rt;
-        return Err(Error::Input("latency objectives are not wired yet".into()));
+    let Some(pipeline::Search::Trials {
+        latency: spec,
+        export_front,
+        ..
+    }) = p.spec.search.as_deref()
+    else {
+        return Err(Error::Input(
+            "the pipeline has no multi-trial search".into(),
+        ));
+    };
+    let rt = || ort.as_ref().map_err(|e| Error::Runtime(e.clone())).copied();
+    let dir = run_dir.join("search");
+    let mut meter = if plan.needs_latency() {
+        Some(OrtLatency {
+            rt: rt()?,
+            space: &p.search_space,
+            space_hash: crate::latency::space_hash(&p.space_texts, &p.search_space),
+            cpu: crate::profile::Machine::current().cpu,
+            plan: crate::latency::Plan {
+                batch: spec.batch_size as usize,
+                threads: spec.threads as usize,
+                warmup: spec.warmup as usize,
+                runs: spec.runs as usize,
+            },
+            method: spec.method,
+            cache: crate::latency::Cache::new(dir.join("latency")),
+            table_path: dir.join("latency-table.json"),
+            table: None,
+        })
+    } else {
+        None
+    };
+    let mut exporter = if *export_front {
+        Some(FrontExporter {
+            rt: rt()?,
+            options: export_options(p),
+            plan: profile_plan(p),
+            spec_hash: crate::trials::spec_hash(p)?,
+        })
+    } else {
+        None
+    };
+    crate::trials::run(
+        p,
+        run_dir,
+        device,
+        meter.as_mut().map(|m| m as &mut dyn crate::trials::Latency),
+        exporter
+            .as_mut()
+            .map(|x| x as &mut dyn crate::trials::Exporter),
+        opts,
+    )
+}
+
+/// Latency in ONNX Runtime: the whole network measured (and cached), or predicted from the
+/// per-op table.
+struct OrtLatency<'a> {
+    rt: &'static crate::runtime::Runtime,
+    space: &'a crate::space::Space,
+    space_hash: String,
+    cpu: String,
+    plan: crate::latency::Plan,
+    method: pipeline::LatencyMethod,
+    cache: crate::latency::Cache,
+    table_path: PathBuf,
+    table: Option<crate::latency::Table>,
+}
+
+impl OrtLatency<'_> {
+    /// The per-op table: read from its file when it was measured for this space, runtime,
+    /// machine and plan, else measured (against the architecture that takes an identity
+    /// wherever it can) and written.
+    fn table(&mut self) -> Result<&crate::latency::Table> {
+        if self.table.is_none() {
+            let fits = |t: &crate::latency::Table| {
+                t.space == self.space.name
+                    && t.ort_version == self.rt.version
+                    && t.cpu == self.cpu
+                    && t.plan == self.plan
+            };
+            let t = match crate::latency::Table::load(&self.table_path) {
+                Ok(t) if fits(&t) => t,
+                _ => {
+                    let d = crate::strategy::Decisions::of(self.space);
+                    let c = crate::evaluator::Candidate::new(
+                        self.space,
+                        &d,
+                        identity_arch(self.space, &d),
+                    )?;
+                    let t = crate::latency::Table::measure(
+                        self.rt,
+                        self.space,
+                        (&c.genotype, &c.resolved),
+                        &self.plan,
+                        |_| {},
+                    )?;
+                    t.save(&self.table_path)?;
+                    t
+                }
+            };
+            self.table = Some(t);
+        }
+        Ok(self.table.as_ref().expect("set above"))
     }
-    crate::trials::run(p, run_dir, device, None, opts)
+}
+
+/// The architecture whose every decision takes an identity op where it may (else its first
+/// value): the latency table's reference.
+fn identity_arch(
+    space: &crate::space::Space,
+    d: &crate::strategy::Decisions,
+) -> crate::strategy::Arch {
+    use crate::strategy::Decision;
+    let is_identity = |cands: &[crate::space::Candidate], k: usize| {
+        matches!(cands.get(k), Some(crate::space::Candidate::Op(o))
+            if matches!(space.ops[*o].1, crate::ops::Op::Identity))
+    };
+    d.list
+        .iter()
+        .map(|(dec, n)| {
+            let pick = match dec {
+                Decision::EdgeOp { cell, .. } => {
+                    (0..*n).find(|&k| is_identity(&space.cells[*cell].candidates, k))
+                }
+                Decision::InputOp { cell, allowed, .. } => {
+                    (0..*n).find(|&k| is_identity(&space.cells[*cell].candidates, allowed[k]))
+                }
+                Decision::Slot { slot } => {
+                    (0..*n).find(|&k| is_identity(&space.slots[*slot].candidates, k))
+                }
+                Decision::Input { k, .. } => Some(*k),
+            };
+            pick.unwrap_or(0) as u32
+        })
+        .collect()
+}
+
+impl crate::trials::Latency for OrtLatency<'_> {
+    fn ms(&mut self, c: &crate::evaluator::Candidate) -> Result<f64> {
+        match self.method {
+            pipeline::LatencyMethod::Measured => {
+                let key = crate::latency::Key::new(
+                    &self.space_hash,
+                    &c.genotype,
+                    &self.rt.version,
+                    &self.cpu,
+                    self.plan,
+                );
+                let (l, _) = self.cache.get_or_measure(&key, || {
+                    crate::latency::measure(self.rt, self.space, &c.resolved, &self.plan)
+                })?;
+                Ok(l.p50)
+            }
+            pipeline::LatencyMethod::Table => {
+                let net = self.space.build(&c.resolved);
+                crate::latency::predict(self.table()?, &net)
+            }
+        }
+    }
+}
+
+/// Exports a front point with the pipeline's export options and profiles it with its
+/// profile plan.
+struct FrontExporter {
+    rt: &'static crate::runtime::Runtime,
+    options: crate::export::Options,
+    plan: crate::profile::Plan,
+    spec_hash: String,
+}
+
+impl crate::trials::Exporter for FrontExporter {
+    fn export(
+        &mut self,
+        point: &crate::trials::Point,
+        trained: crate::evaluator::Trained,
+        dir: &Path,
+    ) -> Result<f64> {
+        let meta = crate::export::Metadata {
+            spec_hash: self.spec_hash.clone(),
+            genotype: point.genotype.clone(),
+            mean: trained.mean,
+            std: trained.std,
+            classes: trained.classes,
+        };
+        let bytes = crate::export::export(&trained.model, &meta, &self.options)?;
+        let path = dir.join("model.onnx");
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        crate::fsutil::write_atomic(&path, &bytes)?;
+        let known = crate::profile::Known {
+            params: Some(point.params),
+            macs: Some(point.macs),
+        };
+        let report = crate::profile::run(self.rt, &path, &self.plan, known, |_| {})?;
+        crate::profile::write(&report, dir)?;
+        report
+            .rows
+            .first()
+            .map(|r| r.latency_ms.p50)
+            .ok_or_else(|| Error::Input(format!("{}: the profile has no rows", path.display())))
+    }
 }
