@@ -2950,7 +2950,10 @@ fn report_summary_copies_the_artifacts_numbers() {
         )
     );
     assert!(s.missing.is_empty(), "{:?}", s.missing);
-    for f in report::INPUTS.iter().filter(|f| !f.starts_with("search/") || **f == "search/state.json") {
+    for f in report::INPUTS
+        .iter()
+        .filter(|f| !f.starts_with("search/") || **f == "search/state.json")
+    {
         assert!(run.join(f).exists(), "the fixture lacks input {f}");
     }
 }
@@ -4018,10 +4021,19 @@ fn trained_trials_apply_constraints_and_keep_a_front() {
     assert!(run.join("genotype.ron").exists());
     // The report shows the search and its front; its summary copies the record.
     let html = std::fs::read_to_string(run.join("report.html")).unwrap();
-    assert!(html.contains("Pareto front over accuracy, params, macs"), "no front chart");
+    assert!(
+        html.contains("Pareto front over accuracy, params, macs"),
+        "no front chart"
+    );
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["trials"]["evaluations"], 6);
     assert_eq!(summary["trials"]["front"], pts.len());
-    assert!(summary["missing"].as_array().unwrap().iter().all(|m| m != "search/state.json"));
+    assert!(
+        summary["missing"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m != "search/state.json")
+    );
 }
