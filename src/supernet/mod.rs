@@ -601,7 +601,7 @@ pub fn check_partial(space: &Space, k: usize) -> std::result::Result<(), Partial
         let cell = &space.cells[*ci];
         if !width.is_multiple_of(k as u64) {
             return Err(PartialError::K(format!(
-                "layer {i} (cell \"{}\") is {width} channels wide, not a multiple of k = {k}",
+                "PC-DARTS: layer {i} (cell \"{}\") is {width} channels wide, not a multiple of k = {k}",
                 cell.name
             )));
         }
@@ -632,13 +632,13 @@ pub fn check_partial(space: &Space, k: usize) -> std::result::Result<(), Partial
                 };
                 let out = space.ops[o].1.apply(&ctx).map_err(|m| {
                     PartialError::K(format!(
-                        "at k = {k}, \"{}\" on layer {i} (cell \"{}\", {part} of {width} channels): {m}",
+                        "PC-DARTS at k = {k}: \"{}\" on layer {i} (cell \"{}\", {part} of {width} channels): {m}",
                         space.ops[o].0, cell.name
                     ))
                 })?;
                 if (out.output.h, out.output.w) != bypass {
                     return Err(PartialError::Space(format!(
-                        "layer {i} (cell \"{}\"): on a stride-2 edge the bypass's 2×2 max pool gives {}x{} but \"{}\" gives {}x{}; PC-DARTS needs even sizes there",
+                        "PC-DARTS: layer {i} (cell \"{}\"): on a stride-2 edge the bypass's 2×2 max pool gives {}x{} but \"{}\" gives {}x{}; PC-DARTS needs even sizes there",
                         cell.name, bypass.0, bypass.1, space.ops[o].0, out.output.h, out.output.w
                     )));
                 }
