@@ -290,8 +290,7 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
             seed,
         }),
         Variant::PcDarts {
-            arch_warmup_epochs,
-            ..
+            arch_warmup_epochs, ..
         } => Strategy::PcDarts(PcDarts {
             darts,
             arch_warmup_epochs: arch_warmup_epochs.value as usize,

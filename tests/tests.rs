@@ -998,7 +998,11 @@ fn resumed_variant_searches_equal_uninterrupted() {
                 c.args(["--stop-after", s]);
             }
             let o = c.output().unwrap();
-            assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
+            assert!(
+                o.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
         };
         run("straight", None);
         run("resumed", Some("1"));
@@ -1011,7 +1015,10 @@ fn resumed_variant_searches_equal_uninterrupted() {
             checkpoint_alphas(&dir.join("resumed/resume")),
         );
         assert_eq!(ca, cb, "{name}");
-        let betas = ca.iter().filter(|(k, _)| k.starts_with("alphas.betas.")).count();
+        let betas = ca
+            .iter()
+            .filter(|(k, _)| k.starts_with("alphas.betas."))
+            .count();
         assert_eq!(betas, if name == "pc" { 2 } else { 0 }, "{name}");
         let state: serde_json::Value = serde_json::from_slice(
             &std::fs::read(dir.join("straight/resume/search/state.json")).unwrap(),

@@ -53,7 +53,11 @@ pub fn noise_rng(seed: u64, epoch: u64, step: u64, pass: u64) -> ChaCha8Rng {
 /// per searchable layer, Gumbel noise for α in row-major order.
 pub fn sample(net: &Supernet, tau: f64, r: &mut impl RngCore) -> Result<Arch> {
     let mut one = |a: &Tensor| -> Result<(Tensor, Vec<usize>)> {
-        let a2 = if a.rank() == 1 { a.unsqueeze(0)? } else { a.clone() };
+        let a2 = if a.rank() == 1 {
+            a.unsqueeze(0)?
+        } else {
+            a.clone()
+        };
         let (rows, cols) = a2.dims2()?;
         let g = Tensor::from_vec(gumbel(r, rows * cols), (rows, cols), a.device())?
             .to_dtype(a.dtype())?;
@@ -74,7 +78,11 @@ pub fn sample(net: &Supernet, tau: f64, r: &mut impl RngCore) -> Result<Arch> {
         }
         let hot = Tensor::from_vec(hot, (rows, cols), a.device())?.to_dtype(a.dtype())?;
         let hard = ((hot - probs.detach())? + probs)?;
-        let hard = if a.rank() == 1 { hard.squeeze(0)? } else { hard };
+        let hard = if a.rank() == 1 {
+            hard.squeeze(0)?
+        } else {
+            hard
+        };
         Ok((hard, picks))
     };
     let mut cells = Vec::new();
@@ -145,8 +153,8 @@ impl Gdas {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::optim::{Adam, Sgd};
     use crate::ops::Op;
+    use crate::optim::{Adam, Sgd};
     use crate::space::{Candidate, Overrides, Space};
     use crate::spec::Sources;
     use crate::spec::pipeline::Order;
@@ -233,14 +241,24 @@ mod tests {
         let g = loss.backward().unwrap();
         let mut reached = 0;
         for (a, picks) in net.cell_alphas().iter().zip(&arch.cell_picks) {
-            let (Some(a), Some(picks)) = (a, picks) else { continue };
+            let (Some(a), Some(picks)) = (a, picks) else {
+                continue;
+            };
             let cands = &s.cells[0].candidates;
-            let ga = g.get(a).expect("α has a gradient").to_vec2::<f64>().unwrap();
+            let ga = g
+                .get(a)
+                .expect("α has a gradient")
+                .to_vec2::<f64>()
+                .unwrap();
             for (e, (row, &k)) in ga.iter().zip(picks).enumerate() {
                 let zero = matches!(cands[k], Candidate::Op(o) if s.ops[o].1 == Op::Zero);
                 for (j, &v) in row.iter().enumerate() {
                     // A picked `none` outputs zeros: nothing flows back to that edge's α.
-                    assert_eq!(v == 0.0, zero, "edge {e} (pick {k}), candidate {j}: gradient {v}");
+                    assert_eq!(
+                        v == 0.0,
+                        zero,
+                        "edge {e} (pick {k}), candidate {j}: gradient {v}"
+                    );
                 }
                 reached += usize::from(!zero);
             }
@@ -263,7 +281,9 @@ mod tests {
     }
 
     fn batch() -> (Tensor, Tensor) {
-        let v: Vec<f32> = (0..4 * 3 * 8 * 8).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+        let v: Vec<f32> = (0..4 * 3 * 8 * 8)
+            .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+            .collect();
         (
             Tensor::from_vec(v, (4, 3, 8, 8), &Device::Cpu).unwrap(),
             Tensor::new(&[0u32, 1, 2, 3], &Device::Cpu).unwrap(),
@@ -282,7 +302,13 @@ mod tests {
             .alphas
             .params()
             .iter()
-            .flat_map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap())
+            .flat_map(|(_, v)| {
+                v.as_tensor()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+            })
             .collect()
     }
 

@@ -115,7 +115,10 @@ mod tests {
         let darts = Supernet::with_dtype(&s, &Device::Cpu, DType::F64, 7).unwrap();
         let pc = Supernet::with_build(&s, &Device::Cpu, DType::F64, 7, Build::default()).unwrap();
         let x = input();
-        let (a, b) = (darts.forward(&x, true).unwrap(), pc.forward(&x, true).unwrap());
+        let (a, b) = (
+            darts.forward(&x, true).unwrap(),
+            pc.forward(&x, true).unwrap(),
+        );
         assert_eq!(max_diff(&a, &b), 0.0);
         assert_eq!(darts.weights.param_count(), pc.weights.param_count());
     }
@@ -190,7 +193,13 @@ mod tests {
                 .alphas
                 .params()
                 .iter()
-                .flat_map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap())
+                .flat_map(|(_, v)| {
+                    v.as_tensor()
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1::<f32>()
+                        .unwrap()
+                })
                 .collect()
         };
         let before = alphas(&pc);
@@ -200,13 +209,23 @@ mod tests {
                 .weights
                 .buffers()
                 .iter()
-                .flat_map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap())
+                .flat_map(|(_, v)| {
+                    v.as_tensor()
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1::<f32>()
+                        .unwrap()
+                })
                 .collect()
         };
         let b0 = buffers(&pc);
         let val = pc.darts.val_stats(&x, &y).unwrap();
         assert!(val.loss.is_finite());
-        assert_eq!(buffers(&pc), b0, "scoring the validation batch moved BN statistics");
+        assert_eq!(
+            buffers(&pc),
+            b0,
+            "scoring the validation batch moved BN statistics"
+        );
         pc.step(&x, &y, &x, &y, 0.05, 0).unwrap();
         assert_eq!(alphas(&pc), before);
         pc.step(&x, &y, &x, &y, 0.05, 1).unwrap();

@@ -285,7 +285,11 @@ impl Supernet {
                 .map(|a| a.as_ref().map(softmax).transpose())
                 .collect::<Result<_>>()?,
             cell_picks: vec![None; self.cell_alphas.len()],
-            slots: self.slot_alphas.iter().map(softmax).collect::<Result<_>>()?,
+            slots: self
+                .slot_alphas
+                .iter()
+                .map(softmax)
+                .collect::<Result<_>>()?,
             slot_picks: vec![None; self.slot_alphas.len()],
             edges: self.edge_scales()?,
         })
@@ -580,7 +584,11 @@ pub fn check_partial(space: &Space, k: usize) -> std::result::Result<(), Partial
         if !space.used_cells()[ci] {
             continue;
         }
-        if let Some(&m) = cell.candidates.iter().find(|c| matches!(c, Candidate::Cell(_))) {
+        if let Some(&m) = cell
+            .candidates
+            .iter()
+            .find(|c| matches!(c, Candidate::Cell(_)))
+        {
             return Err(PartialError::Space(format!(
                 "PC-DARTS needs op candidates; cell \"{}\" has the motif \"{}\" as a candidate",
                 cell.name,
@@ -609,7 +617,9 @@ pub fn check_partial(space: &Space, k: usize) -> std::result::Result<(), Partial
         let inputs = pre
             .iter()
             .zip(&l.input_shapes)
-            .map(|(p, shape)| eval::preprocess(*p, *shape, *width, space.supernet).map(|a| a.output))
+            .map(|(p, shape)| {
+                eval::preprocess(*p, *shape, *width, space.supernet).map(|a| a.output)
+            })
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(PartialError::Space)?;
         let states = eval::infer_cell(&space.ops, &space.cells, *ci, &inputs, *width, *stride)
