@@ -787,4 +787,81 @@ mod tests {
             assert_eq!(y.dims(), &[2, 10], "{file}");
         }
     }
+
+    /// A PC-DARTS edge by hand: Σₖ pₖ · opₖ on the first C/K channels (each op run on its
+    /// own), the rest bypassing (2×2 max pool on a stride-2 edge), concatenated, and channel
+    /// `o` of the result taken from channel (o mod K)·(C/K) + o div K.
+    #[test]
+    fn partial_channel_edge_by_hand() {
+        let ov = Overrides {
+            channels: Some((4, Default::default())),
+            layers: Some((3, Default::default())),
+            input: Some(crate::spec::space::Input {
+                channels: 3,
+                size: 8,
+                classes: 4,
+            }),
+        };
+        let s = space("schemas/darts.ron", ov);
+        let k = 2;
+        let build = Build {
+            partial_channels: k,
+            edge_normalization: true,
+        };
+        let net =
+            Supernet::with_build(&s, &Device::Cpu, candle_core::DType::F64, 4, build).unwrap();
+        let arch = net.relaxed().unwrap();
+        // Layer 2 is the first reduction cell, 8 channels wide; its edges are fed 4×4 here.
+        let Layer::Cell(cell) = &net.layers[2] else {
+            panic!("layer 2 is not a cell")
+        };
+        let ct = &s.cells[cell.cell];
+        assert!(ct.reduction);
+        let c = 8;
+        let x = Tensor::randn(0f64, 1f64, (2, c, 4, 4), &Device::Cpu).unwrap();
+        let p_all = arch.cells[cell.cell].as_ref().unwrap();
+        // Edge 0 reads s0 (stride 2); edge 4 reads node 0 (stride 1).
+        for (e, size) in [(0usize, 2usize), (4, 4)] {
+            let m = &cell.edges[e];
+            let p = p_all.get(e).unwrap();
+            let got = net.edge_forward(m, &x, &p, None, &arch, true).unwrap();
+            let xa = x.narrow(1, 0, c / k).unwrap();
+            let xb = x.narrow(1, c / k, c - c / k).unwrap();
+            let mut ya: Option<Tensor> = None;
+            for (j, cand) in m.cands.iter().enumerate() {
+                let Cand::Op(op) = cand else {
+                    panic!("a motif")
+                };
+                let y = op
+                    .forward(&xa.contiguous().unwrap(), true)
+                    .unwrap()
+                    .broadcast_mul(&p.get(j).unwrap())
+                    .unwrap();
+                ya = Some(match ya {
+                    None => y,
+                    Some(a) => (a + y).unwrap(),
+                });
+            }
+            let yb = if size == 2 {
+                xb.max_pool2d_with_stride(2, 2).unwrap()
+            } else {
+                xb
+            };
+            let cat = Tensor::cat(&[ya.unwrap(), yb], 1).unwrap();
+            let idx: Vec<u32> = (0..c).map(|o| ((o % k) * (c / k) + o / k) as u32).collect();
+            let want = cat
+                .index_select(&Tensor::new(idx.as_slice(), &Device::Cpu).unwrap(), 1)
+                .unwrap();
+            assert_eq!(got.dims(), &[2, c, size, size]);
+            let diff = (got - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
+            assert!(diff < 1e-12, "edge {e}: {diff}");
+        }
+    }
 }
