@@ -1,18 +1,19 @@
-//! The search stage: runs DARTS over the epochs of a pipeline's `search` section on its data,
+//! The search stage: runs DARTS, GDAS or PC-DARTS (the `variant`) over the epochs of a
+//! pipeline's `search` section on its data,
 //! with a checkpoint after every epoch, resume, progress, per-epoch logs and the history of
 //! every edge's op weights; ends by deriving and writing the genotype.
 //!
 //! Layout under the run folder (`exports/<name>/`):
 //! - `search/checkpoint-<epoch>.safetensors`: weights (`weights.*`), BN buffers
-//!   (`buffers.*`), architecture weights (`alphas.*`) and optimizer state (`opt.w.*`,
-//!   `opt.a.*`) after that epoch;
+//!   (`buffers.*`), architecture weights (`alphas.*`, PC-DARTS's β as `alphas.betas.*`)
+//!   and optimizer state (`opt.w.*`, `opt.a.*`) after that epoch;
 //! - `search/state.json`: the spec hash, the last finished epoch and its checkpoint file,
 //!   per-epoch metrics (with learning curves) and the op-weight history;
 //! - `genotype.ron`: the derived architecture, written by [`derive`] once the search is
 //!   complete (the pipeline's derive stage).
 //!
-//! Every epoch's randomness derives from (seed, epoch), so a resumed search gives the same
-//! result as an uninterrupted one on CPU.
+//! Every epoch's randomness derives from (seed, epoch) (GDAS's noise from (seed, epoch,
+//! step)), so a resumed search gives the same result as an uninterrupted one on CPU.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -28,9 +29,11 @@ use crate::fsutil::write_atomic;
 use crate::genotype::{self, Genotype};
 use crate::metrics::{Curve, CurvePoint};
 use crate::optim::{self, Adam, Sgd};
-use crate::spec::pipeline::{Normalization, Optimizer, Resolved, Search};
-use crate::strategy::darts::Darts;
-use crate::supernet::Supernet;
+use crate::spec::pipeline::{Normalization, Optimizer, Resolved, Search, Variant};
+use crate::strategy::darts::{BatchStats, Darts};
+use crate::strategy::gdas::Gdas;
+use crate::strategy::pc_darts::PcDarts;
+use crate::supernet::{Build, Supernet};
 
 /// Version of `state.json`.
 pub const STATE_VERSION: u32 = 1;
@@ -53,13 +56,18 @@ pub struct EpochMetrics {
     pub val_curve: Vec<CurvePoint>,
 }
 
-/// Softmax of the architecture weights after an epoch: per cell type, [edges][candidates];
-/// per searchable layer, [candidates].
+/// The architecture weights after an epoch, as the genotype is derived from them: per cell
+/// type, [edges][candidates] (softmax of α; under PC-DARTS's edge normalisation times the
+/// edge's weight); per searchable layer, [candidates].
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AlphaSnapshot {
     pub epoch: usize,
     pub cells: Vec<(String, Vec<Vec<f32>>)>,
     pub layers: Vec<Vec<f32>>,
+    /// PC-DARTS's edge normalisation: per cell type, each edge's softmax of β over its
+    /// node's incoming edges, [edges]. Empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub edges: Vec<(String, Vec<f32>)>,
 }
 
 /// `search/state.json`.
@@ -167,6 +175,49 @@ fn adam(o: &Optimizer, params: Vec<(String, candle_core::Var)>) -> Result<Adam> 
     }
 }
 
+/// The strategy a search runs: DARTS's state, possibly with a variant's policy around it.
+enum Strategy {
+    Darts(Darts),
+    Gdas(Gdas),
+    PcDarts(PcDarts),
+}
+
+impl Strategy {
+    fn darts(&self) -> &Darts {
+        match self {
+            Strategy::Darts(d) => d,
+            Strategy::Gdas(g) => &g.darts,
+            Strategy::PcDarts(p) => &p.darts,
+        }
+    }
+
+    fn darts_mut(&mut self) -> &mut Darts {
+        match self {
+            Strategy::Darts(d) => d,
+            Strategy::Gdas(g) => &mut g.darts,
+            Strategy::PcDarts(p) => &mut p.darts,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &mut self,
+        xt: &Tensor,
+        yt: &Tensor,
+        xv: &Tensor,
+        yv: &Tensor,
+        lr: f64,
+        epoch: usize,
+        step: usize,
+    ) -> candle_core::Result<(BatchStats, BatchStats)> {
+        match self {
+            Strategy::Darts(d) => d.step(xt, yt, xv, yv, lr),
+            Strategy::Gdas(g) => g.step(xt, yt, xv, yv, lr, epoch, step),
+            Strategy::PcDarts(p) => p.step(xt, yt, xv, yv, lr, epoch),
+        }
+    }
+}
+
 /// Runs (or resumes) the search of pipeline `p`, writing under `run_dir`.
 pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Result<Outcome> {
     let Some(search) = &p.spec.search else {
@@ -184,6 +235,7 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
         arch,
         augment,
         images,
+        variant,
         ..
     } = &search.value
     else {
@@ -217,17 +269,45 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
     let val_b = Batcher::new(train.clone(), split.rest.clone(), norm, cfg(2))?;
     let steps = train_b.batches_per_epoch().min(val_b.batches_per_epoch());
 
-    let net = Supernet::new(space, device, seed).map_err(ctx("building the supernet"))?;
+    let build = match &variant.value {
+        Variant::PcDarts {
+            k,
+            edge_normalization,
+            ..
+        } => Build {
+            partial_channels: k.value as usize,
+            edge_normalization: *edge_normalization,
+        },
+        Variant::Standard | Variant::Gdas { .. } => Build::default(),
+    };
+    let net = Supernet::with_build(space, device, crate::nn::DTYPE, seed, build)
+        .map_err(ctx("building the supernet"))?;
     let (w_opt, lr0, lr_min, warmup) = sgd(weights, net.weights.params())?;
     let a_opt = adam(arch, net.alphas.params())?;
-    let mut darts = Darts::new(net, w_opt, a_opt, *order);
+    let darts = Darts::new(net, w_opt, a_opt, *order);
+    let mut darts = match &variant.value {
+        Variant::Standard => Strategy::Darts(darts),
+        Variant::Gdas { tau_max, tau_min } => Strategy::Gdas(Gdas {
+            darts,
+            tau_max: tau_max.value,
+            tau_min: tau_min.value,
+            epochs,
+            seed,
+        }),
+        Variant::PcDarts {
+            arch_warmup_epochs, ..
+        } => Strategy::PcDarts(PcDarts {
+            darts,
+            arch_warmup_epochs: arch_warmup_epochs.value as usize,
+        }),
+    };
 
     let dir = run_dir.join("search");
     let hash = spec_hash(p)?;
     let state_path = dir.join("state.json");
     let mut state = match checkpoint::read_state::<State>(&state_path, &hash, "search", &dir)? {
         Some(state) => {
-            load_checkpoint(&mut darts, &dir.join(&state.checkpoint))?;
+            load_checkpoint(darts.darts_mut(), &dir.join(&state.checkpoint))?;
             state
         }
         None => State {
@@ -263,7 +343,7 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
             let t = tb.batch(step).map_err(ctx("making a batch"))?;
             let v = vb.batch(step).map_err(ctx("making a batch"))?;
             let (ts, vs) = darts
-                .step(&t.images, &t.labels, &v.images, &v.labels, lr)
+                .step(&t.images, &t.labels, &v.images, &v.labels, lr, epoch, step)
                 .map_err(ctx("search step"))?;
             if !ts.loss.is_finite() {
                 return Err(Error::Input(format!(
@@ -308,13 +388,16 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
             m.images_per_sec
         );
         state.metrics.push(m);
-        state.history.push(snapshot(&darts.net, epoch)?);
-        save_checkpoint(&darts, &dir, &mut state, epoch + 1)?;
+        state.history.push(snapshot(&darts.darts().net, epoch)?);
+        save_checkpoint(darts.darts(), &dir, &mut state, epoch + 1)?;
     }
+    // Every variant derives from the architecture weights (with PC-DARTS's warm-up covering
+    // every epoch, from their initial values).
+    let net = &darts.darts().net;
     let genotype = genotype::derive(
         space,
-        &darts.net.cell_weights().map_err(ctx("reading alphas"))?,
-        &darts.net.slot_weights().map_err(ctx("reading alphas"))?,
+        &net.cell_weights().map_err(ctx("reading alphas"))?,
+        &net.slot_weights().map_err(ctx("reading alphas"))?,
     );
     Ok(Outcome {
         genotype,
@@ -325,7 +408,15 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
 
 fn snapshot(net: &Supernet, epoch: usize) -> Result<AlphaSnapshot> {
     let cells = net.cell_weights().map_err(ctx("reading alphas"))?;
+    let edges = net.edge_weights().map_err(ctx("reading alphas"))?;
     Ok(AlphaSnapshot {
+        edges: net
+            .space
+            .cells
+            .iter()
+            .zip(edges)
+            .filter_map(|(c, w)| w.map(|w| (c.name.clone(), w)))
+            .collect(),
         epoch,
         cells: net
             .space

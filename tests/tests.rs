@@ -875,6 +875,10 @@ fn second_order_darts_hessian_vector_product() {
 }
 
 fn search_pipeline(dir: &Path, epochs: u32, seed: u64) -> PathBuf {
+    search_pipeline_variant(dir, epochs, seed, "Standard")
+}
+
+fn search_pipeline_variant(dir: &Path, epochs: u32, seed: u64, variant: &str) -> PathBuf {
     let text = format!(
         r#"Pipeline(
     name: "resume",
@@ -887,6 +891,7 @@ fn search_pipeline(dir: &Path, epochs: u32, seed: u64) -> PathBuf {
         weights: Sgd(lr: 0.05, lr_min: 0.001, weight_decay: 3e-4, grad_clip: 5.0),
         arch: Adam(lr: 3e-2, betas: (0.5, 0.999), weight_decay: 1e-3),
         augment: (crop_padding: 1, flip: true),
+        variant: {variant},
     ),
 )"#,
         root().join("schemas/darts.ron").display()
@@ -973,6 +978,64 @@ fn resumed_search_equals_uninterrupted() {
         std::fs::read(dir.join("straight/resume/search/state.json")).unwrap(),
         state_before
     );
+}
+
+/// GDAS and PC-DARTS (with its warm-up ending after the first epoch, so the architecture
+/// weights move only after the resume) stopped after their first epoch and run again end
+/// with the same alphas (β included), weights and genotype as runs straight through.
+#[test]
+fn resumed_variant_searches_equal_uninterrupted() {
+    for (name, variant) in [
+        ("gdas", "Gdas(tau_max: 5.0, tau_min: 0.5)"),
+        ("pc", "PcDarts(k: 2, arch_warmup_epochs: 1)"),
+    ] {
+        let dir = tempdir(&format!("resume-{name}"));
+        let p = search_pipeline_variant(&dir, 2, 11, variant);
+        let run = |out: &str, stop: Option<&str>| {
+            let mut c = bin();
+            c.args(["search"]).arg(&p).arg("--out").arg(dir.join(out));
+            if let Some(s) = stop {
+                c.args(["--stop-after", s]);
+            }
+            let o = c.output().unwrap();
+            assert!(
+                o.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        };
+        run("straight", None);
+        run("resumed", Some("1"));
+        run("resumed", None);
+        let a = std::fs::read_to_string(dir.join("straight/resume/genotype.ron")).unwrap();
+        let b = std::fs::read_to_string(dir.join("resumed/resume/genotype.ron")).unwrap();
+        assert_eq!(a, b, "{name}");
+        let (ca, cb) = (
+            checkpoint_alphas(&dir.join("straight/resume")),
+            checkpoint_alphas(&dir.join("resumed/resume")),
+        );
+        assert_eq!(ca, cb, "{name}");
+        let betas = ca
+            .iter()
+            .filter(|(k, _)| k.starts_with("alphas.betas."))
+            .count();
+        assert_eq!(betas, if name == "pc" { 2 } else { 0 }, "{name}");
+        let state: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.join("straight/resume/search/state.json")).unwrap(),
+        )
+        .unwrap();
+        let history = state["history"].as_array().unwrap();
+        assert_eq!(history.len(), 2);
+        if name == "pc" {
+            // The architecture moves after the warm-up; the edge weights are recorded.
+            assert_ne!(history[0]["cells"], history[1]["cells"]);
+            assert_eq!(history[0]["edges"].as_array().unwrap().len(), 2);
+        }
+        let s = load_space("schemas/darts.ron", Overrides::default());
+        let src = Source::from_text(Path::new("genotype.ron"), a);
+        let g: Genotype = src.parse().unwrap();
+        g.resolve(&src, &s).unwrap();
+    }
 }
 
 #[test]

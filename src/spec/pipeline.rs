@@ -174,6 +174,9 @@ pub enum Search {
         arch: Spanned<Optimizer>,
         #[serde(default)]
         augment: Augment,
+        /// The DARTS-family method (`../shared/reference/darts.md` §7). Default `Standard`.
+        #[serde(default)]
+        variant: Spanned<Variant>,
     },
     /// Multi-trial search: a strategy proposes discrete architectures of the space, an
     /// evaluator scores each, and the best is returned. The Pareto front over `objectives`
@@ -205,6 +208,45 @@ pub enum Search {
         /// trained, and profile it in ONNX Runtime (`search/front/<n>/`). Default `false`.
         #[serde(default)]
         export_front: bool,
+    },
+}
+
+/// A DARTS-family search method: how each forward weights an edge's candidates and when
+/// the architecture weights move. Every variant derives the genotype with the space's
+/// `derive` rule.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum Variant {
+    /// DARTS: every edge is Σₖ softmax(α)ₖ · opₖ(x).
+    #[default]
+    Standard,
+    /// GDAS (Dong, Yang, CVPR 2019): each forward samples one candidate per edge with
+    /// Gumbel-softmax at temperature τ (straight-through), and runs only that one. τ falls
+    /// linearly from `tau_max` at the first epoch to `tau_min` at the last. First order only.
+    Gdas {
+        /// Temperature at the first epoch. Default 10.
+        #[serde(default = "tau_max")]
+        tau_max: Spanned<f64>,
+        /// Temperature at the last epoch. Default 0.1.
+        #[serde(default = "tau_min")]
+        tau_min: Spanned<f64>,
+    },
+    /// PC-DARTS (Xu et al., ICLR 2020): partial channels and edge normalisation. Needs a
+    /// space of cells whose candidates are ops (no motifs, no searchable chain layers).
+    PcDarts {
+        /// Only 1/k of each edge's channels go through its ops; the rest bypass them and
+        /// the result is shuffled in k groups. Cell widths must be multiples of k. Default 4.
+        #[serde(default = "four")]
+        k: Spanned<u32>,
+        /// Scale each edge by the softmax of a learnt β over its node's incoming edges, and
+        /// derive from softmax(α) × that softmax. Default `true`.
+        #[serde(default = "yes")]
+        edge_normalization: bool,
+        /// Architecture weights stay at their initial values for this many epochs while
+        /// the weights train. At or beyond `epochs`, the genotype is derived from the
+        /// initial architecture weights. Default 15.
+        #[serde(default = "fifteen")]
+        arch_warmup_epochs: Spanned<u32>,
     },
 }
 
@@ -530,6 +572,18 @@ fn cifar10_val() -> Spanned<String> {
 fn cifar10_test() -> Spanned<String> {
     sp("cifar10-test".into())
 }
+fn four() -> Spanned<u32> {
+    sp(4)
+}
+fn fifteen() -> Spanned<u32> {
+    sp(15)
+}
+fn tau_max() -> Spanned<f64> {
+    sp(10.0)
+}
+fn tau_min() -> Spanned<f64> {
+    sp(0.1)
+}
 fn opset() -> Spanned<u32> {
     sp(21)
 }
@@ -627,6 +681,21 @@ pub fn resolve(sources: &mut Sources, file: u32, path: &Path, spec: Pipeline) ->
         layers: l.as_ref().map(|l| (l.value, l.span)),
     };
     let search_space = space::compile(sources, &raw, &ov(&search_ch, &search_layers))?;
+    if let Some(Search::Darts { variant, .. }) = spec.search.as_deref()
+        && let Variant::PcDarts { k, .. } = &variant.value
+    {
+        crate::supernet::check_partial(&search_space, k.value as usize).map_err(|e| {
+            let (span, m) = match e {
+                crate::supernet::PartialError::Space(m) => (variant.span, m),
+                // A default `k` has no place in the file: point at the variant.
+                crate::supernet::PartialError::K(m) if k.span == Span::default() => {
+                    (variant.span, m)
+                }
+                crate::supernet::PartialError::K(m) => (k.span, m),
+            };
+            crate::error::Error::from(sources.diag(span, m))
+        })?;
+    }
     let (rc, rl) = spec
         .retrain
         .as_ref()
@@ -928,6 +997,8 @@ fn check(sources: &Sources, p: &Pipeline) -> Result<()> {
             weights,
             arch,
             images,
+            order,
+            variant,
             ..
         }) => {
             positive(epochs, "search epochs")?;
@@ -941,6 +1012,39 @@ fn check(sources: &Sources, p: &Pipeline) -> Result<()> {
             }
             optimizer(weights, "search weights")?;
             optimizer(arch, "search arch")?;
+            match &variant.value {
+                Variant::Standard => {}
+                Variant::Gdas { tau_max, tau_min } => {
+                    for (t, what) in [(tau_max, "tau_max"), (tau_min, "tau_min")] {
+                        if !(t.value.is_finite() && t.value > 0.0) {
+                            return Err(err(
+                                t.span,
+                                format!(
+                                    "GDAS: {what} must be a finite number > 0, got {}",
+                                    t.value
+                                ),
+                            ));
+                        }
+                    }
+                    if tau_min.value > tau_max.value {
+                        return Err(err(
+                            tau_min.span,
+                            format!(
+                                "GDAS: tau_min {} is above tau_max {}",
+                                tau_min.value, tau_max.value
+                            ),
+                        ));
+                    }
+                    if *order != Order::First {
+                        return Err(err(
+                            variant.span,
+                            "GDAS updates the architecture with first-order gradients; set `order: First`"
+                                .into(),
+                        ));
+                    }
+                }
+                Variant::PcDarts { k, .. } => positive(k, "PC-DARTS k")?,
+            }
         }
         Some(Search::Trials {
             strategy,

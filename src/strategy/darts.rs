@@ -12,7 +12,7 @@ use candle_core::{Result, Tensor, Var};
 
 use crate::optim::{Adam, Sgd};
 use crate::spec::pipeline::Order;
-use crate::supernet::Supernet;
+use crate::supernet::{Arch, Supernet};
 
 /// Loss and accuracy of one batch.
 #[derive(Debug, Clone, Copy, Default)]
@@ -68,7 +68,21 @@ impl Darts {
     /// Loss on a batch and the gradients of `vars` (zeros where a var does not reach the
     /// loss).
     fn grads(&self, x: &Tensor, y: &Tensor, vars: &[Var]) -> Result<(BatchStats, Vec<Tensor>)> {
-        let logits = self.net.forward(x, true)?;
+        self.grads_with(x, y, vars, None)
+    }
+
+    /// As [`Darts::grads`] under `arch` (`None`: the relaxation).
+    fn grads_with(
+        &self,
+        x: &Tensor,
+        y: &Tensor,
+        vars: &[Var],
+        arch: Option<&Arch>,
+    ) -> Result<(BatchStats, Vec<Tensor>)> {
+        let logits = match arch {
+            Some(a) => self.net.forward_with(x, true, a)?,
+            None => self.net.forward(x, true)?,
+        };
         let (loss, correct) = loss_and_correct(&logits, y)?;
         let store = loss.backward()?;
         let grads = vars
@@ -204,23 +218,81 @@ impl Darts {
         yv: &Tensor,
         lr: f64,
     ) -> Result<(BatchStats, BatchStats)> {
+        let val = self.arch_step(xt, yt, xv, yv, lr)?;
+        let train = self.weight_step(xt, yt, lr, None)?;
+        Ok((train, val))
+    }
+
+    /// The architecture update of a step, of the configured order; returns the validation
+    /// batch's stats.
+    pub fn arch_step(
+        &mut self,
+        xt: &Tensor,
+        yt: &Tensor,
+        xv: &Tensor,
+        yv: &Tensor,
+        lr: f64,
+    ) -> Result<BatchStats> {
         let (val, ga) = match self.order {
             Order::First => self.arch_grad_first(xv, yv)?,
             Order::Second => self.arch_grad_second(xt, yt, xv, yv, lr)?,
         };
         self.a_opt
             .step_with(&ga.into_iter().map(Some).collect::<Vec<_>>())?;
-        let logits = self.net.forward(xt, true)?;
+        Ok(val)
+    }
+
+    /// A first-order architecture update with the validation batch's forward under `arch`.
+    pub fn arch_step_with(&mut self, xv: &Tensor, yv: &Tensor, arch: &Arch) -> Result<BatchStats> {
+        let (val, ga) = self.grads_with(xv, yv, &self.alpha_vars(), Some(arch))?;
+        self.a_opt
+            .step_with(&ga.into_iter().map(Some).collect::<Vec<_>>())?;
+        Ok(val)
+    }
+
+    /// The validation batch's stats without an architecture update: a training-mode
+    /// forward (batch statistics, as the update would see them) whose BN running statistics
+    /// are put back afterwards, so the network is as if the batch were never seen.
+    pub fn val_stats(&self, xv: &Tensor, yv: &Tensor) -> Result<BatchStats> {
+        let buffers: Vec<(Var, Tensor)> = self
+            .net
+            .weights
+            .buffers()
+            .into_iter()
+            .map(|(_, v)| Ok((v.clone(), v.as_tensor().copy()?)))
+            .collect::<Result<_>>()?;
+        let logits = self.net.forward(xv, true);
+        for (v, t) in &buffers {
+            v.set(t)?;
+        }
+        let (loss, correct) = loss_and_correct(&logits?.detach(), yv)?;
+        Ok(BatchStats {
+            loss: scalar(&loss)?,
+            correct,
+            count: yv.dim(0)?,
+        })
+    }
+
+    /// The SGD step on the training batch at learning rate `lr`, under `arch` (`None`: the
+    /// relaxation); returns its stats.
+    pub fn weight_step(
+        &mut self,
+        xt: &Tensor,
+        yt: &Tensor,
+        lr: f64,
+        arch: Option<&Arch>,
+    ) -> Result<BatchStats> {
+        let logits = match arch {
+            Some(a) => self.net.forward_with(xt, true, a)?,
+            None => self.net.forward(xt, true)?,
+        };
         let (loss, correct) = loss_and_correct(&logits, yt)?;
         let grads = loss.backward()?;
         self.w_opt.step(&grads, lr)?;
-        Ok((
-            BatchStats {
-                loss: scalar(&loss)?,
-                correct,
-                count: yt.dim(0)?,
-            },
-            val,
-        ))
+        Ok(BatchStats {
+            loss: scalar(&loss)?,
+            correct,
+            count: yt.dim(0)?,
+        })
     }
 }

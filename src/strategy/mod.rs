@@ -11,6 +11,8 @@
 
 pub mod darts;
 pub mod evolution;
+pub mod gdas;
+pub mod pc_darts;
 pub mod random;
 pub mod reinforce;
 
