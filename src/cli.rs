@@ -455,6 +455,17 @@ fn run(cli: &Cli) -> Result<i32> {
             let opts = crate::search::Options {
                 stop_after: *stop_after,
                 progress: true,
+                ort: if matches!(
+                    p.spec.search.as_deref(),
+                    Some(crate::spec::pipeline::Search::Darts {
+                        latency: Some(_),
+                        ..
+                    })
+                ) {
+                    Some(crate::runtime::load(ort_lib.as_deref())?)
+                } else {
+                    None
+                },
             };
             let _busy = crate::pipeline::busy::acquire(&run_dir, "nas-pipe search")?;
             let outcome = crate::search::run(&p, &run_dir, &device, &opts)?;

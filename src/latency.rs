@@ -427,6 +427,9 @@ pub struct Table {
     pub ops: Vec<OpCost>,
     /// Every searchable position, in network order.
     pub positions: Vec<Position>,
+    /// [`Table::space_key`] of the space measured (empty in tables written before it).
+    #[serde(default)]
+    pub space_key: String,
 }
 
 impl Table {
@@ -506,9 +509,55 @@ impl Table {
             fixed_ms: 0.0,
             ops,
             positions,
+            space_key: Table::space_key(space),
         };
         table.fixed_ms = reference_ms - edges_ms(&table, &net)?;
         Ok(table)
+    }
+
+    /// A hash of what the table depends on in a space: its ops, each cell's candidates, and
+    /// the compiled layers with their shapes.
+    pub fn space_key(space: &Space) -> String {
+        let vocabulary = format!(
+            "{:?} {:?} {:?}",
+            space.ops,
+            space
+                .cells
+                .iter()
+                .map(|c| &c.candidates)
+                .collect::<Vec<_>>(),
+            space
+                .slots
+                .iter()
+                .map(|s| &s.candidates)
+                .collect::<Vec<_>>()
+        );
+        space_hash(&[vocabulary], space)
+    }
+
+    /// The table of `space` for `plan` on this machine and runtime: read from `path` when it
+    /// was measured for them, else measured against the architecture that takes an identity
+    /// op wherever it may ([`crate::strategy::Decisions::identity`]) and written to `path`.
+    pub fn for_space(
+        rt: &'static Runtime,
+        space: &Space,
+        plan: &Plan,
+        path: &Path,
+    ) -> Result<Table> {
+        let cpu = crate::profile::Machine::current().cpu;
+        if let Ok(t) = Table::load(path)
+            && t.space_key == Table::space_key(space)
+            && t.ort_version == rt.version
+            && t.cpu == cpu
+            && t.plan == *plan
+        {
+            return Ok(t);
+        }
+        let d = crate::strategy::Decisions::of(space);
+        let c = crate::evaluator::Candidate::new(space, &d, d.identity(space))?;
+        let t = Table::measure(rt, space, (&c.genotype, &c.resolved), plan, |_| {})?;
+        t.save(path)?;
+        Ok(t)
     }
 
     /// What `key` adds to a network, `None` when the table does not hold it.
@@ -929,6 +978,7 @@ mod tests {
             fixed_ms: 1.0,
             ops,
             positions: Vec::new(),
+            space_key: Table::space_key(s),
         }
     }
 

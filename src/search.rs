@@ -54,6 +54,9 @@ pub struct EpochMetrics {
     pub curve: Vec<CurvePoint>,
     #[serde(default)]
     pub val_curve: Vec<CurvePoint>,
+    /// With a latency term: the expected latency (ms) under the weights after the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_latency_ms: Option<f64>,
 }
 
 /// The architecture weights after an epoch, as the genotype is derived from them: per cell
@@ -110,6 +113,8 @@ pub struct Options {
     pub stop_after: Option<usize>,
     /// Draw a progress bar (when stderr is a terminal).
     pub progress: bool,
+    /// ONNX Runtime, for a search with a latency term.
+    pub ort: Option<&'static crate::runtime::Runtime>,
 }
 
 /// A hash of everything that determines the search's result: the build's version, the
@@ -236,6 +241,7 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
         augment,
         images,
         variant,
+        latency,
         ..
     } = &search.value
     else {
@@ -284,7 +290,16 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
         .map_err(ctx("building the supernet"))?;
     let (w_opt, lr0, lr_min, warmup) = sgd(weights, net.weights.params())?;
     let a_opt = adam(arch, net.alphas.params())?;
-    let darts = Darts::new(net, w_opt, a_opt, *order);
+    let mut darts = Darts::new(net, w_opt, a_opt, *order);
+    if let Some(l) = latency {
+        darts.latency = Some(latency_penalty(
+            p,
+            l,
+            opts.ort,
+            &run_dir.join("search"),
+            device,
+        )?);
+    }
     let mut darts = match &variant.value {
         Variant::Standard => Strategy::Darts(darts),
         Variant::Gdas { tau_max, tau_min } => Strategy::Gdas(Gdas {
@@ -375,9 +390,17 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
             images_per_sec: (n_train + n_val) as f64 / seconds.max(1e-9),
             curve: curve.finish(),
             val_curve: val_curve.finish(),
+            expected_latency_ms: match &darts.darts().latency {
+                Some(l) => Some(
+                    l.expected(&darts.darts().net)
+                        .and_then(|e| e.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>())
+                        .map_err(ctx("the latency term"))?,
+                ),
+                None => None,
+            },
         };
         eprintln!(
-            "search epoch {}/{epochs}: lr {:.5}, train loss {:.4} acc {:.2}%, val loss {:.4} acc {:.2}%, {:.1}s, {:.1} images/s",
+            "search epoch {}/{epochs}: lr {:.5}, train loss {:.4} acc {:.2}%, val loss {:.4} acc {:.2}%, {:.1}s, {:.1} images/s{}",
             epoch + 1,
             m.lr,
             m.train_loss,
@@ -385,7 +408,9 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
             m.val_loss,
             100.0 * m.val_acc,
             m.seconds,
-            m.images_per_sec
+            m.images_per_sec,
+            m.expected_latency_ms
+                .map_or(String::new(), |l| format!(", expected latency {l:.3} ms"))
         );
         state.metrics.push(m);
         state.history.push(snapshot(&darts.darts().net, epoch)?);
@@ -403,6 +428,81 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
         genotype,
         metrics: state.metrics,
         seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The expected-latency term of `p`'s search: the per-op table of its search network (read
+/// from `dir/latency-table.json` when it was measured on this machine with this plan, else
+/// measured and written there) summed per cell type.
+fn latency_penalty(
+    p: &Resolved,
+    term: &crate::spec::pipeline::LatencyTerm,
+    ort: Option<&'static crate::runtime::Runtime>,
+    dir: &Path,
+    device: &Device,
+) -> Result<crate::strategy::darts::LatencyPenalty> {
+    let rt = ort.ok_or_else(|| {
+        Error::Runtime(
+            "the search's latency term measures ops in ONNX Runtime, and none is loaded".into(),
+        )
+    })?;
+    let space = &p.search_space;
+    let plan = crate::latency::Plan {
+        batch: term.batch_size as usize,
+        threads: term.threads as usize,
+        warmup: term.warmup as usize,
+        runs: term.runs as usize,
+    };
+    let table =
+        crate::latency::Table::for_space(rt, space, &plan, &dir.join("latency-table.json"))?;
+    let mut cells: Vec<Option<Vec<f32>>> = space
+        .cells
+        .iter()
+        .map(|c| Some(vec![0f32; c.edges.len() * c.candidates.len()]))
+        .collect();
+    let mut slots: Vec<Option<Vec<f32>>> = space
+        .slots
+        .iter()
+        .map(|s| Some(vec![0f32; s.candidates.len()]))
+        .collect();
+    for pos in &table.positions {
+        match &space.network.layers[pos.layer].kind {
+            crate::space::LayerKind::Cell { cell, .. } => {
+                let k = space.cells[*cell].candidates.len();
+                if let Some(m) = cells[*cell].as_mut() {
+                    for (j, ms) in pos.ms.iter().enumerate().take(k) {
+                        m[pos.edge * k + j] += *ms as f32;
+                    }
+                }
+            }
+            crate::space::LayerKind::Choice { slot, .. } => {
+                if let Some(m) = slots[*slot].as_mut() {
+                    for (j, ms) in pos.ms.iter().enumerate().take(m.len()) {
+                        m[j] += *ms as f32;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let tensor = |v: Vec<f32>, shape: &[usize]| {
+        Tensor::from_vec(v, shape, device).map_err(ctx("the latency term"))
+    };
+    Ok(crate::strategy::darts::LatencyPenalty {
+        weight: term.weight.value,
+        cells: cells
+            .into_iter()
+            .zip(&space.cells)
+            .map(|(m, c)| {
+                m.map(|m| tensor(m, &[c.edges.len(), c.candidates.len()]))
+                    .transpose()
+            })
+            .collect::<Result<_>>()?,
+        slots: slots
+            .into_iter()
+            .zip(&space.slots)
+            .map(|(m, s)| m.map(|m| tensor(m, &[s.candidates.len()])).transpose())
+            .collect::<Result<_>>()?,
     })
 }
 

@@ -119,7 +119,7 @@ pub fn run(p: &Resolved, seeds: u64, progress: bool) -> Result<Study> {
             seed,
             ..Plan::of(p)?
         };
-        let mut ev = trials::evaluator(p, &candle_core::Device::Cpu, None)?;
+        let mut ev = trials::evaluator(p, &candle_core::Device::Cpu, None, false)?;
         let (records, _) = trials::search(
             &plan,
             ev.as_mut(),

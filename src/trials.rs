@@ -439,11 +439,13 @@ pub struct Options {
     pub progress: bool,
 }
 
-/// The evaluator pipeline `p` names; a training one keeps weights under `weights`.
+/// The evaluator pipeline `p` names: a training one keeps each candidate's weights under
+/// `weights`, a weight-sharing one its supernet's.
 pub fn evaluator(
     p: &Resolved,
     device: &candle_core::Device,
     weights: Option<std::path::PathBuf>,
+    progress: bool,
 ) -> Result<Box<dyn Evaluator>> {
     let Some(Search::Trials { evaluator, .. }) = p.spec.search.as_deref() else {
         return Err(Error::Input(
@@ -460,6 +462,9 @@ pub fn evaluator(
         crate::spec::pipeline::Evaluator::Train { .. } => {
             Box::new(crate::evaluator::Train::new(p, device, weights)?)
         }
+        crate::spec::pipeline::Evaluator::WeightSharing { .. } => Box::new(
+            crate::evaluator::shared::WeightSharing::new(p, device, weights, progress)?,
+        ),
     })
 }
 
@@ -513,7 +518,32 @@ pub fn run(
         path: dir.clone(),
         source,
     })?;
-    let mut ev = evaluator(p, device, Some(dir.join("weights")))?;
+    let state0 = State {
+        version: VERSION,
+        spec_hash: hash.clone(),
+        strategy: strategy_name(plan.strategy).into(),
+        report: String::new(),
+        budget: plan.budget,
+        finished: false,
+        records: Vec::new(),
+    };
+    if old.is_none() {
+        // Claims the folder for this spec before the evaluator writes into it.
+        let text = serde_json::to_vec_pretty(&state0).map_err(|e| Error::Input(e.to_string()))?;
+        write_atomic(&path, &text)?;
+    }
+    let weights = match p.spec.search.as_deref() {
+        Some(Search::Trials { evaluator: e, .. })
+            if matches!(
+                e.value,
+                crate::spec::pipeline::Evaluator::WeightSharing { .. }
+            ) =>
+        {
+            dir.clone()
+        }
+        _ => dir.join("weights"),
+    };
+    let mut ev = evaluator(p, device, Some(weights), opts.progress)?;
     let mut state = old.unwrap_or(State {
         version: VERSION,
         spec_hash: hash,

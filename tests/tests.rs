@@ -4103,3 +4103,192 @@ fn trained_trials_apply_constraints_and_keep_a_front() {
             .all(|m| m != "search/state.json")
     );
 }
+
+fn write_pipeline(dir: &Path, name: &str, search: &str, extra: &str) -> PathBuf {
+    let text = format!(
+        r#"Pipeline(
+    name: "{name}",
+    seed: 5,
+    device: Cpu,
+    data: Synthetic(channels: 3, size: 8, classes: 4, train: 96, test: 32),
+    space: "{}",
+    search: {search},
+    {extra}
+)"#,
+        root().join("schemas/nas-bench-201.ron").display()
+    );
+    let p = dir.join(format!("{name}.ron"));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// The weight-sharing evaluator trains one supernet, keeps it, and a stopped search that
+/// resumes reads it back and ends with the same record as one run straight through.
+#[test]
+fn weight_sharing_trials_keep_their_supernet_and_resume_exactly() {
+    let dir = tempdir("trials-shared");
+    let p = write_pipeline(
+        &dir,
+        "shared",
+        "Trials(
+        strategy: Evolution(population: 3, sample: 2),
+        evaluator: WeightSharing(epochs: 2, batch_size: 16, channels: 4, layers: 1,
+            weights: Sgd(lr: 0.05, weight_decay: 3e-4)),
+        evaluations: 8,
+    )",
+        "",
+    );
+    let search = |out: &str, stop: Option<&str>| {
+        let mut c = bin();
+        c.arg("search").arg(&p).arg("--out").arg(dir.join(out));
+        if let Some(s) = stop {
+            c.args(["--stop-after", s]);
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    search("straight", None);
+    search("resumed", Some("3"));
+    let file = dir.join("resumed/shared/search/supernet.safetensors");
+    let before = std::fs::read(&file).unwrap();
+    search("resumed", None);
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        before,
+        "the supernet was trained again"
+    );
+    let (a, b) = (
+        trials_record(&dir.join("straight/shared")),
+        trials_record(&dir.join("resumed/shared")),
+    );
+    assert_eq!(a, b);
+    assert_eq!(a.len(), 8);
+    let accs: Vec<f64> = a.iter().map(|r| r["accuracy"].as_f64().unwrap()).collect();
+    assert!(accs.iter().all(|x| (0.0..=1.0).contains(x)), "{accs:?}");
+    // Different paths through the shared weights score differently.
+    assert!(accs.iter().any(|x| *x != accs[0]), "{accs:?}");
+}
+
+/// A multi-trial search with a latency objective and limit measures every candidate in
+/// ONNX Runtime once, rejects the slow ones before training, and exports and profiles its
+/// front.
+#[test]
+fn latency_trials_measure_reject_and_export_the_front() {
+    if ort_runtime("latency_trials_measure_reject_and_export_the_front").is_none() {
+        return;
+    }
+    let dir = tempdir("trials-latency");
+    let search = |limit: f64| {
+        format!(
+            "Trials(
+        strategy: Random,
+        evaluator: Train(train_portion: 0.5,
+            recipe: Retrain(channels: 4, layers: 1, epochs: 1, batch_size: 16, optimizer: Sgd(lr: 0.05))),
+        evaluations: 4,
+        objectives: [Latency, Params],
+        constraints: [MaxLatencyMs({limit})],
+        latency: (runs: 10),
+        export_front: true,
+    )"
+        )
+    };
+    let profile = "profile: Profile(batch_sizes: [1], threads: [1], warmup: 2, runs: 10),";
+    let p = write_pipeline(&dir, "lat", &search(1000.0), profile);
+    let o = bin()
+        .arg("search")
+        .arg(&p)
+        .arg("--out")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run = dir.join("lat");
+    let records = trials_record(&run);
+    assert!(
+        records
+            .iter()
+            .all(|r| r["latency_ms"].as_f64().unwrap() > 0.0)
+    );
+    let cached = std::fs::read_dir(run.join("search/latency"))
+        .unwrap()
+        .count();
+    let distinct: std::collections::HashSet<&str> =
+        records.iter().map(|r| r["key"].as_str().unwrap()).collect();
+    assert_eq!(cached, distinct.len());
+    let front: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("search/pareto.json")).unwrap()).unwrap();
+    for pt in front["points"].as_array().unwrap() {
+        let d = root().join(&run).join(pt["export"].as_str().unwrap());
+        assert!(
+            d.join("model.onnx").exists() && d.join("profile.json").exists(),
+            "{pt}"
+        );
+        assert!(pt["profiled_ms"].as_f64().unwrap() > 0.0);
+    }
+    // With a limit at the median measured latency, exactly the candidates over it are
+    // rejected, before training.
+    let mut lat: Vec<f64> = records
+        .iter()
+        .map(|r| r["latency_ms"].as_f64().unwrap())
+        .collect();
+    lat.sort_by(f64::total_cmp);
+    let p = write_pipeline(&dir, "lat2", &search(lat[lat.len() / 2]), profile);
+    let o = bin()
+        .arg("search")
+        .arg(&p)
+        .arg("--out")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let records = trials_record(&dir.join("lat2"));
+    let limit = lat[lat.len() / 2];
+    for r in &records {
+        let l = r["latency_ms"].as_f64().unwrap();
+        assert_eq!(r.get("rejected").is_some(), l > limit, "{r}");
+        assert_eq!(r.get("accuracy").is_some(), l <= limit, "{r}");
+    }
+}
+
+/// DARTS with a differentiable expected-latency term moves the architecture weights toward
+/// cheaper ops: after the same search, the expected latency is lower with the term than
+/// with a zero weight.
+#[test]
+fn latency_term_lowers_the_expected_latency() {
+    if ort_runtime("latency_term_lowers_the_expected_latency").is_none() {
+        return;
+    }
+    let dir = tempdir("latency-term");
+    let run = |name: &str, weight: f64| -> Vec<f64> {
+        let search = format!(
+            "Darts(epochs: 2, batch_size: 16, channels: 4, layers: 1,
+        weights: Sgd(lr: 0.05), arch: Adam(lr: 0.05),
+        latency: (weight: {weight}, runs: 10),
+    )"
+        );
+        let p = write_pipeline(&dir, name, &search, "");
+        let o = bin()
+            .arg("search")
+            .arg(&p)
+            .arg("--out")
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let state: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.join(name).join("search/state.json")).unwrap(),
+        )
+        .unwrap();
+        assert!(dir.join(name).join("search/latency-table.json").exists());
+        state["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["expected_latency_ms"].as_f64().unwrap())
+            .collect()
+    };
+    let free = run("free", 0.0);
+    let penalised = run("penalised", 10.0);
+    assert!(penalised[1] < penalised[0], "{penalised:?}");
+    assert!(penalised[1] < free[1], "{penalised:?} vs {free:?}");
+}

@@ -5,11 +5,14 @@
 //!   strategies in seconds;
 //! - [`Train`]: a short training from scratch on the pipeline's data (a proxy budget),
 //!   scored on held-out training images; its weights are kept so that the Pareto front can
-//!   be exported.
+//!   be exported;
+//! - [`shared::WeightSharing`]: one supernet trained by single-path sampling, each
+//!   candidate scored by its path through the shared weights.
 //!
 //! Each gives a search signal (`accuracy`, in [0, 1]) and, where it has one, a report
 //! signal the search never sees (a table's test column; the test-set accuracy).
 
+pub mod shared;
 pub mod tabular;
 
 use std::path::{Path, PathBuf};

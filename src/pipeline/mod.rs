@@ -887,6 +887,7 @@ fn execute(
                 let o = crate::search::Options {
                     stop_after: None,
                     progress: opts.progress,
+                    ort: ort.as_ref().ok().copied(),
                 };
                 crate::search::run(p, run_dir, device, &o)?;
             }

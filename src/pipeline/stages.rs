@@ -204,75 +204,6 @@ struct OrtLatency<'a> {
     table: Option<crate::latency::Table>,
 }
 
-impl OrtLatency<'_> {
-    /// The per-op table: read from its file when it was measured for this space, runtime,
-    /// machine and plan, else measured (against the architecture that takes an identity
-    /// wherever it can) and written.
-    fn table(&mut self) -> Result<&crate::latency::Table> {
-        if self.table.is_none() {
-            let fits = |t: &crate::latency::Table| {
-                t.space == self.space.name
-                    && t.ort_version == self.rt.version
-                    && t.cpu == self.cpu
-                    && t.plan == self.plan
-            };
-            let t = match crate::latency::Table::load(&self.table_path) {
-                Ok(t) if fits(&t) => t,
-                _ => {
-                    let d = crate::strategy::Decisions::of(self.space);
-                    let c = crate::evaluator::Candidate::new(
-                        self.space,
-                        &d,
-                        identity_arch(self.space, &d),
-                    )?;
-                    let t = crate::latency::Table::measure(
-                        self.rt,
-                        self.space,
-                        (&c.genotype, &c.resolved),
-                        &self.plan,
-                        |_| {},
-                    )?;
-                    t.save(&self.table_path)?;
-                    t
-                }
-            };
-            self.table = Some(t);
-        }
-        Ok(self.table.as_ref().expect("set above"))
-    }
-}
-
-/// The architecture whose every decision takes an identity op where it may (else its first
-/// value): the latency table's reference.
-fn identity_arch(
-    space: &crate::space::Space,
-    d: &crate::strategy::Decisions,
-) -> crate::strategy::Arch {
-    use crate::strategy::Decision;
-    let is_identity = |cands: &[crate::space::Candidate], k: usize| {
-        matches!(cands.get(k), Some(crate::space::Candidate::Op(o))
-            if matches!(space.ops[*o].1, crate::ops::Op::Identity))
-    };
-    d.list
-        .iter()
-        .map(|(dec, n)| {
-            let pick = match dec {
-                Decision::EdgeOp { cell, .. } => {
-                    (0..*n).find(|&k| is_identity(&space.cells[*cell].candidates, k))
-                }
-                Decision::InputOp { cell, allowed, .. } => {
-                    (0..*n).find(|&k| is_identity(&space.cells[*cell].candidates, allowed[k]))
-                }
-                Decision::Slot { slot } => {
-                    (0..*n).find(|&k| is_identity(&space.slots[*slot].candidates, k))
-                }
-                Decision::Input { k, .. } => Some(*k),
-            };
-            pick.unwrap_or(0) as u32
-        })
-        .collect()
-}
-
 impl crate::trials::Latency for OrtLatency<'_> {
     fn ms(&mut self, c: &crate::evaluator::Candidate) -> Result<f64> {
         match self.method {
@@ -290,8 +221,16 @@ impl crate::trials::Latency for OrtLatency<'_> {
                 Ok(l.p50)
             }
             pipeline::LatencyMethod::Table => {
+                if self.table.is_none() {
+                    self.table = Some(crate::latency::Table::for_space(
+                        self.rt,
+                        self.space,
+                        &self.plan,
+                        &self.table_path,
+                    )?);
+                }
                 let net = self.space.build(&c.resolved);
-                crate::latency::predict(self.table()?, &net)
+                crate::latency::predict(self.table.as_ref().expect("set above"), &net)
             }
         }
     }

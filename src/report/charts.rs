@@ -145,10 +145,16 @@ pub fn line_chart(c: &LineChart) -> Result<String> {
             .y_label_area_size(64)
             .build_cartesian_2d(x0..x1, y0..y1)
             .map_err(&err)?;
-        // x counts steps or epochs: whole numbers, so at most one tick per unit.
-        let x_ticks = ((x1 - x0 - 2.0 * pad).round() as usize + 1).clamp(2, 8);
+        // x counts steps or epochs: whole numbers, so at most one tick per unit; other x
+        // values (latencies, sizes) get decimals for their range.
+        let whole = points().all(|(x, _)| x.fract() == 0.0);
+        let (x_ticks, dx) = if whole {
+            (((x1 - x0 - 2.0 * pad).round() as usize + 1).clamp(2, 8), 0)
+        } else {
+            (6, decimals(x0, x1))
+        };
         let dy = decimals(y0, y1);
-        let x_fmt = |v: &f64| tick(*v, 0);
+        let x_fmt = |v: &f64| tick(*v, dx);
         let y_fmt = |v: &f64| tick(*v, dy);
         chart
             .configure_mesh()

@@ -61,6 +61,7 @@ th, td { padding: 4px 10px; border-bottom: 1px solid var(--line); text-align: le
 th { background: var(--zebra); font-weight: 600; }
 tbody tr:nth-child(even) { background: var(--zebra); }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+td:not(.num) { overflow-wrap: anywhere; }
 table.facts th { background: none; font-weight: normal; color: var(--muted); }
 .absent { color: var(--muted); font-style: italic; }
 .verdict { display: inline-block; font-weight: 700; padding: 2px 10px; border-radius: 4px; }
@@ -436,13 +437,14 @@ fn trials(a: &Artifacts, t: &crate::trials::State) -> Result<String> {
             points: report_line,
         });
     }
+    let y_range = data_range(series.iter().flat_map(|s| s.points.iter().map(|p| p.1)));
     let best_chart = charts::line_chart(&LineChart {
         title: "Search: accuracy of each evaluation".into(),
         x_desc: "evaluation".into(),
         y_desc: "accuracy (%)".into(),
         series,
         guides: Vec::new(),
-        y_range: None,
+        y_range,
         size: (560, 320),
         legend: Legend::LowerRight,
     })?;
@@ -471,6 +473,16 @@ fn trials(a: &Artifacts, t: &crate::trials::State) -> Result<String> {
             .filter_map(|p| Some((value(p.latency_ms, p.params, p.macs)?, 100.0 * p.accuracy)))
             .collect();
         front.sort_by(|a, b| a.0.total_cmp(&b.0));
+        // The front of this plane alone: by x, each point more accurate than all before.
+        let mut by_x = all.clone();
+        by_x.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)));
+        let mut plane = Vec::new();
+        for p in by_x {
+            if plane.last().is_none_or(|q: &(f64, f64)| p.1 > q.1) {
+                plane.push(p);
+            }
+        }
+        let y_range = data_range(all.iter().chain(&front).map(|p| p.1));
         let svg = charts::line_chart(&LineChart {
             title: format!("Pareto front over {}", f.objectives.join(", ")),
             x_desc: x_desc.into(),
@@ -483,14 +495,20 @@ fn trials(a: &Artifacts, t: &crate::trials::State) -> Result<String> {
                     points: all,
                 },
                 Series {
-                    name: "Pareto front".into(),
+                    name: "front in this plane".into(),
                     color: charts::TEST,
-                    style: Style::LineMarkers,
+                    style: Style::Line,
+                    points: plane,
+                },
+                Series {
+                    name: format!("Pareto front ({})", f.objectives.join(", ")),
+                    color: charts::TEST,
+                    style: Style::Markers,
                     points: front,
                 },
             ],
             guides: Vec::new(),
-            y_range: None,
+            y_range,
             size: (560, 320),
             legend: Legend::LowerRight,
         })?;
@@ -501,6 +519,20 @@ fn trials(a: &Artifacts, t: &crate::trials::State) -> Result<String> {
         o += &table(&tb, None);
     }
     Ok(o)
+}
+
+/// The values' range with a margin of a tenth of it on each side (at least one unit).
+fn data_range(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
+    if !lo.is_finite() {
+        return None;
+    }
+    let pad = (0.1 * (hi - lo)).max(1.0);
+    Some((lo - pad, hi + pad))
 }
 
 fn search(a: &Artifacts) -> Result<String> {

@@ -177,13 +177,17 @@ pub enum Search {
         /// The DARTS-family method (`../shared/reference/darts.md` §7). Default `Standard`.
         #[serde(default)]
         variant: Spanned<Variant>,
+        /// A differentiable expected-latency term added to the architecture loss. Default:
+        /// none.
+        #[serde(default)]
+        latency: Option<Spanned<LatencyTerm>>,
     },
     /// Multi-trial search: a strategy proposes discrete architectures of the space, an
     /// evaluator scores each, and the best is returned. The Pareto front over `objectives`
     /// of every architecture evaluated is written as `search/pareto.json`.
     Trials {
         strategy: Spanned<Strategy>,
-        evaluator: Box<Spanned<Evaluator>>,
+        evaluator: Spanned<Evaluator>,
         /// Architectures evaluated (queries; a repeated architecture counts again and is
         /// answered from the record).
         evaluations: Spanned<u32>,
@@ -284,6 +288,8 @@ pub enum Strategy {
 /// How a candidate architecture is scored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+// One per pipeline, read once: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Evaluator {
     /// Looks the architecture up in a benchmark table (CSV, optionally gzipped; path
     /// relative to the pipeline file) with an NAS-Bench-201 `cellstr` or `arch_str` column:
@@ -309,7 +315,34 @@ pub enum Evaluator {
         #[serde(default = "four_fifths")]
         train_portion: Spanned<f64>,
         /// The proxy recipe: width, depth, epochs, batch size, optimizer, augmentation.
-        recipe: Box<Spanned<Retrain>>,
+        recipe: Spanned<Retrain>,
+    },
+    /// Trains one weight-sharing network first, each step the path of a uniformly random
+    /// architecture (single-path one-shot), then scores each candidate by its own path
+    /// through the shared weights on the held-out training images (BN on batch
+    /// statistics). There is no report signal.
+    WeightSharing {
+        /// Use only the first this many training images. Default: all.
+        #[serde(default)]
+        images: Option<Spanned<u32>>,
+        /// The first portion trains the shared weights; the rest scores. Default 0.8.
+        #[serde(default = "four_fifths")]
+        train_portion: Spanned<f64>,
+        epochs: Spanned<u32>,
+        batch_size: Spanned<u32>,
+        /// Cell width of the weight-sharing network. Default: the space's.
+        #[serde(default)]
+        channels: Option<Spanned<u32>>,
+        /// Its depth. Default: the space's.
+        #[serde(default)]
+        layers: Option<Spanned<u32>>,
+        /// Sgd with its cosine schedule.
+        weights: Spanned<Optimizer>,
+        #[serde(default)]
+        augment: Augment,
+        /// Score each candidate on only this many held-out images. Default: all of them.
+        #[serde(default)]
+        eval_images: Option<Spanned<u32>>,
     },
 }
 
@@ -349,6 +382,30 @@ pub enum Constraint {
     MaxParams(u64),
     /// At most this many multiply-accumulates per image.
     MaxMacs(u64),
+}
+
+/// The expected latency of the relaxed architecture, `weight` · Σ over searchable edges of
+/// Σₖ pₖ · latencyₖ (ms), with pₖ the edge's candidate weights (softmax of α) and latencyₖ
+/// that op's ONNX Runtime latency at that place in the search network, from the space's
+/// per-op table (measured once per machine with this plan, `search/latency-table.json`).
+/// Its gradient is added to the architecture gradient (first and second order alike).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatencyTerm {
+    /// Loss units per millisecond.
+    pub weight: Spanned<f64>,
+    /// Default 1.
+    #[serde(default = "one_u32")]
+    pub batch_size: u32,
+    /// Default 1.
+    #[serde(default = "one_u32")]
+    pub threads: u32,
+    /// Default 5.
+    #[serde(default = "five")]
+    pub warmup: u32,
+    /// Default 30.
+    #[serde(default = "thirty")]
+    pub runs: u32,
 }
 
 /// How a candidate's latency is measured: its whole network exported to ONNX and timed
@@ -671,6 +728,9 @@ pub fn resolve(sources: &mut Sources, file: u32, path: &Path, spec: Pipeline) ->
         }) => (channels.clone(), layers.clone()),
         Some(Search::Trials { evaluator, .. }) => match &evaluator.value {
             Evaluator::Train { recipe, .. } => (recipe.channels.clone(), recipe.layers.clone()),
+            Evaluator::WeightSharing {
+                channels, layers, ..
+            } => (channels.clone(), layers.clone()),
             Evaluator::Tabular { .. } => (None, None),
         },
         None => (None, None),
@@ -740,7 +800,7 @@ pub fn resolve(sources: &mut Sources, file: u32, path: &Path, spec: Pipeline) ->
                 [select, report],
                 &search_space,
             )?),
-            Evaluator::Train { .. } => None,
+            Evaluator::Train { .. } | Evaluator::WeightSharing { .. } => None,
         },
         _ => None,
     };
@@ -999,6 +1059,7 @@ fn check(sources: &Sources, p: &Pipeline) -> Result<()> {
             images,
             order,
             variant,
+            latency,
             ..
         }) => {
             positive(epochs, "search epochs")?;
@@ -1012,6 +1073,15 @@ fn check(sources: &Sources, p: &Pipeline) -> Result<()> {
             }
             optimizer(weights, "search weights")?;
             optimizer(arch, "search arch")?;
+            if let Some(l) = latency {
+                nonneg(&l.weight, "latency weight")?;
+                if l.batch_size == 0 || l.threads == 0 || l.runs == 0 {
+                    return Err(err(
+                        l.span,
+                        "latency: batch_size, threads and runs must be at least 1".into(),
+                    ));
+                }
+            }
             match &variant.value {
                 Variant::Standard => {}
                 Variant::Gdas { tau_max, tau_min } => {
@@ -1122,6 +1192,34 @@ fn check(sources: &Sources, p: &Pipeline) -> Result<()> {
                         ));
                     }
                 }
+                Evaluator::WeightSharing {
+                    images,
+                    train_portion,
+                    epochs,
+                    batch_size,
+                    channels,
+                    layers,
+                    weights,
+                    eval_images,
+                    ..
+                } => {
+                    for v in [images, eval_images, channels, layers]
+                        .into_iter()
+                        .flatten()
+                    {
+                        positive(v, "evaluator sizes")?;
+                    }
+                    unit(train_portion, "train_portion", true, true)?;
+                    positive(epochs, "evaluator epochs")?;
+                    positive(batch_size, "evaluator batch_size")?;
+                    optimizer(weights, "evaluator weights")?;
+                    if !matches!(weights.value, Optimizer::Sgd { .. }) {
+                        return Err(err(
+                            weights.span,
+                            "the weight-sharing evaluator trains with Sgd".into(),
+                        ));
+                    }
+                }
             }
             if let Reward::MnasNet { target_ms, w } = &reward.value {
                 positive_f(target_ms, "target_ms")?;
@@ -1169,6 +1267,7 @@ fn check(sources: &Sources, p: &Pipeline) -> Result<()> {
             Search::Darts { augment, .. } => Some((augment, s.span)),
             Search::Trials { evaluator, .. } => match &evaluator.value {
                 Evaluator::Train { recipe, .. } => Some((&recipe.augment, recipe.span)),
+                Evaluator::WeightSharing { augment, .. } => Some((augment, evaluator.span)),
                 Evaluator::Tabular { .. } => None,
             },
         })

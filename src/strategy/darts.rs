@@ -28,6 +28,59 @@ pub struct Darts {
     pub w_opt: Sgd,
     pub a_opt: Adam,
     pub order: Order,
+    /// The differentiable expected-latency term, when the search has one.
+    pub latency: Option<LatencyPenalty>,
+}
+
+/// `weight` · E[latency]: per cell type a [edges, candidates] matrix of latencies in ms,
+/// summed over the layers of that type, and per searchable layer a [candidates] vector, so
+/// that E[latency] = Σ softmax(α) ⊙ M over them all.
+pub struct LatencyPenalty {
+    pub weight: f64,
+    pub cells: Vec<Option<Tensor>>,
+    pub slots: Vec<Option<Tensor>>,
+}
+
+impl LatencyPenalty {
+    /// E[latency] in ms under the current architecture weights, as a differentiable scalar.
+    pub fn expected(&self, net: &Supernet) -> Result<Tensor> {
+        let mut total: Option<Tensor> = None;
+        let mut add = |a: &Tensor, m: &Tensor| -> Result<()> {
+            let p = candle_nn::ops::softmax(a, candle_core::D::Minus1)?;
+            let e = (p * m.to_dtype(a.dtype())?)?.sum_all()?;
+            total = Some(match total.take() {
+                None => e,
+                Some(t) => (t + e)?,
+            });
+            Ok(())
+        };
+        for (a, m) in net.cell_alphas().iter().zip(&self.cells) {
+            if let (Some(a), Some(m)) = (a, m) {
+                add(a, m)?;
+            }
+        }
+        for (a, m) in net.slot_alphas().iter().zip(&self.slots) {
+            if let Some(m) = m {
+                add(a, m)?;
+            }
+        }
+        match total {
+            Some(t) => Ok(t),
+            None => Tensor::zeros((), crate::nn::DTYPE, net.weights.device()),
+        }
+    }
+
+    /// Adds `weight` · ∇_α E[latency] to the architecture gradients `ga` (in `vars` order).
+    fn add_to(&self, net: &Supernet, vars: &[Var], ga: &mut [Tensor]) -> Result<()> {
+        let e = self.expected(net)?;
+        let store = e.backward()?;
+        for (v, g) in vars.iter().zip(ga.iter_mut()) {
+            if let Some(d) = store.get(v.as_tensor()) {
+                *g = (&*g + d.affine(self.weight, 0.0)?)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Mean cross-entropy of `logits` [N, K] against `labels` [N] (u32), and the count of
@@ -54,6 +107,7 @@ impl Darts {
             w_opt,
             a_opt,
             order,
+            latency: None,
         }
     }
 
@@ -233,10 +287,13 @@ impl Darts {
         yv: &Tensor,
         lr: f64,
     ) -> Result<BatchStats> {
-        let (val, ga) = match self.order {
+        let (val, mut ga) = match self.order {
             Order::First => self.arch_grad_first(xv, yv)?,
             Order::Second => self.arch_grad_second(xt, yt, xv, yv, lr)?,
         };
+        if let Some(l) = &self.latency {
+            l.add_to(&self.net, &self.alpha_vars(), &mut ga)?;
+        }
         self.a_opt
             .step_with(&ga.into_iter().map(Some).collect::<Vec<_>>())?;
         Ok(val)
@@ -244,7 +301,10 @@ impl Darts {
 
     /// A first-order architecture update with the validation batch's forward under `arch`.
     pub fn arch_step_with(&mut self, xv: &Tensor, yv: &Tensor, arch: &Arch) -> Result<BatchStats> {
-        let (val, ga) = self.grads_with(xv, yv, &self.alpha_vars(), Some(arch))?;
+        let (val, mut ga) = self.grads_with(xv, yv, &self.alpha_vars(), Some(arch))?;
+        if let Some(l) = &self.latency {
+            l.add_to(&self.net, &self.alpha_vars(), &mut ga)?;
+        }
         self.a_opt
             .step_with(&ga.into_iter().map(Some).collect::<Vec<_>>())?;
         Ok(val)

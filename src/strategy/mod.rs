@@ -249,6 +249,34 @@ impl Decisions {
         genotype::derive(space, &cells, &slots)
     }
 
+    /// The architecture whose every op decision takes an identity op where it may (else
+    /// its first value) and whose inputs are a node's first edges: a reference whose
+    /// searchable edges cost (nearly) nothing.
+    pub fn identity(&self, space: &Space) -> Arch {
+        let is_identity = |cands: &[Candidate], k: usize| {
+            matches!(cands.get(k), Some(Candidate::Op(o))
+                if matches!(space.ops[*o].1, crate::ops::Op::Identity))
+        };
+        self.list
+            .iter()
+            .map(|(d, n)| {
+                let pick = match d {
+                    Decision::EdgeOp { cell, .. } => {
+                        (0..*n).find(|&k| is_identity(&space.cells[*cell].candidates, k))
+                    }
+                    Decision::InputOp { cell, allowed, .. } => {
+                        (0..*n).find(|&k| is_identity(&space.cells[*cell].candidates, allowed[k]))
+                    }
+                    Decision::Slot { slot } => {
+                        (0..*n).find(|&k| is_identity(&space.slots[*slot].candidates, k))
+                    }
+                    Decision::Input { k, .. } => Some(*k),
+                };
+                pick.unwrap_or(0) as u32
+            })
+            .collect()
+    }
+
     /// The number of architectures the decisions encode (inputs of a node counted as
     /// ordered), as f64.
     pub fn encodings(&self) -> f64 {
