@@ -254,7 +254,17 @@ pub fn plan(
             ("seed", &seed),
             ("space", &space),
         ]);
-        rows.push((Stage::Search, vec![], vec![], sec, Ok(dev.clone())));
+        // A search that measures latency depends on the runtime and the machine too.
+        let measures = match &search.value {
+            Search::Darts { latency, .. } => latency.is_some(),
+            Search::Trials { .. } => crate::trials::Plan::of(p).is_ok_and(|t| t.needs_latency()),
+        };
+        let device = if measures {
+            ort_device(true).map(|o| format!("{dev} + {o}"))
+        } else {
+            Ok(dev.clone())
+        };
+        rows.push((Stage::Search, vec![], vec![], sec, device));
     }
     if s.search.is_some() || s.genotype.is_some() {
         let (upstream, inputs, sec) = match &p.genotype {

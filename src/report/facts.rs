@@ -381,13 +381,21 @@ pub fn trials_text(a: &Artifacts) -> Option<String> {
         if t.finished { "" } else { " (not finished)" }
     );
     if let Some(b) = t.best() {
+        // A training evaluator computes the report signal for the front only.
+        let report = b.report.or_else(|| {
+            a.front
+                .as_ref()?
+                .points
+                .iter()
+                .find(|p| p.key == b.key)?
+                .report
+        });
         s += &format!(
             "; returned {} (proposal {}) at {} search accuracy{}",
             b.nb201.as_deref().unwrap_or(&b.key),
             b.n + 1,
             pct(b.accuracy.unwrap_or(0.0)),
-            b.report
-                .map_or(String::new(), |r| format!(", {} {}", t.report, pct(r)))
+            report.map_or(String::new(), |r| format!(", {} {}", t.report, pct(r)))
         );
     }
     s.push('.');
