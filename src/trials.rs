@@ -320,7 +320,6 @@ pub fn search(
     let started = Instant::now();
     let mut evaluated = records.iter().filter(|r| r.evaluated()).count();
     let mut rejected_in_a_row = 0usize;
-    let mut timed_out = false;
     progress(
         evaluated,
         best(&records).and_then(|b| b.accuracy).unwrap_or(0.0),
@@ -332,7 +331,6 @@ pub fn search(
         if let Some(limit) = plan.seconds
             && spent_before + started.elapsed().as_secs_f64() >= limit
         {
-            timed_out = true;
             break;
         }
         let t0 = Instant::now();
@@ -401,7 +399,8 @@ pub fn search(
             best(&records).and_then(|b| b.accuracy).unwrap_or(0.0),
         );
     }
-    Ok((records, !timed_out))
+    // Spent budget or time: either way the search is over.
+    Ok((records, true))
 }
 
 /// The first constraint `r` breaks, as text; latency is checked only once it is known.
@@ -686,4 +685,80 @@ pub fn derive(p: &Resolved, run_dir: &Path) -> Result<crate::genotype::Genotype>
     let g: crate::genotype::Genotype = src.parse()?;
     write_atomic(&run_dir.join("genotype.ron"), g.to_ron().as_bytes())?;
     Ok(g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(n: usize, acc: Option<f64>, params: u64, lat: Option<f64>) -> Record {
+        Record {
+            n,
+            arch: vec![n as u32],
+            key: format!("k{n}"),
+            genotype: String::new(),
+            nb201: None,
+            params,
+            macs: 2 * params,
+            latency_ms: lat,
+            rejected: acc.is_none().then(|| "over".into()),
+            accuracy: acc,
+            report: None,
+            reward: acc,
+            repeat: false,
+            seconds: 0.0,
+        }
+    }
+
+    #[test]
+    fn the_front_keeps_exactly_the_non_dominated_evaluated_records() {
+        let rs = vec![
+            rec(0, Some(0.9), 100, Some(2.0)),
+            rec(1, Some(0.8), 50, Some(1.0)),
+            rec(2, Some(0.8), 60, Some(1.0)), // dominated by 1
+            rec(3, Some(0.95), 200, Some(3.0)),
+            rec(4, None, 10, Some(0.1)), // rejected: never on the front
+            rec(5, Some(0.7), 40, Some(1.5)), // fewest params among the evaluated
+            rec(6, Some(0.9), 100, Some(2.0)), // equal to 0: both stay (neither dominates)
+        ];
+        let f = pareto(&rs, &[Objective::Latency, Objective::Params]);
+        let ns: Vec<usize> = f.iter().map(|r| r.n).collect();
+        assert_eq!(ns, [3, 0, 6, 1, 5]);
+        // Over accuracy alone the front is the most accurate record.
+        let f = pareto(&rs, &[]);
+        assert_eq!(f.iter().map(|r| r.n).collect::<Vec<_>>(), [3]);
+        assert_eq!(best(&rs).unwrap().n, 3);
+    }
+
+    #[test]
+    fn constraints_and_rewards() {
+        let r = rec(0, Some(0.9), 100, None);
+        let cs = [Constraint::MaxParams(99), Constraint::MaxLatencyMs(1.0)];
+        assert!(check(&cs, &r, None).unwrap().contains("MaxParams(99)"));
+        let cs = [Constraint::MaxParams(100), Constraint::MaxLatencyMs(1.0)];
+        assert_eq!(check(&cs, &r, None), None, "latency is checked once known");
+        assert!(check(&cs, &r, Some(1.5)).unwrap().contains("MaxLatencyMs"));
+        assert!(check(&[Constraint::MaxMacs(199)], &r, None).is_some());
+
+        let space = crate::strategy::tests::space("schemas/nas-bench-201.ron");
+        let strategy = crate::spec::pipeline::Strategy::Random;
+        let mnas = Reward::MnasNet {
+            target_ms: crate::spec::Spanned::unspanned(2.0),
+            w: crate::spec::Spanned::unspanned(-0.07),
+        };
+        let plan = Plan {
+            space: &space,
+            strategy: &strategy,
+            budget: 1,
+            seconds: None,
+            reward: &mnas,
+            objectives: &[],
+            constraints: Vec::new(),
+            seed: 0,
+        };
+        assert!(plan.needs_latency());
+        assert_eq!(plan.reward(0.8, Some(2.0)), 0.8);
+        assert!((plan.reward(0.8, Some(4.0)) - 0.8 * 2f64.powf(-0.07)).abs() < 1e-12);
+        assert!(plan.reward(0.8, Some(1.0)) > 0.8);
+    }
 }

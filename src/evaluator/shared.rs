@@ -314,3 +314,42 @@ impl Evaluator for WeightSharing {
         "none (weight sharing)".into()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A DARTS path runs two edges per node with weight 1 and every other edge's `none`
+    /// with weight 0.
+    #[test]
+    fn a_darts_path_keeps_two_inputs_per_node() {
+        let space = crate::strategy::tests::space("schemas/darts.ron");
+        let d = Decisions::of(&space);
+        let mut rng = crate::strategy::rng(4, 0);
+        for _ in 0..20 {
+            let c = Candidate::new(&space, &d, d.random(&mut rng)).unwrap();
+            let a = path(&space, &c, &Device::Cpu).unwrap();
+            for (ci, cell) in space.cells.iter().enumerate() {
+                let (Some(w), Some(picks)) = (&a.cells[ci], &a.cell_picks[ci]) else {
+                    continue;
+                };
+                let w = w.to_vec2::<f32>().unwrap();
+                for node in cell.inputs..cell.states() {
+                    let on: Vec<usize> = cell
+                        .incoming(node)
+                        .filter(|&e| w[e].iter().sum::<f32>() == 1.0)
+                        .collect();
+                    assert_eq!(on.len(), 2);
+                    for e in cell.incoming(node) {
+                        let k = picks[e];
+                        if on.contains(&e) {
+                            assert_eq!(w[e][k], 1.0);
+                        } else {
+                            assert_eq!(space.candidate_name(cell.candidates[k]), "none");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -340,7 +340,7 @@ pub fn rng(seed: u64, stream: u64) -> ChaCha8Rng {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::space::Overrides;
     use crate::spec::Sources;
