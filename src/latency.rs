@@ -57,6 +57,17 @@ pub struct Plan {
     pub runs: usize,
 }
 
+impl From<crate::spec::pipeline::Timing> for Plan {
+    fn from(t: crate::spec::pipeline::Timing) -> Plan {
+        Plan {
+            batch: t.batch_size as usize,
+            threads: t.threads as usize,
+            warmup: t.warmup as usize,
+            runs: t.runs as usize,
+        }
+    }
+}
+
 impl Default for Plan {
     /// Batch 1 on 1 thread (the latency a search objective usually means), 10 warm-up and
     /// 50 timed runs.

@@ -447,12 +447,7 @@ fn latency_penalty(
         )
     })?;
     let space = &p.search_space;
-    let plan = crate::latency::Plan {
-        batch: term.batch_size as usize,
-        threads: term.threads as usize,
-        warmup: term.warmup as usize,
-        runs: term.runs as usize,
-    };
+    let plan = crate::latency::Plan::from(term.timing.value);
     let table =
         crate::latency::Table::for_space(rt, space, &plan, &dir.join("latency-table.json"))?;
     let mut cells: Vec<Option<Vec<f32>>> = space

@@ -4187,7 +4187,7 @@ fn latency_trials_measure_reject_and_export_the_front() {
         evaluations: 4,
         objectives: [Latency, Params],
         constraints: [MaxLatencyMs({limit})],
-        latency: (runs: 10),
+        latency: (timing: (runs: 10)),
         export_front: true,
     )"
         )
@@ -4263,7 +4263,7 @@ fn latency_term_lowers_the_expected_latency() {
         let search = format!(
             "Darts(epochs: 2, batch_size: 16, channels: 4, layers: 1,
         weights: Sgd(lr: 0.05), arch: Adam(lr: 0.05),
-        latency: (weight: {weight}, runs: 10),
+        latency: (weight: {weight}, timing: (runs: 10)),
     )"
         );
         let p = write_pipeline(&dir, name, &search, "");

@@ -154,12 +154,7 @@ pub fn trials(
             space: &p.search_space,
             space_hash: crate::latency::space_hash(&p.space_texts, &p.search_space),
             cpu: crate::profile::Machine::current().cpu,
-            plan: crate::latency::Plan {
-                batch: spec.batch_size as usize,
-                threads: spec.threads as usize,
-                warmup: spec.warmup as usize,
-                runs: spec.runs as usize,
-            },
+            plan: crate::latency::Plan::from(spec.timing.value),
             method: spec.method,
             cache: crate::latency::Cache::new(dir.join("latency")),
             table_path: dir.join("latency-table.json"),

@@ -387,17 +387,39 @@ pub enum Constraint {
 /// The expected latency of the relaxed architecture, `weight` · Σ over searchable edges of
 /// Σₖ pₖ · latencyₖ (ms), with pₖ the edge's candidate weights (softmax of α) and latencyₖ
 /// that op's ONNX Runtime latency at that place in the search network, from the space's
-/// per-op table (measured once per machine with this plan, `search/latency-table.json`).
+/// per-op table (measured once per machine with `timing`, `search/latency-table.json`).
 /// Its gradient is added to the architecture gradient (first and second order alike).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LatencyTerm {
     /// Loss units per millisecond.
     pub weight: Spanned<f64>,
+    #[serde(default)]
+    pub timing: Spanned<Timing>,
+}
+
+/// How a candidate's latency is measured: its whole network exported to ONNX and timed
+/// in ONNX Runtime (each architecture once, cached under `search/latency/`), or predicted
+/// from a per-op table measured once (`search/latency-table.json`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatencyPlan {
+    /// Default `Measured`.
+    #[serde(default)]
+    pub method: LatencyMethod,
+    #[serde(default)]
+    pub timing: Spanned<Timing>,
+}
+
+/// One latency measurement in ONNX Runtime: the median of `runs` timed runs after `warmup`
+/// untimed ones, at a batch size and intra-op thread count.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timing {
     /// Default 1.
     #[serde(default = "one_u32")]
     pub batch_size: u32,
-    /// Default 1.
+    /// Intra-op threads. Default 1.
     #[serde(default = "one_u32")]
     pub threads: u32,
     /// Default 5.
@@ -408,33 +430,9 @@ pub struct LatencyTerm {
     pub runs: u32,
 }
 
-/// How a candidate's latency is measured: its whole network exported to ONNX and timed
-/// in ONNX Runtime (each architecture once, cached in `search/latency.json`), or
-/// predicted from a per-op table measured once.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LatencyPlan {
-    /// Default `Measured`.
-    #[serde(default)]
-    pub method: LatencyMethod,
-    /// Default 1.
-    #[serde(default = "one_u32")]
-    pub batch_size: u32,
-    /// Intra-op threads. Default 1.
-    #[serde(default = "one_u32")]
-    pub threads: u32,
-    /// Untimed runs first. Default 5.
-    #[serde(default = "five")]
-    pub warmup: u32,
-    /// Timed runs; the median is the latency. Default 30.
-    #[serde(default = "thirty")]
-    pub runs: u32,
-}
-
-impl Default for LatencyPlan {
+impl Default for Timing {
     fn default() -> Self {
-        LatencyPlan {
-            method: LatencyMethod::default(),
+        Timing {
             batch_size: 1,
             threads: 1,
             warmup: 5,
@@ -1047,6 +1045,16 @@ fn check(sources: &Sources, p: &Pipeline) -> Result<()> {
             Err(err(v.span, format!("{what} must be > 0, got {}", v.value)))
         }
     };
+    let timing = |t: &Spanned<Timing>| {
+        if t.batch_size == 0 || t.threads == 0 || t.runs == 0 {
+            Err(err(
+                t.span,
+                "latency timing: batch_size, threads and runs must be at least 1".into(),
+            ))
+        } else {
+            Ok(())
+        }
+    };
     match p.search.as_deref() {
         Some(Search::Darts {
             epochs,
@@ -1075,12 +1083,7 @@ fn check(sources: &Sources, p: &Pipeline) -> Result<()> {
             optimizer(arch, "search arch")?;
             if let Some(l) = latency {
                 nonneg(&l.weight, "latency weight")?;
-                if l.batch_size == 0 || l.threads == 0 || l.runs == 0 {
-                    return Err(err(
-                        l.span,
-                        "latency: batch_size, threads and runs must be at least 1".into(),
-                    ));
-                }
+                timing(&l.timing)?;
             }
             match &variant.value {
                 Variant::Standard => {}
@@ -1236,13 +1239,7 @@ fn check(sources: &Sources, p: &Pipeline) -> Result<()> {
                     return Err(err(c.span, "a constraint's limit must be > 0".into()));
                 }
             }
-            let l = &latency.value;
-            if l.batch_size == 0 || l.threads == 0 || l.runs == 0 {
-                return Err(err(
-                    latency.span,
-                    "latency: batch_size, threads and runs must be at least 1".into(),
-                ));
-            }
+            timing(&latency.timing)?;
         }
         None => {}
     }
