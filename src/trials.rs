@@ -519,7 +519,7 @@ pub fn run(
     })?;
     let state0 = State {
         version: VERSION,
-        spec_hash: hash.clone(),
+        spec_hash: hash,
         strategy: strategy_name(plan.strategy).into(),
         report: String::new(),
         budget: plan.budget,
@@ -543,15 +543,8 @@ pub fn run(
         _ => dir.join("weights"),
     };
     let mut ev = evaluator(p, device, Some(weights), opts.progress)?;
-    let mut state = old.unwrap_or(State {
-        version: VERSION,
-        spec_hash: hash,
-        strategy: strategy_name(plan.strategy).into(),
-        report: ev.report_name(),
-        budget: plan.budget,
-        finished: false,
-        records: Vec::new(),
-    });
+    let mut state = old.unwrap_or(state0);
+    state.report = ev.report_name();
     let started = Instant::now();
     let bar = crate::progress::count(opts.progress, plan.budget as u64, "search", "evaluation");
     let write = |s: &State| -> Result<()> {

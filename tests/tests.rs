@@ -4288,7 +4288,20 @@ fn latency_term_lowers_the_expected_latency() {
             .collect()
     };
     let free = run("free", 0.0);
+    // The same per-op table for both (a search reads it when it was measured on this
+    // machine with its timing), so that the expected latencies compare.
+    std::fs::create_dir_all(dir.join("penalised/search")).unwrap();
+    std::fs::copy(
+        dir.join("free/search/latency-table.json"),
+        dir.join("penalised/search/latency-table.json"),
+    )
+    .unwrap();
     let penalised = run("penalised", 10.0);
+    assert_eq!(
+        std::fs::read(dir.join("free/search/latency-table.json")).unwrap(),
+        std::fs::read(dir.join("penalised/search/latency-table.json")).unwrap(),
+        "the table was measured again"
+    );
     assert!(penalised[1] < penalised[0], "{penalised:?}");
     assert!(penalised[1] < free[1], "{penalised:?} vs {free:?}");
 }

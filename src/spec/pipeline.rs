@@ -1127,6 +1127,7 @@ fn check(sources: &Sources, p: &Pipeline) -> Result<()> {
             reward,
             constraints,
             latency,
+            export_front,
             ..
         }) => {
             positive(evaluations, "evaluations")?;
@@ -1240,6 +1241,14 @@ fn check(sources: &Sources, p: &Pipeline) -> Result<()> {
                 }
             }
             timing(&latency.timing)?;
+            if *export_front && !matches!(evaluator.value, Evaluator::Train { .. }) {
+                return Err(err(
+                    evaluator.span,
+                    "`export_front: true` exports the weights each candidate trained: it needs \
+                     a `Train(...)` evaluator"
+                        .into(),
+                ));
+            }
         }
         None => {}
     }
