@@ -177,7 +177,6 @@ impl Evaluator for Tabular {
 pub struct Train {
     space: Space,
     recipe: Recipe,
-    augment: pipeline::Augment,
     device: Device,
     seed: u64,
     train: Batcher,
@@ -248,7 +247,6 @@ impl Train {
         Ok(Train {
             space,
             recipe: r,
-            augment: recipe.augment,
             device: device.clone(),
             seed,
             train: train_b,
@@ -263,11 +261,6 @@ impl Train {
     fn model(&self, c: &Candidate) -> Result<Model> {
         let net = self.space.build(&c.resolved);
         Model::new(&net, &self.device, self.seed, false).map_err(ctx("building the network"))
-    }
-
-    /// The augmentation the proxy recipe trains with.
-    pub fn augment(&self) -> pipeline::Augment {
-        self.augment
     }
 }
 
