@@ -126,6 +126,10 @@ pub enum Command {
         /// Seeds: the pipeline's seed, seed + 1, ...
         #[arg(long, default_value_t = 30, value_name = "N")]
         seeds: u64,
+        /// Also draw the pipelines' mean best-so-far curves (report signal against
+        /// evaluations) into this SVG file.
+        #[arg(long, value_name = "FILE")]
+        plot: Option<PathBuf>,
         /// The folder run folders are written under.
         #[arg(long, default_value = "exports", value_name = "DIR")]
         out: PathBuf,
@@ -497,6 +501,7 @@ fn run(cli: &Cli) -> Result<i32> {
             pipelines,
             seeds,
             out: dir,
+            plot,
         } => {
             let mut studies = Vec::new();
             for file in pipelines {
@@ -506,7 +511,13 @@ fn run(cli: &Cli) -> Result<i32> {
                 crate::study::write(&s, &path)?;
                 studies.push((s, path));
             }
-            write_out(&mut out, &crate::study::table(&studies))?;
+            let mut text = crate::study::table(&studies);
+            if let Some(path) = plot {
+                let svg = crate::study::curves_svg(&studies)?;
+                crate::fsutil::write_atomic(path, svg.as_bytes())?;
+                text += &format!("curves: {}\n", path.display());
+            }
+            write_out(&mut out, &text)?;
         }
         Command::Train {
             pipeline: file,

@@ -3915,6 +3915,8 @@ fn study_scores_every_seed_from_the_table_and_repeats_exactly() {
             ])
             .args(["--seeds", "40", "--out"])
             .arg(&dir)
+            .arg("--plot")
+            .arg(dir.join("curves.svg"))
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -3926,6 +3928,8 @@ fn study_scores_every_seed_from_the_table_and_repeats_exactly() {
         "{text}"
     );
     assert!(text.contains("nb201-evolution − nb201-random"), "{text}");
+    let svg = std::fs::read_to_string(dir.join("curves.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("nb201-evolution (evolution)"));
     let table = nb201_table();
     let read = |name: &str| -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(dir.join(name).join("study.json")).unwrap()).unwrap()

@@ -14,7 +14,7 @@
 //! (plotters: line charts, heatmaps, bars), `graph` (DOT to SVG with layout-rs, ids made
 //! unique per drawing), `html` and `markdown` (the two renderings).
 
-mod charts;
+pub(crate) mod charts;
 mod facts;
 mod graph;
 mod html;
