@@ -113,13 +113,14 @@ pub fn run(p: &Resolved, seeds: u64, progress: bool) -> Result<Study> {
     let bar = crate::progress::count(progress, seeds, "study", "seed");
     let mut out = Vec::new();
     let mut curves: Vec<Vec<f64>> = Vec::new();
+    // A table lookup keeps no state between seeds.
+    let mut ev = trials::evaluator(p, &candle_core::Device::Cpu, None, false)?;
     for i in 0..seeds {
         let seed = p.spec.seed.wrapping_add(i);
         let plan = Plan {
             seed,
-            ..Plan::of(p)?
+            ..base.clone()
         };
-        let mut ev = trials::evaluator(p, &candle_core::Device::Cpu, None, false)?;
         let (records, _) = trials::search(
             &plan,
             ev.as_mut(),

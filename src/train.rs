@@ -48,7 +48,8 @@ pub const CARD_VERSION: u32 = 1;
 /// Drop-path masks draw from this stream of the epoch's generator.
 const DROP_PATH_STREAM: u64 = 3;
 /// Images per batch when evaluating (the result does not depend on it).
-const EVAL_BATCH: usize = 64;
+/// Images per batch when evaluating.
+pub const EVAL_BATCH: usize = 64;
 
 /// One epoch's figures.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -425,11 +426,16 @@ pub fn normalization(p: &Resolved, train: &Dataset) -> Result<Normalize> {
     }
 }
 
-fn eval_batcher(test: Dataset, norm: Normalize, seed: u64) -> Result<Batcher> {
-    let all = test.all();
+/// Unshuffled, unaugmented batches of `indices` of `data`, for evaluation.
+pub fn eval_batcher(
+    data: Dataset,
+    indices: Vec<usize>,
+    norm: Normalize,
+    seed: u64,
+) -> Result<Batcher> {
     Batcher::new(
-        test,
-        all,
+        data,
+        indices,
         norm,
         BatchConfig {
             batch_size: EVAL_BATCH,
@@ -478,7 +484,8 @@ pub fn run(
             stream: 1,
         },
     )?;
-    let test_b = eval_batcher(test, norm.clone(), seed)?;
+    let all = test.all();
+    let test_b = eval_batcher(test, all, norm.clone(), seed)?;
 
     let model = Model::new(&net, device, seed, recipe.auxiliary_weight > 0.0)
         .map_err(ctx("building the network"))?;
@@ -791,7 +798,8 @@ pub fn eval(
     let (_, test) = data::load(&p.spec.data, p.data_dir.as_deref(), p.spec.seed)?;
     test.check_input(trained.card.input)?;
     let norm = Normalize::new(trained.card.mean.clone(), trained.card.std.clone())?;
-    let test_b = eval_batcher(test, norm, p.spec.seed)?;
+    let all = test.all();
+    let test_b = eval_batcher(test, all, norm, p.spec.seed)?;
     evaluate(
         &model,
         &test_b,

@@ -214,6 +214,7 @@ pub trait Exporter {
 }
 
 /// The parts of a `Trials` section the loop needs.
+#[derive(Clone)]
 pub struct Plan<'a> {
     pub space: &'a Space,
     pub strategy: &'a crate::spec::pipeline::Strategy,
@@ -581,17 +582,17 @@ pub fn run(
             seconds: started.elapsed().as_secs_f64(),
         });
     }
+    let decisions = Decisions::of(plan.space);
     let mut pts = pareto(&state.records, plan.objectives);
     // The report signal of the front, where the evaluator computes it on demand.
     for r in &mut pts {
         if r.report.is_none() {
-            let c = Candidate::new(plan.space, &Decisions::of(plan.space), r.arch.clone())?;
+            let c = Candidate::new(plan.space, &decisions, r.arch.clone())?;
             r.report = ev.report(&c)?;
         }
     }
     let mut f = front(&state, &plan, pts);
     if let Some(x) = exporter {
-        let decisions = Decisions::of(plan.space);
         for (i, pt) in f.points.iter_mut().enumerate() {
             let rec = state
                 .records

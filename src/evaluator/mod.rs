@@ -188,7 +188,55 @@ pub struct Train {
     dir: Option<PathBuf>,
 }
 
-const EVAL_BATCH: usize = 64;
+/// An evaluator's share of the data: the first `images` training images, split by order
+/// into shuffled, augmented training batches and unshuffled held-out batches, both
+/// normalised as the pipeline says; and the test set.
+pub(crate) struct Split {
+    pub train: Batcher,
+    pub held_out: Batcher,
+    pub test: crate::data::Dataset,
+    pub norm: crate::data::Normalize,
+}
+
+impl Split {
+    pub(crate) fn load(
+        p: &Resolved,
+        images: Option<&crate::spec::Spanned<u32>>,
+        portion: f64,
+        batch_size: usize,
+        augment: pipeline::Augment,
+    ) -> Result<Split> {
+        let seed = p.spec.seed;
+        let (train, test) = data::load(&p.spec.data, p.data_dir.as_deref(), seed)?;
+        let train = match images {
+            Some(n) => train.first(n.value as usize),
+            None => train,
+        };
+        train.check_input(p.search_space.input)?;
+        test.check_input(p.search_space.input)?;
+        let split = train.split(portion)?;
+        let norm = crate::train::normalization(p, &train)?;
+        let train_b = Batcher::new(
+            train.clone(),
+            split.first,
+            norm.clone(),
+            BatchConfig {
+                batch_size,
+                shuffle: true,
+                augment,
+                seed,
+                stream: 1,
+            },
+        )?;
+        let held_out = crate::train::eval_batcher(train, split.rest, norm.clone(), seed)?;
+        Ok(Split {
+            train: train_b,
+            held_out,
+            test,
+            norm,
+        })
+    }
+}
 
 impl Train {
     /// Loads the pipeline's data for the evaluator of its `search` section.
@@ -207,53 +255,26 @@ impl Train {
             return Err(Error::Input("the pipeline's evaluator is not Train".into()));
         };
         let seed = p.spec.seed;
-        let (train, test) = data::load(&p.spec.data, p.data_dir.as_deref(), seed)?;
-        let train = match images {
-            Some(n) => train.first(n.value as usize),
-            None => train,
-        };
-        let space = p.search_space.clone();
-        train.check_input(space.input)?;
-        test.check_input(space.input)?;
-        let split = train.split(train_portion.value)?;
-        let norm = crate::train::normalization(p, &train)?;
         let r = Recipe::from_spec(recipe)?;
-        let cfg = |batch_size, shuffle, augment, stream| BatchConfig {
-            batch_size,
-            shuffle,
-            augment,
-            seed,
-            stream,
-        };
-        let train_b = Batcher::new(
-            train.clone(),
-            split.first,
-            norm.clone(),
-            cfg(r.batch_size, true, recipe.augment, 1),
+        let split = Split::load(
+            p,
+            images.as_ref(),
+            train_portion.value,
+            r.batch_size,
+            recipe.augment,
         )?;
-        let val = Batcher::new(
-            train,
-            split.rest,
-            norm.clone(),
-            cfg(EVAL_BATCH, false, Default::default(), 0),
-        )?;
-        let all = test.all();
-        let test_b = Batcher::new(
-            test,
-            all,
-            norm.clone(),
-            cfg(EVAL_BATCH, false, Default::default(), 0),
-        )?;
+        let all = split.test.all();
+        let test = crate::train::eval_batcher(split.test, all, split.norm.clone(), seed)?;
         Ok(Train {
-            space,
+            space: p.search_space.clone(),
             recipe: r,
             device: device.clone(),
             seed,
-            train: train_b,
-            val,
-            test: test_b,
+            train: split.train,
+            val: split.held_out,
+            test,
             classes: data::class_names(&p.spec.data.value),
-            norm,
+            norm: split.norm,
             dir,
         })
     }
@@ -264,7 +285,7 @@ impl Train {
     }
 }
 
-fn ctx(what: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
+pub(crate) fn ctx(what: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
     move |e| Error::Input(format!("{what}: {}", crate::error::candle_message(&e)))
 }
 

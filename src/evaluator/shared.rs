@@ -12,8 +12,8 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::{Candidate, Evaluator, Score};
-use crate::data::{self, BatchConfig, Batcher};
+use super::{Candidate, Evaluator, Score, ctx};
+use crate::data::{self, Batcher};
 use crate::error::{Error, Result};
 use crate::optim::Sgd;
 use crate::space::{Candidate as Cand, Space};
@@ -24,18 +24,12 @@ use crate::supernet::{Arch, Supernet};
 /// The file the trained supernet is kept in, under the search folder.
 pub const FILE: &str = "supernet.safetensors";
 
-const EVAL_BATCH: usize = 64;
-
 pub struct WeightSharing {
     net: Supernet,
     val: Batcher,
     /// Held-out batches each candidate is scored on.
     eval_batches: usize,
     device: Device,
-}
-
-fn ctx(what: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
-    move |e| Error::Input(format!("{what}: {}", crate::error::candle_message(&e)))
 }
 
 /// The single path of candidate `c`: one-hot weights, and each edge runs only its
@@ -134,39 +128,15 @@ impl WeightSharing {
         };
         let seed = p.spec.seed;
         let space = &p.search_space;
-        let (train, _test) = data::load(&p.spec.data, p.data_dir.as_deref(), seed)?;
-        let train = match images {
-            Some(n) => train.first(n.value as usize),
-            None => train,
-        };
-        train.check_input(space.input)?;
-        let split = train.split(train_portion.value)?;
-        let norm = crate::train::normalization(p, &train)?;
-        let held_out = split.rest.len();
-        let train_b = Batcher::new(
-            train.clone(),
-            split.first,
-            norm.clone(),
-            BatchConfig {
-                batch_size: batch_size.value as usize,
-                shuffle: true,
-                augment: *augment,
-                seed,
-                stream: 1,
-            },
+        let split = super::Split::load(
+            p,
+            images.as_ref(),
+            train_portion.value,
+            batch_size.value as usize,
+            *augment,
         )?;
-        let val = Batcher::new(
-            train,
-            split.rest,
-            norm,
-            BatchConfig {
-                batch_size: EVAL_BATCH,
-                shuffle: false,
-                augment: Default::default(),
-                seed,
-                stream: 0,
-            },
-        )?;
+        let (train_b, val) = (split.train, split.held_out);
+        let held_out = val.len();
         let net = Supernet::new(space, device, seed).map_err(ctx("building the supernet"))?;
         let file = dir.as_ref().map(|d| d.join(FILE));
         match &file {
@@ -199,7 +169,7 @@ impl WeightSharing {
         Ok(WeightSharing {
             net,
             val,
-            eval_batches: n.div_ceil(EVAL_BATCH).max(1),
+            eval_batches: n.div_ceil(crate::train::EVAL_BATCH).max(1),
             device: device.clone(),
         })
     }

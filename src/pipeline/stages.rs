@@ -216,16 +216,18 @@ impl crate::trials::Latency for OrtLatency<'_> {
                 Ok(l.p50)
             }
             pipeline::LatencyMethod::Table => {
-                if self.table.is_none() {
-                    self.table = Some(crate::latency::Table::for_space(
+                let table = match self.table.take() {
+                    Some(t) => t,
+                    None => crate::latency::Table::for_space(
                         self.rt,
                         self.space,
                         &self.plan,
                         &self.table_path,
-                    )?);
-                }
-                let net = self.space.build(&c.resolved);
-                crate::latency::predict(self.table.as_ref().expect("set above"), &net)
+                    )?,
+                };
+                let ms = crate::latency::predict(&table, &self.space.build(&c.resolved));
+                self.table = Some(table);
+                ms
             }
         }
     }
