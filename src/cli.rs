@@ -17,6 +17,9 @@ use crate::spec::{Sources, Span, pipeline};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Where tensors live, overriding the pipeline's `device`: auto, cpu, cuda or cuda:N.
+    #[arg(long, global = true, value_name = "DEVICE", value_parser = crate::device::parse)]
+    pub device: Option<crate::device::Choice>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,6 +114,26 @@ pub enum Command {
         /// run` does)
         #[arg(long, value_name = "FILE")]
         ort_lib: Option<PathBuf>,
+    },
+    /// Check a device against the CPU: every CPU kernel, every op at strides 1 and 2, a DARTS
+    /// supernet and DARTS_V2 forward and backward on both (max |device − cpu| per output and
+    /// gradient), then a DARTS search step and a retraining step timed on both (median after
+    /// warm-up). Needs no files. The device is `--device` (default: auto); on the CPU the
+    /// kernels are compared with the compositions CUDA runs. Exits with 1 when a parity row
+    /// misses its tolerance.
+    DeviceCheck {
+        /// Write the figures as JSON here.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Timed runs per step (0: parity only).
+        #[arg(long, default_value_t = 5, value_name = "N")]
+        repeats: usize,
+        /// Untimed runs per step before them.
+        #[arg(long, default_value_t = 2, value_name = "N")]
+        warmup: usize,
+        /// Time the steps on the device only.
+        #[arg(long)]
+        no_cpu_timing: bool,
     },
     /// Run a multi-trial pipeline with a tabular evaluator over many seeds and print the
     /// returned architecture's scores as mean ± standard deviation: the search signal (the
@@ -361,7 +384,7 @@ fn run(cli: &Cli) -> Result<i32> {
             ort_lib,
         } => {
             let p = pipeline::load(&mut sources, file)?;
-            let device = device(p.spec.device)?;
+            let device = device(&sources, &p, cli.device)?;
             let run_dir = dir.join(&p.spec.name.value);
             let opts = crate::pipeline::Options {
                 from: *from,
@@ -382,7 +405,7 @@ fn run(cli: &Cli) -> Result<i32> {
             ort_lib,
         } => {
             let p = pipeline::load(&mut sources, file)?;
-            let device = device(p.spec.device)?;
+            let device = device(&sources, &p, cli.device)?;
             let run_dir = dir.join(&p.spec.name.value);
             let r = crate::pipeline::status(&sources, &p, &run_dir, &device, ort_lib.as_deref())?;
             write_out(&mut out, &status_text(&r))?;
@@ -420,7 +443,7 @@ fn run(cli: &Cli) -> Result<i32> {
             ort_lib,
         } => {
             let p = pipeline::load(&mut sources, file)?;
-            let device = device(p.spec.device)?;
+            let device = device(&sources, &p, cli.device)?;
             let run_dir = dir.join(&p.spec.name.value);
             if matches!(
                 p.spec.search.as_deref(),
@@ -497,6 +520,44 @@ fn run(cli: &Cli) -> Result<i32> {
             };
             write_out(&mut out, &text)?;
         }
+        Command::DeviceCheck {
+            json,
+            repeats,
+            warmup,
+            no_cpu_timing,
+        } => {
+            let choice = cli.device.unwrap_or(crate::device::Choice::Auto);
+            let device = crate::device::select(choice)
+                .map_err(|e| Error::Input(format!("--device: {e}")))?;
+            let opts = crate::device::check::Options {
+                repeats: *repeats,
+                warmup: *warmup,
+                cpu_timing: !no_cpu_timing,
+            };
+            let report = crate::device::check::run(&device, &opts, |l| {
+                let _ = writeln!(out, "{l}");
+                let _ = out.flush();
+            })?;
+            if let Some(path) = json {
+                crate::device::check::write_json(&report, path)?;
+            }
+            let failed = report.parity.iter().filter(|p| !p.ok).count();
+            write_out(
+                &mut out,
+                &format!(
+                    "device-check: {} of {} parity rows within tolerance, {:.1} s{}\n",
+                    report.parity.len() - failed,
+                    report.parity.len(),
+                    report.seconds,
+                    json.as_ref()
+                        .map(|p| format!("; figures in {}", p.display()))
+                        .unwrap_or_default()
+                ),
+            )?;
+            if failed > 0 {
+                return Ok(exit::CHECK_FAILED);
+            }
+        }
         Command::Study {
             pipelines,
             seeds,
@@ -526,7 +587,7 @@ fn run(cli: &Cli) -> Result<i32> {
             stop_after,
         } => {
             let p = pipeline::load(&mut sources, file)?;
-            let device = device(p.spec.device)?;
+            let device = device(&sources, &p, cli.device)?;
             let run_dir = dir.join(&p.spec.name.value);
             let g = crate::train::choose_genotype(&p, &run_dir, genotype.as_deref())?;
             let _busy = crate::pipeline::busy::acquire(&run_dir, "nas-pipe train")?;
@@ -560,7 +621,7 @@ fn run(cli: &Cli) -> Result<i32> {
             out: dir,
         } => {
             let p = pipeline::load(&mut sources, file)?;
-            let device = device(p.spec.device)?;
+            let device = device(&sources, &p, cli.device)?;
             let rdir = dir.join(&p.spec.name.value).join("retrain");
             let e = crate::train::eval(&p, &rdir, weights, &device, true)?;
             let text = format!(
@@ -601,7 +662,7 @@ fn run(cli: &Cli) -> Result<i32> {
             ort_lib,
         } => {
             let p = pipeline::load(&mut sources, file)?;
-            let device = device(p.spec.device)?;
+            let device = device(&sources, &p, cli.device)?;
             let run_dir = dir.join(&p.spec.name.value);
             let _busy = crate::pipeline::busy::acquire(&run_dir, "nas-pipe validate")?;
             let v = crate::validate::run(&p, &run_dir, &device, ort_lib.as_deref())?;
@@ -814,14 +875,23 @@ fn per_class(e: &crate::train::Evaluation) -> String {
         .collect()
 }
 
-/// The device a pipeline asks for, in this build on this machine.
-pub fn device(d: crate::spec::pipeline::Device) -> Result<candle_core::Device> {
-    use crate::spec::pipeline::Device as D;
-    match d {
-        D::Cpu | D::Auto => Ok(candle_core::Device::Cpu),
-        D::Cuda(n) => Err(Error::Input(format!(
-            "the pipeline asks for Cuda({n}), but this build of nas-pipe has no CUDA support; use `device: Cpu` or `Auto`"
-        ))),
+/// The device a pipeline runs on: `--device` when given, else the pipeline's `device`.
+/// An unusable choice is an error at the flag or at the pipeline's `device` line.
+pub fn device(
+    sources: &Sources,
+    p: &pipeline::Resolved,
+    flag: Option<crate::device::Choice>,
+) -> Result<candle_core::Device> {
+    match flag {
+        Some(choice) => {
+            crate::device::select(choice).map_err(|e| Error::Input(format!("--device: {e}")))
+        }
+        None => crate::device::select(p.spec.device.value).map_err(|e| {
+            sources
+                .diag(p.spec.device.span, e)
+                .with_help("`--device cpu` runs it on the CPU without editing the file")
+                .into()
+        }),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod blocks;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;
+pub mod device;
 pub mod error;
 pub mod evaluator;
 pub mod export;

@@ -423,6 +423,102 @@ fn bad_genotype_argument_is_a_clean_error() {
     );
 }
 
+// ---- Devices ----
+
+/// A CUDA request that this build or this machine cannot serve is an error at the pipeline's
+/// `device` line (or at `--device`), exit 2, never a fallback to the CPU; `--device cpu`
+/// overrides the file.
+#[test]
+fn cuda_without_cuda_is_an_error_at_the_device_line() {
+    if nas_pipe::device::test_devices().len() > 1 {
+        return; // this machine has a working GPU
+    }
+    let dir = tempdir("cuda-refused");
+    let text = std::fs::read_to_string(root().join("pipelines/smoke.ron"))
+        .unwrap()
+        .replace("device: Cpu,", "device: Cuda(0),")
+        .replace("../schemas/", &format!("{}/schemas/", root().display()));
+    let file = dir.join("cuda.ron");
+    std::fs::write(&file, &text).unwrap();
+    let out = bin()
+        .args([
+            "status",
+            file.to_str().unwrap(),
+            "--out",
+            dir.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("cuda.ron:5:13: Cuda(0)"), "{e}");
+    assert!(e.contains("^^^^^^^") && e.contains("--device cpu"), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+    let flag = bin()
+        .args(["status", "pipelines/smoke.ron", "--device", "cuda:1"])
+        .args(["--out", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(flag.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&flag.stderr);
+    assert!(e.starts_with("nas-pipe: --device: Cuda(1)"), "{e}");
+    let cpu = bin()
+        .args(["status", file.to_str().unwrap(), "--device", "cpu"])
+        .args(["--out", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        cpu.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&cpu.stderr)
+    );
+    let bad = bin()
+        .args(["status", "pipelines/smoke.ron", "--device", "gpu"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("expected auto, cpu, cuda or cuda:N"));
+}
+
+/// `device-check` on the CPU compares the CPU kernels with the compositions CUDA runs and
+/// writes every row to its JSON.
+#[test]
+fn device_check_on_the_cpu_passes_and_writes_json() {
+    let dir = tempdir("device-check");
+    let json = dir.join("check.json");
+    let out = bin()
+        .args([
+            "device-check",
+            "--device",
+            "cpu",
+            "--repeats",
+            "0",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = v["parity"].as_array().unwrap();
+    assert_eq!(rows.len(), 44, "{text}");
+    assert!(rows.iter().all(|r| r["ok"] == true));
+    assert!(rows.iter().any(|r| r["name"] == "op SepConv(kernel: 5) s2"));
+    assert!(v["timings"].as_array().unwrap().is_empty());
+    assert!(
+        text.contains("44 of 44 parity rows within tolerance"),
+        "{text}"
+    );
+}
+
 // ---- No input makes it panic ----
 
 /// A small deterministic generator (xorshift), so failures reproduce from the case number.

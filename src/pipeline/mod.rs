@@ -158,15 +158,6 @@ fn ron_text<T: Serialize>(v: &T) -> Result<String> {
     ron::to_string(v).map_err(|e| Error::Input(format!("serialising the spec: {e}")))
 }
 
-/// The name of a Candle device in keys: `cpu`, `cuda:0`.
-pub fn device_name(device: &candle_core::Device) -> String {
-    match device.location() {
-        candle_core::DeviceLocation::Cpu => "cpu".into(),
-        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
-        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
-    }
-}
-
 /// The stages pipeline `p` has, in order, with their keys. Errors (pointing into the
 /// pipeline file) when a stage lacks what it needs: retraining without an architecture,
 /// export without retraining, validation or profiling without export.
@@ -211,7 +202,7 @@ pub fn plan(
         }
     }
 
-    let dev = device_name(device);
+    let dev = crate::device::name(device);
     let ort_device = |profile: bool| -> std::result::Result<String, String> {
         let rt = ort.as_ref().map_err(|e| e.clone())?;
         Ok(if profile {

@@ -24,9 +24,10 @@ pub struct Pipeline {
     /// Seed of every random choice. Default 0.
     #[serde(default)]
     pub seed: u64,
-    /// Where tensors live. Default `Auto` (CUDA when built with it and present, else CPU).
+    /// Where tensors live. Default `Auto` (CUDA device 0 when this build has CUDA and the
+    /// device works, else the CPU). `--device` overrides it.
     #[serde(default)]
-    pub device: Device,
+    pub device: Spanned<Device>,
     pub data: Spanned<Data>,
     /// Per-channel normalisation of the images. Default `Computed` (from the images a stage
     /// trains on).

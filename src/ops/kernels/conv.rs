@@ -670,10 +670,14 @@ mod tests {
                     let w = uniform(&[5, 3, k, k], dtype, 8);
                     let what = format!("{dtype:?} k{k} s{s} p{p} d{d} n{n} {h}x{h}");
                     let got = run(conv2d, &x, &w, cfg);
-                    let want = run(conv2d_reference, &x, &w, cfg);
-                    assert_close(&got.0, &want.0, tol, &format!("forward {what}"));
-                    assert_close(&got.1[0], &want.1[0], tol, &format!("input grad {what}"));
-                    assert_close(&got.1[1], &want.1[1], tol, &format!("filter grad {what}"));
+                    for dev in crate::device::test_devices() {
+                        let (x, w) = (x.to_device(&dev).unwrap(), w.to_device(&dev).unwrap());
+                        let want = run(conv2d_reference, &x, &w, cfg);
+                        let what = format!("{what} on {}", crate::device::name(&dev));
+                        assert_close(&got.0, &want.0, tol, &format!("forward {what}"));
+                        assert_close(&got.1[0], &want.1[0], tol, &format!("input grad {what}"));
+                        assert_close(&got.1[1], &want.1[1], tol, &format!("filter grad {what}"));
+                    }
                 }
             }
         }

@@ -35,8 +35,34 @@ pub fn depthwise_conv2d(
         x.contiguous()?
             .apply_op2(&w.contiguous()?, DepthwiseConv2d { g })
     } else {
-        x.conv2d(w, padding, stride, dilation, g.c)
+        dense(x, w, &g)
     }
+}
+
+/// [`depthwise_conv2d`] as one dense convolution whose filters are block-diagonal (filter c
+/// is `w[c]` on input channel c, zero elsewhere), on any device: what runs off the CPU.
+/// C times the multiply-adds, but one im2col and one matrix product, forward and backward,
+/// where Candle's grouped convolution runs one convolution per channel and keeps every
+/// group's output alive for the backward. On a GPU the extra work is cheap and the launches
+/// and memory are what count.
+///
+/// # Shapes
+/// As [`depthwise_conv2d`].
+pub fn depthwise_conv2d_dense(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+) -> Result<Tensor> {
+    let g = check("depthwise_conv2d_dense", x, w, stride, padding, dilation)?;
+    dense(x, w, &g)
+}
+
+fn dense(x: &Tensor, w: &Tensor, g: &Geometry) -> Result<Tensor> {
+    let eye = Tensor::eye(g.c, w.dtype(), w.device())?.reshape((g.c, g.c, 1, 1))?;
+    let filters = w.broadcast_mul(&eye)?;
+    x.conv2d(&filters, g.padding, g.stride, g.dilation, 1)
 }
 
 /// [`depthwise_conv2d`] as Candle's grouped convolution (`groups = C`), on any device.
@@ -404,20 +430,32 @@ mod tests {
                 let w = uniform(&[3, 1, k, k], DType::F32, 8);
                 let what = format!("k{k} s{s} p{p} d{d} {h}x{h}");
                 let got = run(depthwise_conv2d, &x, &w, cfg);
-                let want = run(depthwise_conv2d_reference, &x, &w, cfg);
-                assert_close(&got.0, &want.0, 1e-5, &format!("forward {what}"));
-                assert_close(
-                    &got.1[0],
-                    &want.1[0],
-                    1e-5,
-                    &format!("input gradient {what}"),
-                );
-                assert_close(
-                    &got.1[1],
-                    &want.1[1],
-                    1e-5,
-                    &format!("filter gradient {what}"),
-                );
+                let mut wants = vec![(
+                    "grouped".to_string(),
+                    run(depthwise_conv2d_reference, &x, &w, cfg),
+                )];
+                // What runs off the CPU, on every test device.
+                for dev in crate::device::test_devices() {
+                    let (x, w) = (x.to_device(&dev).unwrap(), w.to_device(&dev).unwrap());
+                    let name = format!("dense on {}", crate::device::name(&dev));
+                    wants.push((name, run(depthwise_conv2d_dense, &x, &w, cfg)));
+                }
+                for (how, want) in wants {
+                    let what = format!("{what} vs {how}");
+                    assert_close(&got.0, &want.0, 1e-5, &format!("forward {what}"));
+                    assert_close(
+                        &got.1[0],
+                        &want.1[0],
+                        1e-5,
+                        &format!("input gradient {what}"),
+                    );
+                    assert_close(
+                        &got.1[1],
+                        &want.1[1],
+                        1e-5,
+                        &format!("filter gradient {what}"),
+                    );
+                }
             }
         }
     }

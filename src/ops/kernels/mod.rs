@@ -7,9 +7,15 @@
 //! standard convolution always computes the input gradient, by a direct transposed
 //! convolution, and the filter gradient by a convolution of the batch. Each op here is
 //! therefore a Candle custom op with its own CPU forward and backward, parallel over the
-//! (n, c) planes (over the samples for the standard convolution). On other devices, and for dtypes other than f32 / f64, the same
-//! function runs a composition of stock Candle ops (the `*_reference` functions), which is
-//! also the oracle the tests compare against.
+//! (n, c) planes (over the samples for the standard convolution).
+//!
+//! On other devices (CUDA), and for dtypes other than f32 / f64, the same function runs a
+//! composition of stock Candle ops chosen to be a few large kernel launches whatever the
+//! size: the pools gather all `kernel²` windows with two `index_select`s and reduce them, the
+//! depthwise convolution is one dense convolution with block-diagonal filters (a matrix
+//! product), the rest are Candle's convolution, `relu` and element-wise arithmetic. The
+//! tests compare the CPU kernels with these compositions on every device in
+//! [`crate::device::test_devices`]; [`with_compositions`] makes the CPU take them too.
 //!
 //! This file owns what the kernels share: the validated window geometry ([`Geometry`]), the
 //! per-axis tap ranges that keep the inner loops branch-free, and access to CPU storage.
@@ -35,7 +41,7 @@ pub use batch_norm::{
     batch_norm_eval, batch_norm_eval_reference, batch_norm_train, batch_norm_train_reference,
 };
 pub use conv::{conv2d, conv2d_reference};
-pub use depthwise::{depthwise_conv2d, depthwise_conv2d_reference};
+pub use depthwise::{depthwise_conv2d, depthwise_conv2d_dense, depthwise_conv2d_reference};
 pub use pool::{avg_pool2d, avg_pool2d_reference, max_pool2d, max_pool2d_reference};
 pub use relu::relu;
 pub use weighted_sum::{weighted_sum, weighted_sum_reference};
@@ -288,10 +294,33 @@ fn check_like(op: &str, name: &str, t: &Tensor, x: &Tensor) -> Result<()> {
     Ok(())
 }
 
-/// The custom CPU kernels run on f32 and f64 CPU tensors; everything else takes the
-/// composition of Candle ops.
+/// The custom CPU kernels run on f32 and f64 CPU tensors (unless [`with_compositions`] is
+/// running); everything else takes the composition of Candle ops.
 fn use_cpu_kernel(x: &Tensor) -> bool {
-    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
+    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) && !composing()
+}
+
+thread_local! {
+    static COMPOSED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread is inside [`with_compositions`].
+pub fn composing() -> bool {
+    COMPOSED.with(|c| c.get())
+}
+
+/// Runs `f` with every op on this thread taking the composition of Candle ops that runs off
+/// the CPU (on CUDA), even on CPU tensors: what the CPU-only tests and `nas-pipe
+/// device-check` compare the CPU kernels with.
+pub fn with_compositions<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            COMPOSED.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(COMPOSED.with(|c| c.replace(true)));
+    f()
 }
 
 /// The elements of a contiguous CPU tensor of shape `dims`, as `T`.
@@ -485,7 +514,9 @@ mod test_util {
             .collect();
         let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
         let out = f(&ts).unwrap();
-        let r = uniform(out.dims(), out.dtype(), seed);
+        let r = uniform(out.dims(), out.dtype(), seed)
+            .to_device(out.device())
+            .unwrap();
         let grads = (&out * &r).unwrap().sum_all().unwrap().backward().unwrap();
         let g = ts
             .iter()

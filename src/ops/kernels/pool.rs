@@ -56,9 +56,9 @@ pub fn avg_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
 }
 
 /// [`max_pool2d`] as a composition of Candle ops, on any device: pad with −∞, gather the
-/// `kernel²` shifted (strided) views of the padded input and take their element-wise maximum.
-/// Candle's own `max_pool2d` is not used because it has no backward when kernel ≠ stride.
-/// Gradients equal [`max_pool2d`]'s where each window's maximum is unique.
+/// `kernel²` windows of the padded input and take their maximum. Candle's own `max_pool2d`
+/// is not used because it has no backward when kernel ≠ stride. Gradients equal
+/// [`max_pool2d`]'s where each window's maximum is unique (tied maxima each get it).
 ///
 /// # Shapes
 /// As [`max_pool2d`].
@@ -74,7 +74,7 @@ pub fn max_pool2d_reference(
 }
 
 /// [`avg_pool2d`] as a composition of Candle ops, on any device: pad with zeros, sum the
-/// `kernel²` shifted (strided) views, and divide by the map of valid-element counts.
+/// `kernel²` windows, and divide by the map of valid-element counts.
 ///
 /// # Shapes
 /// As [`max_pool2d`].
@@ -90,32 +90,15 @@ pub fn avg_pool2d_reference(
 }
 
 fn max_pool_composed(x: &Tensor, g: &Geometry) -> Result<Tensor> {
-    let xp = pad_const(x, g.padding, f64::NEG_INFINITY)?;
-    let mut acc: Option<Tensor> = None;
-    for_each_view(&xp, g, |v| {
-        acc = Some(match acc.take() {
-            None => v,
-            Some(a) => a.maximum(&v)?,
-        });
-        Ok(())
-    })?;
-    acc.ok_or_else(|| candle_core::Error::Msg("max_pool2d: empty window".into()))
+    windows(&pad_const(x, g.padding, f64::NEG_INFINITY)?, g)?
+        .max(4)?
+        .max(2)
 }
 
 fn avg_pool_composed(x: &Tensor, g: &Geometry) -> Result<Tensor> {
     let p = g.padding;
     let xp = x.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)?;
-    let mut acc: Option<Tensor> = None;
-    for_each_view(&xp, g, |v| {
-        acc = Some(match acc.take() {
-            None => v,
-            Some(a) => (a + v)?,
-        });
-        Ok(())
-    })?;
-    let Some(sum) = acc else {
-        bail!("avg_pool2d: empty window")
-    };
+    let sum = windows(&xp, g)?.sum((2, 4))?;
     let (rows, cols) = (counts(g, g.ho, g.h), counts(g, g.wo, g.w));
     let divisor: Vec<f64> = rows
         .iter()
@@ -139,26 +122,24 @@ fn pad_const(x: &Tensor, p: usize, value: f64) -> Result<Tensor> {
     Tensor::cat(&[side((n, c, p, w))?, x, side((n, c, p, w))?], 2)
 }
 
-/// Calls `f` with each of the `kernel²` views `[N, C, Ho, Wo]` of the padded input `xp`
-/// (`view[.., o, q] = xp[.., o·s + i, q·s + j]` for tap (i, j)), built with `index_select` so
-/// that autograd sees them.
-fn for_each_view(xp: &Tensor, g: &Geometry, mut f: impl FnMut(Tensor) -> Result<()>) -> Result<()> {
-    // `index_select` needs a contiguous tensor (`cat` of strided inputs may return a view).
+/// All `kernel²` windows of the padded input `xp` `[N, C, Hp, Wp]` as one tensor
+/// `[N, C, k, Ho, k, Wo]`, `out[n, c, i, o, j, q] = xp[n, c, o·s + i·d, q·s + j·d]`: one
+/// `index_select` per spatial axis (tap-major indices), so that a pool is a handful of kernel
+/// launches on a GPU whatever its size, and its backward two `index_add`s.
+fn windows(xp: &Tensor, g: &Geometry) -> Result<Tensor> {
     let xp = xp.contiguous()?;
-    let index = |t: usize, len: usize| -> Result<Tensor> {
-        let idx = (0..len)
-            .map(|o| u32::try_from(o * g.stride + t * g.dilation))
+    let (n, c, _, _) = xp.dims4()?;
+    let index = |out_len: usize| -> Result<Tensor> {
+        let idx = (0..g.kernel)
+            .flat_map(|t| (0..out_len).map(move |o| o * g.stride + t * g.dilation))
+            .map(u32::try_from)
             .collect::<std::result::Result<Vec<u32>, _>>()
             .map_err(|_| candle_core::Error::Msg("window index exceeds u32".into()))?;
-        Tensor::from_vec(idx, len, xp.device())
+        Tensor::from_vec(idx, g.kernel * out_len, xp.device())
     };
-    for i in 0..g.kernel {
-        let rows = xp.index_select(&index(i, g.ho)?, 2)?;
-        for j in 0..g.kernel {
-            f(rows.index_select(&index(j, g.wo)?, 3)?)?;
-        }
-    }
-    Ok(())
+    xp.index_select(&index(g.ho)?, 2)?
+        .index_select(&index(g.wo)?, 3)?
+        .reshape((n, c, g.kernel, g.ho, g.kernel, g.wo))
 }
 
 /// The number of valid (non-padding) inputs in each output's window along one axis.
@@ -535,9 +516,14 @@ mod tests {
                     std::slice::from_ref(&x),
                     1,
                 );
-                let want = forward_grads(&|t: &[Tensor]| reference(&t[0], k, s, p), &[x], 1);
-                assert_close(&got.0, &want.0, 1e-5, &format!("forward {what}"));
-                assert_close(&got.1[0], &want.1[0], 1e-5, &format!("gradient {what}"));
+                // The composition (what runs off the CPU) on every test device.
+                for dev in crate::device::test_devices() {
+                    let x = x.to_device(&dev).unwrap();
+                    let want = forward_grads(&|t: &[Tensor]| reference(&t[0], k, s, p), &[x], 1);
+                    let what = format!("{what} on {}", crate::device::name(&dev));
+                    assert_close(&got.0, &want.0, 1e-5, &format!("forward {what}"));
+                    assert_close(&got.1[0], &want.1[0], 1e-5, &format!("gradient {what}"));
+                }
             }
         }
     }
