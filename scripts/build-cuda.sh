@@ -48,10 +48,20 @@ if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
 fi
 
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "${WHEELS[*]}" ]; then
+    command -v python3 >/dev/null 2>&1 || {
+        echo "build-cuda: python3 is missing: it installs the CUDA wheels (Debian: apt-get install python3-venv)" >&2
+        exit 2
+    }
     echo "build-cuda: installing the CUDA 13.0 toolkit wheels into .cuda/venv (about 1.2 GB)" >&2
-    rm -rf "$VENV" "$R"
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps "${WHEELS[@]}"
+    rm -rf "$VENV" "$R" "$STAMP"
+    python3 -m venv "$VENV" || {
+        echo "build-cuda: python3 cannot create a virtual environment (Debian: apt-get install python3-venv)" >&2
+        exit 2
+    }
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps "${WHEELS[@]}" || {
+        echo "build-cuda: pip could not install the CUDA 13.0 wheels from PyPI (no network?)" >&2
+        exit 2
+    }
     echo "${WHEELS[*]}" > "$STAMP"
 fi
 

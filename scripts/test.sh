@@ -3,7 +3,8 @@
 # Needs: a Rust toolchain (cargo) of at least the version in Cargo.toml's rust-version, and
 # for the ONNX Runtime tests Python 3 with venv and pip (scripts/ort-env.sh installs
 # onnxruntime==1.32.0 into .venv/ and exports ORT_DYLIB_PATH), and for the report's browser
-# test Chromium (installed with apt-get when run as root).
+# test Chromium (installed with apt-get when run as root), and for the CUDA build
+# (scripts/build-cuda.sh --test; no GPU needed) pip access to PyPI's CUDA 13.0 wheels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,3 +36,12 @@ fi
 
 # Release mode: later stages train networks, and debug builds are ~18x slower.
 cargo test --release --locked
+
+# The CUDA build (no GPU needed), so that the CUDA code never rots: its unit tests, and the
+# binary's behaviour on a machine without a GPU. Installs PyPI's CUDA 13.0 wheels into .cuda/
+# on first use (about 1.2 GB). NAS_PIPE_SKIP_CUDA=1 skips it.
+if [ "${NAS_PIPE_SKIP_CUDA:-0}" = 1 ]; then
+    echo "nas-pipe tests: NAS_PIPE_SKIP_CUDA=1: the CUDA build is skipped" >&2
+else
+    bash scripts/build-cuda.sh --test
+fi
