@@ -75,13 +75,16 @@ pub fn describe(device: &candle_core::Device) -> String {
 /// The devices the tests run on: the CPU, and CUDA device 0 when this build has CUDA and
 /// the machine a working device (set `NAS_PIPE_TEST_CUDA=0` to leave it out).
 pub fn test_devices() -> Vec<candle_core::Device> {
-    let mut devices = vec![candle_core::Device::Cpu];
-    if std::env::var("NAS_PIPE_TEST_CUDA").as_deref() != Ok("0")
-        && let Ok(d) = cuda(0)
-    {
-        devices.push(d);
-    }
-    devices
+    // One CUDA device (context, stream, cuBLAS handle) for the whole process.
+    static CUDA: std::sync::OnceLock<Option<candle_core::Device>> = std::sync::OnceLock::new();
+    let cuda = CUDA.get_or_init(|| {
+        (std::env::var("NAS_PIPE_TEST_CUDA").as_deref() != Ok("0"))
+            .then(|| cuda(0).ok())
+            .flatten()
+    });
+    std::iter::once(candle_core::Device::Cpu)
+        .chain(cuda.clone())
+        .collect()
 }
 
 /// The compute capability this binary's CUDA kernels are for (`CUDA_COMPUTE_CAP` when it

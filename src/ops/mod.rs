@@ -587,9 +587,15 @@ mod tests {
 
     /// Every op's gradients (input and parameters) against central finite differences in
     /// f64, at stride 1 and 2, BN in training mode with affine parameters, pools followed by
-    /// BN as in the supernet.
+    /// BN as in the supernet: with the CPU kernels, and with the compositions that run off
+    /// the CPU.
     #[test]
     fn every_op_gradient_matches_finite_differences() {
+        op_gradients_match_finite_differences();
+        kernels::with_compositions(op_gradients_match_finite_differences);
+    }
+
+    fn op_gradients_match_finite_differences() {
         use crate::nn::Store;
         use candle_core::{DType, Device, Tensor, Var};
         let dev = Device::Cpu;
