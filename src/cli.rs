@@ -120,7 +120,7 @@ pub enum Command {
     /// gradient), then a DARTS search step and a retraining step timed on both (median after
     /// warm-up). Needs no files. The device is `--device` (default: auto); on the CPU the
     /// kernels are compared with the compositions CUDA runs. Exits with 1 when a parity row
-    /// misses its tolerance.
+    /// misses its tolerance or fails, or a step fails.
     DeviceCheck {
         /// Write the figures as JSON here.
         #[arg(long, value_name = "FILE")]
@@ -542,19 +542,25 @@ fn run(cli: &Cli) -> Result<i32> {
                 crate::device::check::write_json(&report, path)?;
             }
             let failed = report.parity.iter().filter(|p| !p.ok).count();
+            let untimed = report.timings.iter().filter(|t| t.error.is_some()).count();
             write_out(
                 &mut out,
                 &format!(
-                    "device-check: {} of {} parity rows within tolerance, {:.1} s{}\n",
+                    "device-check: {} of {} parity rows within tolerance{}, {:.1} s{}\n",
                     report.parity.len() - failed,
                     report.parity.len(),
+                    if untimed > 0 {
+                        format!(", {untimed} steps failed")
+                    } else {
+                        String::new()
+                    },
                     report.seconds,
                     json.as_ref()
                         .map(|p| format!("; figures in {}", p.display()))
                         .unwrap_or_default()
                 ),
             )?;
-            if failed > 0 {
+            if !report.ok {
                 return Ok(exit::CHECK_FAILED);
             }
         }

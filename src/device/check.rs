@@ -67,12 +67,14 @@ pub struct Parity {
 pub struct Timing {
     pub name: String,
     pub what: String,
-    pub device_seconds: f64,
+    pub device_seconds: Option<f64>,
     pub cpu_seconds: Option<f64>,
     /// cpu_seconds / device_seconds.
     pub speedup: Option<f64>,
     pub runs: usize,
     pub warmup: usize,
+    /// Why a side has no time.
+    pub error: Option<String>,
 }
 
 /// Everything the check found.
@@ -85,7 +87,7 @@ pub struct Report {
     pub kernels_for: Option<String>,
     pub parity: Vec<Parity>,
     pub timings: Vec<Timing>,
-    /// Every parity row within tolerance.
+    /// Every parity row within tolerance and every step timed.
     pub ok: bool,
     pub seconds: f64,
 }
@@ -117,9 +119,21 @@ pub fn run(device: &Device, opts: &Options, mut line: impl FnMut(&str)) -> Resul
         "{:<46} {:>10} {:>10} {:>8}  worst",
         "parity (max |device − cpu|)", "forward", "gradients", ""
     ));
+    // A case or step that fails (an error, or a panic inside Candle) is recorded and the
+    // check goes on, so that one run on a borrowed GPU reports every row.
     let mut parity = Vec::new();
     for case in cases().map_err(fail("building the cases"))? {
-        let p = compare(&case, device).map_err(fail(&case.name))?;
+        let p = match guarded(|| compare(&case, device)) {
+            Ok(p) => p,
+            Err(e) => Parity {
+                name: case.name.clone(),
+                forward: f64::NAN,
+                gradients: f64::NAN,
+                worst: format!("error: {e}"),
+                tolerance: case.tolerance,
+                ok: false,
+            },
+        };
         line(&format!(
             "{:<46} {:>10.2e} {:>10.2e} {:>8}  {}",
             p.name,
@@ -138,23 +152,31 @@ pub fn run(device: &Device, opts: &Options, mut line: impl FnMut(&str)) -> Resul
         ));
         for (name, what, build) in steps() {
             let warmup = opts.warmup;
-            let t = |dev: &Device| -> candle_core::Result<f64> {
-                let mut step = build(dev)?;
-                median_seconds(dev, warmup, opts.repeats, &mut *step)
+            let t = |dev: &Device| {
+                guarded(|| {
+                    let mut step = build(dev)?;
+                    median_seconds(dev, warmup, opts.repeats, &mut *step)
+                })
             };
-            let device_seconds = t(device).map_err(fail(name))?;
+            let mut errors = Vec::new();
+            let mut keep = |r: std::result::Result<f64, String>, on: &str| {
+                r.map_err(|e| errors.push(format!("on {on}: {e}"))).ok()
+            };
+            let device_seconds = keep(t(device), "the device");
             let cpu_seconds = if opts.cpu_timing {
-                Some(t(&Device::Cpu).map_err(fail(name))?)
+                keep(t(&Device::Cpu), "the cpu")
             } else {
                 None
             };
-            let speedup = cpu_seconds.map(|c| c / device_seconds);
+            let speedup = cpu_seconds.zip(device_seconds).map(|(c, d)| c / d);
+            let secs = |s: Option<f64>| s.map_or("-".into(), |s| format!("{s:.4}"));
             line(&format!(
-                "{:<46} {:>10.4} {:>10} {:>8}",
+                "{:<46} {:>10} {:>10} {:>8}  {}",
                 name,
-                device_seconds,
-                cpu_seconds.map_or("-".into(), |c| format!("{c:.4}")),
-                speedup.map_or("-".into(), |s| format!("{s:.1}x"))
+                secs(device_seconds),
+                secs(cpu_seconds),
+                speedup.map_or("-".into(), |s| format!("{s:.1}x")),
+                errors.join("; ")
             ));
             timings.push(Timing {
                 name: name.into(),
@@ -164,10 +186,11 @@ pub fn run(device: &Device, opts: &Options, mut line: impl FnMut(&str)) -> Resul
                 speedup,
                 runs: opts.repeats,
                 warmup,
+                error: (!errors.is_empty()).then(|| errors.join("; ")),
             });
         }
     }
-    let ok = parity.iter().all(|p| p.ok);
+    let ok = parity.iter().all(|p| p.ok) && timings.iter().all(|t| t.error.is_none());
     Ok(Report {
         nas_pipe: env!("CARGO_PKG_VERSION").into(),
         device: super::describe(device),
@@ -178,6 +201,20 @@ pub fn run(device: &Device, opts: &Options, mut line: impl FnMut(&str)) -> Resul
         ok,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// `f`, with an error or a panic turned into its message.
+fn guarded<T>(f: impl FnOnce() -> candle_core::Result<T>) -> std::result::Result<T, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(p) => Err(format!(
+            "panicked: {}",
+            p.downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| p.downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)")
+        )),
+    }
 }
 
 /// Writes `report` as pretty JSON to `path` (through a temporary file).
@@ -653,6 +690,15 @@ mod tests {
                 assert!(r.parity.iter().any(|p| p.name.contains(family)), "{family}");
             }
         }
+    }
+
+    #[test]
+    fn errors_and_panics_become_messages() {
+        assert_eq!(guarded(|| Ok(1)), Ok(1));
+        let e = guarded::<()>(|| candle_core::bail!("boom")).unwrap_err();
+        assert!(e.contains("boom"), "{e}");
+        let e = guarded::<()>(|| panic!("inside candle")).unwrap_err();
+        assert_eq!(e, "panicked: inside candle");
     }
 
     /// A difference beyond the tolerance fails the row and names the tensor.
