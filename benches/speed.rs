@@ -217,21 +217,7 @@ fn build(row: &str) -> Result<Box<dyn FnMut() -> Result<()>>> {
         }
         "darts_v2_train_b64" => {
             let (model, _, _) = darts_v2(16, 8)?;
-            let recipe = Recipe {
-                epochs: 1,
-                batch_size: 64,
-                lr: 0.025,
-                lr_min: 0.0,
-                momentum: 0.9,
-                nesterov: false,
-                weight_decay: 3e-4,
-                grad_clip: Some(5.0),
-                warmup_epochs: 0,
-                auxiliary_weight: 0.0,
-                drop_path: 0.2,
-                label_smoothing: 0.0,
-                eval_every: 1,
-            };
+            let recipe = Recipe::step_benchmark(64);
             let mut trainer = Trainer::new(model, &recipe);
             let x = Tensor::randn(0f32, 1f32, (64, 3, 32, 32), &dev)?;
             let y = labels(64)?;

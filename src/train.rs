@@ -170,6 +170,27 @@ pub struct Recipe {
 }
 
 impl Recipe {
+    /// The recipe whose training step `cargo bench --bench speed` and `nas-pipe
+    /// device-check` time: DARTS's (SGD lr 0.025, momentum 0.9, weight decay 3e-4, gradient
+    /// clip 5, drop path 0.2), one epoch, no auxiliary head.
+    pub fn step_benchmark(batch_size: usize) -> Recipe {
+        Recipe {
+            epochs: 1,
+            batch_size,
+            lr: 0.025,
+            lr_min: 0.0,
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 3e-4,
+            grad_clip: Some(5.0),
+            warmup_epochs: 0,
+            auxiliary_weight: 0.0,
+            drop_path: 0.2,
+            label_smoothing: 0.0,
+            eval_every: 1,
+        }
+    }
+
     pub fn from_spec(r: &Retrain) -> Result<Recipe> {
         let Optimizer::Sgd {
             lr,

@@ -580,21 +580,7 @@ fn steps() -> Vec<(&'static str, &'static str, StepBuilder)> {
     };
     let retrain: StepBuilder = Box::new(|dev: &Device| {
         let model = darts_v2(16, 8, 32, dev).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        let recipe = Recipe {
-            epochs: 1,
-            batch_size: 64,
-            lr: 0.025,
-            lr_min: 0.0,
-            momentum: 0.9,
-            nesterov: false,
-            weight_decay: 3e-4,
-            grad_clip: Some(5.0),
-            warmup_epochs: 0,
-            auxiliary_weight: 0.0,
-            drop_path: 0.2,
-            label_smoothing: 0.0,
-            eval_every: 1,
-        };
+        let recipe = Recipe::step_benchmark(64);
         let mut trainer = Trainer::new(model, &recipe);
         let x = uniform(&[64, 3, 32, 32], 42)?.to_device(dev)?;
         let y = labels(64, dev)?;
