@@ -303,21 +303,12 @@ fn host(t: &Tensor) -> candle_core::Result<Vec<f64>> {
 
 /// Seeded uniform values in [−1, 1) on the CPU, f32.
 fn uniform(dims: &[usize], seed: u64) -> candle_core::Result<Tensor> {
-    use rand::Rng;
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let n = dims.iter().product();
-    let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
-    Tensor::from_vec(v, dims, &Device::Cpu)
+    kernels::probe::uniform(dims, DType::F32, seed)
 }
 
 /// Pairwise distinct values (no ties in any pooling window), f32.
 fn distinct(dims: &[usize], seed: u64) -> candle_core::Result<Tensor> {
-    use rand::seq::SliceRandom;
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let n: usize = dims.iter().product();
-    let mut v: Vec<f32> = (0..n).map(|i| (i as f32 - (n / 2) as f32) / 64.0).collect();
-    v.shuffle(&mut rng);
-    Tensor::from_vec(v, dims, &Device::Cpu)
+    kernels::probe::distinct(dims, DType::F32, seed)
 }
 
 /// `f` of the CPU `inputs` moved to `dev`, and the gradients of `Σ f ⊙ r` (r seeded) with
@@ -327,22 +318,18 @@ fn with_grads(
     inputs: &[Tensor],
     f: impl Fn(&[Tensor]) -> candle_core::Result<Tensor>,
 ) -> candle_core::Result<Named> {
-    let vars = inputs
+    let on_dev = inputs
         .iter()
-        .map(|t| Var::from_tensor(&t.to_device(dev)?))
+        .map(|t| t.to_device(dev))
         .collect::<candle_core::Result<Vec<_>>>()?;
-    let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
-    let out = f(&ts)?;
-    let r = uniform(out.dims(), 99)?.to_device(dev)?;
-    let grads = (&out * &r)?.sum_all()?.backward()?;
+    let (out, grads) = kernels::probe::forward_grads(f, &on_dev, 99)?;
     let mut named = vec![("forward".to_string(), out)];
-    for (i, t) in ts.iter().enumerate() {
-        let g = grads
-            .get(t)
-            .cloned()
-            .ok_or_else(|| candle_core::Error::Msg(format!("no gradient for input {i}")))?;
-        named.push((format!("input {i}"), g));
-    }
+    named.extend(
+        grads
+            .into_iter()
+            .enumerate()
+            .map(|(i, g)| (format!("input {i}"), g)),
+    );
     Ok(named)
 }
 

@@ -34,6 +34,7 @@ mod batch_norm;
 mod conv;
 mod depthwise;
 mod pool;
+pub mod probe;
 mod relu;
 mod weighted_sum;
 
@@ -452,36 +453,19 @@ fn zip_with<T: Copy>(acc: &mut [T], src: &[T], mut f: impl FnMut(&mut T, T)) {
 /// finite-difference gradients.
 #[cfg(test)]
 mod test_util {
-    use candle_core::{DType, Device, Result, Tensor, Var};
-    use rand::seq::SliceRandom;
-    use rand::{Rng, SeedableRng};
-    use rand_chacha::ChaCha8Rng;
+    use candle_core::{DType, Device, Result, Tensor};
 
     /// A kernel (or its reference) applied to its inputs.
     pub type Kernel<'a> = &'a dyn Fn(&[Tensor]) -> Result<Tensor>;
 
-    /// Uniform values in [−1, 1), seeded.
+    /// [`super::probe::uniform`], unwrapped.
     pub fn uniform(dims: &[usize], dtype: DType, seed: u64) -> Tensor {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let n = dims.iter().product();
-        let v: Vec<f64> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
-        Tensor::from_vec(v, dims, &Device::Cpu)
-            .unwrap()
-            .to_dtype(dtype)
-            .unwrap()
+        super::probe::uniform(dims, dtype, seed).unwrap()
     }
 
-    /// Pairwise distinct values (a shuffle of `(i − n/2) / 64`), exact in f32, so no pooling
-    /// window has ties and a perturbation below 1/128 keeps every order.
+    /// [`super::probe::distinct`], unwrapped.
     pub fn distinct(dims: &[usize], dtype: DType, seed: u64) -> Tensor {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let n: usize = dims.iter().product();
-        let mut v: Vec<f64> = (0..n).map(|i| (i as f64 - (n / 2) as f64) / 64.0).collect();
-        v.shuffle(&mut rng);
-        Tensor::from_vec(v, dims, &Device::Cpu)
-            .unwrap()
-            .to_dtype(dtype)
-            .unwrap()
+        super::probe::distinct(dims, dtype, seed).unwrap()
     }
 
     /// The elements of `t` in row-major order, as f64.
@@ -505,24 +489,9 @@ mod test_util {
         }
     }
 
-    /// `f(inputs)` and the gradients of `Σ f(inputs) ⊙ r` for every input, `r` a seeded
-    /// random tensor (the same for a given seed and output shape).
+    /// [`super::probe::forward_grads`], unwrapped.
     pub fn forward_grads(f: Kernel, inputs: &[Tensor], seed: u64) -> (Tensor, Vec<Tensor>) {
-        let vars: Vec<Var> = inputs
-            .iter()
-            .map(|t| Var::from_tensor(t).unwrap())
-            .collect();
-        let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
-        let out = f(&ts).unwrap();
-        let r = uniform(out.dims(), out.dtype(), seed)
-            .to_device(out.device())
-            .unwrap();
-        let grads = (&out * &r).unwrap().sum_all().unwrap().backward().unwrap();
-        let g = ts
-            .iter()
-            .map(|t| grads.get(t).expect("a gradient for every input").clone())
-            .collect();
-        (out, g)
+        super::probe::forward_grads(f, inputs, seed).unwrap()
     }
 
     /// Compares the autograd gradients of `Σ f(inputs) ⊙ r` (f64 inputs) with central
