@@ -16,7 +16,7 @@
 
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor, Var};
-use nas_pipe::ops::kernels::{
+use nas_pipe::kernels::{
     avg_pool2d, avg_pool2d_reference, conv2d, conv2d_reference, depthwise_conv2d,
     depthwise_conv2d_reference, max_pool2d, max_pool2d_reference,
 };

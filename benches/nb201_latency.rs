@@ -22,11 +22,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use nas_pipe::genotype::Genotype;
-use nas_pipe::latency::{self, Cache, Key, Plan, Source, Table, spearman};
-use nas_pipe::profile::Machine;
+use nas_pipe::space::genotype::Genotype;
 use nas_pipe::space::{self, Overrides};
 use nas_pipe::spec::Sources;
+use nas_pipe::stages::profile::Machine;
+use nas_pipe::stages::search::latency::{self, Cache, Key, Plan, Source, Table, spearman};
 use serde::Serialize;
 
 const COLUMNS: [&str; 4] = ["gold_6226", "gold_6240", "silver_4114", "silver_4210r"];

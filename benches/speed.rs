@@ -25,19 +25,19 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor, Var};
-use nas_pipe::export::{Metadata, Options, export};
-use nas_pipe::genotype::Genotype;
-use nas_pipe::model::{Mode, Model};
+use nas_pipe::nets::export::{Metadata, Options, export};
+use nas_pipe::nets::model::{Mode, Model};
+use nas_pipe::nets::optim::Sgd;
+use nas_pipe::nets::supernet::Supernet;
 use nas_pipe::nn::Store;
 use nas_pipe::ops::{BnMode, Op};
-use nas_pipe::optim::Sgd;
 use nas_pipe::runtime::Session;
+use nas_pipe::space::genotype::Genotype;
 use nas_pipe::space::{self, Overrides, Space};
 use nas_pipe::spec::space::{Input, SearchSpace};
 use nas_pipe::spec::{Source, Sources};
-use nas_pipe::strategy::darts::loss_and_correct;
-use nas_pipe::supernet::Supernet;
-use nas_pipe::train::{Recipe, Trainer};
+use nas_pipe::stages::retrain::{Recipe, Trainer};
+use nas_pipe::stages::search::darts::step::loss_and_correct;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
@@ -167,7 +167,11 @@ fn search_space(layers: usize) -> Result<Space> {
 fn darts_v2(
     channels: u32,
     layers: u32,
-) -> Result<(Model, nas_pipe::genotype::Genotype, nas_pipe::ops::Cost)> {
+) -> Result<(
+    Model,
+    nas_pipe::space::genotype::Genotype,
+    nas_pipe::ops::Cost,
+)> {
     let mut sources = Sources::default();
     let ov = Overrides {
         input: Some(Input {

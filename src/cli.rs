@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 
 use crate::error::{Error, Result, exit};
-use crate::genotype::Genotype;
+use crate::space::genotype::Genotype;
 use crate::space::{self, Overrides, Space, show};
 use crate::spec::{Sources, Span, pipeline};
 
@@ -41,10 +41,10 @@ pub enum Command {
         out: PathBuf,
         /// Run this stage and every later one, even when done (the earlier ones must be done).
         #[arg(long, value_name = "STAGE", conflicts_with = "only")]
-        from: Option<crate::pipeline::Stage>,
+        from: Option<crate::run::Stage>,
         /// Run only this stage, even when done (the stages it reads must be done).
         #[arg(long, value_name = "STAGE")]
-        only: Option<crate::pipeline::Stage>,
+        only: Option<crate::run::Stage>,
         /// Run every stage (or every selected one), even when done.
         #[arg(long)]
         force: bool,
@@ -426,8 +426,8 @@ fn run(cli: &Cli) -> Result<i32> {
                     run_dir.display()
                 )));
             }
-            let _busy = crate::pipeline::busy::acquire(&run_dir, "nas-pipe report")?;
-            let w = crate::report::write(&run_dir)?;
+            let _busy = crate::run::busy::acquire(&run_dir, "nas-pipe report")?;
+            let w = crate::stages::report::write(&run_dir)?;
             let text = format!(
                 "wrote {}, {} and {}\n",
                 w.html.display(),
@@ -449,10 +449,10 @@ fn run(cli: &Cli) -> Result<i32> {
                 p.spec.search.as_deref(),
                 Some(crate::spec::pipeline::Search::Trials { .. })
             ) {
-                let _busy = crate::pipeline::busy::acquire(&run_dir, "nas-pipe search")?;
+                let _busy = crate::run::busy::acquire(&run_dir, "nas-pipe search")?;
                 let ort: crate::pipeline::Ort =
                     crate::runtime::load(ort_lib.as_deref()).map_err(|e| e.to_string());
-                let opts = crate::trials::Options {
+                let opts = crate::stages::search::trials::Options {
                     stop_after: *stop_after,
                     progress: true,
                 };
@@ -466,12 +466,12 @@ fn run(cli: &Cli) -> Result<i32> {
                         run_dir.join("search").display()
                     )
                 } else {
-                    let g = crate::trials::derive(&p, &run_dir)?;
+                    let g = crate::stages::search::trials::derive(&p, &run_dir)?;
                     format!(
                         "search finished: {} evaluations in {:.1}s this run\n{}\ngenotype written to {}\n{}",
                         o.state.evaluations(),
                         o.seconds,
-                        crate::study::summary(&o.state, &o.front),
+                        crate::stages::search::study::summary(&o.state, &o.front),
                         run_dir.join("genotype.ron").display(),
                         g.to_ron()
                     )
@@ -479,7 +479,7 @@ fn run(cli: &Cli) -> Result<i32> {
                 write_out(&mut out, &text)?;
                 return Ok(0);
             }
-            let opts = crate::search::Options {
+            let opts = crate::stages::search::darts::Options {
                 stop_after: *stop_after,
                 progress: true,
                 ort: if matches!(
@@ -494,8 +494,8 @@ fn run(cli: &Cli) -> Result<i32> {
                     None
                 },
             };
-            let _busy = crate::pipeline::busy::acquire(&run_dir, "nas-pipe search")?;
-            let outcome = crate::search::run(&p, &run_dir, &device, &opts)?;
+            let _busy = crate::run::busy::acquire(&run_dir, "nas-pipe search")?;
+            let outcome = crate::stages::search::darts::run(&p, &run_dir, &device, &opts)?;
             let done = outcome.metrics.len();
             let text = match p.spec.search.as_deref() {
                 Some(crate::spec::pipeline::Search::Darts { epochs, .. })
@@ -508,7 +508,7 @@ fn run(cli: &Cli) -> Result<i32> {
                     )
                 }
                 _ => {
-                    let genotype = crate::search::derive(&p, &run_dir)?;
+                    let genotype = crate::stages::search::darts::derive(&p, &run_dir)?;
                     format!(
                         "search finished: {} epochs in {:.1}s this run\ngenotype written to {}\n{}",
                         done,
@@ -529,17 +529,17 @@ fn run(cli: &Cli) -> Result<i32> {
             let choice = cli.device.unwrap_or(crate::device::Choice::Auto);
             let device = crate::device::select(choice)
                 .map_err(|e| Error::Input(format!("--device: {e}")))?;
-            let opts = crate::device::check::Options {
+            let opts = crate::pipeline::device_check::Options {
                 repeats: *repeats,
                 warmup: *warmup,
                 cpu_timing: !no_cpu_timing,
             };
-            let report = crate::device::check::run(&device, &opts, |l| {
+            let report = crate::pipeline::device_check::run(&device, &opts, |l| {
                 let _ = writeln!(out, "{l}");
                 let _ = out.flush();
             })?;
             if let Some(path) = json {
-                crate::device::check::write_json(&report, path)?;
+                crate::pipeline::device_check::write_json(&report, path)?;
             }
             let failed = report.parity.iter().filter(|p| !p.ok).count();
             let untimed = report.timings.iter().filter(|t| t.error.is_some()).count();
@@ -573,14 +573,14 @@ fn run(cli: &Cli) -> Result<i32> {
             let mut studies = Vec::new();
             for file in pipelines {
                 let p = pipeline::load(&mut sources, file)?;
-                let s = crate::study::run(&p, *seeds, true)?;
+                let s = crate::stages::search::study::run(&p, *seeds, true)?;
                 let path = dir.join(&p.spec.name.value).join("study.json");
-                crate::study::write(&s, &path)?;
+                crate::stages::search::study::write(&s, &path)?;
                 studies.push((s, path));
             }
-            let mut text = crate::study::table(&studies);
+            let mut text = crate::stages::search::study::table(&studies);
             if let Some(path) = plot {
-                let svg = crate::study::curves_svg(&studies)?;
+                let svg = crate::stages::search::study::curves_svg(&studies)?;
                 crate::fsutil::write_atomic(path, svg.as_bytes())?;
                 text += &format!("curves: {}\n", path.display());
             }
@@ -595,13 +595,13 @@ fn run(cli: &Cli) -> Result<i32> {
             let p = pipeline::load(&mut sources, file)?;
             let device = device(&sources, &p, cli.device)?;
             let run_dir = dir.join(&p.spec.name.value);
-            let g = crate::train::choose_genotype(&p, &run_dir, genotype.as_deref())?;
-            let _busy = crate::pipeline::busy::acquire(&run_dir, "nas-pipe train")?;
-            let opts = crate::train::Options {
+            let g = crate::stages::retrain::choose_genotype(&p, &run_dir, genotype.as_deref())?;
+            let _busy = crate::run::busy::acquire(&run_dir, "nas-pipe train")?;
+            let opts = crate::stages::retrain::Options {
                 stop_after: *stop_after,
                 progress: true,
             };
-            let o = crate::train::run(&p, &run_dir, &device, &g, &opts)?;
+            let o = crate::stages::retrain::run(&p, &run_dir, &device, &g, &opts)?;
             let text = match &o.evaluation {
                 None => format!(
                     "training stopped after epoch {}; run again to resume from {}\n",
@@ -629,7 +629,7 @@ fn run(cli: &Cli) -> Result<i32> {
             let p = pipeline::load(&mut sources, file)?;
             let device = device(&sources, &p, cli.device)?;
             let rdir = dir.join(&p.spec.name.value).join("retrain");
-            let e = crate::train::eval(&p, &rdir, weights, &device, true)?;
+            let e = crate::stages::retrain::eval(&p, &rdir, weights, &device, true)?;
             let text = format!(
                 "{}: test accuracy {:.2}% (loss {:.4}) on {} images\n{}",
                 e.weights,
@@ -647,7 +647,7 @@ fn run(cli: &Cli) -> Result<i32> {
         } => {
             let p = pipeline::load(&mut sources, file)?;
             let run_dir = dir.join(&p.spec.name.value);
-            let _busy = crate::pipeline::busy::acquire(&run_dir, "nas-pipe export")?;
+            let _busy = crate::run::busy::acquire(&run_dir, "nas-pipe export")?;
             let (path, opts, bytes) = crate::pipeline::stages::export(&p, &run_dir, weights)?;
             let text = format!(
                 "wrote {} ({} bytes, opset {}, BN {})\n",
@@ -670,8 +670,8 @@ fn run(cli: &Cli) -> Result<i32> {
             let p = pipeline::load(&mut sources, file)?;
             let device = device(&sources, &p, cli.device)?;
             let run_dir = dir.join(&p.spec.name.value);
-            let _busy = crate::pipeline::busy::acquire(&run_dir, "nas-pipe validate")?;
-            let v = crate::validate::run(&p, &run_dir, &device, ort_lib.as_deref())?;
+            let _busy = crate::run::busy::acquire(&run_dir, "nas-pipe validate")?;
+            let v = crate::stages::validate::run(&p, &run_dir, &device, ort_lib.as_deref())?;
             let text = format!(
                 "{}: {} on {} test images (ONNX Runtime {} against Candle)\n  \
                  max abs logit diff {:.3e} (allowed {:.1e}), mean {:.3e}\n  \
@@ -727,7 +727,7 @@ fn run(cli: &Cli) -> Result<i32> {
                 }
                 // The file is checked before the library is looked for.
                 crate::runtime::model_file::read(&onnx)?;
-                let _busy = crate::pipeline::busy::acquire(&run_dir, "nas-pipe profile")?;
+                let _busy = crate::run::busy::acquire(&run_dir, "nas-pipe profile")?;
                 let rt = crate::runtime::load(ort_lib.as_deref())?;
                 let report = crate::pipeline::stages::profile(&run_dir, &plan, rt)?;
                 (report, run_dir)
@@ -739,7 +739,7 @@ fn run(cli: &Cli) -> Result<i32> {
                         .filter(|p| !p.as_os_str().is_empty())
                         .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
                 };
-                let plan = crate::profile::Plan::default().with_overrides(
+                let plan = crate::stages::profile::Plan::default().with_overrides(
                     batch_sizes.as_deref(),
                     threads.as_deref(),
                     *warmup,
@@ -747,20 +747,20 @@ fn run(cli: &Cli) -> Result<i32> {
                 )?;
                 crate::runtime::model_file::read(model)?;
                 let rt = crate::runtime::load(ort_lib.as_deref())?;
-                let report = crate::profile::run(
+                let report = crate::stages::profile::run(
                     rt,
                     model,
                     &plan,
-                    crate::profile::Known::default(),
+                    crate::stages::profile::Known::default(),
                     |_| {},
                 )?;
-                crate::profile::write(&report, &d)?;
+                crate::stages::profile::write(&report, &d)?;
                 (report, d)
             };
             let (report, dir) = report;
             let text = format!(
                 "{}\nwritten to {} and {}\n",
-                crate::profile::markdown(&report),
+                crate::stages::profile::markdown(&report),
                 dir.join("profile.json").display(),
                 dir.join("profile.md").display()
             );
@@ -796,9 +796,9 @@ fn run_summary(o: &crate::pipeline::Outcome) -> String {
         }
         None => {}
     }
-    let summary = std::fs::read(o.run_dir.join(crate::report::SUMMARY))
+    let summary = std::fs::read(o.run_dir.join(crate::stages::report::SUMMARY))
         .ok()
-        .and_then(|b| serde_json::from_slice::<crate::report::Summary>(&b).ok());
+        .and_then(|b| serde_json::from_slice::<crate::stages::report::Summary>(&b).ok());
     if let Some(h) = summary.map(|s| s.headline) {
         let mut facts = Vec::new();
         if let Some(a) = h.test_accuracy {
@@ -817,7 +817,7 @@ fn run_summary(o: &crate::pipeline::Outcome) -> String {
             t += &format!("{}\n", facts.join(", "));
         }
     }
-    let report = o.run_dir.join(crate::report::HTML);
+    let report = o.run_dir.join(crate::stages::report::HTML);
     if report.exists() {
         t += &format!("report: {}\n", report.display());
     }
@@ -862,7 +862,7 @@ fn status_text(r: &crate::pipeline::Report) -> String {
         t += &format!(
             "{} set aside in {} ({} bytes; moved back when their key returns, safe to delete):\n",
             r.stale.len(),
-            r.run_dir.join(crate::pipeline::STALE_DIR).display(),
+            r.run_dir.join(crate::run::STALE_DIR).display(),
             show::thousands(total)
         );
         for (name, bytes) in &r.stale {
@@ -873,7 +873,7 @@ fn status_text(r: &crate::pipeline::Report) -> String {
 }
 
 /// Per-class accuracy, one line each.
-fn per_class(e: &crate::train::Evaluation) -> String {
+fn per_class(e: &crate::stages::retrain::Evaluation) -> String {
     e.classes
         .iter()
         .zip(&e.per_class_accuracy)
@@ -901,7 +901,7 @@ pub fn device(
     }
 }
 
-fn render(space: &Space, arch: Option<&crate::genotype::Resolved>, dot: bool) -> String {
+fn render(space: &Space, arch: Option<&crate::space::genotype::Architecture>, dot: bool) -> String {
     match (arch, dot) {
         (_, true) => show::dot(space, arch),
         (Some(a), false) => show::text_arch(space, a),

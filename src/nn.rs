@@ -13,7 +13,7 @@ use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::ops::kernels::{batch_norm_eval, batch_norm_train};
+use crate::kernels::{batch_norm_eval, batch_norm_train};
 
 /// Trainable parameters and buffers, in creation order.
 #[derive(Clone)]
@@ -278,6 +278,20 @@ impl BatchNorm {
 
 /// The f32 dtype every parameter uses.
 pub const DTYPE: DType = DType::F32;
+
+/// Channels and spatial size of a feature map (batch excluded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Shape {
+    pub c: u64,
+    pub h: u64,
+    pub w: u64,
+}
+
+impl std::fmt::Display for Shape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}x{}", self.c, self.h, self.w)
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use nas_pipe::genotype::{Genotype, PUBLISHED};
+use nas_pipe::space::genotype::{Genotype, PUBLISHED};
 use nas_pipe::space::{self, Overrides, Space};
 use nas_pipe::spec::pipeline;
 use nas_pipe::spec::space::{Input, SearchSpace};
@@ -56,7 +56,7 @@ fn with_size(channels: u32, layers: u32) -> Overrides {
     }
 }
 
-fn arch(space: &Space, g: &str) -> nas_pipe::genotype::Resolved {
+fn arch(space: &Space, g: &str) -> nas_pipe::space::genotype::Architecture {
     let (src, genotype) = Genotype::from_arg(g, space).unwrap();
     genotype.resolve(&src, space).unwrap()
 }
@@ -755,8 +755,8 @@ fn compile_text(name: &str, text: &str) -> Space {
 #[test]
 fn planted_op_wins_and_is_derived() {
     use candle_core::{Device, Tensor};
-    use nas_pipe::optim::{Adam, Sgd};
-    use nas_pipe::supernet::Supernet;
+    use nas_pipe::nets::optim::{Adam, Sgd};
+    use nas_pipe::nets::supernet::Supernet;
     let s = compile_text(
         "planted.ron",
         r#"SearchSpace(
@@ -822,7 +822,7 @@ fn planted_op_wins_and_is_derived() {
         "weights after 300 steps: {:?}",
         w[0]
     );
-    let g = nas_pipe::genotype::derive(
+    let g = nas_pipe::space::genotype::derive(
         &s,
         &net.cell_weights().unwrap(),
         &net.slot_weights().unwrap(),
@@ -840,10 +840,10 @@ fn planted_op_wins_and_is_derived() {
 #[test]
 fn second_order_darts_hessian_vector_product() {
     use candle_core::{DType, Device, Tensor};
-    use nas_pipe::optim::{Adam, Sgd};
+    use nas_pipe::nets::optim::{Adam, Sgd};
+    use nas_pipe::nets::supernet::Supernet;
     use nas_pipe::spec::pipeline::Order;
-    use nas_pipe::strategy::darts::{Darts, loss_and_correct};
-    use nas_pipe::supernet::Supernet;
+    use nas_pipe::stages::search::darts::step::{Darts, loss_and_correct};
     let ov = Overrides {
         input: Some(Input {
             channels: 3,
@@ -1197,7 +1197,7 @@ fn derivation_rules_read_off_the_weights() {
             )
         })
         .collect();
-    let g = nas_pipe::genotype::derive(&s, &weights, &[]);
+    let g = nas_pipe::space::genotype::derive(&s, &weights, &[]);
     let src = Source::from_text(Path::new("derived"), String::new());
     assert_eq!(g.resolve(&src, &s).unwrap(), v2);
 
@@ -1210,7 +1210,7 @@ fn derivation_rules_read_off_the_weights() {
                 .collect()
         })
         .collect();
-    let g = nas_pipe::genotype::derive(&nb, &[Some(w)], &[]);
+    let g = nas_pipe::space::genotype::derive(&nb, &[Some(w)], &[]);
     let want = arch(
         &nb,
         "|none~0|+|skip_connect~0|nor_conv_1x1~1|+|nor_conv_3x3~0|avg_pool_3x3~1|none~2|",
@@ -1220,7 +1220,7 @@ fn derivation_rules_read_off_the_weights() {
 
 // ---- The final network (retraining) ----
 
-fn chain_genotype(s: &Space, layers: &[&str]) -> nas_pipe::genotype::Resolved {
+fn chain_genotype(s: &Space, layers: &[&str]) -> nas_pipe::space::genotype::Architecture {
     let g = Genotype {
         version: nas_pipe::spec::Spanned::unspanned(1),
         space: s.name.clone(),
@@ -1240,7 +1240,7 @@ fn chain_genotype(s: &Space, layers: &[&str]) -> nas_pipe::genotype::Resolved {
 /// space; the auxiliary head adds exactly what `aux_param_count` says.
 #[test]
 fn final_network_parameters_match_the_space() {
-    use nas_pipe::model::{Model, aux_param_count};
+    use nas_pipe::nets::model::{Model, aux_param_count};
     let dev = candle_core::Device::Cpu;
     let s = load_space("schemas/darts.ron", with_size(36, 20));
     let net = s.build(&arch(&s, "DARTS_V2"));
@@ -1278,7 +1278,7 @@ fn final_network_parameters_match_the_space() {
 /// only in training mode, and evaluation is deterministic.
 #[test]
 fn drop_path_and_aux_head_only_in_training() {
-    use nas_pipe::model::{Mode, Model};
+    use nas_pipe::nets::model::{Mode, Model};
     use rand::SeedableRng;
     let dev = candle_core::Device::Cpu;
     let s = load_space("schemas/darts.ron", with_size(4, 5));
@@ -1358,7 +1358,7 @@ fn drop_path_and_aux_head_only_in_training() {
 /// A network whose last reduction is not 8×8 cannot take DARTS's auxiliary head.
 #[test]
 fn aux_head_needs_an_8x8_map() {
-    use nas_pipe::model::aux_position;
+    use nas_pipe::nets::model::aux_position;
     let mut ov = with_size(4, 8);
     ov.input = Some(Input {
         channels: 1,
@@ -1512,10 +1512,10 @@ fn resumed_training_equals_uninterrupted() {
         "{out} vs {acc}"
     );
     // The model card, space and genotype beside the weights rebuild the same network.
-    let t = nas_pipe::train::load_model(&a).unwrap();
+    let t = nas_pipe::stages::retrain::load_model(&a).unwrap();
     assert_eq!(t.net.cost().params, t.card.params);
-    let m = nas_pipe::model::Model::new(&t.net, &candle_core::Device::Cpu, 0, false).unwrap();
-    nas_pipe::train::load_weights(&m, &a.join("best.safetensors")).unwrap();
+    let m = nas_pipe::nets::model::Model::new(&t.net, &candle_core::Device::Cpu, 0, false).unwrap();
+    nas_pipe::stages::retrain::load_weights(&m, &a.join("best.safetensors")).unwrap();
 
     // A changed spec or genotype is refused, and the finished results are left untouched.
     let files = [
@@ -1759,8 +1759,8 @@ fn onnx_check(
 /// when Python lacks `onnx` or `onnxruntime`.
 #[test]
 fn onnx_exports_pass_the_checker_and_match_candle_in_onnxruntime() {
-    use nas_pipe::export::{Options, export, export_op};
-    use nas_pipe::model::{Mode, Model};
+    use nas_pipe::nets::export::{Options, export, export_op};
+    use nas_pipe::nets::model::{Mode, Model};
     use nas_pipe::ops::{BnMode, Op, Shape};
     let py = match onnx_python() {
         Ok(py) => py,
@@ -1846,8 +1846,8 @@ fn onnx_exports_pass_the_checker_and_match_candle_in_onnxruntime() {
 }
 
 /// Export metadata for a 3-channel test network with identity normalisation.
-fn test_metadata() -> nas_pipe::export::Metadata {
-    nas_pipe::export::Metadata {
+fn test_metadata() -> nas_pipe::nets::export::Metadata {
+    nas_pipe::nets::export::Metadata {
         spec_hash: "test".into(),
         genotype: String::new(),
         mean: vec![0.0; 3],
@@ -2019,7 +2019,7 @@ fn profile_measures_every_batch_size_and_thread_count() {
     let Some(rt) = ort_runtime("profile_measures_every_batch_size_and_thread_count") else {
         return;
     };
-    use nas_pipe::profile::{self, Known, Plan};
+    use nas_pipe::stages::profile::{self, Known, Plan};
     let plan = Plan {
         batch_sizes: vec![1, 4],
         threads: vec![1, 2],
@@ -2086,7 +2086,7 @@ fn profile_uses_the_batch_a_model_fixes() {
     let Some(rt) = ort_runtime("profile_uses_the_batch_a_model_fixes") else {
         return;
     };
-    use nas_pipe::profile::{self, Known, Plan};
+    use nas_pipe::stages::profile::{self, Known, Plan};
     let plan = Plan {
         batch_sizes: vec![1, 32],
         threads: vec![1],
@@ -2229,8 +2229,8 @@ fn rustsec_2024_0437_user_models_never_reach_the_protobuf_crate() {
 /// with BN folded and not.
 #[test]
 fn whole_model_parity_on_1000_images() {
-    use nas_pipe::export::{Options, export};
-    use nas_pipe::model::{Mode, Model};
+    use nas_pipe::nets::export::{Options, export};
+    use nas_pipe::nets::model::{Mode, Model};
     let Some(rt) = ort_runtime("whole_model_parity_on_1000_images") else {
         return;
     };
@@ -2363,7 +2363,7 @@ fn validate_stage_compares_onnx_runtime_with_candle() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let prof: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("v/profile.json")).unwrap()).unwrap();
-    let card = nas_pipe::train::load_model(&out.join("v/retrain"))
+    let card = nas_pipe::stages::retrain::load_model(&out.join("v/retrain"))
         .unwrap()
         .card;
     let text = prof.to_string();
@@ -2541,9 +2541,9 @@ fn serving_examples_agree_with_candle() {
 
     // Candle, normalised with the model card's statistics.
     let rdir = out.join("sv/retrain");
-    let trained = nas_pipe::train::load_model(&rdir).unwrap();
-    let net = nas_pipe::model::Model::new(&trained.net, &Device::Cpu, 0, false).unwrap();
-    nas_pipe::train::load_weights(&net, &rdir.join("last.safetensors")).unwrap();
+    let trained = nas_pipe::stages::retrain::load_model(&rdir).unwrap();
+    let net = nas_pipe::nets::model::Model::new(&trained.net, &Device::Cpu, 0, false).unwrap();
+    nas_pipe::stages::retrain::load_weights(&net, &rdir.join("last.safetensors")).unwrap();
     let (mean, std) = (&trained.card.mean, &trained.card.std);
     let x: Vec<f32> = pixels
         .iter()
@@ -2552,7 +2552,7 @@ fn serving_examples_agree_with_candle() {
         .collect();
     let x = Tensor::from_vec(x, (n, c, s, s), &Device::Cpu).unwrap();
     let logits = net
-        .forward(&x, nas_pipe::model::Mode::Eval)
+        .forward(&x, nas_pipe::nets::model::Mode::Eval)
         .unwrap()
         .logits
         .to_vec2::<f32>()
@@ -2594,9 +2594,9 @@ fn serving_examples_agree_with_candle() {
 
 // ---- Report ----
 
-use nas_pipe::pipeline::Stage;
-use nas_pipe::pipeline::lock::{Entry, KeyParts, Lock, Status};
-use nas_pipe::report;
+use nas_pipe::run::Stage;
+use nas_pipe::run::lock::{Entry, KeyParts, Lock, Status};
+use nas_pipe::stages::report;
 
 /// A smoke-sized pipeline for the report: two search epochs (so that the op-weight history
 /// has columns), two retraining epochs, export, validation and profile.
@@ -2686,7 +2686,7 @@ fn write_runner_files(pipeline_file: &Path, run: &Path) {
 /// `validation.json` and `profile.json` from their types, for machines without ONNX
 /// Runtime.
 fn write_ort_artifacts(run: &Path) {
-    let v = nas_pipe::validate::Validation {
+    let v = nas_pipe::stages::validate::Validation {
         model: run.join("model.onnx").display().to_string(),
         weights: run.join("retrain/last.safetensors").display().to_string(),
         samples: 32,
@@ -2705,7 +2705,7 @@ fn write_ort_artifacts(run: &Path) {
         serde_json::to_vec_pretty(&v).unwrap(),
     )
     .unwrap();
-    use nas_pipe::profile::{Latency, Machine, Model, Plan, Report, Row};
+    use nas_pipe::stages::profile::{Latency, Machine, Model, Plan, Report, Row};
     let row = |batch: usize, ms: f64| Row {
         batch,
         threads: 1,
@@ -2713,7 +2713,7 @@ fn write_ort_artifacts(run: &Path) {
         images_per_s: batch as f64 * 1e3 / ms,
     };
     let r = Report {
-        version: nas_pipe::profile::SCHEMA_VERSION,
+        version: nas_pipe::stages::profile::SCHEMA_VERSION,
         model: Model {
             path: run.join("model.onnx"),
             file_bytes: 50_000,
@@ -2924,7 +2924,7 @@ fn report_shows_every_section_of_a_full_run() {
         );
     }
     // Headline numbers.
-    let e: nas_pipe::train::Evaluation =
+    let e: nas_pipe::stages::retrain::Evaluation =
         serde_json::from_slice(&std::fs::read(run.join("retrain/evaluation.json")).unwrap())
             .unwrap();
     let header = &html[..html.find("<nav").unwrap()];
@@ -2991,7 +2991,7 @@ fn report_shows_every_section_of_a_full_run() {
     let lat = section(html, "latency");
     assert_eq!(lat.matches("<svg").count(), 2);
     assert!(lat.contains("p99 ms") && lat.contains("Throughput"));
-    let card = nas_pipe::train::load_model(&run.join("retrain"))
+    let card = nas_pipe::stages::retrain::load_model(&run.join("retrain"))
         .unwrap()
         .card;
     let cost = section(html, "cost");
@@ -3043,7 +3043,7 @@ fn report_summary_copies_the_artifacts_numbers() {
     assert_eq!((s.pipeline.as_str(), s.seed), ("rep", Some(3)));
     assert_eq!(s.device.as_deref(), Some("cpu"));
     let read = |f: &str| std::fs::read(run.join(f)).unwrap();
-    let e: nas_pipe::train::Evaluation =
+    let e: nas_pipe::stages::retrain::Evaluation =
         serde_json::from_slice(&read("retrain/evaluation.json")).unwrap();
     assert_eq!(s.headline.test_accuracy, Some(e.accuracy));
     let es = s.evaluation.as_ref().unwrap();
@@ -3056,18 +3056,19 @@ fn report_summary_copies_the_artifacts_numbers() {
         assert_eq!(c.accuracy, e.per_class_accuracy[k]);
         assert_eq!(c.images, e.confusion[k].iter().sum::<u64>());
     }
-    let v: nas_pipe::validate::Validation =
+    let v: nas_pipe::stages::validate::Validation =
         serde_json::from_slice(&read("validation.json")).unwrap();
     assert_eq!(s.validation.as_ref(), Some(&v));
     assert_eq!(s.headline.validation_passed, Some(v.passed));
-    let p: nas_pipe::profile::Report = serde_json::from_slice(&read("profile.json")).unwrap();
+    let p: nas_pipe::stages::profile::Report =
+        serde_json::from_slice(&read("profile.json")).unwrap();
     let lat = s.latency.as_ref().unwrap();
     assert_eq!(lat.rows, p.rows);
     assert_eq!(lat.ort_version, p.ort_version);
     let b1 = p.rows.iter().find(|r| r.batch == 1).unwrap();
     assert_eq!(s.headline.latency_p50_ms_batch1, Some(b1.latency_ms.p50));
     assert_eq!(s.machine.as_ref(), Some(&p.machine));
-    let card = nas_pipe::train::load_model(&run.join("retrain"))
+    let card = nas_pipe::stages::retrain::load_model(&run.join("retrain"))
         .unwrap()
         .card;
     assert_eq!(
@@ -3079,13 +3080,13 @@ fn report_summary_copies_the_artifacts_numbers() {
         (m.params, m.macs, m.classes.len()),
         (card.params, card.macs, 4)
     );
-    let search: nas_pipe::search::State =
+    let search: nas_pipe::stages::search::darts::State =
         serde_json::from_slice(&read("search/state.json")).unwrap();
     let ss = s.search.as_ref().unwrap();
     let last = search.metrics.last().unwrap();
     assert_eq!(ss.epochs, 2);
     assert_eq!((ss.val_loss, ss.val_acc), (last.val_loss, last.val_acc));
-    let metrics: Vec<nas_pipe::train::EpochMetrics> =
+    let metrics: Vec<nas_pipe::stages::retrain::EpochMetrics> =
         serde_json::from_slice(&read("retrain/metrics.json")).unwrap();
     let rs = s.retrain.as_ref().unwrap();
     assert_eq!(rs.epochs, metrics.len());
@@ -3328,7 +3329,7 @@ fn report_malformed_artifacts_are_errors_naming_the_file() {
     // Well-formed JSON that breaks the artifact's own rules.
     let path = run.join("retrain/evaluation.json");
     let original = std::fs::read(&path).unwrap();
-    let mut e: nas_pipe::train::Evaluation = serde_json::from_slice(&original).unwrap();
+    let mut e: nas_pipe::stages::retrain::Evaluation = serde_json::from_slice(&original).unwrap();
     e.confusion.pop();
     std::fs::write(&path, serde_json::to_vec(&e).unwrap()).unwrap();
     let msg = report::render(&run).map(|_| ()).unwrap_err().to_string();
@@ -3338,7 +3339,7 @@ fn report_malformed_artifacts_are_errors_naming_the_file() {
     );
     std::fs::write(&path, original).unwrap();
     let path = run.join("search/state.json");
-    let mut s: nas_pipe::search::State =
+    let mut s: nas_pipe::stages::search::darts::State =
         serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     s.history[1].cells[0].1.pop();
     std::fs::write(&path, serde_json::to_vec(&s).unwrap()).unwrap();
@@ -3985,8 +3986,10 @@ fn run_exits_1_when_validation_fails_and_still_reports() {
 
 /// Reads the 12-epoch NB201 table: architecture string → (cifar10-val, cifar10-test).
 fn nb201_table() -> std::collections::HashMap<String, (f64, f64)> {
-    let t =
-        nas_pipe::evaluator::Table::load(&root().join("tables/nb201-mini-12ep.csv.gz")).unwrap();
+    let t = nas_pipe::stages::search::evaluator::Table::load(
+        &root().join("tables/nb201-mini-12ep.csv.gz"),
+    )
+    .unwrap();
     let (v, s) = (
         t.column("cifar10-val").unwrap(),
         t.column("cifar10-test").unwrap(),

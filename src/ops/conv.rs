@@ -4,8 +4,8 @@
 use candle_core::Tensor;
 
 use super::{Applied, BnMode, Cost, OpCtx, Shape, conv_macs, prod, same_window};
-use crate::export::{Conv, Graph};
 use crate::nn::{BatchNorm, Scope, conv_weight};
+use crate::onnx::{Conv, Graph};
 
 /// ReLU, depthwise k×k (dilation d, stride s), pointwise c_in → c_out, BN(c_out).
 fn dw_pw_bn(
@@ -108,19 +108,19 @@ impl DwPwBn {
     }
 
     pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        self.forward_after_relu(&super::kernels::relu(x)?, train)
+        self.forward_after_relu(&crate::kernels::relu(x)?, train)
     }
 
     /// [`DwPwBn::forward`] given `relu(x)`.
     pub fn forward_after_relu(&self, r: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let y = super::kernels::depthwise_conv2d(
+        let y = crate::kernels::depthwise_conv2d(
             r,
             &self.dw,
             self.stride,
             self.padding,
             self.dilation,
         )?;
-        let y = super::kernels::conv2d(&y, &self.pw, 1, 0, 1)?;
+        let y = crate::kernels::conv2d(&y, &self.pw, 1, 0, 1)?;
         self.bn.forward(&y, train)
     }
 }
@@ -152,12 +152,12 @@ impl ReluConvBnModule {
     }
 
     pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        self.forward_after_relu(&super::kernels::relu(x)?, train)
+        self.forward_after_relu(&crate::kernels::relu(x)?, train)
     }
 
     /// [`ReluConvBnModule::forward`] given `relu(x)`.
     pub fn forward_after_relu(&self, r: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let y = super::kernels::conv2d(r, &self.conv, self.stride, self.padding, 1)?;
+        let y = crate::kernels::conv2d(r, &self.conv, self.stride, self.padding, 1)?;
         self.bn.forward(&y, train)
     }
 }

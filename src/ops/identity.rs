@@ -8,8 +8,8 @@
 use candle_core::Tensor;
 
 use super::{Applied, BnMode, Cost, OpCtx, Shape, conv_macs, prod};
-use crate::export::{Conv, Graph};
 use crate::nn::{BatchNorm, Scope, conv_weight};
+use crate::onnx::{Conv, Graph};
 
 pub(super) fn apply(ctx: &OpCtx) -> Result<Applied, String> {
     match ctx.stride {
@@ -82,15 +82,15 @@ impl FactorizedReduce {
     /// # Shapes
     /// [N, C_in, H, W] (H, W even) → [N, C_out, H/2, W/2].
     pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        self.forward_after_relu(&super::kernels::relu(x)?, train)
+        self.forward_after_relu(&crate::kernels::relu(x)?, train)
     }
 
     /// [`FactorizedReduce::forward`] given `relu(x)`.
     pub fn forward_after_relu(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
-        let a = super::kernels::conv2d(x, &self.conv1, 2, 0, 1)?;
+        let a = crate::kernels::conv2d(x, &self.conv1, 2, 0, 1)?;
         let shifted = x.narrow(2, 1, h - 1)?.narrow(3, 1, w - 1)?;
-        let b = super::kernels::conv2d(&shifted, &self.conv2, 2, 0, 1)?;
+        let b = crate::kernels::conv2d(&shifted, &self.conv2, 2, 0, 1)?;
         self.bn.forward(&Tensor::cat(&[&a, &b], 1)?, train)
     }
 }

@@ -5,8 +5,8 @@
 use candle_core::Tensor;
 
 use super::{Applied, Cost, OpCtx, Shape, conv_macs, prod, same_window};
-use crate::export::{Conv, Graph};
 use crate::nn::{BatchNorm, Scope, conv_weight};
+use crate::onnx::{Conv, Graph};
 
 /// Hidden width of the block.
 pub fn inverted_residual_hidden(c_in: u64, expansion: u32) -> u64 {
@@ -100,11 +100,11 @@ impl InvertedResidualModule {
         let relu6 = |t: Tensor| t.clamp(0.0, 6.0);
         let mut y = x.clone();
         if let Some((w, bn)) = &self.expand {
-            y = relu6(bn.forward(&super::kernels::conv2d(&y, w, 1, 0, 1)?, train)?)?;
+            y = relu6(bn.forward(&crate::kernels::conv2d(&y, w, 1, 0, 1)?, train)?)?;
         }
-        y = super::kernels::depthwise_conv2d(&y, &self.dw, self.stride, self.padding, 1)?;
+        y = crate::kernels::depthwise_conv2d(&y, &self.dw, self.stride, self.padding, 1)?;
         y = relu6(self.bn2.forward(&y, train)?)?;
-        let projected = super::kernels::conv2d(&y, &self.project, 1, 0, 1)?;
+        let projected = crate::kernels::conv2d(&y, &self.project, 1, 0, 1)?;
         y = self.bn3.forward(&projected, train)?;
         if self.residual { y + x } else { Ok(y) }
     }

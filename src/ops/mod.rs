@@ -13,15 +13,15 @@
 mod conv;
 mod identity;
 mod inverted_residual;
-pub mod kernels;
 mod pool;
 pub mod zero;
 
 use candle_core::{Result as CandleResult, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::export::Graph;
 use crate::nn::Scope;
+pub use crate::nn::Shape;
+use crate::onnx::Graph;
 
 pub use conv::{DwPwBn, ReluConvBnModule, conv_bn_cost, relu_conv_bn_cost};
 pub use identity::{FactorizedReduce, factorized_reduce_cost};
@@ -76,20 +76,6 @@ impl BnMode {
     /// Parameters of a BN over `c` channels.
     pub fn params(self, c: u64) -> u64 {
         if self.affine { c.saturating_mul(2) } else { 0 }
-    }
-}
-
-/// Channels and spatial size of a feature map (batch excluded).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Shape {
-    pub c: u64,
-    pub h: u64,
-    pub w: u64,
-}
-
-impl std::fmt::Display for Shape {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}x{}x{}", self.c, self.h, self.w)
     }
 }
 
@@ -592,7 +578,7 @@ mod tests {
     #[test]
     fn every_op_gradient_matches_finite_differences() {
         op_gradients_match_finite_differences();
-        kernels::with_compositions(op_gradients_match_finite_differences);
+        crate::kernels::with_compositions(op_gradients_match_finite_differences);
     }
 
     fn op_gradients_match_finite_differences() {
@@ -688,7 +674,7 @@ mod tests {
                     Op::SepConv { .. } | Op::DilConv { .. } | Op::ReluConvBn { .. }
                 ) || (matches!(op, Op::Identity) && stride == 2);
                 assert_eq!(m.starts_with_relu(), expect_relu, "{op:?} stride {stride}");
-                let r = kernels::relu(&x).unwrap();
+                let r = crate::kernels::relu(&x).unwrap();
                 if !expect_relu {
                     assert!(m.forward_after_relu(&r, true).is_err());
                     continue;

@@ -6,8 +6,8 @@
 use candle_core::Tensor;
 
 use super::{Applied, Cost, OpCtx, same_window};
-use crate::export::Graph;
 use crate::nn::BatchNorm;
+use crate::onnx::Graph;
 
 pub(super) fn apply(ctx: &OpCtx, kernel: u32) -> Result<Applied, String> {
     if ctx.input.c != ctx.c_out {
@@ -38,9 +38,9 @@ impl PoolModule {
     pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let p = self.kernel / 2;
         let y = if self.max {
-            super::kernels::max_pool2d(x, self.kernel, self.stride, p)?
+            crate::kernels::max_pool2d(x, self.kernel, self.stride, p)?
         } else {
-            super::kernels::avg_pool2d(x, self.kernel, self.stride, p)?
+            crate::kernels::avg_pool2d(x, self.kernel, self.stride, p)?
         };
         match &self.bn {
             Some(bn) => bn.forward(&y, train),

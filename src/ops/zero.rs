@@ -2,7 +2,7 @@
 //! is `ceil(h / 2)` × `ceil(w / 2)`. No parameters, no multiply-adds.
 
 use super::{Applied, Cost, OpCtx, Shape};
-use crate::export::Graph;
+use crate::onnx::Graph;
 use candle_core::Tensor;
 
 pub(super) fn apply(ctx: &OpCtx) -> Result<Applied, String> {

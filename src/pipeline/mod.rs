@@ -19,106 +19,20 @@
 //! killed in the middle continues from the last checkpoint when started again and, on CPU,
 //! ends with the same files as an uninterrupted one.
 
-pub mod busy;
-pub mod lock;
+pub mod device_check;
 pub mod stages;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::run::{SPEC_FILE, STALE_DIR, Stage, lock};
 use crate::spec::Sources;
 use crate::spec::pipeline::{Resolved, Search};
 use lock::{Entry, FileHash, KeyParts, Lock, Status};
-
-/// A stage of a run, in run order.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Stage {
-    /// Weight-sharing search of the architecture weights (`search/`).
-    Search,
-    /// The discrete genotype, from the search's architecture weights or the pipeline's
-    /// fixed `genotype` (`genotype.ron`).
-    Derive,
-    /// The final network trained from scratch (`retrain/`).
-    Retrain,
-    /// The ONNX model (`model.onnx`).
-    Export,
-    /// ONNX Runtime against Candle on held-out images (`validation.json`).
-    Validate,
-    /// ONNX Runtime latency and throughput (`profile.json`, `profile.md`).
-    Profile,
-    /// The report (`report.html`, `report.md`, `summary.json`).
-    Report,
-}
-
-impl Stage {
-    pub const ALL: [Stage; 7] = [
-        Stage::Search,
-        Stage::Derive,
-        Stage::Retrain,
-        Stage::Export,
-        Stage::Validate,
-        Stage::Profile,
-        Stage::Report,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Stage::Search => "search",
-            Stage::Derive => "derive",
-            Stage::Retrain => "retrain",
-            Stage::Export => "export",
-            Stage::Validate => "validate",
-            Stage::Profile => "profile",
-            Stage::Report => "report",
-        }
-    }
-
-    /// The files and folders of the run folder the stage writes, and nothing else does.
-    pub fn territory(self) -> &'static [&'static str] {
-        match self {
-            Stage::Search => &["search"],
-            Stage::Derive => &["genotype.ron"],
-            Stage::Retrain => &["retrain"],
-            Stage::Export => &["model.onnx"],
-            Stage::Validate => &["validation.json"],
-            Stage::Profile => &["profile.json", "profile.md"],
-            Stage::Report => &["report.html", "report.md", "summary.json"],
-        }
-    }
-
-    /// Whether the stage checkpoints and continues where a killed run stopped.
-    fn resumes(self) -> bool {
-        matches!(self, Stage::Search | Stage::Retrain)
-    }
-}
-
-impl std::fmt::Display for Stage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// The resolved spec's file in the run folder.
-pub const SPEC_FILE: &str = "pipeline.ron";
-/// Where stale outputs are set aside.
-pub const STALE_DIR: &str = "stale";
 
 /// Files of the retrained model that later stages read.
 const RETRAINED: [&str; 4] = [
@@ -206,7 +120,7 @@ pub fn plan(
     let ort_device = |profile: bool| -> std::result::Result<String, String> {
         let rt = ort.as_ref().map_err(|e| e.clone())?;
         Ok(if profile {
-            let m = crate::profile::Machine::current();
+            let m = crate::stages::profile::Machine::current();
             format!(
                 "onnxruntime {} on {} ({} cores)",
                 rt.version, m.cpu, m.cores
@@ -248,7 +162,9 @@ pub fn plan(
         // A search that measures latency depends on the runtime and the machine too.
         let measures = match &search.value {
             Search::Darts { latency, .. } => latency.is_some(),
-            Search::Trials { .. } => crate::trials::Plan::of(p).is_ok_and(|t| t.needs_latency()),
+            Search::Trials { .. } => {
+                crate::stages::search::trials::Plan::of(p).is_ok_and(|t| t.needs_latency())
+            }
         };
         let device = if measures {
             ort_device(true).map(|o| format!("{dev} + {o}"))
@@ -325,7 +241,7 @@ pub fn plan(
     }
     let all: Vec<Stage> = rows.iter().map(|r| r.0).collect();
     let whole = h(&[s.to_ron().as_bytes()]);
-    let report_inputs = crate::report::INPUTS
+    let report_inputs = crate::stages::report::INPUTS
         .iter()
         .filter(|f| **f != lock::FILE)
         .map(|f| f.to_string())
@@ -678,7 +594,7 @@ pub fn run(
         }
     }
     // Everything above is checked before the folder is touched.
-    let _busy = busy::acquire(run_dir, &format!("nas-pipe run {}", p.spec.name.value))?;
+    let _busy = crate::run::busy::acquire(run_dir, &format!("nas-pipe run {}", p.spec.name.value))?;
     remove_temp_files(run_dir)?;
     let mut lock = Lock::read(run_dir, &p.spec.name.value)?;
     crate::fsutil::write_atomic(
@@ -862,7 +778,7 @@ fn note_validation(run_dir: &Path, stage: Stage, outcome: &mut Outcome) {
     }
     outcome.validation_passed = std::fs::read(run_dir.join("validation.json"))
         .ok()
-        .and_then(|b| serde_json::from_slice::<crate::validate::Validation>(&b).ok())
+        .and_then(|b| serde_json::from_slice::<crate::stages::validate::Validation>(&b).ok())
         .map(|v| v.passed);
 }
 
@@ -879,26 +795,26 @@ fn execute(
     match stage {
         Stage::Search => {
             if matches!(p.spec.search.as_deref(), Some(Search::Trials { .. })) {
-                let o = crate::trials::Options {
+                let o = crate::stages::search::trials::Options {
                     stop_after: None,
                     progress: opts.progress,
                 };
                 stages::trials(p, run_dir, device, ort, &o)?;
             } else {
-                let o = crate::search::Options {
+                let o = crate::stages::search::darts::Options {
                     stop_after: None,
                     progress: opts.progress,
                     ort: ort.as_ref().ok().copied(),
                 };
-                crate::search::run(p, run_dir, device, &o)?;
+                crate::stages::search::darts::run(p, run_dir, device, &o)?;
             }
         }
         Stage::Derive => match p.spec.search.as_deref() {
             Some(Search::Darts { .. }) => {
-                crate::search::derive(p, run_dir)?;
+                crate::stages::search::darts::derive(p, run_dir)?;
             }
             Some(Search::Trials { .. }) => {
-                crate::trials::derive(p, run_dir)?;
+                crate::stages::search::trials::derive(p, run_dir)?;
             }
             None => {
                 stages::derive_fixed(p, run_dir)?;
@@ -906,24 +822,28 @@ fn execute(
         },
         Stage::Retrain => {
             let g = run_dir.join("genotype.ron");
-            let g = crate::train::choose_genotype(p, run_dir, Some(&g.display().to_string()))?;
-            let o = crate::train::Options {
+            let g = crate::stages::retrain::choose_genotype(
+                p,
+                run_dir,
+                Some(&g.display().to_string()),
+            )?;
+            let o = crate::stages::retrain::Options {
                 stop_after: None,
                 progress: opts.progress,
             };
-            crate::train::run(p, run_dir, device, &g, &o)?;
+            crate::stages::retrain::run(p, run_dir, device, &g, &o)?;
         }
         Stage::Export => {
             stages::export(p, run_dir, "last.safetensors")?;
         }
         Stage::Validate => {
-            crate::validate::run(p, run_dir, device, Some(&rt()?.path))?;
+            crate::stages::validate::run(p, run_dir, device, Some(&rt()?.path))?;
         }
         Stage::Profile => {
             stages::profile(run_dir, &stages::profile_plan(p), rt()?)?;
         }
         Stage::Report => {
-            crate::report::write(run_dir)?;
+            crate::stages::report::write(run_dir)?;
         }
     }
     Ok(())
@@ -979,7 +899,7 @@ fn set_aside(run_dir: &Path, stage: Stage, entry: Option<&Entry>) -> Result<Opti
         source,
     })?;
     if let Some(e) = entry {
-        crate::checkpoint::write_json(&dir.join("entry.json"), e)?;
+        crate::run::checkpoint::write_json(&dir.join("entry.json"), e)?;
     }
     for t in present {
         let to = dir.join(t);
@@ -1108,7 +1028,7 @@ pub fn status(
     Ok(Report {
         run_dir: run_dir.to_path_buf(),
         stages,
-        holder: busy::holder(run_dir),
+        holder: crate::run::busy::holder(run_dir),
         stale,
     })
 }

@@ -10,7 +10,7 @@ use crate::spec::pipeline::{self, Resolved};
 
 /// The derive stage of a pipeline that fixes its architecture: writes the pipeline's
 /// `genotype` to `<run_dir>/genotype.ron`.
-pub fn derive_fixed(p: &Resolved, run_dir: &Path) -> Result<crate::genotype::Genotype> {
+pub fn derive_fixed(p: &Resolved, run_dir: &Path) -> Result<crate::space::genotype::Genotype> {
     let (g, _) = p.genotype.as_ref().ok_or_else(|| {
         Error::Input(format!(
             "pipeline \"{}\" has neither `search` nor `genotype`: there is no architecture to \
@@ -23,16 +23,16 @@ pub fn derive_fixed(p: &Resolved, run_dir: &Path) -> Result<crate::genotype::Gen
 }
 
 /// The export options of a pipeline: its `export` section, else the defaults.
-pub fn export_options(p: &Resolved) -> crate::export::Options {
+pub fn export_options(p: &Resolved) -> crate::nets::export::Options {
     match p.spec.export.as_ref().map(|e| &e.value) {
         Some(pipeline::Export::Onnx {
             opset,
             fold_batch_norm,
-        }) => crate::export::Options {
+        }) => crate::nets::export::Options {
             opset: opset.value,
             fold_batch_norm: *fold_batch_norm,
         },
-        None => crate::export::Options::default(),
+        None => crate::nets::export::Options::default(),
     }
 }
 
@@ -43,7 +43,7 @@ pub fn export(
     p: &Resolved,
     run_dir: &Path,
     weights: &str,
-) -> Result<(PathBuf, crate::export::Options, usize)> {
+) -> Result<(PathBuf, crate::nets::export::Options, usize)> {
     let rdir = run_dir.join("retrain");
     let opts = export_options(p);
     if !rdir.join("model.ron").exists() {
@@ -52,16 +52,16 @@ pub fn export(
             rdir.display()
         )));
     }
-    let trained = crate::train::load_model(&rdir)?;
-    let wpath = crate::train::weights_path(&rdir, weights);
-    let model = crate::model::Model::new(&trained.net, &candle_core::Device::Cpu, 0, false)
+    let trained = crate::stages::retrain::load_model(&rdir)?;
+    let wpath = crate::stages::retrain::weights_path(&rdir, weights);
+    let model = crate::nets::model::Model::new(&trained.net, &candle_core::Device::Cpu, 0, false)
         .map_err(|e| {
-            Error::Input(format!(
-                "building the network: {}",
-                crate::error::candle_message(&e)
-            ))
-        })?;
-    crate::train::load_weights(&model, &wpath)?;
+        Error::Input(format!(
+            "building the network: {}",
+            crate::error::candle_message(&e)
+        ))
+    })?;
+    crate::stages::retrain::load_weights(&model, &wpath)?;
     // The hash the weights were trained under, else the pipeline's as it is now.
     let spec_hash = std::fs::read_to_string(rdir.join("state.json"))
         .ok()
@@ -69,16 +69,16 @@ pub fn export(
         .and_then(|v| v.get("spec_hash")?.as_str().map(String::from));
     let spec_hash = match spec_hash {
         Some(h) => h,
-        None => crate::train::spec_hash(p, &trained.genotype)?,
+        None => crate::stages::retrain::spec_hash(p, &trained.genotype)?,
     };
-    let meta = crate::export::Metadata {
+    let meta = crate::nets::export::Metadata {
         spec_hash,
         genotype: trained.genotype.to_ron(),
         mean: trained.card.mean.clone(),
         std: trained.card.std.clone(),
         classes: trained.card.classes.clone(),
     };
-    let bytes = crate::export::export(&model, &meta, &opts)?;
+    let bytes = crate::nets::export::export(&model, &meta, &opts)?;
     let path = run_dir.join("model.onnx");
     crate::fsutil::write_atomic(&path, &bytes).map_err(|e| {
         let _ = std::fs::remove_file(crate::fsutil::temp_path(&path));
@@ -91,10 +91,10 @@ pub fn export(
 }
 
 /// The profile plan of a pipeline: its `profile` section, else the defaults.
-pub fn profile_plan(p: &Resolved) -> crate::profile::Plan {
+pub fn profile_plan(p: &Resolved) -> crate::stages::profile::Plan {
     match &p.spec.profile {
-        Some(spec) => crate::profile::Plan::from_spec(spec),
-        None => crate::profile::Plan::default(),
+        Some(spec) => crate::stages::profile::Plan::from_spec(spec),
+        None => crate::stages::profile::Plan::default(),
     }
 }
 
@@ -102,9 +102,9 @@ pub fn profile_plan(p: &Resolved) -> crate::profile::Plan {
 /// and MACs from the model card, and writes `profile.json` and `profile.md` into `run_dir`.
 pub fn profile(
     run_dir: &Path,
-    plan: &crate::profile::Plan,
+    plan: &crate::stages::profile::Plan,
     rt: &'static crate::runtime::Runtime,
-) -> Result<crate::profile::Report> {
+) -> Result<crate::stages::profile::Report> {
     let onnx = run_dir.join("model.onnx");
     if !onnx.exists() {
         return Err(Error::Input(format!(
@@ -112,15 +112,15 @@ pub fn profile(
             onnx.display()
         )));
     }
-    let card = crate::train::load_model(&run_dir.join("retrain"))
+    let card = crate::stages::retrain::load_model(&run_dir.join("retrain"))
         .map(|t| t.card)
         .ok();
-    let known = crate::profile::Known {
+    let known = crate::stages::profile::Known {
         params: card.as_ref().map(|c| c.params),
         macs: card.as_ref().map(|c| c.macs),
     };
-    let report = crate::profile::run(rt, &onnx, plan, known, |_| {})?;
-    crate::profile::write(&report, run_dir)?;
+    let report = crate::stages::profile::run(rt, &onnx, plan, known, |_| {})?;
+    crate::stages::profile::write(&report, run_dir)?;
     Ok(report)
 }
 
@@ -133,9 +133,9 @@ pub fn trials(
     run_dir: &Path,
     device: &candle_core::Device,
     ort: &super::Ort,
-    opts: &crate::trials::Options,
-) -> Result<crate::trials::Outcome> {
-    let plan = crate::trials::Plan::of(p)?;
+    opts: &crate::stages::search::trials::Options,
+) -> Result<crate::stages::search::trials::Outcome> {
+    let plan = crate::stages::search::trials::Plan::of(p)?;
     let Some(pipeline::Search::Trials {
         latency: spec,
         export_front,
@@ -152,11 +152,11 @@ pub fn trials(
         Some(OrtLatency {
             rt: rt()?,
             space: &p.search_space,
-            space_hash: crate::latency::space_hash(&p.space_texts, &p.search_space),
-            cpu: crate::profile::Machine::current().cpu,
-            plan: crate::latency::Plan::from(spec.timing.value),
+            space_hash: crate::stages::search::latency::space_hash(&p.space_texts, &p.search_space),
+            cpu: crate::stages::profile::Machine::current().cpu,
+            plan: crate::stages::search::latency::Plan::from(spec.timing.value),
             method: spec.method,
-            cache: crate::latency::Cache::new(dir.join("latency")),
+            cache: crate::stages::search::latency::Cache::new(dir.join("latency")),
             table_path: dir.join("latency-table.json"),
             table: None,
         })
@@ -168,19 +168,21 @@ pub fn trials(
             rt: rt()?,
             options: export_options(p),
             plan: profile_plan(p),
-            spec_hash: crate::trials::spec_hash(p)?,
+            spec_hash: crate::stages::search::trials::spec_hash(p)?,
         })
     } else {
         None
     };
-    crate::trials::run(
+    crate::stages::search::trials::run(
         p,
         run_dir,
         device,
-        meter.as_mut().map(|m| m as &mut dyn crate::trials::Latency),
+        meter
+            .as_mut()
+            .map(|m| m as &mut dyn crate::stages::search::trials::Latency),
         exporter
             .as_mut()
-            .map(|x| x as &mut dyn crate::trials::Exporter),
+            .map(|x| x as &mut dyn crate::stages::search::trials::Exporter),
         opts,
     )
 }
@@ -192,18 +194,18 @@ struct OrtLatency<'a> {
     space: &'a crate::space::Space,
     space_hash: String,
     cpu: String,
-    plan: crate::latency::Plan,
+    plan: crate::stages::search::latency::Plan,
     method: pipeline::LatencyMethod,
-    cache: crate::latency::Cache,
+    cache: crate::stages::search::latency::Cache,
     table_path: PathBuf,
-    table: Option<crate::latency::Table>,
+    table: Option<crate::stages::search::latency::Table>,
 }
 
-impl crate::trials::Latency for OrtLatency<'_> {
-    fn ms(&mut self, c: &crate::evaluator::Candidate) -> Result<f64> {
+impl crate::stages::search::trials::Latency for OrtLatency<'_> {
+    fn ms(&mut self, c: &crate::stages::search::evaluator::Candidate) -> Result<f64> {
         match self.method {
             pipeline::LatencyMethod::Measured => {
-                let key = crate::latency::Key::new(
+                let key = crate::stages::search::latency::Key::new(
                     &self.space_hash,
                     &c.genotype,
                     &self.rt.version,
@@ -211,21 +213,27 @@ impl crate::trials::Latency for OrtLatency<'_> {
                     self.plan,
                 );
                 let (l, _) = self.cache.get_or_measure(&key, || {
-                    crate::latency::measure(self.rt, self.space, &c.resolved, &self.plan)
+                    crate::stages::search::latency::measure(
+                        self.rt,
+                        self.space,
+                        &c.resolved,
+                        &self.plan,
+                    )
                 })?;
                 Ok(l.p50)
             }
             pipeline::LatencyMethod::Table => {
                 let table = match self.table.take() {
                     Some(t) => t,
-                    None => crate::latency::Table::for_space(
+                    None => crate::stages::search::latency::Table::for_space(
                         self.rt,
                         self.space,
                         &self.plan,
                         &self.table_path,
                     )?,
                 };
-                let ms = crate::latency::predict(&table, &self.space.build(&c.resolved));
+                let ms =
+                    crate::stages::search::latency::predict(&table, &self.space.build(&c.resolved));
                 self.table = Some(table);
                 ms
             }
@@ -237,38 +245,38 @@ impl crate::trials::Latency for OrtLatency<'_> {
 /// profile plan.
 struct FrontExporter {
     rt: &'static crate::runtime::Runtime,
-    options: crate::export::Options,
-    plan: crate::profile::Plan,
+    options: crate::nets::export::Options,
+    plan: crate::stages::profile::Plan,
     spec_hash: String,
 }
 
-impl crate::trials::Exporter for FrontExporter {
+impl crate::stages::search::trials::Exporter for FrontExporter {
     fn export(
         &mut self,
-        point: &crate::trials::Point,
-        trained: crate::evaluator::Trained,
+        point: &crate::stages::search::trials::Point,
+        trained: crate::stages::search::evaluator::Trained,
         dir: &Path,
     ) -> Result<f64> {
-        let meta = crate::export::Metadata {
+        let meta = crate::nets::export::Metadata {
             spec_hash: self.spec_hash.clone(),
             genotype: point.genotype.clone(),
             mean: trained.mean,
             std: trained.std,
             classes: trained.classes,
         };
-        let bytes = crate::export::export(&trained.model, &meta, &self.options)?;
+        let bytes = crate::nets::export::export(&trained.model, &meta, &self.options)?;
         let path = dir.join("model.onnx");
         std::fs::create_dir_all(dir).map_err(|source| Error::Io {
             path: dir.to_path_buf(),
             source,
         })?;
         crate::fsutil::write_atomic(&path, &bytes)?;
-        let known = crate::profile::Known {
+        let known = crate::stages::profile::Known {
             params: Some(point.params),
             macs: Some(point.macs),
         };
-        let report = crate::profile::run(self.rt, &path, &self.plan, known, |_| {})?;
-        crate::profile::write(&report, dir)?;
+        let report = crate::stages::profile::run(self.rt, &path, &self.plan, known, |_| {})?;
+        crate::stages::profile::write(&report, dir)?;
         report
             .rows
             .first()

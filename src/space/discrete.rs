@@ -6,8 +6,8 @@ use petgraph::graph::{DiGraph, NodeIndex};
 
 use super::eval::{cell_output, infer_cell, node_width, preprocess, residual};
 use super::{Candidate, LayerKind, Pre, Space};
-use crate::genotype::Resolved;
 use crate::ops::{self, BnMode, Cost, Op, OpCtx, Shape};
+use crate::space::genotype::Architecture;
 use crate::spec::space::{Act, Input};
 
 /// A discrete network.
@@ -109,7 +109,7 @@ impl NetCell {
 impl Space {
     /// Builds the discrete network of `arch` (which must have been resolved against this
     /// space).
-    pub fn build(&self, arch: &Resolved) -> Net {
+    pub fn build(&self, arch: &Architecture) -> Net {
         let bn = BnMode::FINAL;
         let mut layers = Vec::new();
         for l in &self.network.layers {
@@ -187,7 +187,7 @@ impl Space {
 
     fn build_edge(
         &self,
-        arch: &Resolved,
+        arch: &Architecture,
         index: usize,
         c: Candidate,
         input: Shape,
@@ -237,7 +237,7 @@ impl Space {
 
     fn build_cell(
         &self,
-        arch: &Resolved,
+        arch: &Architecture,
         ci: usize,
         inputs: &[Shape],
         width: u64,

@@ -6,8 +6,8 @@ use num_bigint::BigUint;
 use num_traits::{One, Zero};
 
 use super::{Candidate, CellType, LayerKind, Pre, Rule, Space};
-use crate::genotype::Resolved;
 use crate::ops::{self, Applied, BnMode, Cost, Op, OpCtx, Shape};
+use crate::space::genotype::Architecture;
 
 /// Brings a cell input to `width` channels.
 pub fn preprocess(pre: Pre, input: Shape, width: u64, bn: BnMode) -> Result<Applied, String> {
@@ -341,7 +341,7 @@ impl Space {
 
     /// Parameters and multiply-adds of one discrete architecture as retrained: affine BN
     /// everywhere, no BN after pools, no auxiliary head.
-    pub fn discrete_cost(&self, arch: &Resolved) -> Cost {
+    pub fn discrete_cost(&self, arch: &Architecture) -> Cost {
         self.build(arch).cost()
     }
 

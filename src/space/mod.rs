@@ -9,6 +9,7 @@
 mod cell;
 pub mod discrete;
 pub mod eval;
+pub mod genotype;
 mod network;
 pub mod show;
 

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use super::discrete::NetKind;
 use super::{Candidate, LayerKind, Pre, Rule, Space};
-use crate::genotype::Resolved;
+use crate::space::genotype::Architecture;
 use crate::spec::space::Output;
 
 /// Thousands separators: 1930618 → "1,930,618".
@@ -265,7 +265,7 @@ pub fn text(space: &Space) -> String {
 }
 
 /// One architecture as indented text.
-pub fn text_arch(space: &Space, arch: &Resolved) -> String {
+pub fn text_arch(space: &Space, arch: &Architecture) -> String {
     let mut o = String::new();
     let net = space.build(arch);
     let i = space.input;
@@ -326,7 +326,7 @@ fn dot_escape(s: &str) -> String {
 }
 
 /// Graphviz DOT of the space (or of one architecture): the skeleton and one cluster per cell.
-pub fn dot(space: &Space, arch: Option<&Resolved>) -> String {
+pub fn dot(space: &Space, arch: Option<&Architecture>) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "digraph \"{}\" {{", dot_escape(&space.name));
     let _ = writeln!(
@@ -425,7 +425,7 @@ fn cell_body(
 /// clusters, which not every DOT renderer draws): its input states, intermediate nodes and
 /// output, the kept edges labelled with their ops. `None` when `cell` is not a cell type
 /// of the space or the architecture does not use it (a motif no edge picks).
-pub fn cell_dot(space: &Space, arch: &Resolved, cell: usize) -> Option<String> {
+pub fn cell_dot(space: &Space, arch: &Architecture, cell: usize) -> Option<String> {
     let chosen = arch.cells.get(cell)?.as_ref()?;
     let c = space.cells.get(cell)?;
     let mut o = String::new();

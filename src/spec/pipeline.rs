@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Sources, Span, Spanned};
 use crate::error::Result;
-use crate::genotype::Genotype;
+use crate::space::genotype::Genotype;
 use crate::space::{self, Overrides, Space};
 use crate::spec::space::Input;
 
@@ -679,7 +679,7 @@ pub struct Resolved {
     /// The folder of the pipeline file, which relative paths in it are relative to.
     pub dir: PathBuf,
     /// A tabular evaluator's table, loaded and checked against the space.
-    pub table: Option<std::sync::Arc<crate::evaluator::Table>>,
+    pub table: Option<std::sync::Arc<crate::stages::search::evaluator::Table>>,
     pub space_path: PathBuf,
     /// The data directory, resolved against the pipeline's folder (none for synthetic data).
     pub data_dir: Option<PathBuf>,
@@ -688,7 +688,7 @@ pub struct Resolved {
     /// The space at the retrained network's size.
     pub retrain_space: Space,
     /// The fixed architecture, when the pipeline gives one.
-    pub genotype: Option<(Genotype, crate::genotype::Resolved)>,
+    pub genotype: Option<(Genotype, crate::space::genotype::Architecture)>,
     /// The text of every file the space was read from (the space and the libraries it
     /// includes), for cache keys.
     pub space_texts: Vec<String>,
@@ -743,14 +743,14 @@ pub fn resolve(sources: &mut Sources, file: u32, path: &Path, spec: Pipeline) ->
     if let Some(Search::Darts { variant, .. }) = spec.search.as_deref()
         && let Variant::PcDarts { k, .. } = &variant.value
     {
-        crate::supernet::check_partial(&search_space, k.value as usize).map_err(|e| {
+        crate::nets::supernet::check_partial(&search_space, k.value as usize).map_err(|e| {
             let (span, m) = match e {
-                crate::supernet::PartialError::Space(m) => (variant.span, m),
+                crate::nets::supernet::PartialError::Space(m) => (variant.span, m),
                 // A default `k` has no place in the file: point at the variant.
-                crate::supernet::PartialError::K(m) if k.span == Span::default() => {
+                crate::nets::supernet::PartialError::K(m) if k.span == Span::default() => {
                     (variant.span, m)
                 }
-                crate::supernet::PartialError::K(m) => (k.span, m),
+                crate::nets::supernet::PartialError::K(m) => (k.span, m),
             };
             crate::error::Error::from(sources.diag(span, m))
         })?;
@@ -763,7 +763,7 @@ pub fn resolve(sources: &mut Sources, file: u32, path: &Path, spec: Pipeline) ->
     if let Some(r) = &spec.retrain
         && r.auxiliary_weight.value > 0.0
     {
-        crate::model::aux_position_in(&retrain_space).map_err(|m| {
+        crate::nets::model::aux_position_in(&retrain_space).map_err(|m| {
             let mut d = sources.diag(r.auxiliary_weight.span, m);
             d.help = Some("set `auxiliary_weight: 0.0` for this space or input size".into());
             crate::error::Error::from(d)
@@ -827,8 +827,8 @@ fn load_table(
     span: Span,
     columns: [&Spanned<String>; 2],
     space: &Space,
-) -> Result<std::sync::Arc<crate::evaluator::Table>> {
-    let table = crate::evaluator::Table::load(path).map_err(|e| match e {
+) -> Result<std::sync::Arc<crate::stages::search::evaluator::Table>> {
+    let table = crate::stages::search::evaluator::Table::load(path).map_err(|e| match e {
         crate::error::Error::Input(m) => sources.diag(span, m).into(),
         other => other,
     })?;
@@ -849,10 +849,10 @@ fn load_table(
     }
     let first = table.arch(0).to_string();
     let src = super::Source::from_text(path, first.clone());
-    let fits = crate::genotype::Genotype::from_nb201(&src, space)
+    let fits = crate::space::genotype::Genotype::from_nb201(&src, space)
         .and_then(|g| g.resolve(&src, space).map(|_| g))
         .ok()
-        .and_then(|g| crate::genotype::nb201_string(space, &g));
+        .and_then(|g| crate::space::genotype::nb201_string(space, &g));
     if fits.as_deref() != Some(first.as_str()) {
         return Err(sources
             .diag(

@@ -1,0 +1,9 @@
+//! Networks built from a space: the final network of one architecture ([`model`]), the
+//! weight-sharing supernet ([`supernet`]), the fixed blocks around cells ([`blocks`]), their
+//! ONNX lowering ([`export`]), optimizers ([`optim`]) and the training step ([`train`]).
+
+pub mod blocks;
+pub mod export;
+pub mod model;
+pub mod optim;
+pub mod supernet;

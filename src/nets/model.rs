@@ -1,0 +1,449 @@
+//! The final network: Candle modules built from a discrete [`Net`] (a space with one
+//! architecture chosen), as retrained, evaluated and exported.
+//!
+//! Owns the modules of every layer (stem, cells with their chosen edges, searchable layers,
+//! residual blocks, heads), drop path and the optional auxiliary head. BN is affine
+//! everywhere and pools have no BN after them (`BnMode::FINAL`). Parameter names are those
+//! of the weight-sharing network for the same op: `layers.<i>.pre<k>.…` for a cell input's
+//! preprocessing, `layers.<i>.edges.<e>.<candidate>.…` for the op chosen on cell edge `e`,
+//! `layers.<i>.<candidate>.…` for a searchable layer, `aux.…` for the auxiliary head.
+//!
+//! Training mode uses batch statistics in BN, applies drop path and computes the auxiliary
+//! logits; evaluation mode does none of these and is deterministic.
+
+use candle_core::{DType, Device, Result, Tensor};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::kernels;
+use crate::nets::blocks::{AuxHead, ConvBn, Linear, Preprocess, Residual, aux_check, aux_params};
+use crate::nn::{BatchNorm, Scope, Store};
+use crate::ops::{BnMode, Op, OpModule, Shape};
+use crate::space::discrete::{Net, NetCell, NetEdge, NetKind, NetOp};
+use crate::space::{LayerKind, Space};
+
+/// The final network.
+pub struct Model {
+    pub net: Net,
+    /// Parameters and BN running statistics.
+    pub store: Store,
+    pub(crate) layers: Vec<Layer>,
+    /// The auxiliary head and the layer whose output it reads.
+    aux: Option<(usize, AuxHead)>,
+}
+
+pub(crate) enum Layer {
+    ConvBn(ConvBn),
+    Cell(Cell),
+    Choice(Edge),
+    Residual(Residual),
+    BnRelu(BatchNorm),
+    Head(Linear),
+}
+
+/// A cell with its chosen edges.
+pub(crate) struct Cell {
+    pub(crate) pre: Vec<Option<Preprocess>>,
+    /// (from state, to state, op).
+    pub(crate) edges: Vec<(usize, usize, Edge)>,
+    pub(crate) states: usize,
+    pub(crate) order: Vec<usize>,
+    pub(crate) outputs: Vec<usize>,
+    /// Shapes of the states, for nodes whose every edge is `Zero`.
+    pub(crate) shapes: Vec<Shape>,
+}
+
+pub(crate) enum Edge {
+    /// `Zero`: contributes nothing (kept for its output shape).
+    Zero,
+    Op(OpModule),
+    Cell(Box<Cell>),
+}
+
+/// How a forward pass runs.
+pub enum Mode<'a> {
+    /// Running BN statistics, no drop path, no auxiliary head: deterministic.
+    Eval,
+    /// Batch statistics (running statistics updated); drop path with probability
+    /// `drop_path` (masks drawn from `rng`) on every cell op output except identities; the
+    /// auxiliary logits when the model has the head.
+    Train {
+        drop_path: f64,
+        rng: &'a mut ChaCha8Rng,
+    },
+}
+
+/// A forward pass's outputs.
+pub struct Output {
+    /// [N, classes].
+    pub logits: Tensor,
+    /// [N, classes]; training mode only, when the model has an auxiliary head.
+    pub aux: Option<Tensor>,
+}
+
+/// Where DARTS puts the auxiliary head: on the output of the last reduction cell (cell
+/// 2·layers/3 of a DARTS network). Returns that layer's index and output shape, or why the
+/// network cannot have the head.
+pub fn aux_position(net: &Net) -> std::result::Result<(usize, Shape), String> {
+    let reductions = net.layers.iter().map(|l| {
+        (
+            matches!(&l.kind, NetKind::Cell(c) if c.stride == 2),
+            l.output,
+        )
+    });
+    last_reduction(&net.space, reductions)
+}
+
+/// [`aux_position`] for a space's skeleton (the same for every architecture), checked when
+/// a pipeline asks for the head.
+pub fn aux_position_in(space: &Space) -> std::result::Result<(usize, Shape), String> {
+    let reductions = space.network.layers.iter().map(|l| {
+        (
+            matches!(&l.kind, LayerKind::Cell { stride, .. } if *stride == 2),
+            l.output,
+        )
+    });
+    last_reduction(&space.name, reductions)
+}
+
+fn last_reduction(
+    space: &str,
+    layers: impl DoubleEndedIterator<Item = (bool, Shape)> + ExactSizeIterator,
+) -> std::result::Result<(usize, Shape), String> {
+    let (i, (_, out)) = layers
+        .enumerate()
+        .rev()
+        .find(|(_, (r, _))| *r)
+        .ok_or_else(|| {
+            format!("space \"{space}\" has no reduction cell to put DARTS's auxiliary head on")
+        })?;
+    aux_check(out)?;
+    Ok((i, out))
+}
+
+/// Parameters of the auxiliary head `net` would have (0 if it cannot have one).
+pub fn aux_param_count(net: &Net) -> u64 {
+    aux_position(net).map_or(0, |(_, s)| aux_params(s.c, net.input.classes as u64))
+}
+
+impl Model {
+    /// Builds the network for `net` on `device`, parameters drawn from `seed`; with DARTS's
+    /// auxiliary head when `auxiliary` (the network must accept it: [`aux_position`]).
+    pub fn new(net: &Net, device: &Device, seed: u64, auxiliary: bool) -> Result<Model> {
+        Model::with_dtype(net, device, crate::nn::DTYPE, seed, auxiliary)
+    }
+
+    /// The network with parameters of `dtype` (F64 for gradient checks).
+    pub fn with_dtype(
+        net: &Net,
+        device: &Device,
+        dtype: DType,
+        seed: u64,
+        auxiliary: bool,
+    ) -> Result<Model> {
+        let store = Store::with_dtype(device, dtype, seed);
+        let root = store.root().pp("layers");
+        let mut layers = Vec::new();
+        for (i, l) in net.layers.iter().enumerate() {
+            let s = root.pp(i);
+            let (c_in, c_out) = (l.input_shapes[0].c as usize, l.output.c as usize);
+            layers.push(match &l.kind {
+                NetKind::ConvBn {
+                    kernel,
+                    stride,
+                    act,
+                } => Layer::ConvBn(ConvBn::new(
+                    &s,
+                    c_in,
+                    c_out,
+                    *kernel as usize,
+                    *stride as usize,
+                    *act,
+                )?),
+                NetKind::Cell(c) => {
+                    let mut pre = Vec::new();
+                    for (k, (p, shape)) in c.pre.iter().zip(&l.input_shapes).enumerate() {
+                        pre.push(Preprocess::new(
+                            &s.pp(format!("pre{k}")),
+                            *p,
+                            shape.c as usize,
+                            c.width as usize,
+                            true,
+                        )?);
+                    }
+                    Layer::Cell(build_cell(&s, c, pre)?)
+                }
+                NetKind::Choice { choice, .. } => Layer::Choice(build_edge(&s, choice)?),
+                NetKind::Residual { stride } => {
+                    Layer::Residual(Residual::new(&s, c_in, c_out, *stride as usize)?)
+                }
+                NetKind::BnRelu => Layer::BnRelu(BatchNorm::new(&s.pp("bn"), c_in, true)?),
+                NetKind::Head => Layer::Head(Linear::new(&s, c_in, c_out)?),
+            });
+        }
+        let aux = if auxiliary {
+            let (at, shape) = aux_position(net).map_err(candle_core::Error::Msg)?;
+            Some((
+                at,
+                AuxHead::new(
+                    &store.root().pp("aux"),
+                    shape.c as usize,
+                    net.input.classes as usize,
+                )?,
+            ))
+        } else {
+            None
+        };
+        Ok(Model {
+            net: net.clone(),
+            store,
+            layers,
+            aux,
+        })
+    }
+
+    /// The model has an auxiliary head.
+    pub fn has_aux(&self) -> bool {
+        self.aux.is_some()
+    }
+
+    /// Trainable parameters without the auxiliary head (the figure papers report).
+    pub fn param_count_without_aux(&self) -> usize {
+        self.store
+            .params()
+            .iter()
+            .filter(|(n, _)| !n.starts_with("aux."))
+            .map(|(_, v)| v.elem_count())
+            .sum()
+    }
+
+    /// Logits (and in training mode the auxiliary logits) for a batch.
+    ///
+    /// # Shapes
+    /// `x`: [N, C, H, W] (the space's input) → [N, classes].
+    pub fn forward(&self, x: &Tensor, mut mode: Mode) -> Result<Output> {
+        let train = matches!(mode, Mode::Train { .. });
+        // In evaluation nothing is differentiated: each layer's output is detached from the
+        // graph and dropped after its last reader, so memory holds about one layer's
+        // activations instead of the whole forward pass.
+        let last_use = (!train).then(|| self.last_use());
+        let mut outs: Vec<Option<Tensor>> = Vec::with_capacity(self.layers.len());
+        let mut aux = None;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let spec = &self.net.layers[i];
+            let input = |k: usize| -> Result<Tensor> {
+                match spec.inputs.get(k) {
+                    None => Ok(x.clone()),
+                    Some(&j) => outs[j].clone().ok_or_else(|| {
+                        candle_core::Error::Msg(format!(
+                            "layer {i} reads layer {j} after its last use"
+                        ))
+                    }),
+                }
+            };
+            let y = match layer {
+                Layer::ConvBn(m) => m.forward(&input(0)?, train)?,
+                Layer::Cell(c) => {
+                    let inputs: Vec<Tensor> = (0..c.pre.len()).map(input).collect::<Result<_>>()?;
+                    cell_forward(c, inputs, &mut mode)?
+                }
+                Layer::Choice(e) => {
+                    match edge_forward(e, &input(0)?, &mut None, &mut mode, false)? {
+                        Some(y) => y,
+                        None => zeros_like_shape(x, spec.output)?,
+                    }
+                }
+                Layer::Residual(r) => r.forward(&input(0)?, train)?,
+                Layer::BnRelu(bn) => kernels::relu(&bn.forward(&input(0)?, train)?)?,
+                Layer::Head(h) => h.forward_pooled(&input(0)?)?,
+            };
+            if let Some((at, head)) = &self.aux
+                && *at == i
+                && train
+            {
+                aux = Some(head.forward(&y, true)?);
+            }
+            if let Some(last_use) = &last_use {
+                for &j in &spec.inputs {
+                    if last_use[j] == i {
+                        outs[j] = None;
+                    }
+                }
+                outs.push(Some(y.detach()));
+            } else {
+                outs.push(Some(y));
+            }
+        }
+        let logits = outs
+            .pop()
+            .flatten()
+            .ok_or_else(|| candle_core::Error::Msg("the network has no layers".into()))?;
+        Ok(Output { logits, aux })
+    }
+
+    /// For each layer, the last layer that reads its output (itself when none does).
+    fn last_use(&self) -> Vec<usize> {
+        let mut last: Vec<usize> = (0..self.net.layers.len()).collect();
+        for (i, l) in self.net.layers.iter().enumerate() {
+            for &j in &l.inputs {
+                last[j] = last[j].max(i);
+            }
+        }
+        last
+    }
+}
+
+fn build_edge(s: &Scope, e: &NetEdge) -> Result<Edge> {
+    let s = s.pp(&e.name);
+    Ok(match &e.op {
+        NetOp::Op(Op::Zero) => Edge::Zero,
+        NetOp::Op(op) => Edge::Op(op.build(
+            &s,
+            e.input.c as usize,
+            e.output.c as usize,
+            e.stride as usize,
+            BnMode::FINAL,
+        )?),
+        NetOp::Cell(c) => Edge::Cell(Box::new(build_cell(&s, c, vec![None])?)),
+    })
+}
+
+fn build_cell(s: &Scope, c: &NetCell, pre: Vec<Option<Preprocess>>) -> Result<Cell> {
+    let mut edges = Vec::new();
+    for e in c.graph.edge_indices() {
+        let (from, to) = c
+            .graph
+            .edge_endpoints(e)
+            .ok_or_else(|| candle_core::Error::Msg("a cell edge has no endpoints".into()))?;
+        let edge = &c.graph[e];
+        edges.push((
+            from.index(),
+            to.index(),
+            build_edge(&s.pp("edges").pp(edge.index), edge)?,
+        ));
+    }
+    Ok(Cell {
+        pre,
+        edges,
+        states: c.graph.node_count(),
+        order: c.order.clone(),
+        outputs: c.outputs.clone(),
+        shapes: c.graph.node_weights().copied().collect(),
+    })
+}
+
+/// The edge's output, or `None` for `Zero` (nothing to add). `drop`: drop path applies to
+/// this edge's op in training mode (cell edges, not searchable layers).
+/// One edge's output (`None` for a zero edge). `relu` caches `relu(x)` for the ops of a
+/// cell that read the same state and begin with a ReLU.
+fn edge_forward(
+    e: &Edge,
+    x: &Tensor,
+    relu: &mut Option<Tensor>,
+    mode: &mut Mode,
+    drop: bool,
+) -> Result<Option<Tensor>> {
+    Ok(match e {
+        Edge::Zero => None,
+        Edge::Op(op) => {
+            let train = matches!(mode, Mode::Train { .. });
+            let y = if op.starts_with_relu() {
+                let r = match relu {
+                    Some(r) => r,
+                    None => relu.insert(kernels::relu(x)?),
+                };
+                op.forward_after_relu(r, train)?
+            } else {
+                op.forward(x, train)?
+            };
+            match mode {
+                Mode::Train { drop_path, rng } if drop && *drop_path > 0.0 && !op.is_identity() => {
+                    Some(drop_path_apply(&y, *drop_path, rng)?)
+                }
+                _ => Some(y),
+            }
+        }
+        Edge::Cell(c) => Some(cell_forward(c, vec![x.clone()], mode)?),
+    })
+}
+
+fn cell_forward(c: &Cell, inputs: Vec<Tensor>, mode: &mut Mode) -> Result<Tensor> {
+    let train = matches!(mode, Mode::Train { .. });
+    let mut states: Vec<Option<Tensor>> = vec![None; c.states];
+    // Per state, its ReLU once an op that begins with one has read it.
+    let mut relus: Vec<Option<Tensor>> = vec![None; c.states];
+    let first = inputs.first().cloned();
+    for (k, (x, p)) in inputs.into_iter().zip(&c.pre).enumerate() {
+        states[k] = Some(match p {
+            None => x,
+            Some(m) => m.forward(&x, train)?,
+        });
+    }
+    for &node in &c.order {
+        let mut sum: Option<Tensor> = None;
+        for (from, _, e) in c.edges.iter().filter(|(_, to, _)| *to == node) {
+            let x = states[*from].as_ref().ok_or_else(|| {
+                candle_core::Error::Msg("a state is used before it is computed".into())
+            })?;
+            if let Some(y) = edge_forward(e, x, &mut relus[*from], mode, true)? {
+                sum = Some(match sum {
+                    None => y,
+                    Some(s) => (s + y)?,
+                });
+            }
+        }
+        states[node] = Some(match sum {
+            Some(s) => s,
+            None => {
+                let like = first
+                    .as_ref()
+                    .ok_or_else(|| candle_core::Error::Msg("a cell without inputs".into()))?;
+                zeros_like_shape(like, c.shapes[node])?
+            }
+        });
+    }
+    let outs: Vec<Tensor> = c
+        .outputs
+        .iter()
+        .filter_map(|&s| states[s].clone())
+        .collect();
+    if outs.len() == 1 {
+        Ok(outs[0].clone())
+    } else {
+        Tensor::cat(&outs, 1)
+    }
+}
+
+/// Zeros of `[N, shape]`, N, dtype and device from `like`.
+fn zeros_like_shape(like: &Tensor, shape: Shape) -> Result<Tensor> {
+    Tensor::zeros(
+        (
+            like.dim(0)?,
+            shape.c as usize,
+            shape.h as usize,
+            shape.w as usize,
+        ),
+        like.dtype(),
+        like.device(),
+    )
+}
+
+/// DARTS's drop path: each sample's `y` is zeroed with probability `p`, survivors scaled by
+/// 1/(1−p). The mask [N, 1, 1, 1] is drawn on the CPU from `rng`, one draw per sample.
+pub fn drop_path_apply(y: &Tensor, p: f64, rng: &mut ChaCha8Rng) -> Result<Tensor> {
+    let keep = 1.0 - p;
+    let n = y.dim(0)?;
+    let mask: Vec<f32> = (0..n)
+        .map(|_| {
+            if rng.random::<f64>() < keep {
+                (1.0 / keep) as f32
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mask = Tensor::from_vec(mask, (n, 1, 1, 1), &Device::Cpu)?
+        .to_dtype(y.dtype())?
+        .to_device(y.device())?;
+    y.broadcast_mul(&mask)
+}

@@ -1,0 +1,10 @@
+//! The run folder (`exports/<name>/`): where stages meet. Every artifact path, the lock
+//! file, the writer lock, checkpoints and the files more than one stage reads.
+
+pub mod busy;
+pub mod checkpoint;
+pub mod lock;
+pub mod metrics;
+pub mod stage;
+
+pub use stage::{SPEC_FILE, STALE_DIR, Stage};

@@ -1,0 +1,703 @@
+//! The run report: reads the artifacts of a run folder (`exports/<name>/`) and renders them
+//! into three files there: `report.html` (self-contained: inline CSS and SVG charts, no
+//! script, no network reference), `report.md` (the same facts as Markdown tables, no charts)
+//! and `summary.json` ([`Summary`], machine-readable).
+//!
+//! The report reads, never recomputes: no training, no ONNX Runtime. Every artifact is
+//! optional (a pipeline may skip the search, validation or profiling); a section renders when
+//! its files exist and says what is absent otherwise. A malformed artifact is an error
+//! naming the file. The output is a function of the artifacts' bytes only — no wall-clock
+//! time (the lock file's times are shown instead), no hash-map order — so regenerating a
+//! report from the same artifacts gives byte-identical files.
+//!
+//! Submodules: `facts` (the tables and numbers both renderings show, as plain text), `charts`
+//! (plotters: line charts, heatmaps, bars), `graph` (DOT to SVG with layout-rs, ids made
+//! unique per drawing), `html` and `markdown` (the two renderings).
+
+pub(crate) mod charts;
+mod facts;
+mod graph;
+mod html;
+mod markdown;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
+use crate::run::Stage;
+use crate::run::lock::{self, Lock};
+use crate::space::genotype::Genotype;
+use crate::spec::Source;
+use crate::spec::pipeline::Pipeline;
+use crate::stages::retrain::{Evaluation, Trained};
+use crate::stages::validate::Validation;
+
+/// The files the report reads, relative to the run folder (the pipeline records their
+/// hashes as the report stage's inputs). Each is optional. Of `nas-pipe.lock` the report
+/// reads every entry but the `report` stage's own, so recording the report stage in the
+/// lock does not change the report.
+pub const INPUTS: &[&str] = &[
+    "pipeline.ron",
+    lock::FILE,
+    "search/state.json",
+    "search/trials.json",
+    "search/pareto.json",
+    "genotype.ron",
+    "retrain/model.ron",
+    "retrain/space.ron",
+    "retrain/genotype.ron",
+    "retrain/metrics.json",
+    "retrain/evaluation.json",
+    "validation.json",
+    "profile.json",
+];
+
+/// The files the report writes, relative to the run folder.
+pub const HTML: &str = "report.html";
+pub const MARKDOWN: &str = "report.md";
+pub const SUMMARY: &str = "summary.json";
+
+/// Version of the `summary.json` layout; bumped when a field changes meaning.
+pub const SUMMARY_VERSION: u32 = 1;
+
+/// The paths [`write()`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub html: PathBuf,
+    pub md: PathBuf,
+    pub summary: PathBuf,
+}
+
+/// The report in memory: what [`write()`] puts into the three files (`summary` serialized
+/// as pretty JSON with a final newline).
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub html: String,
+    pub md: String,
+    pub summary: Summary,
+}
+
+/// `summary.json`: the run's facts and headline numbers, copied from the artifacts (never
+/// recomputed). Every section is `None` when its artifact is absent. Fractions are in
+/// [0, 1], times in seconds unless a field says milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Summary {
+    /// Layout version ([`SUMMARY_VERSION`]).
+    pub version: u32,
+    /// The pipeline's name: from `pipeline.ron`, else the lock file, else the run folder's.
+    pub pipeline: String,
+    /// The pipeline's seed (`pipeline.ron`).
+    pub seed: Option<u64>,
+    /// The nas-pipe version that last wrote the lock file.
+    pub nas_pipe_version: Option<String>,
+    /// Where the Candle stages computed (the lock's `parts.device` of the first of search
+    /// and retrain that has an entry), e.g. `cpu`.
+    pub device: Option<String>,
+    /// The ONNX Runtime version of the validation, else of the profile.
+    pub ort_version: Option<String>,
+    /// The machine the profile ran on (CPU model and cores).
+    pub machine: Option<crate::stages::profile::Machine>,
+    pub headline: Headline,
+    /// Every stage the lock file records, in stage order, but the report's own.
+    pub stages: Vec<StageRun>,
+    pub search: Option<SearchSummary>,
+    /// A multi-trial search (`search/trials.json`, `search/pareto.json`).
+    #[serde(default)]
+    pub trials: Option<TrialsSummary>,
+    /// `genotype.ron` as written.
+    pub genotype: Option<String>,
+    pub model: Option<ModelSummary>,
+    pub retrain: Option<RetrainSummary>,
+    pub evaluation: Option<EvaluationSummary>,
+    /// `validation.json` as written.
+    pub validation: Option<Validation>,
+    pub latency: Option<LatencySummary>,
+    /// The files of [`INPUTS`] the run folder does not have.
+    pub missing: Vec<String>,
+}
+
+/// The numbers at the top of the report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Headline {
+    /// Test accuracy of the final evaluation (`retrain/evaluation.json`), else of the last
+    /// evaluated epoch (`retrain/metrics.json`).
+    pub test_accuracy: Option<f64>,
+    /// The validation verdict (`validation.json`).
+    pub validation_passed: Option<bool>,
+    /// Median latency of one image in ms: the profile's batch-1 row with the fewest threads.
+    pub latency_p50_ms_batch1: Option<f64>,
+    /// Parameters and multiply-adds per image of the final network: the model card's,
+    /// else the profile's.
+    pub params: Option<u64>,
+    pub macs: Option<u64>,
+}
+
+/// One stage's record in the lock file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageRun {
+    pub stage: Stage,
+    pub status: lock::Status,
+    /// RFC 3339 UTC.
+    pub started: String,
+    pub finished: Option<String>,
+    /// Wall time of the run that finished the stage.
+    pub seconds: f64,
+    /// `parts.device`: `cpu`, `cuda:0`, `onnxruntime 1.32.0 cpu`, ...
+    pub device: String,
+    /// How the outputs came to be when the stage did not compute them.
+    pub note: Option<String>,
+}
+
+/// The search (`search/state.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchSummary {
+    pub epochs: usize,
+    /// Sum of the epochs' times.
+    pub seconds: f64,
+    /// The last epoch's figures.
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub val_loss: f64,
+    pub val_acc: f64,
+}
+
+/// A multi-trial search (`search/trials.json`, `search/pareto.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrialsSummary {
+    pub strategy: String,
+    pub budget: usize,
+    pub evaluations: usize,
+    /// Proposals a constraint rejected.
+    pub rejected: usize,
+    pub finished: bool,
+    /// Sum of the proposals' times.
+    pub seconds: f64,
+    /// The returned architecture: the highest reward.
+    pub best: Option<crate::stages::search::trials::Record>,
+    /// What the report signal is.
+    pub report: String,
+    /// The front's objectives and size.
+    pub objectives: Vec<String>,
+    pub front: usize,
+}
+
+/// The final network (`retrain/model.ron`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSummary {
+    pub params: u64,
+    pub macs: u64,
+    /// Channels, height, width.
+    pub input: [u32; 3],
+    pub classes: Vec<String>,
+    /// Cell width and depth it was trained at (`None`: the space's own).
+    pub channels: Option<u32>,
+    pub layers: Option<u32>,
+}
+
+/// The retraining (`retrain/metrics.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrainSummary {
+    pub epochs: usize,
+    /// Sum of the epochs' training times.
+    pub seconds: f64,
+    /// The last epoch's training figures.
+    pub train_loss: f64,
+    pub train_acc: f64,
+    /// The last evaluated epoch (0-based) and its test figures.
+    pub last_test: Option<EpochTest>,
+    /// The evaluated epoch with the highest test accuracy (the first of equals).
+    pub best_test: Option<EpochTest>,
+}
+
+/// Test figures of one epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EpochTest {
+    /// 0-based.
+    pub epoch: usize,
+    pub loss: f64,
+    pub acc: f64,
+}
+
+/// The final evaluation (`retrain/evaluation.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluationSummary {
+    /// The weights file evaluated.
+    pub weights: String,
+    pub images: usize,
+    pub accuracy: f64,
+    pub loss: f64,
+    /// Per class in label order.
+    pub per_class: Vec<ClassAccuracy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassAccuracy {
+    pub class: String,
+    /// Test images of the class (a row sum of the confusion matrix).
+    pub images: u64,
+    pub accuracy: f64,
+}
+
+/// The latency profile (`profile.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatencySummary {
+    pub ort_version: String,
+    pub execution_provider: String,
+    /// Bytes of the ONNX file.
+    pub model_bytes: u64,
+    /// Per batch size × thread count, as measured.
+    pub rows: Vec<crate::stages::profile::Row>,
+}
+
+/// The pipeline spec as the run recorded it.
+struct PipelineFile {
+    text: String,
+    spec: Pipeline,
+}
+
+/// Everything the report reads; `None` where the file is absent.
+struct Artifacts {
+    /// The run folder's name (the pipeline's name when nothing else says it).
+    folder_name: String,
+    pipeline: Option<PipelineFile>,
+    lock: Option<Lock>,
+    search: Option<crate::stages::search::darts::State>,
+    trials: Option<crate::stages::search::trials::State>,
+    front: Option<crate::stages::search::trials::Front>,
+    /// `genotype.ron`'s text (checked to parse as a genotype).
+    genotype: Option<String>,
+    trained: Option<Trained>,
+    metrics: Option<Vec<crate::stages::retrain::EpochMetrics>>,
+    evaluation: Option<Evaluation>,
+    validation: Option<Validation>,
+    profile: Option<crate::stages::profile::Report>,
+    /// Files of [`INPUTS`] that are absent.
+    missing: Vec<String>,
+}
+
+/// The file's text, `None` when it does not exist.
+fn read_text(path: &Path) -> Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// A JSON artifact, `None` when absent; a file that does not parse as `T` is an error
+/// naming it and saying what it should hold.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<Option<T>> {
+    let Some(text) = read_text(path)? else {
+        return Ok(None);
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| Error::Data {
+            path: path.to_path_buf(),
+            message: format!("not a valid {what}: {e}"),
+        })
+}
+
+fn malformed(path: &Path, message: String) -> Error {
+    Error::Data {
+        path: path.to_path_buf(),
+        message,
+    }
+}
+
+impl Artifacts {
+    fn read(run_dir: &Path) -> Result<Artifacts> {
+        if !run_dir.is_dir() {
+            return Err(Error::Input(format!(
+                "{}: not a run folder (no such directory)",
+                run_dir.display()
+            )));
+        }
+        let at = |rel: &str| run_dir.join(rel);
+        let pipeline = match read_text(&at("pipeline.ron"))? {
+            Some(text) => {
+                let spec = Source::from_text(&at("pipeline.ron"), text.clone()).parse()?;
+                Some(PipelineFile { text, spec })
+            }
+            None => None,
+        };
+        // The report's own entry is left out: the runner records the report stage in the
+        // lock after (and while) writing it, and the report must not depend on that.
+        let lock = if at(lock::FILE).exists() {
+            let mut lock = Lock::read(run_dir, "")?;
+            lock.stages.retain(|e| e.stage != Stage::Report);
+            Some(lock)
+        } else {
+            None
+        };
+        let search: Option<crate::stages::search::darts::State> =
+            read_json(&at("search/state.json"), "search state (search/state.json)")?;
+        if let Some(s) = &search {
+            check_history(&at("search/state.json"), s)?;
+        }
+        let trials: Option<crate::stages::search::trials::State> = read_json(
+            &at("search/trials.json"),
+            "search record (search/trials.json)",
+        )?;
+        let front: Option<crate::stages::search::trials::Front> = read_json(
+            &at("search/pareto.json"),
+            "Pareto front (search/pareto.json)",
+        )?;
+        let genotype = match read_text(&at("genotype.ron"))? {
+            Some(text) => {
+                Source::from_text(&at("genotype.ron"), text.clone()).parse::<Genotype>()?;
+                Some(text)
+            }
+            None => None,
+        };
+        let trained = if at("retrain/model.ron").exists() {
+            Some(crate::stages::retrain::load_model(&at("retrain"))?)
+        } else {
+            None
+        };
+        let metrics = read_json(
+            &at("retrain/metrics.json"),
+            "list of retraining epochs (retrain/metrics.json)",
+        )?;
+        let evaluation: Option<Evaluation> = read_json(
+            &at("retrain/evaluation.json"),
+            "evaluation (retrain/evaluation.json)",
+        )?;
+        if let Some(e) = &evaluation {
+            check_evaluation(&at("retrain/evaluation.json"), e)?;
+        }
+        let validation = read_json(&at("validation.json"), "validation result")?;
+        let profile: Option<crate::stages::profile::Report> =
+            read_json(&at("profile.json"), "profile (profile.json)")?;
+        if let Some(p) = &profile
+            && p.version != crate::stages::profile::SCHEMA_VERSION
+        {
+            return Err(malformed(
+                &at("profile.json"),
+                format!(
+                    "profile layout version {} is not the {} this build reads",
+                    p.version,
+                    crate::stages::profile::SCHEMA_VERSION
+                ),
+            ));
+        }
+        // A search writes either the DARTS-family state or the multi-trial record; the
+        // other kind's files are not missing.
+        let multi_trial = trials.is_some()
+            || pipeline.as_ref().is_some_and(|p| {
+                matches!(
+                    p.spec.search.as_deref(),
+                    Some(crate::spec::pipeline::Search::Trials { .. })
+                )
+            });
+        let other_kind: &[&str] = if multi_trial {
+            &["search/state.json"]
+        } else {
+            &["search/trials.json", "search/pareto.json"]
+        };
+        let missing = INPUTS
+            .iter()
+            .filter(|f| !at(f).exists() && !other_kind.contains(f))
+            .map(|f| f.to_string())
+            .collect();
+        let folder_name = run_dir
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| run_dir.display().to_string());
+        Ok(Artifacts {
+            folder_name,
+            pipeline,
+            lock,
+            search,
+            trials,
+            front,
+            genotype,
+            trained,
+            metrics,
+            evaluation,
+            validation,
+            profile,
+            missing,
+        })
+    }
+
+    fn name(&self) -> String {
+        if let Some(p) = &self.pipeline {
+            return p.spec.name.value.clone();
+        }
+        match &self.lock {
+            Some(l) if !l.pipeline.is_empty() => l.pipeline.clone(),
+            _ => self.folder_name.clone(),
+        }
+    }
+
+    /// The device of the first Candle stage the lock records.
+    fn device(&self) -> Option<String> {
+        let lock = self.lock.as_ref()?;
+        [Stage::Search, Stage::Retrain]
+            .iter()
+            .find_map(|&s| lock.get(s).map(|e| e.parts.device.clone()))
+    }
+
+    fn ort_version(&self) -> Option<String> {
+        self.validation
+            .as_ref()
+            .map(|v| v.ort_version.clone())
+            .or_else(|| self.profile.as_ref().map(|p| p.ort_version.clone()))
+    }
+
+    /// The profile row of one image with the fewest threads.
+    fn batch1_row(&self) -> Option<&crate::stages::profile::Row> {
+        self.profile
+            .as_ref()?
+            .rows
+            .iter()
+            .filter(|r| r.batch == 1)
+            .min_by_key(|r| r.threads)
+    }
+
+    fn headline(&self) -> Headline {
+        let last_test = self
+            .metrics
+            .as_ref()
+            .and_then(|m| m.iter().rev().find_map(|e| e.test_acc));
+        Headline {
+            test_accuracy: self.evaluation.as_ref().map(|e| e.accuracy).or(last_test),
+            validation_passed: self.validation.as_ref().map(|v| v.passed),
+            latency_p50_ms_batch1: self.batch1_row().map(|r| r.latency_ms.p50),
+            params: self
+                .trained
+                .as_ref()
+                .map(|t| t.card.params)
+                .or_else(|| self.profile.as_ref().and_then(|p| p.model.params)),
+            macs: self
+                .trained
+                .as_ref()
+                .map(|t| t.card.macs)
+                .or_else(|| self.profile.as_ref().and_then(|p| p.model.macs)),
+        }
+    }
+
+    fn summary(&self) -> Summary {
+        let stages = self
+            .lock
+            .as_ref()
+            .map(|l| {
+                l.stages
+                    .iter()
+                    .map(|e| StageRun {
+                        stage: e.stage,
+                        status: e.status,
+                        started: e.started.clone(),
+                        finished: e.finished.clone(),
+                        seconds: e.seconds,
+                        device: e.parts.device.clone(),
+                        note: e.note.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let search = self.search.as_ref().and_then(|s| {
+            let last = s.metrics.last()?;
+            Some(SearchSummary {
+                epochs: s.metrics.len(),
+                seconds: s.metrics.iter().map(|m| m.seconds).sum(),
+                train_loss: last.train_loss,
+                train_acc: last.train_acc,
+                val_loss: last.val_loss,
+                val_acc: last.val_acc,
+            })
+        });
+        let model = self.trained.as_ref().map(|t| ModelSummary {
+            params: t.card.params,
+            macs: t.card.macs,
+            input: [t.card.input.channels, t.card.input.size, t.card.input.size],
+            classes: t.card.classes.clone(),
+            channels: t.card.channels,
+            layers: t.card.layers,
+        });
+        let retrain = self.metrics.as_ref().and_then(|m| {
+            let last = m.last()?;
+            let tests: Vec<EpochTest> = m
+                .iter()
+                .filter_map(|e| {
+                    Some(EpochTest {
+                        epoch: e.epoch,
+                        loss: e.test_loss?,
+                        acc: e.test_acc?,
+                    })
+                })
+                .collect();
+            let best = tests.iter().fold(None::<EpochTest>, |b, t| match b {
+                Some(b) if b.acc >= t.acc => Some(b),
+                _ => Some(*t),
+            });
+            Some(RetrainSummary {
+                epochs: m.len(),
+                seconds: m.iter().map(|e| e.seconds).sum(),
+                train_loss: last.train_loss,
+                train_acc: last.train_acc,
+                last_test: tests.last().copied(),
+                best_test: best,
+            })
+        });
+        let evaluation = self.evaluation.as_ref().map(|e| EvaluationSummary {
+            weights: e.weights.clone(),
+            images: e.images,
+            accuracy: e.accuracy,
+            loss: e.loss,
+            per_class: e
+                .classes
+                .iter()
+                .enumerate()
+                .map(|(k, c)| ClassAccuracy {
+                    class: c.clone(),
+                    images: e.confusion[k].iter().sum(),
+                    accuracy: e.per_class_accuracy[k],
+                })
+                .collect(),
+        });
+        let latency = self.profile.as_ref().map(|p| LatencySummary {
+            ort_version: p.ort_version.clone(),
+            execution_provider: p.execution_provider.clone(),
+            model_bytes: p.model.file_bytes,
+            rows: p.rows.clone(),
+        });
+        Summary {
+            version: SUMMARY_VERSION,
+            pipeline: self.name(),
+            seed: self.pipeline.as_ref().map(|p| p.spec.seed),
+            nas_pipe_version: self.lock.as_ref().map(|l| l.nas_pipe_version.clone()),
+            device: self.device(),
+            ort_version: self.ort_version(),
+            machine: self.profile.as_ref().map(|p| p.machine.clone()),
+            headline: self.headline(),
+            stages,
+            search,
+            trials: self.trials.as_ref().map(|t| TrialsSummary {
+                strategy: t.strategy.clone(),
+                budget: t.budget,
+                evaluations: t.evaluations(),
+                rejected: t.records.len() - t.evaluations(),
+                finished: t.finished,
+                seconds: t.records.iter().map(|r| r.seconds).sum(),
+                best: t.best().cloned(),
+                report: t.report.clone(),
+                objectives: self
+                    .front
+                    .as_ref()
+                    .map(|f| f.objectives.clone())
+                    .unwrap_or_default(),
+                front: self.front.as_ref().map_or(0, |f| f.points.len()),
+            }),
+            genotype: self.genotype.clone(),
+            model,
+            retrain,
+            evaluation,
+            validation: self.validation.clone(),
+            latency,
+            missing: self.missing.clone(),
+        }
+    }
+}
+
+/// Every snapshot of the op-weight history has the shape of the first.
+fn check_history(path: &Path, s: &crate::stages::search::darts::State) -> Result<()> {
+    let Some(first) = s.history.first() else {
+        return Ok(());
+    };
+    let shape = |h: &crate::stages::search::darts::AlphaSnapshot| {
+        (
+            h.cells
+                .iter()
+                .map(|(n, w)| (n.clone(), w.iter().map(Vec::len).collect::<Vec<_>>()))
+                .collect::<Vec<_>>(),
+            h.layers.iter().map(Vec::len).collect::<Vec<_>>(),
+        )
+    };
+    let want = shape(first);
+    if want.0.iter().any(|(_, w)| w.contains(&0)) || want.1.contains(&0) {
+        return Err(malformed(
+            path,
+            "op-weight history: an edge or layer has no candidates".into(),
+        ));
+    }
+    for h in &s.history[1..] {
+        if shape(h) != want {
+            return Err(malformed(
+                path,
+                format!(
+                    "op-weight history: the snapshot of epoch {} has another shape than the \
+                     first (cells, edges and candidates must stay the same)",
+                    h.epoch + 1
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The confusion matrix is classes × classes and there is an accuracy per class.
+fn check_evaluation(path: &Path, e: &Evaluation) -> Result<()> {
+    let n = e.classes.len();
+    if e.confusion.len() != n || e.confusion.iter().any(|r| r.len() != n) {
+        return Err(malformed(
+            path,
+            format!("the confusion matrix is not {n} × {n} ({n} classes are named)"),
+        ));
+    }
+    if e.per_class_accuracy.len() != n {
+        return Err(malformed(
+            path,
+            format!(
+                "{} per-class accuracies for {n} classes",
+                e.per_class_accuracy.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads the artifacts of `run_dir` and renders the report in memory.
+pub fn render(run_dir: &Path) -> Result<Rendered> {
+    let a = Artifacts::read(run_dir)?;
+    let summary = a.summary();
+    let html = html::render(&a, &summary)?;
+    let md = markdown::render(&a, &summary);
+    Ok(Rendered { html, md, summary })
+}
+
+/// Reads the artifacts of `run_dir`, renders them and writes `report.html`, `report.md`
+/// and `summary.json` there atomically; returns the three paths.
+pub fn write(run_dir: &Path) -> Result<Written> {
+    let r = render(run_dir)?;
+    let written = Written {
+        html: run_dir.join(HTML),
+        md: run_dir.join(MARKDOWN),
+        summary: run_dir.join(SUMMARY),
+    };
+    let mut json =
+        serde_json::to_string_pretty(&r.summary).map_err(|e| Error::Input(e.to_string()))?;
+    json.push('\n');
+    write_atomic(&written.html, r.html.as_bytes())?;
+    write_atomic(&written.md, r.md.as_bytes())?;
+    write_atomic(&written.summary, json.as_bytes())?;
+    Ok(written)
+}

@@ -1,0 +1,322 @@
+//! `nas-pipe study`: a multi-trial pipeline with a tabular evaluator run over many seeds,
+//! in memory, and summarised the way NAS-Bench-201 compares strategies: the returned
+//! architecture (the best by the search signal) scored by the report signal it never saw,
+//! mean ± standard deviation over seeds. `study.json` keeps every seed's pick so any other
+//! table can re-score it.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
+use crate::spec::pipeline::{Evaluator, Resolved, Search};
+use crate::stages::search::trials::{self, Front, Plan, State};
+
+/// Version of `study.json`.
+pub const VERSION: u32 = 1;
+
+/// One seed's search.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Seed {
+    pub seed: u64,
+    pub key: String,
+    pub genotype: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nb201: Option<String>,
+    /// The returned architecture's search and report signals, in percent.
+    pub search: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<f64>,
+    pub evaluations: usize,
+    /// The evaluation (1-based) that found it.
+    pub found_at: usize,
+}
+
+/// Mean, sample standard deviation and standard error of the mean.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Stats {
+    pub n: usize,
+    pub mean: f64,
+    pub std: f64,
+    pub se: f64,
+}
+
+impl Stats {
+    pub fn of(xs: &[f64]) -> Stats {
+        let n = xs.len();
+        let mean = xs.iter().sum::<f64>() / n.max(1) as f64;
+        let var = if n > 1 {
+            xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64
+        } else {
+            0.0
+        };
+        Stats {
+            n,
+            mean,
+            std: var.sqrt(),
+            se: var.sqrt() / (n.max(1) as f64).sqrt(),
+        }
+    }
+}
+
+/// `study.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Study {
+    pub version: u32,
+    pub pipeline: String,
+    pub strategy: String,
+    pub table: String,
+    /// The column the strategy selects on, and the one it reports.
+    pub search_column: String,
+    pub report_column: String,
+    pub budget: usize,
+    pub search: Stats,
+    pub report: Option<Stats>,
+    /// Mean over seeds of the best-so-far architecture's report signal after each
+    /// evaluation (percent): the anytime curve.
+    pub curve: Vec<f64>,
+    pub seeds: Vec<Seed>,
+}
+
+/// Runs pipeline `p` with seeds `p.seed .. p.seed + seeds`.
+pub fn run(p: &Resolved, seeds: u64, progress: bool) -> Result<Study> {
+    let Some(Search::Trials { evaluator, .. }) = p.spec.search.as_deref() else {
+        return Err(Error::Input(format!(
+            "{}: `nas-pipe study` needs a multi-trial search (`search: Trials(...)`)",
+            p.spec.name.value
+        )));
+    };
+    let Evaluator::Tabular {
+        table,
+        select,
+        report,
+    } = &evaluator.value
+    else {
+        return Err(Error::Input(format!(
+            "{}: `nas-pipe study` runs pipelines with a tabular evaluator; this one trains \
+             every candidate, which over many seeds takes days: use `nas-pipe run`",
+            p.spec.name.value
+        )));
+    };
+    if seeds == 0 {
+        return Err(Error::Input("--seeds must be at least 1".into()));
+    }
+    let base = Plan::of(p)?;
+    if base.needs_latency() {
+        return Err(Error::Input(format!(
+            "{}: a study does not measure latency; remove latency from the objectives, reward \
+             and constraints",
+            p.spec.name.value
+        )));
+    }
+    let bar = crate::progress::count(progress, seeds, "study", "seed");
+    let mut out = Vec::new();
+    let mut curves: Vec<Vec<f64>> = Vec::new();
+    // A table lookup keeps no state between seeds.
+    let mut ev = trials::evaluator(p, &candle_core::Device::Cpu, None, false)?;
+    for i in 0..seeds {
+        let seed = p.spec.seed.wrapping_add(i);
+        let plan = Plan {
+            seed,
+            ..base.clone()
+        };
+        let (records, _) = trials::search(
+            &plan,
+            ev.as_mut(),
+            None,
+            Vec::new(),
+            None,
+            |_| Ok(()),
+            |_, _| {},
+        )?;
+        let evaluated: Vec<&trials::Record> = records.iter().filter(|r| r.evaluated()).collect();
+        let b = trials::best(&records)
+            .ok_or_else(|| Error::Input("no architecture was evaluated".into()))?;
+        let mut curve = Vec::with_capacity(evaluated.len());
+        let mut best: Option<&trials::Record> = None;
+        for r in &evaluated {
+            if best.is_none_or(|x| r.reward > x.reward) {
+                best = Some(r);
+            }
+            curve.push(best.and_then(|x| x.report).map_or(f64::NAN, |v| 100.0 * v));
+        }
+        curves.push(curve);
+        out.push(Seed {
+            seed,
+            key: b.key.clone(),
+            genotype: b.genotype.clone(),
+            nb201: b.nb201.clone(),
+            search: 100.0 * b.accuracy.unwrap_or(0.0),
+            report: b.report.map(|r| 100.0 * r),
+            evaluations: evaluated.len(),
+            found_at: evaluated
+                .iter()
+                .position(|r| r.n == b.n)
+                .map_or(0, |i| i + 1),
+        });
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let len = curves.iter().map(Vec::len).min().unwrap_or(0);
+    let curve = (0..len)
+        .map(|k| curves.iter().map(|c| c[k]).sum::<f64>() / curves.len() as f64)
+        .collect();
+    let reports: Vec<f64> = out.iter().filter_map(|s| s.report).collect();
+    Ok(Study {
+        version: VERSION,
+        pipeline: p.spec.name.value.clone(),
+        strategy: trials::strategy_name(base.strategy).into(),
+        table: table.value.clone(),
+        search_column: select.value.clone(),
+        report_column: report.value.clone(),
+        budget: base.budget,
+        search: Stats::of(&out.iter().map(|s| s.search).collect::<Vec<_>>()),
+        report: (reports.len() == out.len()).then(|| Stats::of(&reports)),
+        curve,
+        seeds: out,
+    })
+}
+
+/// Writes `study.json` atomically.
+pub fn write(s: &Study, path: &Path) -> Result<()> {
+    let text = serde_json::to_vec_pretty(s).map_err(|e| Error::Input(e.to_string()))?;
+    write_atomic(path, &text)
+}
+
+fn pm(s: &Stats) -> String {
+    format!("{:.2} ± {:.2} (s.e. {:.2})", s.mean, s.std, s.se)
+}
+
+/// The studies side by side, then each one's difference from the first in the report
+/// signal, with the standard error of the difference.
+pub fn table(studies: &[(Study, std::path::PathBuf)]) -> String {
+    let mut t = String::new();
+    let Some((first, _)) = studies.first() else {
+        return t;
+    };
+    t.push_str(&format!(
+        "{:<24} {:<10} {:>5} {:>6}  {:<30} {:<30}\n",
+        "pipeline",
+        "strategy",
+        "seeds",
+        "evals",
+        format!("{} (search)", first.search_column),
+        format!("{} (report)", first.report_column)
+    ));
+    for (s, _) in studies {
+        t.push_str(&format!(
+            "{:<24} {:<10} {:>5} {:>6}  {:<30} {:<30}\n",
+            s.pipeline,
+            s.strategy,
+            s.search.n,
+            s.budget,
+            pm(&s.search),
+            s.report.as_ref().map_or("-".into(), pm)
+        ));
+    }
+    if let Some(r0) = &first.report {
+        for (s, _) in &studies[1..] {
+            if let Some(r) = &s.report {
+                let d = r.mean - r0.mean;
+                let se = (r.se.powi(2) + r0.se.powi(2)).sqrt();
+                t.push_str(&format!(
+                    "{} − {}: {:+.2} ± {:.2} (s.e. of the difference; {:.1} s.e.)\n",
+                    s.pipeline,
+                    first.pipeline,
+                    d,
+                    se,
+                    if se > 0.0 { d / se } else { 0.0 }
+                ));
+            }
+        }
+    }
+    for (s, path) in studies {
+        t.push_str(&format!("{}: {}\n", s.pipeline, path.display()));
+    }
+    t
+}
+
+/// The studies' anytime curves as one SVG chart: per pipeline, the mean over seeds of the
+/// best-so-far architecture's report signal after each evaluation.
+pub fn curves_svg(studies: &[(Study, std::path::PathBuf)]) -> Result<String> {
+    use crate::stages::report::charts::{self, Legend, LineChart, Series, Style};
+    const COLOURS: [plotters::style::RGBColor; 4] =
+        [charts::TRAIN, charts::TEST, charts::LR, charts::TAIL];
+    let series: Vec<Series> = studies
+        .iter()
+        .enumerate()
+        .map(|(i, (s, _))| Series {
+            name: format!("{} ({})", s.pipeline, s.strategy),
+            color: COLOURS[i % COLOURS.len()],
+            style: Style::Line,
+            points: s
+                .curve
+                .iter()
+                .enumerate()
+                .map(|(k, &v)| ((k + 1) as f64, v))
+                .collect(),
+        })
+        .collect();
+    let first = studies.first().map(|(s, _)| s);
+    let (lo, hi) = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
+    let pad = (0.05 * (hi - lo)).max(0.1);
+    charts::line_chart(&LineChart {
+        title: format!(
+            "Best so far, mean over {} seeds",
+            first.map_or(0, |s| s.seeds.len())
+        ),
+        x_desc: "evaluations".into(),
+        y_desc: format!(
+            "{} of the best by {} (%)",
+            first.map_or("report", |s| s.report_column.as_str()),
+            first.map_or("search", |s| s.search_column.as_str())
+        ),
+        series,
+        guides: Vec::new(),
+        y_range: lo.is_finite().then_some((lo - pad, hi + pad)),
+        size: (640, 400),
+        legend: Legend::LowerRight,
+    })
+}
+
+/// A finished search in a few lines: the returned architecture and the front's size.
+pub fn summary(s: &State, f: &Front) -> String {
+    let Some(b) = s.best() else {
+        return "no architecture was evaluated".into();
+    };
+    let arch = b.nb201.clone().unwrap_or_else(|| b.key.clone());
+    let report = b.report.map_or(String::new(), |r| {
+        format!(", {} {:.2}%", s.report, 100.0 * r)
+    });
+    format!(
+        "returned {arch}: search signal {:.2}%{report}, {} params, {} MACs{}\nPareto front: {} points over {}",
+        100.0 * b.accuracy.unwrap_or(0.0),
+        b.params,
+        b.macs,
+        b.latency_ms
+            .map_or(String::new(), |l| format!(", {l:.3} ms")),
+        f.points.len(),
+        f.objectives.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_are_the_sample_ones() {
+        let s = Stats::of(&[1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(s.mean, 2.5);
+        assert!((s.std - 1.2909944487358056).abs() < 1e-12);
+        assert!((s.se - s.std / 2.0).abs() < 1e-12);
+        assert_eq!(Stats::of(&[5.0]).std, 0.0);
+    }
+}

@@ -1,0 +1,762 @@
+//! The multi-trial search stage (`search: Trials(...)`): a strategy proposes architectures,
+//! the cheap objectives (parameters, MACs, latency) are computed and the constraints
+//! applied, the evaluator scores the survivors, and the strategy is told each reward.
+//!
+//! Layout under the run folder:
+//! - `search/trials.json` ([`State`]): the spec hash and every proposal in order, with its
+//!   genotype, objectives, scores and the constraint that rejected it, if one did;
+//!   rewritten (atomically) after every evaluation;
+//! - `search/pareto.json` ([`Front`]): the non-dominated evaluated architectures over
+//!   accuracy and the pipeline's objectives;
+//! - `search/weights/<key>.safetensors`: weights a training evaluator produced;
+//! - `search/front/<n>/`: with `export_front`, each front point's `model.onnx`,
+//!   `profile.json` and `profile.md`;
+//! - `search/latency.json`: measured latencies per architecture (a cache).
+//!
+//! Resume: a strategy is a deterministic function of its seed and the rewards it was told,
+//! so a resumed search replays the record (asking the strategy again, checking it proposes
+//! the recorded architecture, and telling it the recorded reward) and continues; it ends
+//! with the same record as an uninterrupted run. A repeated architecture is answered from
+//! the record and still counts as an evaluation.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
+use crate::space::Space;
+use crate::spec::pipeline::{Constraint, Objective, Resolved, Reward, Search};
+use crate::stages::search::evaluator::{Candidate, Evaluator, Score};
+use crate::stages::search::strategy::{self, Arch, Decisions};
+
+/// Version of `trials.json` and `pareto.json`.
+pub const VERSION: u32 = 1;
+
+/// One proposal of the strategy.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    /// 0-based proposal number.
+    pub n: usize,
+    pub arch: Arch,
+    pub key: String,
+    /// The genotype's RON text.
+    pub genotype: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nb201: Option<String>,
+    pub params: u64,
+    pub macs: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    /// The constraint that rejected it (then it was not evaluated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<String>,
+    /// The search signal, in [0, 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    /// The report signal, in [0, 1], when the evaluator gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<f64>,
+    /// What the strategy was told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward: Option<f64>,
+    /// Answered from an earlier record of the same architecture.
+    #[serde(default)]
+    pub repeat: bool,
+    /// Wall time of the evaluation (and latency measurement).
+    pub seconds: f64,
+}
+
+impl Record {
+    pub fn evaluated(&self) -> bool {
+        self.rejected.is_none()
+    }
+}
+
+/// `search/trials.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    pub spec_hash: String,
+    pub strategy: String,
+    /// What the report signal is.
+    pub report: String,
+    /// The budget, and whether it is spent (or the time limit reached).
+    pub budget: usize,
+    pub finished: bool,
+    pub records: Vec<Record>,
+}
+
+impl State {
+    /// Evaluations spent (rejected proposals cost none).
+    pub fn evaluations(&self) -> usize {
+        self.records.iter().filter(|r| r.evaluated()).count()
+    }
+
+    /// The returned architecture: the highest reward, the earliest among equals.
+    pub fn best(&self) -> Option<&Record> {
+        best(&self.records)
+    }
+}
+
+/// The record with the highest reward, the earliest among equals.
+pub fn best(records: &[Record]) -> Option<&Record> {
+    let mut b: Option<&Record> = None;
+    for r in records {
+        if let Some(x) = r.reward
+            && b.is_none_or(|b| x > b.reward.unwrap_or(f64::NEG_INFINITY))
+        {
+            b = Some(r);
+        }
+    }
+    b
+}
+
+/// A point of the Pareto front.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Point {
+    pub n: usize,
+    pub key: String,
+    pub genotype: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nb201: Option<String>,
+    pub accuracy: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<f64>,
+    pub params: u64,
+    pub macs: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    /// With `export_front`: its folder under `search/front/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<String>,
+    /// With `export_front`: ONNX Runtime's median latency of the exported file at the
+    /// profile's first batch size and thread count, in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profiled_ms: Option<f64>,
+}
+
+/// `search/pareto.json`: the front over accuracy (maximised) and `objectives` (minimised),
+/// by accuracy, best first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Front {
+    pub version: u32,
+    pub objectives: Vec<String>,
+    pub report: String,
+    pub points: Vec<Point>,
+}
+
+/// The objective's value of a record, minimised.
+fn objective_value(r: &Record, o: Objective) -> Option<f64> {
+    match o {
+        Objective::Latency => r.latency_ms,
+        Objective::Params => Some(r.params as f64),
+        Objective::Macs => Some(r.macs as f64),
+    }
+}
+
+pub fn objective_name(o: Objective) -> &'static str {
+    match o {
+        Objective::Latency => "latency_ms",
+        Objective::Params => "params",
+        Objective::Macs => "macs",
+    }
+}
+
+/// The evaluated records no other evaluated record dominates (at least as good in every
+/// objective and better in one), one per architecture, by accuracy, best first.
+pub fn pareto(records: &[Record], objectives: &[Objective]) -> Vec<Record> {
+    let mut seen = std::collections::HashSet::new();
+    let pts: Vec<(&Record, Vec<f64>)> = records
+        .iter()
+        .filter(|r| r.evaluated() && !r.repeat && seen.insert(r.key.clone()))
+        .filter_map(|r| {
+            let mut v = vec![-r.accuracy?];
+            for &o in objectives {
+                v.push(objective_value(r, o)?);
+            }
+            Some((r, v))
+        })
+        .collect();
+    let dominates = |a: &[f64], b: &[f64]| {
+        a.iter().zip(b).all(|(x, y)| x <= y) && a.iter().zip(b).any(|(x, y)| x < y)
+    };
+    let mut front: Vec<Record> = pts
+        .iter()
+        .filter(|(_, v)| !pts.iter().any(|(_, w)| dominates(w, v)))
+        .map(|(r, _)| (*r).clone())
+        .collect();
+    front.sort_by(|a, b| {
+        b.accuracy
+            .unwrap_or(0.0)
+            .total_cmp(&a.accuracy.unwrap_or(0.0))
+            .then(a.n.cmp(&b.n))
+    });
+    front
+}
+
+/// Measures a candidate's latency in ms.
+pub trait Latency {
+    fn ms(&mut self, c: &Candidate) -> Result<f64>;
+}
+
+/// Exports and profiles a trained front point into `dir`; returns the profiled median
+/// latency in ms.
+pub trait Exporter {
+    fn export(
+        &mut self,
+        point: &Point,
+        trained: crate::stages::search::evaluator::Trained,
+        dir: &Path,
+    ) -> Result<f64>;
+}
+
+/// The parts of a `Trials` section the loop needs.
+#[derive(Clone)]
+pub struct Plan<'a> {
+    pub space: &'a Space,
+    pub strategy: &'a crate::spec::pipeline::Strategy,
+    pub budget: usize,
+    pub seconds: Option<f64>,
+    pub reward: &'a Reward,
+    pub objectives: &'a [Objective],
+    pub constraints: Vec<Constraint>,
+    pub seed: u64,
+}
+
+impl<'a> Plan<'a> {
+    /// The plan of pipeline `p`'s multi-trial search.
+    pub fn of(p: &'a Resolved) -> Result<Plan<'a>> {
+        let Some(Search::Trials {
+            strategy,
+            evaluations,
+            seconds,
+            reward,
+            objectives,
+            constraints,
+            ..
+        }) = p.spec.search.as_deref()
+        else {
+            return Err(Error::Input(format!(
+                "pipeline \"{}\" has no multi-trial search (`search: Trials(...)`)",
+                p.spec.name.value
+            )));
+        };
+        Ok(Plan {
+            space: &p.search_space,
+            strategy,
+            budget: evaluations.value as usize,
+            seconds: seconds.as_ref().map(|s| s.value),
+            reward,
+            objectives,
+            constraints: constraints.iter().map(|c| c.value.clone()).collect(),
+            seed: p.spec.seed,
+        })
+    }
+
+    /// Whether anything needs latency.
+    pub fn needs_latency(&self) -> bool {
+        self.objectives.contains(&Objective::Latency)
+            || matches!(self.reward, Reward::MnasNet { .. })
+            || self
+                .constraints
+                .iter()
+                .any(|c| matches!(c, Constraint::MaxLatencyMs(_)))
+    }
+
+    fn reward(&self, accuracy: f64, latency: Option<f64>) -> f64 {
+        match (self.reward, latency) {
+            (Reward::MnasNet { target_ms, w }, Some(l)) => {
+                accuracy * (l / target_ms.value).powf(w.value)
+            }
+            _ => accuracy,
+        }
+    }
+}
+
+/// Consecutive rejected proposals after which the search gives up.
+pub const MAX_REJECTED_IN_A_ROW: usize = 10_000;
+
+/// Runs the loop: replays `records` (a resumed search), then proposes until the budget is
+/// spent, the time limit is reached or there are `limit` proposals, calling `after` with
+/// the record after every new proposal. `progress` gets the evaluations spent and the best
+/// search signal so far. Returns the record and whether the search ended by its own rules
+/// (budget or time), not by `limit`.
+pub fn search(
+    plan: &Plan,
+    evaluator: &mut dyn Evaluator,
+    mut latency: Option<&mut dyn Latency>,
+    mut records: Vec<Record>,
+    limit: Option<usize>,
+    mut after: impl FnMut(&[Record]) -> Result<()>,
+    mut progress: impl FnMut(usize, f64),
+) -> Result<(Vec<Record>, bool)> {
+    let decisions = Decisions::of(plan.space);
+    if decisions.is_empty() {
+        return Err(Error::Input(format!(
+            "the space \"{}\" has nothing to search: no cell edges or searchable layers",
+            plan.space.name
+        )));
+    }
+    let mut strategy = strategy::build(plan.strategy, decisions.clone(), plan.seed);
+    let mut by_key: HashMap<String, usize> = HashMap::new();
+    for (i, r) in records.iter().enumerate() {
+        let asked = strategy.ask();
+        if asked != r.arch {
+            return Err(Error::Input(format!(
+                "the search record does not replay: proposal {} was {:?} and the strategy now \
+                 proposes {:?}; the record was written by another build or spec: delete the \
+                 search folder to start over",
+                r.n, r.arch, asked
+            )));
+        }
+        strategy.tell(r.reward);
+        if r.evaluated() {
+            by_key.entry(r.key.clone()).or_insert(i);
+        }
+    }
+    let spent_before: f64 = records.iter().map(|r| r.seconds).sum();
+    let started = Instant::now();
+    let mut evaluated = records.iter().filter(|r| r.evaluated()).count();
+    let mut rejected_in_a_row = 0usize;
+    progress(
+        evaluated,
+        best(&records).and_then(|b| b.accuracy).unwrap_or(0.0),
+    );
+    while evaluated < plan.budget {
+        if limit.is_some_and(|l| records.len() >= l) {
+            return Ok((records, false));
+        }
+        if let Some(limit) = plan.seconds
+            && spent_before + started.elapsed().as_secs_f64() >= limit
+        {
+            break;
+        }
+        let t0 = Instant::now();
+        let arch = strategy.ask();
+        let c = Candidate::new(plan.space, &decisions, arch)?;
+        let cost = plan.space.discrete_cost(&c.resolved);
+        let mut r = Record {
+            n: records.len(),
+            arch: c.arch.clone(),
+            key: c.key.clone(),
+            genotype: c.genotype.to_ron(),
+            nb201: c.nb201.clone(),
+            params: cost.params,
+            macs: cost.macs,
+            latency_ms: None,
+            rejected: None,
+            accuracy: None,
+            report: None,
+            reward: None,
+            repeat: false,
+            seconds: 0.0,
+        };
+        if let Some(&i) = by_key.get(&c.key) {
+            let prev = &records[i];
+            r.latency_ms = prev.latency_ms;
+            r.accuracy = prev.accuracy;
+            r.report = prev.report;
+            r.reward = prev.reward;
+            r.repeat = true;
+        } else {
+            r.rejected = check(&plan.constraints, &r, None);
+            if r.rejected.is_none() && plan.needs_latency() {
+                let l = latency.as_deref_mut().ok_or_else(|| {
+                    Error::Input("this search needs latency and has no way to measure it".into())
+                })?;
+                r.latency_ms = Some(l.ms(&c)?);
+                r.rejected = check(&plan.constraints, &r, r.latency_ms);
+            }
+            if r.rejected.is_none() {
+                let Score { accuracy, report } = evaluator.evaluate(&c)?;
+                r.accuracy = Some(accuracy);
+                r.report = report;
+                r.reward = Some(plan.reward(accuracy, r.latency_ms));
+            }
+        }
+        r.seconds = t0.elapsed().as_secs_f64();
+        strategy.tell(r.reward);
+        if r.evaluated() {
+            evaluated += 1;
+            rejected_in_a_row = 0;
+            by_key.entry(r.key.clone()).or_insert(records.len());
+        } else {
+            rejected_in_a_row += 1;
+            if rejected_in_a_row >= MAX_REJECTED_IN_A_ROW {
+                return Err(Error::Input(format!(
+                    "the constraints rejected {MAX_REJECTED_IN_A_ROW} proposals in a row (the \
+                     last: {}); loosen them",
+                    r.rejected.as_deref().unwrap_or("")
+                )));
+            }
+        }
+        records.push(r);
+        after(&records)?;
+        progress(
+            evaluated,
+            best(&records).and_then(|b| b.accuracy).unwrap_or(0.0),
+        );
+    }
+    // Spent budget or time: either way the search is over.
+    Ok((records, true))
+}
+
+/// The first constraint `r` breaks, as text; latency is checked only once it is known.
+fn check(constraints: &[Constraint], r: &Record, latency: Option<f64>) -> Option<String> {
+    constraints.iter().find_map(|c| match *c {
+        Constraint::MaxParams(n) if r.params > n => {
+            Some(format!("{} parameters > MaxParams({n})", r.params))
+        }
+        Constraint::MaxMacs(n) if r.macs > n => Some(format!("{} MACs > MaxMacs({n})", r.macs)),
+        Constraint::MaxLatencyMs(ms) => match latency {
+            Some(l) if l > ms => Some(format!("{l:.3} ms > MaxLatencyMs({ms})")),
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+/// A hash of everything that determines the search's result.
+pub fn spec_hash(p: &Resolved) -> Result<String> {
+    crate::stages::search::darts::spec_hash(p)
+}
+
+/// What a finished (or stopped) multi-trial search returns.
+pub struct Outcome {
+    pub state: State,
+    pub front: Front,
+    pub seconds: f64,
+}
+
+/// Options that are not part of the spec.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Stop after this many proposals in total (tests simulate a killed run with it).
+    pub stop_after: Option<usize>,
+    pub progress: bool,
+}
+
+/// The evaluator pipeline `p` names: a training one keeps each candidate's weights under
+/// `weights`, a weight-sharing one its supernet's.
+pub fn evaluator(
+    p: &Resolved,
+    device: &candle_core::Device,
+    weights: Option<std::path::PathBuf>,
+    progress: bool,
+) -> Result<Box<dyn Evaluator>> {
+    let Some(Search::Trials { evaluator, .. }) = p.spec.search.as_deref() else {
+        return Err(Error::Input(
+            "the pipeline has no multi-trial search".into(),
+        ));
+    };
+    Ok(match &evaluator.value {
+        crate::spec::pipeline::Evaluator::Tabular { select, report, .. } => {
+            let table = p.table.clone().ok_or_else(|| {
+                Error::Input("the tabular evaluator's table was not loaded".into())
+            })?;
+            Box::new(crate::stages::search::evaluator::Tabular::new(
+                table, select, report,
+            )?)
+        }
+        crate::spec::pipeline::Evaluator::Train { .. } => Box::new(
+            crate::stages::search::evaluator::Train::new(p, device, weights)?,
+        ),
+        crate::spec::pipeline::Evaluator::WeightSharing { .. } => Box::new(
+            crate::stages::search::evaluator::shared::WeightSharing::new(
+                p, device, weights, progress,
+            )?,
+        ),
+    })
+}
+
+/// Runs (or resumes) the multi-trial search of `p` under `run_dir/search`.
+pub fn run(
+    p: &Resolved,
+    run_dir: &Path,
+    device: &candle_core::Device,
+    latency: Option<&mut dyn Latency>,
+    exporter: Option<&mut dyn Exporter>,
+    opts: &Options,
+) -> Result<Outcome> {
+    let plan = Plan::of(p)?;
+    let dir = run_dir.join("search");
+    let hash = spec_hash(p)?;
+    let path = dir.join("trials.json");
+    let old: Option<State> = match std::fs::read(&path) {
+        Ok(bytes) => {
+            let s: State = serde_json::from_slice(&bytes).map_err(|e| {
+                Error::Input(format!(
+                    "{}: not a search record ({e}); delete it to start over",
+                    path.display()
+                ))
+            })?;
+            if s.version != VERSION {
+                return Err(Error::Input(format!(
+                    "{}: record version {} (this build writes {VERSION}); delete the search folder to start over",
+                    path.display(),
+                    s.version
+                )));
+            }
+            (s.spec_hash == hash).then_some(s)
+        }
+        Err(_) => None,
+    };
+    if old.is_none() && dir.exists() {
+        // Another spec's (or a DARTS search's) outputs: the pipeline runner sets stale
+        // folders aside before this runs; a single-stage command refuses to mix them.
+        if std::fs::read_dir(&dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+        {
+            return Err(Error::Input(format!(
+                "{} holds a search written for a different spec (or another kind of search); \
+                 move it away or delete it to start over",
+                dir.display()
+            )));
+        }
+    }
+    std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    let state0 = State {
+        version: VERSION,
+        spec_hash: hash,
+        strategy: strategy_name(plan.strategy).into(),
+        report: String::new(),
+        budget: plan.budget,
+        finished: false,
+        records: Vec::new(),
+    };
+    if old.is_none() {
+        // Claims the folder for this spec before the evaluator writes into it.
+        let text = serde_json::to_vec_pretty(&state0).map_err(|e| Error::Input(e.to_string()))?;
+        write_atomic(&path, &text)?;
+    }
+    let weights = match p.spec.search.as_deref() {
+        Some(Search::Trials { evaluator: e, .. })
+            if matches!(
+                e.value,
+                crate::spec::pipeline::Evaluator::WeightSharing { .. }
+            ) =>
+        {
+            dir.clone()
+        }
+        _ => dir.join("weights"),
+    };
+    let mut ev = evaluator(p, device, Some(weights), opts.progress)?;
+    let mut state = old.unwrap_or(state0);
+    state.report = ev.report_name();
+    let started = Instant::now();
+    let bar = crate::progress::count(opts.progress, plan.budget as u64, "search", "evaluation");
+    let write = |s: &State| -> Result<()> {
+        let text = serde_json::to_vec_pretty(s).map_err(|e| Error::Input(e.to_string()))?;
+        write_atomic(&path, &text)
+    };
+    if !state.finished {
+        let mut snapshot = state.clone();
+        let records = std::mem::take(&mut state.records);
+        let (records, finished) = search(
+            &plan,
+            ev.as_mut(),
+            latency,
+            records,
+            opts.stop_after,
+            |rs| {
+                snapshot.records = rs.to_vec();
+                write(&snapshot)
+            },
+            |n, best| {
+                bar.set_position(n as u64);
+                bar.set_message(format!("best {:.2}%", 100.0 * best));
+            },
+        )?;
+        state.records = records;
+        state.finished = finished;
+        write(&state)?;
+    }
+    bar.finish_and_clear();
+    if !state.finished {
+        return Ok(Outcome {
+            front: front(&state, &plan, Vec::new()),
+            state,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
+    let decisions = Decisions::of(plan.space);
+    let mut pts = pareto(&state.records, plan.objectives);
+    // The report signal of the front, where the evaluator computes it on demand.
+    for r in &mut pts {
+        if r.report.is_none() {
+            let c = Candidate::new(plan.space, &decisions, r.arch.clone())?;
+            r.report = ev.report(&c)?;
+        }
+    }
+    let mut f = front(&state, &plan, pts);
+    if let Some(x) = exporter {
+        for (i, pt) in f.points.iter_mut().enumerate() {
+            let rec = state
+                .records
+                .iter()
+                .find(|r| r.n == pt.n)
+                .ok_or_else(|| Error::Input(format!("front point {} has no record", pt.n)))?;
+            let c = Candidate::new(plan.space, &decisions, rec.arch.clone())?;
+            let trained = ev.trained(&c)?.ok_or_else(|| {
+                Error::Input(format!(
+                    "front point {} ({}) has no trained weights to export: `export_front` \
+                     needs an evaluator that trains (`Train`)",
+                    pt.n + 1,
+                    pt.key
+                ))
+            })?;
+            let rel = format!("front/{i}");
+            pt.profiled_ms = Some(x.export(pt, trained, &dir.join(&rel))?);
+            pt.export = Some(format!("search/{rel}"));
+        }
+    }
+    let text = serde_json::to_vec_pretty(&f).map_err(|e| Error::Input(e.to_string()))?;
+    write_atomic(&dir.join("pareto.json"), &text)?;
+    Ok(Outcome {
+        state,
+        front: f,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn front(s: &State, plan: &Plan, pts: Vec<Record>) -> Front {
+    Front {
+        version: VERSION,
+        objectives: std::iter::once("accuracy")
+            .chain(plan.objectives.iter().map(|&o| objective_name(o)))
+            .map(String::from)
+            .collect(),
+        report: s.report.clone(),
+        points: pts
+            .into_iter()
+            .map(|r| Point {
+                n: r.n,
+                key: r.key,
+                genotype: r.genotype,
+                nb201: r.nb201,
+                accuracy: r.accuracy.unwrap_or(0.0),
+                report: r.report,
+                params: r.params,
+                macs: r.macs,
+                latency_ms: r.latency_ms,
+                export: None,
+                profiled_ms: None,
+            })
+            .collect(),
+    }
+}
+
+pub fn strategy_name(s: &crate::spec::pipeline::Strategy) -> &'static str {
+    use crate::spec::pipeline::Strategy as S;
+    match s {
+        S::Random => "random",
+        S::Evolution { .. } => "evolution",
+        S::Reinforce { .. } => "reinforce",
+    }
+}
+
+/// The derive stage after a multi-trial search: the returned architecture of the complete
+/// record, written to `<run_dir>/genotype.ron`.
+pub fn derive(p: &Resolved, run_dir: &Path) -> Result<crate::space::genotype::Genotype> {
+    let path = run_dir.join("search").join("trials.json");
+    let s: State = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .filter(|s: &State| s.spec_hash == spec_hash(p).unwrap_or_default() && s.finished)
+        .ok_or_else(|| {
+            Error::Input(format!(
+                "{}: the search is not complete; run it first (`nas-pipe search` or `nas-pipe run`)",
+                path.display()
+            ))
+        })?;
+    let b = s.best().ok_or_else(|| {
+        Error::Input(format!("{}: no architecture was evaluated", path.display()))
+    })?;
+    let src = crate::spec::Source::from_text(&path, b.genotype.clone());
+    let g: crate::space::genotype::Genotype = src.parse()?;
+    write_atomic(&run_dir.join("genotype.ron"), g.to_ron().as_bytes())?;
+    Ok(g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(n: usize, acc: Option<f64>, params: u64, lat: Option<f64>) -> Record {
+        Record {
+            n,
+            arch: vec![n as u32],
+            key: format!("k{n}"),
+            genotype: String::new(),
+            nb201: None,
+            params,
+            macs: 2 * params,
+            latency_ms: lat,
+            rejected: acc.is_none().then(|| "over".into()),
+            accuracy: acc,
+            report: None,
+            reward: acc,
+            repeat: false,
+            seconds: 0.0,
+        }
+    }
+
+    #[test]
+    fn the_front_keeps_exactly_the_non_dominated_evaluated_records() {
+        let rs = vec![
+            rec(0, Some(0.9), 100, Some(2.0)),
+            rec(1, Some(0.8), 50, Some(1.0)),
+            rec(2, Some(0.8), 60, Some(1.0)), // dominated by 1
+            rec(3, Some(0.95), 200, Some(3.0)),
+            rec(4, None, 10, Some(0.1)), // rejected: never on the front
+            rec(5, Some(0.7), 40, Some(1.5)), // fewest params among the evaluated
+            rec(6, Some(0.9), 100, Some(2.0)), // equal to 0: both stay (neither dominates)
+        ];
+        let f = pareto(&rs, &[Objective::Latency, Objective::Params]);
+        let ns: Vec<usize> = f.iter().map(|r| r.n).collect();
+        assert_eq!(ns, [3, 0, 6, 1, 5]);
+        // Over accuracy alone the front is the most accurate record.
+        let f = pareto(&rs, &[]);
+        assert_eq!(f.iter().map(|r| r.n).collect::<Vec<_>>(), [3]);
+        assert_eq!(best(&rs).unwrap().n, 3);
+    }
+
+    #[test]
+    fn constraints_and_rewards() {
+        let r = rec(0, Some(0.9), 100, None);
+        let cs = [Constraint::MaxParams(99), Constraint::MaxLatencyMs(1.0)];
+        assert!(check(&cs, &r, None).unwrap().contains("MaxParams(99)"));
+        let cs = [Constraint::MaxParams(100), Constraint::MaxLatencyMs(1.0)];
+        assert_eq!(check(&cs, &r, None), None, "latency is checked once known");
+        assert!(check(&cs, &r, Some(1.5)).unwrap().contains("MaxLatencyMs"));
+        assert!(check(&[Constraint::MaxMacs(199)], &r, None).is_some());
+
+        let space = crate::stages::search::strategy::tests::space("schemas/nas-bench-201.ron");
+        let strategy = crate::spec::pipeline::Strategy::Random;
+        let mnas = Reward::MnasNet {
+            target_ms: crate::spec::Spanned::unspanned(2.0),
+            w: crate::spec::Spanned::unspanned(-0.07),
+        };
+        let plan = Plan {
+            space: &space,
+            strategy: &strategy,
+            budget: 1,
+            seconds: None,
+            reward: &mnas,
+            objectives: &[],
+            constraints: Vec::new(),
+            seed: 0,
+        };
+        assert!(plan.needs_latency());
+        assert_eq!(plan.reward(0.8, Some(2.0)), 0.8);
+        assert!((plan.reward(0.8, Some(4.0)) - 0.8 * 2f64.powf(-0.07)).abs() < 1e-12);
+        assert!(plan.reward(0.8, Some(1.0)) > 0.8);
+    }
+}
