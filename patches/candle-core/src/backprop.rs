@@ -718,9 +718,10 @@ impl GradStore {
     }
 
     /// Adds `grad` to the gradient of `tensor`: the first gradient to reach a node is stored
-    /// as it is (in its own layout: a broadcast stays a view), later ones are summed into it. (nas-pipe's patch: the stock
-    /// `or_insert` + `add` fills a fresh zeros tensor and allocates a sum for every gradient
-    /// edge, also for nodes with a single consumer; upstream pull requests #3578 and #3822.)
+    /// as it is (in its own layout: a broadcast stays a view), later ones are summed into it.
+    /// (nas-pipe's patch: the stock `or_insert` + `add` fills a fresh zeros tensor and
+    /// allocates a sum for every gradient edge, also for nodes with a single consumer;
+    /// upstream pull requests #3578 and #3822.)
     fn accumulate(&mut self, tensor: &Tensor, grad: &Tensor) -> Result<()> {
         match self.0.entry(tensor.id()) {
             Entry::Occupied(mut entry) => {
