@@ -1,0 +1,387 @@
+//! Retraining the final network: its parameters, drop path and the auxiliary head,
+//! resumed training, bad input.
+
+use std::path::Path;
+
+use nas_pipe::space::Overrides;
+use nas_pipe::spec::space::Input;
+
+use crate::common::*;
+
+// ---- The final network (retraining) ----
+
+/// The Candle model has exactly the parameters the space module counts, for every shipped
+/// space; the auxiliary head adds exactly what `aux_param_count` says.
+#[test]
+fn final_network_parameters_match_the_space() {
+    use nas_pipe::nets::model::{Model, aux_param_count};
+    let dev = candle_core::Device::Cpu;
+    let s = load_space("schemas/darts.ron", with_size(36, 20));
+    let net = s.build(&arch(&s, "DARTS_V2"));
+    let m = Model::new(&net, &dev, 0, false).unwrap();
+    assert_eq!(m.store.param_count(), 3_349_342);
+    let with_aux = Model::new(&net, &dev, 0, true).unwrap();
+    assert_eq!(
+        with_aux.store.param_count() as u64,
+        3_349_342 + aux_param_count(&net)
+    );
+    assert_eq!(with_aux.param_count_without_aux(), 3_349_342);
+
+    let nb = load_space("schemas/nas-bench-201.ron", Overrides::default());
+    let net = nb.build(&arch(&nb, NB201_EXAMPLE));
+    assert_eq!(
+        Model::new(&net, &dev, 0, false)
+            .unwrap()
+            .store
+            .param_count(),
+        802_426
+    );
+
+    let ch = load_space("schemas/mobilenet-chain.ron", Overrides::default());
+    let layers: Vec<&str> = std::iter::once("ir_k3_e1")
+        .chain((0..4).flat_map(|_| ["ir_k3_e3", "ir_k5_e6", "skip", "ir_k3_e6"]))
+        .collect();
+    let a = chain_genotype(&ch, &layers);
+    let net = ch.build(&a);
+    let m = Model::new(&net, &dev, 0, false).unwrap();
+    assert_eq!(m.store.param_count() as u64, ch.discrete_cost(&a).params);
+    assert_eq!(m.store.param_count() as u64, net.cost().params);
+}
+
+/// Every shipped space's final network runs forward; drop path and the auxiliary head act
+/// only in training mode, and evaluation is deterministic.
+#[test]
+fn drop_path_and_aux_head_only_in_training() {
+    use nas_pipe::nets::model::{Mode, Model};
+    use rand::SeedableRng;
+    let dev = candle_core::Device::Cpu;
+    let s = load_space("schemas/darts.ron", with_size(4, 5));
+    let net = s.build(&arch(&s, "DARTS_V2"));
+    let m = Model::new(&net, &dev, 1, true).unwrap();
+    let x = candle_core::Tensor::randn(0f32, 1., (4, 3, 32, 32), &dev).unwrap();
+    let v = |t: &candle_core::Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let e1 = m.forward(&x, Mode::Eval).unwrap();
+    let e2 = m.forward(&x, Mode::Eval).unwrap();
+    assert!(e1.aux.is_none());
+    assert_eq!(e1.logits.dims(), &[4, 10]);
+    assert_eq!(v(&e1.logits), v(&e2.logits), "evaluation is deterministic");
+
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let t1 = m
+        .forward(
+            &x,
+            Mode::Train {
+                drop_path: 0.5,
+                rng: &mut rng,
+            },
+        )
+        .unwrap();
+    let aux = t1.aux.expect("training mode computes the auxiliary logits");
+    assert_eq!(aux.dims(), &[4, 10]);
+    let t2 = m
+        .forward(
+            &x,
+            Mode::Train {
+                drop_path: 0.5,
+                rng: &mut rng,
+            },
+        )
+        .unwrap();
+    assert_ne!(v(&t1.logits), v(&t2.logits), "drop path draws new masks");
+    // The same masks give the same output (training is reproducible from the seed).
+    let (mut r1, mut r2) = (
+        rand_chacha::ChaCha8Rng::seed_from_u64(9),
+        rand_chacha::ChaCha8Rng::seed_from_u64(9),
+    );
+    let a = m
+        .forward(
+            &x,
+            Mode::Train {
+                drop_path: 0.3,
+                rng: &mut r1,
+            },
+        )
+        .unwrap();
+    let b = m
+        .forward(
+            &x,
+            Mode::Train {
+                drop_path: 0.3,
+                rng: &mut r2,
+            },
+        )
+        .unwrap();
+    // BN batch statistics do not depend on the running ones, so these match exactly.
+    assert_eq!(v(&a.logits), v(&b.logits));
+
+    for (file, g) in [
+        ("schemas/nas-bench-201.ron", NB201_EXAMPLE),
+        (
+            "schemas/nas-bench-201.ron",
+            "|none~0|+|none~0|none~1|+|none~0|skip_connect~1|none~2|",
+        ),
+    ] {
+        let s = load_space(file, Overrides::default());
+        let net = s.build(&arch(&s, g));
+        let m = Model::new(&net, &dev, 1, false).unwrap();
+        let y = m.forward(&x, Mode::Eval).unwrap();
+        assert_eq!(y.logits.dims(), &[4, 10], "{g}");
+    }
+}
+
+/// A network whose last reduction is not 8×8 cannot take DARTS's auxiliary head.
+#[test]
+fn aux_head_needs_an_8x8_map() {
+    use nas_pipe::nets::model::aux_position;
+    let mut ov = with_size(4, 8);
+    ov.input = Some(Input {
+        channels: 1,
+        size: 28,
+        classes: 10,
+    });
+    let s = load_space("schemas/darts.ron", ov);
+    let e = aux_position(&s.build(&arch(&s, "DARTS_V2"))).unwrap_err();
+    assert!(e.contains("7x7"), "{e}");
+    let nb = load_space("schemas/nas-bench-201.ron", Overrides::default());
+    let e = aux_position(&nb.build(&arch(&nb, NB201_EXAMPLE))).unwrap_err();
+    assert!(e.contains("no reduction cell"), "{e}");
+}
+
+fn weights_of(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let t = candle_core::safetensors::load(path, &candle_core::Device::Cpu).unwrap();
+    let mut v: Vec<(String, Vec<f32>)> = t
+        .into_iter()
+        .map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// A training stopped after an epoch and resumed ends with the same weights, metrics and
+/// evaluation as an uninterrupted one (drop path, label smoothing, augmentation and
+/// warm-up on).
+#[test]
+fn resumed_training_equals_uninterrupted() {
+    let dir = tempdir("train-resume");
+    let p = train_pipeline(&dir, "t", 8, "drop_path: 0.3, label_smoothing: 0.1,");
+    let train = |out: &str, stop: Option<&str>| {
+        let mut c = bin();
+        c.args(["train"])
+            .arg(&p)
+            .args(["--genotype", "DARTS_V2", "--out"])
+            .arg(dir.join(out));
+        if let Some(s) = stop {
+            c.args(["--stop-after", s]);
+        }
+        run_ok(&mut c)
+    };
+    let done = train("straight", None);
+    assert!(done.contains("training finished: 3 epochs"), "{done}");
+    let stopped = train("resumed", Some("1"));
+    assert!(stopped.contains("stopped after epoch 1"), "{stopped}");
+    assert!(!dir.join("resumed/t/retrain/evaluation.json").exists());
+    train("resumed", None);
+    let (a, b) = (
+        dir.join("straight/t/retrain"),
+        dir.join("resumed/t/retrain"),
+    );
+    let wa = weights_of(&a.join("last.safetensors"));
+    assert!(wa.iter().any(|(k, _)| k.ends_with("running_var")));
+    assert!(
+        wa.iter()
+            .any(|(k, _)| k == "layers.1.edges.0.sep_conv_3x3.1.dw.weight")
+    );
+    assert_eq!(wa, weights_of(&b.join("last.safetensors")));
+    let json = |d: &Path, f: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(d.join(f)).unwrap()).unwrap()
+    };
+    let strip_time = |mut v: serde_json::Value| {
+        for m in v.as_array_mut().unwrap() {
+            m["seconds"] = 0.into();
+            m["images_per_sec"] = 0.into();
+        }
+        v
+    };
+    let ma = strip_time(json(&a, "metrics.json"));
+    assert_eq!(ma, strip_time(json(&b, "metrics.json")));
+    assert_eq!(json(&a, "evaluation.json"), json(&b, "evaluation.json"));
+    // Drop path ramps 0, 0.1, 0.2; the learning rate warms up then decays to the floor.
+    let drops: Vec<f64> = ma
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["drop_path"].as_f64().unwrap())
+        .collect();
+    for (d, want) in drops.iter().zip([0.0, 0.1, 0.2]) {
+        assert!((d - want).abs() < 1e-12, "{drops:?}");
+    }
+    assert_eq!(drops.len(), 3);
+    let eval = json(&a, "evaluation.json");
+    let confusion = eval["confusion"].as_array().unwrap();
+    assert_eq!(confusion.len(), 4);
+    let total: u64 = confusion
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 24);
+
+    // `eval` rebuilds the model from the run folder alone and agrees with training.
+    let out = run_ok(
+        bin()
+            .args(["eval"])
+            .arg(&p)
+            .arg("--out")
+            .arg(dir.join("straight")),
+    );
+    let acc = eval["accuracy"].as_f64().unwrap();
+    assert!(
+        out.contains(&format!("test accuracy {:.2}%", 100.0 * acc)),
+        "{out} vs {acc}"
+    );
+    // The model card, space and genotype beside the weights rebuild the same network.
+    let t = nas_pipe::stages::retrain::load_model(&a).unwrap();
+    assert_eq!(t.net.cost().params, t.card.params);
+    let m = nas_pipe::nets::model::Model::new(&t.net, &candle_core::Device::Cpu, 0, false).unwrap();
+    nas_pipe::stages::retrain::load_weights(&m, &a.join("best.safetensors")).unwrap();
+
+    // A changed spec or genotype is refused, and the finished results are left untouched.
+    let files = [
+        "state.json",
+        "genotype.ron",
+        "model.ron",
+        "last.safetensors",
+    ];
+    let before: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(a.join(f)).unwrap())
+        .collect();
+    std::fs::create_dir_all(dir.join("changed")).unwrap();
+    let p2 = train_pipeline(&dir.join("changed"), "t", 8, "drop_path: 0.2,");
+    for (pipeline, genotype) in [(&p2, "DARTS_V2"), (&p, "DARTS_V1")] {
+        let o = bin()
+            .args(["train"])
+            .arg(pipeline)
+            .args(["--genotype", genotype, "--out"])
+            .arg(dir.join("straight"))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("different spec"));
+        let after: Vec<Vec<u8>> = files
+            .iter()
+            .map(|f| std::fs::read(a.join(f)).unwrap())
+            .collect();
+        assert!(before == after, "{genotype}: the finished run was modified");
+    }
+}
+
+/// With the auxiliary head (32×32 input: 8×8 after two reductions) training runs, and the
+/// saved weights leave the head out.
+#[test]
+fn training_with_the_auxiliary_head() {
+    let dir = tempdir("train-aux");
+    let p = train_pipeline(&dir, "aux", 32, "auxiliary_weight: 0.4, epochs: 1,");
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("epochs: 3, ", "");
+    std::fs::write(&p, text).unwrap();
+    run_ok(
+        bin()
+            .args(["train"])
+            .arg(&p)
+            .args(["--genotype", "DARTS_V1", "--out"])
+            .arg(dir.join("o")),
+    );
+    let w = weights_of(&dir.join("o/aux/retrain/last.safetensors"));
+    assert!(!w.is_empty() && w.iter().all(|(k, _)| !k.starts_with("aux.")));
+}
+
+/// Bad input to `train` and `eval`: clear errors naming the entry, exit code 2.
+#[test]
+fn training_bad_input_is_a_clean_error() {
+    let dir = tempdir("train-bad");
+    let p = train_pipeline(&dir, "bad", 8, "epochs: 1,");
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("epochs: 3, ", "");
+    std::fs::write(&p, text).unwrap();
+    let out = dir.join("o");
+    // No genotype anywhere.
+    let e = fails(bin().args(["train"]).arg(&p).arg("--out").arg(&out));
+    assert!(
+        e.contains("no genotype to train") && e.contains("nas-pipe search"),
+        "{e}"
+    );
+    // A genotype that does not fit the space: unknown op, input out of range, node count.
+    let g = dir.join("g.ron");
+    for (body, expect) in [
+        (
+            r#"Genotype(version: 1, space: "darts", cells: {"normal": [[("sep_conv_9x9", 0), ("skip_connect", 1)], [("skip_connect", 0), ("skip_connect", 1)], [("skip_connect", 0), ("skip_connect", 1)], [("skip_connect", 0), ("skip_connect", 1)]], "reduce": [[("max_pool_3x3", 0), ("max_pool_3x3", 1)], [("max_pool_3x3", 0), ("max_pool_3x3", 1)], [("max_pool_3x3", 0), ("max_pool_3x3", 1)], [("max_pool_3x3", 0), ("max_pool_3x3", 1)]]})"#,
+            "sep_conv_9x9",
+        ),
+        (
+            r#"Genotype(version: 1, space: "darts", cells: {"normal": [[("skip_connect", 7), ("skip_connect", 1)], [("skip_connect", 0), ("skip_connect", 1)], [("skip_connect", 0), ("skip_connect", 1)], [("skip_connect", 0), ("skip_connect", 1)]], "reduce": [[("max_pool_3x3", 0), ("max_pool_3x3", 1)], [("max_pool_3x3", 0), ("max_pool_3x3", 1)], [("max_pool_3x3", 0), ("max_pool_3x3", 1)], [("max_pool_3x3", 0), ("max_pool_3x3", 1)]]})"#,
+            "7",
+        ),
+        (
+            r#"Genotype(version: 1, space: "darts", cells: {"normal": [[("skip_connect", 0), ("skip_connect", 1)]], "reduce": [[("max_pool_3x3", 0), ("max_pool_3x3", 1)], [("max_pool_3x3", 0), ("max_pool_3x3", 1)], [("max_pool_3x3", 0), ("max_pool_3x3", 1)], [("max_pool_3x3", 0), ("max_pool_3x3", 1)]]})"#,
+            "4",
+        ),
+    ] {
+        std::fs::write(&g, body).unwrap();
+        let e = fails(
+            bin()
+                .args(["train"])
+                .arg(&p)
+                .arg("--genotype")
+                .arg(&g)
+                .arg("--out")
+                .arg(&out),
+        );
+        assert!(e.contains("g.ron:1:") && e.contains(expect), "{e}");
+    }
+    assert!(
+        !out.join("bad/retrain").exists(),
+        "nothing written for a bad genotype"
+    );
+
+    // Weights for another architecture: the first mismatching entry is named.
+    run_ok(
+        bin()
+            .args(["train"])
+            .arg(&p)
+            .args(["--genotype", "DARTS_V2", "--out"])
+            .arg(&out),
+    );
+    let other = dir.join("other");
+    run_ok(
+        bin()
+            .args(["train"])
+            .arg(&p)
+            .args(["--genotype", "DARTS_V1", "--out"])
+            .arg(&other),
+    );
+    let e = fails(
+        bin()
+            .args(["eval"])
+            .arg(&p)
+            .arg("--weights")
+            .arg(other.join("bad/retrain/last.safetensors"))
+            .arg("--out")
+            .arg(&out),
+    );
+    assert!(
+        e.contains("is missing") || e.contains("not part of this architecture"),
+        "{e}"
+    );
+    assert!(e.contains("layers."), "{e}");
+    let e = fails(
+        bin()
+            .args(["eval"])
+            .arg(&p)
+            .args(["--weights", "nothing.safetensors", "--out"])
+            .arg(&out),
+    );
+    assert!(e.contains("nothing.safetensors"), "{e}");
+}
