@@ -18,6 +18,9 @@ if ! command -v cargo >/dev/null 2>&1; then
     fi
 fi
 
+# The vendored candle-core must equal the crates.io release plus patches/candle-core.diff.
+bash scripts/check-candle-patch.sh
+
 source scripts/ort-env.sh
 
 # The report's browser test (report_opens_in_chromium_without_console_errors) opens a report
