@@ -6,6 +6,7 @@
 mod common;
 
 mod export;
+mod layers;
 mod report;
 mod retrain;
 mod run;
