@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use crate::error::{Error, Result, exit};
 use crate::space::genotype::Genotype;
 use crate::space::{self, Overrides, Space, show};
-use crate::spec::{Sources, Span, pipeline};
+use crate::spec::{Sources, Span};
 
 /// Neural architecture search from a declared space to a checked, profiled ONNX model.
 #[derive(Debug, Parser)]
@@ -359,7 +359,7 @@ fn run(cli: &Cli) -> Result<i32> {
                     None,
                 ),
                 Kind::Pipeline => {
-                    let p = pipeline::load(&mut sources, file)?;
+                    let p = crate::pipeline::resolve::load(&mut sources, file)?;
                     let fixed = p.genotype.map(|(_, r)| (p.retrain_space.clone(), r));
                     (p.search_space, fixed)
                 }
@@ -383,7 +383,7 @@ fn run(cli: &Cli) -> Result<i32> {
             force,
             ort_lib,
         } => {
-            let p = pipeline::load(&mut sources, file)?;
+            let p = crate::pipeline::resolve::load(&mut sources, file)?;
             let device = device(&sources, &p, cli.device)?;
             let run_dir = dir.join(&p.spec.name.value);
             let opts = crate::pipeline::Options {
@@ -404,7 +404,7 @@ fn run(cli: &Cli) -> Result<i32> {
             out: dir,
             ort_lib,
         } => {
-            let p = pipeline::load(&mut sources, file)?;
+            let p = crate::pipeline::resolve::load(&mut sources, file)?;
             let device = device(&sources, &p, cli.device)?;
             let run_dir = dir.join(&p.spec.name.value);
             let r = crate::pipeline::status(&sources, &p, &run_dir, &device, ort_lib.as_deref())?;
@@ -417,7 +417,7 @@ fn run(cli: &Cli) -> Result<i32> {
             let run_dir = if file.is_dir() {
                 file.clone()
             } else {
-                let p = pipeline::load(&mut sources, file)?;
+                let p = crate::pipeline::resolve::load(&mut sources, file)?;
                 dir.join(&p.spec.name.value)
             };
             if !run_dir.is_dir() {
@@ -442,7 +442,7 @@ fn run(cli: &Cli) -> Result<i32> {
             stop_after,
             ort_lib,
         } => {
-            let p = pipeline::load(&mut sources, file)?;
+            let p = crate::pipeline::resolve::load(&mut sources, file)?;
             let device = device(&sources, &p, cli.device)?;
             let run_dir = dir.join(&p.spec.name.value);
             if matches!(
@@ -572,7 +572,7 @@ fn run(cli: &Cli) -> Result<i32> {
         } => {
             let mut studies = Vec::new();
             for file in pipelines {
-                let p = pipeline::load(&mut sources, file)?;
+                let p = crate::pipeline::resolve::load(&mut sources, file)?;
                 let s = crate::stages::search::study::run(&p, *seeds, true)?;
                 let path = dir.join(&p.spec.name.value).join("study.json");
                 crate::stages::search::study::write(&s, &path)?;
@@ -592,7 +592,7 @@ fn run(cli: &Cli) -> Result<i32> {
             out: dir,
             stop_after,
         } => {
-            let p = pipeline::load(&mut sources, file)?;
+            let p = crate::pipeline::resolve::load(&mut sources, file)?;
             let device = device(&sources, &p, cli.device)?;
             let run_dir = dir.join(&p.spec.name.value);
             let g = crate::stages::retrain::choose_genotype(&p, &run_dir, genotype.as_deref())?;
@@ -626,7 +626,7 @@ fn run(cli: &Cli) -> Result<i32> {
             weights,
             out: dir,
         } => {
-            let p = pipeline::load(&mut sources, file)?;
+            let p = crate::pipeline::resolve::load(&mut sources, file)?;
             let device = device(&sources, &p, cli.device)?;
             let rdir = dir.join(&p.spec.name.value).join("retrain");
             let e = crate::stages::retrain::eval(&p, &rdir, weights, &device, true)?;
@@ -645,7 +645,7 @@ fn run(cli: &Cli) -> Result<i32> {
             weights,
             out: dir,
         } => {
-            let p = pipeline::load(&mut sources, file)?;
+            let p = crate::pipeline::resolve::load(&mut sources, file)?;
             let run_dir = dir.join(&p.spec.name.value);
             let _busy = crate::run::busy::acquire(&run_dir, "nas-pipe export")?;
             let (path, opts, bytes) = crate::pipeline::stages::export(&p, &run_dir, weights)?;
@@ -667,7 +667,7 @@ fn run(cli: &Cli) -> Result<i32> {
             out: dir,
             ort_lib,
         } => {
-            let p = pipeline::load(&mut sources, file)?;
+            let p = crate::pipeline::resolve::load(&mut sources, file)?;
             let device = device(&sources, &p, cli.device)?;
             let run_dir = dir.join(&p.spec.name.value);
             let _busy = crate::run::busy::acquire(&run_dir, "nas-pipe validate")?;
@@ -707,7 +707,7 @@ fn run(cli: &Cli) -> Result<i32> {
             // A pipeline profiles its exported model with its own plan, into its run folder.
             let is_pipeline = model.extension().is_some_and(|e| e == "ron");
             let report = if is_pipeline {
-                let p = pipeline::load(&mut sources, model)?;
+                let p = crate::pipeline::resolve::load(&mut sources, model)?;
                 let run_dir = dir
                     .clone()
                     .unwrap_or_else(|| PathBuf::from("exports"))
@@ -885,7 +885,7 @@ fn per_class(e: &crate::stages::retrain::Evaluation) -> String {
 /// An unusable choice is an error at the flag or at the pipeline's `device` line.
 pub fn device(
     sources: &Sources,
-    p: &pipeline::Resolved,
+    p: &crate::run::Resolved,
     flag: Option<crate::device::Choice>,
 ) -> Result<candle_core::Device> {
     match flag {
@@ -922,7 +922,7 @@ fn write_out(out: &mut impl std::io::Write, text: &str) -> Result<()> {
 }
 
 fn check_pipeline(sources: &mut Sources, file: &Path) -> Result<String> {
-    let p = pipeline::load(sources, file)?;
+    let p = crate::pipeline::resolve::load(sources, file)?;
     let resolved = p.spec.to_ron();
     let mut o = format!("{}: ok\n\nresolved spec:\n{resolved}\n\n", file.display());
     o += &format!("space file: {}\n\n", p.space_path.display());

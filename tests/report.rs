@@ -8,7 +8,6 @@ use nas_pipe::run::Stage;
 use nas_pipe::run::lock::{Entry, KeyParts, Lock, Status};
 use nas_pipe::space::Overrides;
 use nas_pipe::spec::Sources;
-use nas_pipe::spec::pipeline;
 use nas_pipe::stages::report;
 
 use crate::common::*;
@@ -49,7 +48,7 @@ fn report_pipeline(dir: &Path, name: &str) -> PathBuf {
 /// with an entry per stage that has outputs, at fixed times, and the report's own entry
 /// (running), which the report must ignore.
 fn write_runner_files(pipeline_file: &Path, run: &Path) {
-    let p = pipeline::load(&mut Sources::default(), pipeline_file).unwrap();
+    let p = nas_pipe::pipeline::resolve::load(&mut Sources::default(), pipeline_file).unwrap();
     std::fs::write(run.join("pipeline.ron"), p.spec.to_ron()).unwrap();
     let mut lock = Lock::new(&p.spec.name.value);
     let stages = [

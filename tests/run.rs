@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nas_pipe::spec::Sources;
-use nas_pipe::spec::pipeline;
 
 use crate::common::*;
 
@@ -552,7 +551,7 @@ fn a_fixed_genotype_skips_the_search() {
     let run = dir.join("f");
     assert!(!run.join("search").exists());
     let mut sources = Sources::default();
-    let resolved = pipeline::load(&mut sources, &p).unwrap();
+    let resolved = nas_pipe::pipeline::resolve::load(&mut sources, &p).unwrap();
     let (g, _) = resolved.genotype.unwrap();
     assert_eq!(
         std::fs::read_to_string(run.join("genotype.ron")).unwrap(),

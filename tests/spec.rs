@@ -106,7 +106,11 @@ fn mobilenet_chain_counts() {
 #[test]
 fn pipeline_input_shapes_reach_the_space() {
     let mut sources = Sources::default();
-    let p = pipeline::load(&mut sources, &root().join("pipelines/fashion-mnist.ron")).unwrap();
+    let p = nas_pipe::pipeline::resolve::load(
+        &mut sources,
+        &root().join("pipelines/fashion-mnist.ron"),
+    )
+    .unwrap();
     assert_eq!(
         p.search_space.input,
         Input {
@@ -446,7 +450,7 @@ fn check_text(path: &Path, text: String) -> Result<String, String> {
     let r = if path.starts_with(root().join("pipelines")) {
         sources
             .parse(id)
-            .and_then(|spec| pipeline::resolve(&mut sources, id, path, spec))
+            .and_then(|spec| nas_pipe::pipeline::resolve::resolve(&mut sources, id, path, spec))
             .map(|p| space::show::summary(&p.retrain_space))
     } else {
         sources
@@ -558,12 +562,13 @@ fn resolved_pipeline_spec_reads_back_the_same() {
         "pipelines/smoke.ron",
     ] {
         let mut sources = Sources::default();
-        let p = pipeline::load(&mut sources, &root().join(file)).unwrap();
+        let p = nas_pipe::pipeline::resolve::load(&mut sources, &root().join(file)).unwrap();
         let text = p.spec.to_ron();
         let id = sources.add(Source::from_text(&root().join(file), text.clone()));
         let again: pipeline::Pipeline = sources.parse(id).unwrap();
         assert_eq!(again.to_ron(), text, "{file}");
-        let r = pipeline::resolve(&mut sources, id, &root().join(file), again).unwrap();
+        let r = nas_pipe::pipeline::resolve::resolve(&mut sources, id, &root().join(file), again)
+            .unwrap();
         assert_eq!(
             r.search_space.supernet_cost(),
             p.search_space.supernet_cost()

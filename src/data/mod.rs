@@ -19,12 +19,14 @@ pub mod idx;
 pub mod normalize;
 pub mod rng;
 pub mod synthetic;
+pub mod table;
 
 use std::path::Path;
 use std::sync::Arc;
 
 pub use batch::{Batch, BatchConfig, Batcher, Epoch};
 pub use normalize::Normalize;
+pub use table::Table;
 
 use crate::error::{Error, Result};
 use crate::spec::pipeline::Data;

@@ -17,45 +17,17 @@ mod pool;
 pub mod zero;
 
 use candle_core::{Result as CandleResult, Tensor};
-use serde::{Deserialize, Serialize};
 
 use crate::nn::Scope;
 pub use crate::nn::Shape;
 use crate::onnx::Graph;
+pub use crate::spec::space::Op;
 
 pub use conv::{DwPwBn, ReluConvBnModule, conv_bn_cost, relu_conv_bn_cost};
 pub use identity::{FactorizedReduce, factorized_reduce_cost};
 pub use inverted_residual::InvertedResidualModule;
 pub use inverted_residual::inverted_residual_hidden;
 pub use pool::PoolModule;
-
-/// A primitive op, as written in a space's `ops` list: `("sep_conv_3x3", SepConv(kernel: 3))`.
-///
-/// Every op maps `c_in` channels at stride `s` to `c_out` channels; which combinations an op
-/// supports is checked by [`Op::apply`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub enum Op {
-    /// Zeros (`none`). At stride 2 the input is first subsampled (`x[:, :, ::2, ::2]`).
-    Zero,
-    /// Identity at stride 1; FactorizedReduce(c_in, c_out) at stride 2.
-    Identity,
-    /// Max pooling, same padding (padding never wins).
-    MaxPool { kernel: u32 },
-    /// Average pooling, same padding excluded from the average.
-    AvgPool { kernel: u32 },
-    /// DARTS separable conv: [ReLU, depthwise k×k (stride s), pointwise c_in→c_in, BN], then
-    /// [ReLU, depthwise k×k, pointwise c_in→c_out, BN].
-    SepConv { kernel: u32 },
-    /// DARTS dilated conv: ReLU, depthwise dilated k×k (stride s), pointwise c_in→c_out, BN.
-    DilConv { kernel: u32, dilation: u32 },
-    /// ReLU, conv k×k c_in→c_out (stride s), BN (NAS-Bench-201's `nor_conv_kxk`).
-    ReluConvBn { kernel: u32 },
-    /// MobileNetV2 inverted residual: [conv 1×1 c_in→t·c_in, BN, ReLU6] (absent when t = 1),
-    /// depthwise k×k (stride s), BN, ReLU6, conv 1×1 →c_out, BN; plus the input when s = 1
-    /// and c_in = c_out.
-    InvertedResidual { kernel: u32, expansion: u32 },
-}
 
 /// How batch norm is built where an op has one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

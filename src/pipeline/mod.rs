@@ -20,6 +20,7 @@
 //! ends with the same files as an uninterrupted one.
 
 pub mod device_check;
+pub mod resolve;
 pub mod stages;
 
 use std::collections::BTreeMap;
@@ -29,9 +30,10 @@ use std::time::{Instant, SystemTime};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::run::Resolved;
 use crate::run::{SPEC_FILE, STALE_DIR, Stage, lock};
 use crate::spec::Sources;
-use crate::spec::pipeline::{Resolved, Search};
+use crate::spec::pipeline::Search;
 use lock::{Entry, FileHash, KeyParts, Lock, Status};
 
 /// Files of the retrained model that later stages read.

@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::spec::pipeline::{self, Resolved};
+use crate::run::Resolved;
+use crate::spec::pipeline;
 
 /// The derive stage of a pipeline that fixes its architecture: writes the pipeline's
 /// `genotype` to `<run_dir>/genotype.ron`.

@@ -5,6 +5,8 @@ pub mod busy;
 pub mod checkpoint;
 pub mod lock;
 pub mod metrics;
+pub mod resolved;
 pub mod stage;
 
+pub use resolved::Resolved;
 pub use stage::{SPEC_FILE, STALE_DIR, Stage};

@@ -1,18 +1,15 @@
-//! Serde types of a pipeline file (`pipelines/*.ron`) and its one validation step.
+//! Serde types of a pipeline file (`pipelines/*.ron`) and their value checks ([`check`]);
+//! `crate::pipeline::resolve` turns a checked spec into the stages' input.
 //!
 //! A pipeline declares an experiment: data, the search space (a path relative to the
 //! pipeline file, with optional width and depth overrides per stage), the search strategy
 //! and budgets, retraining, export, validation tolerances and the profiling plan. Defaults
 //! are written once here (`#[serde(default = ...)]`) and shown by `nas-pipe check`.
 
-use std::path::{Path, PathBuf};
-
 use serde::{Deserialize, Serialize};
 
 use super::{Sources, Span, Spanned};
 use crate::error::Result;
-use crate::space::genotype::Genotype;
-use crate::space::{self, Overrides, Space};
 use crate::spec::space::Input;
 
 /// An experiment.
@@ -668,208 +665,8 @@ fn two_hundred() -> Spanned<u32> {
     sp(200)
 }
 
-/// A pipeline after its one validation step: values checked, paths resolved, the space
-/// compiled at the search and retrain sizes, a fixed genotype resolved.
-#[derive(Debug, Clone)]
-pub struct Resolved {
-    /// The spec with every default filled in.
-    pub spec: Pipeline,
-    /// The pipeline file's id in the sources.
-    pub file: u32,
-    /// The folder of the pipeline file, which relative paths in it are relative to.
-    pub dir: PathBuf,
-    /// A tabular evaluator's table, loaded and checked against the space.
-    pub table: Option<std::sync::Arc<crate::stages::search::evaluator::Table>>,
-    pub space_path: PathBuf,
-    /// The data directory, resolved against the pipeline's folder (none for synthetic data).
-    pub data_dir: Option<PathBuf>,
-    /// The space at the search network's size.
-    pub search_space: Space,
-    /// The space at the retrained network's size.
-    pub retrain_space: Space,
-    /// The fixed architecture, when the pipeline gives one.
-    pub genotype: Option<(Genotype, crate::space::genotype::Architecture)>,
-    /// The text of every file the space was read from (the space and the libraries it
-    /// includes), for cache keys.
-    pub space_texts: Vec<String>,
-    /// The space as read, libraries included inline: written beside retrained weights so
-    /// that the model can be rebuilt from the run folder alone.
-    pub space_raw: crate::spec::space::SearchSpace,
-}
-
-/// Reads, checks and resolves a pipeline file.
-pub fn load(sources: &mut Sources, path: &Path) -> Result<Resolved> {
-    let (file, spec) = sources.load::<Pipeline>(path)?;
-    resolve(sources, file, path, spec)
-}
-
-/// The one validation step from a parsed pipeline to a [`Resolved`] one.
-pub fn resolve(sources: &mut Sources, file: u32, path: &Path, spec: Pipeline) -> Result<Resolved> {
-    check(sources, &spec)?;
-    let dir = path.parent().unwrap_or(Path::new(""));
-    let space_path = dir.join(&spec.space.value);
-    let data_dir = match &spec.data.value {
-        Data::FashionMnist { dir: d, .. }
-        | Data::Mnist { dir: d, .. }
-        | Data::Cifar10 { dir: d, .. } => Some(dir.join(d)),
-        Data::Synthetic { .. } => None,
-    };
-    let input = spec.data.input();
-    let first_space_file = sources.files.len();
-    let raw = space::read(sources, &space_path, Some(spec.space.span))?;
-    let space_texts = sources.files[first_space_file..]
-        .iter()
-        .map(|f| f.text.clone())
-        .collect();
-    let (search_ch, search_layers) = match spec.search.as_deref() {
-        Some(Search::Darts {
-            channels, layers, ..
-        }) => (channels.clone(), layers.clone()),
-        Some(Search::Trials { evaluator, .. }) => match &evaluator.value {
-            Evaluator::Train { recipe, .. } => (recipe.channels.clone(), recipe.layers.clone()),
-            Evaluator::WeightSharing {
-                channels, layers, ..
-            } => (channels.clone(), layers.clone()),
-            Evaluator::Tabular { .. } => (None, None),
-        },
-        None => (None, None),
-    };
-    let ov = |c: &Option<Spanned<u32>>, l: &Option<Spanned<u32>>| Overrides {
-        input: Some(input),
-        channels: c.as_ref().map(|c| (c.value, c.span)),
-        layers: l.as_ref().map(|l| (l.value, l.span)),
-    };
-    let search_space = space::compile(sources, &raw, &ov(&search_ch, &search_layers))?;
-    if let Some(Search::Darts { variant, .. }) = spec.search.as_deref()
-        && let Variant::PcDarts { k, .. } = &variant.value
-    {
-        crate::nets::supernet::check_partial(&search_space, k.value as usize).map_err(|e| {
-            let (span, m) = match e {
-                crate::nets::supernet::PartialError::Space(m) => (variant.span, m),
-                // A default `k` has no place in the file: point at the variant.
-                crate::nets::supernet::PartialError::K(m) if k.span == Span::default() => {
-                    (variant.span, m)
-                }
-                crate::nets::supernet::PartialError::K(m) => (k.span, m),
-            };
-            crate::error::Error::from(sources.diag(span, m))
-        })?;
-    }
-    let (rc, rl) = spec
-        .retrain
-        .as_ref()
-        .map_or((None, None), |r| (r.channels.clone(), r.layers.clone()));
-    let retrain_space = space::compile(sources, &raw, &ov(&rc, &rl))?;
-    if let Some(r) = &spec.retrain
-        && r.auxiliary_weight.value > 0.0
-    {
-        crate::nets::model::aux_position_in(&retrain_space).map_err(|m| {
-            let mut d = sources.diag(r.auxiliary_weight.span, m);
-            d.help = Some("set `auxiliary_weight: 0.0` for this space or input size".into());
-            crate::error::Error::from(d)
-        })?;
-    }
-    let genotype = match &spec.genotype {
-        None => None,
-        Some(g) => {
-            let arg = if Path::new(&g.value).is_relative() && dir.join(&g.value).exists() {
-                dir.join(&g.value).display().to_string()
-            } else {
-                g.value.clone()
-            };
-            let (gsrc, genotype) =
-                Genotype::from_arg(&arg, &retrain_space).map_err(|e| match e {
-                    crate::error::Error::Input(m) => sources.diag(g.span, m).into(),
-                    other => other,
-                })?;
-            let resolved = genotype.resolve(&gsrc, &retrain_space)?;
-            Some((genotype, resolved))
-        }
-    };
-    let table = match spec.search.as_deref() {
-        Some(Search::Trials { evaluator, .. }) => match &evaluator.value {
-            Evaluator::Tabular {
-                table,
-                select,
-                report,
-            } => Some(load_table(
-                sources,
-                &dir.join(&table.value),
-                table.span,
-                [select, report],
-                &search_space,
-            )?),
-            Evaluator::Train { .. } | Evaluator::WeightSharing { .. } => None,
-        },
-        _ => None,
-    };
-    Ok(Resolved {
-        dir: dir.to_path_buf(),
-        table,
-        spec,
-        file,
-        space_path,
-        data_dir,
-        search_space,
-        retrain_space,
-        genotype,
-        space_texts,
-        space_raw: raw,
-    })
-}
-
-/// Loads a tabular evaluator's table and checks it: the columns exist, and the space's
-/// architectures are written the table's way (the first row's architecture is one of the
-/// space's). Errors point at the value in the pipeline.
-fn load_table(
-    sources: &Sources,
-    path: &Path,
-    span: Span,
-    columns: [&Spanned<String>; 2],
-    space: &Space,
-) -> Result<std::sync::Arc<crate::stages::search::evaluator::Table>> {
-    let table = crate::stages::search::evaluator::Table::load(path).map_err(|e| match e {
-        crate::error::Error::Input(m) => sources.diag(span, m).into(),
-        other => other,
-    })?;
-    for c in columns {
-        if table.column(&c.value).is_none() {
-            return Err(sources
-                .diag(
-                    c.span,
-                    format!(
-                        "{} has no column {:?}; its columns are {}",
-                        path.display(),
-                        c.value,
-                        table.columns.join(", ")
-                    ),
-                )
-                .into());
-        }
-    }
-    let first = table.arch(0).to_string();
-    let src = super::Source::from_text(path, first.clone());
-    let fits = crate::space::genotype::Genotype::from_nb201(&src, space)
-        .and_then(|g| g.resolve(&src, space).map(|_| g))
-        .ok()
-        .and_then(|g| crate::space::genotype::nb201_string(space, &g));
-    if fits.as_deref() != Some(first.as_str()) {
-        return Err(sources
-            .diag(
-                span,
-                format!(
-                    "the table's architectures (first: {first}) are not NAS-Bench-201 strings of \
-                     the space \"{}\"",
-                    space.name
-                ),
-            )
-            .into());
-    }
-    Ok(std::sync::Arc::new(table))
-}
-
 /// Value checks that need no other file. Each error points at the offending value.
-fn check(sources: &Sources, p: &Pipeline) -> Result<()> {
+pub fn check(sources: &Sources, p: &Pipeline) -> Result<()> {
     let err = |span: Span, m: String| -> crate::error::Error { sources.diag(span, m).into() };
     if p.name.trim().is_empty() || p.name.contains(['/', '\\']) || p.name.starts_with('.') {
         return Err(err(

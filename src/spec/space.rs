@@ -6,7 +6,6 @@
 use serde::{Deserialize, Serialize};
 
 use super::{OrderedMap, Spanned};
-use crate::ops::Op;
 
 /// A search space: an op vocabulary, cells built from it, and the network around the cells.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -263,4 +262,32 @@ pub enum Block {
 
 fn one() -> u32 {
     1
+}
+
+/// A primitive op, as written in a space's `ops` list: `("sep_conv_3x3", SepConv(kernel: 3))`.
+///
+/// Every op maps `c_in` channels at stride `s` to `c_out` channels; which combinations an op
+/// supports is checked by `ops::Op::apply`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum Op {
+    /// Zeros (`none`). At stride 2 the input is first subsampled (`x[:, :, ::2, ::2]`).
+    Zero,
+    /// Identity at stride 1; FactorizedReduce(c_in, c_out) at stride 2.
+    Identity,
+    /// Max pooling, same padding (padding never wins).
+    MaxPool { kernel: u32 },
+    /// Average pooling, same padding excluded from the average.
+    AvgPool { kernel: u32 },
+    /// DARTS separable conv: [ReLU, depthwise k×k (stride s), pointwise c_in→c_in, BN], then
+    /// [ReLU, depthwise k×k, pointwise c_in→c_out, BN].
+    SepConv { kernel: u32 },
+    /// DARTS dilated conv: ReLU, depthwise dilated k×k (stride s), pointwise c_in→c_out, BN.
+    DilConv { kernel: u32, dilation: u32 },
+    /// ReLU, conv k×k c_in→c_out (stride s), BN (NAS-Bench-201's `nor_conv_kxk`).
+    ReluConvBn { kernel: u32 },
+    /// MobileNetV2 inverted residual: [conv 1×1 c_in→t·c_in, BN, ReLU6] (absent when t = 1),
+    /// depthwise k×k (stride s), BN, ReLU6, conv 1×1 →c_out, BN; plus the input when s = 1
+    /// and c_in = c_out.
+    InvertedResidual { kernel: u32, expansion: u32 },
 }

@@ -468,9 +468,10 @@ mod tests {
     #[test]
     fn plan_from_the_smoke_pipeline_and_overrides() {
         let mut sources = crate::spec::Sources::default();
-        let p =
-            crate::spec::pipeline::load(&mut sources, Path::new("pipelines/smoke.ron")).unwrap();
-        let plan = Plan::from_spec(p.spec.profile.as_ref().unwrap());
+        let (_, p) = sources
+            .load::<crate::spec::pipeline::Pipeline>(Path::new("pipelines/smoke.ron"))
+            .unwrap();
+        let plan = Plan::from_spec(p.profile.as_ref().unwrap());
         assert_eq!(
             plan,
             Plan {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::{self, BatchConfig, Batcher, Normalize};
 use crate::error::{Error, Result};
 use crate::nets::model::{Mode, Model};
-use crate::spec::pipeline::Resolved;
+use crate::run::Resolved;
 
 /// Images per batch fed to both runtimes.
 const BATCH: usize = 50;

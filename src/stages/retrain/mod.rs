@@ -32,13 +32,14 @@ use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::nets::model::{Mode, Model};
 use crate::nets::optim::{self, Sgd};
+use crate::run::Resolved;
 use crate::run::checkpoint::{self, StateFile};
 use crate::run::metrics::{Curve, CurvePoint};
 use crate::space::Overrides;
 use crate::space::discrete::Net;
 use crate::space::genotype::{self, Genotype};
 use crate::spec::Sources;
-use crate::spec::pipeline::{Normalization, Optimizer, Resolved, Retrain};
+use crate::spec::pipeline::{Normalization, Optimizer, Retrain};
 use crate::spec::space::Input;
 
 /// Version of `state.json`.

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
-use crate::spec::pipeline::{Evaluator, Resolved, Search};
+use crate::run::Resolved;
+use crate::spec::pipeline::{Evaluator, Search};
 use crate::stages::search::trials::{self, Front, Plan, State};
 
 /// Version of `study.json`.

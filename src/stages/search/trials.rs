@@ -27,8 +27,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
+use crate::run::Resolved;
 use crate::space::Space;
-use crate::spec::pipeline::{Constraint, Objective, Resolved, Reward, Search};
+use crate::spec::pipeline::{Constraint, Objective, Reward, Search};
 use crate::stages::search::evaluator::{Candidate, Evaluator, Score};
 use crate::stages::search::strategy::{self, Arch, Decisions};
 

@@ -1,7 +1,7 @@
 //! Evaluators: how a multi-trial search scores a candidate architecture, separate from the
 //! strategies that propose them.
 //!
-//! - [`Tabular`]: a lookup in a benchmark table ([`tabular::Table`]), for studying
+//! - [`Tabular`]: a lookup in a benchmark table ([`Table`]), for studying
 //!   strategies in seconds;
 //! - [`Train`]: a short training from scratch on the pipeline's data (a proxy budget),
 //!   scored on held-out training images; its weights are kept so that the Pareto front can
@@ -13,7 +13,6 @@
 //! signal the search never sees (a table's test column; the test-set accuracy).
 
 pub mod shared;
-pub mod tabular;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,13 +22,14 @@ use candle_core::Device;
 use crate::data::{self, BatchConfig, Batcher};
 use crate::error::{Error, Result};
 use crate::nets::model::Model;
+use crate::run::Resolved;
 use crate::space::Space;
 use crate::space::genotype::{self, Genotype};
-use crate::spec::pipeline::{self, Resolved};
+use crate::spec::pipeline;
 use crate::stages::retrain::{Recipe, Trainer};
 use crate::stages::search::strategy::Arch;
 
-pub use tabular::Table;
+pub use crate::data::Table;
 
 /// A discrete architecture of a space, in every form the search needs.
 #[derive(Debug, Clone)]

@@ -17,8 +17,9 @@ use crate::data::{self, Batcher};
 use crate::error::{Error, Result};
 use crate::nets::optim::Sgd;
 use crate::nets::supernet::{Arch, Supernet};
+use crate::run::Resolved;
 use crate::space::{Candidate as Cand, Space};
-use crate::spec::pipeline::{self, Resolved};
+use crate::spec::pipeline;
 use crate::stages::search::strategy::Decisions;
 
 /// The file the trained supernet is kept in, under the search folder.

@@ -1,0 +1,38 @@
+//! The resolved pipeline: what `crate::pipeline::resolve` makes of a checked spec and every
+//! stage reads.
+
+use std::path::PathBuf;
+
+use crate::space::Space;
+use crate::space::genotype::{Architecture, Genotype};
+use crate::spec::pipeline::Pipeline;
+use crate::spec::space::SearchSpace;
+
+/// A pipeline after its one validation step: values checked, paths resolved, the space
+/// compiled at the search and retrain sizes, a fixed genotype resolved.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The spec with every default filled in.
+    pub spec: Pipeline,
+    /// The pipeline file's id in the sources.
+    pub file: u32,
+    /// The folder of the pipeline file, which relative paths in it are relative to.
+    pub dir: PathBuf,
+    /// A tabular evaluator's table, loaded and checked against the space.
+    pub table: Option<std::sync::Arc<crate::data::Table>>,
+    pub space_path: PathBuf,
+    /// The data directory, resolved against the pipeline's folder (none for synthetic data).
+    pub data_dir: Option<PathBuf>,
+    /// The space at the search network's size.
+    pub search_space: Space,
+    /// The space at the retrained network's size.
+    pub retrain_space: Space,
+    /// The fixed architecture, when the pipeline gives one.
+    pub genotype: Option<(Genotype, Architecture)>,
+    /// The text of every file the space was read from (the space and the libraries it
+    /// includes), for cache keys.
+    pub space_texts: Vec<String>,
+    /// The space as read, libraries included inline: written beside retrained weights so
+    /// that the model can be rebuilt from the run folder alone.
+    pub space_raw: SearchSpace,
+}
