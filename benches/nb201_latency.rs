@@ -22,10 +22,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use nas_pipe::runtime::measure::Machine;
 use nas_pipe::space::genotype::Genotype;
 use nas_pipe::space::{self, Overrides};
 use nas_pipe::spec::Sources;
-use nas_pipe::stages::profile::Machine;
 use nas_pipe::stages::search::latency::{self, Cache, Key, Plan, Source, Table, spearman};
 use serde::Serialize;
 

@@ -739,7 +739,7 @@ fn run(cli: &Cli) -> Result<i32> {
                         .filter(|p| !p.as_os_str().is_empty())
                         .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
                 };
-                let plan = crate::stages::profile::Plan::default().with_overrides(
+                let plan = crate::run::profile::Plan::default().with_overrides(
                     batch_sizes.as_deref(),
                     threads.as_deref(),
                     *warmup,
@@ -873,7 +873,7 @@ fn status_text(r: &crate::pipeline::Report) -> String {
 }
 
 /// Per-class accuracy, one line each.
-fn per_class(e: &crate::stages::retrain::Evaluation) -> String {
+fn per_class(e: &crate::nets::train::Evaluation) -> String {
     e.classes
         .iter()
         .zip(&e.per_class_accuracy)

@@ -348,7 +348,8 @@ fn profile_measures_every_batch_size_and_thread_count() {
     let Some(rt) = ort_runtime("profile_measures_every_batch_size_and_thread_count") else {
         return;
     };
-    use nas_pipe::stages::profile::{self, Known, Plan};
+    use nas_pipe::run::profile::Plan;
+    use nas_pipe::stages::profile::{self, Known};
     let plan = Plan {
         batch_sizes: vec![1, 4],
         threads: vec![1, 2],
@@ -415,7 +416,8 @@ fn profile_uses_the_batch_a_model_fixes() {
     let Some(rt) = ort_runtime("profile_uses_the_batch_a_model_fixes") else {
         return;
     };
-    use nas_pipe::stages::profile::{self, Known, Plan};
+    use nas_pipe::run::profile::Plan;
+    use nas_pipe::stages::profile::{self, Known};
     let plan = Plan {
         batch_sizes: vec![1, 32],
         threads: vec![1],
@@ -692,7 +694,7 @@ fn validate_stage_compares_onnx_runtime_with_candle() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let prof: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("v/profile.json")).unwrap()).unwrap();
-    let card = nas_pipe::stages::retrain::load_model(&out.join("v/retrain"))
+    let card = nas_pipe::run::retrain::load_model(&out.join("v/retrain"))
         .unwrap()
         .card;
     let text = prof.to_string();
@@ -865,9 +867,9 @@ fn serving_examples_agree_with_candle() {
 
     // Candle, normalised with the model card's statistics.
     let rdir = out.join("sv/retrain");
-    let trained = nas_pipe::stages::retrain::load_model(&rdir).unwrap();
+    let trained = nas_pipe::run::retrain::load_model(&rdir).unwrap();
     let net = nas_pipe::nets::model::Model::new(&trained.net, &Device::Cpu, 0, false).unwrap();
-    nas_pipe::stages::retrain::load_weights(&net, &rdir.join("last.safetensors")).unwrap();
+    nas_pipe::run::retrain::load_weights(&net, &rdir.join("last.safetensors")).unwrap();
     let (mean, std) = (&trained.card.mean, &trained.card.std);
     let x: Vec<f32> = pixels
         .iter()

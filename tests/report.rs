@@ -102,7 +102,7 @@ fn write_runner_files(pipeline_file: &Path, run: &Path) {
 /// `validation.json` and `profile.json` from their types, for machines without ONNX
 /// Runtime.
 fn write_ort_artifacts(run: &Path) {
-    let v = nas_pipe::stages::validate::Validation {
+    let v = nas_pipe::run::validation::Validation {
         model: run.join("model.onnx").display().to_string(),
         weights: run.join("retrain/last.safetensors").display().to_string(),
         samples: 32,
@@ -121,7 +121,12 @@ fn write_ort_artifacts(run: &Path) {
         serde_json::to_vec_pretty(&v).unwrap(),
     )
     .unwrap();
-    use nas_pipe::stages::profile::{Latency, Machine, Model, Plan, Report, Row};
+    use nas_pipe::run::profile::Model;
+    use nas_pipe::run::profile::Plan;
+    use nas_pipe::run::profile::Report;
+    use nas_pipe::run::profile::Row;
+    use nas_pipe::runtime::measure::Latency;
+    use nas_pipe::runtime::measure::Machine;
     let row = |batch: usize, ms: f64| Row {
         batch,
         threads: 1,
@@ -129,7 +134,7 @@ fn write_ort_artifacts(run: &Path) {
         images_per_s: batch as f64 * 1e3 / ms,
     };
     let r = Report {
-        version: nas_pipe::stages::profile::SCHEMA_VERSION,
+        version: nas_pipe::run::profile::SCHEMA_VERSION,
         model: Model {
             path: run.join("model.onnx"),
             file_bytes: 50_000,
@@ -340,7 +345,7 @@ fn report_shows_every_section_of_a_full_run() {
         );
     }
     // Headline numbers.
-    let e: nas_pipe::stages::retrain::Evaluation =
+    let e: nas_pipe::nets::train::Evaluation =
         serde_json::from_slice(&std::fs::read(run.join("retrain/evaluation.json")).unwrap())
             .unwrap();
     let header = &html[..html.find("<nav").unwrap()];
@@ -407,7 +412,7 @@ fn report_shows_every_section_of_a_full_run() {
     let lat = section(html, "latency");
     assert_eq!(lat.matches("<svg").count(), 2);
     assert!(lat.contains("p99 ms") && lat.contains("Throughput"));
-    let card = nas_pipe::stages::retrain::load_model(&run.join("retrain"))
+    let card = nas_pipe::run::retrain::load_model(&run.join("retrain"))
         .unwrap()
         .card;
     let cost = section(html, "cost");
@@ -459,7 +464,7 @@ fn report_summary_copies_the_artifacts_numbers() {
     assert_eq!((s.pipeline.as_str(), s.seed), ("rep", Some(3)));
     assert_eq!(s.device.as_deref(), Some("cpu"));
     let read = |f: &str| std::fs::read(run.join(f)).unwrap();
-    let e: nas_pipe::stages::retrain::Evaluation =
+    let e: nas_pipe::nets::train::Evaluation =
         serde_json::from_slice(&read("retrain/evaluation.json")).unwrap();
     assert_eq!(s.headline.test_accuracy, Some(e.accuracy));
     let es = s.evaluation.as_ref().unwrap();
@@ -472,19 +477,18 @@ fn report_summary_copies_the_artifacts_numbers() {
         assert_eq!(c.accuracy, e.per_class_accuracy[k]);
         assert_eq!(c.images, e.confusion[k].iter().sum::<u64>());
     }
-    let v: nas_pipe::stages::validate::Validation =
+    let v: nas_pipe::run::validation::Validation =
         serde_json::from_slice(&read("validation.json")).unwrap();
     assert_eq!(s.validation.as_ref(), Some(&v));
     assert_eq!(s.headline.validation_passed, Some(v.passed));
-    let p: nas_pipe::stages::profile::Report =
-        serde_json::from_slice(&read("profile.json")).unwrap();
+    let p: nas_pipe::run::profile::Report = serde_json::from_slice(&read("profile.json")).unwrap();
     let lat = s.latency.as_ref().unwrap();
     assert_eq!(lat.rows, p.rows);
     assert_eq!(lat.ort_version, p.ort_version);
     let b1 = p.rows.iter().find(|r| r.batch == 1).unwrap();
     assert_eq!(s.headline.latency_p50_ms_batch1, Some(b1.latency_ms.p50));
     assert_eq!(s.machine.as_ref(), Some(&p.machine));
-    let card = nas_pipe::stages::retrain::load_model(&run.join("retrain"))
+    let card = nas_pipe::run::retrain::load_model(&run.join("retrain"))
         .unwrap()
         .card;
     assert_eq!(
@@ -496,13 +500,13 @@ fn report_summary_copies_the_artifacts_numbers() {
         (m.params, m.macs, m.classes.len()),
         (card.params, card.macs, 4)
     );
-    let search: nas_pipe::stages::search::darts::State =
+    let search: nas_pipe::run::search::State =
         serde_json::from_slice(&read("search/state.json")).unwrap();
     let ss = s.search.as_ref().unwrap();
     let last = search.metrics.last().unwrap();
     assert_eq!(ss.epochs, 2);
     assert_eq!((ss.val_loss, ss.val_acc), (last.val_loss, last.val_acc));
-    let metrics: Vec<nas_pipe::stages::retrain::EpochMetrics> =
+    let metrics: Vec<nas_pipe::run::retrain::EpochMetrics> =
         serde_json::from_slice(&read("retrain/metrics.json")).unwrap();
     let rs = s.retrain.as_ref().unwrap();
     assert_eq!(rs.epochs, metrics.len());
@@ -745,7 +749,7 @@ fn report_malformed_artifacts_are_errors_naming_the_file() {
     // Well-formed JSON that breaks the artifact's own rules.
     let path = run.join("retrain/evaluation.json");
     let original = std::fs::read(&path).unwrap();
-    let mut e: nas_pipe::stages::retrain::Evaluation = serde_json::from_slice(&original).unwrap();
+    let mut e: nas_pipe::nets::train::Evaluation = serde_json::from_slice(&original).unwrap();
     e.confusion.pop();
     std::fs::write(&path, serde_json::to_vec(&e).unwrap()).unwrap();
     let msg = report::render(&run).map(|_| ()).unwrap_err().to_string();
@@ -755,7 +759,7 @@ fn report_malformed_artifacts_are_errors_naming_the_file() {
     );
     std::fs::write(&path, original).unwrap();
     let path = run.join("search/state.json");
-    let mut s: nas_pipe::stages::search::darts::State =
+    let mut s: nas_pipe::run::search::State =
         serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     s.history[1].cells[0].1.pop();
     std::fs::write(&path, serde_json::to_vec(&s).unwrap()).unwrap();

@@ -240,10 +240,10 @@ fn resumed_training_equals_uninterrupted() {
         "{out} vs {acc}"
     );
     // The model card, space and genotype beside the weights rebuild the same network.
-    let t = nas_pipe::stages::retrain::load_model(&a).unwrap();
+    let t = nas_pipe::run::retrain::load_model(&a).unwrap();
     assert_eq!(t.net.cost().params, t.card.params);
     let m = nas_pipe::nets::model::Model::new(&t.net, &candle_core::Device::Cpu, 0, false).unwrap();
-    nas_pipe::stages::retrain::load_weights(&m, &a.join("best.safetensors")).unwrap();
+    nas_pipe::run::retrain::load_weights(&m, &a.join("best.safetensors")).unwrap();
 
     // A changed spec or genotype is refused, and the finished results are left untouched.
     let files = [

@@ -26,13 +26,14 @@ use crate::kernels;
 use crate::nets::model::{Mode, Model};
 use crate::nets::optim::Sgd;
 use crate::nets::supernet::Supernet;
+use crate::nets::train::Recipe;
+use crate::nets::train::Trainer;
 use crate::nn::Store;
 use crate::ops::{BnMode, Op};
 use crate::space::genotype::Genotype;
 use crate::space::{self, Overrides, Space};
 use crate::spec::space::{Input, SearchSpace};
 use crate::spec::{Source, Sources};
-use crate::stages::retrain::{Recipe, Trainer};
 
 /// The DARTS space, compiled into the binary so that the check needs no files.
 const DARTS: &str = include_str!("../../schemas/darts.ron");
@@ -512,7 +513,7 @@ fn model_case(dev: &Device) -> candle_core::Result<Named> {
             rng: &mut rng,
         },
     )?;
-    let loss = crate::stages::retrain::cross_entropy(&out.logits, &labels(4, dev)?, 0.0)?;
+    let loss = crate::nets::train::cross_entropy(&out.logits, &labels(4, dev)?, 0.0)?;
     loss_grads(out.logits, &loss, &[&model.store])
 }
 

@@ -122,7 +122,7 @@ pub fn plan(
     let ort_device = |profile: bool| -> std::result::Result<String, String> {
         let rt = ort.as_ref().map_err(|e| e.clone())?;
         Ok(if profile {
-            let m = crate::stages::profile::Machine::current();
+            let m = crate::runtime::measure::Machine::current();
             format!(
                 "onnxruntime {} on {} ({} cores)",
                 rt.version, m.cpu, m.cores
@@ -780,7 +780,7 @@ fn note_validation(run_dir: &Path, stage: Stage, outcome: &mut Outcome) {
     }
     outcome.validation_passed = std::fs::read(run_dir.join("validation.json"))
         .ok()
-        .and_then(|b| serde_json::from_slice::<crate::stages::validate::Validation>(&b).ok())
+        .and_then(|b| serde_json::from_slice::<crate::run::validation::Validation>(&b).ok())
         .map(|v| v.passed);
 }
 

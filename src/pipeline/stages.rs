@@ -53,8 +53,8 @@ pub fn export(
             rdir.display()
         )));
     }
-    let trained = crate::stages::retrain::load_model(&rdir)?;
-    let wpath = crate::stages::retrain::weights_path(&rdir, weights);
+    let trained = crate::run::retrain::load_model(&rdir)?;
+    let wpath = crate::run::retrain::weights_path(&rdir, weights);
     let model = crate::nets::model::Model::new(&trained.net, &candle_core::Device::Cpu, 0, false)
         .map_err(|e| {
         Error::Input(format!(
@@ -62,7 +62,7 @@ pub fn export(
             crate::error::candle_message(&e)
         ))
     })?;
-    crate::stages::retrain::load_weights(&model, &wpath)?;
+    crate::run::retrain::load_weights(&model, &wpath)?;
     // The hash the weights were trained under, else the pipeline's as it is now.
     let spec_hash = std::fs::read_to_string(rdir.join("state.json"))
         .ok()
@@ -92,10 +92,10 @@ pub fn export(
 }
 
 /// The profile plan of a pipeline: its `profile` section, else the defaults.
-pub fn profile_plan(p: &Resolved) -> crate::stages::profile::Plan {
+pub fn profile_plan(p: &Resolved) -> crate::run::profile::Plan {
     match &p.spec.profile {
-        Some(spec) => crate::stages::profile::Plan::from_spec(spec),
-        None => crate::stages::profile::Plan::default(),
+        Some(spec) => crate::run::profile::Plan::from_spec(spec),
+        None => crate::run::profile::Plan::default(),
     }
 }
 
@@ -103,9 +103,9 @@ pub fn profile_plan(p: &Resolved) -> crate::stages::profile::Plan {
 /// and MACs from the model card, and writes `profile.json` and `profile.md` into `run_dir`.
 pub fn profile(
     run_dir: &Path,
-    plan: &crate::stages::profile::Plan,
+    plan: &crate::run::profile::Plan,
     rt: &'static crate::runtime::Runtime,
-) -> Result<crate::stages::profile::Report> {
+) -> Result<crate::run::profile::Report> {
     let onnx = run_dir.join("model.onnx");
     if !onnx.exists() {
         return Err(Error::Input(format!(
@@ -113,7 +113,7 @@ pub fn profile(
             onnx.display()
         )));
     }
-    let card = crate::stages::retrain::load_model(&run_dir.join("retrain"))
+    let card = crate::run::retrain::load_model(&run_dir.join("retrain"))
         .map(|t| t.card)
         .ok();
     let known = crate::stages::profile::Known {
@@ -154,7 +154,7 @@ pub fn trials(
             rt: rt()?,
             space: &p.search_space,
             space_hash: crate::stages::search::latency::space_hash(&p.space_texts, &p.search_space),
-            cpu: crate::stages::profile::Machine::current().cpu,
+            cpu: crate::runtime::measure::Machine::current().cpu,
             plan: crate::stages::search::latency::Plan::from(spec.timing.value),
             method: spec.method,
             cache: crate::stages::search::latency::Cache::new(dir.join("latency")),
@@ -247,14 +247,14 @@ impl crate::stages::search::trials::Latency for OrtLatency<'_> {
 struct FrontExporter {
     rt: &'static crate::runtime::Runtime,
     options: crate::nets::export::Options,
-    plan: crate::stages::profile::Plan,
+    plan: crate::run::profile::Plan,
     spec_hash: String,
 }
 
 impl crate::stages::search::trials::Exporter for FrontExporter {
     fn export(
         &mut self,
-        point: &crate::stages::search::trials::Point,
+        point: &crate::run::trials::Point,
         trained: crate::stages::search::evaluator::Trained,
         dir: &Path,
     ) -> Result<f64> {

@@ -5,8 +5,13 @@ pub mod busy;
 pub mod checkpoint;
 pub mod lock;
 pub mod metrics;
+pub mod profile;
 pub mod resolved;
+pub mod retrain;
+pub mod search;
 pub mod stage;
+pub mod trials;
+pub mod validation;
 
 pub use resolved::Resolved;
 pub use stage::{SPEC_FILE, STALE_DIR, Stage};

@@ -3,9 +3,12 @@
 
 use std::path::PathBuf;
 
+use crate::data::{BatchConfig, Batcher, Dataset, Normalize};
+use crate::error::Result;
+use crate::nets::train::EVAL_BATCH;
 use crate::space::Space;
 use crate::space::genotype::{Architecture, Genotype};
-use crate::spec::pipeline::Pipeline;
+use crate::spec::pipeline::{Normalization, Pipeline};
 use crate::spec::space::SearchSpace;
 
 /// A pipeline after its one validation step: values checked, paths resolved, the space
@@ -35,4 +38,33 @@ pub struct Resolved {
     /// The space as read, libraries included inline: written beside retrained weights so
     /// that the model can be rebuilt from the run folder alone.
     pub space_raw: SearchSpace,
+}
+
+/// The normalisation the pipeline declares, fitted on `train` when computed.
+pub fn normalization(p: &Resolved, train: &Dataset) -> Result<Normalize> {
+    match &p.spec.normalize.value {
+        Normalization::Computed => Normalize::fit(train, &train.all()),
+        Normalization::Given { mean, std } => Normalize::new(mean.clone(), std.clone()),
+    }
+}
+
+/// Unshuffled, unaugmented batches of `indices` of `data`, for evaluation.
+pub fn eval_batcher(
+    data: Dataset,
+    indices: Vec<usize>,
+    norm: Normalize,
+    seed: u64,
+) -> Result<Batcher> {
+    Batcher::new(
+        data,
+        indices,
+        norm,
+        BatchConfig {
+            batch_size: EVAL_BATCH,
+            shuffle: false,
+            augment: Default::default(),
+            seed,
+            stream: 0,
+        },
+    )
 }

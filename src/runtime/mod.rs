@@ -10,6 +10,7 @@
 //! without a protobuf library.
 
 pub mod locate;
+pub mod measure;
 pub mod model_file;
 
 use std::path::{Path, PathBuf};

@@ -10,207 +10,19 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
+use crate::run::profile::{Model, Plan, Report, Row, SCHEMA_VERSION, join};
+use crate::runtime::measure::{Latency, Machine, pseudo_random};
 use crate::runtime::{self, Runtime, Session, model_file};
 use crate::space::show::thousands;
 
-/// Version of the `profile.json` layout; bumped when a field changes meaning.
-pub const SCHEMA_VERSION: u32 = 1;
-
 /// What to measure. Built once from a pipeline's `profile` section or the command line;
-/// every field is valid (non-empty lists of values ≥ 1, `runs` ≥ 1).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Plan {
-    /// Images per run.
-    pub batch_sizes: Vec<usize>,
-    /// Intra-op thread counts.
-    pub threads: Vec<usize>,
-    /// Untimed runs before the timed ones, per batch size and thread count.
-    pub warmup: usize,
-    /// Timed runs, per batch size and thread count.
-    pub runs: usize,
-}
-
-impl Default for Plan {
-    /// The pipeline's defaults: batch sizes [1, 32], 1 thread, 20 warm-up and 200 timed runs.
-    fn default() -> Self {
-        Plan {
-            batch_sizes: vec![1, 32],
-            threads: vec![1],
-            warmup: 20,
-            runs: 200,
-        }
-    }
-}
-
-impl Plan {
-    /// The plan of a validated pipeline's `profile` section.
-    pub fn from_spec(p: &crate::spec::pipeline::Profile) -> Plan {
-        Plan {
-            batch_sizes: p.batch_sizes.iter().map(|&b| b as usize).collect(),
-            threads: p.threads.iter().map(|&t| t as usize).collect(),
-            warmup: p.warmup as usize,
-            runs: p.runs.value as usize,
-        }
-    }
-
-    /// `self` with the given command-line values in place of its own, checked.
-    pub fn with_overrides(
-        mut self,
-        batch_sizes: Option<&[usize]>,
-        threads: Option<&[usize]>,
-        warmup: Option<usize>,
-        runs: Option<usize>,
-    ) -> Result<Plan> {
-        for (list, flag) in [(batch_sizes, "--batch-sizes"), (threads, "--threads")] {
-            if let Some(l) = list
-                && (l.is_empty() || l.contains(&0))
-            {
-                return Err(Error::Input(format!(
-                    "{flag} must be a comma-separated list of numbers ≥ 1, got {}",
-                    join(l)
-                )));
-            }
-        }
-        if runs == Some(0) {
-            return Err(Error::Input("--runs must be at least 1".into()));
-        }
-        if let Some(b) = batch_sizes {
-            self.batch_sizes = b.to_vec();
-        }
-        if let Some(t) = threads {
-            self.threads = t.to_vec();
-        }
-        self.warmup = warmup.unwrap_or(self.warmup);
-        self.runs = runs.unwrap_or(self.runs);
-        Ok(self)
-    }
-}
-
 /// Counts the caller knows better than the model file (from the architecture).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Known {
     pub params: Option<u64>,
     pub macs: Option<u64>,
-}
-
-/// Latency statistics over the timed runs, in milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Latency {
-    pub mean: f64,
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub min: f64,
-    pub max: f64,
-}
-
-impl Latency {
-    /// Statistics of `samples` (ms, any order, at least one). Percentiles interpolate
-    /// linearly between the two nearest ranks (NumPy's default).
-    pub fn of(samples: &[f64]) -> Latency {
-        let mut s = samples.to_vec();
-        s.sort_by(f64::total_cmp);
-        let mean = s.iter().sum::<f64>() / s.len().max(1) as f64;
-        Latency {
-            mean,
-            p50: percentile(&s, 50.0),
-            p90: percentile(&s, 90.0),
-            p99: percentile(&s, 99.0),
-            min: s.first().copied().unwrap_or(f64::NAN),
-            max: s.last().copied().unwrap_or(f64::NAN),
-        }
-    }
-}
-
-/// The `p`-th percentile (0–100) of ascending `sorted`, interpolating linearly between
-/// ranks: rank `p / 100 · (n − 1)`. NaN for an empty slice.
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
-    match sorted.len() {
-        0 => f64::NAN,
-        1 => sorted[0],
-        n => {
-            let rank = (p / 100.0).clamp(0.0, 1.0) * (n - 1) as f64;
-            let lo = rank.floor() as usize;
-            let hi = (lo + 1).min(n - 1);
-            sorted[lo] + (sorted[hi] - sorted[lo]) * (rank - lo as f64)
-        }
-    }
-}
-
-/// One batch size × thread count.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Row {
-    pub batch: usize,
-    pub threads: usize,
-    /// Per run, in milliseconds.
-    pub latency_ms: Latency,
-    /// Images per second at the mean latency: `batch / mean`.
-    pub images_per_s: f64,
-}
-
-/// The model profiled.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Model {
-    pub path: PathBuf,
-    pub file_bytes: u64,
-    /// Parameters: given by the caller, else the floating-point initializer elements.
-    pub params: Option<u64>,
-    /// `"architecture"` (given) or `"initializers"` (read from the file).
-    pub params_from: Option<String>,
-    /// Multiply-adds per image, when the caller knows them.
-    pub macs: Option<u64>,
-    pub input_name: String,
-    /// The input shape with the batch dimension first; `None` where the model leaves it
-    /// dynamic.
-    pub input_shape: Vec<Option<usize>>,
-}
-
-/// The machine the profile ran on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Machine {
-    /// `model name` from `/proc/cpuinfo`, or `unknown`.
-    pub cpu: String,
-    /// CPUs this process may run on.
-    pub cores: usize,
-}
-
-impl Machine {
-    pub fn current() -> Machine {
-        let cpu = std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|t| cpu_model(&t))
-            .unwrap_or_else(|| "unknown".into());
-        Machine {
-            cpu,
-            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        }
-    }
-}
-
-/// The first `model name` line of a `/proc/cpuinfo` text.
-pub fn cpu_model(cpuinfo: &str) -> Option<String> {
-    cpuinfo.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        (k.trim() == "model name").then(|| v.trim().to_string())
-    })
-}
-
-/// Everything `profile.json` holds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Report {
-    pub version: u32,
-    pub model: Model,
-    pub ort_version: String,
-    pub execution_provider: String,
-    pub machine: Machine,
-    pub plan: Plan,
-    pub rows: Vec<Row>,
-    /// Remarks on how the plan was applied (a batch size fixed by the model).
-    pub notes: Vec<String>,
 }
 
 /// Profiles the ONNX model at `path` on `rt` following `plan`; `on_row` sees each row as
@@ -343,27 +155,6 @@ fn model_info(path: &Path, bytes: &[u8], known: Known, input: &runtime::Input) -
     })
 }
 
-/// `n` values in [-1, 1) from a fixed linear congruential sequence: the same input every
-/// time, with no zeros or denormals to flatter the kernels.
-pub(crate) fn pseudo_random(n: usize) -> Vec<f32> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..n)
-        .map(|_| {
-            x = x
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
-fn join(v: &[usize]) -> String {
-    v.iter()
-        .map(|x| x.to_string())
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 fn shape_text(shape: &[Option<usize>]) -> String {
     let dims: Vec<String> = shape
         .iter()
@@ -442,30 +233,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn percentiles_interpolate_between_ranks() {
-        let s: Vec<f64> = (1..=10).map(f64::from).collect();
-        // rank = p/100 · 9: p50 → 4.5 → between 5 and 6; p90 → 8.1 → 9.1; p99 → 8.91 → 9.91.
-        assert_eq!(percentile(&s, 50.0), 5.5);
-        assert!((percentile(&s, 90.0) - 9.1).abs() < 1e-12);
-        assert!((percentile(&s, 99.0) - 9.91).abs() < 1e-12);
-        assert_eq!(percentile(&s, 0.0), 1.0);
-        assert_eq!(percentile(&s, 100.0), 10.0);
-        assert_eq!(percentile(&[3.0], 90.0), 3.0);
-        assert!(percentile(&[], 50.0).is_nan());
-    }
-
-    #[test]
-    fn latency_statistics_ignore_sample_order() {
-        let l = Latency::of(&[4.0, 1.0, 3.0, 2.0]);
-        // Sorted 1, 2, 3, 4: rank p/100 · 3, so p90 → 2.7 → 3.7 and p99 → 2.97 → 3.97.
-        let got = [l.mean, l.p50, l.p90, l.p99, l.min, l.max];
-        let want = [2.5, 2.5, 3.7, 3.97, 1.0, 4.0];
-        for (g, w) in got.iter().zip(want) {
-            assert!((g - w).abs() < 1e-12, "{got:?} != {want:?}");
-        }
-    }
-
-    #[test]
     fn plan_from_the_smoke_pipeline_and_overrides() {
         let mut sources = crate::spec::Sources::default();
         let (_, p) = sources
@@ -502,16 +269,6 @@ mod tests {
                 .to_string(),
             "--runs must be at least 1"
         );
-    }
-
-    #[test]
-    fn cpu_model_is_read_from_cpuinfo() {
-        let text = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) CPU @ 2.20GHz\nmodel name\t: other\n";
-        assert_eq!(
-            cpu_model(text).as_deref(),
-            Some("Intel(R) Xeon(R) CPU @ 2.20GHz")
-        );
-        assert_eq!(cpu_model("processor : 0\n"), None);
     }
 
     fn report() -> Report {

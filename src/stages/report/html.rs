@@ -386,18 +386,18 @@ const CHART: (u32, u32) = (560, 330);
 
 /// A multi-trial search: the search signal of every evaluation with the best so far, the
 /// Pareto front over accuracy and the first cost objective, and the front's table.
-fn trials(a: &Artifacts, t: &crate::stages::search::trials::State) -> Result<String> {
+fn trials(a: &Artifacts, t: &crate::run::trials::State) -> Result<String> {
     let mut o = String::new();
     if let Some(text) = facts::trials_text(a) {
         let _ = writeln!(o, "<p>{}</p>", esc(&text));
     }
-    let evaluated: Vec<&crate::stages::search::trials::Record> =
+    let evaluated: Vec<&crate::run::trials::Record> =
         t.records.iter().filter(|r| r.evaluated()).collect();
     if evaluated.is_empty() {
         o.push_str("<p class=\"absent\">No architecture was evaluated yet.</p>\n");
         return Ok(o);
     }
-    let mut best: Option<&crate::stages::search::trials::Record> = None;
+    let mut best: Option<&crate::run::trials::Record> = None;
     let (mut best_line, mut report_line) = (Vec::new(), Vec::new());
     for (i, r) in evaluated.iter().enumerate() {
         if best.is_none_or(|b| r.reward > b.reward) {
@@ -1086,7 +1086,7 @@ fn latency(a: &Artifacts) -> Result<String> {
     if p.rows.is_empty() {
         return Ok(o);
     }
-    let label = |r: &crate::stages::profile::Row| format!("b{} · t{}", r.batch, r.threads);
+    let label = |r: &crate::run::profile::Row| format!("b{} · t{}", r.batch, r.threads);
     let lat = charts::bars(&Bars {
         title: "Latency per run".into(),
         x_desc: "batch size · threads".into(),

@@ -26,13 +26,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
+use crate::nets::train::Evaluation;
 use crate::run::Stage;
 use crate::run::lock::{self, Lock};
+use crate::run::retrain::Trained;
+use crate::run::validation::Validation;
 use crate::space::genotype::Genotype;
 use crate::spec::Source;
 use crate::spec::pipeline::Pipeline;
-use crate::stages::retrain::{Evaluation, Trained};
-use crate::stages::validate::Validation;
 
 /// The files the report reads, relative to the run folder (the pipeline records their
 /// hashes as the report stage's inputs). Each is optional. Of `nas-pipe.lock` the report
@@ -99,7 +100,7 @@ pub struct Summary {
     /// The ONNX Runtime version of the validation, else of the profile.
     pub ort_version: Option<String>,
     /// The machine the profile ran on (CPU model and cores).
-    pub machine: Option<crate::stages::profile::Machine>,
+    pub machine: Option<crate::runtime::measure::Machine>,
     pub headline: Headline,
     /// Every stage the lock file records, in stage order, but the report's own.
     pub stages: Vec<StageRun>,
@@ -180,7 +181,7 @@ pub struct TrialsSummary {
     /// Sum of the proposals' times.
     pub seconds: f64,
     /// The returned architecture: the highest reward.
-    pub best: Option<crate::stages::search::trials::Record>,
+    pub best: Option<crate::run::trials::Record>,
     /// What the report signal is.
     pub report: String,
     /// The front's objectives and size.
@@ -259,7 +260,7 @@ pub struct LatencySummary {
     /// Bytes of the ONNX file.
     pub model_bytes: u64,
     /// Per batch size × thread count, as measured.
-    pub rows: Vec<crate::stages::profile::Row>,
+    pub rows: Vec<crate::run::profile::Row>,
 }
 
 /// The pipeline spec as the run recorded it.
@@ -274,16 +275,16 @@ struct Artifacts {
     folder_name: String,
     pipeline: Option<PipelineFile>,
     lock: Option<Lock>,
-    search: Option<crate::stages::search::darts::State>,
-    trials: Option<crate::stages::search::trials::State>,
-    front: Option<crate::stages::search::trials::Front>,
+    search: Option<crate::run::search::State>,
+    trials: Option<crate::run::trials::State>,
+    front: Option<crate::run::trials::Front>,
     /// `genotype.ron`'s text (checked to parse as a genotype).
     genotype: Option<String>,
     trained: Option<Trained>,
-    metrics: Option<Vec<crate::stages::retrain::EpochMetrics>>,
+    metrics: Option<Vec<crate::run::retrain::EpochMetrics>>,
     evaluation: Option<Evaluation>,
     validation: Option<Validation>,
-    profile: Option<crate::stages::profile::Report>,
+    profile: Option<crate::run::profile::Report>,
     /// Files of [`INPUTS`] that are absent.
     missing: Vec<String>,
 }
@@ -346,16 +347,16 @@ impl Artifacts {
         } else {
             None
         };
-        let search: Option<crate::stages::search::darts::State> =
+        let search: Option<crate::run::search::State> =
             read_json(&at("search/state.json"), "search state (search/state.json)")?;
         if let Some(s) = &search {
             check_history(&at("search/state.json"), s)?;
         }
-        let trials: Option<crate::stages::search::trials::State> = read_json(
+        let trials: Option<crate::run::trials::State> = read_json(
             &at("search/trials.json"),
             "search record (search/trials.json)",
         )?;
-        let front: Option<crate::stages::search::trials::Front> = read_json(
+        let front: Option<crate::run::trials::Front> = read_json(
             &at("search/pareto.json"),
             "Pareto front (search/pareto.json)",
         )?;
@@ -367,7 +368,7 @@ impl Artifacts {
             None => None,
         };
         let trained = if at("retrain/model.ron").exists() {
-            Some(crate::stages::retrain::load_model(&at("retrain"))?)
+            Some(crate::run::retrain::load_model(&at("retrain"))?)
         } else {
             None
         };
@@ -383,17 +384,17 @@ impl Artifacts {
             check_evaluation(&at("retrain/evaluation.json"), e)?;
         }
         let validation = read_json(&at("validation.json"), "validation result")?;
-        let profile: Option<crate::stages::profile::Report> =
+        let profile: Option<crate::run::profile::Report> =
             read_json(&at("profile.json"), "profile (profile.json)")?;
         if let Some(p) = &profile
-            && p.version != crate::stages::profile::SCHEMA_VERSION
+            && p.version != crate::run::profile::SCHEMA_VERSION
         {
             return Err(malformed(
                 &at("profile.json"),
                 format!(
                     "profile layout version {} is not the {} this build reads",
                     p.version,
-                    crate::stages::profile::SCHEMA_VERSION
+                    crate::run::profile::SCHEMA_VERSION
                 ),
             ));
         }
@@ -464,7 +465,7 @@ impl Artifacts {
     }
 
     /// The profile row of one image with the fewest threads.
-    fn batch1_row(&self) -> Option<&crate::stages::profile::Row> {
+    fn batch1_row(&self) -> Option<&crate::run::profile::Row> {
         self.profile
             .as_ref()?
             .rows
@@ -619,11 +620,11 @@ impl Artifacts {
 }
 
 /// Every snapshot of the op-weight history has the shape of the first.
-fn check_history(path: &Path, s: &crate::stages::search::darts::State) -> Result<()> {
+fn check_history(path: &Path, s: &crate::run::search::State) -> Result<()> {
     let Some(first) = s.history.first() else {
         return Ok(());
     };
-    let shape = |h: &crate::stages::search::darts::AlphaSnapshot| {
+    let shape = |h: &crate::run::search::AlphaSnapshot| {
         (
             h.cells
                 .iter()

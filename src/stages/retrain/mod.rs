@@ -23,55 +23,30 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
-use rand_chacha::ChaCha8Rng;
+use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::data::{self, BatchConfig, Batcher, Dataset, Normalize};
+use crate::data::{self, BatchConfig, Batcher, Normalize};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
-use crate::nets::model::{Mode, Model};
-use crate::nets::optim::{self, Sgd};
+use crate::nets::model::Model;
+use crate::nets::optim::{self};
+use crate::nets::train::Evaluation;
+use crate::nets::train::{Recipe, Trainer, evaluate};
 use crate::run::Resolved;
 use crate::run::checkpoint::{self, StateFile};
-use crate::run::metrics::{Curve, CurvePoint};
-use crate::space::Overrides;
+use crate::run::metrics::Curve;
+use crate::run::resolved::{eval_batcher, normalization};
+use crate::run::retrain::{
+    CARD_VERSION, EpochMetrics, ModelCard, load_model, load_weights, save_weights, weights_path,
+};
 use crate::space::discrete::Net;
 use crate::space::genotype::{self, Genotype};
-use crate::spec::Sources;
-use crate::spec::pipeline::{Normalization, Optimizer, Retrain};
-use crate::spec::space::Input;
 
 /// Version of `state.json`.
 pub const STATE_VERSION: u32 = 1;
-/// Version of `model.ron`.
-pub const CARD_VERSION: u32 = 1;
 /// Drop-path masks draw from this stream of the epoch's generator.
 const DROP_PATH_STREAM: u64 = 3;
-/// Images per batch when evaluating (the result does not depend on it).
-/// Images per batch when evaluating.
-pub const EVAL_BATCH: usize = 64;
-
-/// One epoch's figures.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct EpochMetrics {
-    pub epoch: usize,
-    /// Learning rate of the epoch's first and last step.
-    pub lr: (f64, f64),
-    pub drop_path: f64,
-    pub train_loss: f64,
-    pub train_acc: f64,
-    /// On the test set, in epochs that evaluate.
-    pub test_loss: Option<f64>,
-    pub test_acc: Option<f64>,
-    /// Training time of the epoch (evaluation excluded).
-    pub seconds: f64,
-    pub images_per_sec: f64,
-    /// Training loss and accuracy within the epoch.
-    #[serde(default)]
-    pub curve: Vec<CurvePoint>,
-}
-
 /// `retrain/state.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct State {
@@ -98,43 +73,6 @@ impl StateFile for State {
     }
 }
 
-/// `retrain/model.ron`: what the weights files need to become a network again.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelCard {
-    pub version: u32,
-    /// The space file (libraries inline), relative to the card.
-    pub space: String,
-    /// The genotype file, relative to the card.
-    pub genotype: String,
-    pub input: Input,
-    /// Cell width and depth the space is compiled with (`None`: the space's own).
-    pub channels: Option<u32>,
-    pub layers: Option<u32>,
-    /// Per-channel mean and std the images are normalised with (after scaling to [0, 1]).
-    pub mean: Vec<f32>,
-    pub std: Vec<f32>,
-    /// Class names in label order.
-    pub classes: Vec<String>,
-    /// Parameters and multiply-adds of the network (auxiliary head excluded).
-    pub params: u64,
-    pub macs: u64,
-}
-
-/// A test-set evaluation.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Evaluation {
-    /// The weights file evaluated.
-    pub weights: String,
-    pub images: usize,
-    pub loss: f64,
-    pub accuracy: f64,
-    pub classes: Vec<String>,
-    /// `confusion[true][predicted]`.
-    pub confusion: Vec<Vec<u64>>,
-    pub per_class_accuracy: Vec<f64>,
-}
-
 /// What a finished training returns.
 pub struct Outcome {
     pub metrics: Vec<EpochMetrics>,
@@ -150,242 +88,6 @@ pub struct Options {
     pub stop_after: Option<usize>,
     /// Draw a progress bar (when stderr is a terminal).
     pub progress: bool,
-}
-
-/// The retraining recipe, read off a pipeline's `retrain` section.
-#[derive(Debug, Clone)]
-pub struct Recipe {
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub lr: f64,
-    pub lr_min: f64,
-    pub momentum: f64,
-    pub nesterov: bool,
-    pub weight_decay: f64,
-    pub grad_clip: Option<f64>,
-    pub warmup_epochs: usize,
-    pub auxiliary_weight: f64,
-    pub drop_path: f64,
-    pub label_smoothing: f64,
-    pub eval_every: usize,
-}
-
-impl Recipe {
-    /// The recipe whose training step `cargo bench --bench speed` and `nas-pipe
-    /// device-check` time: DARTS's (SGD lr 0.025, momentum 0.9, weight decay 3e-4, gradient
-    /// clip 5, drop path 0.2), one epoch, no auxiliary head.
-    pub fn step_benchmark(batch_size: usize) -> Recipe {
-        Recipe {
-            epochs: 1,
-            batch_size,
-            lr: 0.025,
-            lr_min: 0.0,
-            momentum: 0.9,
-            nesterov: false,
-            weight_decay: 3e-4,
-            grad_clip: Some(5.0),
-            warmup_epochs: 0,
-            auxiliary_weight: 0.0,
-            drop_path: 0.2,
-            label_smoothing: 0.0,
-            eval_every: 1,
-        }
-    }
-
-    pub fn from_spec(r: &Retrain) -> Result<Recipe> {
-        let Optimizer::Sgd {
-            lr,
-            lr_min,
-            momentum,
-            nesterov,
-            weight_decay,
-            grad_clip,
-            warmup_epochs,
-        } = &r.optimizer.value
-        else {
-            return Err(Error::Input(
-                "the retrain optimizer must be Sgd (Adam is for architecture weights)".into(),
-            ));
-        };
-        Ok(Recipe {
-            epochs: r.epochs.value as usize,
-            batch_size: r.batch_size.value as usize,
-            lr: lr.value,
-            lr_min: lr_min.value,
-            momentum: momentum.value,
-            nesterov: *nesterov,
-            weight_decay: weight_decay.value,
-            grad_clip: grad_clip.as_ref().map(|c| c.value),
-            warmup_epochs: *warmup_epochs as usize,
-            auxiliary_weight: r.auxiliary_weight.value,
-            drop_path: r.drop_path.value,
-            label_smoothing: r.label_smoothing.value,
-            eval_every: r.eval_every.value as usize,
-        })
-    }
-
-    /// Drop-path probability in `epoch` (0-based): DARTS's ramp `p · epoch / epochs`.
-    pub fn drop_path_at(&self, epoch: usize) -> f64 {
-        self.drop_path * epoch as f64 / self.epochs.max(1) as f64
-    }
-}
-
-/// Mean cross-entropy of `logits` [N, K] against `labels` [N] (u32) with label smoothing
-/// `eps`: (1 − eps) · NLL + eps · mean over classes of −log p (PyTorch's
-/// `CrossEntropyLoss(label_smoothing = eps)`).
-pub fn cross_entropy(logits: &Tensor, labels: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
-    let logp = candle_nn::ops::log_softmax(logits, 1)?;
-    let nll = logp
-        .gather(&labels.unsqueeze(1)?, 1)?
-        .squeeze(1)?
-        .neg()?
-        .mean_all()?;
-    if eps == 0.0 {
-        return Ok(nll);
-    }
-    let uniform = logp.mean(1)?.neg()?.mean_all()?;
-    nll.affine(1.0 - eps, 0.0)? + uniform.affine(eps, 0.0)?
-}
-
-fn scalar(t: &Tensor) -> candle_core::Result<f64> {
-    t.to_dtype(DType::F64)?.to_scalar::<f64>()
-}
-
-/// One step's figures.
-#[derive(Debug, Clone, Copy)]
-pub struct StepStats {
-    /// Loss of the main head (the auxiliary head's is added for the gradient only).
-    pub loss: f64,
-    pub correct: usize,
-    pub count: usize,
-}
-
-/// A model with its optimizer and loss settings: one training step at a time.
-pub struct Trainer {
-    pub model: Model,
-    pub opt: Sgd,
-    pub auxiliary_weight: f64,
-    pub label_smoothing: f64,
-}
-
-impl Trainer {
-    pub fn new(model: Model, recipe: &Recipe) -> Trainer {
-        let opt = Sgd::new(
-            model.store.params(),
-            recipe.momentum,
-            recipe.nesterov,
-            recipe.weight_decay,
-            recipe.grad_clip,
-        );
-        Trainer {
-            model,
-            opt,
-            auxiliary_weight: recipe.auxiliary_weight,
-            label_smoothing: recipe.label_smoothing,
-        }
-    }
-
-    /// Forward in training mode, backward, one SGD step at `lr`.
-    pub fn step(
-        &mut self,
-        images: &Tensor,
-        labels: &Tensor,
-        lr: f64,
-        drop_path: f64,
-        rng: &mut ChaCha8Rng,
-    ) -> candle_core::Result<StepStats> {
-        let out = self.model.forward(images, Mode::Train { drop_path, rng })?;
-        let main = cross_entropy(&out.logits, labels, self.label_smoothing)?;
-        let loss = match &out.aux {
-            Some(aux) if self.auxiliary_weight > 0.0 => {
-                (&main
-                    + cross_entropy(aux, labels, self.label_smoothing)?
-                        .affine(self.auxiliary_weight, 0.0)?)?
-            }
-            _ => main.clone(),
-        };
-        let grads = loss.backward()?;
-        self.opt.step(&grads, lr)?;
-        Ok(StepStats {
-            loss: scalar(&main)?,
-            correct: correct(&out.logits, labels)?,
-            count: images.dim(0)?,
-        })
-    }
-}
-
-fn correct(logits: &Tensor, labels: &Tensor) -> candle_core::Result<usize> {
-    Ok(logits
-        .argmax(1)?
-        .eq(labels)?
-        .to_dtype(DType::U32)?
-        .sum_all()?
-        .to_scalar::<u32>()? as usize)
-}
-
-/// Evaluates `model` (eval mode) on every image of `test`, with a progress bar when
-/// `progress`.
-pub fn evaluate(
-    model: &Model,
-    test: &Batcher,
-    device: &Device,
-    weights: &str,
-    classes: &[String],
-    progress: bool,
-) -> Result<Evaluation> {
-    let bar = crate::progress::images(progress, test.len(), "evaluate");
-    let k = classes.len();
-    let mut confusion = vec![vec![0u64; k]; k];
-    let (mut loss_sum, mut n) = (0f64, 0usize);
-    let epoch = test.epoch(0, device);
-    for b in 0..epoch.batches() {
-        let batch = epoch.batch(b).map_err(ctx("making a batch"))?;
-        let logits = model
-            .forward(&batch.images, Mode::Eval)
-            .map_err(ctx("evaluating"))?
-            .logits;
-        let loss = cross_entropy(&logits, &batch.labels, 0.0)
-            .and_then(|l| scalar(&l))
-            .map_err(ctx("evaluating"))?;
-        let pred = logits
-            .argmax(1)
-            .and_then(|p| p.to_vec1::<u32>())
-            .map_err(ctx("evaluating"))?;
-        let truth = batch.labels.to_vec1::<u32>().map_err(ctx("evaluating"))?;
-        for (&t, &p) in truth.iter().zip(&pred) {
-            if let Some(row) = confusion.get_mut(t as usize)
-                && let Some(cell) = row.get_mut(p as usize)
-            {
-                *cell += 1;
-            }
-        }
-        loss_sum += loss * batch.size as f64;
-        n += batch.size;
-        bar.inc(batch.size as u64);
-    }
-    bar.finish_and_clear();
-    let right: u64 = (0..k).map(|i| confusion[i][i]).sum();
-    let per_class_accuracy = confusion
-        .iter()
-        .enumerate()
-        .map(|(i, row)| {
-            let total: u64 = row.iter().sum();
-            if total == 0 {
-                0.0
-            } else {
-                row[i] as f64 / total as f64
-            }
-        })
-        .collect();
-    Ok(Evaluation {
-        weights: weights.to_string(),
-        images: n,
-        loss: loss_sum / n.max(1) as f64,
-        accuracy: right as f64 / n.max(1) as f64,
-        classes: classes.to_vec(),
-        confusion,
-        per_class_accuracy,
-    })
 }
 
 fn ctx(stage: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
@@ -438,35 +140,6 @@ pub fn choose_genotype(
         p.spec.name.value,
         searched.display()
     )))
-}
-
-/// The normalisation the pipeline declares, fitted on `train` when computed.
-pub fn normalization(p: &Resolved, train: &Dataset) -> Result<Normalize> {
-    match &p.spec.normalize.value {
-        Normalization::Computed => Normalize::fit(train, &train.all()),
-        Normalization::Given { mean, std } => Normalize::new(mean.clone(), std.clone()),
-    }
-}
-
-/// Unshuffled, unaugmented batches of `indices` of `data`, for evaluation.
-pub fn eval_batcher(
-    data: Dataset,
-    indices: Vec<usize>,
-    norm: Normalize,
-    seed: u64,
-) -> Result<Batcher> {
-    Batcher::new(
-        data,
-        indices,
-        norm,
-        BatchConfig {
-            batch_size: EVAL_BATCH,
-            shuffle: false,
-            augment: Default::default(),
-            seed,
-            stream: 0,
-        },
-    )
 }
 
 /// Runs (or resumes) the retraining of `genotype` under pipeline `p`, writing under
@@ -673,25 +346,6 @@ pub fn run(
     })
 }
 
-/// Writes the model's parameters and buffers under their own names, the auxiliary head
-/// (training only) left out: the deployable network.
-pub fn save_weights(model: &Model, path: &Path) -> Result<()> {
-    let mut tensors = HashMap::new();
-    checkpoint::put(&mut tensors, "", &model.store.params());
-    checkpoint::put(&mut tensors, "", &model.store.buffers());
-    tensors.retain(|k, _| !k.starts_with("aux."));
-    checkpoint::save(path, &tensors)
-}
-
-/// Loads a weights file into `model` (built without the auxiliary head): every parameter
-/// and buffer must be there with its shape, and nothing else.
-pub fn load_weights(model: &Model, path: &Path) -> Result<()> {
-    let c = checkpoint::load(path, model.store.device())?;
-    let mut vars = model.store.params();
-    vars.extend(model.store.buffers());
-    c.set_exact(&vars)
-}
-
 fn save_checkpoint(
     trainer: &Trainer,
     dir: &Path,
@@ -749,59 +403,6 @@ fn write_card(
     )?;
     write_atomic(&dir.join("genotype.ron"), genotype.0.to_ron().as_bytes())?;
     write_atomic(&dir.join("model.ron"), format!("{card_text}\n").as_bytes())
-}
-
-/// A retrained model read back from its folder.
-pub struct Trained {
-    pub card: ModelCard,
-    pub net: Net,
-    pub genotype: Genotype,
-    /// The space at the trained size, and the genotype resolved in it.
-    pub space: crate::space::Space,
-    pub arch: genotype::Architecture,
-}
-
-/// Rebuilds the network described by `dir/model.ron` (with its `space.ron` and
-/// `genotype.ron`), with nothing else: no pipeline, no original space file.
-pub fn load_model(dir: &Path) -> Result<Trained> {
-    let mut sources = Sources::default();
-    let (_, card): (u32, ModelCard) = sources.load(&dir.join("model.ron"))?;
-    if card.version != CARD_VERSION {
-        return Err(Error::Input(format!(
-            "{}: model card version {} is not the {CARD_VERSION} this build reads",
-            dir.join("model.ron").display(),
-            card.version
-        )));
-    }
-    let space_path = dir.join(&card.space);
-    let ov = Overrides {
-        input: Some(card.input),
-        channels: card.channels.map(|c| (c, Default::default())),
-        layers: card.layers.map(|l| (l, Default::default())),
-    };
-    let space = crate::space::load(&mut sources, &space_path, None, &ov)?;
-    let gpath = dir.join(&card.genotype);
-    let (gsrc, genotype) = Genotype::from_arg(&gpath.display().to_string(), &space)?;
-    let arch = genotype.resolve(&gsrc, &space)?;
-    let net = space.build(&arch);
-    Ok(Trained {
-        card,
-        net,
-        genotype,
-        space,
-        arch,
-    })
-}
-
-/// A `--weights` argument: a path as given when it exists (or is absolute), else a file
-/// of the retrain folder `dir` (`last.safetensors`, `best.safetensors`).
-pub fn weights_path(dir: &Path, weights: &str) -> PathBuf {
-    let given = Path::new(weights);
-    if given.is_absolute() || given.exists() {
-        given.to_path_buf()
-    } else {
-        dir.join(weights)
-    }
 }
 
 /// `nas-pipe eval`: evaluates `weights` (a file in the retrain folder or a path) of the model

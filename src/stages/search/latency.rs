@@ -29,12 +29,12 @@ use crate::nets::export::{self, Metadata, Options};
 use crate::nets::model::Model;
 use crate::nn::Store;
 use crate::ops::{BnMode, Op, OpModule, Shape};
+use crate::runtime::measure::Latency;
 use crate::runtime::{Runtime, Session};
 use crate::space::discrete::{Net, NetEdge, NetKind, NetOp};
 use crate::space::eval::{infer_cell, preprocess};
 use crate::space::genotype::{Architecture, Genotype};
 use crate::space::{Candidate, LayerKind, Space};
-use crate::stages::profile::Latency;
 
 /// Version of the cache entry and table layouts; bumped when a field changes meaning. It is
 /// part of every [`Key`] hash, so entries of another layout are never read.
@@ -156,7 +156,7 @@ pub fn measure_onnx(
         sample.h as usize,
         sample.w as usize,
     ];
-    let input = crate::stages::profile::pseudo_random(shape.iter().product());
+    let input = crate::runtime::measure::pseudo_random(shape.iter().product());
     for _ in 0..plan.warmup {
         session.run(&input, &shape)?;
     }
@@ -513,7 +513,7 @@ impl Table {
             version: SCHEMA_VERSION,
             space: space.name.clone(),
             ort_version: rt.version.clone(),
-            cpu: crate::stages::profile::Machine::current().cpu,
+            cpu: crate::runtime::measure::Machine::current().cpu,
             plan: *plan,
             reference: genotype.to_ron(),
             reference_ms,
@@ -555,7 +555,7 @@ impl Table {
         plan: &Plan,
         path: &Path,
     ) -> Result<Table> {
-        let cpu = crate::stages::profile::Machine::current().cpu;
+        let cpu = crate::runtime::measure::Machine::current().cpu;
         if let Ok(t) = Table::load(path)
             && t.space_key == Table::space_key(space)
             && t.ort_version == rt.version

@@ -11,8 +11,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::run::Resolved;
+use crate::run::trials::Front;
+use crate::run::trials::State;
 use crate::spec::pipeline::{Evaluator, Search};
-use crate::stages::search::trials::{self, Front, Plan, State};
+use crate::stages::search::trials::{self, Plan};
 
 /// Version of `study.json`.
 pub const VERSION: u32 = 1;
@@ -131,11 +133,12 @@ pub fn run(p: &Resolved, seeds: u64, progress: bool) -> Result<Study> {
             |_| Ok(()),
             |_, _| {},
         )?;
-        let evaluated: Vec<&trials::Record> = records.iter().filter(|r| r.evaluated()).collect();
-        let b = trials::best(&records)
+        let evaluated: Vec<&crate::run::trials::Record> =
+            records.iter().filter(|r| r.evaluated()).collect();
+        let b = crate::run::trials::best(&records)
             .ok_or_else(|| Error::Input("no architecture was evaluated".into()))?;
         let mut curve = Vec::with_capacity(evaluated.len());
-        let mut best: Option<&trials::Record> = None;
+        let mut best: Option<&crate::run::trials::Record> = None;
         for r in &evaluated {
             if best.is_none_or(|x| r.reward > x.reward) {
                 best = Some(r);

@@ -24,7 +24,6 @@ use std::path::Path;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use serde::{Deserialize, Serialize};
 
 use crate::data::{self, BatchConfig, Batcher, Normalize};
 use crate::error::{Error, Result};
@@ -32,77 +31,14 @@ use crate::fsutil::write_atomic;
 use crate::nets::optim::{self, Adam, Sgd};
 use crate::nets::supernet::{Build, Supernet};
 use crate::run::Resolved;
-use crate::run::checkpoint::{self, StateFile};
-use crate::run::metrics::{Curve, CurvePoint};
+use crate::run::checkpoint::{self};
+use crate::run::metrics::Curve;
+use crate::run::search::{AlphaSnapshot, EpochMetrics, STATE_VERSION, State};
 use crate::space::genotype::{self, Genotype};
 use crate::spec::pipeline::{Normalization, Optimizer, Search, Variant};
 use crate::stages::search::darts::gdas::Gdas;
 use crate::stages::search::darts::pc_darts::PcDarts;
 use crate::stages::search::darts::step::{BatchStats, Darts};
-
-/// Version of `state.json`.
-pub const STATE_VERSION: u32 = 1;
-
-/// One epoch's figures.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct EpochMetrics {
-    pub epoch: usize,
-    pub lr: f64,
-    pub train_loss: f64,
-    pub train_acc: f64,
-    pub val_loss: f64,
-    pub val_acc: f64,
-    pub seconds: f64,
-    pub images_per_sec: f64,
-    /// Training and validation loss and accuracy within the epoch.
-    #[serde(default)]
-    pub curve: Vec<CurvePoint>,
-    #[serde(default)]
-    pub val_curve: Vec<CurvePoint>,
-    /// With a latency term: the expected latency (ms) under the weights after the epoch.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expected_latency_ms: Option<f64>,
-}
-
-/// The architecture weights after an epoch, as the genotype is derived from them: per cell
-/// type, [edges][candidates] (softmax of α; under PC-DARTS's edge normalisation times the
-/// edge's weight); per searchable layer, [candidates].
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct AlphaSnapshot {
-    pub epoch: usize,
-    pub cells: Vec<(String, Vec<Vec<f32>>)>,
-    pub layers: Vec<Vec<f32>>,
-    /// PC-DARTS's edge normalisation: per cell type, each edge's softmax of β over its
-    /// node's incoming edges, [edges]. Empty otherwise.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub edges: Vec<(String, Vec<f32>)>,
-}
-
-/// `search/state.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct State {
-    pub version: u32,
-    pub spec_hash: String,
-    /// Epochs finished.
-    pub epochs_done: usize,
-    pub checkpoint: String,
-    pub metrics: Vec<EpochMetrics>,
-    pub history: Vec<AlphaSnapshot>,
-}
-
-impl StateFile for State {
-    const VERSION: u32 = STATE_VERSION;
-    fn version(&self) -> u32 {
-        self.version
-    }
-    fn spec_hash(&self) -> &str {
-        &self.spec_hash
-    }
-    fn advance(&mut self, epochs_done: usize, checkpoint: String) -> String {
-        self.epochs_done = epochs_done;
-        std::mem::replace(&mut self.checkpoint, checkpoint)
-    }
-}
 
 /// What a finished search returns.
 pub struct Outcome {

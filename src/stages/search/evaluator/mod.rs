@@ -22,11 +22,12 @@ use candle_core::Device;
 use crate::data::{self, BatchConfig, Batcher};
 use crate::error::{Error, Result};
 use crate::nets::model::Model;
+use crate::nets::train::Recipe;
+use crate::nets::train::Trainer;
 use crate::run::Resolved;
 use crate::space::Space;
 use crate::space::genotype::{self, Genotype};
 use crate::spec::pipeline;
-use crate::stages::retrain::{Recipe, Trainer};
 use crate::stages::search::strategy::Arch;
 
 pub use crate::data::Table;
@@ -215,7 +216,7 @@ impl Split {
         train.check_input(p.search_space.input)?;
         test.check_input(p.search_space.input)?;
         let split = train.split(portion)?;
-        let norm = crate::stages::retrain::normalization(p, &train)?;
+        let norm = crate::run::resolved::normalization(p, &train)?;
         let train_b = Batcher::new(
             train.clone(),
             split.first,
@@ -228,7 +229,7 @@ impl Split {
                 stream: 1,
             },
         )?;
-        let held_out = crate::stages::retrain::eval_batcher(train, split.rest, norm.clone(), seed)?;
+        let held_out = crate::run::resolved::eval_batcher(train, split.rest, norm.clone(), seed)?;
         Ok(Split {
             train: train_b,
             held_out,
@@ -264,7 +265,7 @@ impl Train {
             recipe.augment,
         )?;
         let all = split.test.all();
-        let test = crate::stages::retrain::eval_batcher(split.test, all, split.norm.clone(), seed)?;
+        let test = crate::run::resolved::eval_batcher(split.test, all, split.norm.clone(), seed)?;
         Ok(Train {
             space: p.search_space.clone(),
             recipe: r,
@@ -327,7 +328,7 @@ impl Evaluator for Train {
                 }
             }
         }
-        let e = crate::stages::retrain::evaluate(
+        let e = crate::nets::train::evaluate(
             &trainer.model,
             &self.val,
             &self.device,
@@ -336,7 +337,7 @@ impl Evaluator for Train {
             false,
         )?;
         if let Some(dir) = &self.dir {
-            crate::stages::retrain::save_weights(
+            crate::run::retrain::save_weights(
                 &trainer.model,
                 &dir.join(format!("{}.safetensors", c.key)),
             )?;
@@ -352,8 +353,8 @@ impl Evaluator for Train {
             return Ok(None);
         };
         let model = self.model(c)?;
-        crate::stages::retrain::load_weights(&model, &path)?;
-        let e = crate::stages::retrain::evaluate(
+        crate::run::retrain::load_weights(&model, &path)?;
+        let e = crate::nets::train::evaluate(
             &model,
             &self.test,
             &self.device,
@@ -376,7 +377,7 @@ impl Evaluator for Train {
         let net = self.space.build(&c.resolved);
         let model = Model::new(&net, &Device::Cpu, self.seed, false)
             .map_err(ctx("building the network"))?;
-        crate::stages::retrain::load_weights(&model, &path)?;
+        crate::run::retrain::load_weights(&model, &path)?;
         Ok(Some(Trained {
             model,
             mean: self.norm.mean().to_vec(),

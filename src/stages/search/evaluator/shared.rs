@@ -170,7 +170,7 @@ impl WeightSharing {
         Ok(WeightSharing {
             net,
             val,
-            eval_batches: n.div_ceil(crate::stages::retrain::EVAL_BATCH).max(1),
+            eval_batches: n.div_ceil(crate::nets::train::EVAL_BATCH).max(1),
             device: device.clone(),
         })
     }

@@ -56,7 +56,7 @@ pub struct Decisions {
 }
 
 /// A discrete architecture: the value of every decision, in [`Decisions::list`] order.
-pub type Arch = Vec<u32>;
+pub use crate::run::trials::Arch;
 
 impl Decisions {
     /// The decisions of `space`: every cell type with architecture weights, by its rule, then

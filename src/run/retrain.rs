@@ -1,0 +1,136 @@
+//! The retrained model's folder (`retrain/`): its card (`model.ron`: the network and how it
+//! was trained), the space and genotype it was built from, its weights, its per-epoch
+//! figures and its test evaluation. Read by every stage after retraining.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::nets::model::Model;
+use crate::run::checkpoint;
+use crate::run::metrics::CurvePoint;
+use crate::space::Overrides;
+use crate::space::discrete::Net;
+use crate::space::genotype::{self, Genotype};
+use crate::spec::Sources;
+use crate::spec::space::Input;
+
+/// Version of `model.ron`.
+pub const CARD_VERSION: u32 = 1;
+
+/// One epoch's figures.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    /// Learning rate of the epoch's first and last step.
+    pub lr: (f64, f64),
+    pub drop_path: f64,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    /// On the test set, in epochs that evaluate.
+    pub test_loss: Option<f64>,
+    pub test_acc: Option<f64>,
+    /// Training time of the epoch (evaluation excluded).
+    pub seconds: f64,
+    pub images_per_sec: f64,
+    /// Training loss and accuracy within the epoch.
+    #[serde(default)]
+    pub curve: Vec<CurvePoint>,
+}
+
+/// `retrain/model.ron`: what the weights files need to become a network again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelCard {
+    pub version: u32,
+    /// The space file (libraries inline), relative to the card.
+    pub space: String,
+    /// The genotype file, relative to the card.
+    pub genotype: String,
+    pub input: Input,
+    /// Cell width and depth the space is compiled with (`None`: the space's own).
+    pub channels: Option<u32>,
+    pub layers: Option<u32>,
+    /// Per-channel mean and std the images are normalised with (after scaling to [0, 1]).
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+    /// Class names in label order.
+    pub classes: Vec<String>,
+    /// Parameters and multiply-adds of the network (auxiliary head excluded).
+    pub params: u64,
+    pub macs: u64,
+}
+
+/// Writes the model's parameters and buffers under their own names, the auxiliary head
+/// (training only) left out: the deployable network.
+pub fn save_weights(model: &Model, path: &Path) -> Result<()> {
+    let mut tensors = HashMap::new();
+    checkpoint::put(&mut tensors, "", &model.store.params());
+    checkpoint::put(&mut tensors, "", &model.store.buffers());
+    tensors.retain(|k, _| !k.starts_with("aux."));
+    checkpoint::save(path, &tensors)
+}
+
+/// Loads a weights file into `model` (built without the auxiliary head): every parameter
+/// and buffer must be there with its shape, and nothing else.
+pub fn load_weights(model: &Model, path: &Path) -> Result<()> {
+    let c = checkpoint::load(path, model.store.device())?;
+    let mut vars = model.store.params();
+    vars.extend(model.store.buffers());
+    c.set_exact(&vars)
+}
+
+/// A retrained model read back from its folder.
+pub struct Trained {
+    pub card: ModelCard,
+    pub net: Net,
+    pub genotype: Genotype,
+    /// The space at the trained size, and the genotype resolved in it.
+    pub space: crate::space::Space,
+    pub arch: genotype::Architecture,
+}
+
+/// Rebuilds the network described by `dir/model.ron` (with its `space.ron` and
+/// `genotype.ron`), with nothing else: no pipeline, no original space file.
+pub fn load_model(dir: &Path) -> Result<Trained> {
+    let mut sources = Sources::default();
+    let (_, card): (u32, ModelCard) = sources.load(&dir.join("model.ron"))?;
+    if card.version != CARD_VERSION {
+        return Err(Error::Input(format!(
+            "{}: model card version {} is not the {CARD_VERSION} this build reads",
+            dir.join("model.ron").display(),
+            card.version
+        )));
+    }
+    let space_path = dir.join(&card.space);
+    let ov = Overrides {
+        input: Some(card.input),
+        channels: card.channels.map(|c| (c, Default::default())),
+        layers: card.layers.map(|l| (l, Default::default())),
+    };
+    let space = crate::space::load(&mut sources, &space_path, None, &ov)?;
+    let gpath = dir.join(&card.genotype);
+    let (gsrc, genotype) = Genotype::from_arg(&gpath.display().to_string(), &space)?;
+    let arch = genotype.resolve(&gsrc, &space)?;
+    let net = space.build(&arch);
+    Ok(Trained {
+        card,
+        net,
+        genotype,
+        space,
+        arch,
+    })
+}
+
+/// A `--weights` argument: a path as given when it exists (or is absolute), else a file
+/// of the retrain folder `dir` (`last.safetensors`, `best.safetensors`).
+pub fn weights_path(dir: &Path, weights: &str) -> PathBuf {
+    let given = Path::new(weights);
+    if given.is_absolute() || given.exists() {
+        given.to_path_buf()
+    } else {
+        dir.join(weights)
+    }
+}

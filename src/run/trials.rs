@@ -1,0 +1,123 @@
+//! The multi-trial search's artifacts: every evaluation (`search/trials.json`) and the
+//! Pareto front (`search/pareto.json`).
+
+use serde::{Deserialize, Serialize};
+
+/// An architecture as the strategies propose it: one choice per decision.
+pub type Arch = Vec<u32>;
+
+/// Version of `trials.json` and `pareto.json`.
+pub const VERSION: u32 = 1;
+
+/// One proposal of the strategy.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    /// 0-based proposal number.
+    pub n: usize,
+    pub arch: Arch,
+    pub key: String,
+    /// The genotype's RON text.
+    pub genotype: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nb201: Option<String>,
+    pub params: u64,
+    pub macs: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    /// The constraint that rejected it (then it was not evaluated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<String>,
+    /// The search signal, in [0, 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    /// The report signal, in [0, 1], when the evaluator gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<f64>,
+    /// What the strategy was told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward: Option<f64>,
+    /// Answered from an earlier record of the same architecture.
+    #[serde(default)]
+    pub repeat: bool,
+    /// Wall time of the evaluation (and latency measurement).
+    pub seconds: f64,
+}
+
+impl Record {
+    pub fn evaluated(&self) -> bool {
+        self.rejected.is_none()
+    }
+}
+
+/// `search/trials.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    pub spec_hash: String,
+    pub strategy: String,
+    /// What the report signal is.
+    pub report: String,
+    /// The budget, and whether it is spent (or the time limit reached).
+    pub budget: usize,
+    pub finished: bool,
+    pub records: Vec<Record>,
+}
+
+impl State {
+    /// Evaluations spent (rejected proposals cost none).
+    pub fn evaluations(&self) -> usize {
+        self.records.iter().filter(|r| r.evaluated()).count()
+    }
+
+    /// The returned architecture: the highest reward, the earliest among equals.
+    pub fn best(&self) -> Option<&Record> {
+        best(&self.records)
+    }
+}
+
+/// The record with the highest reward, the earliest among equals.
+pub fn best(records: &[Record]) -> Option<&Record> {
+    let mut b: Option<&Record> = None;
+    for r in records {
+        if let Some(x) = r.reward
+            && b.is_none_or(|b| x > b.reward.unwrap_or(f64::NEG_INFINITY))
+        {
+            b = Some(r);
+        }
+    }
+    b
+}
+
+/// A point of the Pareto front.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Point {
+    pub n: usize,
+    pub key: String,
+    pub genotype: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nb201: Option<String>,
+    pub accuracy: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<f64>,
+    pub params: u64,
+    pub macs: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    /// With `export_front`: its folder under `search/front/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<String>,
+    /// With `export_front`: ONNX Runtime's median latency of the exported file at the
+    /// profile's first batch size and thread count, in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profiled_ms: Option<f64>,
+}
+
+/// `search/pareto.json`: the front over accuracy (maximised) and `objectives` (minimised),
+/// by accuracy, best first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Front {
+    pub version: u32,
+    pub objectives: Vec<String>,
+    pub report: String,
+    pub points: Vec<Point>,
+}
