@@ -580,7 +580,7 @@ fn run(cli: &Cli) -> Result<i32> {
             }
             let mut text = crate::stages::search::study::table(&studies);
             if let Some(path) = plot {
-                let svg = crate::stages::search::study::curves_svg(&studies)?;
+                let svg = crate::pipeline::study_plot::curves_svg(&studies)?;
                 crate::fsutil::write_atomic(path, svg.as_bytes())?;
                 text += &format!("curves: {}\n", path.display());
             }

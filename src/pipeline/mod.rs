@@ -22,6 +22,7 @@
 pub mod device_check;
 pub mod resolve;
 pub mod stages;
+pub mod study_plot;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
