@@ -456,7 +456,7 @@ fn run(cli: &Cli) -> Result<i32> {
                     stop_after: *stop_after,
                     progress: true,
                 };
-                let o = crate::pipeline::stages::trials(&p, &run_dir, &device, &ort, &opts)?;
+                let o = crate::pipeline::trials::trials(&p, &run_dir, &device, &ort, &opts)?;
                 let text = if !o.state.finished {
                     format!(
                         "search stopped after {} proposals ({} evaluations of {}); run again to resume from {}\n",
@@ -466,7 +466,7 @@ fn run(cli: &Cli) -> Result<i32> {
                         run_dir.join("search").display()
                     )
                 } else {
-                    let g = crate::stages::search::trials::derive(&p, &run_dir)?;
+                    let g = crate::stages::derive::from_trials(&p, &run_dir)?;
                     format!(
                         "search finished: {} evaluations in {:.1}s this run\n{}\ngenotype written to {}\n{}",
                         o.state.evaluations(),
@@ -508,7 +508,7 @@ fn run(cli: &Cli) -> Result<i32> {
                     )
                 }
                 _ => {
-                    let genotype = crate::stages::search::darts::derive(&p, &run_dir)?;
+                    let genotype = crate::stages::derive::from_darts(&p, &run_dir)?;
                     format!(
                         "search finished: {} epochs in {:.1}s this run\ngenotype written to {}\n{}",
                         done,
@@ -648,7 +648,7 @@ fn run(cli: &Cli) -> Result<i32> {
             let p = crate::pipeline::resolve::load(&mut sources, file)?;
             let run_dir = dir.join(&p.spec.name.value);
             let _busy = crate::run::busy::acquire(&run_dir, "nas-pipe export")?;
-            let (path, opts, bytes) = crate::pipeline::stages::export(&p, &run_dir, weights)?;
+            let (path, opts, bytes) = crate::stages::export::run(&p, &run_dir, weights)?;
             let text = format!(
                 "wrote {} ({} bytes, opset {}, BN {})\n",
                 path.display(),
@@ -712,7 +712,7 @@ fn run(cli: &Cli) -> Result<i32> {
                     .clone()
                     .unwrap_or_else(|| PathBuf::from("exports"))
                     .join(&p.spec.name.value);
-                let plan = crate::pipeline::stages::profile_plan(&p).with_overrides(
+                let plan = crate::stages::profile::plan_of(&p).with_overrides(
                     batch_sizes.as_deref(),
                     threads.as_deref(),
                     *warmup,
@@ -729,7 +729,7 @@ fn run(cli: &Cli) -> Result<i32> {
                 crate::runtime::model_file::read(&onnx)?;
                 let _busy = crate::run::busy::acquire(&run_dir, "nas-pipe profile")?;
                 let rt = crate::runtime::load(ort_lib.as_deref())?;
-                let report = crate::pipeline::stages::profile(&run_dir, &plan, rt)?;
+                let report = crate::stages::profile::run_folder(&run_dir, &plan, rt)?;
                 (report, run_dir)
             } else {
                 let d = match dir {

@@ -21,8 +21,8 @@
 
 pub mod device_check;
 pub mod resolve;
-pub mod stages;
 pub mod study_plot;
+pub mod trials;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,6 +32,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::run::Resolved;
+use crate::run::hash::hash_parts;
 use crate::run::{SPEC_FILE, STALE_DIR, Stage, lock};
 use crate::spec::Sources;
 use crate::spec::pipeline::Search;
@@ -60,16 +61,6 @@ pub struct Planned {
 
 /// What the ONNX Runtime stages run on: the loaded library, or why there is none.
 pub type Ort = std::result::Result<&'static crate::runtime::Runtime, String>;
-
-/// Hashes length-prefixed parts.
-fn hash_parts(parts: &[&[u8]]) -> String {
-    let mut h = blake3::Hasher::new();
-    for p in parts {
-        h.update(&(p.len() as u64).to_le_bytes());
-        h.update(p);
-    }
-    h.finalize().to_hex().to_string()
-}
 
 fn ron_text<T: Serialize>(v: &T) -> Result<String> {
     ron::to_string(v).map_err(|e| Error::Input(format!("serialising the spec: {e}")))
@@ -802,7 +793,7 @@ fn execute(
                     stop_after: None,
                     progress: opts.progress,
                 };
-                stages::trials(p, run_dir, device, ort, &o)?;
+                trials::trials(p, run_dir, device, ort, &o)?;
             } else {
                 let o = crate::stages::search::darts::Options {
                     stop_after: None,
@@ -814,13 +805,13 @@ fn execute(
         }
         Stage::Derive => match p.spec.search.as_deref() {
             Some(Search::Darts { .. }) => {
-                crate::stages::search::darts::derive(p, run_dir)?;
+                crate::stages::derive::from_darts(p, run_dir)?;
             }
             Some(Search::Trials { .. }) => {
-                crate::stages::search::trials::derive(p, run_dir)?;
+                crate::stages::derive::from_trials(p, run_dir)?;
             }
             None => {
-                stages::derive_fixed(p, run_dir)?;
+                crate::stages::derive::fixed(p, run_dir)?;
             }
         },
         Stage::Retrain => {
@@ -837,13 +828,17 @@ fn execute(
             crate::stages::retrain::run(p, run_dir, device, &g, &o)?;
         }
         Stage::Export => {
-            stages::export(p, run_dir, "last.safetensors")?;
+            crate::stages::export::run(p, run_dir, "last.safetensors")?;
         }
         Stage::Validate => {
             crate::stages::validate::run(p, run_dir, device, Some(&rt()?.path))?;
         }
         Stage::Profile => {
-            stages::profile(run_dir, &stages::profile_plan(p), rt()?)?;
+            crate::stages::profile::run_folder(
+                run_dir,
+                &crate::stages::profile::plan_of(p),
+                rt()?,
+            )?;
         }
         Stage::Report => {
             crate::stages::report::write(run_dir)?;

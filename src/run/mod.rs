@@ -3,6 +3,7 @@
 
 pub mod busy;
 pub mod checkpoint;
+pub mod hash;
 pub mod lock;
 pub mod metrics;
 pub mod profile;

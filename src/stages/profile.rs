@@ -228,6 +228,40 @@ pub fn write(r: &Report, dir: &Path) -> Result<(PathBuf, PathBuf)> {
     Ok((jp, mp))
 }
 
+/// The profile plan of a pipeline: its `profile` section, else the defaults.
+pub fn plan_of(p: &crate::run::Resolved) -> crate::run::profile::Plan {
+    match &p.spec.profile {
+        Some(spec) => crate::run::profile::Plan::from_spec(spec),
+        None => crate::run::profile::Plan::default(),
+    }
+}
+
+/// Profiles `run_dir/model.onnx` with `plan` on `rt`, with the architecture's parameters
+/// and MACs from the model card, and writes `profile.json` and `profile.md` into `run_dir`.
+pub fn run_folder(
+    run_dir: &Path,
+    plan: &crate::run::profile::Plan,
+    rt: &'static crate::runtime::Runtime,
+) -> Result<crate::run::profile::Report> {
+    let onnx = run_dir.join("model.onnx");
+    if !onnx.exists() {
+        return Err(Error::Input(format!(
+            "{} does not exist: run `nas-pipe export` first",
+            onnx.display()
+        )));
+    }
+    let card = crate::run::retrain::load_model(&run_dir.join("retrain"))
+        .map(|t| t.card)
+        .ok();
+    let known = Known {
+        params: card.as_ref().map(|c| c.params),
+        macs: card.as_ref().map(|c| c.macs),
+    };
+    let report = run(rt, &onnx, plan, known, |_| {})?;
+    write(&report, run_dir)?;
+    Ok(report)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,6 +35,7 @@ use crate::nets::train::Evaluation;
 use crate::nets::train::{Recipe, Trainer, evaluate};
 use crate::run::Resolved;
 use crate::run::checkpoint::{self, StateFile};
+use crate::run::hash::retrain_hash;
 use crate::run::metrics::Curve;
 use crate::run::resolved::{eval_batcher, normalization};
 use crate::run::retrain::{
@@ -92,23 +93,6 @@ pub struct Options {
 
 fn ctx(stage: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
     move |e| Error::Input(format!("{stage}: {}", crate::error::candle_message(&e)))
-}
-
-/// A hash of everything that determines the retraining's result: the build's version, the
-/// retrain, data and normalisation sections, the seed, the space's text and the genotype.
-pub fn spec_hash(p: &Resolved, genotype: &Genotype) -> Result<String> {
-    let mut h = blake3::Hasher::new();
-    h.update(env!("CARGO_PKG_VERSION").as_bytes());
-    let spec = ron::to_string(&(&p.spec.retrain, &p.spec.data, &p.spec.normalize))
-        .map_err(|e| Error::Input(e.to_string()))?;
-    h.update(spec.as_bytes());
-    h.update(&p.spec.seed.to_le_bytes());
-    for text in &p.space_texts {
-        h.update(&(text.len() as u64).to_le_bytes());
-        h.update(text.as_bytes());
-    }
-    h.update(genotype.to_ron().as_bytes());
-    Ok(h.finalize().to_hex().to_string())
 }
 
 /// The genotype to retrain: `arg` (a `--genotype` argument) if given, else the pipeline's
@@ -187,7 +171,7 @@ pub fn run(
     let mut trainer = Trainer::new(model, &recipe);
 
     let dir = run_dir.join("retrain");
-    let hash = spec_hash(p, &genotype.0)?;
+    let hash = retrain_hash(p, &genotype.0)?;
     let state_path = dir.join("state.json");
     let mut state = match checkpoint::read_state::<State>(&state_path, &hash, "retrain", &dir)? {
         Some(state) => {

@@ -29,6 +29,7 @@ use crate::nets::export::{self, Metadata, Options};
 use crate::nets::model::Model;
 use crate::nn::Store;
 use crate::ops::{BnMode, Op, OpModule, Shape};
+use crate::run::hash::hash_parts;
 use crate::runtime::measure::Latency;
 use crate::runtime::{Runtime, Session};
 use crate::space::discrete::{Net, NetEdge, NetKind, NetOp};
@@ -243,16 +244,6 @@ pub fn space_hash(texts: &[String], space: &Space) -> String {
     let mut parts: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
     parts.push(skeleton.as_bytes());
     hash_parts(&parts)
-}
-
-/// Hashes length-prefixed parts.
-fn hash_parts(parts: &[&[u8]]) -> String {
-    let mut h = blake3::Hasher::new();
-    for p in parts {
-        h.update(&(p.len() as u64).to_le_bytes());
-        h.update(p);
-    }
-    h.finalize().to_hex().to_string()
 }
 
 /// One cache file: `<dir>/<key hash>.json`.

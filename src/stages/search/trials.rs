@@ -26,6 +26,7 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::run::Resolved;
+use crate::run::hash::search_hash;
 use crate::run::trials::{Front, Point, Record, State, VERSION, best};
 use crate::space::Space;
 use crate::spec::pipeline::{Constraint, Objective, Reward, Search};
@@ -303,11 +304,6 @@ fn check(constraints: &[Constraint], r: &Record, latency: Option<f64>) -> Option
     })
 }
 
-/// A hash of everything that determines the search's result.
-pub fn spec_hash(p: &Resolved) -> Result<String> {
-    crate::stages::search::darts::spec_hash(p)
-}
-
 /// What a finished (or stopped) multi-trial search returns.
 pub struct Outcome {
     pub state: State,
@@ -367,7 +363,7 @@ pub fn run(
 ) -> Result<Outcome> {
     let plan = Plan::of(p)?;
     let dir = run_dir.join("search");
-    let hash = spec_hash(p)?;
+    let hash = search_hash(p)?;
     let path = dir.join("trials.json");
     let old: Option<State> = match std::fs::read(&path) {
         Ok(bytes) => {
@@ -544,29 +540,6 @@ pub fn strategy_name(s: &crate::spec::pipeline::Strategy) -> &'static str {
         S::Evolution { .. } => "evolution",
         S::Reinforce { .. } => "reinforce",
     }
-}
-
-/// The derive stage after a multi-trial search: the returned architecture of the complete
-/// record, written to `<run_dir>/genotype.ron`.
-pub fn derive(p: &Resolved, run_dir: &Path) -> Result<crate::space::genotype::Genotype> {
-    let path = run_dir.join("search").join("trials.json");
-    let s: State = std::fs::read(&path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .filter(|s: &State| s.spec_hash == spec_hash(p).unwrap_or_default() && s.finished)
-        .ok_or_else(|| {
-            Error::Input(format!(
-                "{}: the search is not complete; run it first (`nas-pipe search` or `nas-pipe run`)",
-                path.display()
-            ))
-        })?;
-    let b = s.best().ok_or_else(|| {
-        Error::Input(format!("{}: no architecture was evaluated", path.display()))
-    })?;
-    let src = crate::spec::Source::from_text(&path, b.genotype.clone());
-    let g: crate::space::genotype::Genotype = src.parse()?;
-    write_atomic(&run_dir.join("genotype.ron"), g.to_ron().as_bytes())?;
-    Ok(g)
 }
 
 #[cfg(test)]

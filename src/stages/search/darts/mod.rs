@@ -27,11 +27,11 @@ use candle_core::{Device, Tensor};
 
 use crate::data::{self, BatchConfig, Batcher, Normalize};
 use crate::error::{Error, Result};
-use crate::fsutil::write_atomic;
 use crate::nets::optim::{self, Adam, Sgd};
 use crate::nets::supernet::{Build, Supernet};
 use crate::run::Resolved;
 use crate::run::checkpoint::{self};
+use crate::run::hash::search_hash;
 use crate::run::metrics::Curve;
 use crate::run::search::{AlphaSnapshot, EpochMetrics, STATE_VERSION, State};
 use crate::space::genotype::{self, Genotype};
@@ -56,24 +56,6 @@ pub struct Options {
     pub progress: bool,
     /// ONNX Runtime, for a search with a latency term.
     pub ort: Option<&'static crate::runtime::Runtime>,
-}
-
-/// A hash of everything that determines the search's result: the build's version, the
-/// search and data sections, the seed, and the text of the space and its libraries.
-pub fn spec_hash(p: &Resolved) -> Result<String> {
-    let mut h = blake3::Hasher::new();
-    h.update(env!("CARGO_PKG_VERSION").as_bytes());
-    let search = ron::to_string(&p.spec.search).map_err(|e| Error::Input(e.to_string()))?;
-    let data = ron::to_string(&(&p.spec.data, &p.spec.normalize))
-        .map_err(|e| Error::Input(e.to_string()))?;
-    h.update(search.as_bytes());
-    h.update(data.as_bytes());
-    h.update(&p.spec.seed.to_le_bytes());
-    for text in &p.space_texts {
-        h.update(&(text.len() as u64).to_le_bytes());
-        h.update(text.as_bytes());
-    }
-    Ok(h.finalize().to_hex().to_string())
 }
 
 fn ctx(stage: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
@@ -259,7 +241,7 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
     };
 
     let dir = run_dir.join("search");
-    let hash = spec_hash(p)?;
+    let hash = search_hash(p)?;
     let state_path = dir.join("state.json");
     let mut state = match checkpoint::read_state::<State>(&state_path, &hash, "search", &dir)? {
         Some(state) => {
@@ -499,57 +481,4 @@ fn load_checkpoint(darts: &mut Darts, path: &Path) -> Result<()> {
         .load_state(&c.group("opt.a"))
         .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
     Ok(())
-}
-
-/// The derive stage after a search: reads the architecture weights after the last epoch
-/// from `<run_dir>/search/state.json` (the search must be complete), derives the genotype
-/// with the space's rules and writes it to `<run_dir>/genotype.ron`.
-///
-/// The history holds the softmax of the weights as `f32`, which JSON stores exactly, so
-/// this derives the same genotype as the network's own weights would.
-pub fn derive(p: &Resolved, run_dir: &Path) -> Result<Genotype> {
-    let Some(Search::Darts { epochs, .. }) = p.spec.search.as_deref() else {
-        return Err(Error::Input(format!(
-            "pipeline \"{}\" has no `search` section to derive a genotype from",
-            p.spec.name.value
-        )));
-    };
-    let dir = run_dir.join("search");
-    let state = checkpoint::read_state::<State>(
-        &dir.join("state.json"),
-        &spec_hash(p)?,
-        "search",
-        &dir,
-    )?
-    .filter(|s| s.epochs_done == epochs.value as usize)
-    .ok_or_else(|| {
-        Error::Input(format!(
-            "{}: the search is not complete; run it first (`nas-pipe search` or `nas-pipe run`)",
-            dir.display()
-        ))
-    })?;
-    let last = state.history.last().ok_or_else(|| {
-        Error::Input(format!(
-            "{}: the search state has no architecture weights",
-            dir.join("state.json").display()
-        ))
-    })?;
-    let space = &p.search_space;
-    let mut cells: Vec<Option<Vec<Vec<f32>>>> = vec![None; space.cells.len()];
-    for (name, w) in &last.cells {
-        let i = space
-            .cells
-            .iter()
-            .position(|c| &c.name == name)
-            .ok_or_else(|| {
-                Error::Input(format!(
-                    "{}: cell \"{name}\" is not in the space",
-                    dir.join("state.json").display()
-                ))
-            })?;
-        cells[i] = Some(w.clone());
-    }
-    let genotype = genotype::derive(space, &cells, &last.layers);
-    write_atomic(&run_dir.join("genotype.ron"), genotype.to_ron().as_bytes())?;
-    Ok(genotype)
 }
