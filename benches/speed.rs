@@ -8,7 +8,7 @@
 //! ```
 //!
 //! `--reference` takes the JSON that `benches/reference/torch_bench.py` writes (the same rows,
-//! built from `../shared/reference/darts.md` in PyTorch) and prints one table with the ratio
+//! built as in the DARTS reference code, in PyTorch) and prints one table with the ratio
 //! nas-pipe / PyTorch per row; `scripts/bench.sh` runs both.
 //!
 //! Method (the same on both sides): each row runs in a fresh child process (this binary with

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds nas-pipe with Candle's `cuda` feature on a machine with or without a GPU, from
-# PyPI's CUDA 13.0 wheels (../shared/reference/cuda-build.md has the measurements behind it).
+# PyPI's CUDA 13.0 wheels.
 #
 #   scripts/build-cuda.sh            build target/cuda/release/nas-pipe
 #   scripts/build-cuda.sh --test     also run the unit tests of the CUDA build (on the CPU

@@ -11,7 +11,7 @@ use nas_pipe::spec::{Source, Sources};
 
 use crate::common::*;
 
-// ---- Reference numbers (../shared/reference) ----
+// ---- Reference numbers (the DARTS and NAS-Bench-201 papers and code) ----
 
 #[test]
 fn darts_search_network_has_1930618_weights_and_224_alphas() {

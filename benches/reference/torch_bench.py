@@ -6,7 +6,7 @@ way, on the same cores. Run by hand, never in CI (PyTorch is 5 GB):
     cargo bench --bench speed -- --reference /tmp/torch.json
 
 or `scripts/bench.sh`, which does both and prints one table. Every network is built as in the
-DARTS reference code (../shared/reference/darts.md): the search network of model_search.py
+DARTS reference code (quark0/darts): the search network of model_search.py
 (mixed ops over the 8 DARTS ops, pools followed by BN(affine=False), non-affine BN in the
 cells) and NetworkCIFAR of model.py with the DARTS_V2 genotype.
 

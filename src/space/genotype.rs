@@ -19,7 +19,7 @@ use crate::spec::{OrderedMap, Source, Span, Spanned};
 /// The genotype file format version written by this build.
 pub const VERSION: u32 = 1;
 
-/// The published DARTS genotypes (`../shared/reference/darts.md` §4).
+/// The published DARTS genotypes (the DARTS reference code's genotypes.py).
 pub const PUBLISHED: &[(&str, &str)] = &[
     (
         "DARTS_V1",
@@ -642,7 +642,7 @@ impl PyParser<'_> {
 }
 
 /// Reads a genotype off architecture weights with each cell's derivation rule
-/// (`../shared/reference/darts.md` §4):
+/// (the DARTS reference code's genotypes.py):
 ///
 /// - `TopK`: each node ranks its incoming edges by their largest weight over candidates
 ///   outside `exclude` and keeps the strongest `per_node` (ties: lower input state first);

@@ -148,7 +148,7 @@ pub struct Augment {
 // One per pipeline, read once: the variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
 pub enum Search {
-    /// DARTS with weight sharing (`../shared/reference/darts.md` §3).
+    /// DARTS with weight sharing (Liu, Simonyan, Yang, ICLR 2019).
     Darts {
         /// `First` or `Second` (unrolled) order. Default `First`.
         #[serde(default)]
@@ -172,7 +172,7 @@ pub enum Search {
         arch: Spanned<Optimizer>,
         #[serde(default)]
         augment: Augment,
-        /// The DARTS-family method (`../shared/reference/darts.md` §7). Default `Standard`.
+        /// The DARTS-family method (DARTS, GDAS or PC-DARTS). Default `Standard`.
         #[serde(default)]
         variant: Spanned<Variant>,
         /// A differentiable expected-latency term added to the architecture loss. Default:
@@ -252,8 +252,7 @@ pub enum Variant {
     },
 }
 
-/// How a multi-trial search proposes architectures (`../shared/reference/darts.md` §7 and
-/// the NAS-Bench-201 baselines).
+/// How a multi-trial search proposes architectures (the NAS-Bench-201 baselines).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub enum Strategy {

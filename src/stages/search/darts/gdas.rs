@@ -1,4 +1,4 @@
-//! GDAS (Dong, Yang, CVPR 2019) as `../shared/reference/darts.md` §7: each forward samples
+//! GDAS (Dong, Yang, CVPR 2019) as in its paper and code: each forward samples
 //! one candidate per edge (and per searchable layer) and runs only that one.
 //!
 //! Per cell type, with α [edges, candidates] and Gumbel noise g = −log(−log u):

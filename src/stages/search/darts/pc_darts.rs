@@ -1,4 +1,4 @@
-//! PC-DARTS (Xu et al., ICLR 2020) as `../shared/reference/darts.md` §7: partial channels
+//! PC-DARTS (Xu et al., ICLR 2020) as in its paper and code: partial channels
 //! and edge normalisation live in the supernet ([`crate::nets::supernet::Build`]); the policy here
 //! is DARTS's step with the architecture weights (α and β) frozen for the first
 //! `arch_warmup_epochs` epochs, while the weights train.

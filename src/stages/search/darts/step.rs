@@ -1,5 +1,5 @@
 //! DARTS (Liu, Simonyan, Yang, ICLR 2019): first and second order, exactly as
-//! `../shared/reference/darts.md` §3.
+//! the paper and its reference code (quark0/darts).
 //!
 //! Each step draws a validation batch and updates the architecture weights with Adam, then
 //! takes an SGD step on the training batch. First order: g_α = ∇_α L_val(w, α). Second
