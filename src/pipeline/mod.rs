@@ -40,10 +40,10 @@ use lock::{Entry, FileHash, KeyParts, Lock, Status};
 
 /// Files of the retrained model that later stages read.
 const RETRAINED: [&str; 4] = [
-    "retrain/model.ron",
-    "retrain/space.ron",
-    "retrain/genotype.ron",
-    "retrain/last.safetensors",
+    crate::run::dir::retrained::CARD,
+    crate::run::dir::retrained::SPACE,
+    crate::run::dir::retrained::GENOTYPE,
+    crate::run::dir::retrained::LAST,
 ];
 
 /// A stage of this pipeline with its cache key.
@@ -179,7 +179,7 @@ pub fn plan(
             }
             _ => (
                 vec![Stage::Search],
-                vec!["search/state.json".to_string()],
+                vec![crate::run::dir::SEARCH_STATE.to_string()],
                 sections(&[("space", &space)]),
             ),
         };
@@ -213,7 +213,7 @@ pub fn plan(
     }
     if let Some(v) = &s.validate {
         let own = h(&[ron_text(v)?.as_bytes()]);
-        let mut inputs = vec!["model.onnx".to_string()];
+        let mut inputs = vec![crate::run::dir::MODEL_ONNX.to_string()];
         inputs.extend(RETRAINED.iter().map(|f| f.to_string()));
         rows.push((
             Stage::Validate,
@@ -228,7 +228,10 @@ pub fn plan(
         rows.push((
             Stage::Profile,
             vec![Stage::Export],
-            vec!["model.onnx".into(), "retrain/model.ron".into()],
+            vec![
+                crate::run::dir::MODEL_ONNX.into(),
+                crate::run::dir::retrained::CARD.into(),
+            ],
             sections(&[("profile", &own)]),
             ort_device(true),
         ));
@@ -445,8 +448,8 @@ fn key_change(entry: &Entry, now: &KeyParts) -> String {
 /// Epochs finished and planned, from a search or retrain state file, for messages.
 fn progress_of(run_dir: &Path, stage: Stage) -> Option<usize> {
     let file = match stage {
-        Stage::Search => "search/state.json",
-        Stage::Retrain => "retrain/state.json",
+        Stage::Search => crate::run::dir::SEARCH_STATE,
+        Stage::Retrain => crate::run::dir::retrained::STATE,
         _ => return None,
     };
     let text = std::fs::read_to_string(run_dir.join(file)).ok()?;
@@ -770,7 +773,7 @@ fn note_validation(run_dir: &Path, stage: Stage, outcome: &mut Outcome) {
     if stage != Stage::Validate {
         return;
     }
-    outcome.validation_passed = std::fs::read(run_dir.join("validation.json"))
+    outcome.validation_passed = std::fs::read(crate::run::RunDir::new(run_dir).validation())
         .ok()
         .and_then(|b| serde_json::from_slice::<crate::run::validation::Validation>(&b).ok())
         .map(|v| v.passed);
@@ -815,7 +818,7 @@ fn execute(
             }
         },
         Stage::Retrain => {
-            let g = run_dir.join("genotype.ron");
+            let g = crate::run::RunDir::new(run_dir).genotype();
             let g = crate::stages::retrain::choose_genotype(
                 p,
                 run_dir,
@@ -828,7 +831,7 @@ fn execute(
             crate::stages::retrain::run(p, run_dir, device, &g, &o)?;
         }
         Stage::Export => {
-            crate::stages::export::run(p, run_dir, "last.safetensors")?;
+            crate::stages::export::run(p, run_dir, crate::run::dir::model_file::LAST)?;
         }
         Stage::Validate => {
             crate::stages::validate::run(p, run_dir, device, Some(&rt()?.path))?;

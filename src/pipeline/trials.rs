@@ -31,7 +31,7 @@ pub fn trials(
         ));
     };
     let rt = || ort.as_ref().map_err(|e| Error::Runtime(e.clone())).copied();
-    let dir = run_dir.join("search");
+    let dir = crate::run::RunDir::new(run_dir).search();
     let mut meter = if plan.needs_latency() {
         Some(OrtLatency {
             rt: rt()?,
@@ -41,7 +41,7 @@ pub fn trials(
             plan: crate::stages::search::latency::Plan::from(spec.timing.value),
             method: spec.method,
             cache: crate::stages::search::latency::Cache::new(dir.join("latency")),
-            table_path: dir.join("latency-table.json"),
+            table_path: crate::run::RunDir::new(run_dir).latency_table(),
             table: None,
         })
     } else {
@@ -149,7 +149,7 @@ impl crate::stages::search::trials::Exporter for FrontExporter {
             classes: trained.classes,
         };
         let bytes = crate::nets::export::export(&trained.model, &meta, &self.options)?;
-        let path = dir.join("model.onnx");
+        let path = dir.join(crate::run::dir::MODEL_ONNX);
         std::fs::create_dir_all(dir).map_err(|source| Error::Io {
             path: dir.to_path_buf(),
             source,

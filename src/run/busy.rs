@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 /// The lock file's name in the run folder.
-pub const FILE: &str = ".nas-pipe.busy";
+pub const FILE: &str = crate::run::dir::BUSY;
 
 /// Holds the run folder until dropped. A folder the guard created and that holds nothing
 /// but the lock file when it is dropped (the command failed before writing anything) is

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 /// Version of the lock file's layout.
 pub const SCHEMA_VERSION: u32 = 1;
 /// The lock file's name in the run folder.
-pub const FILE: &str = "nas-pipe.lock";
+pub const FILE: &str = crate::run::dir::LOCK;
 
 /// `nas-pipe.lock`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -3,6 +3,7 @@
 
 pub mod busy;
 pub mod checkpoint;
+pub mod dir;
 pub mod hash;
 pub mod lock;
 pub mod metrics;
@@ -14,5 +15,6 @@ pub mod stage;
 pub mod trials;
 pub mod validation;
 
+pub use dir::{ModelDir, RunDir};
 pub use resolved::Resolved;
 pub use stage::{SPEC_FILE, STALE_DIR, Stage};

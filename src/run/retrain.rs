@@ -96,11 +96,11 @@ pub struct Trained {
 /// `genotype.ron`), with nothing else: no pipeline, no original space file.
 pub fn load_model(dir: &Path) -> Result<Trained> {
     let mut sources = Sources::default();
-    let (_, card): (u32, ModelCard) = sources.load(&dir.join("model.ron"))?;
+    let (_, card): (u32, ModelCard) = sources.load(&dir.join(crate::run::dir::model_file::CARD))?;
     if card.version != CARD_VERSION {
         return Err(Error::Input(format!(
             "{}: model card version {} is not the {CARD_VERSION} this build reads",
-            dir.join("model.ron").display(),
+            dir.join(crate::run::dir::model_file::CARD).display(),
             card.version
         )));
     }

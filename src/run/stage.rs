@@ -61,13 +61,17 @@ impl Stage {
     /// The files and folders of the run folder the stage writes, and nothing else does.
     pub fn territory(self) -> &'static [&'static str] {
         match self {
-            Stage::Search => &["search"],
-            Stage::Derive => &["genotype.ron"],
-            Stage::Retrain => &["retrain"],
-            Stage::Export => &["model.onnx"],
-            Stage::Validate => &["validation.json"],
-            Stage::Profile => &["profile.json", "profile.md"],
-            Stage::Report => &["report.html", "report.md", "summary.json"],
+            Stage::Search => &[crate::run::dir::SEARCH],
+            Stage::Derive => &[crate::run::dir::GENOTYPE],
+            Stage::Retrain => &[crate::run::dir::RETRAIN],
+            Stage::Export => &[crate::run::dir::MODEL_ONNX],
+            Stage::Validate => &[crate::run::dir::VALIDATION],
+            Stage::Profile => &[crate::run::dir::PROFILE_JSON, crate::run::dir::PROFILE_MD],
+            Stage::Report => &[
+                crate::run::dir::REPORT_HTML,
+                crate::run::dir::REPORT_MD,
+                crate::run::dir::SUMMARY,
+            ],
         }
     }
 
@@ -84,6 +88,6 @@ impl std::fmt::Display for Stage {
 }
 
 /// The resolved spec's file in the run folder.
-pub const SPEC_FILE: &str = "pipeline.ron";
+pub const SPEC_FILE: &str = crate::run::dir::SPEC;
 /// Where stale outputs are set aside.
-pub const STALE_DIR: &str = "stale";
+pub const STALE_DIR: &str = crate::run::dir::STALE;

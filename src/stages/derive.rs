@@ -26,9 +26,9 @@ pub fn from_darts(p: &Resolved, run_dir: &Path) -> Result<Genotype> {
             p.spec.name.value
         )));
     };
-    let dir = run_dir.join("search");
+    let dir = crate::run::RunDir::new(run_dir).search();
     let state = checkpoint::read_state::<State>(
-        &dir.join("state.json"),
+        &crate::run::RunDir::new(run_dir).search_state(),
         &search_hash(p)?,
         "search",
         &dir,
@@ -43,7 +43,7 @@ pub fn from_darts(p: &Resolved, run_dir: &Path) -> Result<Genotype> {
     let last = state.history.last().ok_or_else(|| {
         Error::Input(format!(
             "{}: the search state has no architecture weights",
-            dir.join("state.json").display()
+            crate::run::RunDir::new(run_dir).search_state().display()
         ))
     })?;
     let space = &p.search_space;
@@ -56,20 +56,23 @@ pub fn from_darts(p: &Resolved, run_dir: &Path) -> Result<Genotype> {
             .ok_or_else(|| {
                 Error::Input(format!(
                     "{}: cell \"{name}\" is not in the space",
-                    dir.join("state.json").display()
+                    crate::run::RunDir::new(run_dir).search_state().display()
                 ))
             })?;
         cells[i] = Some(w.clone());
     }
     let genotype = genotype::derive(space, &cells, &last.layers);
-    write_atomic(&run_dir.join("genotype.ron"), genotype.to_ron().as_bytes())?;
+    write_atomic(
+        &crate::run::RunDir::new(run_dir).genotype(),
+        genotype.to_ron().as_bytes(),
+    )?;
     Ok(genotype)
 }
 
 /// The derive stage after a multi-trial search: the returned architecture of the complete
 /// record, written to `<run_dir>/genotype.ron`.
 pub fn from_trials(p: &Resolved, run_dir: &Path) -> Result<crate::space::genotype::Genotype> {
-    let path = run_dir.join("search").join("trials.json");
+    let path = crate::run::RunDir::new(run_dir).trials();
     let s: crate::run::trials::State = std::fs::read(&path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -85,7 +88,10 @@ pub fn from_trials(p: &Resolved, run_dir: &Path) -> Result<crate::space::genotyp
     })?;
     let src = crate::spec::Source::from_text(&path, b.genotype.clone());
     let g: crate::space::genotype::Genotype = src.parse()?;
-    write_atomic(&run_dir.join("genotype.ron"), g.to_ron().as_bytes())?;
+    write_atomic(
+        &crate::run::RunDir::new(run_dir).genotype(),
+        g.to_ron().as_bytes(),
+    )?;
     Ok(g)
 }
 
@@ -99,6 +105,9 @@ pub fn fixed(p: &Resolved, run_dir: &Path) -> Result<crate::space::genotype::Gen
             p.spec.name.value
         ))
     })?;
-    crate::fsutil::write_atomic(&run_dir.join("genotype.ron"), g.to_ron().as_bytes())?;
+    crate::fsutil::write_atomic(
+        &crate::run::RunDir::new(run_dir).genotype(),
+        g.to_ron().as_bytes(),
+    )?;
     Ok(g.clone())
 }

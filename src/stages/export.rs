@@ -29,9 +29,9 @@ pub fn run(
     run_dir: &Path,
     weights: &str,
 ) -> Result<(PathBuf, crate::nets::export::Options, usize)> {
-    let rdir = run_dir.join("retrain");
+    let rdir = crate::run::RunDir::new(run_dir).retrain();
     let opts = export_options(p);
-    if !rdir.join("model.ron").exists() {
+    if !rdir.join(crate::run::dir::model_file::CARD).exists() {
         return Err(Error::Input(format!(
             "{} has no retrained model: run `nas-pipe train` first",
             rdir.display()
@@ -48,7 +48,7 @@ pub fn run(
     })?;
     crate::run::retrain::load_weights(&model, &wpath)?;
     // The hash the weights were trained under, else the pipeline's as it is now.
-    let spec_hash = std::fs::read_to_string(rdir.join("state.json"))
+    let spec_hash = std::fs::read_to_string(rdir.join(crate::run::dir::model_file::STATE))
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .and_then(|v| v.get("spec_hash")?.as_str().map(String::from));
@@ -64,7 +64,7 @@ pub fn run(
         classes: trained.card.classes.clone(),
     };
     let bytes = crate::nets::export::export(&model, &meta, &opts)?;
-    let path = run_dir.join("model.onnx");
+    let path = crate::run::RunDir::new(run_dir).model_onnx();
     crate::fsutil::write_atomic(&path, &bytes).map_err(|e| {
         let _ = std::fs::remove_file(crate::fsutil::temp_path(&path));
         Error::Input(format!(

@@ -221,8 +221,8 @@ pub fn markdown(r: &Report) -> String {
 pub fn write(r: &Report, dir: &Path) -> Result<(PathBuf, PathBuf)> {
     let json = serde_json::to_string_pretty(r)
         .map_err(|e| Error::Input(format!("cannot serialise the profile: {e}")))?;
-    let jp = dir.join("profile.json");
-    let mp = dir.join("profile.md");
+    let jp = dir.join(crate::run::dir::PROFILE_JSON);
+    let mp = dir.join(crate::run::dir::PROFILE_MD);
     write_atomic(&jp, format!("{json}\n").as_bytes())?;
     write_atomic(&mp, markdown(r).as_bytes())?;
     Ok((jp, mp))
@@ -243,14 +243,14 @@ pub fn run_folder(
     plan: &crate::run::profile::Plan,
     rt: &'static crate::runtime::Runtime,
 ) -> Result<crate::run::profile::Report> {
-    let onnx = run_dir.join("model.onnx");
+    let onnx = crate::run::RunDir::new(run_dir).model_onnx();
     if !onnx.exists() {
         return Err(Error::Input(format!(
             "{} does not exist: run `nas-pipe export` first",
             onnx.display()
         )));
     }
-    let card = crate::run::retrain::load_model(&run_dir.join("retrain"))
+    let card = crate::run::retrain::load_model(&crate::run::RunDir::new(run_dir).retrain())
         .map(|t| t.card)
         .ok();
     let known = Known {

@@ -125,8 +125,8 @@ pub fn run(
     device: &Device,
     ort_lib: Option<&Path>,
 ) -> Result<Validation> {
-    let retrain = run_dir.join("retrain");
-    let onnx: PathBuf = run_dir.join("model.onnx");
+    let retrain = crate::run::RunDir::new(run_dir).retrain();
+    let onnx: PathBuf = crate::run::RunDir::new(run_dir).model_onnx();
     if !onnx.exists() {
         return Err(Error::Input(format!(
             "{} does not exist: run `nas-pipe export` first",
@@ -136,12 +136,12 @@ pub fn run(
     let v = compare(
         p,
         &retrain,
-        &retrain.join("last.safetensors"),
+        &retrain.join(crate::run::dir::model_file::LAST),
         &onnx,
         device,
         ort_lib,
     )?;
-    crate::run::checkpoint::write_json(&run_dir.join("validation.json"), &v)?;
+    crate::run::checkpoint::write_json(&crate::run::RunDir::new(run_dir).validation(), &v)?;
     Ok(v)
 }
 

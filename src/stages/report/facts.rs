@@ -31,43 +31,46 @@ pub const NO_LOCK: Absence = Absence {
     why: "the stages were not run by the pipeline runner, so their times are unknown",
 };
 pub const NO_SEARCH: Absence = Absence {
-    files: &["search/state.json"],
+    files: &[crate::run::dir::SEARCH_STATE],
     why: "the search did not run (the pipeline gives a fixed genotype) or finished no epoch",
 };
 pub const NO_HISTORY: Absence = Absence {
-    files: &["search/state.json"],
+    files: &[crate::run::dir::SEARCH_STATE],
     why: "the op weights are recorded by the search, which did not run here",
 };
 pub const NO_ARCH: Absence = Absence {
-    files: &["genotype.ron", "retrain/model.ron"],
+    files: &["genotype.ron", crate::run::dir::retrained::CARD],
     why: "no architecture was derived or retrained",
 };
 pub const NO_GRAPHS: Absence = Absence {
-    files: &["retrain/model.ron"],
+    files: &[crate::run::dir::retrained::CARD],
     why: "the cell drawings need the retrained model's space",
 };
 pub const NO_RETRAIN: Absence = Absence {
-    files: &["retrain/metrics.json"],
+    files: &[crate::run::dir::retrained::METRICS],
     why: "the retraining did not run or finished no epoch",
 };
 pub const NO_EVALUATION: Absence = Absence {
-    files: &["retrain/evaluation.json"],
+    files: &[crate::run::dir::retrained::EVALUATION],
     why: "the retraining has not finished its last epoch",
 };
 pub const NO_VALIDATION: Absence = Absence {
-    files: &["validation.json"],
+    files: &[crate::run::dir::VALIDATION],
     why: "the validate stage did not run",
 };
 pub const NO_PROFILE: Absence = Absence {
-    files: &["profile.json"],
+    files: &[crate::run::dir::PROFILE_JSON],
     why: "the profile stage did not run",
 };
 pub const NO_COST: Absence = Absence {
-    files: &["retrain/model.ron", "profile.json"],
+    files: &[
+        crate::run::dir::retrained::CARD,
+        crate::run::dir::PROFILE_JSON,
+    ],
     why: "there is no model card and no profile",
 };
 pub const NO_SPEC: Absence = Absence {
-    files: &["pipeline.ron"],
+    files: &[crate::run::dir::SPEC],
     why: "the run folder does not record its resolved spec",
 };
 

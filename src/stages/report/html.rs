@@ -857,7 +857,7 @@ fn architecture(a: &Artifacts) -> String {
         let source = if a.genotype.is_some() {
             "genotype.ron"
         } else {
-            "retrain/genotype.ron"
+            crate::run::dir::retrained::GENOTYPE
         };
         let _ = writeln!(
             o,

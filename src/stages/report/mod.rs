@@ -40,25 +40,25 @@ use crate::spec::pipeline::Pipeline;
 /// reads every entry but the `report` stage's own, so recording the report stage in the
 /// lock does not change the report.
 pub const INPUTS: &[&str] = &[
-    "pipeline.ron",
+    crate::run::dir::SPEC,
     lock::FILE,
-    "search/state.json",
-    "search/trials.json",
-    "search/pareto.json",
+    crate::run::dir::SEARCH_STATE,
+    crate::run::dir::TRIALS,
+    crate::run::dir::PARETO,
     "genotype.ron",
-    "retrain/model.ron",
-    "retrain/space.ron",
-    "retrain/genotype.ron",
-    "retrain/metrics.json",
-    "retrain/evaluation.json",
-    "validation.json",
-    "profile.json",
+    crate::run::dir::retrained::CARD,
+    crate::run::dir::retrained::SPACE,
+    crate::run::dir::retrained::GENOTYPE,
+    crate::run::dir::retrained::METRICS,
+    crate::run::dir::retrained::EVALUATION,
+    crate::run::dir::VALIDATION,
+    crate::run::dir::PROFILE_JSON,
 ];
 
 /// The files the report writes, relative to the run folder.
-pub const HTML: &str = "report.html";
-pub const MARKDOWN: &str = "report.md";
-pub const SUMMARY: &str = "summary.json";
+pub const HTML: &str = crate::run::dir::REPORT_HTML;
+pub const MARKDOWN: &str = crate::run::dir::REPORT_MD;
+pub const SUMMARY: &str = crate::run::dir::SUMMARY;
 
 /// Version of the `summary.json` layout; bumped when a field changes meaning.
 pub const SUMMARY_VERSION: u32 = 1;
@@ -331,9 +331,9 @@ impl Artifacts {
             )));
         }
         let at = |rel: &str| run_dir.join(rel);
-        let pipeline = match read_text(&at("pipeline.ron"))? {
+        let pipeline = match read_text(&at(crate::run::dir::SPEC))? {
             Some(text) => {
-                let spec = Source::from_text(&at("pipeline.ron"), text.clone()).parse()?;
+                let spec = Source::from_text(&at(crate::run::dir::SPEC), text.clone()).parse()?;
                 Some(PipelineFile { text, spec })
             }
             None => None,
@@ -347,17 +347,19 @@ impl Artifacts {
         } else {
             None
         };
-        let search: Option<crate::run::search::State> =
-            read_json(&at("search/state.json"), "search state (search/state.json)")?;
+        let search: Option<crate::run::search::State> = read_json(
+            &at(crate::run::dir::SEARCH_STATE),
+            "search state (search/state.json)",
+        )?;
         if let Some(s) = &search {
-            check_history(&at("search/state.json"), s)?;
+            check_history(&at(crate::run::dir::SEARCH_STATE), s)?;
         }
         let trials: Option<crate::run::trials::State> = read_json(
-            &at("search/trials.json"),
+            &at(crate::run::dir::TRIALS),
             "search record (search/trials.json)",
         )?;
         let front: Option<crate::run::trials::Front> = read_json(
-            &at("search/pareto.json"),
+            &at(crate::run::dir::PARETO),
             "Pareto front (search/pareto.json)",
         )?;
         let genotype = match read_text(&at("genotype.ron"))? {
@@ -367,30 +369,30 @@ impl Artifacts {
             }
             None => None,
         };
-        let trained = if at("retrain/model.ron").exists() {
+        let trained = if at(crate::run::dir::retrained::CARD).exists() {
             Some(crate::run::retrain::load_model(&at("retrain"))?)
         } else {
             None
         };
         let metrics = read_json(
-            &at("retrain/metrics.json"),
+            &at(crate::run::dir::retrained::METRICS),
             "list of retraining epochs (retrain/metrics.json)",
         )?;
         let evaluation: Option<Evaluation> = read_json(
-            &at("retrain/evaluation.json"),
+            &at(crate::run::dir::retrained::EVALUATION),
             "evaluation (retrain/evaluation.json)",
         )?;
         if let Some(e) = &evaluation {
-            check_evaluation(&at("retrain/evaluation.json"), e)?;
+            check_evaluation(&at(crate::run::dir::retrained::EVALUATION), e)?;
         }
-        let validation = read_json(&at("validation.json"), "validation result")?;
+        let validation = read_json(&at(crate::run::dir::VALIDATION), "validation result")?;
         let profile: Option<crate::run::profile::Report> =
-            read_json(&at("profile.json"), "profile (profile.json)")?;
+            read_json(&at(crate::run::dir::PROFILE_JSON), "profile (profile.json)")?;
         if let Some(p) = &profile
             && p.version != crate::run::profile::SCHEMA_VERSION
         {
             return Err(malformed(
-                &at("profile.json"),
+                &at(crate::run::dir::PROFILE_JSON),
                 format!(
                     "profile layout version {} is not the {} this build reads",
                     p.version,
@@ -408,9 +410,9 @@ impl Artifacts {
                 )
             });
         let other_kind: &[&str] = if multi_trial {
-            &["search/state.json"]
+            &[crate::run::dir::SEARCH_STATE]
         } else {
-            &["search/trials.json", "search/pareto.json"]
+            &[crate::run::dir::TRIALS, crate::run::dir::PARETO]
         };
         let missing = INPUTS
             .iter()

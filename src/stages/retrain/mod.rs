@@ -114,7 +114,7 @@ pub fn choose_genotype(
     if let Some((g, r)) = &p.genotype {
         return Ok((g.clone(), r.clone()));
     }
-    let searched = run_dir.join("genotype.ron");
+    let searched = crate::run::RunDir::new(run_dir).genotype();
     if searched.exists() {
         return from(&searched.display().to_string());
     }
@@ -170,9 +170,9 @@ pub fn run(
         .map_err(ctx("building the network"))?;
     let mut trainer = Trainer::new(model, &recipe);
 
-    let dir = run_dir.join("retrain");
+    let dir = crate::run::RunDir::new(run_dir).retrain();
     let hash = retrain_hash(p, &genotype.0)?;
-    let state_path = dir.join("state.json");
+    let state_path = dir.join(crate::run::dir::model_file::STATE);
     let mut state = match checkpoint::read_state::<State>(&state_path, &hash, "retrain", &dir)? {
         Some(state) => {
             let c = checkpoint::load(&dir.join(&state.checkpoint), device)?;
@@ -294,12 +294,15 @@ pub fn run(
             (None, _) => false,
         };
         state.metrics.push(m);
-        save_weights(&trainer.model, &dir.join("last.safetensors"))?;
+        save_weights(&trainer.model, &dir.join(crate::run::dir::model_file::LAST))?;
         if improved && let Some(e) = &eval {
-            save_weights(&trainer.model, &dir.join("best.safetensors"))?;
+            save_weights(&trainer.model, &dir.join(crate::run::dir::model_file::BEST))?;
             state.best = Some((epoch, e.accuracy));
         }
-        checkpoint::write_json(&dir.join("metrics.json"), &state.metrics)?;
+        checkpoint::write_json(
+            &dir.join(crate::run::dir::model_file::METRICS),
+            &state.metrics,
+        )?;
         save_checkpoint(&trainer, &dir, &mut state, epoch + 1)?;
         if epoch + 1 == epochs {
             final_eval = eval;
@@ -308,16 +311,18 @@ pub fn run(
     let evaluation = if state.epochs_done == epochs {
         // A training finished by an earlier run has its evaluation on disk already.
         let earlier = || -> Option<Evaluation> {
-            let e: Evaluation =
-                serde_json::from_slice(&std::fs::read(dir.join("evaluation.json")).ok()?).ok()?;
+            let e: Evaluation = serde_json::from_slice(
+                &std::fs::read(dir.join(crate::run::dir::model_file::EVALUATION)).ok()?,
+            )
+            .ok()?;
             (e.classes == classes).then_some(e)
         };
         let mut e = match final_eval.or_else(earlier) {
             Some(e) => e,
             None => evaluate(&trainer.model, &test_b, device, "", &classes, opts.progress)?,
         };
-        e.weights = "last.safetensors".into();
-        checkpoint::write_json(&dir.join("evaluation.json"), &e)?;
+        e.weights = crate::run::dir::model_file::LAST.into();
+        checkpoint::write_json(&dir.join(crate::run::dir::model_file::EVALUATION), &e)?;
         Some(e)
     } else {
         None
@@ -363,8 +368,8 @@ fn write_card(
     let cost = net.cost();
     let card = ModelCard {
         version: CARD_VERSION,
-        space: "space.ron".into(),
-        genotype: "genotype.ron".into(),
+        space: crate::run::dir::model_file::SPACE.into(),
+        genotype: crate::run::dir::model_file::GENOTYPE.into(),
         input: p.retrain_space.input,
         channels: retrain.and_then(|r| r.channels.as_ref().map(|c| c.value)),
         layers: retrain.and_then(|r| r.layers.as_ref().map(|l| l.value)),
@@ -377,7 +382,7 @@ fn write_card(
     let card_text = ron::ser::to_string_pretty(&card, ron_cfg)
         .map_err(|e| Error::Input(format!("writing the model card: {e}")))?;
     write_atomic(
-        &dir.join("space.ron"),
+        &dir.join(crate::run::dir::model_file::SPACE),
         format!(
             "// The space \"{}\" as read from {} (libraries inline).\n{space}\n",
             p.retrain_space.name,
@@ -385,8 +390,14 @@ fn write_card(
         )
         .as_bytes(),
     )?;
-    write_atomic(&dir.join("genotype.ron"), genotype.0.to_ron().as_bytes())?;
-    write_atomic(&dir.join("model.ron"), format!("{card_text}\n").as_bytes())
+    write_atomic(
+        &dir.join(crate::run::dir::model_file::GENOTYPE),
+        genotype.0.to_ron().as_bytes(),
+    )?;
+    write_atomic(
+        &dir.join(crate::run::dir::model_file::CARD),
+        format!("{card_text}\n").as_bytes(),
+    )
 }
 
 /// `nas-pipe eval`: evaluates `weights` (a file in the retrain folder or a path) of the model

@@ -362,9 +362,9 @@ pub fn run(
     opts: &Options,
 ) -> Result<Outcome> {
     let plan = Plan::of(p)?;
-    let dir = run_dir.join("search");
+    let dir = crate::run::RunDir::new(run_dir).search();
     let hash = search_hash(p)?;
-    let path = dir.join("trials.json");
+    let path = crate::run::RunDir::new(run_dir).trials();
     let old: Option<State> = match std::fs::read(&path) {
         Ok(bytes) => {
             let s: State = serde_json::from_slice(&bytes).map_err(|e| {
@@ -498,7 +498,7 @@ pub fn run(
         }
     }
     let text = serde_json::to_vec_pretty(&f).map_err(|e| Error::Input(e.to_string()))?;
-    write_atomic(&dir.join("pareto.json"), &text)?;
+    write_atomic(&crate::run::RunDir::new(run_dir).pareto(), &text)?;
     Ok(Outcome {
         state,
         front: f,

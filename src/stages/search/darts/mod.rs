@@ -219,7 +219,7 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
             p,
             l,
             opts.ort,
-            &run_dir.join("search"),
+            &crate::run::RunDir::new(run_dir).latency_table(),
             device,
         )?);
     }
@@ -240,9 +240,9 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
         }),
     };
 
-    let dir = run_dir.join("search");
+    let dir = crate::run::RunDir::new(run_dir).search();
     let hash = search_hash(p)?;
-    let state_path = dir.join("state.json");
+    let state_path = crate::run::RunDir::new(run_dir).search_state();
     let mut state = match checkpoint::read_state::<State>(&state_path, &hash, "search", &dir)? {
         Some(state) => {
             load_checkpoint(darts.darts_mut(), &dir.join(&state.checkpoint))?;
@@ -355,13 +355,13 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
 }
 
 /// The expected-latency term of `p`'s search: the per-op table of its search network (read
-/// from `dir/latency-table.json` when it was measured on this machine with this plan, else
+/// from `table_path` when it was measured on this machine with this plan, else
 /// measured and written there) summed per cell type.
 fn latency_penalty(
     p: &Resolved,
     term: &crate::spec::pipeline::LatencyTerm,
     ort: Option<&'static crate::runtime::Runtime>,
-    dir: &Path,
+    table_path: &Path,
     device: &Device,
 ) -> Result<crate::stages::search::darts::step::LatencyPenalty> {
     let rt = ort.ok_or_else(|| {
@@ -371,12 +371,7 @@ fn latency_penalty(
     })?;
     let space = &p.search_space;
     let plan = crate::stages::search::latency::Plan::from(term.timing.value);
-    let table = crate::stages::search::latency::Table::for_space(
-        rt,
-        space,
-        &plan,
-        &dir.join("latency-table.json"),
-    )?;
+    let table = crate::stages::search::latency::Table::for_space(rt, space, &plan, table_path)?;
     let mut cells: Vec<Option<Vec<f32>>> = space
         .cells
         .iter()
