@@ -32,6 +32,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::run::Resolved;
+use crate::run::RunDir;
 use crate::run::hash::hash_parts;
 use crate::run::{SPEC_FILE, STALE_DIR, Stage, lock};
 use crate::spec::Sources;
@@ -773,7 +774,7 @@ fn note_validation(run_dir: &Path, stage: Stage, outcome: &mut Outcome) {
     if stage != Stage::Validate {
         return;
     }
-    outcome.validation_passed = std::fs::read(crate::run::RunDir::new(run_dir).validation())
+    outcome.validation_passed = std::fs::read(RunDir::new(run_dir).validation())
         .ok()
         .and_then(|b| serde_json::from_slice::<crate::run::validation::Validation>(&b).ok())
         .map(|v| v.passed);
@@ -818,7 +819,7 @@ fn execute(
             }
         },
         Stage::Retrain => {
-            let g = crate::run::RunDir::new(run_dir).genotype();
+            let g = RunDir::new(run_dir).genotype();
             let g = crate::stages::retrain::choose_genotype(
                 p,
                 run_dir,

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::run::Resolved;
+use crate::run::RunDir;
 use crate::spec::pipeline;
 
 /// The multi-trial search stage: latency measured in ONNX Runtime when the search needs it
@@ -31,7 +32,7 @@ pub fn trials(
         ));
     };
     let rt = || ort.as_ref().map_err(|e| Error::Runtime(e.clone())).copied();
-    let dir = crate::run::RunDir::new(run_dir).search();
+    let dir = RunDir::new(run_dir).search();
     let mut meter = if plan.needs_latency() {
         Some(OrtLatency {
             rt: rt()?,
@@ -41,7 +42,7 @@ pub fn trials(
             plan: crate::stages::search::latency::Plan::from(spec.timing.value),
             method: spec.method,
             cache: crate::stages::search::latency::Cache::new(dir.join("latency")),
-            table_path: crate::run::RunDir::new(run_dir).latency_table(),
+            table_path: RunDir::new(run_dir).latency_table(),
             table: None,
         })
     } else {

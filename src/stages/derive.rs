@@ -7,6 +7,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::run::Resolved;
+use crate::run::RunDir;
 use crate::run::checkpoint;
 use crate::run::hash::search_hash;
 use crate::run::search::State;
@@ -26,9 +27,9 @@ pub fn from_darts(p: &Resolved, run_dir: &Path) -> Result<Genotype> {
             p.spec.name.value
         )));
     };
-    let dir = crate::run::RunDir::new(run_dir).search();
+    let dir = RunDir::new(run_dir).search();
     let state = checkpoint::read_state::<State>(
-        &crate::run::RunDir::new(run_dir).search_state(),
+        &RunDir::new(run_dir).search_state(),
         &search_hash(p)?,
         "search",
         &dir,
@@ -43,7 +44,7 @@ pub fn from_darts(p: &Resolved, run_dir: &Path) -> Result<Genotype> {
     let last = state.history.last().ok_or_else(|| {
         Error::Input(format!(
             "{}: the search state has no architecture weights",
-            crate::run::RunDir::new(run_dir).search_state().display()
+            RunDir::new(run_dir).search_state().display()
         ))
     })?;
     let space = &p.search_space;
@@ -56,14 +57,14 @@ pub fn from_darts(p: &Resolved, run_dir: &Path) -> Result<Genotype> {
             .ok_or_else(|| {
                 Error::Input(format!(
                     "{}: cell \"{name}\" is not in the space",
-                    crate::run::RunDir::new(run_dir).search_state().display()
+                    RunDir::new(run_dir).search_state().display()
                 ))
             })?;
         cells[i] = Some(w.clone());
     }
     let genotype = genotype::derive(space, &cells, &last.layers);
     write_atomic(
-        &crate::run::RunDir::new(run_dir).genotype(),
+        &RunDir::new(run_dir).genotype(),
         genotype.to_ron().as_bytes(),
     )?;
     Ok(genotype)
@@ -72,7 +73,7 @@ pub fn from_darts(p: &Resolved, run_dir: &Path) -> Result<Genotype> {
 /// The derive stage after a multi-trial search: the returned architecture of the complete
 /// record, written to `<run_dir>/genotype.ron`.
 pub fn from_trials(p: &Resolved, run_dir: &Path) -> Result<crate::space::genotype::Genotype> {
-    let path = crate::run::RunDir::new(run_dir).trials();
+    let path = RunDir::new(run_dir).trials();
     let s: crate::run::trials::State = std::fs::read(&path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -88,10 +89,7 @@ pub fn from_trials(p: &Resolved, run_dir: &Path) -> Result<crate::space::genotyp
     })?;
     let src = crate::spec::Source::from_text(&path, b.genotype.clone());
     let g: crate::space::genotype::Genotype = src.parse()?;
-    write_atomic(
-        &crate::run::RunDir::new(run_dir).genotype(),
-        g.to_ron().as_bytes(),
-    )?;
+    write_atomic(&RunDir::new(run_dir).genotype(), g.to_ron().as_bytes())?;
     Ok(g)
 }
 
@@ -105,9 +103,6 @@ pub fn fixed(p: &Resolved, run_dir: &Path) -> Result<crate::space::genotype::Gen
             p.spec.name.value
         ))
     })?;
-    crate::fsutil::write_atomic(
-        &crate::run::RunDir::new(run_dir).genotype(),
-        g.to_ron().as_bytes(),
-    )?;
+    crate::fsutil::write_atomic(&RunDir::new(run_dir).genotype(), g.to_ron().as_bytes())?;
     Ok(g.clone())
 }

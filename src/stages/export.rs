@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::run::Resolved;
+use crate::run::RunDir;
 use crate::spec::pipeline;
 
 /// The export options of a pipeline: its `export` section, else the defaults.
@@ -29,7 +30,7 @@ pub fn run(
     run_dir: &Path,
     weights: &str,
 ) -> Result<(PathBuf, crate::nets::export::Options, usize)> {
-    let rdir = crate::run::RunDir::new(run_dir).retrain();
+    let rdir = RunDir::new(run_dir).retrain();
     let opts = export_options(p);
     if !rdir.join(crate::run::dir::model_file::CARD).exists() {
         return Err(Error::Input(format!(
@@ -64,7 +65,7 @@ pub fn run(
         classes: trained.card.classes.clone(),
     };
     let bytes = crate::nets::export::export(&model, &meta, &opts)?;
-    let path = crate::run::RunDir::new(run_dir).model_onnx();
+    let path = RunDir::new(run_dir).model_onnx();
     crate::fsutil::write_atomic(&path, &bytes).map_err(|e| {
         let _ = std::fs::remove_file(crate::fsutil::temp_path(&path));
         Error::Input(format!(

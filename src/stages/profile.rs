@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
+use crate::run::RunDir;
 use crate::run::profile::{Model, Plan, Report, Row, SCHEMA_VERSION, join};
 use crate::runtime::measure::{Latency, Machine, pseudo_random};
 use crate::runtime::{self, Runtime, Session, model_file};
@@ -243,14 +244,14 @@ pub fn run_folder(
     plan: &crate::run::profile::Plan,
     rt: &'static crate::runtime::Runtime,
 ) -> Result<crate::run::profile::Report> {
-    let onnx = crate::run::RunDir::new(run_dir).model_onnx();
+    let onnx = RunDir::new(run_dir).model_onnx();
     if !onnx.exists() {
         return Err(Error::Input(format!(
             "{} does not exist: run `nas-pipe export` first",
             onnx.display()
         )));
     }
-    let card = crate::run::retrain::load_model(&crate::run::RunDir::new(run_dir).retrain())
+    let card = crate::run::retrain::load_model(&RunDir::new(run_dir).retrain())
         .map(|t| t.card)
         .ok();
     let known = Known {

@@ -12,6 +12,7 @@ use crate::data::{self, BatchConfig, Batcher, Normalize};
 use crate::error::{Error, Result};
 use crate::nets::model::{Mode, Model};
 use crate::run::Resolved;
+use crate::run::RunDir;
 use crate::run::validation::Validation;
 
 /// Images per batch fed to both runtimes.
@@ -125,8 +126,8 @@ pub fn run(
     device: &Device,
     ort_lib: Option<&Path>,
 ) -> Result<Validation> {
-    let retrain = crate::run::RunDir::new(run_dir).retrain();
-    let onnx: PathBuf = crate::run::RunDir::new(run_dir).model_onnx();
+    let retrain = RunDir::new(run_dir).retrain();
+    let onnx: PathBuf = RunDir::new(run_dir).model_onnx();
     if !onnx.exists() {
         return Err(Error::Input(format!(
             "{} does not exist: run `nas-pipe export` first",
@@ -141,7 +142,7 @@ pub fn run(
         device,
         ort_lib,
     )?;
-    crate::run::checkpoint::write_json(&crate::run::RunDir::new(run_dir).validation(), &v)?;
+    crate::run::checkpoint::write_json(&RunDir::new(run_dir).validation(), &v)?;
     Ok(v)
 }
 

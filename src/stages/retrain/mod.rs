@@ -34,6 +34,7 @@ use crate::nets::optim::{self};
 use crate::nets::train::Evaluation;
 use crate::nets::train::{Recipe, Trainer, evaluate};
 use crate::run::Resolved;
+use crate::run::RunDir;
 use crate::run::checkpoint::{self, StateFile};
 use crate::run::hash::retrain_hash;
 use crate::run::metrics::Curve;
@@ -114,7 +115,7 @@ pub fn choose_genotype(
     if let Some((g, r)) = &p.genotype {
         return Ok((g.clone(), r.clone()));
     }
-    let searched = crate::run::RunDir::new(run_dir).genotype();
+    let searched = RunDir::new(run_dir).genotype();
     if searched.exists() {
         return from(&searched.display().to_string());
     }
@@ -170,7 +171,7 @@ pub fn run(
         .map_err(ctx("building the network"))?;
     let mut trainer = Trainer::new(model, &recipe);
 
-    let dir = crate::run::RunDir::new(run_dir).retrain();
+    let dir = RunDir::new(run_dir).retrain();
     let hash = retrain_hash(p, &genotype.0)?;
     let state_path = dir.join(crate::run::dir::model_file::STATE);
     let mut state = match checkpoint::read_state::<State>(&state_path, &hash, "retrain", &dir)? {

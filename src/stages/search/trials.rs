@@ -26,6 +26,7 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::run::Resolved;
+use crate::run::RunDir;
 use crate::run::hash::search_hash;
 use crate::run::trials::{Front, Point, Record, State, VERSION, best};
 use crate::space::Space;
@@ -362,9 +363,9 @@ pub fn run(
     opts: &Options,
 ) -> Result<Outcome> {
     let plan = Plan::of(p)?;
-    let dir = crate::run::RunDir::new(run_dir).search();
+    let dir = RunDir::new(run_dir).search();
     let hash = search_hash(p)?;
-    let path = crate::run::RunDir::new(run_dir).trials();
+    let path = RunDir::new(run_dir).trials();
     let old: Option<State> = match std::fs::read(&path) {
         Ok(bytes) => {
             let s: State = serde_json::from_slice(&bytes).map_err(|e| {
@@ -498,7 +499,7 @@ pub fn run(
         }
     }
     let text = serde_json::to_vec_pretty(&f).map_err(|e| Error::Input(e.to_string()))?;
-    write_atomic(&crate::run::RunDir::new(run_dir).pareto(), &text)?;
+    write_atomic(&RunDir::new(run_dir).pareto(), &text)?;
     Ok(Outcome {
         state,
         front: f,

@@ -30,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::nets::optim::{self, Adam, Sgd};
 use crate::nets::supernet::{Build, Supernet};
 use crate::run::Resolved;
+use crate::run::RunDir;
 use crate::run::checkpoint::{self};
 use crate::run::hash::search_hash;
 use crate::run::metrics::Curve;
@@ -219,7 +220,7 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
             p,
             l,
             opts.ort,
-            &crate::run::RunDir::new(run_dir).latency_table(),
+            &RunDir::new(run_dir).latency_table(),
             device,
         )?);
     }
@@ -240,9 +241,9 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
         }),
     };
 
-    let dir = crate::run::RunDir::new(run_dir).search();
+    let dir = RunDir::new(run_dir).search();
     let hash = search_hash(p)?;
-    let state_path = crate::run::RunDir::new(run_dir).search_state();
+    let state_path = RunDir::new(run_dir).search_state();
     let mut state = match checkpoint::read_state::<State>(&state_path, &hash, "search", &dir)? {
         Some(state) => {
             load_checkpoint(darts.darts_mut(), &dir.join(&state.checkpoint))?;
