@@ -3,7 +3,10 @@
 
 use candle_core::Tensor;
 
-use super::{Applied, BnMode, Cost, OpCtx, Shape, conv_macs, prod, same_window};
+use super::{
+    Applied, BnMode, Cost, Family, FamilyModule, OpCtx, Shape, conv_macs, odd_kernel, prod,
+    same_window,
+};
 use crate::nn::{BatchNorm, Scope, conv_weight};
 use crate::onnx::{Conv, Graph};
 
@@ -29,21 +32,120 @@ fn dw_pw_bn(
     })
 }
 
-pub(super) fn sep_conv(ctx: &OpCtx, kernel: u32) -> Result<Applied, String> {
-    let first = dw_pw_bn(ctx.input, ctx.input.c, kernel, ctx.stride, 1, ctx.bn)?;
-    let second = dw_pw_bn(first.output, ctx.c_out, kernel, 1, 1, ctx.bn)?;
-    Ok(Applied {
-        output: second.output,
-        cost: first.cost + second.cost,
-    })
+/// DARTS `SepConv`: two [`DwPwBn`], the first at the op's stride keeping the channels.
+#[derive(Debug, Clone, Copy)]
+pub struct SepConv {
+    pub kernel: u32,
 }
 
-pub(super) fn dil_conv(ctx: &OpCtx, kernel: u32, dilation: u32) -> Result<Applied, String> {
-    dw_pw_bn(ctx.input, ctx.c_out, kernel, ctx.stride, dilation, ctx.bn)
+impl Family for SepConv {
+    type Module = SepConvModule;
+
+    fn check(&self) -> Result<(), String> {
+        odd_kernel(self.kernel)
+    }
+
+    fn apply(&self, ctx: &OpCtx) -> Result<Applied, String> {
+        let first = dw_pw_bn(ctx.input, ctx.input.c, self.kernel, ctx.stride, 1, ctx.bn)?;
+        let second = dw_pw_bn(first.output, ctx.c_out, self.kernel, 1, 1, ctx.bn)?;
+        Ok(Applied {
+            output: second.output,
+            cost: first.cost + second.cost,
+        })
+    }
+
+    fn build(
+        &self,
+        s: &Scope,
+        c_in: usize,
+        c_out: usize,
+        stride: usize,
+        bn: BnMode,
+    ) -> candle_core::Result<SepConvModule> {
+        let k = self.kernel as usize;
+        Ok(SepConvModule(
+            DwPwBn::new(&s.pp("1"), c_in, c_in, k, stride, 1, bn.affine)?,
+            DwPwBn::new(&s.pp("2"), c_in, c_out, k, 1, 1, bn.affine)?,
+        ))
+    }
 }
 
-pub(super) fn relu_conv_bn(ctx: &OpCtx, kernel: u32) -> Result<Applied, String> {
-    relu_conv_bn_cost(ctx.input, ctx.c_out, kernel, ctx.stride, ctx.bn)
+/// DARTS `DilConv`: one [`DwPwBn`].
+#[derive(Debug, Clone, Copy)]
+pub struct DilConv {
+    pub kernel: u32,
+    pub dilation: u32,
+}
+
+impl Family for DilConv {
+    type Module = DwPwBn;
+
+    fn check(&self) -> Result<(), String> {
+        odd_kernel(self.kernel)?;
+        if self.dilation == 0 {
+            return Err("dilation must be ≥ 1, got 0".into());
+        }
+        Ok(())
+    }
+
+    fn apply(&self, ctx: &OpCtx) -> Result<Applied, String> {
+        dw_pw_bn(
+            ctx.input,
+            ctx.c_out,
+            self.kernel,
+            ctx.stride,
+            self.dilation,
+            ctx.bn,
+        )
+    }
+
+    fn build(
+        &self,
+        s: &Scope,
+        c_in: usize,
+        c_out: usize,
+        stride: usize,
+        bn: BnMode,
+    ) -> candle_core::Result<DwPwBn> {
+        DwPwBn::new(
+            s,
+            c_in,
+            c_out,
+            self.kernel as usize,
+            stride,
+            self.dilation as usize,
+            bn.affine,
+        )
+    }
+}
+
+/// `ReluConvBn` (NAS-Bench-201's `nor_conv`): one [`ReluConvBnModule`].
+#[derive(Debug, Clone, Copy)]
+pub struct ReluConvBn {
+    pub kernel: u32,
+}
+
+impl Family for ReluConvBn {
+    type Module = ReluConvBnModule;
+
+    fn check(&self) -> Result<(), String> {
+        odd_kernel(self.kernel)
+    }
+
+    fn apply(&self, ctx: &OpCtx) -> Result<Applied, String> {
+        relu_conv_bn_cost(ctx.input, ctx.c_out, self.kernel, ctx.stride, ctx.bn)
+    }
+
+    fn build(
+        &self,
+        s: &Scope,
+        c_in: usize,
+        c_out: usize,
+        stride: usize,
+        bn: BnMode,
+    ) -> candle_core::Result<ReluConvBnModule> {
+        ReluConvBnModule::new(s, c_in, c_out, self.kernel as usize, stride, bn.affine)
+    }
 }
 
 /// [ReLU,] conv k×k c_in → c_out (stride s, same padding, no bias), BN(c_out). The ReLU adds
@@ -159,6 +261,65 @@ impl ReluConvBnModule {
     pub fn forward_after_relu(&self, r: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let y = crate::kernels::conv2d(r, &self.conv, self.stride, self.padding, 1)?;
         self.bn.forward(&y, train)
+    }
+}
+
+/// A built `SepConv`: its two halves (parameters under `1.` and `2.`).
+#[derive(Clone)]
+pub struct SepConvModule(pub DwPwBn, pub DwPwBn);
+
+impl FamilyModule for SepConvModule {
+    fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        self.1.forward(&self.0.forward(x, train)?, train)
+    }
+
+    fn starts_with_relu(&self) -> bool {
+        true
+    }
+
+    fn forward_after_relu(&self, r: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        self.1.forward(&self.0.forward_after_relu(r, train)?, train)
+    }
+
+    fn lower(&self, g: &mut Graph, x: &str) -> crate::Result<Option<String>> {
+        let y = g.scoped("1", |g| self.0.lower(g, x))?;
+        g.scoped("2", |g| self.1.lower(g, &y)).map(Some)
+    }
+}
+
+impl FamilyModule for DwPwBn {
+    fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        DwPwBn::forward(self, x, train)
+    }
+
+    fn starts_with_relu(&self) -> bool {
+        true
+    }
+
+    fn forward_after_relu(&self, r: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        DwPwBn::forward_after_relu(self, r, train)
+    }
+
+    fn lower(&self, g: &mut Graph, x: &str) -> crate::Result<Option<String>> {
+        DwPwBn::lower(self, g, x).map(Some)
+    }
+}
+
+impl FamilyModule for ReluConvBnModule {
+    fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        ReluConvBnModule::forward(self, x, train)
+    }
+
+    fn starts_with_relu(&self) -> bool {
+        true
+    }
+
+    fn forward_after_relu(&self, r: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        ReluConvBnModule::forward_after_relu(self, r, train)
+    }
+
+    fn lower(&self, g: &mut Graph, x: &str) -> crate::Result<Option<String>> {
+        ReluConvBnModule::lower(self, g, x).map(Some)
     }
 }
 

@@ -7,21 +7,46 @@
 
 use candle_core::Tensor;
 
-use super::{Applied, BnMode, Cost, OpCtx, Shape, conv_macs, prod};
+use super::{
+    Applied, BnMode, Cost, Family, FamilyModule, OpCtx, Shape, conv_macs, no_leading_relu, prod,
+};
 use crate::nn::{BatchNorm, Scope, conv_weight};
 use crate::onnx::{Conv, Graph};
 
-pub(super) fn apply(ctx: &OpCtx) -> Result<Applied, String> {
-    match ctx.stride {
-        1 if ctx.input.c == ctx.c_out => Ok(Applied {
-            output: ctx.input,
-            cost: Cost::default(),
-        }),
-        1 => Err(format!(
-            "Identity cannot change channels ({} → {}) at stride 1",
-            ctx.input.c, ctx.c_out
-        )),
-        _ => factorized_reduce_cost(ctx.input, ctx.c_out, ctx.bn),
+/// The `Identity` family.
+#[derive(Debug, Clone, Copy)]
+pub struct Identity;
+
+impl Family for Identity {
+    type Module = IdentityModule;
+
+    fn apply(&self, ctx: &OpCtx) -> Result<Applied, String> {
+        match ctx.stride {
+            1 if ctx.input.c == ctx.c_out => Ok(Applied {
+                output: ctx.input,
+                cost: Cost::default(),
+            }),
+            1 => Err(format!(
+                "Identity cannot change channels ({} → {}) at stride 1",
+                ctx.input.c, ctx.c_out
+            )),
+            _ => factorized_reduce_cost(ctx.input, ctx.c_out, ctx.bn),
+        }
+    }
+
+    fn build(
+        &self,
+        s: &Scope,
+        c_in: usize,
+        c_out: usize,
+        stride: usize,
+        bn: BnMode,
+    ) -> candle_core::Result<IdentityModule> {
+        Ok(if stride == 1 {
+            IdentityModule::Identity
+        } else {
+            IdentityModule::FactorizedReduce(FactorizedReduce::new(s, c_in, c_out, bn.affine)?)
+        })
     }
 }
 
@@ -59,6 +84,45 @@ pub fn factorized_reduce_cost(input: Shape, c_out: u64, bn: BnMode) -> Result<Ap
 }
 
 // ---- Candle ----
+
+/// A built `Identity`: the identity at stride 1, a FactorizedReduce at stride 2.
+#[derive(Clone)]
+pub enum IdentityModule {
+    Identity,
+    FactorizedReduce(FactorizedReduce),
+}
+
+impl FamilyModule for IdentityModule {
+    fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        match self {
+            IdentityModule::Identity => Ok(x.clone()),
+            IdentityModule::FactorizedReduce(m) => m.forward(x, train),
+        }
+    }
+
+    fn starts_with_relu(&self) -> bool {
+        matches!(self, IdentityModule::FactorizedReduce(_))
+    }
+
+    fn forward_after_relu(&self, r: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        match self {
+            IdentityModule::Identity => no_leading_relu(),
+            IdentityModule::FactorizedReduce(m) => m.forward_after_relu(r, train),
+        }
+    }
+
+    fn is_identity(&self) -> bool {
+        matches!(self, IdentityModule::Identity)
+    }
+
+    /// The identity emits no node and returns `x`.
+    fn lower(&self, g: &mut Graph, x: &str) -> crate::Result<Option<String>> {
+        Ok(Some(match self {
+            IdentityModule::Identity => x.to_string(),
+            IdentityModule::FactorizedReduce(m) => m.lower(g, x)?,
+        }))
+    }
+}
 
 /// FactorizedReduce(c_in, c_out): ReLU, conv1 1×1 stride 2 on x and conv2 1×1 stride 2 on
 /// `x[:, :, 1:, 1:]`, concatenated on channels, BN. Parameters `conv1.weight`,

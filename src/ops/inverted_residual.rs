@@ -4,7 +4,10 @@
 
 use candle_core::Tensor;
 
-use super::{Applied, Cost, OpCtx, Shape, conv_macs, prod, same_window};
+use super::{
+    Applied, BnMode, Cost, Family, FamilyModule, OpCtx, Shape, conv_macs, odd_kernel, prod,
+    same_window,
+};
 use crate::nn::{BatchNorm, Scope, conv_weight};
 use crate::onnx::{Conv, Graph};
 
@@ -13,7 +16,49 @@ pub fn inverted_residual_hidden(c_in: u64, expansion: u32) -> u64 {
     c_in.saturating_mul(expansion as u64)
 }
 
-pub(super) fn apply(ctx: &OpCtx, kernel: u32, expansion: u32) -> Result<Applied, String> {
+/// The `InvertedResidual` family.
+#[derive(Debug, Clone, Copy)]
+pub struct InvertedResidual {
+    pub kernel: u32,
+    pub expansion: u32,
+}
+
+impl Family for InvertedResidual {
+    type Module = InvertedResidualModule;
+
+    fn check(&self) -> Result<(), String> {
+        odd_kernel(self.kernel)?;
+        if self.expansion == 0 {
+            return Err("expansion must be ≥ 1, got 0".into());
+        }
+        Ok(())
+    }
+
+    fn apply(&self, ctx: &OpCtx) -> Result<Applied, String> {
+        apply(ctx, self.kernel, self.expansion)
+    }
+
+    fn build(
+        &self,
+        s: &Scope,
+        c_in: usize,
+        c_out: usize,
+        stride: usize,
+        bn: BnMode,
+    ) -> candle_core::Result<InvertedResidualModule> {
+        InvertedResidualModule::new(
+            s,
+            c_in,
+            c_out,
+            self.kernel as usize,
+            self.expansion as usize,
+            stride,
+            bn.affine,
+        )
+    }
+}
+
+fn apply(ctx: &OpCtx, kernel: u32, expansion: u32) -> Result<Applied, String> {
     let hidden = inverted_residual_hidden(ctx.input.c, expansion);
     let mut cost = Cost::default();
     if expansion != 1 {
@@ -107,6 +152,16 @@ impl InvertedResidualModule {
         let projected = crate::kernels::conv2d(&y, &self.project, 1, 0, 1)?;
         y = self.bn3.forward(&projected, train)?;
         if self.residual { y + x } else { Ok(y) }
+    }
+}
+
+impl FamilyModule for InvertedResidualModule {
+    fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        InvertedResidualModule::forward(self, x, train)
+    }
+
+    fn lower(&self, g: &mut Graph, x: &str) -> crate::Result<Option<String>> {
+        InvertedResidualModule::lower(self, g, x).map(Some)
     }
 }
 

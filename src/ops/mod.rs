@@ -1,10 +1,13 @@
 //! The op vocabulary: the one [`Op`] enum and what each op does to shapes and counts.
 //!
-//! Each op family lives in one file that owns everything about it: shape inference and
-//! parameter / multiply-add counts here; the Candle forward and the ONNX lowering join the
-//! same file, so adding an op is one variant and one file. The fixed blocks that wrap cells
-//! (stems, cell preprocessing, residual blocks, the classifier head) are counted by helpers
-//! in the same family files.
+//! Each op family lives in one file that owns everything about it: its parameter checks,
+//! shape inference and parameter / multiply-add counts ([`Family`]), its Candle forward and
+//! ONNX lowering ([`FamilyModule`]). This file dispatches to them through one registry, the
+//! `families!` invocation: one line per [`Op`] variant generates every match over [`Op`]
+//! and [`OpModule`]. Adding an op family is its file, its variant in `spec::space::Op` (the
+//! RON vocabulary), and its registry line. The fixed blocks that wrap cells (stems, cell
+//! preprocessing, residual blocks, the classifier head) are counted by helpers in the same
+//! family files.
 //!
 //! Conventions (those of the DARTS and NAS-Bench-201 papers): parameters are every trainable
 //! tensor, BN affine weights included; multiply-adds count convolutions and linear layers
@@ -23,11 +26,12 @@ pub use crate::nn::Shape;
 use crate::onnx::Graph;
 pub use crate::spec::space::Op;
 
-pub use conv::{DwPwBn, ReluConvBnModule, conv_bn_cost, relu_conv_bn_cost};
-pub use identity::{FactorizedReduce, factorized_reduce_cost};
+pub use conv::{DwPwBn, ReluConvBnModule, SepConvModule, conv_bn_cost, relu_conv_bn_cost};
+pub use identity::{FactorizedReduce, IdentityModule, factorized_reduce_cost};
 pub use inverted_residual::InvertedResidualModule;
 pub use inverted_residual::inverted_residual_hidden;
 pub use pool::PoolModule;
+pub use zero::ZeroModule;
 
 /// How batch norm is built where an op has one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,228 +126,225 @@ impl Op {
         },
     ];
 
-    /// Checks the op's own parameters (kernel sizes and the like), independent of where it
-    /// is used. The message names the field.
-    pub fn check(&self) -> Result<(), String> {
-        let odd = |name: &str, k: u32| {
-            if k == 0 || k.is_multiple_of(2) {
-                Err(format!(
-                    "{name} must be an odd number ≥ 1 for same padding, got {k}"
-                ))
-            } else {
-                Ok(())
-            }
-        };
-        match *self {
-            Op::Zero | Op::Identity => Ok(()),
-            Op::MaxPool { kernel } | Op::AvgPool { kernel } => odd("kernel", kernel),
-            Op::SepConv { kernel } | Op::ReluConvBn { kernel } => odd("kernel", kernel),
-            Op::DilConv { kernel, dilation } => {
-                odd("kernel", kernel)?;
-                if dilation == 0 {
-                    return Err("dilation must be ≥ 1, got 0".into());
-                }
-                Ok(())
-            }
-            Op::InvertedResidual { kernel, expansion } => {
-                odd("kernel", kernel)?;
-                if expansion == 0 {
-                    return Err("expansion must be ≥ 1, got 0".into());
-                }
-                Ok(())
-            }
-        }
-    }
-
-    /// Applies the op at `ctx`: the output shape and the cost, or why the op cannot be used
-    /// there (unsupported channel change, odd size for a factorized reduce, input too small).
-    pub fn apply(&self, ctx: &OpCtx) -> Result<Applied, String> {
-        if ctx.stride != 1 && ctx.stride != 2 {
-            return Err(format!("stride must be 1 or 2, got {}", ctx.stride));
-        }
-        match *self {
-            Op::Zero => zero::apply(ctx),
-            Op::Identity => identity::apply(ctx),
-            Op::MaxPool { kernel } => pool::apply(ctx, kernel),
-            Op::AvgPool { kernel } => pool::apply(ctx, kernel),
-            Op::SepConv { kernel } => conv::sep_conv(ctx, kernel),
-            Op::DilConv { kernel, dilation } => conv::dil_conv(ctx, kernel, dilation),
-            Op::ReluConvBn { kernel } => conv::relu_conv_bn(ctx, kernel),
-            Op::InvertedResidual { kernel, expansion } => {
-                inverted_residual::apply(ctx, kernel, expansion)
-            }
-        }
-    }
-
-    /// A short human description, e.g. `SepConv(kernel: 3)`.
-    pub fn describe(&self) -> String {
-        match *self {
-            Op::Zero => "Zero".into(),
-            Op::Identity => "Identity".into(),
-            Op::MaxPool { kernel } => format!("MaxPool(kernel: {kernel})"),
-            Op::AvgPool { kernel } => format!("AvgPool(kernel: {kernel})"),
-            Op::SepConv { kernel } => format!("SepConv(kernel: {kernel})"),
-            Op::DilConv { kernel, dilation } => {
-                format!("DilConv(kernel: {kernel}, dilation: {dilation})")
-            }
-            Op::ReluConvBn { kernel } => format!("ReluConvBn(kernel: {kernel})"),
-            Op::InvertedResidual { kernel, expansion } => {
-                format!("InvertedResidual(kernel: {kernel}, expansion: {expansion})")
-            }
-        }
-    }
-
     /// The op is the identity map at stride 1 with equal channels (a skippable layer).
     pub fn is_identity(&self) -> bool {
         matches!(self, Op::Identity)
     }
 }
 
-/// An op built with its parameters: what runs on an edge.
-#[derive(Clone)]
-pub enum OpModule {
-    Zero { c_out: usize, stride: usize },
-    Identity,
-    FactorizedReduce(FactorizedReduce),
-    Pool(PoolModule),
-    SepConv(DwPwBn, DwPwBn),
-    DilConv(DwPwBn),
-    ReluConvBn(ReluConvBnModule),
-    InvertedResidual(InvertedResidualModule),
-}
+/// One op family: what an op of a space's `ops` list does, given the fields of its [`Op`]
+/// variant. Implemented in the family's file, next to its [`FamilyModule`]; the
+/// `families!` registry below dispatches [`Op`] and [`OpModule`] to it.
+pub trait Family {
+    /// What the op builds into (an [`OpModule`] variant holds it).
+    type Module: FamilyModule + Clone;
 
-impl Op {
+    /// Checks the op's own parameters (kernel sizes and the like), independent of where it
+    /// is used. The message names the field.
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// The output shape and cost at `ctx`, whose stride is already known to be 1 or 2, or
+    /// why the op cannot be used there.
+    fn apply(&self, ctx: &OpCtx) -> Result<Applied, String>;
+
     /// Builds the op mapping `c_in` to `c_out` channels at `stride`, its parameters under
-    /// scope `s`. The combination must have passed [`Op::apply`] (the space compiler checks
-    /// every place an op is used).
-    pub fn build(
+    /// scope `s`; the combination has passed [`Family::apply`].
+    fn build(
         &self,
         s: &Scope,
         c_in: usize,
         c_out: usize,
         stride: usize,
         bn: BnMode,
-    ) -> CandleResult<OpModule> {
-        let affine = bn.affine;
-        Ok(match *self {
-            Op::Zero => OpModule::Zero { c_out, stride },
-            Op::Identity if stride == 1 => OpModule::Identity,
-            Op::Identity => {
-                OpModule::FactorizedReduce(FactorizedReduce::new(s, c_in, c_out, affine)?)
-            }
-            Op::MaxPool { kernel } | Op::AvgPool { kernel } => OpModule::Pool(PoolModule {
-                max: matches!(self, Op::MaxPool { .. }),
-                kernel: kernel as usize,
-                stride,
-                bn: if bn.pool_bn {
-                    Some(crate::nn::BatchNorm::new(&s.pp("bn"), c_out, false)?)
-                } else {
-                    None
-                },
-            }),
-            Op::SepConv { kernel } => {
-                let k = kernel as usize;
-                OpModule::SepConv(
-                    DwPwBn::new(&s.pp("1"), c_in, c_in, k, stride, 1, affine)?,
-                    DwPwBn::new(&s.pp("2"), c_in, c_out, k, 1, 1, affine)?,
-                )
-            }
-            Op::DilConv { kernel, dilation } => OpModule::DilConv(DwPwBn::new(
-                s,
-                c_in,
-                c_out,
-                kernel as usize,
-                stride,
-                dilation as usize,
-                affine,
-            )?),
-            Op::ReluConvBn { kernel } => OpModule::ReluConvBn(ReluConvBnModule::new(
-                s,
-                c_in,
-                c_out,
-                kernel as usize,
-                stride,
-                affine,
-            )?),
-            Op::InvertedResidual { kernel, expansion } => {
-                OpModule::InvertedResidual(InvertedResidualModule::new(
-                    s,
-                    c_in,
-                    c_out,
-                    kernel as usize,
-                    expansion as usize,
-                    stride,
-                    affine,
-                )?)
-            }
-        })
-    }
+    ) -> CandleResult<Self::Module>;
 }
 
-impl OpModule {
+/// A built op of one family: its Candle forward and ONNX lowering. See the methods of the
+/// same names on [`OpModule`].
+pub trait FamilyModule {
     /// # Shapes
-    /// [N, C_in, H, W] → [N, C_out, H', W'] as [`Op::apply`] says.
-    pub fn forward(&self, x: &Tensor, train: bool) -> CandleResult<Tensor> {
-        match self {
-            OpModule::Zero { c_out, stride } => zero::forward(x, *c_out, *stride),
-            OpModule::Identity => Ok(x.clone()),
-            OpModule::FactorizedReduce(m) => m.forward(x, train),
-            OpModule::Pool(m) => m.forward(x, train),
-            OpModule::SepConv(a, b) => b.forward(&a.forward(x, train)?, train),
-            OpModule::DilConv(m) => m.forward(x, train),
-            OpModule::ReluConvBn(m) => m.forward(x, train),
-            OpModule::InvertedResidual(m) => m.forward(x, train),
-        }
+    /// [N, C_in, H, W] → [N, C_out, H', W'] as [`Family::apply`] says.
+    fn forward(&self, x: &Tensor, train: bool) -> CandleResult<Tensor>;
+
+    /// The op begins with a ReLU of its input.
+    fn starts_with_relu(&self) -> bool {
+        false
     }
 
-    /// The op begins with a ReLU of its input (FactorizedReduce, SepConv, DilConv,
-    /// ReluConvBn): ops reading one input can share `relu(x)` through
-    /// [`OpModule::forward_after_relu`].
-    pub fn starts_with_relu(&self) -> bool {
-        matches!(
-            self,
-            OpModule::FactorizedReduce(_)
-                | OpModule::SepConv(..)
-                | OpModule::DilConv(_)
-                | OpModule::ReluConvBn(_)
-        )
-    }
-
-    /// [`OpModule::forward`] given `r = relu(x)`, for an op that
-    /// [starts with a ReLU](OpModule::starts_with_relu); any other op errors.
-    pub fn forward_after_relu(&self, r: &Tensor, train: bool) -> CandleResult<Tensor> {
-        match self {
-            OpModule::FactorizedReduce(m) => m.forward_after_relu(r, train),
-            OpModule::SepConv(a, b) => b.forward(&a.forward_after_relu(r, train)?, train),
-            OpModule::DilConv(m) => m.forward_after_relu(r, train),
-            OpModule::ReluConvBn(m) => m.forward_after_relu(r, train),
-            _ => candle_core::bail!("forward_after_relu: the op does not start with a ReLU"),
-        }
+    /// [`FamilyModule::forward`] given `r = relu(x)`; errors unless the op
+    /// [starts with a ReLU](FamilyModule::starts_with_relu).
+    fn forward_after_relu(&self, r: &Tensor, train: bool) -> CandleResult<Tensor> {
+        let _ = (r, train);
+        no_leading_relu()
     }
 
     /// The op is the identity (drop path skips it).
-    pub fn is_identity(&self) -> bool {
-        matches!(self, OpModule::Identity)
+    fn is_identity(&self) -> bool {
+        false
     }
 
-    /// The ONNX lowering of [`OpModule::forward`] in evaluation mode, reading value `x`:
-    /// the output value, `None` for `Zero` (it contributes nothing; [`zero::lower`] gives
-    /// the tensor where one is needed). The identity emits no node and returns `x`.
-    pub fn lower(&self, g: &mut Graph, x: &str) -> crate::Result<Option<String>> {
-        Ok(Some(match self {
-            OpModule::Zero { .. } => return Ok(None),
-            OpModule::Identity => x.to_string(),
-            OpModule::FactorizedReduce(m) => m.lower(g, x)?,
-            OpModule::Pool(m) => m.lower(g, x)?,
-            OpModule::SepConv(a, b) => {
-                let y = g.scoped("1", |g| a.lower(g, x))?;
-                g.scoped("2", |g| b.lower(g, &y))?
-            }
-            OpModule::DilConv(m) => m.lower(g, x)?,
-            OpModule::ReluConvBn(m) => m.lower(g, x)?,
-            OpModule::InvertedResidual(m) => m.lower(g, x)?,
-        }))
+    /// The ONNX lowering of the forward in evaluation mode, reading value `x`: the output
+    /// value, or `None` when the op contributes nothing.
+    fn lower(&self, g: &mut Graph, x: &str) -> crate::Result<Option<String>>;
+}
+
+/// The error of [`FamilyModule::forward_after_relu`] for an op that does not start with a
+/// ReLU.
+pub(crate) fn no_leading_relu<T>() -> CandleResult<T> {
+    candle_core::bail!("forward_after_relu: the op does not start with a ReLU")
+}
+
+/// Checks that `kernel` is odd (same padding needs it).
+pub(crate) fn odd_kernel(kernel: u32) -> Result<(), String> {
+    if kernel == 0 || kernel.is_multiple_of(2) {
+        Err(format!(
+            "kernel must be an odd number ≥ 1 for same padding, got {kernel}"
+        ))
+    } else {
+        Ok(())
     }
+}
+
+/// The registry: one line per [`Op`] variant, `Variant { fields } => family value`, the
+/// value built from the variant's fields. It generates [`OpModule`] (one variant per [`Op`]
+/// variant, holding the family's module) and every match over [`Op`] and [`OpModule`]:
+/// [`Op::check`], [`Op::apply`], [`Op::describe`], [`Op::build`] and the [`OpModule`]
+/// methods. The matches are exhaustive, so an [`Op`] variant without its line does not
+/// compile.
+macro_rules! families {
+    ($($variant:ident $({ $($field:ident),+ })? => $module:ident :: $family:ident { $($init:tt)* }),+ $(,)?) => {
+        impl Op {
+            /// Checks the op's own parameters (kernel sizes and the like), independent of
+            /// where it is used. The message names the field.
+            pub fn check(&self) -> Result<(), String> {
+                match *self {
+                    $(Op::$variant $({ $($field),+ })? => {
+                        Family::check(&$module::$family { $($init)* })
+                    })+
+                }
+            }
+
+            /// Applies the op at `ctx`: the output shape and the cost, or why the op cannot
+            /// be used there (unsupported channel change, odd size for a factorized reduce,
+            /// input too small).
+            pub fn apply(&self, ctx: &OpCtx) -> Result<Applied, String> {
+                if ctx.stride != 1 && ctx.stride != 2 {
+                    return Err(format!("stride must be 1 or 2, got {}", ctx.stride));
+                }
+                match *self {
+                    $(Op::$variant $({ $($field),+ })? => {
+                        Family::apply(&$module::$family { $($init)* }, ctx)
+                    })+
+                }
+            }
+
+            /// A short human description, the op as written in RON, e.g.
+            /// `SepConv(kernel: 3)`.
+            pub fn describe(&self) -> String {
+                match *self {
+                    $(Op::$variant $({ $($field),+ })? => {
+                        #[allow(unused_mut)]
+                        let mut d = String::from(stringify!($variant));
+                        $(
+                            let fields = [$(format!("{}: {}", stringify!($field), $field)),+];
+                            d = format!("{d}({})", fields.join(", "));
+                        )?
+                        d
+                    })+
+                }
+            }
+
+            /// Builds the op mapping `c_in` to `c_out` channels at `stride`, its parameters
+            /// under scope `s`. The combination must have passed [`Op::apply`] (the space
+            /// compiler checks every place an op is used).
+            pub fn build(
+                &self,
+                s: &Scope,
+                c_in: usize,
+                c_out: usize,
+                stride: usize,
+                bn: BnMode,
+            ) -> CandleResult<OpModule> {
+                Ok(match *self {
+                    $(Op::$variant $({ $($field),+ })? => OpModule::$variant(Family::build(
+                        &$module::$family { $($init)* },
+                        s,
+                        c_in,
+                        c_out,
+                        stride,
+                        bn,
+                    )?),)+
+                })
+            }
+        }
+
+        /// An op built with its parameters: what runs on an edge. One variant per [`Op`]
+        /// variant, holding its family's module.
+        #[derive(Clone)]
+        pub enum OpModule {
+            $($variant(<$module::$family as Family>::Module),)+
+        }
+
+        impl OpModule {
+            /// # Shapes
+            /// [N, C_in, H, W] → [N, C_out, H', W'] as [`Op::apply`] says.
+            pub fn forward(&self, x: &Tensor, train: bool) -> CandleResult<Tensor> {
+                match self {
+                    $(OpModule::$variant(m) => FamilyModule::forward(m, x, train),)+
+                }
+            }
+
+            /// The op begins with a ReLU of its input (FactorizedReduce, SepConv, DilConv,
+            /// ReluConvBn): ops reading one input can share `relu(x)` through
+            /// [`OpModule::forward_after_relu`].
+            pub fn starts_with_relu(&self) -> bool {
+                match self {
+                    $(OpModule::$variant(m) => FamilyModule::starts_with_relu(m),)+
+                }
+            }
+
+            /// [`OpModule::forward`] given `r = relu(x)`, for an op that
+            /// [starts with a ReLU](OpModule::starts_with_relu); any other op errors.
+            pub fn forward_after_relu(&self, r: &Tensor, train: bool) -> CandleResult<Tensor> {
+                match self {
+                    $(OpModule::$variant(m) => FamilyModule::forward_after_relu(m, r, train),)+
+                }
+            }
+
+            /// The op is the identity (drop path skips it).
+            pub fn is_identity(&self) -> bool {
+                match self {
+                    $(OpModule::$variant(m) => FamilyModule::is_identity(m),)+
+                }
+            }
+
+            /// The ONNX lowering of [`OpModule::forward`] in evaluation mode, reading value
+            /// `x`: the output value, `None` for `Zero` (it contributes nothing;
+            /// [`zero::lower`] gives the tensor where one is needed). The identity emits no
+            /// node and returns `x`.
+            pub fn lower(&self, g: &mut Graph, x: &str) -> crate::Result<Option<String>> {
+                match self {
+                    $(OpModule::$variant(m) => FamilyModule::lower(m, g, x),)+
+                }
+            }
+        }
+    };
+}
+
+// The registry. Adding an op family: its file (the `Family` and `FamilyModule` impls), its
+// variant in `spec::space::Op` (the RON vocabulary), and its line here; an instance in
+// `Op::ALL` puts it under the per-op tests.
+families! {
+    Zero => zero::Zero {},
+    Identity => identity::Identity {},
+    MaxPool { kernel } => pool::Pool { max: true, kernel },
+    AvgPool { kernel } => pool::Pool { max: false, kernel },
+    SepConv { kernel } => conv::SepConv { kernel },
+    DilConv { kernel, dilation } => conv::DilConv { kernel, dilation },
+    ReluConvBn { kernel } => conv::ReluConvBn { kernel },
+    InvertedResidual { kernel, expansion } => inverted_residual::InvertedResidual { kernel, expansion },
 }
 
 /// Output size of a convolution or pooling window along one axis, or an error when the
@@ -533,6 +534,27 @@ mod tests {
         for op in Op::ALL {
             op.check().unwrap();
         }
+    }
+
+    #[test]
+    fn describe_writes_the_op_as_in_ron() {
+        let got: Vec<String> = Op::ALL.iter().map(Op::describe).collect();
+        assert_eq!(
+            got,
+            [
+                "Zero",
+                "Identity",
+                "MaxPool(kernel: 3)",
+                "AvgPool(kernel: 3)",
+                "SepConv(kernel: 3)",
+                "SepConv(kernel: 5)",
+                "DilConv(kernel: 3, dilation: 2)",
+                "DilConv(kernel: 5, dilation: 2)",
+                "ReluConvBn(kernel: 1)",
+                "ReluConvBn(kernel: 3)",
+                "InvertedResidual(kernel: 3, expansion: 6)",
+            ]
+        );
     }
 
     #[test]

@@ -5,21 +5,56 @@
 
 use candle_core::Tensor;
 
-use super::{Applied, Cost, OpCtx, same_window};
-use crate::nn::BatchNorm;
+use super::{Applied, BnMode, Cost, Family, FamilyModule, OpCtx, odd_kernel, same_window};
+use crate::nn::{BatchNorm, Scope};
 use crate::onnx::Graph;
 
-pub(super) fn apply(ctx: &OpCtx, kernel: u32) -> Result<Applied, String> {
-    if ctx.input.c != ctx.c_out {
-        return Err(format!(
-            "a pool cannot change channels ({} → {})",
-            ctx.input.c, ctx.c_out
-        ));
+/// `MaxPool` (`max`) and `AvgPool`.
+#[derive(Debug, Clone, Copy)]
+pub struct Pool {
+    pub max: bool,
+    pub kernel: u32,
+}
+
+impl Family for Pool {
+    type Module = PoolModule;
+
+    fn check(&self) -> Result<(), String> {
+        odd_kernel(self.kernel)
     }
-    Ok(Applied {
-        output: same_window(ctx.input, ctx.c_out, kernel, ctx.stride, 1)?,
-        cost: Cost::default(),
-    })
+
+    fn apply(&self, ctx: &OpCtx) -> Result<Applied, String> {
+        if ctx.input.c != ctx.c_out {
+            return Err(format!(
+                "a pool cannot change channels ({} → {})",
+                ctx.input.c, ctx.c_out
+            ));
+        }
+        Ok(Applied {
+            output: same_window(ctx.input, ctx.c_out, self.kernel, ctx.stride, 1)?,
+            cost: Cost::default(),
+        })
+    }
+
+    fn build(
+        &self,
+        s: &Scope,
+        _: usize,
+        c_out: usize,
+        stride: usize,
+        bn: BnMode,
+    ) -> candle_core::Result<PoolModule> {
+        Ok(PoolModule {
+            max: self.max,
+            kernel: self.kernel as usize,
+            stride,
+            bn: if bn.pool_bn {
+                Some(BatchNorm::new(&s.pp("bn"), c_out, false)?)
+            } else {
+                None
+            },
+        })
+    }
 }
 
 // ---- Candle ----
@@ -46,6 +81,16 @@ impl PoolModule {
             Some(bn) => bn.forward(&y, train),
             None => Ok(y),
         }
+    }
+}
+
+impl FamilyModule for PoolModule {
+    fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        PoolModule::forward(self, x, train)
+    }
+
+    fn lower(&self, g: &mut Graph, x: &str) -> crate::Result<Option<String>> {
+        PoolModule::lower(self, g, x).map(Some)
     }
 }
 

@@ -267,7 +267,9 @@ fn one() -> u32 {
 /// A primitive op, as written in a space's `ops` list: `("sep_conv_3x3", SepConv(kernel: 3))`.
 ///
 /// Every op maps `c_in` channels at stride `s` to `c_out` channels; which combinations an op
-/// supports is checked by `ops::Op::apply`.
+/// supports is checked by `ops::Op::apply`. Each variant has its line in the `families!`
+/// registry of `ops/mod.rs`, which maps it to its family's file (adding an op family: that
+/// file, the variant here, and the registry line).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub enum Op {

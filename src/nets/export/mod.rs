@@ -151,9 +151,7 @@ pub fn export_op(op: &OpModule, store: &Store, input: Shape, opts: &Options) -> 
     let mut g = Graph::new(store, opts.fold_batch_norm);
     let y = match (op.lower(&mut g, INPUT)?, op) {
         (Some(y), _) => y,
-        (None, OpModule::Zero { c_out, stride }) => {
-            crate::ops::zero::lower(&mut g, input, *c_out, *stride)
-        }
+        (None, OpModule::Zero(z)) => crate::ops::zero::lower(&mut g, input, z.c_out, z.stride),
         (None, _) => return Err(Error::Export("an op other than Zero gave no output".into())),
     };
     g.rename(&y, OUTPUT);

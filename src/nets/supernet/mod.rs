@@ -484,7 +484,7 @@ impl Supernet {
         let mut relu: Option<Tensor> = None;
         for (k, cand) in m.cands.iter().enumerate() {
             ys.push(match cand {
-                Cand::Op(OpModule::Zero { .. }) => continue,
+                Cand::Op(OpModule::Zero(_)) => continue,
                 Cand::Op(op) if op.starts_with_relu() => {
                     let r = match &relu {
                         Some(r) => r,

@@ -28,7 +28,7 @@ use crate::fsutil::write_atomic;
 use crate::nets::export::{self, Metadata, Options};
 use crate::nets::model::Model;
 use crate::nn::Store;
-use crate::ops::{BnMode, Op, OpModule, Shape};
+use crate::ops::{BnMode, IdentityModule, Op, OpModule, Shape};
 use crate::run::hash::hash_parts;
 use crate::runtime::measure::Latency;
 use crate::runtime::{Runtime, Session};
@@ -469,8 +469,12 @@ impl Table {
                     let overhead_ms = match overheads.iter().find(|(s, _)| *s == key.input) {
                         Some((_, o)) => *o,
                         None => {
-                            let o =
-                                measure_alone(rt, &OpModule::Identity, key.input_shape(), plan)?;
+                            let o = measure_alone(
+                                rt,
+                                &OpModule::Identity(IdentityModule::Identity),
+                                key.input_shape(),
+                                plan,
+                            )?;
                             overheads.push((key.input, o));
                             o
                         }
