@@ -1,6 +1,7 @@
 //! The fixed blocks around cells, shared by the weight-sharing network ([`crate::nets::supernet`])
 //! and the final network ([`crate::nets::model`]): the conv-BN stem, cell-input preprocessing,
-//! NAS-Bench-201's residual block, the classifier head and DARTS's auxiliary head.
+//! NAS-Bench-201's residual block, the classifier head and DARTS's auxiliary head, and the
+//! tensor steps of a cell walk (node sums, the output concatenation).
 //!
 //! Every block takes its parameters from a [`Scope`]; the names below are relative to it and
 //! are the contract with checkpoints and ONNX initializers.
@@ -111,6 +112,42 @@ impl Preprocess {
             Preprocess::Conv(m) => m.lower(g, x),
             Preprocess::Reduce(m) => m.lower(g, x),
         }
+    }
+}
+
+/// A cell's inputs, each through its preprocessing (`None`: as is): the cell's input states.
+pub fn preprocess_inputs(
+    pre: &[Option<Preprocess>],
+    inputs: Vec<Tensor>,
+    train: bool,
+) -> Result<Vec<Tensor>> {
+    inputs
+        .into_iter()
+        .zip(pre)
+        .map(|(x, p)| match p {
+            None => Ok(x),
+            Some(m) => m.forward(&x, train),
+        })
+        .collect()
+}
+
+/// Adds an edge's output to a node's running sum (`None` until the first edge).
+pub fn accumulate(sum: &mut Option<Tensor>, y: Tensor) -> Result<()> {
+    *sum = Some(match sum.take() {
+        None => y,
+        Some(s) => (s + y)?,
+    });
+    Ok(())
+}
+
+/// A cell's output from the values of its states: the `outputs` states concatenated along
+/// the channels (the one state as is when there is one).
+pub fn concat_states(states: &[Tensor], outputs: &[usize]) -> Result<Tensor> {
+    let outs: Vec<Tensor> = outputs.iter().map(|&s| states[s].clone()).collect();
+    if outs.len() == 1 {
+        Ok(outs[0].clone())
+    } else {
+        Tensor::cat(&outs, 1)
     }
 }
 

@@ -16,11 +16,15 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::kernels;
-use crate::nets::blocks::{AuxHead, ConvBn, Linear, Preprocess, Residual, aux_check, aux_params};
+use crate::nets::blocks::{
+    AuxHead, ConvBn, Linear, Preprocess, Residual, accumulate, aux_check, aux_params,
+    concat_states, preprocess_inputs,
+};
 use crate::nn::{BatchNorm, Scope, Store};
 use crate::ops::{BnMode, Op, OpModule, Shape};
 use crate::space::discrete::{Net, NetCell, NetEdge, NetKind, NetOp};
-use crate::space::{LayerKind, Space};
+use crate::space::walk::{self, Keep, WalkError};
+use crate::space::{self as space, LayerKind, Space};
 
 /// The final network.
 pub struct Model {
@@ -44,8 +48,10 @@ pub(crate) enum Layer {
 /// A cell with its chosen edges.
 pub(crate) struct Cell {
     pub(crate) pre: Vec<Option<Preprocess>>,
-    /// (from state, to state, op).
-    pub(crate) edges: Vec<(usize, usize, Edge)>,
+    /// The chosen edges' ops, by edge index (the graph's edge order).
+    pub(crate) edges: Vec<Edge>,
+    /// Where each chosen edge runs, by the same index.
+    pub(crate) links: Vec<space::Edge>,
     pub(crate) states: usize,
     pub(crate) order: Vec<usize>,
     pub(crate) outputs: Vec<usize>,
@@ -226,70 +232,52 @@ impl Model {
         // In evaluation nothing is differentiated: each layer's output is detached from the
         // graph and dropped after its last reader, so memory holds about one layer's
         // activations instead of the whole forward pass.
-        let last_use = (!train).then(|| self.last_use());
-        let mut outs: Vec<Option<Tensor>> = Vec::with_capacity(self.layers.len());
+        let keep = if train { Keep::All } else { Keep::UntilLastUse };
         let mut aux = None;
-        for (i, layer) in self.layers.iter().enumerate() {
-            let spec = &self.net.layers[i];
-            let input = |k: usize| -> Result<Tensor> {
-                match spec.inputs.get(k) {
-                    None => Ok(x.clone()),
-                    Some(&j) => outs[j].clone().ok_or_else(|| {
-                        candle_core::Error::Msg(format!(
-                            "layer {i} reads layer {j} after its last use"
-                        ))
-                    }),
+        let logits = walk::layers(
+            &self.net.reads(),
+            x.clone(),
+            keep,
+            |i, inputs| -> Result<Tensor> {
+                let y = self.layer_forward(i, inputs, x, &mut mode)?;
+                if let Some((at, head)) = &self.aux
+                    && *at == i
+                    && train
+                {
+                    aux = Some(head.forward(&y, true)?);
                 }
-            };
-            let y = match layer {
-                Layer::ConvBn(m) => m.forward(&input(0)?, train)?,
-                Layer::Cell(c) => {
-                    let inputs: Vec<Tensor> = (0..c.pre.len()).map(input).collect::<Result<_>>()?;
-                    cell_forward(c, inputs, &mut mode)?
-                }
-                Layer::Choice(e) => {
-                    match edge_forward(e, &input(0)?, &mut None, &mut mode, false)? {
-                        Some(y) => y,
-                        None => zeros_like_shape(x, spec.output)?,
-                    }
-                }
-                Layer::Residual(r) => r.forward(&input(0)?, train)?,
-                Layer::BnRelu(bn) => kernels::relu(&bn.forward(&input(0)?, train)?)?,
-                Layer::Head(h) => h.forward_pooled(&input(0)?)?,
-            };
-            if let Some((at, head)) = &self.aux
-                && *at == i
-                && train
-            {
-                aux = Some(head.forward(&y, true)?);
-            }
-            if let Some(last_use) = &last_use {
-                for &j in &spec.inputs {
-                    if last_use[j] == i {
-                        outs[j] = None;
-                    }
-                }
-                outs.push(Some(y.detach()));
-            } else {
-                outs.push(Some(y));
-            }
-        }
-        let logits = outs
-            .pop()
-            .flatten()
-            .ok_or_else(|| candle_core::Error::Msg("the network has no layers".into()))?;
+                Ok(if train { y } else { y.detach() })
+            },
+        )?;
         Ok(Output { logits, aux })
     }
 
-    /// For each layer, the last layer that reads its output (itself when none does).
-    fn last_use(&self) -> Vec<usize> {
-        let mut last: Vec<usize> = (0..self.net.layers.len()).collect();
-        for (i, l) in self.net.layers.iter().enumerate() {
-            for &j in &l.inputs {
-                last[j] = last[j].max(i);
-            }
-        }
-        last
+    /// Layer `i` on its inputs (`x`, the image, gives a zero output its batch and device).
+    fn layer_forward(
+        &self,
+        i: usize,
+        inputs: Vec<Tensor>,
+        x: &Tensor,
+        mode: &mut Mode,
+    ) -> Result<Tensor> {
+        let train = matches!(mode, Mode::Train { .. });
+        Ok(match &self.layers[i] {
+            Layer::ConvBn(m) => m.forward(&inputs[0], train)?,
+            Layer::Cell(c) => cell_forward(c, inputs, mode)?,
+            Layer::Choice(e) => match edge_forward(e, &inputs[0], &mut None, mode, false)? {
+                Some(y) => y,
+                None => zeros_like_shape(x, self.net.layers[i].output)?,
+            },
+            Layer::Residual(r) => r.forward(&inputs[0], train)?,
+            Layer::BnRelu(bn) => kernels::relu(&bn.forward(&inputs[0], train)?)?,
+            Layer::Head(h) => h.forward_pooled(&inputs[0])?,
+        })
+    }
+}
+
+impl From<WalkError> for candle_core::Error {
+    fn from(e: WalkError) -> Self {
+        candle_core::Error::Msg(e.0)
     }
 }
 
@@ -309,22 +297,23 @@ fn build_edge(s: &Scope, e: &NetEdge) -> Result<Edge> {
 }
 
 fn build_cell(s: &Scope, c: &NetCell, pre: Vec<Option<Preprocess>>) -> Result<Cell> {
-    let mut edges = Vec::new();
+    let (mut edges, mut links) = (Vec::new(), Vec::new());
     for e in c.graph.edge_indices() {
         let (from, to) = c
             .graph
             .edge_endpoints(e)
             .ok_or_else(|| candle_core::Error::Msg("a cell edge has no endpoints".into()))?;
         let edge = &c.graph[e];
-        edges.push((
-            from.index(),
-            to.index(),
-            build_edge(&s.pp("edges").pp(edge.index), edge)?,
-        ));
+        edges.push(build_edge(&s.pp("edges").pp(edge.index), edge)?);
+        links.push(space::Edge {
+            from: from.index(),
+            to: to.index(),
+        });
     }
     Ok(Cell {
         pre,
         edges,
+        links,
         states: c.graph.node_count(),
         order: c.order.clone(),
         outputs: c.outputs.clone(),
@@ -367,51 +356,44 @@ fn edge_forward(
     })
 }
 
+impl Cell {
+    pub(crate) fn dag(&self) -> walk::Dag<'_> {
+        walk::Dag {
+            states: self.states,
+            order: &self.order,
+            edges: &self.links,
+        }
+    }
+}
+
+/// The cell on its inputs: each node the sum of its edges' outputs, zeros of its shape when
+/// every edge is `Zero`.
 fn cell_forward(c: &Cell, inputs: Vec<Tensor>, mode: &mut Mode) -> Result<Tensor> {
     let train = matches!(mode, Mode::Train { .. });
-    let mut states: Vec<Option<Tensor>> = vec![None; c.states];
+    let like = inputs
+        .first()
+        .cloned()
+        .ok_or_else(|| candle_core::Error::Msg("a cell without inputs".into()))?;
+    let inputs = preprocess_inputs(&c.pre, inputs, train)?;
     // Per state, its ReLU once an op that begins with one has read it.
     let mut relus: Vec<Option<Tensor>> = vec![None; c.states];
-    let first = inputs.first().cloned();
-    for (k, (x, p)) in inputs.into_iter().zip(&c.pre).enumerate() {
-        states[k] = Some(match p {
-            None => x,
-            Some(m) => m.forward(&x, train)?,
-        });
-    }
-    for &node in &c.order {
-        let mut sum: Option<Tensor> = None;
-        for (from, _, e) in c.edges.iter().filter(|(_, to, _)| *to == node) {
-            let x = states[*from].as_ref().ok_or_else(|| {
-                candle_core::Error::Msg("a state is used before it is computed".into())
-            })?;
-            if let Some(y) = edge_forward(e, x, &mut relus[*from], mode, true)? {
-                sum = Some(match sum {
-                    None => y,
-                    Some(s) => (s + y)?,
-                });
+    let states = walk::cell(
+        mode,
+        c.dag(),
+        inputs,
+        |mode, sum, e, x| {
+            let relu = &mut relus[c.links[e].from];
+            match edge_forward(&c.edges[e], x, relu, mode, true)? {
+                Some(y) => accumulate(sum, y),
+                None => Ok(()),
             }
-        }
-        states[node] = Some(match sum {
-            Some(s) => s,
-            None => {
-                let like = first
-                    .as_ref()
-                    .ok_or_else(|| candle_core::Error::Msg("a cell without inputs".into()))?;
-                zeros_like_shape(like, c.shapes[node])?
-            }
-        });
-    }
-    let outs: Vec<Tensor> = c
-        .outputs
-        .iter()
-        .filter_map(|&s| states[s].clone())
-        .collect();
-    if outs.len() == 1 {
-        Ok(outs[0].clone())
-    } else {
-        Tensor::cat(&outs, 1)
-    }
+        },
+        |_, node, sum| match sum {
+            Some(s) => Ok(s),
+            None => zeros_like_shape(&like, c.shapes[node]),
+        },
+    )?;
+    concat_states(&states, &c.outputs)
 }
 
 /// Zeros of `[N, shape]`, N, dtype and device from `like`.

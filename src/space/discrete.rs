@@ -4,9 +4,9 @@
 
 use petgraph::graph::{DiGraph, NodeIndex};
 
-use super::eval::{cell_output, infer_cell, node_width, preprocess, residual};
+use super::eval::{LayerShapes, cell_output, infer_cell, node_width};
 use super::{Candidate, LayerKind, Pre, Space};
-use crate::ops::{self, BnMode, Cost, Op, OpCtx, Shape};
+use crate::ops::{BnMode, Cost, Op, OpCtx, Shape};
 use crate::space::genotype::Architecture;
 use crate::spec::space::{Act, Input};
 
@@ -93,6 +93,11 @@ pub enum NetOp {
 }
 
 impl Net {
+    /// What each layer reads, as [`super::walk::layers`] takes it.
+    pub fn reads(&self) -> Vec<&[usize]> {
+        self.layers.iter().map(|l| l.inputs.as_slice()).collect()
+    }
+
     /// Total parameters and multiply-adds.
     pub fn cost(&self) -> Cost {
         self.layers.iter().map(|l| l.cost).sum()
@@ -114,61 +119,51 @@ impl Space {
         let mut layers = Vec::new();
         for l in &self.network.layers {
             let input = l.input_shapes[0];
-            let (kind, cost) = match &l.kind {
+            let LayerShapes { fixed, states } = checked(l.shapes(bn));
+            let kind = match &l.kind {
                 LayerKind::ConvBn {
                     kernel,
                     stride,
                     act,
-                } => (
-                    NetKind::ConvBn {
-                        kernel: *kernel,
-                        stride: *stride,
-                        act: *act,
-                    },
-                    checked(ops::conv_bn_cost(input, l.output.c, *kernel, *stride)).cost,
-                ),
-                LayerKind::Residual { stride } => (
-                    NetKind::Residual { stride: *stride },
-                    checked(residual(input, l.output.c, *stride, bn)).cost,
-                ),
-                LayerKind::BnRelu => (
-                    NetKind::BnRelu,
-                    Cost {
-                        params: input.c.saturating_mul(2),
-                        macs: 0,
-                    },
-                ),
-                LayerKind::Head => (NetKind::Head, ops::linear_cost(input.c, l.output.c)),
+                } => NetKind::ConvBn {
+                    kernel: *kernel,
+                    stride: *stride,
+                    act: *act,
+                },
+                LayerKind::Residual { stride } => NetKind::Residual { stride: *stride },
+                LayerKind::BnRelu => NetKind::BnRelu,
+                LayerKind::Head => NetKind::Head,
                 LayerKind::Cell {
                     cell,
                     width,
                     stride,
                     pre,
-                } => {
-                    let mut pre_cost = Cost::default();
-                    let mut states = Vec::new();
-                    for (&s, &p) in l.input_shapes.iter().zip(pre) {
-                        let a = checked(preprocess(p, s, *width, bn));
-                        pre_cost += a.cost;
-                        states.push(a.output);
-                    }
-                    let c = self.build_cell(arch, *cell, &states, *width, *stride, pre.clone());
-                    let cost = pre_cost + c.edge_cost();
-                    (NetKind::Cell(c), cost)
-                }
-                LayerKind::Choice { slot, stride } => {
-                    let e =
-                        self.build_edge(arch, *slot, arch.slots[*slot], input, l.output.c, *stride);
-                    let cost = e.cost;
-                    (
-                        NetKind::Choice {
-                            slot: *slot,
-                            choice: e,
-                        },
-                        cost,
-                    )
-                }
+                } => NetKind::Cell(self.build_cell(
+                    arch,
+                    *cell,
+                    &states,
+                    *width,
+                    *stride,
+                    pre.clone(),
+                )),
+                LayerKind::Choice { slot, stride } => NetKind::Choice {
+                    slot: *slot,
+                    choice: self.build_edge(
+                        arch,
+                        *slot,
+                        arch.slots[*slot],
+                        input,
+                        l.output.c,
+                        *stride,
+                    ),
+                },
             };
+            let cost = fixed
+                + match &kind {
+                    NetKind::Cell(c) => c.edge_cost(),
+                    NetKind::Choice { choice, .. } => choice.cost,
+                    _ => Cost::default(),
+                };
             layers.push(NetLayer {
                 kind,
                 inputs: l.inputs.clone(),

@@ -5,7 +5,7 @@
 use num_bigint::BigUint;
 use num_traits::{One, Zero};
 
-use super::{Candidate, CellType, LayerKind, Pre, Rule, Space};
+use super::{Candidate, CellType, Edge, Layer, LayerKind, Pre, Rule, Space, walk};
 use crate::ops::{self, Applied, BnMode, Cost, Op, OpCtx, Shape};
 use crate::space::genotype::Architecture;
 
@@ -176,15 +176,16 @@ pub fn cell_cost(
     bn: BnMode,
 ) -> Result<(Vec<Shape>, Cost), String> {
     let cell = &cells[ci];
-    let mut states: Vec<Shape> = inputs.to_vec();
-    states.resize(cell.states(), inputs[0]);
     let mut cost = Cost::default();
-    for &node in &cell.order {
-        let mut node_shape: Option<(Shape, String)> = None;
-        for e in cell.incoming(node) {
-            let from = cell.edges[e].from;
-            // `order` is topological, so `states[from]` is final here.
-            let ctx = edge_ctx_from(cell, e, states[from], width, stride, bn);
+    // Per node: its shape, and which candidate on which edge gave it first.
+    type Seen = Option<(Shape, String)>;
+    let states = walk::cell(
+        &mut cost,
+        cell.dag(),
+        inputs.to_vec(),
+        |cost, seen: &mut Seen, e, &input| {
+            let Edge { from, to } = cell.edges[e];
+            let ctx = edge_ctx_from(cell, e, input, width, stride, bn);
             for &c in &cell.candidates {
                 let name = match c {
                     Candidate::Op(o) => &ops[o].0,
@@ -193,27 +194,26 @@ pub fn cell_cost(
                 let a = apply_candidate(ops, cells, c, ctx.input, ctx.c_out, ctx.stride, bn)
                     .map_err(|m| {
                         format!(
-                            "edge {e} ({from} → {node}): \"{name}\" on input {}: {m}",
+                            "edge {e} ({from} → {to}): \"{name}\" on input {}: {m}",
                             ctx.input
                         )
                     })?;
-                cost += a.cost;
-                match &node_shape {
-                    None => node_shape = Some((a.output, format!("\"{name}\" on edge {e}"))),
+                *cost += a.cost;
+                match seen {
+                    None => *seen = Some((a.output, format!("\"{name}\" on edge {e}"))),
                     Some((s, what)) if *s != a.output => {
                         return Err(format!(
-                            "node {node} cannot sum its inputs: {what} gives {s} but \"{name}\" on edge {e} gives {}",
+                            "node {to} cannot sum its inputs: {what} gives {s} but \"{name}\" on edge {e} gives {}",
                             a.output
                         ));
                     }
                     Some(_) => {}
                 }
             }
-        }
-        states[node] = node_shape
-            .expect("every node has an input and a candidate")
-            .0;
-    }
+            Ok(())
+        },
+        |_, _, seen| Ok(seen.expect("every node has an input and a candidate").0),
+    )?;
     Ok((states, cost))
 }
 
@@ -256,50 +256,66 @@ impl CostRange {
     }
 }
 
+/// One skeleton layer at the shape level, as the counts, the discrete network and the
+/// latency table see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerShapes {
+    /// What the layer costs outside its choices: the stem, a residual block, BN, the head,
+    /// a cell's input preprocessing; nothing for a searchable layer.
+    pub fixed: Cost,
+    /// The states its choices read: a cell's inputs after preprocessing, else the layer's
+    /// inputs.
+    pub states: Vec<Shape>,
+}
+
+impl Layer {
+    /// The layer's [`LayerShapes`]; a cell's preprocessing has BN as `bn_cells` says.
+    pub fn shapes(&self, bn_cells: BnMode) -> Result<LayerShapes, String> {
+        let input = self.input_shapes[0];
+        let c_out = self.output.c;
+        let fixed = match &self.kind {
+            LayerKind::ConvBn { kernel, stride, .. } => {
+                ops::conv_bn_cost(input, c_out, *kernel, *stride)?.cost
+            }
+            LayerKind::Residual { stride } => residual(input, c_out, *stride, BnMode::FINAL)?.cost,
+            LayerKind::BnRelu => Cost {
+                params: input.c.saturating_mul(2),
+                macs: 0,
+            },
+            LayerKind::Head => ops::linear_cost(input.c, c_out),
+            LayerKind::Cell { width, pre, .. } => {
+                let mut fixed = Cost::default();
+                let mut states = Vec::new();
+                for (&s, &p) in self.input_shapes.iter().zip(pre) {
+                    let a = preprocess(p, s, *width, bn_cells)?;
+                    fixed += a.cost;
+                    states.push(a.output);
+                }
+                return Ok(LayerShapes { fixed, states });
+            }
+            LayerKind::Choice { .. } => Cost::default(),
+        };
+        Ok(LayerShapes {
+            fixed,
+            states: self.input_shapes.clone(),
+        })
+    }
+}
+
 impl Space {
     fn fixed_cost(&self, bn_cells: BnMode) -> Result<Cost, String> {
         let mut total = Cost::default();
         for l in &self.network.layers {
-            let input = l.input_shapes[0];
-            total += match &l.kind {
-                LayerKind::ConvBn { kernel, stride, .. } => {
-                    ops::conv_bn_cost(input, l.output.c, *kernel, *stride)?.cost
-                }
-                LayerKind::Residual { stride } => {
-                    residual(input, l.output.c, *stride, BnMode::FINAL)?.cost
-                }
-                LayerKind::BnRelu => Cost {
-                    params: input.c.saturating_mul(2),
-                    macs: 0,
-                },
-                LayerKind::Head => ops::linear_cost(input.c, l.output.c),
-                LayerKind::Cell { width, pre, .. } => l
-                    .input_shapes
-                    .iter()
-                    .zip(pre)
-                    .map(|(&s, &p)| preprocess(p, s, *width, bn_cells).map(|a| a.cost))
-                    .sum::<Result<Cost, String>>()?,
-                LayerKind::Choice { .. } => Cost::default(),
-            };
+            total += l.shapes(bn_cells)?.fixed;
         }
         Ok(total)
     }
 
     /// The states a cell layer's edges see (its inputs after preprocessing).
-    fn cell_inputs(&self, l: &super::Layer) -> Vec<Shape> {
-        match &l.kind {
-            LayerKind::Cell { width, pre, .. } => l
-                .input_shapes
-                .iter()
-                .zip(pre)
-                .map(|(&s, &p)| {
-                    preprocess(p, s, *width, BnMode::FINAL)
-                        .map(|a| a.output)
-                        .unwrap_or(s)
-                })
-                .collect(),
-            _ => l.input_shapes.clone(),
-        }
+    fn cell_inputs(&self, l: &Layer) -> Vec<Shape> {
+        l.shapes(BnMode::FINAL)
+            .expect("shapes were checked at compile time")
+            .states
     }
 
     /// Every candidate of every edge and searchable layer, with cell BN as `bn` says.

@@ -2,8 +2,9 @@
 //!
 //! Owns: name resolution (ops, cells, motifs), the cell DAGs and their checks (cycles, nodes
 //! with no input, states that reach no output, arity of the derivation rule), the network
-//! skeleton (a DAG of layers), shape inference through every candidate of every edge, and
-//! the counts in [`eval`]. No tensors here. Everything a later stage needs is checked here
+//! skeleton (a DAG of layers), shape inference through every candidate of every edge, the
+//! counts in [`eval`], and the layer and cell walk every representation of a network uses
+//! ([`walk`]). No tensors here. Everything a later stage needs is checked here
 //! once; later stages trust a [`Space`].
 
 mod cell;
@@ -12,6 +13,7 @@ pub mod eval;
 pub mod genotype;
 mod network;
 pub mod show;
+pub mod walk;
 
 use std::path::{Path, PathBuf};
 
@@ -96,6 +98,15 @@ impl CellType {
         self.inputs + self.nodes
     }
 
+    /// The DAG as [`walk::cell`] walks it.
+    pub fn dag(&self) -> walk::Dag<'_> {
+        walk::Dag {
+            states: self.states(),
+            order: &self.order,
+            edges: &self.edges,
+        }
+    }
+
     /// Edge indices into node state `to`, in edge order.
     pub fn incoming(&self, to: usize) -> impl Iterator<Item = usize> + '_ {
         self.edges
@@ -143,6 +154,13 @@ pub struct Network {
     pub layers: Vec<Layer>,
     /// The skeleton as a DAG: node weight = layer index; an edge per input of each layer.
     pub graph: DiGraph<usize, ()>,
+}
+
+impl Network {
+    /// What each layer reads, as [`walk::layers`] takes it.
+    pub fn reads(&self) -> Vec<&[usize]> {
+        self.layers.iter().map(|l| l.inputs.as_slice()).collect()
+    }
 }
 
 /// One layer of the skeleton with its shapes.

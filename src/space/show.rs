@@ -3,7 +3,6 @@
 
 use std::fmt::Write as _;
 
-use super::discrete::NetKind;
 use super::{Candidate, LayerKind, Pre, Rule, Space};
 use crate::space::genotype::Architecture;
 use crate::spec::space::Output;
@@ -98,6 +97,36 @@ fn layer_name(space: &Space, kind: &LayerKind) -> String {
         LayerKind::BnRelu => "BnRelu".into(),
         LayerKind::Head => "GlobalPoolLinear".into(),
     }
+}
+
+/// What a layer is; with an architecture, a searchable layer names its choice.
+fn layer_label(space: &Space, arch: Option<&Architecture>, kind: &LayerKind) -> String {
+    match (arch, kind) {
+        (Some(a), LayerKind::Choice { slot, .. }) => {
+            format!("layer {slot}: {}", space.candidate_name(a.slots[*slot]))
+        }
+        _ => layer_name(space, kind),
+    }
+}
+
+/// The skeleton as table rows: index, [`layer_label`], sources, output shape, then the
+/// columns `extra` gives for the layer's index.
+fn network_rows(
+    space: &Space,
+    arch: Option<&Architecture>,
+    extra: impl Fn(usize) -> Vec<String>,
+) -> Vec<Vec<String>> {
+    let rows = space.network.layers.iter().enumerate().map(|(k, l)| {
+        let mut row = vec![
+            k.to_string(),
+            layer_label(space, arch, &l.kind),
+            format!("<- {}", sources(&l.inputs)),
+            format!("-> {}", l.output),
+        ];
+        row.extend(extra(k));
+        row
+    });
+    rows.collect()
 }
 
 fn sources(inputs: &[usize]) -> String {
@@ -221,21 +250,7 @@ pub fn text(space: &Space) -> String {
         space.name, i.channels, i.size, i.size, i.classes
     );
     let _ = writeln!(o, "network");
-    let rows: Vec<Vec<String>> = space
-        .network
-        .layers
-        .iter()
-        .enumerate()
-        .map(|(k, l)| {
-            vec![
-                k.to_string(),
-                layer_name(space, &l.kind),
-                format!("<- {}", sources(&l.inputs)),
-                format!("-> {}", l.output),
-            ]
-        })
-        .collect();
-    o += &table(&rows);
+    o += &table(&network_rows(space, None, |_| Vec::new()));
     for c in &space.cells {
         let _ = writeln!(
             o,
@@ -275,27 +290,8 @@ pub fn text_arch(space: &Space, arch: &Architecture) -> String {
         space.name, i.channels, i.size, i.size, i.classes
     );
     let _ = writeln!(o, "network");
-    let rows: Vec<Vec<String>> = space
-        .network
-        .layers
-        .iter()
-        .zip(&net.layers)
-        .enumerate()
-        .map(|(k, (l, nl))| {
-            let name = match &nl.kind {
-                NetKind::Choice { slot, choice } => format!("layer {slot}: {}", choice.name),
-                _ => layer_name(space, &l.kind),
-            };
-            vec![
-                k.to_string(),
-                name,
-                format!("<- {}", sources(&l.inputs)),
-                format!("-> {}", l.output),
-                format!("{} params", thousands(nl.cost.params)),
-            ]
-        })
-        .collect();
-    o += &table(&rows);
+    let params = |k: usize| vec![format!("{} params", thousands(net.layers[k].cost.params))];
+    o += &table(&network_rows(space, Some(arch), params));
     for (ci, chosen) in arch.cells.iter().enumerate() {
         let Some(chosen) = chosen else { continue };
         let c = &space.cells[ci];
@@ -340,10 +336,7 @@ pub fn dot(space: &Space, arch: Option<&Architecture>) -> String {
         space.input.channels, space.input.size, space.input.size
     );
     for (k, l) in space.network.layers.iter().enumerate() {
-        let mut label = layer_name(space, &l.kind);
-        if let (Some(a), LayerKind::Choice { slot, .. }) = (arch, &l.kind) {
-            label = format!("layer {slot}: {}", space.candidate_name(a.slots[*slot]));
-        }
+        let label = layer_label(space, arch, &l.kind);
         let _ = writeln!(
             o,
             "    L{k} [label=\"{}\\n{}\"];",

@@ -1,7 +1,8 @@
-//! ONNX export of the final network: the walk over a [`Model`]'s layers and cells.
+//! ONNX export of the final network: a [`Model`]'s layers and cells lowered to ONNX.
 //!
-//! Owns the walk over a [`Model`]'s layers and cells ([`export`]) and the export of one op
-//! alone ([`export_op`]); nodes are emitted through the builder [`crate::onnx::Graph`].
+//! Owns the lowering of each layer, edge and cell along the shared walk
+//! ([`crate::space::walk`]) ([`export`]) and the export of one op alone ([`export_op`]);
+//! nodes are emitted through the builder [`crate::onnx::Graph`].
 //!
 //! What an exported model promises:
 //! - one input `input` [N, C, H, W] and one output `logits` [N, classes], float32, the batch
@@ -32,6 +33,7 @@ pub use crate::onnx::Options;
 use crate::onnx::{BATCH, Graph, INPUT, LOGITS, OUTPUT, serialize};
 use crate::ops::{OpModule, Shape};
 use crate::space::discrete::{NetCell, NetEdge, NetKind, NetOp};
+use crate::space::walk::{self, Keep, WalkError};
 
 /// What the exported file records about where it comes from.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -80,36 +82,18 @@ pub fn export(model: &Model, meta: &Metadata, opts: &Options) -> Result<Vec<u8>>
         )));
     }
     let mut g = Graph::new(&model.store, opts.fold_batch_norm);
-    let x = Value::Tensor(INPUT.to_string());
-    let mut outs: Vec<Value> = Vec::with_capacity(model.layers.len());
-    for (i, layer) in model.layers.iter().enumerate() {
+    let image = Value::Tensor(INPUT.to_string());
+    // The Candle forward's walk: a layer reads the layers it lists, or the image.
+    let last = walk::layers(&net.reads(), image, Keep::All, |i, inputs| {
         let spec = &net.layers[i];
-        // As the Candle forward: a cell reads one input per preprocessing, other layers one;
-        // a missing input is the image.
-        let arity = match layer {
-            Layer::Cell(c) => c.pre.len(),
-            _ => 1,
-        };
-        let inputs: Vec<Value> = (0..arity)
-            .map(|k| {
-                spec.inputs
-                    .get(k)
-                    .map_or_else(|| x.clone(), |&j| outs[j].clone())
-            })
-            .collect();
-        let y = g
-            .scoped(&format!("layers.{i}"), |g| {
-                lower_layer(g, layer, &spec.kind, inputs, spec.output)
-            })
-            .map_err(|e| match e {
-                Error::Export(m) => Error::Export(format!("layer {i}: {m}")),
-                e => e,
-            })?;
-        outs.push(y);
-    }
-    let last = outs
-        .pop()
-        .ok_or_else(|| Error::Export("the network has no layers".into()))?;
+        g.scoped(&format!("layers.{i}"), |g| {
+            lower_layer(g, &model.layers[i], &spec.kind, inputs, spec.output)
+        })
+        .map_err(|e| match e {
+            Error::Export(m) => Error::Export(format!("layer {i}: {m}")),
+            e => e,
+        })
+    })?;
     let last = tensor(&mut g, &last);
     g.rename(&last, LOGITS);
     let props = [
@@ -243,10 +227,12 @@ fn lower_edge(g: &mut Graph, e: &Edge, ne: &NetEdge, x: Value) -> Result<Option<
     })
 }
 
+/// The cell on its inputs: each node the sum of its edges' tensors (a `Zero` value when
+/// every edge is zero); the output states concatenated.
 fn lower_cell(g: &mut Graph, c: &Cell, nc: &NetCell, inputs: Vec<Value>) -> Result<Value> {
-    let mut states: Vec<Option<Value>> = vec![None; c.states];
+    let mut states = Vec::new();
     for (k, (x, p)) in inputs.into_iter().zip(&c.pre).enumerate() {
-        states[k] = Some(match p {
+        states.push(match p {
             None => x,
             Some(m) => {
                 let t = tensor(g, &x);
@@ -254,37 +240,44 @@ fn lower_cell(g: &mut Graph, c: &Cell, nc: &NetCell, inputs: Vec<Value>) -> Resu
             }
         });
     }
-    for &node in &c.order {
-        let mut terms = Vec::new();
-        for (k, (from, _, e)) in c.edges.iter().enumerate().filter(|(_, e)| e.1 == node) {
+    let states = walk::cell(
+        g,
+        c.dag(),
+        states,
+        |g, terms: &mut Vec<String>, e, x| -> Result<()> {
             let ne = nc
                 .graph
-                .edge_weight(EdgeIndex::new(k))
+                .edge_weight(EdgeIndex::new(e))
                 .ok_or_else(|| Error::Export("a cell edge has no description".into()))?;
-            let x = states[*from]
-                .clone()
-                .ok_or_else(|| Error::Export("a state is used before it is computed".into()))?;
             let scope = format!("edges.{}.{}", ne.index, ne.name);
-            if let Some(Value::Tensor(y)) = g.scoped(&scope, |g| lower_edge(g, e, ne, x))? {
+            if let Some(Value::Tensor(y)) =
+                g.scoped(&scope, |g| lower_edge(g, &c.edges[e], ne, x.clone()))?
+            {
                 terms.push(y);
             }
-        }
-        states[node] = Some(match terms.len() {
-            0 => Value::Zero(c.shapes[node]),
-            1 => Value::Tensor(terms.remove(0)),
-            _ => Value::Tensor(g.sum(&terms)),
-        });
-    }
-    let mut outs: Vec<Value> = c
-        .outputs
-        .iter()
-        .filter_map(|&s| states[s].clone())
-        .collect();
+            Ok(())
+        },
+        |g, node, mut terms| {
+            Ok(match terms.len() {
+                0 => Value::Zero(c.shapes[node]),
+                1 => Value::Tensor(terms.remove(0)),
+                _ => Value::Tensor(g.sum(&terms)),
+            })
+        },
+    )?;
+    let mut outs: Vec<Value> = c.outputs.iter().map(|&s| states[s].clone()).collect();
     if outs.len() == 1 {
         return Ok(outs.remove(0));
     }
     let parts: Vec<String> = outs.iter().map(|v| tensor(g, v)).collect();
     Ok(Value::Tensor(g.concat(&parts, 1)))
+}
+
+/// The walk's wiring errors are export errors here.
+impl From<WalkError> for Error {
+    fn from(e: WalkError) -> Error {
+        Error::Export(e.0)
+    }
 }
 
 fn json<T: serde::Serialize + ?Sized>(v: &T) -> String {

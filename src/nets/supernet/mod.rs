@@ -21,9 +21,12 @@
 use candle_core::{D, Device, Result, Tensor};
 
 use crate::kernels;
-use crate::nets::blocks::{ConvBn, Linear, Preprocess, Residual};
+use crate::nets::blocks::{
+    ConvBn, Linear, Preprocess, Residual, accumulate, concat_states, preprocess_inputs,
+};
 use crate::nn::{BatchNorm, Init, Scope, Store};
 use crate::ops::OpModule;
+use crate::space::walk::{self, Keep};
 use crate::space::{Candidate, LayerKind, Space, eval};
 
 /// Initial architecture weights: 1e-3 · N(0, 1), as in DARTS (β too, as in PC-DARTS).
@@ -348,38 +351,40 @@ impl Supernet {
     }
 
     fn forward_to_with(&self, x: &Tensor, train: bool, last: usize, arch: &Arch) -> Result<Tensor> {
-        let mut outs: Vec<Tensor> = Vec::with_capacity(self.layers.len());
-        for (i, layer) in self.layers.iter().enumerate().take(last + 1) {
-            let spec = &self.space.network.layers[i];
-            let input = |k: usize| -> Tensor {
-                spec.inputs
-                    .get(k)
-                    .map_or_else(|| x.clone(), |&j| outs[j].clone())
-            };
-            let y = match layer {
-                Layer::ConvBn(m) => m.forward(&input(0), train)?,
-                Layer::Cell(c) => {
-                    let inputs: Vec<Tensor> = (0..c.pre.len()).map(input).collect();
-                    self.cell_forward(c, inputs, arch, train)?
-                }
-                Layer::Choice { slot, edge } => self.mixed_forward(
-                    edge,
-                    &input(0),
-                    &arch.slots[*slot],
-                    arch.slot_picks[*slot],
-                    arch,
-                    train,
-                )?,
-                Layer::Residual(r) => r.forward(&input(0), train)?,
-                Layer::BnRelu(bn) => kernels::relu(&bn.forward(&input(0), train)?)?,
-                Layer::Head(h) => h.forward_pooled(&input(0))?,
-            };
-            outs.push(y);
-        }
-        outs.pop()
-            .ok_or_else(|| candle_core::Error::Msg("the network has no layers".into()))
+        let reads = self.space.network.reads();
+        let upto = reads.len().min(last + 1);
+        walk::layers(&reads[..upto], x.clone(), Keep::All, |i, inputs| {
+            self.layer_forward(i, inputs, arch, train)
+        })
     }
 
+    /// Layer `i` on its inputs.
+    fn layer_forward(
+        &self,
+        i: usize,
+        inputs: Vec<Tensor>,
+        arch: &Arch,
+        train: bool,
+    ) -> Result<Tensor> {
+        Ok(match &self.layers[i] {
+            Layer::ConvBn(m) => m.forward(&inputs[0], train)?,
+            Layer::Cell(c) => self.cell_forward(c, inputs, arch, train)?,
+            Layer::Choice { slot, edge } => self.mixed_forward(
+                edge,
+                &inputs[0],
+                &arch.slots[*slot],
+                arch.slot_picks[*slot],
+                arch,
+                train,
+            )?,
+            Layer::Residual(r) => r.forward(&inputs[0], train)?,
+            Layer::BnRelu(bn) => kernels::relu(&bn.forward(&inputs[0], train)?)?,
+            Layer::Head(h) => h.forward_pooled(&inputs[0])?,
+        })
+    }
+
+    /// The cell on its inputs: each node the sum of its mixed edges (each scaled by its β
+    /// with edge normalisation).
     fn cell_forward(
         &self,
         c: &Cell,
@@ -388,46 +393,27 @@ impl Supernet {
         train: bool,
     ) -> Result<Tensor> {
         let cell = &self.space.cells[c.cell];
-        let mut states: Vec<Option<Tensor>> = vec![None; cell.states()];
-        for (k, (x, p)) in inputs.into_iter().zip(&c.pre).enumerate() {
-            states[k] = Some(match p {
-                None => x,
-                Some(m) => m.forward(&x, train)?,
-            });
-        }
+        let inputs = preprocess_inputs(&c.pre, inputs, train)?;
         let p = arch.cells[c.cell]
             .as_ref()
             .ok_or_else(|| candle_core::Error::Msg(format!("cell {} has no alphas", cell.name)))?;
         let picks = arch.cell_picks[c.cell].as_deref();
         let scales = arch.edges.get(c.cell).and_then(Option::as_ref);
-        for &node in &cell.order {
-            let mut sum: Option<Tensor> = None;
-            for e in cell.incoming(node) {
-                let from = states[cell.edges[e].from].as_ref().ok_or_else(|| {
-                    candle_core::Error::Msg("state used before it is computed".into())
-                })?;
+        let states = walk::cell(
+            &mut (),
+            cell.dag(),
+            inputs,
+            |_, sum, e, x| {
                 let pick = picks.map(|p| p[e]);
-                let mut y = self.edge_forward(&c.edges[e], from, &p.get(e)?, pick, arch, train)?;
+                let mut y = self.edge_forward(&c.edges[e], x, &p.get(e)?, pick, arch, train)?;
                 if let Some(b) = scales {
                     y = y.broadcast_mul(&b.get(e)?)?;
                 }
-                sum = Some(match sum {
-                    None => y,
-                    Some(s) => (s + y)?,
-                });
-            }
-            states[node] = sum;
-        }
-        let outs: Vec<Tensor> = cell
-            .output_states()
-            .iter()
-            .filter_map(|&s| states[s].clone())
-            .collect();
-        if outs.len() == 1 {
-            Ok(outs[0].clone())
-        } else {
-            Tensor::cat(&outs, 1)
-        }
+                accumulate(sum, y)
+            },
+            |_, _, sum| sum.ok_or_else(|| candle_core::Error::Msg("a node without edges".into())),
+        )?;
+        concat_states(&states, &cell.output_states())
     }
 
     /// A cell edge: [`Supernet::mixed_forward`], on the first C/K channels with partial
@@ -602,7 +588,7 @@ pub fn check_partial(space: &Space, k: usize) -> std::result::Result<(), Partial
             cell: ci,
             width,
             stride,
-            pre,
+            ..
         } = &l.kind
         else {
             continue;
@@ -615,14 +601,10 @@ pub fn check_partial(space: &Space, k: usize) -> std::result::Result<(), Partial
             )));
         }
         let part = width / k as u64;
-        let inputs = pre
-            .iter()
-            .zip(&l.input_shapes)
-            .map(|(p, shape)| {
-                eval::preprocess(*p, *shape, *width, space.supernet).map(|a| a.output)
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(PartialError::Space)?;
+        let inputs = l
+            .shapes(space.supernet)
+            .map_err(PartialError::Space)?
+            .states;
         let states = eval::infer_cell(&space.ops, &space.cells, *ci, &inputs, *width, *stride)
             .map_err(PartialError::Space)?;
         for edge in &cell.edges {

@@ -33,7 +33,7 @@ use crate::run::hash::hash_parts;
 use crate::runtime::measure::Latency;
 use crate::runtime::{Runtime, Session};
 use crate::space::discrete::{Net, NetEdge, NetKind, NetOp};
-use crate::space::eval::{infer_cell, preprocess};
+use crate::space::eval::infer_cell;
 use crate::space::genotype::{Architecture, Genotype};
 use crate::space::{Candidate, LayerKind, Space};
 
@@ -688,16 +688,9 @@ fn places(space: &Space) -> Result<Vec<Place>> {
                 cell,
                 width,
                 stride,
-                pre,
+                ..
             } => {
-                let mut states = Vec::new();
-                for (&s, &p) in l.input_shapes.iter().zip(pre) {
-                    states.push(
-                        preprocess(p, s, *width, BnMode::FINAL)
-                            .map_err(Error::Input)?
-                            .output,
-                    );
-                }
+                let states = l.shapes(BnMode::FINAL).map_err(Error::Input)?.states;
                 let shapes = infer_cell(&space.ops, &space.cells, *cell, &states, *width, *stride)
                     .map_err(Error::Input)?;
                 let ct = &space.cells[*cell];
