@@ -1,0 +1,55 @@
+//! `nas-pipe check`: validates a space or pipeline file and prints its resolved summary.
+
+use std::path::{Path, PathBuf};
+
+use super::common::{Kind, kind_of, print};
+use crate::error::{Result, exit};
+use crate::space::{self, Overrides, show};
+use crate::spec::Sources;
+
+/// Validate a search space or pipeline file and print the resolved summary: ops, cells,
+/// number of architectures, parameters and multiply-adds of the weight-sharing network
+/// and their range over the discrete architectures.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A search space (`schemas/*.ron`) or pipeline (`pipelines/*.ron`) file.
+    pub file: PathBuf,
+}
+
+pub fn run(args: &Args) -> Result<i32> {
+    let mut sources = Sources::default();
+    let file = &args.file;
+    let text = match kind_of(&mut sources, file)? {
+        Kind::Space => {
+            let space = space::load(&mut sources, file, None, &Overrides::default())?;
+            format!("{}: ok\n{}", file.display(), show::summary(&space))
+        }
+        Kind::Pipeline => check_pipeline(&mut sources, file)?,
+    };
+    print(&text)?;
+    Ok(exit::OK)
+}
+
+/// The summary of a pipeline: its resolved spec, its space file and networks.
+fn check_pipeline(sources: &mut Sources, file: &Path) -> Result<String> {
+    let p = crate::pipeline::resolve::load(sources, file)?;
+    let resolved = p.spec.to_ron();
+    let mut o = format!("{}: ok\n\nresolved spec:\n{resolved}\n\n", file.display());
+    o += &format!("space file: {}\n\n", p.space_path.display());
+    if p.spec.search.is_some() {
+        o += "search network\n";
+        o += &show::summary(&p.search_space);
+        o += "\n";
+    }
+    o += "retrained network\n";
+    o += &show::summary(&p.retrain_space);
+    if let Some((_, arch)) = &p.genotype {
+        let c = p.retrain_space.discrete_cost(arch);
+        o += &format!(
+            "\nfixed genotype: {} params, {} MACs\n",
+            show::thousands(c.params),
+            show::thousands(c.macs)
+        );
+    }
+    Ok(o)
+}

@@ -1,0 +1,104 @@
+//! What several commands share: telling a space file from a pipeline file, choosing the
+//! device, printing to stdout, per-class accuracy lines.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::spec::{Sources, Span};
+
+/// What kind of spec a file holds, from its leading struct name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Space,
+    Pipeline,
+}
+
+/// Looks at the first identifier after comments and attributes.
+pub fn kind_of(sources: &mut Sources, path: &Path) -> Result<Kind> {
+    let src = crate::spec::Source::read(path)?;
+    let text = src.text.clone();
+    let id = sources.add(src);
+    let rest = skip_preamble(&text);
+    let at = text.len() - rest.len();
+    let word: String = rest
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
+    match word.as_str() {
+        "SearchSpace" => Ok(Kind::Space),
+        "Pipeline" => Ok(Kind::Pipeline),
+        _ => Err(sources
+            .diag(
+                Span {
+                    file: id,
+                    start: at,
+                    end: at + word.len().max(1),
+                },
+                "expected a search space `SearchSpace(...)` or a pipeline `Pipeline(...)`",
+            )
+            .into()),
+    }
+}
+
+/// The text after leading whitespace, comments and inner attributes (`#![...]`).
+fn skip_preamble(text: &str) -> &str {
+    let mut rest = text;
+    loop {
+        let t = rest.trim_start();
+        if let Some(r) = t.strip_prefix("//") {
+            rest = r.split_once('\n').map_or("", |(_, r)| r);
+        } else if let Some(r) = t.strip_prefix("/*") {
+            rest = r.split_once("*/").map_or("", |(_, r)| r);
+        } else if let Some(r) = t.strip_prefix("#![") {
+            rest = r.split_once(']').map_or("", |(_, r)| r);
+        } else {
+            return t;
+        }
+    }
+}
+
+/// The device a pipeline runs on: `--device` when given, else the pipeline's `device`.
+/// An unusable choice is an error at the flag or at the pipeline's `device` line.
+pub fn device(
+    sources: &Sources,
+    p: &crate::run::Resolved,
+    flag: Option<crate::device::Choice>,
+) -> Result<candle_core::Device> {
+    match flag {
+        Some(choice) => {
+            crate::device::select(choice).map_err(|e| Error::Input(format!("--device: {e}")))
+        }
+        None => crate::device::select(p.spec.device.value).map_err(|e| {
+            sources
+                .diag(p.spec.device.span, e)
+                .with_help("`--device cpu` runs it on the CPU without editing the file")
+                .into()
+        }),
+    }
+}
+
+/// Per-class accuracy, one line each.
+pub fn per_class(e: &crate::nets::train::Evaluation) -> String {
+    e.classes
+        .iter()
+        .zip(&e.per_class_accuracy)
+        .map(|(c, a)| format!("  {c:<14} {:6.2}%\n", 100.0 * a))
+        .collect()
+}
+
+/// Writes `text` to stdout; see [`write_out`].
+pub fn print(text: &str) -> Result<()> {
+    write_out(&mut std::io::stdout().lock(), text)
+}
+
+/// Writes `text` to `out`. A closed pipe (`| head`) is not an error.
+pub fn write_out(out: &mut impl std::io::Write, text: &str) -> Result<()> {
+    match out.write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Error::Io {
+            path: PathBuf::from("<stdout>"),
+            source: e,
+        }),
+        Ok(()) => Ok(()),
+    }
+}

@@ -1,0 +1,66 @@
+//! `nas-pipe train`: trains a genotype's final network from scratch and evaluates it on the
+//! test set.
+
+use std::path::PathBuf;
+
+use super::common::{device, per_class, print};
+use crate::error::{Result, exit};
+use crate::spec::Sources;
+use crate::stages::retrain;
+
+/// Train the final network of a genotype from scratch (the pipeline's `retrain`
+/// section), evaluate it on the test set each epoch, and write the weights, metrics,
+/// confusion matrix and model card to `<out>/<name>/retrain/`. A run that was stopped
+/// resumes from its last checkpoint.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    pub pipeline: PathBuf,
+    /// The architecture: a genotype file, a published name (DARTS_V1, DARTS_V2), a DARTS
+    /// `Genotype(normal=[...], ...)` string or a NAS-Bench-201 string. Default: the
+    /// pipeline's `genotype`, else the genotype the search wrote (`<out>/<name>/genotype.ron`)
+    #[arg(long, value_name = "G")]
+    pub genotype: Option<String>,
+    /// Folder holding the run folders
+    #[arg(long, default_value = "exports", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Stop after this many epochs in total (run again to continue)
+    #[arg(long, value_name = "N")]
+    pub stop_after: Option<usize>,
+}
+
+pub fn run(args: &Args, flag: Option<crate::device::Choice>) -> Result<i32> {
+    let mut sources = Sources::default();
+    let p = crate::pipeline::resolve::load(&mut sources, &args.pipeline)?;
+    let device = device(&sources, &p, flag)?;
+    let run_dir = args.out.join(&p.spec.name.value);
+    let g = retrain::choose_genotype(&p, &run_dir, args.genotype.as_deref())?;
+    let _busy = crate::run::busy::acquire(&run_dir, "nas-pipe train")?;
+    let opts = retrain::Options {
+        stop_after: args.stop_after,
+        progress: true,
+    };
+    let o = retrain::run(&p, &run_dir, &device, &g, &opts)?;
+    print(&summary(&o))?;
+    Ok(exit::OK)
+}
+
+/// Where training stopped, or the test figures it finished with.
+fn summary(o: &retrain::Outcome) -> String {
+    match &o.evaluation {
+        None => format!(
+            "training stopped after epoch {}; run again to resume from {}\n",
+            o.metrics.len(),
+            o.dir.display()
+        ),
+        Some(e) => format!(
+            "training finished: {} epochs in {:.1}s this run\ntest accuracy {:.2}% (loss {:.4}) on {} images\n{}weights, metrics and model card in {}\n",
+            o.metrics.len(),
+            o.seconds,
+            100.0 * e.accuracy,
+            e.loss,
+            e.images,
+            per_class(e),
+            o.dir.display()
+        ),
+    }
+}
