@@ -3,8 +3,10 @@
 //! This module owns reading a RON file into raw serde types with source positions
 //! ([`Spanned`]) and turning any failure into a [`Diagnostic`] that points at the input.
 //! Validation into resolved types happens once: spaces in [`crate::space::compile`], pipelines
-//! in [`pipeline::resolve`]. No tensors, no graphs here.
+//! in [`pipeline::resolve`]; before that, a pipeline's values that need no other file are
+//! checked in `check`, one function per section. No tensors, no graphs here.
 
+mod check;
 pub mod pipeline;
 pub mod space;
 mod spanned;

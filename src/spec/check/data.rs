@@ -1,0 +1,69 @@
+//! Checks of the `data` and `normalize` sections.
+
+use super::Checker;
+use crate::error::Result;
+use crate::spec::pipeline::{Data, Normalization, Pipeline};
+
+impl Checker<'_> {
+    /// A data set's image limit, and a synthetic set's sizes.
+    pub(super) fn data(&self, p: &Pipeline) -> Result<()> {
+        if let Data::FashionMnist { limit: Some(l), .. }
+        | Data::Mnist { limit: Some(l), .. }
+        | Data::Cifar10 { limit: Some(l), .. } = &p.data.value
+        {
+            self.positive(l, "data limit")?;
+        }
+        if let Data::Synthetic {
+            channels,
+            size,
+            classes,
+            train,
+            test,
+        } = p.data.value
+        {
+            for (v, what) in [
+                (channels, "channels"),
+                (size, "size"),
+                (classes, "classes"),
+                (train, "train"),
+                (test, "test"),
+            ] {
+                if v == 0 {
+                    return Err(self.err(
+                        p.data.span,
+                        format!("synthetic data: {what} must be at least 1"),
+                    ));
+                }
+            }
+            if classes < 2 {
+                return Err(self.err(p.data.span, "synthetic data: classes must be at least 2"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Given means and standard deviations: one per channel, finite, deviations > 0.
+    pub(super) fn normalize(&self, p: &Pipeline) -> Result<()> {
+        let Normalization::Given { mean, std } = &p.normalize.value else {
+            return Ok(());
+        };
+        let c = p.data.input().channels as usize;
+        if mean.len() != c || std.len() != c {
+            return Err(self.err(
+                p.normalize.span,
+                format!(
+                    "normalize: give {c} means and {c} standard deviations (one per channel), not {} and {}",
+                    mean.len(),
+                    std.len()
+                ),
+            ));
+        }
+        if std.iter().any(|s| !(s.is_finite() && *s > 0.0)) || mean.iter().any(|m| !m.is_finite()) {
+            return Err(self.err(
+                p.normalize.span,
+                "normalize: means must be finite and standard deviations finite and > 0",
+            ));
+        }
+        Ok(())
+    }
+}
