@@ -237,23 +237,27 @@ pub fn read(
 }
 
 /// Puts the ops and cells of the libraries a space (read from `path`) includes before its
-/// own, depth first.
+/// own, depth first. Each library is read once, however many files include it.
 pub fn expand_includes(
     sources: &mut Sources,
     path: &Path,
     mut space: raw::SearchSpace,
 ) -> Result<raw::SearchSpace> {
-    let mut ops = Vec::new();
-    let mut cells = Vec::new();
-    let mut stack = vec![canonical(path)];
+    let mut into = Gathered {
+        stack: vec![canonical(path)],
+        ..Gathered::default()
+    };
     let includes = std::mem::take(&mut space.include);
-    gather(sources, path, &includes, &mut stack, &mut ops, &mut cells)?;
-    ops.append(&mut space.ops.value);
-    space.ops.value = ops;
-    cells.append(&mut space.cells.value.0);
-    space.cells.value.0 = cells;
+    gather(sources, path, &includes, &mut into)?;
+    into.ops.append(&mut space.ops.value);
+    space.ops.value = into.ops;
+    into.cells.append(&mut space.cells.value.0);
+    space.cells.value.0 = into.cells;
     Ok(space)
 }
+
+/// The deepest chain of includes (a space including a library including another ...).
+pub const MAX_INCLUDE_DEPTH: usize = 32;
 
 /// Reads and compiles a space file.
 pub fn load(
@@ -287,41 +291,73 @@ pub(crate) fn load_file<T: serde::de::DeserializeOwned>(
 type RawOps = Vec<(Spanned<String>, Spanned<Op>)>;
 type RawCells = Vec<(Spanned<String>, Spanned<raw::Cell>)>;
 
-/// Appends the ops and cells of `includes` (paths relative to `from`), depth first.
+/// What [`gather`] collects: the libraries' ops and cells, the chain of files being read
+/// (canonical paths) and every library already read.
+#[derive(Default)]
+struct Gathered {
+    ops: RawOps,
+    cells: RawCells,
+    stack: Vec<PathBuf>,
+    seen: std::collections::HashSet<PathBuf>,
+}
+
+/// Appends the ops and cells of `includes` (paths relative to `from`), depth first; a
+/// library already read is skipped, a cycle or a chain deeper than [`MAX_INCLUDE_DEPTH`]
+/// is an error at the include that closes it.
 fn gather(
     sources: &mut Sources,
     from: &Path,
     includes: &[Spanned<String>],
-    stack: &mut Vec<PathBuf>,
-    ops: &mut RawOps,
-    cells: &mut RawCells,
+    into: &mut Gathered,
 ) -> Result<()> {
     let dir = from.parent().unwrap_or(Path::new(""));
     for inc in includes {
         let path = dir.join(&inc.value);
         let canon = canonical(&path);
-        if let Some(i) = stack.iter().position(|p| *p == canon) {
-            let chain: Vec<String> = stack[i..]
-                .iter()
-                .chain([&canon])
-                .map(|p| {
-                    p.file_name().map_or(p.display().to_string(), |f| {
-                        f.to_string_lossy().into_owned()
-                    })
-                })
-                .collect();
+        if let Some(i) = into.stack.iter().position(|p| *p == canon) {
+            let chain = chain_names(&into.stack[i..], &canon);
             return Err(sources
-                .diag(inc.span, format!("include cycle: {}", chain.join(" → ")))
+                .diag(inc.span, format!("include cycle: {chain}"))
+                .into());
+        }
+        if into.seen.contains(&canon) {
+            continue;
+        }
+        if into.stack.len() >= MAX_INCLUDE_DEPTH {
+            let chain = chain_names(&into.stack, &canon);
+            return Err(sources
+                .diag(
+                    inc.span,
+                    format!("includes nest deeper than {MAX_INCLUDE_DEPTH} files: {chain}"),
+                )
+                .with_help("include the libraries from fewer levels (a library may include several)")
                 .into());
         }
         let (_, mut lib) = load_file::<raw::Library>(sources, &path, Some(inc.span))?;
-        stack.push(canon);
-        gather(sources, &path, &lib.include, stack, ops, cells)?;
-        stack.pop();
-        ops.append(&mut lib.ops);
-        cells.append(&mut lib.cells.0);
+        into.stack.push(canon.clone());
+        gather(sources, &path, &lib.include, into)?;
+        into.stack.pop();
+        into.seen.insert(canon);
+        into.ops.append(&mut lib.ops);
+        into.cells.append(&mut lib.cells.0);
     }
     Ok(())
+}
+
+/// `a.ron → b.ron → … → last`, the file names of a chain of includes; long chains keep
+/// their first and last three files.
+fn chain_names(stack: &[PathBuf], last: &Path) -> String {
+    let name = |p: &Path| {
+        p.file_name()
+            .map_or(p.display().to_string(), |f| f.to_string_lossy().into_owned())
+    };
+    let mut names: Vec<String> = stack.iter().map(|p| name(p)).collect();
+    names.push(name(last));
+    if names.len() > 7 {
+        let skipped = names.len() - 6;
+        names.splice(3..names.len() - 3, [format!("({skipped} more)")]);
+    }
+    names.join(" → ")
 }
 
 /// Compiles and checks a parsed space. Every error points at the file and place at fault.

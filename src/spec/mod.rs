@@ -11,11 +11,16 @@ pub mod pipeline;
 pub mod space;
 mod spanned;
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 pub use spanned::{OrderedMap, Span, Spanned};
 
 use crate::error::{Diagnostic, Error, Result};
+
+/// The largest spec file read (pipelines, spaces, libraries): far above any real spec, far
+/// below what would strain memory.
+pub const MAX_SPEC_BYTES: u64 = 16 << 20;
 
 /// The text of one spec file and the name the user gave it.
 #[derive(Debug, Clone)]
@@ -28,12 +33,36 @@ pub struct Source {
 }
 
 impl Source {
-    /// Reads a file; a missing or unreadable file is an [`Error::Io`] naming it.
+    /// Reads a spec file: a regular file (not a device, FIFO or directory, which could
+    /// block or never end) of at most [`MAX_SPEC_BYTES`], UTF-8 with an optional byte-order
+    /// mark. A missing, unreadable or oversized file is an [`Error::Io`] naming it; invalid
+    /// UTF-8 is a [`Diagnostic`] at the line and column of the first bad byte.
     pub fn read(path: &Path) -> Result<Source> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        let io = |source: std::io::Error| Error::Io {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let meta = std::fs::metadata(path).map_err(io)?;
+        if !meta.is_file() {
+            return Err(io(std::io::Error::other(
+                "not a regular file (a spec is read from a file, not a directory, device or pipe)",
+            )));
+        }
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_SPEC_BYTES + 1).read_to_end(&mut bytes))
+            .map_err(io)?;
+        if bytes.len() as u64 > MAX_SPEC_BYTES {
+            return Err(io(std::io::Error::other(format!(
+                "larger than {} MiB, the most a spec file may hold",
+                MAX_SPEC_BYTES >> 20
+            ))));
+        }
+        let text = String::from_utf8(bytes).map_err(|e| invalid_utf8(path, e))?;
+        let text = match text.strip_prefix('\u{feff}') {
+            Some(rest) => rest.to_string(),
+            None => text,
+        };
         Ok(Source::from_text(path, text))
     }
 
@@ -124,6 +153,28 @@ impl Sources {
     pub fn get(&self, file: u32) -> &Source {
         &self.files[file as usize]
     }
+}
+
+/// The diagnostic for a file that is not UTF-8: the position of the first bad byte, the
+/// valid start of its line shown.
+fn invalid_utf8(path: &Path, e: std::string::FromUtf8Error) -> Error {
+    let at = e.utf8_error().valid_up_to();
+    let bytes = e.into_bytes();
+    let valid = std::str::from_utf8(&bytes[..at]).unwrap_or_default();
+    let line_start = valid.rfind('\n').map_or(0, |i| i + 1);
+    Diagnostic {
+        file: path.display().to_string(),
+        line: 1 + valid.matches('\n').count(),
+        col: 1 + valid[line_start..].chars().count(),
+        message: format!(
+            "invalid UTF-8 (byte 0x{:02x}): spec files are UTF-8 text",
+            bytes[at]
+        ),
+        source_line: Some(valid[line_start..].trim_end_matches('\r').to_string()),
+        width: 1,
+        help: Some("re-save the file as UTF-8".into()),
+    }
+    .into()
 }
 
 fn floor_char_boundary(s: &str, mut i: usize) -> usize {

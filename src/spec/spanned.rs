@@ -89,9 +89,19 @@ pub struct ParseError {
     pub message: String,
 }
 
+/// The deepest nesting of brackets a spec may use: far above the shipped specs' (under 10),
+/// low enough that parsing never nears the stack's limit.
+pub const NESTING_LIMIT: usize = 64;
+
+fn options(extensions: Extensions) -> ron::Options {
+    ron::Options::default()
+        .with_default_extension(extensions)
+        .with_recursion_limit(NESTING_LIMIT)
+}
+
 /// Parses `text` as `T`, with [`Spanned`] fields filled in.
 pub fn parse<T: de::DeserializeOwned>(text: &str, file: u32) -> Result<T, ParseError> {
-    let options = ron::Options::default().with_default_extension(Extensions::IMPLICIT_SOME);
+    let options = options(Extensions::IMPLICIT_SOME);
     let mut de = ron::Deserializer::from_str_with_options(text, &options)
         .map_err(|e| to_parse_error(text, file, &e))?;
     CONTEXT.with(|c| {
@@ -127,6 +137,9 @@ fn to_parse_error(text: &str, file: u32, e: &ron::error::SpannedError) -> ParseE
 fn message_of(code: &ron::Error) -> String {
     let s = match code {
         ron::Error::Message(m) => m.clone(),
+        ron::Error::ExceededRecursionLimit => format!(
+            "nested deeper than {NESTING_LIMIT} levels, the most a spec may nest: flatten the value here"
+        ),
         other => other.to_string().trim_end_matches('.').to_string(),
     };
     let mut chars = s.chars();
@@ -163,7 +176,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Spanned<T> {
             })
         });
         let (at, extensions, file) = located.unwrap_or((0, Extensions::IMPLICIT_SOME, 0));
-        let options = ron::Options::default().with_default_extension(extensions);
+        let options = options(extensions);
         let fail = |e: ron::error::SpannedError| {
             let message = message_of(&e.code);
             CONTEXT.with(|c| {
