@@ -287,6 +287,13 @@ pub struct Shape {
     pub w: u64,
 }
 
+impl Shape {
+    /// Elements of one image's map, saturating.
+    pub fn elems(&self) -> u64 {
+        self.c.saturating_mul(self.h).saturating_mul(self.w)
+    }
+}
+
 impl std::fmt::Display for Shape {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}x{}x{}", self.c, self.h, self.w)

@@ -504,7 +504,8 @@ fn random_mutations_never_panic() {
 }
 
 /// The weight-sharing count (every candidate) and the discrete network's count are computed
-/// by separate code; with one candidate per edge and affine BN they must agree.
+/// by separate code; with one candidate per edge and affine BN they must agree (but for the
+/// activations of the supernet's mixing, one map per edge).
 #[test]
 fn single_candidate_supernet_equals_its_only_architecture() {
     let text = std::fs::read_to_string(root().join("schemas/nas-bench-201.ron"))
@@ -525,8 +526,13 @@ fn single_candidate_supernet_equals_its_only_architecture() {
     assert_eq!(s.architectures(), 1u32.into());
     let g = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|";
     let a = arch(&s, g);
-    assert_eq!(s.supernet_cost(), s.discrete_cost(&a));
-    assert_eq!(s.cost_range().min, s.discrete_cost(&a));
+    let (supernet, discrete) = (s.supernet_cost(), s.discrete_cost(&a));
+    assert_eq!(
+        (supernet.params, supernet.macs),
+        (discrete.params, discrete.macs)
+    );
+    assert!(supernet.acts > discrete.acts);
+    assert_eq!(s.cost_range().min, discrete);
 }
 
 #[test]

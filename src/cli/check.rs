@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use super::common::{Kind, kind_of, print};
 use crate::error::{Result, exit};
+use crate::pipeline::memory;
 use crate::space::{self, Overrides, show};
 use crate::spec::Sources;
 
@@ -14,6 +15,10 @@ use crate::spec::Sources;
 pub struct Args {
     /// A search space (`schemas/*.ron`) or pipeline (`pipelines/*.ron`) file.
     pub file: PathBuf,
+    /// Print `ok` even when a step's estimated peak memory exceeds
+    /// this machine's memory.
+    #[arg(long)]
+    pub ignore_memory: bool,
 }
 
 pub fn run(args: &Args) -> Result<i32> {
@@ -24,15 +29,20 @@ pub fn run(args: &Args) -> Result<i32> {
             let space = space::load(&mut sources, file, None, &Overrides::default())?;
             format!("{}: ok\n{}", file.display(), show::summary(&space))
         }
-        Kind::Pipeline => check_pipeline(&mut sources, file)?,
+        Kind::Pipeline => check_pipeline(&mut sources, file, args.ignore_memory)?,
     };
     print(&text)?;
     Ok(exit::OK)
 }
 
 /// The summary of a pipeline: its resolved spec, its space file and networks.
-fn check_pipeline(sources: &mut Sources, file: &Path) -> Result<String> {
+fn check_pipeline(sources: &mut Sources, file: &Path, ignore_memory: bool) -> Result<String> {
     let p = crate::pipeline::resolve::load(sources, file)?;
+    let estimates = memory::estimates(&p);
+    let machine = crate::runtime::measure::memory_limit();
+    if !ignore_memory {
+        memory::refuse_oversized(sources, &estimates, machine)?;
+    }
     let resolved = p.spec.to_ron();
     let mut o = format!("{}: ok\n\nresolved spec:\n{resolved}\n\n", file.display());
     o += &format!("space file: {}\n\n", p.space_path.display());
@@ -51,5 +61,7 @@ fn check_pipeline(sources: &mut Sources, file: &Path) -> Result<String> {
             show::thousands(c.macs)
         );
     }
+    o += "\n";
+    o += &memory::summary(&estimates, machine);
     Ok(o)
 }

@@ -87,6 +87,20 @@ pub fn per_class(e: &crate::nets::train::Evaluation) -> String {
 }
 
 /// Writes `text` to stdout; see [`write_out`].
+/// Refuses a pipeline one of whose steps is estimated to need more memory than this
+/// machine has, unless `ignore`: the error points at the batch size.
+pub fn fits_memory(sources: &Sources, p: &crate::run::Resolved, ignore: bool) -> Result<()> {
+    if ignore {
+        return Ok(());
+    }
+    let estimates = crate::pipeline::memory::estimates(p);
+    crate::pipeline::memory::refuse_oversized(
+        sources,
+        &estimates,
+        crate::runtime::measure::memory_limit(),
+    )
+}
+
 pub fn print(text: &str) -> Result<()> {
     write_out(&mut std::io::stdout().lock(), text)
 }

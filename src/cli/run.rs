@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::common::{device, print};
+use super::common::{device, fits_memory, print};
 use crate::error::{Result, exit};
 use crate::pipeline::{Action, Outcome};
 use crate::run::RunDir;
@@ -38,11 +38,16 @@ pub struct Args {
     /// The ONNX Runtime shared library (libonnxruntime.so.1.32.0)
     #[arg(long, value_name = "PATH")]
     pub ort_lib: Option<PathBuf>,
+    /// Go ahead even when a step's estimated peak memory (see `nas-pipe check`) exceeds
+    /// this machine's memory.
+    #[arg(long)]
+    pub ignore_memory: bool,
 }
 
 pub fn run(args: &Args, flag: Option<crate::device::Choice>) -> Result<i32> {
     let mut sources = Sources::default();
     let p = crate::pipeline::resolve::load(&mut sources, &args.pipeline)?;
+    fits_memory(&sources, &p, args.ignore_memory)?;
     let device = device(&sources, &p, flag)?;
     let run_dir = args.out.join(&p.spec.name.value);
     let opts = crate::pipeline::Options {

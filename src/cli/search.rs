@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 
-use super::common::{device, print};
+use super::common::{device, fits_memory, print};
 use crate::error::{Result, exit};
 use crate::run::Resolved;
 use crate::run::RunDir;
@@ -34,11 +34,16 @@ pub struct Args {
     /// run` does)
     #[arg(long, value_name = "FILE")]
     pub ort_lib: Option<PathBuf>,
+    /// Go ahead even when a step's estimated peak memory (see `nas-pipe check`) exceeds
+    /// this machine's memory.
+    #[arg(long)]
+    pub ignore_memory: bool,
 }
 
 pub fn run(args: &Args, flag: Option<crate::device::Choice>) -> Result<i32> {
     let mut sources = Sources::default();
     let p = crate::pipeline::resolve::load(&mut sources, &args.pipeline)?;
+    fits_memory(&sources, &p, args.ignore_memory)?;
     let device = device(&sources, &p, flag)?;
     let run_dir = args.out.join(&p.spec.name.value);
     let text = if matches!(p.spec.search.as_deref(), Some(Search::Trials { .. })) {

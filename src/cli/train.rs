@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::common::{device, per_class, print};
+use super::common::{device, fits_memory, per_class, print};
 use crate::error::{Result, exit};
 use crate::spec::Sources;
 use crate::stages::retrain;
@@ -26,11 +26,16 @@ pub struct Args {
     /// Stop after this many epochs in total (run again to continue)
     #[arg(long, value_name = "N")]
     pub stop_after: Option<usize>,
+    /// Go ahead even when a step's estimated peak memory (see `nas-pipe check`) exceeds
+    /// this machine's memory.
+    #[arg(long)]
+    pub ignore_memory: bool,
 }
 
 pub fn run(args: &Args, flag: Option<crate::device::Choice>) -> Result<i32> {
     let mut sources = Sources::default();
     let p = crate::pipeline::resolve::load(&mut sources, &args.pipeline)?;
+    fits_memory(&sources, &p, args.ignore_memory)?;
     let device = device(&sources, &p, flag)?;
     let run_dir = args.out.join(&p.spec.name.value);
     let g = retrain::choose_genotype(&p, &run_dir, args.genotype.as_deref())?;

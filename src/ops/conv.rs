@@ -27,7 +27,11 @@ fn dw_pw_bn(
             params: prod(&[kernel as u64, kernel as u64, input.c])
                 .saturating_add(prod(&[input.c, c_out]))
                 .saturating_add(bn.params(c_out)),
-            macs: conv_macs(dw, 1, kernel) + conv_macs(pw, input.c, 1),
+            macs: conv_macs(dw, 1, kernel).saturating_add(conv_macs(pw, input.c, 1)),
+            // ReLU input, depthwise and pointwise outputs, BN's normalized values and output.
+            acts: prod(&[3, pw.elems()])
+                .saturating_add(input.elems())
+                .saturating_add(dw.elems()),
         },
     })
 }
@@ -164,6 +168,8 @@ pub fn relu_conv_bn_cost(
             params: prod(&[kernel as u64, kernel as u64, input.c, c_out])
                 .saturating_add(bn.params(c_out)),
             macs: conv_macs(out, input.c, kernel),
+            // ReLU input, conv output, BN's normalized values and output.
+            acts: prod(&[3, out.elems()]).saturating_add(input.elems()),
         },
     })
 }

@@ -79,6 +79,8 @@ pub fn factorized_reduce_cost(input: Shape, c_out: u64, bn: BnMode) -> Result<Ap
         cost: Cost {
             params: prod(&[2, input.c, half.c]).saturating_add(bn.params(c_out)),
             macs: conv_macs(half, input.c, 1).saturating_mul(2),
+            // ReLU input, the two halves, their concatenation, BN's values and output.
+            acts: prod(&[4, half.c * 2, half.h, half.w]).saturating_add(input.elems()),
         },
     })
 }

@@ -69,6 +69,8 @@ fn apply(ctx: &OpCtx, kernel: u32, expansion: u32) -> Result<Applied, String> {
         cost += Cost {
             params: prod(&[ctx.input.c, hidden]).saturating_add(ctx.bn.params(hidden)),
             macs: conv_macs(expanded, ctx.input.c, 1),
+            // conv, BN's values and output, ReLU6.
+            acts: prod(&[4, expanded.elems()]),
         };
     }
     let dw = same_window(
@@ -84,11 +86,13 @@ fn apply(ctx: &OpCtx, kernel: u32, expansion: u32) -> Result<Applied, String> {
     cost += Cost {
         params: prod(&[kernel as u64, kernel as u64, hidden]).saturating_add(ctx.bn.params(hidden)),
         macs: conv_macs(dw, 1, kernel),
+        acts: prod(&[4, dw.elems()]),
     };
     let out = Shape { c: ctx.c_out, ..dw };
     cost += Cost {
         params: prod(&[hidden, ctx.c_out]).saturating_add(ctx.bn.params(ctx.c_out)),
         macs: conv_macs(out, hidden, 1),
+        acts: prod(&[3, out.elems()]),
     };
     Ok(Applied { output: out, cost })
 }

@@ -55,11 +55,23 @@ impl BnMode {
     }
 }
 
-/// Parameter and multiply-add counts. Adds up.
+/// Parameter, multiply-add and activation counts. Adds up.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Cost {
     pub params: u64,
     pub macs: u64,
+    /// Elements per image of the tensors a training step's forward pass creates and keeps
+    /// for the backward pass (inputs of ReLUs, convolution and BN outputs, BN's normalized
+    /// values): what activation memory grows with. An estimate, calibrated against measured
+    /// peaks in `crate::space::memory`.
+    pub acts: u64,
+}
+
+impl Cost {
+    /// A cost of `params` parameters, `macs` multiply-adds and `acts` activation elements.
+    pub fn new(params: u64, macs: u64, acts: u64) -> Cost {
+        Cost { params, macs, acts }
+    }
 }
 
 impl std::ops::Add for Cost {
@@ -68,6 +80,7 @@ impl std::ops::Add for Cost {
         Cost {
             params: self.params.saturating_add(o.params),
             macs: self.macs.saturating_add(o.macs),
+            acts: self.acts.saturating_add(o.acts),
         }
     }
 }
@@ -366,7 +379,14 @@ pub fn window_out(
     Ok((padded - reach) / stride as u64 + 1)
 }
 
-/// Output shape of a same-padded window op with `c_out` channels.
+/// The largest kernel allowed on any map, however small: the largest in common use, so that
+/// one space serves small and large inputs.
+pub const ANY_MAP_KERNEL: u64 = 7;
+
+/// Output shape of a same-padded window op with `c_out` channels. A kernel wider than
+/// [`ANY_MAP_KERNEL`] reaches at most the map's size from its centre (at most 2·size + 1
+/// wide): farther taps would only ever multiply padding, and weights unbounded by the map
+/// grow without bound.
 pub(crate) fn same_window(
     input: Shape,
     c_out: u64,
@@ -374,6 +394,15 @@ pub(crate) fn same_window(
     stride: u32,
     dilation: u32,
 ) -> Result<Shape, String> {
+    let most = input.h.min(input.w).saturating_mul(2).saturating_add(1).max(ANY_MAP_KERNEL);
+    if kernel as u64 > most {
+        return Err(format!(
+            "the {kernel}x{kernel} kernel is too large for the {}x{} feature map it meets here: \
+             taps farther from the centre than the map's size only ever see padding; at most \
+             {most}x{most} here",
+            input.h, input.w,
+        ));
+    }
     let pad = dilation as u64 * (kernel as u64 - 1) / 2;
     Ok(Shape {
         c: c_out,
@@ -406,12 +435,50 @@ pub fn linear_cost(c_in: u64, c_out: u64) -> Cost {
     Cost {
         params: prod(&[c_in, c_out]).saturating_add(c_out),
         macs: prod(&[c_in, c_out]),
+        acts: c_out,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernels_reach_at_most_the_map() {
+        let at = ctx(4, 4, 1, true);
+        for op in [
+            Op::SepConv { kernel: 65 },
+            Op::MaxPool { kernel: 65 },
+            Op::DilConv {
+                kernel: 65,
+                dilation: 2,
+            },
+        ] {
+            assert!(op.apply(&at).is_ok(), "{op:?}");
+        }
+        for kernel in [67, 1001, 65537, u32::MAX] {
+            for op in [
+                Op::SepConv { kernel },
+                Op::ReluConvBn { kernel },
+                Op::AvgPool { kernel },
+                Op::InvertedResidual {
+                    kernel,
+                    expansion: 6,
+                },
+            ] {
+                let e = op.apply(&at).unwrap_err();
+                assert!(e.contains("too large for the 32x32 feature map"), "{e}");
+                assert!(e.contains("at most 65x65"), "{e}");
+            }
+        }
+        let tiny = OpCtx {
+            input: Shape { c: 4, h: 1, w: 1 },
+            ..at
+        };
+        assert!(Op::SepConv { kernel: 7 }.apply(&tiny).is_ok());
+        let e = Op::SepConv { kernel: 9 }.apply(&tiny).unwrap_err();
+        assert!(e.contains("at most 7x7"), "{e}");
+    }
 
     fn ctx(c: u64, c_out: u64, stride: u32, affine: bool) -> OpCtx {
         OpCtx {

@@ -30,9 +30,12 @@ impl Family for Pool {
                 ctx.input.c, ctx.c_out
             ));
         }
+        let output = same_window(ctx.input, ctx.c_out, self.kernel, ctx.stride, 1)?;
+        // The pooled map and its window bookkeeping; BN's values and output after it.
+        let maps = if ctx.bn.pool_bn { 4 } else { 2 };
         Ok(Applied {
-            output: same_window(ctx.input, ctx.c_out, self.kernel, ctx.stride, 1)?,
-            cost: Cost::default(),
+            output,
+            cost: Cost::new(0, 0, output.elems().saturating_mul(maps)),
         })
     }
 

@@ -15,13 +15,15 @@ impl Family for Zero {
 
     fn apply(&self, ctx: &OpCtx) -> Result<Applied, String> {
         let s = ctx.stride as u64;
+        let output = Shape {
+            c: ctx.c_out,
+            h: ctx.input.h.div_ceil(s),
+            w: ctx.input.w.div_ceil(s),
+        };
         Ok(Applied {
-            output: Shape {
-                c: ctx.c_out,
-                h: ctx.input.h.div_ceil(s),
-                w: ctx.input.w.div_ceil(s),
-            },
-            cost: Cost::default(),
+            output,
+            // The zeros it writes.
+            cost: Cost::new(0, 0, output.elems()),
         })
     }
 

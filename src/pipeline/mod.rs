@@ -20,6 +20,7 @@
 //! ends with the same files as an uninterrupted one.
 
 pub mod device_check;
+pub mod memory;
 pub mod resolve;
 pub mod study_plot;
 pub mod trials;

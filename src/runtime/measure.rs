@@ -69,6 +69,39 @@ impl Machine {
     }
 }
 
+/// The environment variable that sets the memory budget [`memory_limit`] returns, in MiB
+/// (a share of a machine used by others; tests).
+pub const MEMORY_ENV: &str = "NAS_PIPE_MEMORY_MIB";
+
+/// The memory this process may use: [`MEMORY_ENV`] when set to a number, else the
+/// machine's (`MemTotal` of `/proc/meminfo`) or its cgroup's limit
+/// (`/sys/fs/cgroup/memory.max`), whichever is smaller; `None` where neither can be read.
+pub fn memory_limit() -> Option<u64> {
+    if let Some(mib) = std::env::var(MEMORY_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        return Some(mib.saturating_mul(1 << 20));
+    }
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| meminfo_total(&t));
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok());
+    match (total, cgroup) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// `MemTotal` of a `/proc/meminfo` text, in bytes.
+pub fn meminfo_total(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 /// The first `model name` line of a `/proc/cpuinfo` text.
 pub fn cpu_model(cpuinfo: &str) -> Option<String> {
     cpuinfo.lines().find_map(|l| {
@@ -94,6 +127,13 @@ pub(crate) fn pseudo_random(n: usize) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn meminfo_total_in_bytes() {
+        let t = "MemTotal:       24576000 kB\nMemFree:  1000 kB\n";
+        assert_eq!(meminfo_total(t), Some(24576000 * 1024));
+        assert_eq!(meminfo_total("MemFree: 1 kB\n"), None);
+    }
 
     #[test]
     fn percentiles_interpolate_between_ranks() {

@@ -38,6 +38,7 @@ pub fn residual(input: Shape, c_out: u64, stride: u32, bn: BnMode) -> Result<App
             cost: Cost {
                 params: ops::prod(&[input.c, c_out]),
                 macs: ops::prod(&[out.c, out.h, out.w, input.c]),
+                acts: ops::prod(&[2, out.elems()]).saturating_add(pooled.elems()),
             },
         }
     } else if input.c != c_out {
@@ -210,6 +211,10 @@ pub fn cell_cost(
                     Some(_) => {}
                 }
             }
+            // The edge's sum over its candidates, added into its node.
+            if let Some((s, _)) = seen {
+                *cost += Cost::new(0, 0, s.elems());
+            }
             Ok(())
         },
         |_, _, seen| Ok(seen.expect("every node has an input and a candidate").0),
@@ -247,10 +252,12 @@ impl CostRange {
             min: Cost {
                 params: self.min.params.min(o.min.params),
                 macs: self.min.macs.min(o.min.macs),
+                acts: self.min.acts.min(o.min.acts),
             },
             max: Cost {
                 params: self.max.params.max(o.max.params),
                 macs: self.max.macs.max(o.max.macs),
+                acts: self.max.acts.max(o.max.acts),
             },
         }
     }
@@ -278,10 +285,7 @@ impl Layer {
                 ops::conv_bn_cost(input, c_out, *kernel, *stride)?.cost
             }
             LayerKind::Residual { stride } => residual(input, c_out, *stride, BnMode::FINAL)?.cost,
-            LayerKind::BnRelu => Cost {
-                params: input.c.saturating_mul(2),
-                macs: 0,
-            },
+            LayerKind::BnRelu => Cost::new(input.c.saturating_mul(2), 0, ops::prod(&[3, input.elems()])),
             LayerKind::Head => ops::linear_cost(input.c, c_out),
             LayerKind::Cell { width, pre, .. } => {
                 let mut fixed = Cost::default();
@@ -447,23 +451,19 @@ impl Space {
                 }
                 Rule::TopK { per_node, .. } => {
                     let k = per_node;
-                    ranges.sort_by_key(|r| r.min.params);
-                    let min_p: u64 = ranges.iter().take(k).map(|r| r.min.params).sum();
-                    ranges.sort_by_key(|r| r.min.macs);
-                    let min_m: u64 = ranges.iter().take(k).map(|r| r.min.macs).sum();
-                    ranges.sort_by_key(|r| std::cmp::Reverse(r.max.params));
-                    let max_p: u64 = ranges.iter().take(k).map(|r| r.max.params).sum();
-                    ranges.sort_by_key(|r| std::cmp::Reverse(r.max.macs));
-                    let max_m: u64 = ranges.iter().take(k).map(|r| r.max.macs).sum();
+                    let mut min = |f: fn(&Cost) -> u64| {
+                        ranges.sort_by_key(|r| f(&r.min));
+                        ranges.iter().take(k).map(|r| f(&r.min)).sum::<u64>()
+                    };
+                    let min_c = Cost::new(min(|c| c.params), min(|c| c.macs), min(|c| c.acts));
+                    let mut max = |f: fn(&Cost) -> u64| {
+                        ranges.sort_by_key(|r| std::cmp::Reverse(f(&r.max)));
+                        ranges.iter().take(k).map(|r| f(&r.max)).sum::<u64>()
+                    };
+                    let max_c = Cost::new(max(|c| c.params), max(|c| c.macs), max(|c| c.acts));
                     total = total.plus(CostRange {
-                        min: Cost {
-                            params: min_p,
-                            macs: min_m,
-                        },
-                        max: Cost {
-                            params: max_p,
-                            macs: max_m,
-                        },
+                        min: min_c,
+                        max: max_c,
                     });
                 }
             }

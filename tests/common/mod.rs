@@ -15,6 +15,8 @@ pub fn root() -> PathBuf {
 pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_nas-pipe"));
     c.current_dir(root());
+    // The same memory budget on every machine: `check` prints it, and refusals depend on it.
+    c.env("NAS_PIPE_MEMORY_MIB", "24576");
     c
 }
 

@@ -1,6 +1,14 @@
 //! Checks of the `data` and `normalize` sections.
 
 use super::Checker;
+
+/// The largest image side a data set may declare: far beyond what NAS on these machines
+/// uses; the memory estimates bound what a given pipeline can afford.
+pub const MAX_IMAGE_SIZE: u32 = 4096;
+/// The most classes a data set may declare.
+pub const MAX_CLASSES: u32 = 100_000;
+/// The most bytes of synthetic images (they are generated in memory).
+const MAX_SYNTHETIC_BYTES: u64 = 8 << 30;
 use crate::error::Result;
 use crate::spec::pipeline::{Data, Normalization, Pipeline};
 
@@ -37,6 +45,29 @@ impl Checker<'_> {
             }
             if classes < 2 {
                 return Err(self.err(p.data.span, "synthetic data: classes must be at least 2"));
+            }
+            for (v, max, what) in [
+                (channels, 4, "channels"),
+                (size, MAX_IMAGE_SIZE, "size"),
+                (classes, MAX_CLASSES, "classes"),
+            ] {
+                if v > max {
+                    return Err(self.err(
+                        p.data.span,
+                        format!("synthetic data: {what} must be at most {max}, got {v}"),
+                    ));
+                }
+            }
+            let bytes = (train as u64 + test as u64) * channels as u64 * (size as u64).pow(2);
+            if bytes > MAX_SYNTHETIC_BYTES {
+                return Err(self.err(
+                    p.data.span,
+                    format!(
+                        "synthetic data: {train} + {test} images of {channels}x{size}x{size} would take {} GiB; at most {} GiB",
+                        bytes >> 30,
+                        MAX_SYNTHETIC_BYTES >> 30
+                    ),
+                ));
             }
         }
         Ok(())

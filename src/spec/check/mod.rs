@@ -43,6 +43,15 @@ impl Checker<'_> {
 
     /// The run folder's name.
     fn name(&self, p: &Pipeline) -> Result<()> {
+        let chars = p.name.chars().count();
+        if chars > MAX_NAME_CHARS || p.name.chars().any(char::is_control) {
+            return Err(self.err(
+                p.name.span,
+                format!(
+                    "the name must be at most {MAX_NAME_CHARS} characters without control characters (it names the run folder), got {chars}"
+                ),
+            ));
+        }
         if p.name.trim().is_empty() || p.name.contains(['/', '\\']) || p.name.starts_with('.') {
             return Err(self.err(
                 p.name.span,
@@ -108,12 +117,49 @@ impl Checker<'_> {
     /// One latency measurement's settings.
     fn timing(&self, t: &Spanned<Timing>) -> Result<()> {
         if t.batch_size == 0 || t.threads == 0 || t.runs == 0 {
-            Err(self.err(
+            return Err(self.err(
                 t.span,
                 "latency timing: batch_size, threads and runs must be at least 1",
-            ))
-        } else {
-            Ok(())
+            ));
+        }
+        for (v, max, what) in [
+            (t.batch_size, MAX_BATCH, "batch_size"),
+            (t.threads, MAX_THREADS, "threads"),
+            (t.runs, MAX_RUNS, "runs"),
+            (t.warmup, MAX_RUNS, "warmup"),
+        ] {
+            if v > max {
+                return Err(self.err(t.span, format!("latency timing: {what} {}", too_large(v, max, what))));
+            }
+        }
+        Ok(())
+    }
+
+    /// Each value of `list` at most `max`.
+    fn at_most(&self, list: &Spanned<Vec<u32>>, max: u32, what: &str) -> Result<()> {
+        match list.iter().find(|&&v| v > max) {
+            Some(&v) => Err(self.err(list.span, format!("{what}: {}", too_large(v, max, what)))),
+            None => Ok(()),
         }
     }
 }
+
+/// The longest pipeline name, in characters.
+pub const MAX_NAME_CHARS: usize = 100;
+/// The most threads a measurement may use: far above any machine's cores.
+pub const MAX_THREADS: u32 = 1024;
+/// The largest batch a measurement may time (memory is checked separately).
+pub const MAX_BATCH: u32 = 65_536;
+/// The most warm-up or timed runs of one measurement.
+pub const MAX_RUNS: u32 = 1_000_000;
+
+/// "V is more than the allowed N (why)" for a value above its bound.
+fn too_large(v: u32, max: u32, what: &str) -> String {
+    let why = match what {
+        "threads" => "a thread count beyond any machine's cores only adds contention",
+        "batch_size" | "batch_sizes" => "larger batches are not latency measurements",
+        _ => "a latency needs tens to thousands of runs",
+    };
+    format!("{v} is more than the allowed {max} ({why})")
+}
+

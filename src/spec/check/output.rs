@@ -1,6 +1,6 @@
 //! Checks of the output sections: `export`, `validate` and `profile`.
 
-use super::Checker;
+use super::{Checker, MAX_BATCH, MAX_RUNS, MAX_THREADS};
 use crate::error::Result;
 use crate::spec::pipeline::{Export, Pipeline};
 
@@ -39,6 +39,14 @@ impl Checker<'_> {
                         format!("profile {what} must be a non-empty list of numbers ≥ 1"),
                     ));
                 }
+            }
+            self.at_most(&pr.batch_sizes, MAX_BATCH, "batch_sizes")?;
+            self.at_most(&pr.threads, MAX_THREADS, "threads")?;
+            if pr.runs.value > MAX_RUNS || pr.warmup > MAX_RUNS {
+                return Err(self.err(
+                    pr.runs.span,
+                    format!("profile runs and warmup must each be at most {MAX_RUNS}"),
+                ));
             }
             self.positive(&pr.runs, "profile runs")?;
         }
