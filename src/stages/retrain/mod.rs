@@ -35,7 +35,7 @@ use crate::nets::train::Evaluation;
 use crate::nets::train::{Recipe, Trainer, evaluate};
 use crate::run::Resolved;
 use crate::run::RunDir;
-use crate::run::checkpoint::{self, StateFile};
+use crate::run::checkpoint::{self, Kept, StateFile};
 use crate::run::hash::retrain_hash;
 use crate::run::metrics::Curve;
 use crate::run::resolved::{eval_batcher, normalization};
@@ -59,6 +59,9 @@ pub struct State {
     pub metrics: Vec<EpochMetrics>,
     /// Epoch (0-based) and test accuracy of `best.safetensors`.
     pub best: Option<(usize, f64)>,
+    /// The checkpoints kept, oldest first, with their hashes.
+    #[serde(default)]
+    pub kept: Vec<Kept>,
 }
 
 impl StateFile for State {
@@ -69,9 +72,34 @@ impl StateFile for State {
     fn spec_hash(&self) -> &str {
         &self.spec_hash
     }
-    fn advance(&mut self, epochs_done: usize, checkpoint: String) -> String {
+    fn epochs(&self) -> (usize, usize) {
+        (self.epochs_done, self.metrics.len())
+    }
+    fn checkpoint(&self) -> &str {
+        &self.checkpoint
+    }
+    fn kept(&self) -> &[Kept] {
+        &self.kept
+    }
+    fn kept_mut(&mut self) -> &mut Vec<Kept> {
+        &mut self.kept
+    }
+    /// Going back also forgets a best epoch after `epochs_done`: the best of the epochs
+    /// before it (the redone epochs find the same again).
+    fn set_epochs(&mut self, epochs_done: usize, checkpoint: String) {
         self.epochs_done = epochs_done;
-        std::mem::replace(&mut self.checkpoint, checkpoint)
+        self.checkpoint = checkpoint;
+        self.metrics.truncate(epochs_done);
+        if self.best.is_some_and(|(e, _)| e >= epochs_done) {
+            self.best = self
+                .metrics
+                .iter()
+                .filter_map(|m| Some((m.epoch, m.test_acc?)))
+                .fold(None, |b: Option<(usize, f64)>, (e, a)| match b {
+                    Some((_, ba)) if ba >= a => b,
+                    _ => Some((e, a)),
+                });
+        }
     }
 }
 
@@ -174,15 +202,20 @@ pub fn run(
     let dir = RunDir::new(run_dir).retrain();
     let hash = retrain_hash(p, &genotype.0)?;
     let state_path = dir.join(crate::run::dir::model_file::STATE);
-    let mut state = match checkpoint::read_state::<State>(&state_path, &hash, "retrain", &dir)? {
-        Some(state) => {
-            let c = checkpoint::load(&dir.join(&state.checkpoint), device)?;
-            c.set("weights", &trainer.model.store.params())?;
-            c.set("buffers", &trainer.model.store.buffers())?;
-            trainer
-                .opt
-                .load_state(&c.group("opt"))
-                .map_err(|e| Error::Input(format!("{}: {e}", c.path.display())))?;
+    let advice = checkpoint::restart_advice("retrain", &dir);
+    let read =
+        checkpoint::read_state::<State>(&state_path, &hash, "retrain", recipe.epochs, &advice)?;
+    let mut state = match read {
+        Some(mut state) => {
+            checkpoint::resume(&dir, &mut state, &advice, |path| {
+                let c = checkpoint::load(path, device)?;
+                c.set("weights", &trainer.model.store.params())?;
+                c.set("buffers", &trainer.model.store.buffers())?;
+                trainer
+                    .opt
+                    .load_state(&c.group("opt"))
+                    .map_err(|e| Error::Input(format!("{}: {e}", c.path.display())))
+            })?;
             state
         }
         None => State {
@@ -192,6 +225,7 @@ pub fn run(
             checkpoint: String::new(),
             metrics: Vec::new(),
             best: None,
+            kept: Vec::new(),
         },
     };
     // After the state check: a run refused for another spec leaves the folder as it was.
