@@ -124,6 +124,18 @@ pub fn load_model(dir: &Path) -> Result<Trained> {
     })
 }
 
+/// The files a reader of the retrained model in `dir` reads with the weights `weights`:
+/// the card, the space, the genotype and the weights, for [`crate::run::outputs::verify`].
+pub fn model_files(dir: &Path, weights: &Path) -> Vec<PathBuf> {
+    use crate::run::dir::model_file::{CARD, GENOTYPE, SPACE};
+    let mut files: Vec<PathBuf> = [CARD, SPACE, GENOTYPE]
+        .iter()
+        .map(|f| dir.join(f))
+        .collect();
+    files.push(weights.to_path_buf());
+    files
+}
+
 /// A `--weights` argument: a path as given when it exists (or is absolute), else a file
 /// of the retrain folder `dir` (`last.safetensors`, `best.safetensors`).
 pub fn weights_path(dir: &Path, weights: &str) -> PathBuf {
