@@ -541,19 +541,7 @@ pub fn run(
     // Everything above is checked before the folder is touched.
     let _busy = crate::run::busy::acquire(run_dir, &format!("nas-pipe run {}", p.spec.name.value))?;
     remove_temp_files(run_dir)?;
-    let mut lock = if opts.force {
-        let (lock, kept) = Lock::read_or_set_aside(run_dir, &p.spec.name.value)?;
-        if let Some(d) = kept {
-            eprintln!(
-                "{}: damaged; kept in {} and begun anew",
-                run_dir.join(lock::FILE).display(),
-                d.display()
-            );
-        }
-        lock
-    } else {
-        Lock::read(run_dir, &p.spec.name.value)?
-    };
+    let mut lock = open_lock(run_dir, &p.spec.name.value, opts.force)?;
     crate::fsutil::write_atomic(
         &run_dir.join(SPEC_FILE),
         format!("{}\n", p.spec.to_ron()).as_bytes(),
@@ -678,6 +666,23 @@ pub fn run(
         note_validation(run_dir, stage, &mut outcome);
     }
     Ok(outcome)
+}
+
+/// The run folder's lock; with `--force`, a damaged one is set aside (said in one line)
+/// and a new one begun.
+fn open_lock(run_dir: &Path, pipeline: &str, force: bool) -> Result<Lock> {
+    if !force {
+        return Lock::read(run_dir, pipeline);
+    }
+    let (lock, kept) = Lock::read_or_set_aside(run_dir, pipeline)?;
+    if let Some(d) = kept {
+        eprintln!(
+            "{}: damaged; kept in {} and begun anew",
+            run_dir.join(lock::FILE).display(),
+            d.display()
+        );
+    }
+    Ok(lock)
 }
 
 /// With `--only` or `--from`, a stage that is not selected but whose outputs the selected
