@@ -225,6 +225,19 @@ fn a_damaged_checkpoint_falls_back_to_the_one_before_it() {
         assert!(a == b, "{f} differs from the undisturbed training");
     }
 
+    // Weights `nas-pipe train` wrote are checked against its state file (no lock here).
+    let last = straight.join("c/retrain/last.safetensors");
+    flip(&last);
+    for what in ["eval", "export"] {
+        let err = fails(&mut cmd(what, &p, &straight));
+        assert!(
+            err.contains("last.safetensors changed since the training wrote it"),
+            "{err}"
+        );
+        assert!(err.contains("--from retrain"), "{err}");
+    }
+    assert!(!straight.join("c/model.onnx").exists());
+
     let alone = dir.join("alone");
     run_ok(train(&alone).args(["--stop-after", "1"]));
     let c1 = alone.join("c/retrain/checkpoint-1.safetensors");

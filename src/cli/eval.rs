@@ -27,7 +27,7 @@ pub fn run(args: &Args, flag: Option<crate::device::Choice>) -> Result<i32> {
     let run_dir = args.out.join(&p.spec.name.value);
     let rdir = crate::run::RunDir::new(&run_dir).retrain();
     let weights = crate::run::retrain::weights_path(&rdir, &args.weights);
-    crate::run::outputs::verify(&run_dir, &crate::run::retrain::model_files(&rdir, &weights))?;
+    crate::run::retrain::verify_model(&run_dir, &rdir, &weights)?;
     let e = crate::stages::retrain::eval(&p, &rdir, &args.weights, &device, true)?;
     print(&format!(
         "{}: test accuracy {:.2}% (loss {:.4}) on {} images\n{}",

@@ -39,7 +39,7 @@ pub fn run(
         )));
     }
     let wpath = crate::run::retrain::weights_path(&rdir, weights);
-    crate::run::outputs::verify(run_dir, &crate::run::retrain::model_files(&rdir, &wpath))?;
+    crate::run::retrain::verify_model(run_dir, &rdir, &wpath)?;
     let trained = crate::run::retrain::load_model(&rdir)?;
     let model = crate::nets::model::Model::new(&trained.net, &candle_core::Device::Cpu, 0, false)
         .map_err(|e| {

@@ -143,9 +143,8 @@ pub fn run(
         )));
     }
     let weights = retrain.join(crate::run::dir::model_file::LAST);
-    let mut read = crate::run::retrain::model_files(&retrain, &weights);
-    read.push(onnx.clone());
-    crate::run::outputs::verify(run_dir, &read)?;
+    crate::run::retrain::verify_model(run_dir, &retrain, &weights)?;
+    crate::run::outputs::verify(run_dir, std::slice::from_ref(&onnx))?;
     let v = compare(p, &retrain, &weights, &onnx, device, ort_lib)?;
     crate::run::checkpoint::write_json(&RunDir::new(run_dir).validation(), &v)?;
     Ok(v)

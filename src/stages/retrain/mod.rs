@@ -19,7 +19,7 @@
 //! Randomness of epoch `e` (shuffle, augmentation, drop-path masks) derives from (seed, e),
 //! so a resumed training ends with the same weights as an uninterrupted one on CPU.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -37,6 +37,7 @@ use crate::run::Resolved;
 use crate::run::RunDir;
 use crate::run::checkpoint::{self, Kept, StateFile};
 use crate::run::hash::retrain_hash;
+use crate::run::lock::FileHash;
 use crate::run::metrics::Curve;
 use crate::run::resolved::{eval_batcher, normalization};
 use crate::run::retrain::{
@@ -62,6 +63,10 @@ pub struct State {
     /// The checkpoints kept, oldest first, with their hashes.
     #[serde(default)]
     pub kept: Vec<Kept>,
+    /// `last.safetensors` and `best.safetensors` → their hashes when last written, which
+    /// readers check them against ([`crate::run::retrain::verify_model`]).
+    #[serde(default)]
+    pub weights: BTreeMap<String, FileHash>,
 }
 
 impl StateFile for State {
@@ -226,6 +231,7 @@ pub fn run(
             metrics: Vec::new(),
             best: None,
             kept: Vec::new(),
+            weights: BTreeMap::new(),
         },
     };
     // After the state check: a run refused for another spec leaves the folder as it was.
@@ -329,9 +335,19 @@ pub fn run(
             (None, _) => false,
         };
         state.metrics.push(m);
-        save_weights(&trainer.model, &dir.join(crate::run::dir::model_file::LAST))?;
+        save_recorded(
+            &trainer.model,
+            &dir,
+            crate::run::dir::model_file::LAST,
+            &mut state,
+        )?;
         if improved && let Some(e) = &eval {
-            save_weights(&trainer.model, &dir.join(crate::run::dir::model_file::BEST))?;
+            save_recorded(
+                &trainer.model,
+                &dir,
+                crate::run::dir::model_file::BEST,
+                &mut state,
+            )?;
             state.best = Some((epoch, e.accuracy));
         }
         checkpoint::write_json(
@@ -368,6 +384,16 @@ pub fn run(
         seconds: started.elapsed().as_secs_f64(),
         dir,
     })
+}
+
+/// Writes the weights file `name` of `dir` and records its hash in `state`.
+fn save_recorded(model: &Model, dir: &Path, name: &str, state: &mut State) -> Result<()> {
+    let path = dir.join(name);
+    save_weights(model, &path)?;
+    if let Some(h) = FileHash::of(&path)? {
+        state.weights.insert(name.to_string(), h);
+    }
+    Ok(())
 }
 
 fn save_checkpoint(
