@@ -77,6 +77,27 @@ pub fn device(
     }
 }
 
+/// Runs `write`, a single-stage command's work that rewrites `stage`'s outputs in the run
+/// folder `run_dir` (which the caller holds): a copy of the outputs goes to
+/// `stale/<stage>-replaced/` first and is kept, with a line saying so, when they changed;
+/// a lock entry that no longer describes them is removed.
+pub fn replacing<T>(
+    run_dir: &Path,
+    stage: crate::run::Stage,
+    write: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    let copy = crate::run::outputs::copy_aside(run_dir, stage, "replaced")?;
+    let result = write();
+    if let Some(d) = copy
+        && crate::run::outputs::keep_if_different(run_dir, stage, &d)?
+    {
+        eprintln!("the previous {stage} outputs are kept in {}", d.display());
+    }
+    let value = result?;
+    crate::run::outputs::forget_if_replaced(run_dir, stage)?;
+    Ok(value)
+}
+
 /// Per-class accuracy, one line each.
 pub fn per_class(e: &crate::nets::train::Evaluation) -> String {
     e.classes

@@ -24,7 +24,10 @@ pub fn run(args: &Args, flag: Option<crate::device::Choice>) -> Result<i32> {
     let mut sources = Sources::default();
     let p = crate::pipeline::resolve::load(&mut sources, &args.pipeline)?;
     let device = device(&sources, &p, flag)?;
-    let rdir = args.out.join(&p.spec.name.value).join("retrain");
+    let run_dir = args.out.join(&p.spec.name.value);
+    let rdir = crate::run::RunDir::new(&run_dir).retrain();
+    let weights = crate::run::retrain::weights_path(&rdir, &args.weights);
+    crate::run::retrain::verify_model(&run_dir, &rdir, &weights)?;
     let e = crate::stages::retrain::eval(&p, &rdir, &args.weights, &device, true)?;
     print(&format!(
         "{}: test accuracy {:.2}% (loss {:.4}) on {} images\n{}",

@@ -24,7 +24,10 @@ pub fn run(args: &Args) -> Result<i32> {
     let p = crate::pipeline::resolve::load(&mut Sources::default(), &args.pipeline)?;
     let run_dir = args.out.join(&p.spec.name.value);
     let _busy = crate::run::busy::acquire(&run_dir, "nas-pipe export")?;
-    let (path, opts, bytes) = crate::stages::export::run(&p, &run_dir, &args.weights)?;
+    let (path, opts, bytes) =
+        super::common::replacing(&run_dir, crate::run::Stage::Export, || {
+            crate::stages::export::run(&p, &run_dir, &args.weights)
+        })?;
     print(&format!(
         "wrote {} ({} bytes, opset {}, BN {})\n",
         path.display(),

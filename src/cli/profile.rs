@@ -83,6 +83,7 @@ fn profile_pipeline(args: &Args) -> Result<(Report, PathBuf)> {
         .unwrap_or_else(|| PathBuf::from("exports"))
         .join(&p.spec.name.value);
     let plan = with_flags(crate::stages::profile::plan_of(&p), args)?;
+    let _busy = crate::run::busy::acquire(&run_dir, "nas-pipe profile")?;
     let onnx = RunDir::new(&run_dir).model_onnx();
     if !onnx.exists() {
         return Err(Error::Input(format!(
@@ -92,9 +93,10 @@ fn profile_pipeline(args: &Args) -> Result<(Report, PathBuf)> {
     }
     // The file is checked before the library is looked for.
     crate::runtime::model_file::read(&onnx)?;
-    let _busy = crate::run::busy::acquire(&run_dir, "nas-pipe profile")?;
     let rt = crate::runtime::load(args.ort_lib.as_deref())?;
-    let report = crate::stages::profile::run_folder(&run_dir, &plan, rt)?;
+    let report = super::common::replacing(&run_dir, crate::run::Stage::Profile, || {
+        crate::stages::profile::run_folder(&run_dir, &plan, rt)
+    })?;
     Ok((report, run_dir))
 }
 

@@ -32,7 +32,9 @@ pub fn run(args: &Args) -> Result<i32> {
         )));
     }
     let _busy = crate::run::busy::acquire(&run_dir, "nas-pipe report")?;
-    let w = crate::stages::report::write(&run_dir)?;
+    let w = super::common::replacing(&run_dir, crate::run::Stage::Report, || {
+        crate::stages::report::write(&run_dir)
+    })?;
     print(&format!(
         "wrote {}, {} and {}\n",
         w.html.display(),

@@ -30,7 +30,9 @@ pub fn run(args: &Args, flag: Option<crate::device::Choice>) -> Result<i32> {
     let device = device(&sources, &p, flag)?;
     let run_dir = args.out.join(&p.spec.name.value);
     let _busy = crate::run::busy::acquire(&run_dir, "nas-pipe validate")?;
-    let v = crate::stages::validate::run(&p, &run_dir, &device, args.ort_lib.as_deref())?;
+    let v = super::common::replacing(&run_dir, crate::run::Stage::Validate, || {
+        crate::stages::validate::run(&p, &run_dir, &device, args.ort_lib.as_deref())
+    })?;
     print(&summary(&v, &run_dir))?;
     if !v.passed {
         return Ok(exit::CHECK_FAILED);

@@ -8,9 +8,10 @@
 //!   ([`lock`]);
 //! - `.nas-pipe.busy`: the lock that keeps a second process out ([`busy`]);
 //! - each stage's outputs ([`Stage::territory`]);
-//! - `stale/<stage>-<key>/`: outputs set aside when their stage had to run again (its key
-//!   changed, or it was forced), with their lock entry; a later run whose key matches one
-//!   moves it back instead of recomputing. Delete the folder freely.
+//! - `stale/<stage>-<key>/`: outputs set aside before their stage runs again (its key
+//!   changed, it was forced, or an output was edited or damaged), with their lock entry; a
+//!   later run whose key matches one moves it back instead of recomputing. Delete the
+//!   folder freely ([`crate::run::outputs`]).
 //!
 //! A stage's key hashes its resolved spec sections (and the space files it reads), the keys
 //! of the stages it depends on, nas-pipe's version and the device. A stage is skipped only
@@ -35,6 +36,7 @@ use crate::error::{Error, Result};
 use crate::run::Resolved;
 use crate::run::RunDir;
 use crate::run::hash::hash_parts;
+use crate::run::outputs::{hash_files, is_temp, set_aside, short, territory_files};
 use crate::run::{SPEC_FILE, STALE_DIR, Stage, lock};
 use crate::spec::Sources;
 use crate::spec::pipeline::Search;
@@ -325,6 +327,8 @@ pub enum State {
     Stale(String),
     /// The key cannot be computed here; why.
     Unknown(String),
+    /// Being computed now by the process that holds the run folder.
+    Running(String),
 }
 
 impl State {
@@ -334,69 +338,16 @@ impl State {
             State::Missing(_) => "missing",
             State::Stale(_) => "stale",
             State::Unknown(_) => "unknown",
+            State::Running(_) => "running",
         }
     }
 
     pub fn why(&self) -> &str {
         match self {
             State::Done => "",
-            State::Missing(w) | State::Stale(w) | State::Unknown(w) => w,
+            State::Missing(w) | State::Stale(w) | State::Unknown(w) | State::Running(w) => w,
         }
     }
-}
-
-/// The hash of every file of `files` (relative to `run_dir`) that exists.
-fn hash_files(run_dir: &Path, files: &[String]) -> Result<BTreeMap<String, FileHash>> {
-    let mut out = BTreeMap::new();
-    for f in files {
-        if let Some(h) = FileHash::of(&run_dir.join(f))? {
-            out.insert(f.clone(), h);
-        }
-    }
-    Ok(out)
-}
-
-/// Files under the stage's territory, relative to `run_dir`, temp files left out.
-fn territory_files(run_dir: &Path, stage: Stage) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    for t in stage.territory() {
-        walk(run_dir, Path::new(t), &mut out)?;
-    }
-    out.sort();
-    Ok(out)
-}
-
-fn walk(root: &Path, rel: &Path, out: &mut Vec<String>) -> Result<()> {
-    let path = root.join(rel);
-    let meta = match std::fs::symlink_metadata(&path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => return Err(Error::Io { path, source }),
-    };
-    if meta.is_dir() {
-        let rd = std::fs::read_dir(&path).map_err(|source| Error::Io {
-            path: path.clone(),
-            source,
-        })?;
-        for e in rd {
-            let e = e.map_err(|source| Error::Io {
-                path: path.clone(),
-                source,
-            })?;
-            walk(root, &rel.join(e.file_name()), out)?;
-        }
-    } else if !is_temp(rel) {
-        out.push(rel.to_string_lossy().replace('\\', "/"));
-    }
-    Ok(())
-}
-
-/// `write_atomic`'s temp files: `<name>.tmp<pid>`.
-fn is_temp(path: &Path) -> bool {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| n.rsplit_once(".tmp"))
-        .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Why `entry` was made under other parts than `now`.
@@ -549,10 +500,6 @@ fn now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
-fn short(key: &str) -> &str {
-    &key[..key.len().min(12)]
-}
-
 /// Runs pipeline `p` in `run_dir`: every stage that is not done, in order.
 pub fn run(
     sources: &Sources,
@@ -595,7 +542,7 @@ pub fn run(
     // Everything above is checked before the folder is touched.
     let _busy = crate::run::busy::acquire(run_dir, &format!("nas-pipe run {}", p.spec.name.value))?;
     remove_temp_files(run_dir)?;
-    let mut lock = Lock::read(run_dir, &p.spec.name.value)?;
+    let mut lock = open_lock(run_dir, &p.spec.name.value, opts.force)?;
     crate::fsutil::write_atomic(
         &run_dir.join(SPEC_FILE),
         format!("{}\n", p.spec.to_ron()).as_bytes(),
@@ -631,21 +578,27 @@ pub fn run(
             note_validation(run_dir, stage, &mut outcome);
             continue;
         }
-        // Set aside what is there when it was made under another key, or when forced.
+        // Set aside what is there before anything replaces it: always, except the
+        // checkpoints a resuming stage continues from.
         let entry = lock.get(stage).cloned();
-        let resumable = entry
-            .as_ref()
-            .is_some_and(|e| e.key == key && e.status == Status::Running);
-        let set_aside = match &entry {
-            Some(e) if forced || !resumable => set_aside(run_dir, stage, Some(e))?,
-            None if forced => set_aside(run_dir, stage, None)?,
-            _ => None,
+        let resumable = stage.resumes()
+            && entry
+                .as_ref()
+                .is_some_and(|e| e.key == key && e.status == Status::Running);
+        // Checkpoints no lock entry describes (a single-stage command's) are resumed too:
+        // their state file names the spec they were made under.
+        let in_place = resumable || (stage.resumes() && entry.is_none());
+        let set_aside = if forced || !in_place {
+            set_aside(run_dir, stage, entry.as_ref())?
+        } else {
+            None
         };
         if set_aside.is_some() {
             lock.remove(stage);
         }
         if !forced
             && !resumable
+            && stage.territory().iter().all(|t| !run_dir.join(t).exists())
             && let Some((restored, from)) = restore(run_dir, stage, &key, &st.inputs)?
         {
             eprintln!(
@@ -689,17 +642,12 @@ pub fn run(
         let seconds = t0.elapsed().as_secs_f64();
         let outputs = hash_files(run_dir, &territory_files(run_dir, stage)?)?;
         let inputs = hash_files(run_dir, &st.inputs)?;
-        // Outputs set aside that came out the same again are not worth keeping.
-        if let Some(d) = set_aside {
-            if entry
-                .as_ref()
-                .is_some_and(|e| e.status == Status::Done && e.outputs == outputs)
-            {
-                std::fs::remove_dir_all(&d).map_err(|source| Error::Io { path: d, source })?;
-            } else {
-                eprintln!("{head}: the previous outputs are kept in {}", d.display());
-                outcome.set_aside.push(d);
-            }
+        // Outputs set aside that came out byte for byte the same again keep nothing.
+        if let Some(d) = set_aside
+            && crate::run::outputs::keep_if_different(run_dir, stage, &d)?
+        {
+            eprintln!("{head}: the previous outputs are kept in {}", d.display());
+            outcome.set_aside.push(d);
         }
         lock.set(Entry {
             stage,
@@ -719,6 +667,23 @@ pub fn run(
         note_validation(run_dir, stage, &mut outcome);
     }
     Ok(outcome)
+}
+
+/// The run folder's lock; with `--force`, a damaged one is set aside (said in one line)
+/// and a new one begun.
+fn open_lock(run_dir: &Path, pipeline: &str, force: bool) -> Result<Lock> {
+    if !force {
+        return Lock::read(run_dir, pipeline);
+    }
+    let (lock, kept) = Lock::read_or_set_aside(run_dir, pipeline)?;
+    if let Some(d) = kept {
+        eprintln!(
+            "{}: damaged; kept in {} and begun anew",
+            run_dir.join(lock::FILE).display(),
+            d.display()
+        );
+    }
+    Ok(lock)
 }
 
 /// With `--only` or `--from`, a stage that is not selected but whose outputs the selected
@@ -874,43 +839,6 @@ fn remove_temp_files(run_dir: &Path) -> Result<()> {
     visit(run_dir)
 }
 
-/// Moves the stage's outputs into a new `stale/<stage>-<key>/` (`untracked` when no lock
-/// entry describes them) with `entry.json`; `None` when there is nothing to move.
-fn set_aside(run_dir: &Path, stage: Stage, entry: Option<&Entry>) -> Result<Option<PathBuf>> {
-    let present: Vec<&str> = stage
-        .territory()
-        .iter()
-        .copied()
-        .filter(|t| run_dir.join(t).exists())
-        .collect();
-    if present.is_empty() {
-        return Ok(None);
-    }
-    let base = match entry {
-        Some(e) => format!("{stage}-{}", short(&e.key)),
-        None => format!("{stage}-untracked"),
-    };
-    let stale = run_dir.join(STALE_DIR);
-    let mut dir = stale.join(&base);
-    let mut n = 2;
-    while dir.exists() {
-        dir = stale.join(format!("{base}-{n}"));
-        n += 1;
-    }
-    std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
-        path: dir.clone(),
-        source,
-    })?;
-    if let Some(e) = entry {
-        crate::run::checkpoint::write_json(&dir.join("entry.json"), e)?;
-    }
-    for t in present {
-        let to = dir.join(t);
-        std::fs::rename(run_dir.join(t), &to).map_err(|source| Error::Io { path: to, source })?;
-    }
-    Ok(Some(dir))
-}
-
 /// Looks in `stale/` for the stage's outputs made under `key`, finished, intact, and made
 /// from the inputs the run folder holds now; moves them back and returns their entry.
 fn restore(
@@ -996,10 +924,16 @@ pub fn status(
     };
     let planned = plan(sources, p, device, &ort)?;
     let lock = Lock::read(run_dir, &p.spec.name.value)?;
+    let holder = crate::run::busy::holder(run_dir);
     let mut stages = Vec::new();
     let mut blocked: Option<Stage> = None;
     for st in &planned {
         let mut state = assess(run_dir, &lock, st)?;
+        if let (Some(h), Some(e)) = (&holder, lock.get(st.stage))
+            && e.status == Status::Running
+        {
+            state = State::Running(format!("started {} by {h}", e.started));
+        }
         if state == State::Done
             && let Some(b) = st.upstream.iter().find(|u| {
                 stages
@@ -1031,7 +965,7 @@ pub fn status(
     Ok(Report {
         run_dir: run_dir.to_path_buf(),
         stages,
-        holder: crate::run::busy::holder(run_dir),
+        holder,
         stale,
     })
 }
@@ -1049,14 +983,6 @@ fn size_of(path: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn temp_files_are_recognised() {
-        assert!(is_temp(Path::new("retrain/last.safetensors.tmp1234")));
-        assert!(!is_temp(Path::new("retrain/last.safetensors")));
-        assert!(!is_temp(Path::new("a.tmp")));
-        assert!(!is_temp(Path::new("a.tmpx1")));
-    }
 
     #[test]
     fn keys_change_with_each_part() {

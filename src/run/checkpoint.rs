@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 use crate::fsutil::{commit, temp_path, write_atomic};
+use crate::run::lock::FileHash;
 
 /// Writes `tensors` to `path` atomically.
 pub fn save(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()> {
@@ -136,19 +137,40 @@ impl Loaded {
     }
 }
 
-/// A stage's state file: a format version, the hash of the spec that made it, and the
-/// checkpoint of the last finished epoch.
+/// How many checkpoints a state file keeps: the newest, and the one before it to fall back
+/// on when the newest is damaged.
+pub const KEEP: usize = 2;
+
+/// A checkpoint the state file keeps, with the blake3 of its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Kept {
+    pub file: String,
+    pub epochs_done: usize,
+    pub blake3: String,
+}
+
+/// A stage's state file: a format version, the hash of the spec that made it, the
+/// checkpoint of the last finished epoch and the checkpoints it keeps.
 pub trait StateFile: Serialize + DeserializeOwned {
     const VERSION: u32;
     fn version(&self) -> u32;
     fn spec_hash(&self) -> &str;
-    /// Records `epochs_done` and its checkpoint file name; returns the previous file name.
-    fn advance(&mut self, epochs_done: usize, checkpoint: String) -> String;
+    /// Epochs finished, and epochs whose figures the file holds (the same in a sound file).
+    fn epochs(&self) -> (usize, usize);
+    /// The newest checkpoint's file name (empty before the first).
+    fn checkpoint(&self) -> &str;
+    /// The kept checkpoints, oldest first (empty in a file of an earlier build).
+    fn kept(&self) -> &[Kept];
+    fn kept_mut(&mut self) -> &mut Vec<Kept>;
+    /// Records `epochs_done` and its checkpoint file name; forgets the figures of epochs
+    /// after `epochs_done` (when going back to an earlier checkpoint).
+    fn set_epochs(&mut self, epochs_done: usize, checkpoint: String);
 }
 
 /// Ends an epoch: writes `tensors` as `<dir>/checkpoint-<epochs_done>.safetensors`, then the
-/// state file (`<dir>/state.json`) pointing at it, then removes the previous checkpoint. A
-/// crash at any point leaves a state file that names a complete checkpoint.
+/// state file (`<dir>/state.json`) pointing at it with its hash, then removes the
+/// checkpoints it no longer keeps. A crash at any point leaves a state file that names
+/// complete checkpoints.
 pub fn commit_epoch<S: StateFile>(
     dir: &Path,
     tensors: &HashMap<String, Tensor>,
@@ -156,23 +178,108 @@ pub fn commit_epoch<S: StateFile>(
     epochs_done: usize,
 ) -> Result<()> {
     let name = format!("checkpoint-{epochs_done}.safetensors");
-    save(&dir.join(&name), tensors)?;
-    let previous = state.advance(epochs_done, name.clone());
+    let path = dir.join(&name);
+    save(&path, tensors)?;
+    let hash = FileHash::of(&path)?.ok_or_else(|| Error::Io {
+        path: path.clone(),
+        source: std::io::ErrorKind::NotFound.into(),
+    })?;
+    state.set_epochs(epochs_done, name.clone());
+    let kept = state.kept_mut();
+    kept.retain(|k| k.file != name);
+    kept.push(Kept {
+        file: name,
+        epochs_done,
+        blake3: hash.blake3,
+    });
+    let drop = kept.len().saturating_sub(KEEP);
+    kept.drain(..drop);
     write_json(&dir.join("state.json"), state)?;
-    if !previous.is_empty() && previous != name {
-        let _ = std::fs::remove_file(dir.join(previous));
+    remove_unkept(dir, state)
+}
+
+/// Removes the checkpoint files of `dir` that `state` does not keep.
+fn remove_unkept<S: StateFile>(dir: &Path, state: &S) -> Result<()> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let is_checkpoint = name.starts_with("checkpoint-") && name.ends_with(".safetensors");
+        if is_checkpoint
+            && name != state.checkpoint()
+            && !state.kept().iter().any(|k| k.file == name)
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
     }
     Ok(())
 }
 
+/// Puts a resumed stage back at its newest sound checkpoint: `load` reads a checkpoint into
+/// the network and optimisers. A checkpoint whose bytes differ from the hash the state file
+/// recorded, or that does not load, is passed over with a warning for the one kept before
+/// it, whose epoch the state goes back to (epochs are seeded per epoch, so the result is
+/// the same). With none left, the error names the file and `advice`.
+pub fn resume<S: StateFile>(
+    dir: &Path,
+    state: &mut S,
+    advice: &str,
+    mut load: impl FnMut(&Path) -> Result<()>,
+) -> Result<()> {
+    let mut candidates: Vec<(String, usize, Option<String>)> = state
+        .kept()
+        .iter()
+        .rev()
+        .map(|k| (k.file.clone(), k.epochs_done, Some(k.blake3.clone())))
+        .collect();
+    if candidates.is_empty() {
+        candidates.push((state.checkpoint().to_string(), state.epochs().0, None));
+    }
+    let mut failed: Vec<String> = Vec::new();
+    for (file, epochs_done, blake3) in candidates {
+        let path = dir.join(&file);
+        let outcome = match (FileHash::of(&path)?, blake3) {
+            (None, _) => Err("is missing".to_string()),
+            (Some(now), Some(want)) if now.blake3 != want => Err(format!(
+                "changed since it was written (blake3 {}…, the state file recorded {}…)",
+                crate::run::outputs::short(&now.blake3),
+                crate::run::outputs::short(&want)
+            )),
+            _ => load(&path).map_err(|e| format!("does not load: {e}")),
+        };
+        match outcome {
+            Ok(()) => {
+                if !failed.is_empty() {
+                    eprintln!(
+                        "warning: {}; resuming from {} (after epoch {epochs_done}) instead",
+                        failed.join("; "),
+                        path.display()
+                    );
+                    state.set_epochs(epochs_done, file.clone());
+                    state.kept_mut().retain(|k| k.epochs_done <= epochs_done);
+                }
+                return Ok(());
+            }
+            Err(why) => failed.push(format!("{} {why}", path.display())),
+        }
+    }
+    Err(Error::Input(format!(
+        "{}; no sound checkpoint is left to resume from. {advice}",
+        failed.join("; ")
+    )))
+}
+
 /// Reads the state file at `path`: `None` when there is none; an error when it is not a
-/// state file, has another version, or was made by another spec (`hash`). `stage` names
-/// the stage in messages and `dir` is the folder to delete to start over.
+/// state file, has another version, was made by another spec (`hash`), or records more
+/// epochs than the spec's `epochs` or than its own figures. `stage` names the stage in
+/// messages and `advice` says how to start it over.
 pub fn read_state<S: StateFile>(
     path: &Path,
     hash: &str,
     stage: &str,
-    dir: &Path,
+    epochs: usize,
+    advice: &str,
 ) -> Result<Option<S>> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
@@ -184,8 +291,12 @@ pub fn read_state<S: StateFile>(
             });
         }
     };
-    let state: S = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::Input(format!("{}: not a {stage} state file: {e}", path.display())))?;
+    let state: S = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::Input(format!(
+            "{}: not a {stage} state file ({e}); nothing was overwritten. {advice}",
+            path.display()
+        ))
+    })?;
     if state.version() != S::VERSION {
         return Err(Error::Input(format!(
             "{}: {stage} state version {} is not the {} this build writes; nothing was overwritten",
@@ -196,13 +307,29 @@ pub fn read_state<S: StateFile>(
     }
     if state.spec_hash() != hash {
         return Err(Error::Input(format!(
-            "{}: this checkpoint was made by a different spec; nothing was overwritten. \
-             Delete {} to run the {stage} again from scratch",
+            "{}: this checkpoint was made by a different spec; nothing was overwritten. {advice}",
             path.display(),
-            dir.display()
+        )));
+    }
+    let (done, recorded) = state.epochs();
+    if done > epochs || done != recorded {
+        return Err(Error::Input(format!(
+            "{}: records {done} epochs finished and the figures of {recorded}, but the spec plans \
+             {epochs}: the file was edited or damaged; nothing was overwritten. {advice}",
+            path.display(),
         )));
     }
     Ok(Some(state))
+}
+
+/// How to start a resuming stage (`search`, `retrain`) with its folder `dir` over.
+pub fn restart_advice(stage: &str, dir: &Path) -> String {
+    format!(
+        "Start the {stage} over with `nas-pipe run PIPELINE --from {stage}` (it keeps {} in {}/), \
+         or move that folder away",
+        dir.display(),
+        crate::run::STALE_DIR
+    )
 }
 
 /// Writes a state file atomically as pretty JSON.

@@ -5,10 +5,12 @@
 //! output and input still has the recorded hash.
 //!
 //! The file carries a schema version; a lock of another version is refused, never
-//! rewritten.
+//! rewritten. A damaged one (empty, truncated) is refused too, except by `run --force`,
+//! which sets it aside in `stale/` and begins anew. Readers check the recorded output
+//! hashes through [`crate::run::outputs::verify`].
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -124,21 +126,54 @@ impl Lock {
         }
     }
 
-    /// Reads `<run_dir>/nas-pipe.lock`: a new, empty lock when there is none.
+    /// Reads `<run_dir>/nas-pipe.lock`: a new, empty lock when there is none. A damaged
+    /// file (empty, truncated, not a lock) is an error that says how `--force` recovers;
+    /// a lock of another schema version is refused, `--force` or not.
     pub fn read(run_dir: &Path, pipeline: &str) -> Result<Lock> {
+        match Lock::load(run_dir, pipeline)? {
+            Ok(lock) => Ok(lock),
+            Err(why) => Err(Error::Input(format!(
+                "{}: not a nas-pipe lock file ({why}); it is damaged. `nas-pipe run PIPELINE \
+                 --force` keeps it in {}/ and recomputes every stage",
+                run_dir.join(FILE).display(),
+                crate::run::STALE_DIR
+            ))),
+        }
+    }
+
+    /// [`Lock::read`] for `nas-pipe run --force`: a damaged lock file is moved into a new
+    /// `stale/lock-damaged/` (returned) and a new, empty lock begun.
+    pub fn read_or_set_aside(run_dir: &Path, pipeline: &str) -> Result<(Lock, Option<PathBuf>)> {
+        match Lock::load(run_dir, pipeline)? {
+            Ok(lock) => Ok((lock, None)),
+            Err(_) => {
+                let dir = crate::run::outputs::new_stale_folder(run_dir, "lock-damaged")?;
+                let (from, to) = (run_dir.join(FILE), dir.join(FILE));
+                std::fs::rename(&from, &to).map_err(|source| Error::Io { path: to, source })?;
+                Ok((Lock::new(pipeline), Some(dir)))
+            }
+        }
+    }
+
+    /// The lock, or why the file is damaged; an error for one that cannot be read or is
+    /// of another schema version.
+    fn load(run_dir: &Path, pipeline: &str) -> Result<std::result::Result<Lock, String>> {
         let path = run_dir.join(FILE);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Lock::new(pipeline)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Ok(Lock::new(pipeline)));
+            }
             Err(source) => return Err(Error::Io { path, source }),
         };
         #[derive(Deserialize)]
         struct Version {
             schema_version: u32,
         }
-        let v: Version = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::Input(format!("{}: not a nas-pipe lock file: {e}", path.display()))
-        })?;
+        let v: Version = match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
         if v.schema_version != SCHEMA_VERSION {
             return Err(Error::Input(format!(
                 "{}: lock file schema version {} is not the {SCHEMA_VERSION} this build of nas-pipe \
@@ -148,10 +183,7 @@ impl Lock {
                 v.schema_version
             )));
         }
-        let lock: Lock = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::Input(format!("{}: not a nas-pipe lock file: {e}", path.display()))
-        })?;
-        Ok(lock)
+        Ok(serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
     }
 
     /// Writes the lock atomically into `run_dir`.

@@ -7,6 +7,7 @@ pub mod dir;
 pub mod hash;
 pub mod lock;
 pub mod metrics;
+pub mod outputs;
 pub mod profile;
 pub mod resolved;
 pub mod retrain;

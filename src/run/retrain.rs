@@ -2,7 +2,7 @@
 //! was trained), the space and genotype it was built from, its weights, its per-epoch
 //! figures and its test evaluation. Read by every stage after retraining.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::nets::model::Model;
 use crate::run::checkpoint;
+use crate::run::lock::FileHash;
 use crate::run::metrics::CurvePoint;
 use crate::space::Overrides;
 use crate::space::discrete::Net;
@@ -122,6 +123,67 @@ pub fn load_model(dir: &Path) -> Result<Trained> {
         space,
         arch,
     })
+}
+
+/// Refuses (exit code 2) to read the model in `dir` (the retrain folder of the run folder
+/// `run_dir`) with the weights `weights` when the card, space, genotype or weights differ
+/// from the hashes the lock file recorded, or the weights from the hash the training
+/// recorded in its `state.json` (which covers weights `nas-pipe train` wrote).
+pub fn verify_model(run_dir: &Path, dir: &Path, weights: &Path) -> Result<()> {
+    use crate::run::dir::model_file::{CARD, GENOTYPE, SPACE};
+    let mut files: Vec<PathBuf> = [CARD, SPACE, GENOTYPE]
+        .iter()
+        .map(|f| dir.join(f))
+        .collect();
+    files.push(weights.to_path_buf());
+    crate::run::outputs::verify(run_dir, &files)?;
+    verify_weights(dir, weights)
+}
+
+/// The part of the training's `state.json` readers check weights against.
+#[derive(Deserialize)]
+struct Recorded {
+    /// Weights file name → its hash when the training wrote it.
+    #[serde(default)]
+    weights: BTreeMap<String, FileHash>,
+}
+
+/// Refuses weights of the model folder `dir` whose bytes differ from the hash its
+/// `state.json` recorded; weights elsewhere, or that it does not record, are not checked.
+fn verify_weights(dir: &Path, weights: &Path) -> Result<()> {
+    let Some(name) = weights
+        .strip_prefix(dir)
+        .ok()
+        .and_then(|r| r.to_str())
+        .map(str::to_string)
+    else {
+        return Ok(());
+    };
+    let state = dir.join(crate::run::dir::model_file::STATE);
+    let Some(recorded) = std::fs::read(&state)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Recorded>(&b).ok())
+        .and_then(|r| r.weights.get(&name).cloned())
+    else {
+        return Ok(());
+    };
+    match FileHash::of(weights)? {
+        Some(now) if now != recorded => Err(Error::Input(format!(
+            "{} changed since the training wrote it (blake3 {}…, {} bytes; {} recorded {}…, {} \
+             bytes); nothing was read. Restore the file, or train again: `nas-pipe run PIPELINE \
+             --from retrain` (which keeps {} in {}/), or move that folder away and run \
+             `nas-pipe train`",
+            weights.display(),
+            crate::run::outputs::short(&now.blake3),
+            now.bytes,
+            state.display(),
+            crate::run::outputs::short(&recorded.blake3),
+            recorded.bytes,
+            dir.display(),
+            crate::run::STALE_DIR
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// A `--weights` argument: a path as given when it exists (or is absolute), else a file

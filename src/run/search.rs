@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::run::checkpoint::StateFile;
+use crate::run::checkpoint::{Kept, StateFile};
 use crate::run::metrics::CurvePoint;
 
 /// Version of `state.json`.
@@ -54,6 +54,9 @@ pub struct State {
     pub checkpoint: String,
     pub metrics: Vec<EpochMetrics>,
     pub history: Vec<AlphaSnapshot>,
+    /// The checkpoints kept, oldest first, with their hashes.
+    #[serde(default)]
+    pub kept: Vec<Kept>,
 }
 
 impl StateFile for State {
@@ -64,8 +67,22 @@ impl StateFile for State {
     fn spec_hash(&self) -> &str {
         &self.spec_hash
     }
-    fn advance(&mut self, epochs_done: usize, checkpoint: String) -> String {
+    fn epochs(&self) -> (usize, usize) {
+        (self.epochs_done, self.metrics.len())
+    }
+    fn checkpoint(&self) -> &str {
+        &self.checkpoint
+    }
+    fn kept(&self) -> &[Kept] {
+        &self.kept
+    }
+    fn kept_mut(&mut self) -> &mut Vec<Kept> {
+        &mut self.kept
+    }
+    fn set_epochs(&mut self, epochs_done: usize, checkpoint: String) {
         self.epochs_done = epochs_done;
-        std::mem::replace(&mut self.checkpoint, checkpoint)
+        self.checkpoint = checkpoint;
+        self.metrics.truncate(epochs_done);
+        self.history.truncate(epochs_done);
     }
 }

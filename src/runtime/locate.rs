@@ -143,7 +143,17 @@ pub fn first_loadable<T>(
         (None, None) => None,
     };
     if let Some((source, path)) = explicit {
-        return try_file(source, path.clone(), &mut attempts).ok_or(attempts);
+        let Some(lib) = explicit_library(path) else {
+            attempts.push(Attempt {
+                source,
+                path: Some(path.clone()),
+                outcome: "a folder with no ONNX Runtime library in it; name the library file \
+                          (libonnxruntime.so.*) or the folder that holds it"
+                    .into(),
+            });
+            return Err(attempts);
+        };
+        return try_file(source, lib, &mut attempts).ok_or(attempts);
     }
 
     if search.venvs.is_empty() {
@@ -241,6 +251,16 @@ fn venv_capi(venv: &Path) -> Option<PathBuf> {
         }
     }
     None
+}
+
+/// The library an explicit path (`--ort-lib`, `ORT_DYLIB_PATH`) names: the path itself,
+/// or for a folder the library in it or in its `capi/` (`None` when it holds none).
+pub fn explicit_library(path: &Path) -> Option<PathBuf> {
+    if path.is_dir() {
+        library_in(path).or_else(|| library_in(&path.join("capi")))
+    } else {
+        Some(path.to_path_buf())
+    }
 }
 
 /// The ONNX Runtime library in a folder: `libonnxruntime.so[.VERSION]`,
@@ -470,6 +490,24 @@ mod tests {
             not_found_message(&err)
                 .contains(&format!("  --ort-lib ({}): no such file\n", flag.display()))
         );
+    }
+
+    /// `--ort-lib DIR` finds the library in the folder (or its `capi/`); a folder without
+    /// one is said to be one.
+    #[test]
+    fn a_flag_naming_a_folder_uses_the_library_in_it() {
+        let root = tempdir("flag-dir");
+        let (venv, lib) = fake_venv(&root);
+        let capi = lib.parent().unwrap().to_path_buf();
+        let package = capi.parent().unwrap().to_path_buf();
+        for dir in [capi, package] {
+            let s = search(Some(dir), None, vec![venv.clone()]);
+            let found = first_loadable(&s, || panic!("no python"), |p| Ok(p.to_path_buf()));
+            assert_eq!(found.unwrap().path, lib);
+        }
+        let s = search(Some(root.clone()), None, vec![]);
+        let err = first_loadable(&s, || panic!("no python"), |_| Ok(())).unwrap_err();
+        assert!(not_found_message(&err).contains("a folder with no ONNX Runtime library in it"));
     }
 
     #[test]

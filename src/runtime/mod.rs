@@ -52,7 +52,7 @@ pub fn load(explicit: Option<&Path>) -> Result<&'static Runtime> {
     let search = locate::Search::from_process(explicit);
     if let Some(rt) = LOADED.get() {
         if let Some(want) = &search.flag
-            && !same_file(want, &rt.path)
+            && !locate::explicit_library(want).is_some_and(|lib| same_file(&lib, &rt.path))
         {
             return Err(Error::Runtime(format!(
                 "ONNX Runtime is already loaded from {} in this process; cannot also load {}",

@@ -28,13 +28,18 @@ pub fn from_darts(p: &Resolved, run_dir: &Path) -> Result<Genotype> {
         )));
     };
     let dir = RunDir::new(run_dir).search();
+    let path = RunDir::new(run_dir).search_state();
+    crate::run::outputs::verify(run_dir, std::slice::from_ref(&path))?;
+    let advice = checkpoint::restart_advice("search", &dir);
+    let epochs = epochs.value as usize;
     let state = checkpoint::read_state::<State>(
-        &RunDir::new(run_dir).search_state(),
+        &path,
         &search_hash(p)?,
         "search",
-        &dir,
+        epochs,
+        &advice,
     )?
-    .filter(|s| s.epochs_done == epochs.value as usize)
+    .filter(|s| s.epochs_done == epochs)
     .ok_or_else(|| {
         Error::Input(format!(
             "{}: the search is not complete; run it first (`nas-pipe search` or `nas-pipe run`)",

@@ -38,8 +38,9 @@ pub fn run(
             rdir.display()
         )));
     }
-    let trained = crate::run::retrain::load_model(&rdir)?;
     let wpath = crate::run::retrain::weights_path(&rdir, weights);
+    crate::run::retrain::verify_model(run_dir, &rdir, &wpath)?;
+    let trained = crate::run::retrain::load_model(&rdir)?;
     let model = crate::nets::model::Model::new(&trained.net, &candle_core::Device::Cpu, 0, false)
         .map_err(|e| {
         Error::Input(format!(

@@ -251,7 +251,15 @@ pub fn run_folder(
             onnx.display()
         )));
     }
-    let card = crate::run::retrain::load_model(&RunDir::new(run_dir).retrain())
+    let retrain = RunDir::new(run_dir).retrain();
+    crate::run::outputs::verify(
+        run_dir,
+        &[
+            onnx.clone(),
+            retrain.join(crate::run::dir::model_file::CARD),
+        ],
+    )?;
+    let card = crate::run::retrain::load_model(&retrain)
         .map(|t| t.card)
         .ok();
     let known = Known {

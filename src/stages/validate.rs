@@ -38,12 +38,20 @@ pub fn compare(
     let model =
         Model::new(&trained.net, device, 0, false).map_err(candle("building the network"))?;
     crate::run::retrain::load_weights(&model, weights)?;
-    let rt = crate::runtime::load(ort_lib)?;
-    let mut session = crate::runtime::Session::from_file(rt, onnx, 1)?;
-
     let (_, test) = data::load(&p.spec.data, p.data_dir.as_deref(), p.spec.seed)?;
     test.check_input(trained.card.input)?;
-    let n = (v.samples.value as usize).min(test.len());
+    let n = v.samples.value as usize;
+    if n > test.len() {
+        return Err(Error::Input(format!(
+            "pipeline \"{}\": `validate: Validate(samples: {n})` asks for more images than the \
+             test set's {}; set `samples` to at most {}",
+            p.spec.name.value,
+            test.len(),
+            test.len()
+        )));
+    }
+    let rt = crate::runtime::load(ort_lib)?;
+    let mut session = crate::runtime::Session::from_file(rt, onnx, 1)?;
     let norm = Normalize::new(trained.card.mean.clone(), trained.card.std.clone())?;
     let batches = Batcher::new(
         test,
@@ -134,14 +142,10 @@ pub fn run(
             onnx.display()
         )));
     }
-    let v = compare(
-        p,
-        &retrain,
-        &retrain.join(crate::run::dir::model_file::LAST),
-        &onnx,
-        device,
-        ort_lib,
-    )?;
+    let weights = retrain.join(crate::run::dir::model_file::LAST);
+    crate::run::retrain::verify_model(run_dir, &retrain, &weights)?;
+    crate::run::outputs::verify(run_dir, std::slice::from_ref(&onnx))?;
+    let v = compare(p, &retrain, &weights, &onnx, device, ort_lib)?;
     crate::run::checkpoint::write_json(&RunDir::new(run_dir).validation(), &v)?;
     Ok(v)
 }

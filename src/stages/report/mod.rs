@@ -690,6 +690,8 @@ pub fn render(run_dir: &Path) -> Result<Rendered> {
 /// Reads the artifacts of `run_dir`, renders them and writes `report.html`, `report.md`
 /// and `summary.json` there atomically; returns the three paths.
 pub fn write(run_dir: &Path) -> Result<Written> {
+    let read: Vec<std::path::PathBuf> = INPUTS.iter().map(|f| run_dir.join(f)).collect();
+    crate::run::outputs::verify(run_dir, &read)?;
     let r = render(run_dir)?;
     let written = Written {
         html: run_dir.join(HTML),

@@ -19,7 +19,7 @@
 //! Randomness of epoch `e` (shuffle, augmentation, drop-path masks) derives from (seed, e),
 //! so a resumed training ends with the same weights as an uninterrupted one on CPU.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -35,8 +35,9 @@ use crate::nets::train::Evaluation;
 use crate::nets::train::{Recipe, Trainer, evaluate};
 use crate::run::Resolved;
 use crate::run::RunDir;
-use crate::run::checkpoint::{self, StateFile};
+use crate::run::checkpoint::{self, Kept, StateFile};
 use crate::run::hash::retrain_hash;
+use crate::run::lock::FileHash;
 use crate::run::metrics::Curve;
 use crate::run::resolved::{eval_batcher, normalization};
 use crate::run::retrain::{
@@ -59,6 +60,13 @@ pub struct State {
     pub metrics: Vec<EpochMetrics>,
     /// Epoch (0-based) and test accuracy of `best.safetensors`.
     pub best: Option<(usize, f64)>,
+    /// The checkpoints kept, oldest first, with their hashes.
+    #[serde(default)]
+    pub kept: Vec<Kept>,
+    /// `last.safetensors` and `best.safetensors` → their hashes when last written, which
+    /// readers check them against ([`crate::run::retrain::verify_model`]).
+    #[serde(default)]
+    pub weights: BTreeMap<String, FileHash>,
 }
 
 impl StateFile for State {
@@ -69,9 +77,34 @@ impl StateFile for State {
     fn spec_hash(&self) -> &str {
         &self.spec_hash
     }
-    fn advance(&mut self, epochs_done: usize, checkpoint: String) -> String {
+    fn epochs(&self) -> (usize, usize) {
+        (self.epochs_done, self.metrics.len())
+    }
+    fn checkpoint(&self) -> &str {
+        &self.checkpoint
+    }
+    fn kept(&self) -> &[Kept] {
+        &self.kept
+    }
+    fn kept_mut(&mut self) -> &mut Vec<Kept> {
+        &mut self.kept
+    }
+    /// Going back also forgets a best epoch after `epochs_done`: the best of the epochs
+    /// before it (the redone epochs find the same again).
+    fn set_epochs(&mut self, epochs_done: usize, checkpoint: String) {
         self.epochs_done = epochs_done;
-        std::mem::replace(&mut self.checkpoint, checkpoint)
+        self.checkpoint = checkpoint;
+        self.metrics.truncate(epochs_done);
+        if self.best.is_some_and(|(e, _)| e >= epochs_done) {
+            self.best = self
+                .metrics
+                .iter()
+                .filter_map(|m| Some((m.epoch, m.test_acc?)))
+                .fold(None, |b: Option<(usize, f64)>, (e, a)| match b {
+                    Some((_, ba)) if ba >= a => b,
+                    _ => Some((e, a)),
+                });
+        }
     }
 }
 
@@ -174,15 +207,20 @@ pub fn run(
     let dir = RunDir::new(run_dir).retrain();
     let hash = retrain_hash(p, &genotype.0)?;
     let state_path = dir.join(crate::run::dir::model_file::STATE);
-    let mut state = match checkpoint::read_state::<State>(&state_path, &hash, "retrain", &dir)? {
-        Some(state) => {
-            let c = checkpoint::load(&dir.join(&state.checkpoint), device)?;
-            c.set("weights", &trainer.model.store.params())?;
-            c.set("buffers", &trainer.model.store.buffers())?;
-            trainer
-                .opt
-                .load_state(&c.group("opt"))
-                .map_err(|e| Error::Input(format!("{}: {e}", c.path.display())))?;
+    let advice = checkpoint::restart_advice("retrain", &dir);
+    let read =
+        checkpoint::read_state::<State>(&state_path, &hash, "retrain", recipe.epochs, &advice)?;
+    let mut state = match read {
+        Some(mut state) => {
+            checkpoint::resume(&dir, &mut state, &advice, |path| {
+                let c = checkpoint::load(path, device)?;
+                c.set("weights", &trainer.model.store.params())?;
+                c.set("buffers", &trainer.model.store.buffers())?;
+                trainer
+                    .opt
+                    .load_state(&c.group("opt"))
+                    .map_err(|e| Error::Input(format!("{}: {e}", c.path.display())))
+            })?;
             state
         }
         None => State {
@@ -192,6 +230,8 @@ pub fn run(
             checkpoint: String::new(),
             metrics: Vec::new(),
             best: None,
+            kept: Vec::new(),
+            weights: BTreeMap::new(),
         },
     };
     // After the state check: a run refused for another spec leaves the folder as it was.
@@ -295,9 +335,19 @@ pub fn run(
             (None, _) => false,
         };
         state.metrics.push(m);
-        save_weights(&trainer.model, &dir.join(crate::run::dir::model_file::LAST))?;
+        save_recorded(
+            &trainer.model,
+            &dir,
+            crate::run::dir::model_file::LAST,
+            &mut state,
+        )?;
         if improved && let Some(e) = &eval {
-            save_weights(&trainer.model, &dir.join(crate::run::dir::model_file::BEST))?;
+            save_recorded(
+                &trainer.model,
+                &dir,
+                crate::run::dir::model_file::BEST,
+                &mut state,
+            )?;
             state.best = Some((epoch, e.accuracy));
         }
         checkpoint::write_json(
@@ -334,6 +384,16 @@ pub fn run(
         seconds: started.elapsed().as_secs_f64(),
         dir,
     })
+}
+
+/// Writes the weights file `name` of `dir` and records its hash in `state`.
+fn save_recorded(model: &Model, dir: &Path, name: &str, state: &mut State) -> Result<()> {
+    let path = dir.join(name);
+    save_weights(model, &path)?;
+    if let Some(h) = FileHash::of(&path)? {
+        state.weights.insert(name.to_string(), h);
+    }
+    Ok(())
 }
 
 fn save_checkpoint(

@@ -244,9 +244,13 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
     let dir = RunDir::new(run_dir).search();
     let hash = search_hash(p)?;
     let state_path = RunDir::new(run_dir).search_state();
-    let mut state = match checkpoint::read_state::<State>(&state_path, &hash, "search", &dir)? {
-        Some(state) => {
-            load_checkpoint(darts.darts_mut(), &dir.join(&state.checkpoint))?;
+    let advice = checkpoint::restart_advice("search", &dir);
+    let read = checkpoint::read_state::<State>(&state_path, &hash, "search", epochs, &advice)?;
+    let mut state = match read {
+        Some(mut state) => {
+            checkpoint::resume(&dir, &mut state, &advice, |path| {
+                load_checkpoint(darts.darts_mut(), path)
+            })?;
             state
         }
         None => State {
@@ -256,6 +260,7 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
             checkpoint: String::new(),
             metrics: Vec::new(),
             history: Vec::new(),
+            kept: Vec::new(),
         },
     };
 
