@@ -294,8 +294,8 @@ pub enum Strategy {
     /// evaluations so far and picks, by independent Thompson sampling, among the one-edit
     /// neighbours of the best evaluated architectures (and a few random ones).
     Predictor {
-        /// Random architectures evaluated before the predictor is trained. Default 10.
-        #[serde(default = "ten")]
+        /// Random architectures evaluated before the predictor is trained. Default 20.
+        #[serde(default = "twenty_spanned")]
         init: Spanned<u32>,
         /// MLPs in the ensemble. Default 5.
         #[serde(default = "five_spanned")]
@@ -629,6 +629,9 @@ fn five() -> u32 {
 }
 fn five_spanned() -> Spanned<u32> {
     sp(5)
+}
+fn twenty_spanned() -> Spanned<u32> {
+    sp(20)
 }
 fn ten() -> Spanned<u32> {
     sp(10)
