@@ -53,8 +53,16 @@ fn chart(
         let (mean, se) = curve(s);
         let color = COLOURS[i % COLOURS.len()];
         let x = |k: usize| (k + 1) as f64;
-        let lower = mean.iter().zip(se).enumerate().map(|(k, (m, e))| (x(k), m - e));
-        let upper = mean.iter().zip(se).enumerate().map(|(k, (m, e))| (x(k), m + e));
+        let lower = mean
+            .iter()
+            .zip(se)
+            .enumerate()
+            .map(|(k, (m, e))| (x(k), m - e));
+        let upper = mean
+            .iter()
+            .zip(se)
+            .enumerate()
+            .map(|(k, (m, e))| (x(k), m + e));
         let band: Vec<(f64, f64)> = lower.chain(upper.rev()).collect();
         for &(_, y) in band.iter().filter(|p| p.1.is_finite()) {
             lo = lo.min(y);
@@ -118,9 +126,9 @@ fn stack(svgs: &[String]) -> String {
     );
     for (i, svg) in svgs.iter().enumerate() {
         let body = svg.trim_start();
-        let body = body
-            .strip_prefix("<svg")
-            .map_or(body.to_string(), |rest| format!("<svg y=\"{}\"{rest}", h * i as u32));
+        let body = body.strip_prefix("<svg").map_or(body.to_string(), |rest| {
+            format!("<svg y=\"{}\"{rest}", h * i as u32)
+        });
         out.push_str(&body);
         out.push('\n');
     }

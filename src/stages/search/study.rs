@@ -115,12 +115,7 @@ fn band(curves: &[Vec<f64>]) -> (Vec<f64>, Vec<f64>) {
 
 /// Runs pipeline `p` with seeds `p.seed .. p.seed + seeds`, with `evaluations` in place of
 /// the pipeline's budget when given.
-pub fn run(
-    p: &Resolved,
-    seeds: u64,
-    evaluations: Option<usize>,
-    progress: bool,
-) -> Result<Study> {
+pub fn run(p: &Resolved, seeds: u64, evaluations: Option<usize>, progress: bool) -> Result<Study> {
     let Some(Search::Trials { evaluator, .. }) = p.spec.search.as_deref() else {
         return Err(Error::Input(format!(
             "{}: `nas-pipe study` needs a multi-trial search (`search: Trials(...)`)",

@@ -185,7 +185,11 @@ mod tests {
                 "seed {seed} missed the optimum"
             );
             let distinct: HashSet<&Arch> = asked.iter().collect();
-            assert_eq!(distinct.len(), asked.len(), "seed {seed} asked a cell twice");
+            assert_eq!(
+                distinct.len(),
+                asked.len(),
+                "seed {seed} asked a cell twice"
+            );
         }
     }
 

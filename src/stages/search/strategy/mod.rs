@@ -438,7 +438,10 @@ pub(crate) mod tests {
         // 6 edges × 4 other ops, all distinct, each one edit away.
         assert_eq!(n.len(), 24);
         assert_eq!(n.iter().collect::<std::collections::HashSet<_>>().len(), 24);
-        assert!(n.iter().all(|b| a.iter().zip(b).filter(|(x, y)| x != y).count() == 1));
+        assert!(
+            n.iter()
+                .all(|b| a.iter().zip(b).filter(|(x, y)| x != y).count() == 1)
+        );
 
         let d = Decisions::of(&space("schemas/darts.ron"));
         let mut r = rng(2, 0);

@@ -112,8 +112,7 @@ impl Predictor {
         if pool.is_empty() {
             return;
         }
-        let (xs, ys): (Vec<&Arch>, Vec<f64>) =
-            self.evaluated.iter().map(|(a, r)| (a, *r)).unzip();
+        let (xs, ys): (Vec<&Arch>, Vec<f64>) = self.evaluated.iter().map(|(a, r)| (a, *r)).unzip();
         let d = &self.decisions;
         let ensemble = Ensemble::init(d, self.ensemble, &mut self.rng);
         // A candle error on the CPU would be a shape bug; the pick then falls back to the
@@ -249,7 +248,10 @@ impl Ensemble {
     /// Per architecture, the members' mean and standard deviation in standardised units.
     fn predict(&self, d: &Decisions, archs: &[Arch]) -> candle_core::Result<Vec<(f64, f64)>> {
         let refs: Vec<&Arch> = archs.iter().collect();
-        let p = self.forward(&encode(d, &refs)?)?.squeeze(2)?.to_dtype(DType::F64)?;
+        let p = self
+            .forward(&encode(d, &refs)?)?
+            .squeeze(2)?
+            .to_dtype(DType::F64)?;
         let p: Vec<Vec<f64>> = p.to_vec2()?;
         Ok((0..archs.len())
             .map(|i| {
