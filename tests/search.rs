@@ -581,7 +581,7 @@ fn trials_record(run: &Path) -> Vec<serde_json::Value> {
 #[test]
 fn resumed_trials_equal_uninterrupted() {
     let dir = tempdir("trials-resume");
-    for strategy in ["random", "evolution", "reinforce"] {
+    for strategy in ["random", "evolution", "reinforce", "local", "predictor"] {
         let p = format!("pipelines/nb201-{strategy}.ron");
         let run = |out: &str, stop: Option<&str>| {
             let mut c = bin();

@@ -23,8 +23,11 @@ pub struct Args {
     /// Seeds: the pipeline's seed, seed + 1, ...
     #[arg(long, default_value_t = 30, value_name = "N")]
     pub seeds: u64,
-    /// Also draw the pipelines' mean best-so-far curves (report signal against
-    /// evaluations) into this SVG file.
+    /// Evaluations per search, in place of each pipeline's budget.
+    #[arg(long, value_name = "N")]
+    pub evaluations: Option<usize>,
+    /// Where to draw the pipelines' best-so-far curves (search and report signals against
+    /// evaluations, mean ± standard error over seeds) as SVG. Default: `<out>/study.svg`.
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
     /// The folder run folders are written under.
@@ -37,17 +40,19 @@ pub fn run(args: &Args) -> Result<i32> {
     let mut studies = Vec::new();
     for file in &args.pipelines {
         let p = crate::pipeline::resolve::load(&mut sources, file)?;
-        let s = study::run(&p, args.seeds, true)?;
+        let s = study::run(&p, args.seeds, args.evaluations, true)?;
         let path = args.out.join(&p.spec.name.value).join("study.json");
         study::write(&s, &path)?;
         studies.push((s, path));
     }
     let mut text = study::table(&studies);
-    if let Some(path) = &args.plot {
-        let svg = crate::pipeline::study_plot::curves_svg(&studies)?;
-        crate::fsutil::write_atomic(path, svg.as_bytes())?;
-        text += &format!("curves: {}\n", path.display());
-    }
+    let path = args
+        .plot
+        .clone()
+        .unwrap_or_else(|| args.out.join("study.svg"));
+    let svg = crate::pipeline::study_plot::curves_svg(&studies)?;
+    crate::fsutil::write_atomic(&path, svg.as_bytes())?;
+    text += &format!("curves: {}\n", path.display());
     print(&text)?;
     Ok(exit::OK)
 }

@@ -281,6 +281,29 @@ pub enum Strategy {
         #[serde(default = "momentum")]
         baseline_momentum: Spanned<f64>,
     },
+    /// Local search (White et al., NASLib): the best of `init` random architectures, then
+    /// its unasked one-edit neighbours in a seeded random order, moving to the first that
+    /// is better; from a local optimum, a random restart.
+    Local {
+        /// Random architectures evaluated before the first climb. Default 10.
+        #[serde(default = "ten")]
+        init: Spanned<u32>,
+    },
+    /// Predictor-guided search (BANANAS-style): after `init` random architectures, every
+    /// `batch` proposals an ensemble of `ensemble` small MLPs is trained on the
+    /// evaluations so far and picks, by independent Thompson sampling, among the one-edit
+    /// neighbours of the best evaluated architectures (and a few random ones).
+    Predictor {
+        /// Random architectures evaluated before the predictor is trained. Default 20.
+        #[serde(default = "twenty_spanned")]
+        init: Spanned<u32>,
+        /// MLPs in the ensemble. Default 5.
+        #[serde(default = "five_spanned")]
+        ensemble: Spanned<u32>,
+        /// Proposals per training of the ensemble. Default 5.
+        #[serde(default = "five_spanned")]
+        batch: Spanned<u32>,
+    },
 }
 
 /// How a candidate architecture is scored.
@@ -603,6 +626,12 @@ fn three() -> Spanned<u32> {
 }
 fn five() -> u32 {
     5
+}
+fn five_spanned() -> Spanned<u32> {
+    sp(5)
+}
+fn twenty_spanned() -> Spanned<u32> {
+    sp(20)
 }
 fn ten() -> Spanned<u32> {
     sp(10)

@@ -76,7 +76,39 @@ impl Checker<'_> {
                 self.positive_f(lr, "lr")?;
                 self.unit(baseline_momentum, "baseline_momentum", false, true)
             }
+            Strategy::Local { init } => self.initial(init, evaluations),
+            Strategy::Predictor {
+                init,
+                ensemble,
+                batch,
+            } => {
+                self.initial(init, evaluations)?;
+                if init.value < 2 {
+                    return Err(self.err(
+                        init.span,
+                        "the predictor needs at least 2 initial evaluations to train on",
+                    ));
+                }
+                self.positive(ensemble, "ensemble")?;
+                self.positive(batch, "batch")
+            }
         }
+    }
+
+    /// A strategy's random initial architectures: at least one, within the budget.
+    fn initial(&self, init: &Spanned<u32>, evaluations: &Spanned<u32>) -> Result<()> {
+        self.positive(init, "init")?;
+        if init.value > evaluations.value {
+            return Err(self.err(
+                init.span,
+                format!(
+                    "{} initial random architectures need at least as many evaluations, and \
+                     the budget is {}",
+                    init.value, evaluations.value
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// MnasNet's latency target and exponent.

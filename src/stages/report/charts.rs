@@ -39,6 +39,9 @@ pub enum Style {
     Line,
     Markers,
     LineMarkers,
+    /// The points are a closed polygon (a spread band: the lower edge left to right, then
+    /// the upper edge right to left), filled translucent and left out of the legend.
+    Area,
 }
 
 /// One named series of (x, y) points, drawn in `color`.
@@ -187,6 +190,12 @@ pub fn line_chart(c: &LineChart) -> Result<String> {
                 .filter(|(x, y)| x.is_finite() && y.is_finite())
                 .collect();
             let color = s.color;
+            if s.style == Style::Area {
+                chart
+                    .draw_series(std::iter::once(Polygon::new(pts, color.mix(0.2).filled())))
+                    .map_err(&err)?;
+                continue;
+            }
             let line = matches!(s.style, Style::Line | Style::LineMarkers);
             let marks = matches!(s.style, Style::Markers | Style::LineMarkers);
             if line {

@@ -1,8 +1,10 @@
 //! `nas-pipe study`: a multi-trial pipeline with a tabular evaluator run over many seeds,
 //! in memory, and summarised the way NAS-Bench-201 compares strategies: the returned
 //! architecture (the best by the search signal) scored by the report signal it never saw,
-//! mean ± standard deviation over seeds. `study.json` keeps every seed's pick so any other
-//! table can re-score it.
+//! mean ± standard deviation over seeds, with the anytime curves (mean ± standard error of
+//! the best-so-far signals after each evaluation) and the wall time per proposal.
+//! `study.json` keeps every seed's pick so any other table can re-score it; it holds no
+//! timings, so one study run twice writes the same file.
 
 use std::path::Path;
 
@@ -17,7 +19,7 @@ use crate::spec::pipeline::{Evaluator, Search};
 use crate::stages::search::trials::{self, Plan};
 
 /// Version of `study.json`.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// One seed's search.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -79,11 +81,41 @@ pub struct Study {
     /// Mean over seeds of the best-so-far architecture's report signal after each
     /// evaluation (percent): the anytime curve.
     pub curve: Vec<f64>,
+    /// The standard error over seeds of each point of `curve`.
+    pub curve_se: Vec<f64>,
+    /// The best-so-far search signal after each evaluation (percent): mean over seeds and
+    /// its standard error.
+    pub search_curve: Vec<f64>,
+    pub search_curve_se: Vec<f64>,
     pub seeds: Vec<Seed>,
+    /// Wall time per proposal (strategy, cost, table lookup), over every proposal of every
+    /// seed; not written.
+    #[serde(skip)]
+    pub timing: Timing,
 }
 
-/// Runs pipeline `p` with seeds `p.seed .. p.seed + seeds`.
-pub fn run(p: &Resolved, seeds: u64, progress: bool) -> Result<Study> {
+/// Wall time per proposal, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timing {
+    pub mean_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Per evaluation k, the mean and standard error over seeds of `curves[seed][k]`, up to
+/// the shortest curve.
+fn band(curves: &[Vec<f64>]) -> (Vec<f64>, Vec<f64>) {
+    let len = curves.iter().map(Vec::len).min().unwrap_or(0);
+    (0..len)
+        .map(|k| {
+            let st = Stats::of(&curves.iter().map(|c| c[k]).collect::<Vec<_>>());
+            (st.mean, st.se)
+        })
+        .unzip()
+}
+
+/// Runs pipeline `p` with seeds `p.seed .. p.seed + seeds`, with `evaluations` in place of
+/// the pipeline's budget when given.
+pub fn run(p: &Resolved, seeds: u64, evaluations: Option<usize>, progress: bool) -> Result<Study> {
     let Some(Search::Trials { evaluator, .. }) = p.spec.search.as_deref() else {
         return Err(Error::Input(format!(
             "{}: `nas-pipe study` needs a multi-trial search (`search: Trials(...)`)",
@@ -105,7 +137,13 @@ pub fn run(p: &Resolved, seeds: u64, progress: bool) -> Result<Study> {
     if seeds == 0 {
         return Err(Error::Input("--seeds must be at least 1".into()));
     }
-    let base = Plan::of(p)?;
+    let mut base = Plan::of(p)?;
+    if let Some(n) = evaluations {
+        if n == 0 {
+            return Err(Error::Input("--evaluations must be at least 1".into()));
+        }
+        base.budget = n;
+    }
     if base.needs_latency() {
         return Err(Error::Input(format!(
             "{}: a study does not measure latency; remove latency from the objectives, reward \
@@ -116,6 +154,8 @@ pub fn run(p: &Resolved, seeds: u64, progress: bool) -> Result<Study> {
     let bar = crate::progress::count(progress, seeds, "study", "seed");
     let mut out = Vec::new();
     let mut curves: Vec<Vec<f64>> = Vec::new();
+    let mut search_curves: Vec<Vec<f64>> = Vec::new();
+    let (mut proposals, mut seconds, mut max_ms) = (0usize, 0f64, 0f64);
     // A table lookup keeps no state between seeds.
     let mut ev = trials::evaluator(p, &candle_core::Device::Cpu, None, false)?;
     for i in 0..seeds {
@@ -137,15 +177,14 @@ pub fn run(p: &Resolved, seeds: u64, progress: bool) -> Result<Study> {
             records.iter().filter(|r| r.evaluated()).collect();
         let b = crate::run::trials::best(&records)
             .ok_or_else(|| Error::Input("no architecture was evaluated".into()))?;
-        let mut curve = Vec::with_capacity(evaluated.len());
-        let mut best: Option<&crate::run::trials::Record> = None;
-        for r in &evaluated {
-            if best.is_none_or(|x| r.reward > x.reward) {
-                best = Some(r);
-            }
-            curve.push(best.and_then(|x| x.report).map_or(f64::NAN, |v| 100.0 * v));
+        for r in &records {
+            proposals += 1;
+            seconds += r.seconds;
+            max_ms = max_ms.max(1e3 * r.seconds);
         }
+        let (curve, search_curve) = best_so_far(&evaluated);
         curves.push(curve);
+        search_curves.push(search_curve);
         out.push(Seed {
             seed,
             key: b.key.clone(),
@@ -162,10 +201,8 @@ pub fn run(p: &Resolved, seeds: u64, progress: bool) -> Result<Study> {
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let len = curves.iter().map(Vec::len).min().unwrap_or(0);
-    let curve = (0..len)
-        .map(|k| curves.iter().map(|c| c[k]).sum::<f64>() / curves.len() as f64)
-        .collect();
+    let (curve, curve_se) = band(&curves);
+    let (search_curve, search_curve_se) = band(&search_curves);
     let reports: Vec<f64> = out.iter().filter_map(|s| s.report).collect();
     Ok(Study {
         version: VERSION,
@@ -178,8 +215,34 @@ pub fn run(p: &Resolved, seeds: u64, progress: bool) -> Result<Study> {
         search: Stats::of(&out.iter().map(|s| s.search).collect::<Vec<_>>()),
         report: (reports.len() == out.len()).then(|| Stats::of(&reports)),
         curve,
+        curve_se,
+        search_curve,
+        search_curve_se,
         seeds: out,
+        timing: Timing {
+            mean_ms: 1e3 * seconds / proposals.max(1) as f64,
+            max_ms,
+        },
     })
+}
+
+/// The best-so-far architecture's report and search signals (percent) after each
+/// evaluation; the best is the first with the highest reward.
+fn best_so_far(evaluated: &[&crate::run::trials::Record]) -> (Vec<f64>, Vec<f64>) {
+    let mut best: Option<&crate::run::trials::Record> = None;
+    evaluated
+        .iter()
+        .map(|r| {
+            if best.is_none_or(|x| r.reward > x.reward) {
+                best = Some(r);
+            }
+            let pct = |v: Option<f64>| v.map_or(f64::NAN, |v| 100.0 * v);
+            (
+                pct(best.and_then(|x| x.report)),
+                pct(best.and_then(|x| x.accuracy)),
+            )
+        })
+        .unzip()
 }
 
 /// Writes `study.json` atomically.
@@ -192,48 +255,55 @@ fn pm(s: &Stats) -> String {
     format!("{:.2} ± {:.2} (s.e. {:.2})", s.mean, s.std, s.se)
 }
 
-/// The studies side by side, then each one's difference from the first in the report
-/// signal, with the standard error of the difference.
+/// `a − b` of two independent means, ± the standard error of the difference, and the
+/// difference in standard errors.
+fn diff(a: &Stats, b: &Stats) -> String {
+    let d = a.mean - b.mean;
+    let se = (a.se.powi(2) + b.se.powi(2)).sqrt();
+    let z = if se > 0.0 { d / se } else { 0.0 };
+    format!("{d:+.2} ± {se:.2} ({z:.1} s.e.)")
+}
+
+/// The studies side by side, then each one's difference from the first in the search and
+/// report signals, with the standard error of the difference.
 pub fn table(studies: &[(Study, std::path::PathBuf)]) -> String {
     let mut t = String::new();
     let Some((first, _)) = studies.first() else {
         return t;
     };
     t.push_str(&format!(
-        "{:<24} {:<10} {:>5} {:>6}  {:<30} {:<30}\n",
+        "{:<24} {:<10} {:>5} {:>6}  {:<30} {:<30} {:>17}\n",
         "pipeline",
         "strategy",
         "seeds",
         "evals",
         format!("{} (search)", first.search_column),
-        format!("{} (report)", first.report_column)
+        format!("{} (report)", first.report_column),
+        "ms/proposal (max)"
     ));
     for (s, _) in studies {
         t.push_str(&format!(
-            "{:<24} {:<10} {:>5} {:>6}  {:<30} {:<30}\n",
+            "{:<24} {:<10} {:>5} {:>6}  {:<30} {:<30} {:>17}\n",
             s.pipeline,
             s.strategy,
             s.search.n,
             s.budget,
             pm(&s.search),
-            s.report.as_ref().map_or("-".into(), pm)
+            s.report.as_ref().map_or("-".into(), pm),
+            format!("{:.2} ({:.1})", s.timing.mean_ms, s.timing.max_ms)
         ));
     }
-    if let Some(r0) = &first.report {
-        for (s, _) in &studies[1..] {
-            if let Some(r) = &s.report {
-                let d = r.mean - r0.mean;
-                let se = (r.se.powi(2) + r0.se.powi(2)).sqrt();
-                t.push_str(&format!(
-                    "{} − {}: {:+.2} ± {:.2} (s.e. of the difference; {:.1} s.e.)\n",
-                    s.pipeline,
-                    first.pipeline,
-                    d,
-                    se,
-                    if se > 0.0 { d / se } else { 0.0 }
-                ));
-            }
+    for (s, _) in &studies[1..] {
+        let mut parts = vec![format!("search {}", diff(&s.search, &first.search))];
+        if let (Some(r), Some(r0)) = (&s.report, &first.report) {
+            parts.push(format!("report {}", diff(r, r0)));
         }
+        t.push_str(&format!(
+            "{} − {}: {} (± s.e. of the difference)\n",
+            s.pipeline,
+            first.pipeline,
+            parts.join(", ")
+        ));
     }
     for (s, path) in studies {
         t.push_str(&format!("{}: {}\n", s.pipeline, path.display()));

@@ -540,6 +540,8 @@ pub fn strategy_name(s: &crate::spec::pipeline::Strategy) -> &'static str {
         S::Random => "random",
         S::Evolution { .. } => "evolution",
         S::Reinforce { .. } => "reinforce",
+        S::Local { .. } => "local",
+        S::Predictor { .. } => "predictor",
     }
 }
 

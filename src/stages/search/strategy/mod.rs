@@ -2,7 +2,8 @@
 //! separate.
 //!
 //! DARTS-family strategies ([`darts`]) train architecture weights inside the supernet.
-//! Multi-trial strategies ([`random`], [`evolution`], [`reinforce`]) propose discrete
+//! Multi-trial strategies ([`random`], [`evolution`], [`reinforce`], [`local`],
+//! [`predictor`]) propose discrete
 //! architectures one at a time through [`Strategy`] and learn from their rewards. A
 //! discrete architecture is an [`Arch`]: one value per [`Decision`] of the space
 //! ([`Decisions::of`]). A multi-trial strategy is a deterministic function of its seed and
@@ -10,6 +11,8 @@
 //! (`crate::stages::search::trials`), and no strategy needs a state file of its own.
 
 pub mod evolution;
+pub mod local;
+pub mod predictor;
 pub mod random;
 pub mod reinforce;
 
@@ -160,14 +163,7 @@ impl Decisions {
     /// has an alternative, set to a uniformly chosen alternative (for an input, one no other
     /// input of the node uses). `arch` itself when no decision has one.
     pub fn mutate(&self, arch: &Arch, rng: &mut ChaCha8Rng) -> Arch {
-        let alternatives = |d: usize| -> Vec<u32> {
-            let n = self.list[d].1 as u32;
-            let taken: Vec<u32> = match self.group_of(d) {
-                Some(g) => g.iter().map(|&o| arch[o]).collect(),
-                None => vec![arch[d]],
-            };
-            (0..n).filter(|v| !taken.contains(v)).collect()
-        };
+        let alternatives = |d: usize| self.alternatives(arch, d);
         let open: Vec<usize> = (0..self.len())
             .filter(|&d| !alternatives(d).is_empty())
             .collect();
@@ -179,6 +175,31 @@ impl Decisions {
         let alts = alternatives(d);
         child[d] = alts[rng.random_range(0..alts.len())];
         child
+    }
+
+    /// The values decision `d` of `arch` may change to: every other value, for an input
+    /// only those no other input of its node uses.
+    fn alternatives(&self, arch: &Arch, d: usize) -> Vec<u32> {
+        let n = self.list[d].1 as u32;
+        let taken: Vec<u32> = match self.group_of(d) {
+            Some(g) => g.iter().map(|&o| arch[o]).collect(),
+            None => vec![arch[d]],
+        };
+        (0..n).filter(|v| !taken.contains(v)).collect()
+    }
+
+    /// Every architecture one [`Decisions::mutate`] step from `arch`, by decision then
+    /// value: `Σ_d |alternatives(d)|` of them, all valid when `arch` is.
+    pub fn neighbours(&self, arch: &Arch) -> Vec<Arch> {
+        let mut out = Vec::new();
+        for d in 0..self.len() {
+            for v in self.alternatives(arch, d) {
+                let mut a = arch.clone();
+                a[d] = v;
+                out.push(a);
+            }
+        }
+        out
     }
 
     /// Whether `arch` has a value in range for every decision and distinct inputs per node.
@@ -298,6 +319,8 @@ pub enum Kind {
     Random,
     Evolution,
     Reinforce,
+    Local,
+    Predictor,
 }
 
 /// The strategy a pipeline names, seeded with `seed`.
@@ -323,6 +346,18 @@ pub fn build(
             seed,
             lr.value,
             baseline_momentum.value,
+        )),
+        S::Local { init } => Box::new(local::Local::new(decisions, seed, init.value as usize)),
+        S::Predictor {
+            init,
+            ensemble,
+            batch,
+        } => Box::new(predictor::Predictor::new(
+            decisions,
+            seed,
+            init.value as usize,
+            ensemble.value as usize,
+            batch.value as usize,
         )),
     }
 }
@@ -392,6 +427,29 @@ pub(crate) mod tests {
             sw.swap(0, 2);
             sw.swap(1, 3);
             assert_eq!(d.genotype(&s, &sw).to_ron(), g.to_ron());
+        }
+    }
+
+    #[test]
+    fn neighbours_are_every_single_mutation() {
+        let d = Decisions::of(&space("schemas/nas-bench-201.ron"));
+        let a = vec![0, 1, 2, 3, 4, 0];
+        let n = d.neighbours(&a);
+        // 6 edges × 4 other ops, all distinct, each one edit away.
+        assert_eq!(n.len(), 24);
+        assert_eq!(n.iter().collect::<std::collections::HashSet<_>>().len(), 24);
+        assert!(
+            n.iter()
+                .all(|b| a.iter().zip(b).filter(|(x, y)| x != y).count() == 1)
+        );
+
+        let d = Decisions::of(&space("schemas/darts.ron"));
+        let mut r = rng(2, 0);
+        for _ in 0..50 {
+            let a = d.random(&mut r);
+            let n = d.neighbours(&a);
+            assert!(n.iter().all(|b| d.valid(b)));
+            assert!(n.contains(&d.mutate(&a, &mut r)));
         }
     }
 
