@@ -106,6 +106,80 @@ fn device_check_on_the_cpu_passes_and_writes_json() {
 
 // ---- nas-pipe run: stages, cache, resume, status ----
 
+/// `pipelines/fashion-mnist.ron` with its data folder and space path replaced, in `dir`.
+fn fashion_pipeline(dir: &Path, data: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(root().join("pipelines/fashion-mnist.ron"))
+        .unwrap()
+        .replace("/usr/share/datasets/fashion-mnist", data.to_str().unwrap())
+        .replace("../schemas/", &format!("{}/schemas/", root().display()));
+    let file = dir.join("fm.ron");
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+/// Writes the four Fashion-MNIST files with `images` declared in the headers but the data
+/// cut short: only the headers are read by `check`.
+fn fake_idx_headers(dir: &Path, train: u32, test: u32, image_magic: u32) {
+    std::fs::create_dir_all(dir).unwrap();
+    let file = |name: &str, magic: u32, dims: &[u32]| {
+        let mut b = magic.to_be_bytes().to_vec();
+        for d in dims {
+            b.extend(d.to_be_bytes());
+        }
+        b.extend([0u8; 16]);
+        std::fs::write(dir.join(name), b).unwrap();
+    };
+    file("train-images-idx3-ubyte", image_magic, &[train, 28, 28]);
+    file("train-labels-idx1-ubyte", 0x801, &[train]);
+    file("t10k-images-idx3-ubyte", image_magic, &[test, 28, 28]);
+    file("t10k-labels-idx1-ubyte", 0x801, &[test]);
+}
+
+/// Issue #22: `check` said `ok` for a pipeline whose data folder did not exist, and `run`
+/// failed in the search stage after creating the run folder. Both now name the folder or
+/// file, say where the data comes from and exit 2 before touching anything; `check` reads
+/// only the files' headers.
+#[test]
+fn check_and_run_name_missing_or_wrong_data_files() {
+    let dir = tempdir("data-probe");
+    let data = dir.join("fm");
+    let file = fashion_pipeline(&dir, &data);
+    let out = dir.join("out");
+    let e = fails(bin().arg("check").arg(&file));
+    assert!(
+        e.starts_with(&format!(
+            "nas-pipe: {}: no such directory (expected the fashion-mnist IDX files in it)\n",
+            data.display()
+        )),
+        "{e}"
+    );
+    assert!(e.contains("= help: Debian's package dataset-fashion-mnist"), "{e}");
+    let e = fails(bin().arg("run").arg(&file).arg("--out").arg(&out));
+    assert!(e.contains("no such directory"), "{e}");
+    assert!(!out.join("fashion-mnist").exists(), "run created its folder");
+
+    fake_idx_headers(&data, 60000, 10000, 0x803);
+    let ok = run_ok(bin().arg("check").arg(&file));
+    assert!(
+        ok.contains(&format!(
+            "data: {}: 60,000 training and 10,000 test images\n",
+            data.display()
+        )),
+        "{ok}"
+    );
+    fake_idx_headers(&data, 60000, 10000, 0x801);
+    let e = fails(bin().arg("check").arg(&file));
+    assert!(
+        e.starts_with(&format!(
+            "nas-pipe: {}: bad magic number 2049",
+            data.join("train-images-idx3-ubyte").display()
+        )),
+        "{e}"
+    );
+    // A tabular search reads no images: its data folder need not exist.
+    run_ok(bin().args(["check", "pipelines/nb201-random.ron"]));
+}
+
 /// A pipeline with every stage but the ONNX Runtime ones, sized so that search epochs take
 /// about a second and retrain epochs a few tenths on 2 cores: long enough to be killed in
 /// the middle. `retrain_lr` is the knob the cache tests turn.

@@ -567,6 +567,9 @@ pub fn run(
         Err("the pipeline has no validate or profile stage".into())
     };
     let planned = plan(sources, p, device, &ort)?;
+    if reads_images_now(run_dir, p, &planned, opts)? {
+        crate::data::probe(&p.spec.data, p.data_dir.as_deref())?;
+    }
     if needs_ort && let Err(e) = &ort {
         return Err(Error::Runtime(format!(
             "{e}\nthe pipeline's validate and profile stages need ONNX Runtime; nothing was run"
@@ -718,6 +721,21 @@ pub fn run(
         note_validation(run_dir, stage, &mut outcome);
     }
     Ok(outcome)
+}
+
+/// Whether a stage that reads the data set's images will run: one selected and forced, or
+/// not done.
+fn reads_images_now(run_dir: &Path, p: &Resolved, planned: &[Planned], opts: &Options) -> Result<bool> {
+    let lock = Lock::read(run_dir, &p.spec.name.value)?;
+    for st in planned.iter().filter(|st| p.reads_images_in(st.stage)) {
+        let selected = opts.only.is_none_or(|o| o == st.stage)
+            && opts.from.is_none_or(|f| st.stage >= f);
+        let forced = opts.force || opts.only.is_some() || opts.from.is_some();
+        if selected && (forced || assess(run_dir, &lock, st)? != State::Done) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// With `--only` or `--from`, a stage that is not selected but whose outputs the selected
