@@ -489,7 +489,11 @@ fn profile_of_a_model_file_writes_nothing_without_out() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.starts_with("# Profile: model.onnx\n"), "{stdout}");
     assert!(!stdout.contains("written to"), "{stdout}");
     let kept = std::fs::read_to_string(d.join("profile.json")).unwrap();

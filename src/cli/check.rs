@@ -35,7 +35,10 @@ fn check_pipeline(sources: &mut Sources, file: &Path) -> Result<String> {
     let p = crate::pipeline::resolve::load(sources, file)?;
     let data = data_line(&p)?;
     let resolved = p.spec.to_ron();
-    let mut o = format!("{}: ok\n{data}\nresolved spec:\n{resolved}\n\n", file.display());
+    let mut o = format!(
+        "{}: ok\n{data}\nresolved spec:\n{resolved}\n\n",
+        file.display()
+    );
     o += &format!("space file: {}\n\n", p.space_path.display());
     if p.spec.search.is_some() {
         o += "search network\n";
@@ -61,13 +64,15 @@ fn data_line(p: &crate::run::Resolved) -> Result<String> {
     if !p.reads_images() {
         return Ok(String::new());
     }
-    Ok(match crate::data::probe(&p.spec.data, p.data_dir.as_deref())? {
-        Some(f) => format!(
-            "data: {}: {} training and {} test images\n",
-            f.dir.display(),
-            show::thousands(f.train as u64),
-            show::thousands(f.test as u64)
-        ),
-        None => String::new(),
-    })
+    Ok(
+        match crate::data::probe(&p.spec.data, p.data_dir.as_deref())? {
+            Some(f) => format!(
+                "data: {}: {} training and {} test images\n",
+                f.dir.display(),
+                show::thousands(f.train as u64),
+                show::thousands(f.test as u64)
+            ),
+            None => String::new(),
+        },
+    )
 }
