@@ -36,6 +36,14 @@ pub struct Cli {
     /// Where tensors live, overriding the pipeline's `device`: auto, cpu, cuda or cuda:N.
     #[arg(long, global = true, value_name = "DEVICE", value_parser = crate::device::parse)]
     pub device: Option<crate::device::Choice>,
+    /// Print no progress on stderr (bars, progress lines, stage and epoch lines); results
+    /// and errors still print.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// When stderr is not a terminal (a log file, CI), print a progress line this often.
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = crate::progress::DEFAULT_EVERY_SECS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub log_every: u64,
 }
 
 /// The subcommands, in the order `nas-pipe --help` lists them; each one's help is the doc
@@ -61,6 +69,7 @@ pub enum Command {
 pub fn main() -> i32 {
     tune_runtime();
     let cli = Cli::parse();
+    crate::progress::configure(cli.quiet, std::time::Duration::from_secs(cli.log_every));
     match dispatch(&cli) {
         Ok(code) => code,
         Err(e) => {

@@ -22,6 +22,7 @@
 pub mod device_check;
 pub mod resolve;
 pub mod study_plot;
+pub mod summary;
 pub mod trials;
 
 use std::collections::BTreeMap;
@@ -628,7 +629,7 @@ pub fn run(
         }
         let head = format!("[{}/{total}] {stage}", i + 1);
         if state == State::Done && !forced {
-            eprintln!("{head}: cached (key {})", short(&key));
+            crate::progress::note(&format!("{head}: cached (key {})", short(&key)));
             outcome.stages.push((stage, Action::Cached));
             note_validation(run_dir, stage, &mut outcome);
             continue;
@@ -650,10 +651,10 @@ pub fn run(
             && !resumable
             && let Some((restored, from)) = restore(run_dir, stage, &key, &st.inputs)?
         {
-            eprintln!(
+            crate::progress::note(&format!(
                 "{head}: restored from {} (made under this key before)",
                 from.display()
-            );
+            ));
             outcome.set_aside.extend(set_aside);
             let mut e = restored;
             e.note = Some(format!("restored from {}", from.display()));
@@ -668,7 +669,7 @@ pub fn run(
         } else {
             state.why().to_string()
         };
-        eprintln!("{head}: running (key {}): {why}", short(&key));
+        crate::progress::note(&format!("{head}: running (key {}): {why}", short(&key)));
         let started = match &entry {
             Some(e) if resumable => e.started.clone(),
             _ => now(),
@@ -699,7 +700,10 @@ pub fn run(
             {
                 std::fs::remove_dir_all(&d).map_err(|source| Error::Io { path: d, source })?;
             } else {
-                eprintln!("{head}: the previous outputs are kept in {}", d.display());
+                crate::progress::note(&format!(
+                    "{head}: the previous outputs are kept in {}",
+                    d.display()
+                ));
                 outcome.set_aside.push(d);
             }
         }
@@ -716,7 +720,11 @@ pub fn run(
             note: None,
         });
         lock.write(run_dir)?;
-        eprintln!("{head}: done in {seconds:.1}s");
+        crate::progress::note(&format!(
+            "{head}: done in {}{}",
+            crate::progress::duration(seconds),
+            summary::of(p, run_dir, stage).map_or(String::new(), |s| format!(": {s}"))
+        ));
         outcome.stages.push((stage, Action::Ran(seconds)));
         note_validation(run_dir, stage, &mut outcome);
     }
@@ -725,11 +733,16 @@ pub fn run(
 
 /// Whether a stage that reads the data set's images will run: one selected and forced, or
 /// not done.
-fn reads_images_now(run_dir: &Path, p: &Resolved, planned: &[Planned], opts: &Options) -> Result<bool> {
+fn reads_images_now(
+    run_dir: &Path,
+    p: &Resolved,
+    planned: &[Planned],
+    opts: &Options,
+) -> Result<bool> {
     let lock = Lock::read(run_dir, &p.spec.name.value)?;
     for st in planned.iter().filter(|st| p.reads_images_in(st.stage)) {
-        let selected = opts.only.is_none_or(|o| o == st.stage)
-            && opts.from.is_none_or(|f| st.stage >= f);
+        let selected =
+            opts.only.is_none_or(|o| o == st.stage) && opts.from.is_none_or(|f| st.stage >= f);
         let forced = opts.force || opts.only.is_some() || opts.from.is_some();
         if selected && (forced || assess(run_dir, &lock, st)? != State::Done) {
             return Ok(true);
