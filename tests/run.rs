@@ -153,10 +153,16 @@ fn check_and_run_name_missing_or_wrong_data_files() {
         )),
         "{e}"
     );
-    assert!(e.contains("= help: Debian's package dataset-fashion-mnist"), "{e}");
+    assert!(
+        e.contains("= help: Debian's package dataset-fashion-mnist"),
+        "{e}"
+    );
     let e = fails(bin().arg("run").arg(&file).arg("--out").arg(&out));
     assert!(e.contains("no such directory"), "{e}");
-    assert!(!out.join("fashion-mnist").exists(), "run created its folder");
+    assert!(
+        !out.join("fashion-mnist").exists(),
+        "run created its folder"
+    );
 
     fake_idx_headers(&data, 60000, 10000, 0x803);
     let ok = run_ok(bin().arg("check").arg(&file));
@@ -214,6 +220,41 @@ fn run_cmd(p: &Path, out: &Path) -> Command {
     let mut c = bin();
     c.arg("run").arg(p).arg("--out").arg(out);
     c
+}
+
+/// Issue #22: the log of a run said nothing about what a stage made (derive did not print
+/// the cells). Each stage now ends with a summary line; `--quiet` prints nothing on stderr
+/// and the same results on stdout.
+#[test]
+fn stage_lines_summarise_and_quiet_prints_no_progress() {
+    let dir = tempdir("run-log");
+    let p = staged_pipeline(&dir, "logged", "0.05");
+    let out = dir.join("out");
+    let o = run_cmd(&p, &out).arg("--quiet").output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success(), "{stdout}{stderr}");
+    assert_eq!(stderr, "");
+    assert!(
+        action_of(&stdout, "search").starts_with("ran in"),
+        "{stdout}"
+    );
+    let o = run_cmd(&p, &out)
+        .args(["--only", "derive"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let done = stderr
+        .lines()
+        .find(|l| l.starts_with("[2/5] derive: done in "))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        done.contains(": normal: ") && done.contains("; reduce: "),
+        "{done}"
+    );
 }
 
 /// The action `nas-pipe run` printed for `stage` ("cached", "ran in 1.2s", ...).
