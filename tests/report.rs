@@ -649,7 +649,7 @@ fn report_says_what_is_absent() {
     }
     assert_eq!(r.summary.pipeline, "nothing-here");
     // Everything but the multi-trial search's files (a search writes one kind).
-    assert_eq!(r.summary.missing.len(), report::INPUTS.len() - 2);
+    assert_eq!(r.summary.missing.len(), report::INPUTS.len() - 3);
     // A folder that is not there is an error, not an empty report.
     let e = report::render(&empty.join("nope")).unwrap_err().to_string();
     assert!(e.contains("nope") && e.contains("not a run folder"), "{e}");
