@@ -329,7 +329,7 @@ pub fn search_table(a: &Artifacts) -> Option<Table> {
             num(m.val_loss),
             pct(m.val_acc),
             duration(m.seconds),
-            format!("{:.1}", m.images_per_sec),
+            crate::progress::rate_text(m.images_per_sec),
         ]);
     }
     Some(t)
@@ -430,7 +430,7 @@ pub fn retrain_table(a: &Artifacts) -> Option<Table> {
             or_dash(e.test_loss, num),
             or_dash(e.test_acc, pct),
             duration(e.seconds),
-            format!("{:.1}", e.images_per_sec),
+            crate::progress::rate_text(e.images_per_sec),
         ]);
     }
     Some(t)
@@ -538,7 +538,7 @@ pub fn latency_table(a: &Artifacts) -> Option<Table> {
             ms(l.p99),
             ms(l.min),
             ms(l.max),
-            format!("{:.1}", r.images_per_s),
+            crate::progress::rate_text(r.images_per_s),
         ]);
     }
     Some(t)
