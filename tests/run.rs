@@ -744,7 +744,10 @@ fn run_exits_1_when_validation_fails_and_still_reports() {
         let o = run_cmd(&p, &dir).output().unwrap();
         let stdout = String::from_utf8_lossy(&o.stdout);
         assert_eq!(o.status.code(), Some(1), "{stdout}");
-        assert!(stdout.contains("validation FAILED"), "{stdout}");
+        assert!(
+            stdout.contains("validation FAILED: largest logit difference "),
+            "{stdout}"
+        );
         assert!(!action_of(&stdout, "report").is_empty());
     }
     let v: serde_json::Value =

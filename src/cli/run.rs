@@ -77,12 +77,7 @@ fn summary(o: &Outcome) -> String {
     }
     match o.validation_passed {
         Some(true) => t += "validation passed\n",
-        Some(false) => {
-            t += &format!(
-                "validation FAILED: see {}\n",
-                RunDir::new(&o.run_dir).validation().display()
-            )
-        }
+        Some(false) => t += &validation_failure(&o.run_dir),
         None => {}
     }
     t += &headline(&o.run_dir);
@@ -91,6 +86,33 @@ fn summary(o: &Outcome) -> String {
         t += &format!("report: {}\n", report.display());
     }
     t
+}
+
+/// What validation missed, with the figures and their tolerances, and where they are.
+fn validation_failure(run_dir: &Path) -> String {
+    let path = RunDir::new(run_dir).validation();
+    let v = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<crate::run::validation::Validation>(&b).ok());
+    let mut missed = Vec::new();
+    if let Some(v) = &v {
+        if !(v.max_abs_diff <= v.max_abs_diff_allowed) {
+            missed.push(format!(
+                "largest logit difference {:.3e} > allowed {:.1e}",
+                v.max_abs_diff, v.max_abs_diff_allowed
+            ));
+        }
+        if v.top1_agreement < v.min_top1_agreement {
+            missed.push(format!(
+                "top-1 agreement {:.2}% < required {:.2}%",
+                100.0 * v.top1_agreement,
+                100.0 * v.min_top1_agreement
+            ));
+        }
+        missed.push(format!("on {} test images", v.samples));
+    }
+    missed.push(format!("see {}", path.display()));
+    format!("validation FAILED: {}\n", missed.join(", "))
 }
 
 /// The report summary's headline figures as one line (after a multi-trial search, the
