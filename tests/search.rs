@@ -663,6 +663,10 @@ fn multi_trial_run_prints_and_reports_the_returned_architecture() {
     assert_eq!(h["macs"], best["macs"]);
     let html = std::fs::read_to_string(run.join("report.html")).unwrap();
     assert!(html.contains("cifar10-test of the returned architecture"));
+    // The front table: no column of dashes when no latency was measured, and NB201
+    // strings break between node groups, not inside an op's name.
+    assert!(!html.contains("<th class=\"num\">latency (ms)</th>"));
+    assert!(html.contains(&format!("<td>{}</td>", nb201.replace('+', "+<wbr>"))));
     assert!(html.contains("<h3>Cell “cell”</h3>") && html.contains("<svg class=\"graph\""));
     assert!(
         !s["missing"]

@@ -60,8 +60,8 @@ table { border-collapse: collapse; margin: 8px 0 14px; font-size: 14px; }
 th, td { padding: 4px 10px; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
 th { background: var(--zebra); font-weight: 600; }
 tbody tr:nth-child(even) { background: var(--zebra); }
-td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
-td:not(.num) { overflow-wrap: anywhere; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td:not(.num) { overflow-wrap: break-word; }
 table.facts th { background: none; font-weight: normal; color: var(--muted); }
 .absent { color: var(--muted); font-style: italic; }
 .verdict { display: inline-block; font-weight: 700; padding: 2px 10px; border-radius: 4px; }
@@ -122,11 +122,13 @@ fn table(t: &Table, extra: Option<(&str, &[String])>) -> String {
         o.push_str("<tr>");
         for (c, cell) in row.iter().enumerate() {
             let n = t.numeric.get(c).copied().unwrap_or(false);
+            // A NAS-Bench-201 string may break after each node's group (`|+|`), never
+            // inside an op's name.
             let _ = write!(
                 o,
                 "<td{}>{}</td>",
                 if n { " class=\"num\"" } else { "" },
-                esc(cell)
+                esc(cell).replace('+', "+<wbr>")
             );
         }
         if let Some((_, cells)) = extra {
