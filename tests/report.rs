@@ -695,7 +695,9 @@ fn report_draws_a_chain_space_as_text_and_layer_heatmaps() {
     assert!(ops.contains("Searchable layers"));
     // Layer 0 has one candidate; the stage layers four (a stage's first layer cannot skip).
     assert!(ops.contains(&svg_text("layer 0")) && ops.contains(&svg_text("layer 4")));
-    assert!(ops.contains(&svg_text("ir_k5_e6")) && ops.contains(&svg_text("ir_k3_e3")));
+    // Heatmap row labels end in two no-break spaces: the gap before the cells.
+    let row = |op: &str| svg_text(&format!("{op}\u{a0}\u{a0}"));
+    assert!(ops.contains(&row("ir_k5_e6")) && ops.contains(&row("ir_k3_e3")));
     assert!(r.summary.stages.is_empty() && r.summary.seed.is_none());
 }
 

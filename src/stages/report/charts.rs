@@ -328,9 +328,12 @@ pub fn heatmap(h: &Heatmap) -> Result<String> {
             .cloned()
             .unwrap_or_default()
     };
+    // Two no-break spaces keep a gap between a row's label and its cells (SVG collapses
+    // ordinary trailing spaces).
     let row_label = |v: &i32| {
         let r = nr as i32 - 1 - v / 2;
-        h.rows.get(r.max(0) as usize).cloned().unwrap_or_default()
+        let label = h.rows.get(r.max(0) as usize).cloned().unwrap_or_default();
+        format!("{label}\u{a0}\u{a0}")
     };
     let mut buf = String::new();
     {

@@ -639,10 +639,11 @@ fn search(a: &Artifacts) -> Result<String> {
     Ok(o)
 }
 
-/// Pixels for labels of these texts at the heatmaps' 11 px font.
+/// Pixels for labels of these texts at the heatmaps' 11 px font, with the gap the heatmap
+/// puts after each.
 fn label_width(labels: &[String]) -> u32 {
     let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(1) as u32;
-    (longest * 7 + 14).clamp(30, 240)
+    (longest * 7 + 24).clamp(30, 250)
 }
 
 fn op_weights(a: &Artifacts) -> Result<String> {
