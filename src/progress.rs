@@ -1,37 +1,273 @@
-//! Progress bars for long work: images done, rate, ETA. Hidden when not asked for (tests,
-//! pipes); indicatif itself draws nothing when stderr is not a terminal.
+//! What long work tells the person waiting: progress bars on a terminal, a plain line every
+//! few seconds otherwise (a log file, CI, `nohup`), and notes (stage and epoch lines), all
+//! on stderr.
+//!
+//! One process-wide setting, [`configure`]d once by the binary: `quiet` silences bars,
+//! plain lines and notes (errors and results on stdout are unaffected); `every` is the
+//! interval of plain lines. nas-pipe writes no colour of its own; clap's help and errors
+//! honour `NO_COLOR`.
+//!
+//! A plain line reads
+//! `search 1/3: 3,200/12,800 images (25%), 31.2 images/s, ETA 5m 07s, loss 1.234`.
+
+use std::io::IsTerminal as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// The default interval of plain progress lines, in seconds.
+pub const DEFAULT_EVERY_SECS: u64 = 30;
+
+static QUIET: AtomicBool = AtomicBool::new(false);
+static EVERY_MS: AtomicU64 = AtomicU64::new(DEFAULT_EVERY_SECS * 1000);
+
+/// Sets the process-wide reporting: `quiet` silences everything this module prints;
+/// `every` is the interval between plain progress lines (at least 1 ms).
+pub fn configure(quiet: bool, every: Duration) {
+    QUIET.store(quiet, Ordering::Relaxed);
+    EVERY_MS.store((every.as_millis() as u64).max(1), Ordering::Relaxed);
+}
+
+/// Whether [`configure`] silenced reporting.
+pub fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
+/// Prints `line` to stderr unless quiet.
+pub fn note(line: &str) {
+    if !quiet() {
+        eprintln!("{line}");
+    }
+}
+
+/// Progress over a known number of items: an indicatif bar on a terminal, a plain line
+/// every [`configure`]d interval otherwise, nothing when hidden or quiet.
+pub struct Bar {
+    bar: indicatif::ProgressBar,
+    plain: Option<Mutex<Plain>>,
+}
+
+/// The state of plain-line reporting.
+struct Plain {
+    prefix: String,
+    unit: String,
+    len: u64,
+    pos: u64,
+    message: String,
+    start: Instant,
+    last: Instant,
+    every: Duration,
+}
 
 /// A bar over `images` images, labelled `prefix`; hidden unless `show`.
-pub fn images(show: bool, images: usize, prefix: &str) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
+pub fn images(show: bool, images: usize, prefix: &str) -> Bar {
+    count(show, images as u64, prefix, "image")
+}
+
+/// A bar over `n` items called `unit` (e.g. evaluations), labelled `prefix`; hidden unless
+/// `show`.
+pub fn count(show: bool, n: u64, prefix: &str, unit: &str) -> Bar {
+    if !show || quiet() {
+        return Bar {
+            bar: indicatif::ProgressBar::hidden(),
+            plain: None,
+        };
     }
-    let bar = indicatif::ProgressBar::new(images as u64);
+    if !std::io::stderr().is_terminal() {
+        let now = Instant::now();
+        let plain = Plain {
+            prefix: prefix.to_string(),
+            unit: unit.to_string(),
+            len: n,
+            pos: 0,
+            message: String::new(),
+            start: now,
+            last: now,
+            every: Duration::from_millis(EVERY_MS.load(Ordering::Relaxed)),
+        };
+        return Bar {
+            bar: indicatif::ProgressBar::hidden(),
+            plain: Some(Mutex::new(plain)),
+        };
+    }
+    Bar {
+        bar: terminal_bar(n, prefix, unit),
+        plain: None,
+    }
+}
+
+fn terminal_bar(n: u64, prefix: &str, unit: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(n);
     bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} images, {per_sec}, ETA {eta} {msg}",
-        )
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{prefix}} [{{bar:30}}] {{human_pos}}/{{human_len}} {unit}s, {{rate}} {unit}s/s, ETA {{eta}} {{msg}}"
+        ))
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .with_key(
+            "rate",
+            |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = w.write_str(&rate_text(s.per_sec()));
+            },
+        )
         .progress_chars("=> "),
     );
     bar.set_prefix(prefix.to_string());
     bar
 }
 
-/// A bar over `n` items called `unit` (e.g. evaluations), labelled `prefix`; hidden unless
-/// `show`.
-pub fn count(show: bool, n: u64, prefix: &str, unit: &str) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
+impl Bar {
+    /// Advances by `n` items.
+    pub fn inc(&self, n: u64) {
+        self.bar.inc(n);
+        self.with_plain(|p| p.pos += n);
     }
-    let bar = indicatif::ProgressBar::new(n);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(&format!(
-            "{{prefix}} [{{bar:30}}] {{pos}}/{{len}} {unit}s, {{per_sec}}, ETA {{eta}} {{msg}}"
-        ))
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar.set_prefix(prefix.to_string());
-    bar
+
+    /// Sets the number of items done.
+    pub fn set_position(&self, pos: u64) {
+        self.bar.set_position(pos);
+        self.with_plain(|p| p.pos = pos);
+    }
+
+    /// Sets the text shown after the rate and ETA (e.g. the running loss).
+    pub fn set_message(&self, message: String) {
+        if let Some(p) = &self.plain
+            && let Ok(mut p) = p.lock()
+        {
+            p.message.clone_from(&message);
+        }
+        self.bar.set_message(message);
+    }
+
+    /// Removes a terminal bar; plain reporting just stops.
+    pub fn finish_and_clear(&self) {
+        self.bar.finish_and_clear();
+    }
+
+    /// Applies `f` to the plain state and prints a line when the interval has passed.
+    fn with_plain(&self, f: impl FnOnce(&mut Plain)) {
+        let Some(p) = &self.plain else { return };
+        let Ok(mut p) = p.lock() else { return };
+        f(&mut p);
+        let now = Instant::now();
+        if now.duration_since(p.last) >= p.every {
+            p.last = now;
+            eprintln!("{}", p.line(now.duration_since(p.start)));
+        }
+    }
+}
+
+impl Plain {
+    /// `prefix: pos/len units (pct%), rate units/s, ETA t[, message]` after `elapsed`.
+    fn line(&self, elapsed: Duration) -> String {
+        let secs = elapsed.as_secs_f64();
+        let rate = if secs > 0.0 {
+            self.pos as f64 / secs
+        } else {
+            0.0
+        };
+        let pct = if self.len > 0 {
+            100.0 * self.pos as f64 / self.len as f64
+        } else {
+            100.0
+        };
+        let eta = if rate > 0.0 {
+            duration(self.len.saturating_sub(self.pos) as f64 / rate)
+        } else {
+            "unknown".to_string()
+        };
+        let mut line = format!(
+            "{}: {}/{} {}s ({pct:.0}%), {} {}s/s, ETA {eta}",
+            self.prefix,
+            grouped(self.pos),
+            grouped(self.len),
+            self.unit,
+            rate_text(rate),
+            self.unit,
+        );
+        if !self.message.is_empty() {
+            line += ", ";
+            line += &self.message;
+        }
+        line
+    }
+}
+
+/// `n` with thousands separators: `12,800`.
+pub fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A rate with three significant digits and separators: `0.0123`, `31.2`, `11,570,726`.
+pub fn rate_text(r: f64) -> String {
+    if !r.is_finite() {
+        return r.to_string();
+    }
+    if r >= 1000.0 {
+        grouped(r.round() as u64)
+    } else if r >= 100.0 {
+        format!("{r:.0}")
+    } else if r >= 10.0 {
+        format!("{r:.1}")
+    } else if r >= 1.0 {
+        format!("{r:.2}")
+    } else {
+        format!("{r:.3}")
+    }
+}
+
+/// Seconds as `42.4s`, `5m 07s` or `1h 02m`.
+pub fn duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{:.1}s", secs.max(0.0)),
+        60..3600 => format!("{}m {:02}s", s / 60, s % 60),
+        _ => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_line_has_progress_rate_eta_and_message() {
+        let start = Instant::now();
+        let p = Plain {
+            prefix: "search 1/3".into(),
+            unit: "image".into(),
+            len: 12_800,
+            pos: 3_200,
+            message: "loss 1.234".into(),
+            start,
+            last: start,
+            every: Duration::from_secs(30),
+        };
+        assert_eq!(
+            p.line(Duration::from_secs(100)),
+            "search 1/3: 3,200/12,800 images (25%), 32.0 images/s, ETA 5m 00s, loss 1.234"
+        );
+    }
+
+    #[test]
+    fn numbers_read_easily() {
+        assert_eq!(grouped(0), "0");
+        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(1000), "1,000");
+        assert_eq!(grouped(11_570_726), "11,570,726");
+        assert_eq!(rate_text(11_570_726.1), "11,570,726");
+        assert_eq!(rate_text(113.49), "113");
+        assert_eq!(rate_text(31.24), "31.2");
+        assert_eq!(rate_text(0.01234), "0.012");
+        assert_eq!(duration(42.4), "42.4s");
+        assert_eq!(duration(307.0), "5m 07s");
+        assert_eq!(duration(3720.0), "1h 02m");
+    }
 }

@@ -471,6 +471,36 @@ fn profile_command_prints_the_table() {
     assert!(d.join("profile.json").is_file() && d.join("profile.md").is_file());
 }
 
+/// Issue #22: profiling a run's `model.onnx` overwrote that run's `profile.json`. Without
+/// `--out`, `profile MODEL.onnx` only prints.
+#[test]
+fn profile_of_a_model_file_writes_nothing_without_out() {
+    if ort_runtime("profile_of_a_model_file_writes_nothing_without_out").is_none() {
+        return;
+    }
+    let d = tempdir("profile-no-out");
+    let model = d.join("model.onnx");
+    std::fs::copy("tests/data/tiny_cnn.onnx", &model).unwrap();
+    std::fs::write(d.join("profile.json"), "the run's own profile").unwrap();
+    let out = bin()
+        .arg("profile")
+        .arg(&model)
+        .args(["--batch-sizes", "1", "--warmup", "1", "--runs", "3"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("# Profile: model.onnx\n"), "{stdout}");
+    assert!(!stdout.contains("written to"), "{stdout}");
+    let kept = std::fs::read_to_string(d.join("profile.json")).unwrap();
+    assert_eq!(kept, "the run's own profile");
+    assert!(!d.join("profile.md").exists());
+}
+
 #[test]
 fn profile_command_errors_exit_2() {
     let d = tempdir("profile-errors");

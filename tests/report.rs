@@ -649,7 +649,7 @@ fn report_says_what_is_absent() {
     }
     assert_eq!(r.summary.pipeline, "nothing-here");
     // Everything but the multi-trial search's files (a search writes one kind).
-    assert_eq!(r.summary.missing.len(), report::INPUTS.len() - 2);
+    assert_eq!(r.summary.missing.len(), report::INPUTS.len() - 3);
     // A folder that is not there is an error, not an empty report.
     let e = report::render(&empty.join("nope")).unwrap_err().to_string();
     assert!(e.contains("nope") && e.contains("not a run folder"), "{e}");
@@ -695,7 +695,9 @@ fn report_draws_a_chain_space_as_text_and_layer_heatmaps() {
     assert!(ops.contains("Searchable layers"));
     // Layer 0 has one candidate; the stage layers four (a stage's first layer cannot skip).
     assert!(ops.contains(&svg_text("layer 0")) && ops.contains(&svg_text("layer 4")));
-    assert!(ops.contains(&svg_text("ir_k5_e6")) && ops.contains(&svg_text("ir_k3_e3")));
+    // Heatmap row labels end in two no-break spaces: the gap before the cells.
+    let row = |op: &str| svg_text(&format!("{op}\u{a0}\u{a0}"));
+    assert!(ops.contains(&row("ir_k5_e6")) && ops.contains(&row("ir_k3_e3")));
     assert!(r.summary.stages.is_empty() && r.summary.seed.is_none());
 }
 

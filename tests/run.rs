@@ -106,6 +106,86 @@ fn device_check_on_the_cpu_passes_and_writes_json() {
 
 // ---- nas-pipe run: stages, cache, resume, status ----
 
+/// `pipelines/fashion-mnist.ron` with its data folder and space path replaced, in `dir`.
+fn fashion_pipeline(dir: &Path, data: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(root().join("pipelines/fashion-mnist.ron"))
+        .unwrap()
+        .replace("/usr/share/datasets/fashion-mnist", data.to_str().unwrap())
+        .replace("../schemas/", &format!("{}/schemas/", root().display()));
+    let file = dir.join("fm.ron");
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+/// Writes the four Fashion-MNIST files with `images` declared in the headers but the data
+/// cut short: only the headers are read by `check`.
+fn fake_idx_headers(dir: &Path, train: u32, test: u32, image_magic: u32) {
+    std::fs::create_dir_all(dir).unwrap();
+    let file = |name: &str, magic: u32, dims: &[u32]| {
+        let mut b = magic.to_be_bytes().to_vec();
+        for d in dims {
+            b.extend(d.to_be_bytes());
+        }
+        b.extend([0u8; 16]);
+        std::fs::write(dir.join(name), b).unwrap();
+    };
+    file("train-images-idx3-ubyte", image_magic, &[train, 28, 28]);
+    file("train-labels-idx1-ubyte", 0x801, &[train]);
+    file("t10k-images-idx3-ubyte", image_magic, &[test, 28, 28]);
+    file("t10k-labels-idx1-ubyte", 0x801, &[test]);
+}
+
+/// Issue #22: `check` said `ok` for a pipeline whose data folder did not exist, and `run`
+/// failed in the search stage after creating the run folder. Both now name the folder or
+/// file, say where the data comes from and exit 2 before touching anything; `check` reads
+/// only the files' headers.
+#[test]
+fn check_and_run_name_missing_or_wrong_data_files() {
+    let dir = tempdir("data-probe");
+    let data = dir.join("fm");
+    let file = fashion_pipeline(&dir, &data);
+    let out = dir.join("out");
+    let e = fails(bin().arg("check").arg(&file));
+    assert!(
+        e.starts_with(&format!(
+            "nas-pipe: {}: no such directory (expected the fashion-mnist IDX files in it)\n",
+            data.display()
+        )),
+        "{e}"
+    );
+    assert!(
+        e.contains("= help: Debian's package dataset-fashion-mnist"),
+        "{e}"
+    );
+    let e = fails(bin().arg("run").arg(&file).arg("--out").arg(&out));
+    assert!(e.contains("no such directory"), "{e}");
+    assert!(
+        !out.join("fashion-mnist").exists(),
+        "run created its folder"
+    );
+
+    fake_idx_headers(&data, 60000, 10000, 0x803);
+    let ok = run_ok(bin().arg("check").arg(&file));
+    assert!(
+        ok.contains(&format!(
+            "data: {}: 60,000 training and 10,000 test images\n",
+            data.display()
+        )),
+        "{ok}"
+    );
+    fake_idx_headers(&data, 60000, 10000, 0x801);
+    let e = fails(bin().arg("check").arg(&file));
+    assert!(
+        e.starts_with(&format!(
+            "nas-pipe: {}: bad magic number 2049",
+            data.join("train-images-idx3-ubyte").display()
+        )),
+        "{e}"
+    );
+    // A tabular search reads no images: its data folder need not exist.
+    run_ok(bin().args(["check", "pipelines/nb201-random.ron"]));
+}
+
 /// A pipeline with every stage but the ONNX Runtime ones, sized so that search epochs take
 /// about a second and retrain epochs a few tenths on 2 cores: long enough to be killed in
 /// the middle. `retrain_lr` is the knob the cache tests turn.
@@ -140,6 +220,41 @@ fn run_cmd(p: &Path, out: &Path) -> Command {
     let mut c = bin();
     c.arg("run").arg(p).arg("--out").arg(out);
     c
+}
+
+/// Issue #22: the log of a run said nothing about what a stage made (derive did not print
+/// the cells). Each stage now ends with a summary line; `--quiet` prints nothing on stderr
+/// and the same results on stdout.
+#[test]
+fn stage_lines_summarise_and_quiet_prints_no_progress() {
+    let dir = tempdir("run-log");
+    let p = staged_pipeline(&dir, "logged", "0.05");
+    let out = dir.join("out");
+    let o = run_cmd(&p, &out).arg("--quiet").output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success(), "{stdout}{stderr}");
+    assert_eq!(stderr, "");
+    assert!(
+        action_of(&stdout, "search").starts_with("ran in"),
+        "{stdout}"
+    );
+    let o = run_cmd(&p, &out)
+        .args(["--only", "derive"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let done = stderr
+        .lines()
+        .find(|l| l.starts_with("[2/5] derive: done in "))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        done.contains(": normal: ") && done.contains("; reduce: "),
+        "{done}"
+    );
 }
 
 /// The action `nas-pipe run` printed for `stage` ("cached", "ran in 1.2s", ...).
@@ -629,7 +744,10 @@ fn run_exits_1_when_validation_fails_and_still_reports() {
         let o = run_cmd(&p, &dir).output().unwrap();
         let stdout = String::from_utf8_lossy(&o.stdout);
         assert_eq!(o.status.code(), Some(1), "{stdout}");
-        assert!(stdout.contains("validation FAILED"), "{stdout}");
+        assert!(
+            stdout.contains("validation FAILED: largest logit difference "),
+            "{stdout}"
+        );
         assert!(!action_of(&stdout, "report").is_empty());
     }
     let v: serde_json::Value =

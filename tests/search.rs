@@ -620,6 +620,63 @@ fn resumed_trials_equal_uninterrupted() {
     }
 }
 
+/// Issue #22: a multi-trial run ended with only `report: …`, and its report showed five
+/// "—" headline cards and no drawing of the returned cell. The run now prints the returned
+/// architecture, its genotype file, scores, cost and front size; the report's headline
+/// holds its figures and the report draws its cell from `search/space.ron`.
+#[test]
+fn multi_trial_run_prints_and_reports_the_returned_architecture() {
+    let dir = tempdir("trials-returned");
+    let stdout = run_ok(
+        bin()
+            .args(["run", "pipelines/nb201-random.ron", "--out"])
+            .arg(&dir),
+    );
+    let run = dir.join("nb201-random");
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
+    let best = &s["trials"]["best"];
+    let nb201 = best["nb201"].as_str().unwrap();
+    assert!(
+        stdout.contains(&format!("returned architecture: {nb201}\n")),
+        "{stdout}"
+    );
+    let genotype = run.join("genotype.ron");
+    assert!(
+        stdout.contains(&format!("  genotype  {}\n", genotype.display())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  scores    search ") && stdout.contains(", cifar10-test "),
+        "{stdout}"
+    );
+    let front = s["trials"]["front"].as_u64().unwrap();
+    assert!(
+        stdout.contains(&format!(
+            "  front     {front} architectures over accuracy, params, macs"
+        )),
+        "{stdout}"
+    );
+    let h = &s["headline"];
+    assert_eq!(h["test_accuracy"], best["report"]);
+    assert_eq!(h["params"], best["params"]);
+    assert_eq!(h["macs"], best["macs"]);
+    let html = std::fs::read_to_string(run.join("report.html")).unwrap();
+    assert!(html.contains("cifar10-test of the returned architecture"));
+    // The front table: no column of dashes when no latency was measured, and NB201
+    // strings break between node groups, not inside an op's name.
+    assert!(!html.contains("<th class=\"num\">latency (ms)</th>"));
+    assert!(html.contains(&format!("<td>{}</td>", nb201.replace('+', "+<wbr>"))));
+    assert!(html.contains("<h3>Cell “cell”</h3>") && html.contains("<svg class=\"graph\""));
+    assert!(
+        !s["missing"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m == "search/space.ron")
+    );
+}
+
 /// A training evaluator on synthetic data: constraints reject candidates before training
 /// (they cost no evaluation), the front is non-dominated, and weights are kept.
 #[test]

@@ -249,12 +249,13 @@ fn shipped_specs_check_clean() {
         for entry in std::fs::read_dir(root().join(dir)).unwrap() {
             let path = entry.unwrap().path();
             let out = bin().arg("check").arg(&path).output().unwrap();
-            assert!(
-                out.status.success(),
-                "{}: {}",
-                path.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            // A data set this machine lacks is the one error a shipped pipeline may give.
+            if stderr.contains("no such directory (expected the") && stderr.contains("= help: ") {
+                assert_eq!(out.status.code(), Some(2));
+                continue;
+            }
+            assert!(out.status.success(), "{}: {stderr}", path.display());
             assert!(String::from_utf8_lossy(&out.stdout).contains("architectures"));
         }
     }
@@ -580,4 +581,41 @@ fn resolved_pipeline_spec_reads_back_the_same() {
             p.search_space.supernet_cost()
         );
     }
+}
+
+/// Issue #22: shell completions and a man page come from the binary, and clap's own errors
+/// read like nas-pipe's (`nas-pipe: …`, exit 2).
+#[test]
+fn completions_man_page_and_usage_errors() {
+    for (shell, marker) in [
+        ("bash", "complete -F _nas__pipe"),
+        ("zsh", "#compdef nas-pipe"),
+        ("fish", "complete -c nas-pipe"),
+    ] {
+        let out = run_ok(bin().args(["completions", shell]));
+        assert!(
+            out.contains(marker),
+            "{shell}: {}",
+            &out[..out.len().min(200)]
+        );
+        assert!(out.contains("device-check"), "{shell}");
+    }
+    let man = run_ok(bin().arg("man"));
+    assert!(
+        man.contains(".TH nas-pipe 1") && man.contains("device\\-check"),
+        "{man}"
+    );
+    let dir = tempdir("man-pages");
+    run_ok(bin().args(["man", "--out"]).arg(&dir));
+    assert!(dir.join("nas-pipe.1").is_file() && dir.join("nas-pipe-run.1").is_file());
+    let e = fails(bin().args(["check", "--bogus"]));
+    assert!(
+        e.starts_with("nas-pipe: unexpected argument '--bogus'"),
+        "{e}"
+    );
+    let e = fails(bin().arg("run"));
+    assert!(
+        e.starts_with("nas-pipe: the following required arguments"),
+        "{e}"
+    );
 }

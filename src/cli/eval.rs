@@ -30,12 +30,43 @@ pub fn run(args: &Args, flag: Option<crate::device::Choice>) -> Result<i32> {
     crate::run::retrain::verify_model(&run_dir, &rdir, &weights)?;
     let e = crate::stages::retrain::eval(&p, &rdir, &args.weights, &device, true)?;
     print(&format!(
-        "{}: test accuracy {:.2}% (loss {:.4}) on {} images\n{}",
+        "{}: test accuracy {:.2}% (loss {:.4}) on {} images\n{}\n{}",
         e.weights,
         100.0 * e.accuracy,
         e.loss,
         e.images,
-        per_class(&e)
+        per_class(&e),
+        confusion(&e)
     ))?;
     Ok(exit::OK)
+}
+
+/// The confusion matrix: a row per true class, a column per predicted class (numbered as
+/// the rows).
+fn confusion(e: &crate::nets::train::Evaluation) -> String {
+    let width = e
+        .confusion
+        .iter()
+        .flatten()
+        .map(|n| n.to_string().len())
+        .max()
+        .unwrap_or(1)
+        .max(e.classes.len().to_string().len());
+    let mut o = format!(
+        "confusion matrix (rows: true class, columns: predicted)\n{:19}",
+        ""
+    );
+    for k in 0..e.classes.len() {
+        o += &format!(" {k:>width$}");
+    }
+    o += "\n";
+    for (k, (c, row)) in e.classes.iter().zip(&e.confusion).enumerate() {
+        let name: String = c.chars().take(14).collect();
+        o += &format!("  {k:>2} {name:<14}");
+        for n in row {
+            o += &format!(" {n:>width$}");
+        }
+        o += "\n";
+    }
+    o
 }

@@ -12,9 +12,11 @@ use crate::error::Result;
 
 pub mod check;
 pub mod common;
+pub mod completions;
 pub mod device_check;
 pub mod eval;
 pub mod export;
+pub mod man;
 pub mod profile;
 pub mod report;
 pub mod run;
@@ -36,6 +38,14 @@ pub struct Cli {
     /// Where tensors live, overriding the pipeline's `device`: auto, cpu, cuda or cuda:N.
     #[arg(long, global = true, value_name = "DEVICE", value_parser = crate::device::parse)]
     pub device: Option<crate::device::Choice>,
+    /// Print no progress on stderr (bars, progress lines, stage and epoch lines); results
+    /// and errors still print.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// When stderr is not a terminal (a log file, CI), print a progress line this often.
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = crate::progress::DEFAULT_EVERY_SECS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub log_every: u64,
 }
 
 /// The subcommands, in the order `nas-pipe --help` lists them; each one's help is the doc
@@ -55,12 +65,18 @@ pub enum Command {
     Export(export::Args),
     Validate(validate::Args),
     Profile(profile::Args),
+    Completions(completions::Args),
+    Man(man::Args),
 }
 
 /// Runs the binary: parses arguments, dispatches, prints errors. Returns the exit code.
 pub fn main() -> i32 {
     tune_runtime();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
+    crate::progress::configure(cli.quiet, std::time::Duration::from_secs(cli.log_every));
     match dispatch(&cli) {
         Ok(code) => code,
         Err(e) => {
@@ -68,6 +84,25 @@ pub fn main() -> i32 {
             e.exit_code()
         }
     }
+}
+
+/// Prints what clap says about the command line: help and version to stdout (exit 0), an
+/// error in nas-pipe's own style (`nas-pipe: …`, exit 2).
+fn usage_error(e: &clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return e.exit_code();
+    }
+    let text = e.render().to_string();
+    let text = text.strip_prefix("error: ").unwrap_or(&text);
+    let _ = write!(std::io::stderr(), "nas-pipe: {text}");
+    crate::error::exit::ERROR
 }
 
 /// Runs the parsed command; returns its exit code.
@@ -87,6 +122,8 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         Command::Export(a) => export::run(a),
         Command::Validate(a) => validate::run(a, device),
         Command::Profile(a) => profile::run(a),
+        Command::Completions(a) => completions::run(a),
+        Command::Man(a) => man::run(a),
     }
 }
 

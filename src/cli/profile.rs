@@ -1,7 +1,8 @@
 //! `nas-pipe profile`: measures an ONNX model's (or a pipeline's exported model's) latency
-//! and throughput on ONNX Runtime and writes `profile.json` and `profile.md`.
+//! and throughput on ONNX Runtime, prints the table, and writes `profile.json` and
+//! `profile.md` into the run folder (a pipeline) or where `--out` says (a model file).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::common::print;
 use crate::error::{Error, Result, exit};
@@ -12,8 +13,8 @@ use crate::spec::Sources;
 use crate::stages::profile::Known;
 
 /// Measure an ONNX model's latency and throughput on ONNX Runtime (CPU) for each batch
-/// size × intra-op thread count, print the table and write `profile.json` and
-/// `profile.md`.
+/// size × intra-op thread count and print the table; with --out, also write
+/// `profile.json` and `profile.md` there. Nothing is written beside the model.
 ///
 /// Given a pipeline (`.ron`), profiles its exported `<out>/<name>/model.onnx` with the
 /// pipeline's `profile` plan (the flags override it), adds the architecture's
@@ -42,7 +43,7 @@ pub struct Args {
     /// The ONNX Runtime shared library (libonnxruntime.so.1.32.0)
     #[arg(long, value_name = "PATH")]
     pub ort_lib: Option<PathBuf>,
-    /// Folder for profile.json and profile.md [default: the model's folder]; for a
+    /// Folder to write profile.json and profile.md in [default: none, only print]; for a
     /// pipeline, the folder holding the run folders [default: exports]
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -51,16 +52,20 @@ pub struct Args {
 pub fn run(args: &Args) -> Result<i32> {
     let is_pipeline = args.model.extension().is_some_and(|e| e == "ron");
     let (report, dir) = if is_pipeline {
-        profile_pipeline(args)?
+        let (r, d) = profile_pipeline(args)?;
+        (r, Some(d))
     } else {
         profile_file(args)?
     };
-    print(&format!(
-        "{}\nwritten to {} and {}\n",
-        crate::stages::profile::markdown(&report),
-        dir.join(crate::run::dir::PROFILE_JSON).display(),
-        dir.join(crate::run::dir::PROFILE_MD).display()
-    ))?;
+    let mut text = format!("{}\n", crate::stages::profile::markdown(&report));
+    if let Some(dir) = dir {
+        text += &format!(
+            "written to {} and {}\n",
+            dir.join(crate::run::dir::PROFILE_JSON).display(),
+            dir.join(crate::run::dir::PROFILE_MD).display()
+        );
+    }
+    print(&text)?;
     Ok(exit::OK)
 }
 
@@ -100,20 +105,16 @@ fn profile_pipeline(args: &Args) -> Result<(Report, PathBuf)> {
     Ok((report, run_dir))
 }
 
-/// An ONNX file is profiled with the default plan, into `--out` or its own folder.
-fn profile_file(args: &Args) -> Result<(Report, PathBuf)> {
+/// An ONNX file is profiled with the default plan; the report is written into `--out`
+/// when given, and nowhere else.
+fn profile_file(args: &Args) -> Result<(Report, Option<PathBuf>)> {
     let model = &args.model;
-    let dir = match &args.out {
-        Some(d) => d.clone(),
-        None => model
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
-    };
     let plan = with_flags(Plan::default(), args)?;
     crate::runtime::model_file::read(model)?;
     let rt = crate::runtime::load(args.ort_lib.as_deref())?;
     let report = crate::stages::profile::run(rt, model, &plan, Known::default(), |_| {})?;
-    crate::stages::profile::write(&report, &dir)?;
-    Ok((report, dir))
+    if let Some(dir) = &args.out {
+        crate::stages::profile::write(&report, dir)?;
+    }
+    Ok((report, args.out.clone()))
 }

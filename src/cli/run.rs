@@ -82,12 +82,7 @@ fn summary(o: &Outcome) -> String {
     }
     match o.validation_passed {
         Some(true) => t += "validation passed\n",
-        Some(false) => {
-            t += &format!(
-                "validation FAILED: see {}\n",
-                RunDir::new(&o.run_dir).validation().display()
-            )
-        }
+        Some(false) => t += &validation_failure(&o.run_dir),
         None => {}
     }
     t += &headline(&o.run_dir);
@@ -98,14 +93,97 @@ fn summary(o: &Outcome) -> String {
     t
 }
 
-/// The report summary's headline figures as one line, or nothing without a summary.
+/// What validation missed, with the figures and their tolerances, and where they are.
+fn validation_failure(run_dir: &Path) -> String {
+    let path = RunDir::new(run_dir).validation();
+    let v = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<crate::run::validation::Validation>(&b).ok());
+    let mut missed = Vec::new();
+    if let Some(v) = &v {
+        if !(v.max_abs_diff <= v.max_abs_diff_allowed) {
+            missed.push(format!(
+                "largest logit difference {:.3e} > allowed {:.1e}",
+                v.max_abs_diff, v.max_abs_diff_allowed
+            ));
+        }
+        if v.top1_agreement < v.min_top1_agreement {
+            missed.push(format!(
+                "top-1 agreement {:.2}% < required {:.2}%",
+                100.0 * v.top1_agreement,
+                100.0 * v.min_top1_agreement
+            ));
+        }
+        missed.push(format!("on {} test images", v.samples));
+    }
+    missed.push(format!("see {}", path.display()));
+    format!("validation FAILED: {}\n", missed.join(", "))
+}
+
+/// The report summary's headline figures as one line (after a multi-trial search, the
+/// returned architecture first), or nothing without a summary.
 fn headline(run_dir: &Path) -> String {
     let summary = std::fs::read(run_dir.join(crate::stages::report::SUMMARY))
         .ok()
         .and_then(|b| serde_json::from_slice::<crate::stages::report::Summary>(&b).ok());
-    let Some(h) = summary.map(|s| s.headline) else {
+    let Some(s) = summary else {
         return String::new();
     };
+    let Some(tr) = &s.trials else {
+        return figures(&s.headline);
+    };
+    let mut t = returned(run_dir, tr);
+    // Without a retrained model the headline repeats the returned architecture's figures.
+    if s.model.is_some() {
+        t += &figures(&s.headline);
+    }
+    t
+}
+
+/// The architecture a multi-trial search returned: its string, its genotype file, its
+/// scores and cost, and the size of the front.
+fn returned(run_dir: &Path, t: &crate::stages::report::TrialsSummary) -> String {
+    let Some(b) = &t.best else {
+        return String::new();
+    };
+    let mut o = String::from("returned architecture:");
+    if let Some(s) = &b.nb201 {
+        o += &format!(" {s}");
+    }
+    o += &format!(
+        "\n  genotype  {}\n",
+        RunDir::new(run_dir).genotype().display()
+    );
+    let mut scores = Vec::new();
+    if let Some(a) = b.accuracy {
+        scores.push(format!("search {:.2}%", 100.0 * a));
+    }
+    if let Some(r) = b.report {
+        scores.push(format!("{} {:.2}%", t.report, 100.0 * r));
+    }
+    if !scores.is_empty() {
+        o += &format!("  scores    {}\n", scores.join(", "));
+    }
+    let mut cost = vec![
+        format!("{} params", show::thousands(b.params)),
+        format!("{} MACs", show::thousands(b.macs)),
+    ];
+    if let Some(l) = b.latency_ms {
+        cost.push(format!("{l:.3} ms"));
+    }
+    o += &format!("  cost      {}\n", cost.join(", "));
+    o += &format!(
+        "  front     {} architecture{} over {} ({})\n",
+        t.front,
+        if t.front == 1 { "" } else { "s" },
+        t.objectives.join(", "),
+        RunDir::new(run_dir).pareto().display()
+    );
+    o
+}
+
+/// The headline figures as one line, or nothing when there are none.
+fn figures(h: &crate::stages::report::Headline) -> String {
     let mut facts = Vec::new();
     if let Some(a) = h.test_accuracy {
         facts.push(format!("test accuracy {:.2}%", 100.0 * a));

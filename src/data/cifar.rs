@@ -37,21 +37,7 @@ pub const INPUT: Input = Input {
 
 /// Reads the training set (the five batches in order) and the test set from `dir`.
 pub fn load(dir: &Path) -> Result<(Dataset, Dataset)> {
-    let base = batches_dir(dir);
-    let all: Vec<&str> = TRAIN_FILES.iter().copied().chain([TEST_FILE]).collect();
-    let missing: Vec<&str> = all
-        .iter()
-        .copied()
-        .filter(|f| !base.join(f).is_file())
-        .collect();
-    if !missing.is_empty() {
-        let what = if base.is_dir() {
-            format!("missing {}", missing.join(", "))
-        } else {
-            "no such directory (expected the CIFAR-10 binary batches in it)".to_string()
-        };
-        return Err(data_err(&base, what));
-    }
+    let base = find_all(dir)?;
     let mut images = Vec::new();
     let mut labels = Vec::new();
     for f in TRAIN_FILES {
@@ -63,6 +49,58 @@ pub fn load(dir: &Path) -> Result<(Dataset, Dataset)> {
     let (images, labels) = read_batch(&base.join(TEST_FILE))?;
     let test = Dataset::new("cifar-10 test", INPUT, images, labels)?;
     Ok((train, test))
+}
+
+/// Checks what [`load`] would read without reading it: the six batch files exist and each
+/// is a non-empty whole number of records (from its size alone). Returns the number of
+/// training and test images.
+pub fn probe(dir: &Path) -> Result<(usize, usize)> {
+    let base = find_all(dir)?;
+    let mut train = 0;
+    for f in TRAIN_FILES {
+        train += records_in(&base.join(f))?;
+    }
+    Ok((train, records_in(&base.join(TEST_FILE))?))
+}
+
+/// The folder holding the batch files ([`batches_dir`]); the error names every missing
+/// file at once.
+fn find_all(dir: &Path) -> Result<PathBuf> {
+    let base = batches_dir(dir);
+    let missing: Vec<&str> = TRAIN_FILES
+        .iter()
+        .copied()
+        .chain([TEST_FILE])
+        .filter(|f| !base.join(f).is_file())
+        .collect();
+    if missing.is_empty() {
+        return Ok(base);
+    }
+    let what = if base.is_dir() {
+        format!("missing {}", missing.join(", "))
+    } else {
+        "no such directory (expected the CIFAR-10 binary batches in it)".to_string()
+    };
+    Err(data_err(&base, what))
+}
+
+/// The number of records in a batch file, from its size; errors unless it is a non-empty
+/// whole number of records.
+fn records_in(path: &Path) -> Result<usize> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| data_err(path, format!("cannot read: {e}")))?
+        .len();
+    if len == 0 || len % RECORD as u64 != 0 {
+        return Err(data_err(
+            path,
+            format!(
+                "{} is not a whole, non-zero number of {RECORD}-byte records (1 label byte and \
+                 3×32×32 pixels)",
+                plural(len, "byte")
+            ),
+        ));
+    }
+    Ok((len / RECORD as u64) as usize)
 }
 
 /// Reads one batch file.

@@ -56,6 +56,25 @@ pub struct Images {
 /// Reads the training and test sets from `dir`; `name` ("fashion-mnist") names the sets in
 /// messages. Errors name the file at fault; missing files are all named at once.
 pub fn load(dir: &Path, name: &str) -> Result<(Dataset, Dataset)> {
+    let paths = find_all(dir, name)?;
+    let train = load_pair(&paths[0], &paths[1], &format!("{name} train"))?;
+    let test = load_pair(&paths[2], &paths[3], &format!("{name} test"))?;
+    Ok((train, test))
+}
+
+/// Checks what [`load`] would read without reading it: the four files exist, their headers
+/// declare 28×28 images and as many labels as images. Reads only the headers. Returns the
+/// number of training and test images.
+pub fn probe(dir: &Path, name: &str) -> Result<(usize, usize)> {
+    let paths = find_all(dir, name)?;
+    let train = probe_pair(&paths[0], &paths[1])?;
+    let test = probe_pair(&paths[2], &paths[3])?;
+    Ok((train, test))
+}
+
+/// The paths of the training images and labels and test images and labels in `dir`, in
+/// that order; the error names every missing file at once.
+fn find_all(dir: &Path, name: &str) -> Result<Vec<PathBuf>> {
     let mut paths = Vec::new();
     let mut missing = Vec::new();
     for n in [TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS] {
@@ -64,17 +83,55 @@ pub fn load(dir: &Path, name: &str) -> Result<(Dataset, Dataset)> {
             None => missing.push(n),
         }
     }
-    if !missing.is_empty() {
-        let what = if dir.is_dir() {
-            format!("missing {} (each may also end in .gz)", missing.join(", "))
-        } else {
-            format!("no such directory (expected the {name} IDX files in it)")
-        };
-        return Err(data_err(dir, what));
+    if missing.is_empty() {
+        return Ok(paths);
     }
-    let train = load_pair(&paths[0], &paths[1], &format!("{name} train"))?;
-    let test = load_pair(&paths[2], &paths[3], &format!("{name} test"))?;
-    Ok((train, test))
+    let what = if dir.is_dir() {
+        format!("missing {} (each may also end in .gz)", missing.join(", "))
+    } else {
+        format!("no such directory (expected the {name} IDX files in it)")
+    };
+    Err(data_err(dir, what))
+}
+
+/// The headers of an image file and its label file, checked against [`INPUT`] and each
+/// other; returns the number of images.
+fn probe_pair(images_path: &Path, labels_path: &Path) -> Result<usize> {
+    let (mut r, gz) = open(images_path)?;
+    let dims = read_header(&mut r, images_path, gz, IMAGE_MAGIC, "image", 3)?;
+    check_size(images_path, dims[1], dims[2])?;
+    let (mut r, gz) = open(labels_path)?;
+    let labels = read_header(&mut r, labels_path, gz, LABEL_MAGIC, "label", 1)?[0];
+    check_count(images_path, dims[0], labels_path, labels)?;
+    Ok(dims[0])
+}
+
+/// Errors naming `path` unless its images are [`INPUT`]'s size.
+fn check_size(path: &Path, rows: usize, cols: usize) -> Result<()> {
+    let size = INPUT.size as usize;
+    if rows == size && cols == size {
+        return Ok(());
+    }
+    Err(data_err(
+        path,
+        format!("images are {rows}×{cols}, expected {size}×{size}"),
+    ))
+}
+
+/// Errors naming the label file unless it has as many labels as the image file images.
+fn check_count(images_path: &Path, images: usize, labels_path: &Path, labels: usize) -> Result<()> {
+    if images == labels {
+        return Ok(());
+    }
+    Err(data_err(
+        labels_path,
+        format!(
+            "has {} but {} has {}",
+            plural(labels as u64, "label"),
+            images_path.display(),
+            plural(images as u64, "image")
+        ),
+    ))
 }
 
 /// The file for `name` in `dir`: `name`, `name.gz`, or the same with `-idx` spelled
@@ -96,28 +153,9 @@ pub fn find(dir: &Path, name: &str) -> Option<PathBuf> {
 /// other and against [`INPUT`].
 fn load_pair(images_path: &Path, labels_path: &Path, name: &str) -> Result<Dataset> {
     let images = read_images(images_path)?;
-    let size = INPUT.size as usize;
-    if images.rows != size || images.cols != size {
-        return Err(data_err(
-            images_path,
-            format!(
-                "images are {}×{}, expected {size}×{size}",
-                images.rows, images.cols
-            ),
-        ));
-    }
+    check_size(images_path, images.rows, images.cols)?;
     let labels = read_labels(labels_path)?;
-    if labels.len() != images.count {
-        return Err(data_err(
-            labels_path,
-            format!(
-                "has {} but {} has {}",
-                plural(labels.len() as u64, "label"),
-                images_path.display(),
-                plural(images.count as u64, "image")
-            ),
-        ));
-    }
+    check_count(images_path, images.count, labels_path, labels.len())?;
     check_labels(labels_path, &labels, INPUT.classes)?;
     Dataset::new(
         name,
@@ -167,16 +205,70 @@ pub fn read_labels(path: &Path) -> Result<Vec<u8>> {
 fn read(path: &Path, magic: u32, kind: &str, ndims: usize) -> Result<(Vec<usize>, Vec<u8>)> {
     let (mut reader, gz) = open(path)?;
     let after = if gz { " after decompression" } else { "" };
-    let fail = |e: io::Error| {
-        let verb = if gz {
-            "cannot decompress (a truncated or corrupt gzip file)"
-        } else {
-            "cannot read"
-        };
-        data_err(path, format!("{verb}: {e}"))
+    let fail = |e: io::Error| read_failure(path, gz, e);
+    let dims = read_header(&mut reader, path, gz, magic, kind, ndims)?;
+    let what = match ndims {
+        3 => format!(
+            "{} of {}×{}",
+            plural(dims[0] as u64, "image"),
+            dims[1],
+            dims[2]
+        ),
+        _ => plural(dims[0] as u64, kind),
     };
+    let expected = dims
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+        .filter(|n| *n <= isize::MAX as u64)
+        .ok_or_else(|| data_err(path, format!("the header declares {what}: too large")))?;
+    let data = read_up_to(&mut reader, expected + 1).map_err(fail)?;
+    if (data.len() as u64) < expected {
+        return Err(data_err(
+            path,
+            format!(
+                "truncated: the header declares {what} ({}), but only {} follow{after}",
+                plural(expected, "byte"),
+                plural(data.len() as u64, "byte")
+            ),
+        ));
+    }
+    if data.len() as u64 > expected {
+        let extra = 1 + io::copy(&mut reader, &mut io::sink()).map_err(fail)?;
+        return Err(data_err(
+            path,
+            format!(
+                "{} after the {what} the header declares{after}",
+                plural(extra, "extra byte")
+            ),
+        ));
+    }
+    Ok((dims, data))
+}
+
+/// The error for an I/O failure while reading `path`.
+fn read_failure(path: &Path, gz: bool, e: io::Error) -> crate::error::Error {
+    let verb = if gz {
+        "cannot decompress (a truncated or corrupt gzip file)"
+    } else {
+        "cannot read"
+    };
+    data_err(path, format!("{verb}: {e}"))
+}
+
+/// Reads and checks the header of an IDX file of unsigned bytes with `ndims` dimensions
+/// (magic number, dimensions, at least one item); returns the dimensions. `gz`: whether
+/// `reader` decompresses, for messages.
+fn read_header(
+    reader: &mut dyn Read,
+    path: &Path,
+    gz: bool,
+    magic: u32,
+    kind: &str,
+    ndims: usize,
+) -> Result<Vec<usize>> {
+    let after = if gz { " after decompression" } else { "" };
     let header_len = 4 + 4 * ndims;
-    let header = read_up_to(&mut reader, header_len as u64).map_err(fail)?;
+    let header = read_up_to(reader, header_len as u64).map_err(|e| read_failure(path, gz, e))?;
     if header.len() < 4 {
         return Err(data_err(
             path,
@@ -215,45 +307,10 @@ fn read(path: &Path, magic: u32, kind: &str, ndims: usize) -> Result<(Vec<usize>
         ));
     }
     let dims: Vec<usize> = (0..ndims).map(|d| word(4 + 4 * d) as usize).collect();
-    let what = match ndims {
-        3 => format!(
-            "{} of {}×{}",
-            plural(dims[0] as u64, "image"),
-            dims[1],
-            dims[2]
-        ),
-        _ => plural(dims[0] as u64, kind),
-    };
     if dims[0] == 0 {
         return Err(data_err(path, format!("the header declares no {kind}s")));
     }
-    let expected = dims
-        .iter()
-        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
-        .filter(|n| *n <= isize::MAX as u64)
-        .ok_or_else(|| data_err(path, format!("the header declares {what}: too large")))?;
-    let data = read_up_to(&mut reader, expected + 1).map_err(fail)?;
-    if (data.len() as u64) < expected {
-        return Err(data_err(
-            path,
-            format!(
-                "truncated: the header declares {what} ({}), but only {} follow{after}",
-                plural(expected, "byte"),
-                plural(data.len() as u64, "byte")
-            ),
-        ));
-    }
-    if data.len() as u64 > expected {
-        let extra = 1 + io::copy(&mut reader, &mut io::sink()).map_err(fail)?;
-        return Err(data_err(
-            path,
-            format!(
-                "{} after the {what} the header declares{after}",
-                plural(extra, "extra byte")
-            ),
-        ));
-    }
-    Ok((dims, data))
+    Ok(dims)
 }
 
 /// Opens `path`, decompressing it if it starts with the gzip magic bytes; says whether it

@@ -251,6 +251,70 @@ pub fn load(data: &Data, dir: Option<&Path>, seed: u64) -> Result<(Dataset, Data
     Ok((train, test))
 }
 
+/// What [`probe`] found in a data set's folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// The folder the files are in.
+    pub dir: std::path::PathBuf,
+    /// The number of training images (before any `limit`).
+    pub train: usize,
+    /// The number of test images.
+    pub test: usize,
+}
+
+/// Checks, without reading the images, that the files [`load`] reads exist and that their
+/// headers (IDX) or sizes (CIFAR-10) fit the data set; `None` for synthetic data, which has
+/// no files. The error names the file at fault and says where the data set comes from.
+pub fn probe(data: &Data, dir: Option<&Path>) -> Result<Option<Found>> {
+    let Some(dir) = dir.filter(|_| !matches!(data, Data::Synthetic { .. })) else {
+        return Ok(None);
+    };
+    let found = match data {
+        Data::FashionMnist { .. } => idx::probe(dir, "fashion-mnist"),
+        Data::Mnist { .. } => idx::probe(dir, "mnist"),
+        Data::Cifar10 { .. } => cifar::probe(dir),
+        Data::Synthetic { .. } => return Ok(None),
+    };
+    match found {
+        Ok((train, test)) => Ok(Some(Found {
+            dir: match data {
+                Data::Cifar10 { .. } => cifar::batches_dir(dir),
+                _ => dir.to_path_buf(),
+            },
+            train,
+            test,
+        })),
+        Err(Error::Data { path, message }) => Err(Error::Data {
+            path,
+            message: format!("{message}\n  = help: {}", where_to_get(data)),
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+/// Where a file-based data set can be had, for messages.
+fn where_to_get(data: &Data) -> &'static str {
+    match data {
+        Data::FashionMnist { .. } => {
+            "Debian's package dataset-fashion-mnist installs the four files in \
+             /usr/share/datasets/fashion-mnist (`sudo apt-get install dataset-fashion-mnist`; \
+             scripts/run.sh does it); they can also be downloaded from \
+             https://github.com/zalandoresearch/fashion-mnist#get-the-data"
+        }
+        Data::Mnist { .. } => {
+            "download train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, \
+             t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz from \
+             https://yann.lecun.com/exdb/mnist/ (or a mirror) into this folder"
+        }
+        Data::Cifar10 { .. } => {
+            "download the CIFAR-10 binary version (cifar-10-binary.tar.gz) from \
+             https://www.cs.toronto.edu/~kriz/cifar.html and unpack it into the folder the \
+             pipeline's `data: Cifar10(dir: ...)` names"
+        }
+        Data::Synthetic { .. } => "synthetic data has no files",
+    }
+}
+
 /// The class names of a data set, in label order (`"0"`, `"1"`, ... for synthetic data).
 pub fn class_names(data: &Data) -> Vec<String> {
     let names: &[&str] = match data {

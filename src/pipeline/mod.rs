@@ -24,6 +24,7 @@ pub mod device_check;
 pub mod memory;
 pub mod resolve;
 pub mod study_plot;
+pub mod summary;
 pub mod trials;
 
 use std::collections::BTreeMap;
@@ -515,6 +516,9 @@ pub fn run(
         Err("the pipeline has no validate or profile stage".into())
     };
     let planned = plan(sources, p, device, &ort)?;
+    if reads_images_now(run_dir, p, &planned, opts)? {
+        crate::data::probe(&p.spec.data, p.data_dir.as_deref())?;
+    }
     if needs_ort && let Err(e) = &ort {
         return Err(Error::Runtime(format!(
             "{e}\nthe pipeline's validate and profile stages need ONNX Runtime; nothing was run"
@@ -573,7 +577,7 @@ pub fn run(
         }
         let head = format!("[{}/{total}] {stage}", i + 1);
         if state == State::Done && !forced {
-            eprintln!("{head}: cached (key {})", short(&key));
+            crate::progress::note(&format!("{head}: cached (key {})", short(&key)));
             outcome.stages.push((stage, Action::Cached));
             note_validation(run_dir, stage, &mut outcome);
             continue;
@@ -601,10 +605,10 @@ pub fn run(
             && stage.territory().iter().all(|t| !run_dir.join(t).exists())
             && let Some((restored, from)) = restore(run_dir, stage, &key, &st.inputs)?
         {
-            eprintln!(
+            crate::progress::note(&format!(
                 "{head}: restored from {} (made under this key before)",
                 from.display()
-            );
+            ));
             outcome.set_aside.extend(set_aside);
             let mut e = restored;
             e.note = Some(format!("restored from {}", from.display()));
@@ -619,7 +623,7 @@ pub fn run(
         } else {
             state.why().to_string()
         };
-        eprintln!("{head}: running (key {}): {why}", short(&key));
+        crate::progress::note(&format!("{head}: running (key {}): {why}", short(&key)));
         let started = match &entry {
             Some(e) if resumable => e.started.clone(),
             _ => now(),
@@ -646,7 +650,10 @@ pub fn run(
         if let Some(d) = set_aside
             && crate::run::outputs::keep_if_different(run_dir, stage, &d)?
         {
-            eprintln!("{head}: the previous outputs are kept in {}", d.display());
+            crate::progress::note(&format!(
+                "{head}: the previous outputs are kept in {}",
+                d.display()
+            ));
             outcome.set_aside.push(d);
         }
         lock.set(Entry {
@@ -662,7 +669,11 @@ pub fn run(
             note: None,
         });
         lock.write(run_dir)?;
-        eprintln!("{head}: done in {seconds:.1}s");
+        crate::progress::note(&format!(
+            "{head}: done in {}{}",
+            crate::progress::duration(seconds),
+            summary::of(p, run_dir, stage).map_or(String::new(), |s| format!(": {s}"))
+        ));
         outcome.stages.push((stage, Action::Ran(seconds)));
         note_validation(run_dir, stage, &mut outcome);
     }
@@ -677,13 +688,36 @@ fn open_lock(run_dir: &Path, pipeline: &str, force: bool) -> Result<Lock> {
     }
     let (lock, kept) = Lock::read_or_set_aside(run_dir, pipeline)?;
     if let Some(d) = kept {
-        eprintln!(
+        crate::progress::note(&format!(
             "{}: damaged; kept in {} and begun anew",
             run_dir.join(lock::FILE).display(),
             d.display()
-        );
+        ));
     }
     Ok(lock)
+}
+
+/// Whether a stage that reads the data set's images will run: one selected and forced, or
+/// not done.
+fn reads_images_now(
+    run_dir: &Path,
+    p: &Resolved,
+    planned: &[Planned],
+    opts: &Options,
+) -> Result<bool> {
+    // A lock that cannot be read: the stages will run (or the run will say why not).
+    let Ok(lock) = Lock::read(run_dir, &p.spec.name.value) else {
+        return Ok(true);
+    };
+    for st in planned.iter().filter(|st| p.reads_images_in(st.stage)) {
+        let selected =
+            opts.only.is_none_or(|o| o == st.stage) && opts.from.is_none_or(|f| st.stage >= f);
+        let forced = opts.force || opts.only.is_some() || opts.from.is_some();
+        if selected && (forced || assess(run_dir, &lock, st)? != State::Done) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// With `--only` or `--from`, a stage that is not selected but whose outputs the selected

@@ -55,6 +55,9 @@ artifacts! {
     trials, TRIALS = "search/trials.json";
     /// The multi-trial search's Pareto front.
     pareto, PARETO = "search/pareto.json";
+    /// The space a multi-trial search searched, libraries inline, so that the report can
+    /// draw the returned architecture from the run folder alone.
+    search_space, SEARCH_SPACE = "search/space.ron";
     /// Measured latencies of whole architectures, one file each.
     latency_cache, LATENCY_CACHE = "search/latency";
     /// The per-op latency table of a search space.

@@ -40,6 +40,34 @@ pub struct Resolved {
     pub space_raw: SearchSpace,
 }
 
+impl Resolved {
+    /// Whether `stage` reads the data set's images: a DARTS search, a multi-trial search
+    /// that trains, retraining and validation do; a tabular search reads none.
+    pub fn reads_images_in(&self, stage: crate::run::Stage) -> bool {
+        use crate::run::Stage;
+        use crate::spec::pipeline::{Evaluator, Search};
+        match stage {
+            Stage::Search => match self.spec.search.as_deref() {
+                Some(Search::Darts { .. }) => true,
+                Some(Search::Trials { evaluator, .. }) => {
+                    !matches!(evaluator.value, Evaluator::Tabular { .. })
+                }
+                None => false,
+            },
+            Stage::Retrain => self.spec.retrain.is_some(),
+            Stage::Validate => self.spec.validate.is_some(),
+            _ => false,
+        }
+    }
+
+    /// Whether any stage reads the data set's images.
+    pub fn reads_images(&self) -> bool {
+        crate::run::Stage::ALL
+            .into_iter()
+            .any(|s| self.reads_images_in(s))
+    }
+}
+
 /// The normalisation the pipeline declares, fitted on `train` when computed.
 pub fn normalization(p: &Resolved, train: &Dataset) -> Result<Normalize> {
     match &p.spec.normalize.value {

@@ -210,8 +210,16 @@ pub fn markdown(r: &Report) -> String {
     for row in &r.rows {
         let l = &row.latency_ms;
         o += &format!(
-            "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1} |\n",
-            row.batch, row.threads, l.mean, l.p50, l.p90, l.p99, l.min, l.max, row.images_per_s
+            "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {} |\n",
+            row.batch,
+            row.threads,
+            l.mean,
+            l.p50,
+            l.p90,
+            l.p99,
+            l.min,
+            l.max,
+            crate::progress::rate_text(row.images_per_s)
         );
     }
     o
@@ -370,8 +378,8 @@ mod tests {
 
 | batch | threads | mean ms | p50 ms | p90 ms | p99 ms | min ms | max ms | images/s |
 |------:|--------:|--------:|-------:|-------:|-------:|-------:|-------:|---------:|
-| 1 | 1 | 1.000 | 1.000 | 1.400 | 1.490 | 0.500 | 1.500 | 1000.0 |
-| 32 | 1 | 4.000 | 4.000 | 4.000 | 4.000 | 4.000 | 4.000 | 8000.0 |
+| 1 | 1 | 1.000 | 1.000 | 1.400 | 1.490 | 0.500 | 1.500 | 1,000 |
+| 32 | 1 | 4.000 | 4.000 | 4.000 | 4.000 | 4.000 | 4.000 | 8,000 |
 "
         );
     }

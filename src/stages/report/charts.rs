@@ -70,7 +70,8 @@ pub struct LineChart {
     pub legend: Legend,
 }
 
-/// A legend's corner.
+/// The preferred corner of a legend; [`line_chart`] takes another when it covers fewer
+/// points.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Legend {
     UpperRight,
@@ -123,7 +124,7 @@ pub fn line_chart(c: &LineChart) -> Result<String> {
     });
     let (x0, x1) = span(x0, x1);
     // A margin so that markers at the ends are drawn whole.
-    let pad = 0.015 * (x1 - x0);
+    let pad = 0.03 * (x1 - x0);
     let (x0, x1) = (x0 - pad, x1 + pad);
     let (y0, y1) = match c.y_range {
         Some(r) => r,
@@ -226,12 +227,10 @@ pub fn line_chart(c: &LineChart) -> Result<String> {
                 });
             }
         }
+        let corner = legend_corner(c.legend, points(), (x0, x1), (y0, y1));
         chart
             .configure_series_labels()
-            .position(match c.legend {
-                Legend::UpperRight => SeriesLabelPosition::UpperRight,
-                Legend::LowerRight => SeriesLabelPosition::LowerRight,
-            })
+            .position(corner)
             .background_style(WHITE.mix(0.85))
             .border_style(INK.mix(0.3))
             .label_font((FONT, SMALL).into_font().color(&INK))
@@ -240,6 +239,38 @@ pub fn line_chart(c: &LineChart) -> Result<String> {
         root.present().map_err(&err)?;
     }
     Ok(buf)
+}
+
+/// The corner for the legend: the one whose quarter of the plot (the outer 45% of each
+/// axis) holds the fewest points, `preferred` among equals, so that it hides no data
+/// where a corner is free.
+fn legend_corner<'a>(
+    preferred: Legend,
+    points: impl Iterator<Item = &'a (f64, f64)>,
+    (x0, x1): (f64, f64),
+    (y0, y1): (f64, f64),
+) -> SeriesLabelPosition {
+    // (right, upper) for each corner, the preferred one first.
+    let mut corners = vec![(true, true), (true, false), (false, true), (false, false)];
+    if preferred == Legend::LowerRight {
+        corners.swap(0, 1);
+    }
+    let mut counts = vec![0usize; corners.len()];
+    for &(x, y) in points {
+        let (fx, fy) = ((x - x0) / (x1 - x0), (y - y0) / (y1 - y0));
+        for (k, &(right, upper)) in corners.iter().enumerate() {
+            let in_x = if right { fx >= 0.55 } else { fx <= 0.45 };
+            let in_y = if upper { fy >= 0.55 } else { fy <= 0.45 };
+            counts[k] += usize::from(in_x && in_y);
+        }
+    }
+    let best = (0..corners.len()).min_by_key(|&k| counts[k]).unwrap_or(0);
+    match corners[best] {
+        (true, true) => SeriesLabelPosition::UpperRight,
+        (true, false) => SeriesLabelPosition::LowerRight,
+        (false, true) => SeriesLabelPosition::UpperLeft,
+        (false, false) => SeriesLabelPosition::LowerLeft,
+    }
 }
 
 /// A colour scale.
@@ -337,9 +368,12 @@ pub fn heatmap(h: &Heatmap) -> Result<String> {
             .cloned()
             .unwrap_or_default()
     };
+    // Two no-break spaces keep a gap between a row's label and its cells (SVG collapses
+    // ordinary trailing spaces).
     let row_label = |v: &i32| {
         let r = nr as i32 - 1 - v / 2;
-        h.rows.get(r.max(0) as usize).cloned().unwrap_or_default()
+        let label = h.rows.get(r.max(0) as usize).cloned().unwrap_or_default();
+        format!("{label}\u{a0}\u{a0}")
     };
     let mut buf = String::new();
     {
@@ -596,6 +630,22 @@ pub fn bars(b: &Bars) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue #22: the final test-accuracy point hid under the legend at the right edge.
+    #[test]
+    fn legend_moves_off_the_points() {
+        let (x, y) = ((0.0, 10.0), (0.0, 100.0));
+        let free = [(1.0, 10.0), (2.0, 50.0)];
+        assert!(matches!(
+            legend_corner(Legend::UpperRight, free.iter(), x, y),
+            SeriesLabelPosition::UpperRight
+        ));
+        let end = [(9.0, 90.0), (9.5, 95.0), (1.0, 10.0)];
+        assert!(matches!(
+            legend_corner(Legend::UpperRight, end.iter(), x, y),
+            SeriesLabelPosition::LowerRight
+        ));
+    }
 
     #[test]
     fn ticks_have_the_decimals_their_spacing_needs() {

@@ -86,7 +86,30 @@ pub struct Table {
     pub numeric: Vec<bool>,
 }
 
+/// Keeps the items of `v` whose place in `keep` is true (all beyond its end).
+fn retain_by<T>(v: &mut Vec<T>, keep: &[bool]) {
+    let mut k = keep.iter();
+    v.retain(|_| *k.next().unwrap_or(&true));
+}
+
 impl Table {
+    /// Removes every column whose cells are all `-` (nothing measured), when there are
+    /// rows.
+    fn without_empty_columns(mut self) -> Table {
+        if self.rows.is_empty() {
+            return self;
+        }
+        let keep: Vec<bool> = (0..self.head.len())
+            .map(|c| self.rows.iter().any(|r| r.get(c).is_some_and(|x| x != "-")))
+            .collect();
+        retain_by(&mut self.head, &keep);
+        retain_by(&mut self.numeric, &keep);
+        for r in &mut self.rows {
+            retain_by(r, &keep);
+        }
+        self
+    }
+
     fn new(head: &[(&'static str, bool)]) -> Table {
         Table {
             head: head.iter().map(|h| h.0).collect(),
@@ -329,7 +352,7 @@ pub fn search_table(a: &Artifacts) -> Option<Table> {
             num(m.val_loss),
             pct(m.val_acc),
             duration(m.seconds),
-            format!("{:.1}", m.images_per_sec),
+            crate::progress::rate_text(m.images_per_sec),
         ]);
     }
     Some(t)
@@ -364,7 +387,7 @@ pub fn front_table(a: &Artifacts) -> Option<Table> {
             },
         ]);
     }
-    Some(t)
+    Some(t.without_empty_columns())
 }
 
 /// A multi-trial search in one sentence.
@@ -430,7 +453,7 @@ pub fn retrain_table(a: &Artifacts) -> Option<Table> {
             or_dash(e.test_loss, num),
             or_dash(e.test_acc, pct),
             duration(e.seconds),
-            format!("{:.1}", e.images_per_sec),
+            crate::progress::rate_text(e.images_per_sec),
         ]);
     }
     Some(t)
@@ -538,7 +561,7 @@ pub fn latency_table(a: &Artifacts) -> Option<Table> {
             ms(l.p99),
             ms(l.min),
             ms(l.max),
-            format!("{:.1}", r.images_per_s),
+            crate::progress::rate_text(r.images_per_s),
         ]);
     }
     Some(t)

@@ -60,8 +60,8 @@ table { border-collapse: collapse; margin: 8px 0 14px; font-size: 14px; }
 th, td { padding: 4px 10px; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
 th { background: var(--zebra); font-weight: 600; }
 tbody tr:nth-child(even) { background: var(--zebra); }
-td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
-td:not(.num) { overflow-wrap: anywhere; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td:not(.num) { overflow-wrap: break-word; }
 table.facts th { background: none; font-weight: normal; color: var(--muted); }
 .absent { color: var(--muted); font-style: italic; }
 .verdict { display: inline-block; font-weight: 700; padding: 2px 10px; border-radius: 4px; }
@@ -122,11 +122,13 @@ fn table(t: &Table, extra: Option<(&str, &[String])>) -> String {
         o.push_str("<tr>");
         for (c, cell) in row.iter().enumerate() {
             let n = t.numeric.get(c).copied().unwrap_or(false);
+            // A NAS-Bench-201 string may break after each node's group (`|+|`), never
+            // inside an op's name.
             let _ = write!(
                 o,
                 "<td{}>{}</td>",
                 if n { " class=\"num\"" } else { "" },
-                esc(cell)
+                esc(cell).replace('+', "+<wbr>")
             );
         }
         if let Some((_, cells)) = extra {
@@ -203,12 +205,12 @@ fn header(a: &Artifacts, s: &Summary) -> String {
         .evaluation
         .as_ref()
         .map(|e| format!("{} test images", facts::thousands(e.images as u64)))
-        .unwrap_or_else(|| {
-            if h.test_accuracy.is_some() {
-                "last evaluated epoch".into()
-            } else {
-                "not evaluated".into()
+        .unwrap_or_else(|| match (a.returned(), &a.trials) {
+            (Some(_), Some(t)) if h.test_accuracy.is_some() => {
+                format!("{} of the returned architecture", t.report)
             }
+            _ if h.test_accuracy.is_some() => "last evaluated epoch".into(),
+            _ => "not evaluated".into(),
         });
     o += &card(
         "",
@@ -242,10 +244,10 @@ fn header(a: &Artifacts, s: &Summary) -> String {
         "Latency p50, batch 1",
         &h.latency_p50_ms_batch1
             .map_or(dash.clone(), |v| format!("{} ms", facts::ms(v))),
-        if a.profile.is_some() {
-            &lat
-        } else {
-            "not profiled"
+        match (&a.profile, h.latency_p50_ms_batch1) {
+            (Some(_), _) => &lat,
+            (None, Some(_)) => "the search's estimate for the returned architecture",
+            (None, None) => "not profiled",
         },
     );
     let exact = |n: Option<u64>, unit: &str| match n {
@@ -637,10 +639,11 @@ fn search(a: &Artifacts) -> Result<String> {
     Ok(o)
 }
 
-/// Pixels for labels of these texts at the heatmaps' 11 px font.
+/// Pixels for labels of these texts at the heatmaps' 11 px font, with the gap the heatmap
+/// puts after each.
 fn label_width(labels: &[String]) -> u32 {
     let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(1) as u32;
-    (longest * 7 + 14).clamp(30, 240)
+    (longest * 7 + 24).clamp(30, 250)
 }
 
 fn op_weights(a: &Artifacts) -> Result<String> {
@@ -793,65 +796,18 @@ fn architecture(a: &Artifacts) -> String {
         return absent(&facts::NO_ARCH);
     }
     let mut o = String::new();
-    match &a.trained {
-        Some(t) => {
-            let cells: Vec<usize> = (0..t.space.cells.len())
-                .filter(|&c| t.arch.cells[c].is_some())
-                .collect();
-            if cells.is_empty() {
-                o.push_str("<p>A chain network: one op per searchable layer.</p>\n");
-                let _ = writeln!(o, "<pre>{}</pre>", esc(&show::text_arch(&t.space, &t.arch)));
-            } else {
-                o.push_str("<div class=\"graphs\">\n");
-                for c in cells {
-                    let cell = &t.space.cells[c];
-                    let _ = writeln!(o, "<h3>Cell “{}”</h3>", esc(&cell.name));
-                    let outs: Vec<String> =
-                        cell.output_states().iter().map(|s| s.to_string()).collect();
-                    let caption = format!(
-                        "{} input state{} (in 0{}), {} intermediate node{}; the output {} {}{}.",
-                        cell.inputs,
-                        if cell.inputs == 1 { "" } else { "s" },
-                        if cell.inputs > 1 {
-                            format!("–{}", cell.inputs - 1)
-                        } else {
-                            String::new()
-                        },
-                        cell.nodes,
-                        if cell.nodes == 1 { "" } else { "s" },
-                        if outs.len() > 1 {
-                            "concatenates nodes"
-                        } else {
-                            "is node"
-                        },
-                        outs.join(", "),
-                        if cell.reduction {
-                            "; a reduction cell: edges from the inputs have stride 2"
-                        } else {
-                            ""
-                        }
-                    );
-                    let drawn = show::cell_dot(&t.space, &t.arch, c)
-                        .ok_or_else(|| "the architecture does not use this cell".to_string())
-                        .and_then(|dot| {
-                            graph::svg(&dot, &format!("cell{c}")).map_err(|e| e.to_string())
-                        });
-                    match drawn {
-                        Ok(svg) => o += &figure(&svg, &caption),
-                        Err(e) => {
-                            let _ = writeln!(o, "<p class=\"absent\">No drawing: {}.</p>", esc(&e));
-                        }
-                    }
-                }
-                o.push_str("</div>\n");
-                let _ = writeln!(
-                    o,
-                    "<details>\n<summary>Layers and parameters of the retrained network</summary>\n<pre>{}</pre>\n</details>",
-                    esc(&show::text_arch(&t.space, &t.arch))
-                );
-            }
+    match (&a.trained, &a.searched) {
+        (Some(t), _) => {
+            o += &drawings(&t.space, &t.arch, "retrained network");
         }
-        None => o += &absent(&facts::NO_GRAPHS),
+        (None, Some((space, arch))) => {
+            o.push_str(
+                "<p>The architecture the search returned, in the space it searched \
+                 (<code>search/space.ron</code>).</p>\n",
+            );
+            o += &drawings(space, arch, "searched network");
+        }
+        (None, None) => o += &absent(&facts::NO_GRAPHS),
     }
     if let Some(g) = genotype {
         let source = if a.genotype.is_some() {
@@ -863,6 +819,69 @@ fn architecture(a: &Artifacts) -> String {
             o,
             "<h3>Genotype</h3>\n<p>As written to <code>{source}</code>.</p>\n<pre>{}</pre>",
             esc(g.trim_end())
+        );
+    }
+    o
+}
+
+/// Drawings of the cells `arch` uses in `space` (a chain network: its layer list), and the
+/// layers and parameters of the `what` network.
+fn drawings(
+    space: &crate::space::Space,
+    arch: &crate::space::genotype::Architecture,
+    what: &str,
+) -> String {
+    let mut o = String::new();
+    let cells: Vec<usize> = (0..space.cells.len())
+        .filter(|&c| arch.cells[c].is_some())
+        .collect();
+    if cells.is_empty() {
+        o.push_str("<p>A chain network: one op per searchable layer.</p>\n");
+        let _ = writeln!(o, "<pre>{}</pre>", esc(&show::text_arch(space, arch)));
+    } else {
+        o.push_str("<div class=\"graphs\">\n");
+        for c in cells {
+            let cell = &space.cells[c];
+            let _ = writeln!(o, "<h3>Cell “{}”</h3>", esc(&cell.name));
+            let outs: Vec<String> = cell.output_states().iter().map(|s| s.to_string()).collect();
+            let caption = format!(
+                "{} input state{} (in 0{}), {} intermediate node{}; the output {} {}{}.",
+                cell.inputs,
+                if cell.inputs == 1 { "" } else { "s" },
+                if cell.inputs > 1 {
+                    format!("–{}", cell.inputs - 1)
+                } else {
+                    String::new()
+                },
+                cell.nodes,
+                if cell.nodes == 1 { "" } else { "s" },
+                if outs.len() > 1 {
+                    "concatenates nodes"
+                } else {
+                    "is node"
+                },
+                outs.join(", "),
+                if cell.reduction {
+                    "; a reduction cell: edges from the inputs have stride 2"
+                } else {
+                    ""
+                }
+            );
+            let drawn = show::cell_dot(space, arch, c)
+                .ok_or_else(|| "the architecture does not use this cell".to_string())
+                .and_then(|dot| graph::svg(&dot, &format!("cell{c}")).map_err(|e| e.to_string()));
+            match drawn {
+                Ok(svg) => o += &figure(&svg, &caption),
+                Err(e) => {
+                    let _ = writeln!(o, "<p class=\"absent\">No drawing: {}.</p>", esc(&e));
+                }
+            }
+        }
+        o.push_str("</div>\n");
+        let _ = writeln!(
+            o,
+            "<details>\n<summary>Layers and parameters of the {what}</summary>\n<pre>{}</pre>\n</details>",
+            esc(&show::text_arch(space, arch))
         );
     }
     o

@@ -45,6 +45,7 @@ pub const INPUTS: &[&str] = &[
     crate::run::dir::SEARCH_STATE,
     crate::run::dir::TRIALS,
     crate::run::dir::PARETO,
+    crate::run::dir::SEARCH_SPACE,
     "genotype.ron",
     crate::run::dir::retrained::CARD,
     crate::run::dir::retrained::SPACE,
@@ -120,19 +121,24 @@ pub struct Summary {
     pub missing: Vec<String>,
 }
 
-/// The numbers at the top of the report.
+/// The numbers at the top of the report. A run that retrains nothing after a multi-trial
+/// search shows its returned architecture's figures from `search/trials.json` where the
+/// retrained network's would be: the report signal (e.g. a table's test accuracy), the
+/// latency the search measured or predicted, its parameters and MACs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Headline {
     /// Test accuracy of the final evaluation (`retrain/evaluation.json`), else of the last
-    /// evaluated epoch (`retrain/metrics.json`).
+    /// evaluated epoch (`retrain/metrics.json`), else the returned architecture's report
+    /// signal.
     pub test_accuracy: Option<f64>,
     /// The validation verdict (`validation.json`).
     pub validation_passed: Option<bool>,
-    /// Median latency of one image in ms: the profile's batch-1 row with the fewest threads.
+    /// Median latency of one image in ms: the profile's batch-1 row with the fewest threads,
+    /// else the returned architecture's latency.
     pub latency_p50_ms_batch1: Option<f64>,
     /// Parameters and multiply-adds per image of the final network: the model card's,
-    /// else the profile's.
+    /// else the profile's, else the returned architecture's.
     pub params: Option<u64>,
     pub macs: Option<u64>,
 }
@@ -281,12 +287,33 @@ struct Artifacts {
     /// `genotype.ron`'s text (checked to parse as a genotype).
     genotype: Option<String>,
     trained: Option<Trained>,
+    /// Without a retrained model: the space a multi-trial search searched
+    /// (`search/space.ron`) and the derived genotype resolved in it, for the drawings.
+    searched: Option<(crate::space::Space, crate::space::genotype::Architecture)>,
     metrics: Option<Vec<crate::run::retrain::EpochMetrics>>,
     evaluation: Option<Evaluation>,
     validation: Option<Validation>,
     profile: Option<crate::run::profile::Report>,
     /// Files of [`INPUTS`] that are absent.
     missing: Vec<String>,
+}
+
+/// The space a multi-trial search wrote (`space_path`) compiled at `input`, and the
+/// genotype text (of `genotype_path`) resolved in it.
+fn searched_arch(
+    space_path: &Path,
+    genotype_path: &Path,
+    genotype: &str,
+    input: Option<crate::spec::space::Input>,
+) -> Result<(crate::space::Space, crate::space::genotype::Architecture)> {
+    let ov = crate::space::Overrides {
+        input,
+        ..Default::default()
+    };
+    let space = crate::space::load(&mut crate::spec::Sources::default(), space_path, None, &ov)?;
+    let src = Source::from_text(genotype_path, genotype.to_string());
+    let arch = src.parse::<Genotype>()?.resolve(&src, &space)?;
+    Ok((space, arch))
 }
 
 /// The file's text, `None` when it does not exist.
@@ -374,6 +401,15 @@ impl Artifacts {
         } else {
             None
         };
+        let searched = match (&trained, &genotype) {
+            (None, Some(g)) if at(crate::run::dir::SEARCH_SPACE).exists() => Some(searched_arch(
+                &at(crate::run::dir::SEARCH_SPACE),
+                &at("genotype.ron"),
+                g,
+                pipeline.as_ref().map(|p| p.spec.data.input()),
+            )?),
+            _ => None,
+        };
         let metrics = read_json(
             &at(crate::run::dir::retrained::METRICS),
             "list of retraining epochs (retrain/metrics.json)",
@@ -412,7 +448,11 @@ impl Artifacts {
         let other_kind: &[&str] = if multi_trial {
             &[crate::run::dir::SEARCH_STATE]
         } else {
-            &[crate::run::dir::TRIALS, crate::run::dir::PARETO]
+            &[
+                crate::run::dir::TRIALS,
+                crate::run::dir::PARETO,
+                crate::run::dir::SEARCH_SPACE,
+            ]
         };
         let missing = INPUTS
             .iter()
@@ -433,6 +473,7 @@ impl Artifacts {
             front,
             genotype,
             trained,
+            searched,
             metrics,
             evaluation,
             validation,
@@ -476,25 +517,45 @@ impl Artifacts {
             .min_by_key(|r| r.threads)
     }
 
+    /// The multi-trial search's returned architecture, when nothing was retrained: the
+    /// headline then shows its figures from the search.
+    fn returned(&self) -> Option<&crate::run::trials::Record> {
+        if self.trained.is_some() || self.metrics.is_some() {
+            return None;
+        }
+        self.trials.as_ref()?.best()
+    }
+
     fn headline(&self) -> Headline {
         let last_test = self
             .metrics
             .as_ref()
             .and_then(|m| m.iter().rev().find_map(|e| e.test_acc));
+        let returned = self.returned();
         Headline {
-            test_accuracy: self.evaluation.as_ref().map(|e| e.accuracy).or(last_test),
+            test_accuracy: self
+                .evaluation
+                .as_ref()
+                .map(|e| e.accuracy)
+                .or(last_test)
+                .or_else(|| returned.and_then(|r| r.report)),
             validation_passed: self.validation.as_ref().map(|v| v.passed),
-            latency_p50_ms_batch1: self.batch1_row().map(|r| r.latency_ms.p50),
+            latency_p50_ms_batch1: self
+                .batch1_row()
+                .map(|r| r.latency_ms.p50)
+                .or_else(|| returned.and_then(|r| r.latency_ms)),
             params: self
                 .trained
                 .as_ref()
                 .map(|t| t.card.params)
-                .or_else(|| self.profile.as_ref().and_then(|p| p.model.params)),
+                .or_else(|| self.profile.as_ref().and_then(|p| p.model.params))
+                .or_else(|| returned.map(|r| r.params)),
             macs: self
                 .trained
                 .as_ref()
                 .map(|t| t.card.macs)
-                .or_else(|| self.profile.as_ref().and_then(|p| p.model.macs)),
+                .or_else(|| self.profile.as_ref().and_then(|p| p.model.macs))
+                .or_else(|| returned.map(|r| r.macs)),
         }
     }
 

@@ -315,8 +315,8 @@ pub fn run(
             images_per_sec: n as f64 / seconds.max(1e-9),
             curve: curve.finish(),
         };
-        eprintln!(
-            "retrain epoch {}/{epochs}: lr {:.5}→{:.5}, train loss {:.4} acc {:.2}%{}, {:.1}s, {:.1} images/s",
+        crate::progress::note(&format!(
+            "retrain epoch {}/{epochs}: lr {:.5}→{:.5}, train loss {:.4} acc {:.2}%{}, {}, {} images/s",
             epoch + 1,
             m.lr.0,
             m.lr.1,
@@ -326,9 +326,9 @@ pub fn run(
                 Some(e) => format!(", test loss {:.4} acc {:.2}%", e.loss, 100.0 * e.accuracy),
                 None => String::new(),
             },
-            m.seconds,
-            m.images_per_sec
-        );
+            crate::progress::duration(m.seconds),
+            crate::progress::rate_text(m.images_per_sec)
+        ));
         let improved = match (&eval, state.best) {
             (Some(e), Some((_, best))) => e.accuracy > best,
             (Some(_), None) => true,

@@ -417,6 +417,7 @@ pub fn run(
         let text = serde_json::to_vec_pretty(&state0).map_err(|e| Error::Input(e.to_string()))?;
         write_atomic(&path, &text)?;
     }
+    write_space(p, &RunDir::new(run_dir).search_space())?;
     let weights = match p.spec.search.as_deref() {
         Some(Search::Trials { evaluator: e, .. })
             if matches!(
@@ -505,6 +506,16 @@ pub fn run(
         front: f,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Writes the space as read, libraries inline, to `path` (`search/space.ron`).
+fn write_space(p: &Resolved, path: &Path) -> Result<()> {
+    let cfg = ron::ser::PrettyConfig::default()
+        .struct_names(true)
+        .extensions(ron::extensions::Extensions::IMPLICIT_SOME);
+    let text = ron::ser::to_string_pretty(&p.space_raw, cfg)
+        .map_err(|e| Error::Input(format!("writing the space: {e}")))?;
+    write_atomic(path, format!("{text}\n").as_bytes())
 }
 
 fn front(s: &State, plan: &Plan, pts: Vec<Record>) -> Front {

@@ -328,19 +328,19 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
                 None => None,
             },
         };
-        eprintln!(
-            "search epoch {}/{epochs}: lr {:.5}, train loss {:.4} acc {:.2}%, val loss {:.4} acc {:.2}%, {:.1}s, {:.1} images/s{}",
+        crate::progress::note(&format!(
+            "search epoch {}/{epochs}: lr {:.5}, train loss {:.4} acc {:.2}%, val loss {:.4} acc {:.2}%, {}, {} images/s{}",
             epoch + 1,
             m.lr,
             m.train_loss,
             100.0 * m.train_acc,
             m.val_loss,
             100.0 * m.val_acc,
-            m.seconds,
-            m.images_per_sec,
+            crate::progress::duration(m.seconds),
+            crate::progress::rate_text(m.images_per_sec),
             m.expected_latency_ms
                 .map_or(String::new(), |l| format!(", expected latency {l:.3} ms"))
-        );
+        ));
         state.metrics.push(m);
         state.history.push(snapshot(&darts.darts().net, epoch)?);
         save_checkpoint(darts.darts(), &dir, &mut state, epoch + 1)?;
