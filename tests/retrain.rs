@@ -244,7 +244,11 @@ fn resumed_training_equals_uninterrupted() {
         .split_once("confusion matrix (rows: true class, columns: predicted)\n")
         .unwrap_or_else(|| panic!("{out}"))
         .1;
-    assert_eq!(matrix.lines().count(), 1 + eval["classes"].as_array().unwrap().len(), "{out}");
+    assert_eq!(
+        matrix.lines().count(),
+        1 + eval["classes"].as_array().unwrap().len(),
+        "{out}"
+    );
     // The model card, space and genotype beside the weights rebuild the same network.
     let t = nas_pipe::run::retrain::load_model(&a).unwrap();
     assert_eq!(t.net.cost().params, t.card.params);

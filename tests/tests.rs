@@ -6,6 +6,7 @@
 mod common;
 
 mod export;
+mod hostile;
 mod integrity;
 mod layers;
 mod report;

@@ -91,7 +91,10 @@ pub fn replacing<T>(
     if let Some(d) = copy
         && crate::run::outputs::keep_if_different(run_dir, stage, &d)?
     {
-        crate::progress::note(&format!("the previous {stage} outputs are kept in {}", d.display()));
+        crate::progress::note(&format!(
+            "the previous {stage} outputs are kept in {}",
+            d.display()
+        ));
     }
     let value = result?;
     crate::run::outputs::forget_if_replaced(run_dir, stage)?;

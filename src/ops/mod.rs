@@ -394,7 +394,12 @@ pub(crate) fn same_window(
     stride: u32,
     dilation: u32,
 ) -> Result<Shape, String> {
-    let most = input.h.min(input.w).saturating_mul(2).saturating_add(1).max(ANY_MAP_KERNEL);
+    let most = input
+        .h
+        .min(input.w)
+        .saturating_mul(2)
+        .saturating_add(1)
+        .max(ANY_MAP_KERNEL);
     if kernel as u64 > most {
         return Err(format!(
             "the {kernel}x{kernel} kernel is too large for the {}x{} feature map it meets here: \

@@ -124,19 +124,7 @@ pub fn estimates(p: &Resolved) -> Vec<Estimate> {
     out
 }
 
-/// `bytes` as "1.2 GiB", "340 MiB".
-pub fn human(bytes: u64) -> String {
-    const GIB: f64 = (1u64 << 30) as f64;
-    const MIB: f64 = (1u64 << 20) as f64;
-    let b = bytes as f64;
-    if b >= 1024.0 * GIB {
-        format!("{:.1} TiB", b / GIB / 1024.0)
-    } else if b >= GIB {
-        format!("{:.1} GiB", b / GIB)
-    } else {
-        format!("{:.0} MiB", (b / MIB).max(1.0))
-    }
-}
+pub use crate::runtime::measure::human_bytes as human;
 
 /// Lines for `check`: each step's estimate and the machine's memory.
 pub fn summary(estimates: &[Estimate], machine: Option<u64>) -> String {
@@ -222,12 +210,18 @@ mod tests {
     fn estimates_cover_measured_peaks() {
         let search = darts(8).supernet_cost();
         let est = (search.acts * 16 * BYTES_PER_ACT) as f64 / MIB;
-        assert!((2157.0..2.0 * 2157.0).contains(&est), "search: {est:.0} MiB");
+        assert!(
+            (2157.0..2.0 * 2157.0).contains(&est),
+            "search: {est:.0} MiB"
+        );
         let s = darts(8);
         let (src, g) = Genotype::from_arg("DARTS_V2", &s).unwrap();
         let v2 = s.discrete_cost(&g.resolve(&src, &s).unwrap());
         let est = (v2.acts * 64 * BYTES_PER_ACT) as f64 / MIB;
-        assert!((1421.0..2.0 * 1421.0).contains(&est), "retrain: {est:.0} MiB");
+        assert!(
+            (1421.0..2.0 * 1421.0).contains(&est),
+            "retrain: {est:.0} MiB"
+        );
     }
 
     #[test]

@@ -111,6 +111,32 @@ impl Plan {
         if runs == Some(0) {
             return Err(Error::Input("--runs must be at least 1".into()));
         }
+        use crate::spec::pipeline::{MAX_BATCH, MAX_RUNS, MAX_THREADS};
+        for (list, flag, max, why) in [
+            (
+                batch_sizes,
+                "--batch-sizes",
+                MAX_BATCH,
+                "larger batches are not latency measurements",
+            ),
+            (
+                threads,
+                "--threads",
+                MAX_THREADS,
+                "more threads than any machine's cores only add contention",
+            ),
+        ] {
+            if let Some(&v) = list.and_then(|l| l.iter().find(|&&v| v > max as usize)) {
+                return Err(Error::Input(format!(
+                    "{flag}: {v} is more than the allowed {max} ({why})"
+                )));
+            }
+        }
+        for (v, flag) in [(warmup, "--warmup"), (runs, "--runs")] {
+            if v.is_some_and(|v| v > MAX_RUNS as usize) {
+                return Err(Error::Input(format!("{flag} must be at most {MAX_RUNS}")));
+            }
+        }
         if let Some(b) = batch_sizes {
             self.batch_sizes = b.to_vec();
         }

@@ -69,6 +69,20 @@ impl Machine {
     }
 }
 
+/// `bytes` as "1.2 GiB", "340 MiB".
+pub fn human_bytes(bytes: u64) -> String {
+    const GIB: f64 = (1u64 << 30) as f64;
+    const MIB: f64 = (1u64 << 20) as f64;
+    let b = bytes as f64;
+    if b >= 1024.0 * GIB {
+        format!("{:.1} TiB", b / GIB / 1024.0)
+    } else if b >= GIB {
+        format!("{:.1} GiB", b / GIB)
+    } else {
+        format!("{:.0} MiB", (b / MIB).max(1.0))
+    }
+}
+
 /// The environment variable that sets the memory budget [`memory_limit`] returns, in MiB
 /// (a share of a machine used by others; tests).
 pub const MEMORY_ENV: &str = "NAS_PIPE_MEMORY_MIB";

@@ -285,7 +285,9 @@ impl Layer {
                 ops::conv_bn_cost(input, c_out, *kernel, *stride)?.cost
             }
             LayerKind::Residual { stride } => residual(input, c_out, *stride, BnMode::FINAL)?.cost,
-            LayerKind::BnRelu => Cost::new(input.c.saturating_mul(2), 0, ops::prod(&[3, input.elems()])),
+            LayerKind::BnRelu => {
+                Cost::new(input.c.saturating_mul(2), 0, ops::prod(&[3, input.elems()]))
+            }
             LayerKind::Head => ops::linear_cost(input.c, c_out),
             LayerKind::Cell { width, pre, .. } => {
                 let mut fixed = Cost::default();

@@ -330,7 +330,9 @@ fn gather(
                     inc.span,
                     format!("includes nest deeper than {MAX_INCLUDE_DEPTH} files: {chain}"),
                 )
-                .with_help("include the libraries from fewer levels (a library may include several)")
+                .with_help(
+                    "include the libraries from fewer levels (a library may include several)",
+                )
                 .into());
         }
         let (_, mut lib) = load_file::<raw::Library>(sources, &path, Some(inc.span))?;
@@ -348,8 +350,9 @@ fn gather(
 /// their first and last three files.
 fn chain_names(stack: &[PathBuf], last: &Path) -> String {
     let name = |p: &Path| {
-        p.file_name()
-            .map_or(p.display().to_string(), |f| f.to_string_lossy().into_owned())
+        p.file_name().map_or(p.display().to_string(), |f| {
+            f.to_string_lossy().into_owned()
+        })
     };
     let mut names: Vec<String> = stack.iter().map(|p| name(p)).collect();
     names.push(name(last));

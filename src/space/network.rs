@@ -118,10 +118,9 @@ impl Compiler<'_> {
             )));
         }
         let image = space.image();
-        let stem_shape = Shape {
-            c: stem_c.round() as u64,
-            ..image
-        };
+        let stem_shape = crate::ops::conv_bn_cost(image, stem_c.round() as u64, kernel, 1)
+            .map_err(|m| self.err(stem.span, format!("stem: {m}")))?
+            .output;
         let mut out = vec![Layer {
             kind: LayerKind::ConvBn {
                 kernel,

@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Spanned;
-pub use super::check::check;
+pub use super::check::{MAX_BATCH, MAX_RUNS, MAX_THREADS, check};
 use crate::spec::space::Input;
 
 /// An experiment.

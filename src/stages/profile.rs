@@ -59,7 +59,7 @@ pub fn run(
         for &b in &plan.batch_sizes {
             let mut shape = vec![b];
             shape.extend(&sample);
-            let input = pseudo_random(shape.iter().product());
+            let input = pseudo_random(input_elems(path, &shape)?);
             for _ in 0..plan.warmup {
                 session.run(&input, &shape)?;
             }
@@ -97,6 +97,31 @@ pub fn run(
 
 /// The per-image input shape (after the batch dimension) and the batch size the model
 /// fixes, if any. The model must have one `f32` input whose other dimensions are fixed.
+/// Elements of an input of `shape`, refused before anything is allocated when its f32
+/// values alone (the activations will need more) would take more than half of the memory
+/// this process may use.
+fn input_elems(path: &Path, shape: &[usize]) -> Result<usize> {
+    let elems = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    let limit = crate::runtime::measure::memory_limit().unwrap_or(u64::MAX) / 2;
+    match elems {
+        Some(n) if (n as u64).saturating_mul(4) <= limit => Ok(n),
+        _ => Err(Error::Data {
+            path: path.to_path_buf(),
+            message: format!(
+                "an input of shape [{}] needs {} of f32 values, more than half of this machine's memory; profile a smaller batch (--batch-sizes) or a model with a smaller input",
+                shape
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                elems.map_or("more than 2^64 bytes".into(), |n| {
+                    crate::runtime::measure::human_bytes((n as u64).saturating_mul(4))
+                })
+            ),
+        }),
+    }
+}
+
 fn input_shape(path: &Path, s: &Session) -> Result<(Vec<usize>, Option<usize>)> {
     let bad = |m: String| Error::Data {
         path: path.to_path_buf(),

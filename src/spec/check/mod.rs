@@ -129,7 +129,10 @@ impl Checker<'_> {
             (t.warmup, MAX_RUNS, "warmup"),
         ] {
             if v > max {
-                return Err(self.err(t.span, format!("latency timing: {what} {}", too_large(v, max, what))));
+                return Err(self.err(
+                    t.span,
+                    format!("latency timing: {what} {}", too_large(v, max, what)),
+                ));
             }
         }
         Ok(())
@@ -162,4 +165,3 @@ fn too_large(v: u32, max: u32, what: &str) -> String {
     };
     format!("{v} is more than the allowed {max} ({why})")
 }
-
