@@ -101,7 +101,8 @@ fn validation_failure(run_dir: &Path) -> String {
         .and_then(|b| serde_json::from_slice::<crate::run::validation::Validation>(&b).ok());
     let mut missed = Vec::new();
     if let Some(v) = &v {
-        if !(v.max_abs_diff <= v.max_abs_diff_allowed) {
+        // A NaN difference is a miss.
+        if v.max_abs_diff.is_nan() || v.max_abs_diff > v.max_abs_diff_allowed {
             missed.push(format!(
                 "largest logit difference {:.3e} > allowed {:.1e}",
                 v.max_abs_diff, v.max_abs_diff_allowed

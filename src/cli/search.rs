@@ -71,7 +71,7 @@ fn trials(args: &Args, p: &Resolved, run_dir: &Path, device: &Device) -> Result<
             o.state.records.len(),
             o.state.evaluations(),
             o.state.budget,
-            RunDir::new(&run_dir).search().display()
+            RunDir::new(run_dir).search().display()
         ));
     }
     let g = crate::stages::derive::from_trials(p, run_dir)?;
@@ -80,7 +80,7 @@ fn trials(args: &Args, p: &Resolved, run_dir: &Path, device: &Device) -> Result<
         o.state.evaluations(),
         o.seconds,
         crate::stages::search::study::summary(&o.state, &o.front),
-        RunDir::new(&run_dir).genotype().display(),
+        RunDir::new(run_dir).genotype().display(),
         g.to_ron()
     ))
 }
@@ -113,7 +113,7 @@ fn darts(args: &Args, p: &Resolved, run_dir: &Path, device: &Device) -> Result<S
         return Ok(format!(
             "search stopped after epoch {done} of {}; run again to resume from {}\n",
             epochs.value,
-            RunDir::new(&run_dir).search().display()
+            RunDir::new(run_dir).search().display()
         ));
     }
     let genotype = crate::stages::derive::from_darts(p, run_dir)?;
@@ -121,7 +121,7 @@ fn darts(args: &Args, p: &Resolved, run_dir: &Path, device: &Device) -> Result<S
         "search finished: {} epochs in {:.1}s this run\ngenotype written to {}\n{}",
         done,
         outcome.seconds,
-        RunDir::new(&run_dir).genotype().display(),
+        RunDir::new(run_dir).genotype().display(),
         genotype.to_ron()
     ))
 }

@@ -58,6 +58,6 @@ fn summary(v: &crate::run::validation::Validation, run_dir: &Path) -> String {
         100.0 * v.min_top1_agreement,
         100.0 * v.ort_accuracy,
         100.0 * v.candle_accuracy,
-        RunDir::new(&run_dir).validation().display()
+        RunDir::new(run_dir).validation().display()
     )
 }

@@ -251,7 +251,7 @@ fn legend_corner<'a>(
     (y0, y1): (f64, f64),
 ) -> SeriesLabelPosition {
     // (right, upper) for each corner, the preferred one first.
-    let mut corners = vec![(true, true), (true, false), (false, true), (false, false)];
+    let mut corners = [(true, true), (true, false), (false, true), (false, false)];
     if preferred == Legend::LowerRight {
         corners.swap(0, 1);
     }
