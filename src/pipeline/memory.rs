@@ -210,6 +210,7 @@ mod tests {
     fn estimates_cover_measured_peaks() {
         let search = darts(8).supernet_cost();
         let est = (search.acts * 16 * BYTES_PER_ACT) as f64 / MIB;
+        eprintln!("search step: estimate / measured {:.2}", est / 2157.0);
         assert!(
             (2157.0..2.0 * 2157.0).contains(&est),
             "search: {est:.0} MiB"
@@ -218,6 +219,7 @@ mod tests {
         let (src, g) = Genotype::from_arg("DARTS_V2", &s).unwrap();
         let v2 = s.discrete_cost(&g.resolve(&src, &s).unwrap());
         let est = (v2.acts * 64 * BYTES_PER_ACT) as f64 / MIB;
+        eprintln!("retraining step: estimate / measured {:.2}", est / 1421.0);
         assert!(
             (1421.0..2.0 * 1421.0).contains(&est),
             "retrain: {est:.0} MiB"

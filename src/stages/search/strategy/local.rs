@@ -164,22 +164,12 @@ mod tests {
             .sum()
     }
 
-    fn run(s: &mut dyn Strategy, n: usize, f: impl Fn(&Arch) -> Option<f64>) -> Vec<Arch> {
-        (0..n)
-            .map(|_| {
-                let a = s.ask();
-                s.tell(f(&a));
-                a
-            })
-            .collect()
-    }
-
     #[test]
     fn finds_the_optimum_of_a_synthetic_objective_and_never_repeats() {
         let d = Decisions::of(&space("schemas/nas-bench-201.ron"));
         for seed in 0..5 {
             let mut l = Local::new(d.clone(), seed, 5);
-            let asked = run(&mut l, 150, |a| Some(objective(a)));
+            let asked = crate::stages::search::strategy::drive(&mut l, 150, |a| Some(objective(a)));
             assert!(
                 asked.iter().any(|a| *a == vec![3, 1, 4, 3, 0, 2]),
                 "seed {seed} missed the optimum"
@@ -197,7 +187,7 @@ mod tests {
     fn climbs_by_one_edit_from_the_best_initial_cell() {
         let d = Decisions::of(&space("schemas/nas-bench-201.ron"));
         let mut l = Local::new(d, 3, 4);
-        let asked = run(&mut l, 4, |a| Some(objective(a)));
+        let asked = crate::stages::search::strategy::drive(&mut l, 4, |a| Some(objective(a)));
         let best = asked
             .iter()
             .max_by(|a, b| objective(a).total_cmp(&objective(b)))
@@ -212,17 +202,22 @@ mod tests {
         let d = Decisions::of(&space("schemas/nas-bench-201.ron"));
         // Rejects every cell with a `none` edge (value 0).
         let f = |a: &Arch| (!a.contains(&0)).then(|| objective(a));
-        let a = run(&mut Local::new(d.clone(), 9, 5), 80, f);
-        let b = run(&mut Local::new(d.clone(), 9, 5), 80, f);
+        let a = crate::stages::search::strategy::drive(&mut Local::new(d.clone(), 9, 5), 80, f);
+        let b = crate::stages::search::strategy::drive(&mut Local::new(d.clone(), 9, 5), 80, f);
         assert_eq!(a, b);
-        assert_ne!(a, run(&mut Local::new(d, 10, 5), 80, f));
+        assert_ne!(
+            a,
+            crate::stages::search::strategy::drive(&mut Local::new(d, 10, 5), 80, f)
+        );
     }
 
     #[test]
     fn searches_a_darts_space_with_distinct_inputs() {
         let d = Decisions::of(&space("schemas/darts.ron"));
         let mut l = Local::new(d.clone(), 1, 3);
-        let asked = run(&mut l, 60, |a| Some(a.iter().map(|&v| v as f64).sum()));
+        let asked = crate::stages::search::strategy::drive(&mut l, 60, |a| {
+            Some(a.iter().map(|&v| v as f64).sum())
+        });
         assert!(asked.iter().all(|a| d.valid(a)));
         let sums: Vec<u32> = asked.iter().map(|a| a.iter().sum()).collect();
         let first = sums[..3].iter().copied().max().unwrap();

@@ -371,6 +371,18 @@ pub fn rng(seed: u64, stream: u64) -> ChaCha8Rng {
     r
 }
 
+/// Asks `s` for `n` architectures, telling it `f` of each; returns what it asked.
+#[cfg(test)]
+pub(crate) fn drive(s: &mut dyn Strategy, n: usize, f: impl Fn(&Arch) -> Option<f64>) -> Vec<Arch> {
+    (0..n)
+        .map(|_| {
+            let a = s.ask();
+            s.tell(f(&a));
+            a
+        })
+        .collect()
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

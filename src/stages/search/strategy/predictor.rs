@@ -287,22 +287,12 @@ mod tests {
             .sum()
     }
 
-    fn run(s: &mut dyn Strategy, n: usize, f: impl Fn(&Arch) -> Option<f64>) -> Vec<Arch> {
-        (0..n)
-            .map(|_| {
-                let a = s.ask();
-                s.tell(f(&a));
-                a
-            })
-            .collect()
-    }
-
     #[test]
     fn finds_the_optimum_of_a_synthetic_objective_and_never_repeats() {
         let d = Decisions::of(&space("schemas/nas-bench-201.ron"));
         for seed in 0..3 {
             let mut p = Predictor::new(d.clone(), seed, 10, 3, 5);
-            let asked = run(&mut p, 60, |a| Some(objective(a)));
+            let asked = crate::stages::search::strategy::drive(&mut p, 60, |a| Some(objective(a)));
             assert!(
                 asked.contains(&vec![3, 1, 4, 3, 0, 2]),
                 "seed {seed} missed the optimum"
@@ -316,10 +306,21 @@ mod tests {
     fn same_seed_same_proposals() {
         let d = Decisions::of(&space("schemas/nas-bench-201.ron"));
         let f = |a: &Arch| (!a.contains(&0)).then(|| objective(a));
-        let a = run(&mut Predictor::new(d.clone(), 4, 5, 3, 4), 30, f);
-        let b = run(&mut Predictor::new(d.clone(), 4, 5, 3, 4), 30, f);
+        let a = crate::stages::search::strategy::drive(
+            &mut Predictor::new(d.clone(), 4, 5, 3, 4),
+            30,
+            f,
+        );
+        let b = crate::stages::search::strategy::drive(
+            &mut Predictor::new(d.clone(), 4, 5, 3, 4),
+            30,
+            f,
+        );
         assert_eq!(a, b);
-        assert_ne!(a, run(&mut Predictor::new(d, 5, 5, 3, 4), 30, f));
+        assert_ne!(
+            a,
+            crate::stages::search::strategy::drive(&mut Predictor::new(d, 5, 5, 3, 4), 30, f)
+        );
     }
 
     #[test]
@@ -354,7 +355,9 @@ mod tests {
     fn searches_a_darts_space_with_distinct_inputs() {
         let d = Decisions::of(&space("schemas/darts.ron"));
         let mut p = Predictor::new(d.clone(), 1, 5, 2, 5);
-        let asked = run(&mut p, 25, |a| Some(a.iter().map(|&v| v as f64).sum()));
+        let asked = crate::stages::search::strategy::drive(&mut p, 25, |a| {
+            Some(a.iter().map(|&v| v as f64).sum())
+        });
         assert!(asked.iter().all(|a| d.valid(a)));
         let sums: Vec<u32> = asked.iter().map(|a| a.iter().sum()).collect();
         let first = sums[..5].iter().copied().max().unwrap();
