@@ -205,13 +205,24 @@ pub struct Split {
     pub rest: Vec<usize>,
 }
 
-/// Reads or generates the data set a pipeline declares; returns (train, test).
+/// What a data source gives before any split is carved from it: the training part always,
+/// a validation and a test part when the source has them (an image folder's `val/` and
+/// `test/` trees, a benchmark's test files), and the class names in label order.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub train: Dataset,
+    pub val: Option<Dataset>,
+    pub test: Option<Dataset>,
+    pub classes: Vec<String>,
+}
+
+/// Reads or generates the data set a pipeline declares, as its source gives it.
 ///
 /// `dir` is the data directory already resolved by the caller (relative to the pipeline
 /// file); it is required for the file-based sets and ignored for `Synthetic`. `seed` only
 /// matters for `Synthetic`. `limit` keeps the first that many training images (all of them
 /// if there are fewer); the test set is always whole.
-pub fn load(data: &Data, dir: Option<&Path>, seed: u64) -> Result<(Dataset, Dataset)> {
+pub fn read(data: &Data, dir: Option<&Path>, seed: u64) -> Result<Source> {
     let need_dir = |what: &str| {
         dir.ok_or_else(|| Error::Input(format!("the {what} data set needs a directory")))
     };
@@ -248,7 +259,24 @@ pub fn load(data: &Data, dir: Option<&Path>, seed: u64) -> Result<(Dataset, Data
         Some(n) => train.first(n as usize),
         None => train,
     };
-    Ok((train, test))
+    Ok(Source {
+        train,
+        val: None,
+        test: Some(test),
+        classes: class_names(data),
+    })
+}
+
+/// Reads the data set a pipeline declares; returns (train, test).
+pub fn load(data: &Data, dir: Option<&Path>, seed: u64) -> Result<(Dataset, Dataset)> {
+    let source = read(data, dir, seed)?;
+    let test = source.test.ok_or_else(|| {
+        Error::Input(format!(
+            "the data set {} has no test part",
+            source.train.name()
+        ))
+    })?;
+    Ok((source.train, test))
 }
 
 /// What [`probe`] found in a data set's folder.
