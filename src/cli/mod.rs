@@ -4,7 +4,6 @@
 //! Each command's file holds its clap [`Args`](clap::Args) (whose doc comment is its help)
 //! and a `run` that returns the exit code; [`common`] holds what several commands share.
 
-use std::io::Write as _;
 
 use clap::{Parser, Subcommand};
 
@@ -46,6 +45,10 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "SECONDS", default_value_t = crate::progress::DEFAULT_EVERY_SECS,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub log_every: u64,
+    /// Print progress, stage news, notes and errors on stderr as JSON lines (one object per
+    /// line, with an `event` field), for machines; no progress bar is drawn.
+    #[arg(long, global = true)]
+    pub json: bool,
 }
 
 /// The subcommands, in the order `nas-pipe --help` lists them; each one's help is the doc
@@ -74,13 +77,22 @@ pub fn main() -> i32 {
     tune_runtime();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => return usage_error(&e),
+        Err(e) => {
+            // `--json` holds for the error about the command line too.
+            let json = std::env::args_os().any(|a| a == "--json");
+            crate::progress::configure(false, std::time::Duration::from_secs(1), json);
+            return usage_error(&e);
+        }
     };
-    crate::progress::configure(cli.quiet, std::time::Duration::from_secs(cli.log_every));
+    crate::progress::configure(
+        cli.quiet,
+        std::time::Duration::from_secs(cli.log_every),
+        cli.json,
+    );
     match dispatch(&cli) {
         Ok(code) => code,
         Err(e) => {
-            let _ = writeln!(std::io::stderr(), "nas-pipe: {e}");
+            crate::progress::error(&e.to_string(), e.exit_code());
             e.exit_code()
         }
     }
@@ -101,7 +113,7 @@ fn usage_error(e: &clap::Error) -> i32 {
     }
     let text = e.render().to_string();
     let text = text.strip_prefix("error: ").unwrap_or(&text);
-    let _ = write!(std::io::stderr(), "nas-pipe: {text}");
+    crate::progress::error(text, crate::error::exit::ERROR);
     crate::error::exit::ERROR
 }
 

@@ -251,11 +251,11 @@ pub fn resume<S: StateFile>(
         match outcome {
             Ok(()) => {
                 if !failed.is_empty() {
-                    eprintln!(
+                    crate::progress::note(&format!(
                         "warning: {}; resuming from {} (after epoch {epochs_done}) instead",
                         failed.join("; "),
                         path.display()
-                    );
+                    ));
                     state.set_epochs(epochs_done, file.clone());
                     state.kept_mut().retain(|k| k.epochs_done <= epochs_done);
                 }
