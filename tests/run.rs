@@ -286,8 +286,7 @@ fn json_progress_lines_are_one_object_each() {
     let done = of("stage").find(|e| e["status"] == "done").unwrap();
     assert!(done["seconds"].as_f64().unwrap() >= 0.0, "{done}");
     let last = of("progress")
-        .filter(|e| e["task"].as_str().unwrap().starts_with("search"))
-        .last()
+        .rfind(|e| e["task"].as_str().unwrap().starts_with("search"))
         .unwrap_or_else(|| panic!("no search progress in {stderr}"));
     assert_eq!(last["done"], last["total"], "{last}");
     assert_eq!(last["unit"], "image");
