@@ -163,6 +163,14 @@ fn check_and_run_name_missing_or_wrong_data_files() {
         !out.join("fashion-mnist").exists(),
         "run created its folder"
     );
+    // The single-stage commands say the same, with the way out.
+    for cmd in ["search", "train", "eval", "validate"] {
+        let e = fails(bin().arg(cmd).arg(&file).arg("--out").arg(&out));
+        assert!(
+            e.contains("no such directory") && e.contains("= help: Debian's package"),
+            "{cmd}: {e}"
+        );
+    }
 
     fake_idx_headers(&data, 60000, 10000, 0x803);
     let ok = run_ok(bin().arg("check").arg(&file));
