@@ -367,7 +367,10 @@ mod tests {
         };
         let f = p.fields(Duration::from_secs(10));
         assert_eq!(f["task"], "retrain 2/8");
-        assert_eq!((f["done"].as_u64(), f["total"].as_u64()), (Some(250), Some(1000)));
+        assert_eq!(
+            (f["done"].as_u64(), f["total"].as_u64()),
+            (Some(250), Some(1000))
+        );
         assert_eq!(f["rate"].as_f64(), Some(25.0));
         assert_eq!(f["eta_s"].as_f64(), Some(30.0));
         assert_eq!(f["message"], "loss 0.5");

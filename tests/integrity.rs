@@ -375,7 +375,7 @@ fn a_busy_folder_is_named_busy_and_its_stage_running() {
 }
 
 /// `Validate(samples: N)` with more samples than test images is an error that says how
-/// many there are.
+/// many there are, from `check` on, before any stage runs.
 #[test]
 fn validating_more_samples_than_test_images_is_an_error() {
     let dir = tempdir("integrity-samples");
@@ -387,9 +387,15 @@ fn validating_more_samples_than_test_images_is_an_error() {
     );
     let v = dir.join("v2.ron");
     std::fs::write(&v, text).unwrap();
-    let err = fails(&mut cmd("validate", &v, &dir));
-    assert!(
-        err.contains("Validate(samples: 100000)` asks for more images than the test set's 32"),
-        "{err}"
-    );
+    for command in ["validate", "run"] {
+        let err = fails(&mut cmd(command, &v, &dir));
+        assert!(
+            err.contains("v2.ron:")
+                && err.contains("validation compares 100000 images, but the test set has 32"),
+            "{err}"
+        );
+        assert!(err.contains("= help: set `samples: 32` or fewer"), "{err}");
+    }
+    let err = fails(bin().arg("check").arg(&v));
+    assert!(err.contains("the test set has 32"), "{err}");
 }

@@ -307,12 +307,24 @@ fn json_progress_lines_are_one_object_each() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
     let e: serde_json::Value = serde_json::from_slice(&o.stderr).unwrap();
-    assert_eq!((e["event"].as_str(), e["exit_code"].as_i64()), (Some("error"), Some(2)));
-    assert!(e["message"].as_str().unwrap().contains("missing.ron"), "{e}");
-    let o = bin().args(["run", "--json", "--no-such-flag"]).output().unwrap();
+    assert_eq!(
+        (e["event"].as_str(), e["exit_code"].as_i64()),
+        (Some("error"), Some(2))
+    );
+    assert!(
+        e["message"].as_str().unwrap().contains("missing.ron"),
+        "{e}"
+    );
+    let o = bin()
+        .args(["run", "--json", "--no-such-flag"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
     let e: serde_json::Value = serde_json::from_slice(&o.stderr).unwrap();
-    assert!(e["message"].as_str().unwrap().contains("--no-such-flag"), "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("--no-such-flag"),
+        "{e}"
+    );
 }
 
 /// The action `nas-pipe run` printed for `stage` ("cached", "ran in 1.2s", ...).

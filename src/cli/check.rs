@@ -43,7 +43,7 @@ fn check_pipeline(sources: &mut Sources, file: &Path, ignore_memory: bool) -> Re
     if !ignore_memory {
         memory::refuse_oversized(sources, &estimates, machine)?;
     }
-    let data = data_line(&p)?;
+    let data = data_line(sources, &p)?;
     let resolved = p.spec.to_ron();
     let mut o = format!(
         "{}: ok\n{data}\nresolved spec:\n{resolved}\n\n",
@@ -72,18 +72,21 @@ fn check_pipeline(sources: &mut Sources, file: &Path, ignore_memory: bool) -> Re
 
 /// A line on the data set's files when a stage reads them: where they are and how many
 /// images their headers declare. Errors, naming the file, when they are missing or wrong.
-fn data_line(p: &crate::run::Resolved) -> Result<String> {
+fn data_line(sources: &Sources, p: &crate::run::Resolved) -> Result<String> {
     if !p.reads_images() {
         return Ok(String::new());
     }
     Ok(
         match crate::data::probe(&p.spec.data, p.data_dir.as_deref())? {
-            Some(f) => format!(
-                "data: {}: {} training and {} test images\n",
-                f.dir.display(),
-                show::thousands(f.train as u64),
-                show::thousands(f.test as u64)
-            ),
+            Some(f) => {
+                crate::pipeline::resolve::samples_fit(sources, &p.spec, f.test)?;
+                format!(
+                    "data: {}: {} training and {} test images\n",
+                    f.dir.display(),
+                    show::thousands(f.train as u64),
+                    show::thousands(f.test as u64)
+                )
+            }
             None => String::new(),
         },
     )

@@ -4,7 +4,6 @@
 //! Each command's file holds its clap [`Args`](clap::Args) (whose doc comment is its help)
 //! and a `run` that returns the exit code; [`common`] holds what several commands share.
 
-
 use clap::{Parser, Subcommand};
 
 use crate::error::Result;

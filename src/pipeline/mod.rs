@@ -517,7 +517,9 @@ pub fn run(
     };
     let planned = plan(sources, p, device, &ort)?;
     if reads_images_now(run_dir, p, &planned, opts)? {
-        crate::data::probe(&p.spec.data, p.data_dir.as_deref())?;
+        if let Some(found) = crate::data::probe(&p.spec.data, p.data_dir.as_deref())? {
+            resolve::samples_fit(sources, &p.spec, found.test)?;
+        }
     }
     if needs_ort && let Err(e) = &ort {
         return Err(Error::Runtime(format!(
