@@ -269,8 +269,9 @@ fn a_truncated_checkpoint_of_a_killed_run_points_at_from() {
     for _ in 0..2 {
         let err = fails(&mut cmd("run", &p, &dir));
         assert!(err.contains("checkpoint-1.safetensors"), "{err}");
+        // The advice names the pipeline file the command was given.
         assert!(
-            err.contains("`nas-pipe run PIPELINE --from retrain`"),
+            err.contains(&format!("`nas-pipe run {} --from retrain`", p.display())),
             "{err}"
         );
     }
@@ -302,7 +303,7 @@ fn a_search_state_with_more_epochs_than_the_spec_is_a_clear_dead_end() {
             "{what}: {err}"
         );
         assert!(
-            err.contains("`nas-pipe run PIPELINE --from search`"),
+            err.contains(&format!("`nas-pipe run {} --from search`", p.display())),
             "{err}"
         );
     }

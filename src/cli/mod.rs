@@ -71,6 +71,25 @@ pub enum Command {
     Man(man::Args),
 }
 
+impl Command {
+    /// The pipeline file the command was given, which advice in its errors names.
+    fn pipeline(&self) -> Option<&std::path::Path> {
+        let file = match self {
+            Command::Run(a) => &a.pipeline,
+            Command::Status(a) => &a.pipeline,
+            Command::Search(a) => &a.pipeline,
+            Command::Train(a) => &a.pipeline,
+            Command::Eval(a) => &a.pipeline,
+            Command::Export(a) => &a.pipeline,
+            Command::Validate(a) => &a.pipeline,
+            Command::Check(a) => &a.file,
+            Command::Report(a) if a.pipeline.is_file() => &a.pipeline,
+            _ => return None,
+        };
+        Some(file)
+    }
+}
+
 /// Runs the binary: parses arguments, dispatches, prints errors. Returns the exit code.
 pub fn main() -> i32 {
     tune_runtime();
@@ -91,7 +110,11 @@ pub fn main() -> i32 {
     match dispatch(&cli) {
         Ok(code) => code,
         Err(e) => {
-            crate::progress::error(&e.to_string(), e.exit_code());
+            let message = match cli.command.pipeline() {
+                Some(file) => crate::run::with_pipeline(&e.to_string(), file),
+                None => e.to_string(),
+            };
+            crate::progress::error(&message, e.exit_code());
             e.exit_code()
         }
     }
