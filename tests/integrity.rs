@@ -123,6 +123,33 @@ fn run_keeps_hand_edited_and_damaged_outputs_in_stale() {
     assert_eq!(std::fs::read(run.join("model.onnx")).unwrap(), onnx);
 }
 
+/// `train` reads the derived `genotype.ron` only as the derive stage wrote it: a hand-edited
+/// one is refused (exit 2) with the ways out, and `--genotype FILE` trains it on purpose.
+#[test]
+fn train_refuses_a_hand_edited_genotype_unless_given_explicitly() {
+    let dir = tempdir("integrity-genotype");
+    let p = pipeline(&dir, "g", 1);
+    run_ok(&mut cmd("run", &p, &dir));
+    let g = dir.join("g/genotype.ron");
+    let mut edited = std::fs::read(&g).unwrap();
+    edited.extend_from_slice(b"// edited by hand\n");
+    std::fs::write(&g, &edited).unwrap();
+    let err = fails(&mut cmd("train", &p, &dir));
+    assert!(
+        err.contains("genotype.ron changed since the derive stage wrote it"),
+        "{err}"
+    );
+    assert!(err.contains("`--genotype FILE`"), "{err}");
+    let mine = dir.join("mine.ron");
+    std::fs::write(&mine, &edited).unwrap();
+    ok_err(cmd("train", &p, &dir).arg("--genotype").arg(&mine));
+    assert_eq!(
+        std::fs::read(&g).unwrap(),
+        edited,
+        "the edited file was touched"
+    );
+}
+
 /// One flipped exponent bit in `retrain/last.safetensors`: `eval` and `export` refuse it
 /// (exit 2) naming the file and the way out, `model.onnx` is left as it was, and the
 /// advice, `run --from retrain`, recomputes the weights and keeps the damaged file.
