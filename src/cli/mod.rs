@@ -26,6 +26,7 @@ pub mod status;
 pub mod study;
 pub mod train;
 pub mod validate;
+pub mod worker;
 
 pub use common::{Kind, device, kind_of};
 
@@ -58,6 +59,7 @@ pub enum Command {
     Check(check::Args),
     Show(show::Args),
     Search(search::Args),
+    Worker(worker::Args),
     DeviceCheck(device_check::Args),
     Study(study::Args),
     Train(train::Args),
@@ -115,6 +117,7 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         Command::Check(a) => check::run(a),
         Command::Show(a) => show::run(a),
         Command::Search(a) => search::run(a, device),
+        Command::Worker(a) => worker::run(a, device, cli.quiet),
         Command::DeviceCheck(a) => device_check::run(a, device),
         Command::Study(a) => study::run(a),
         Command::Train(a) => train::run(a, device),

@@ -38,6 +38,8 @@ pub struct Args {
     /// this machine's memory.
     #[arg(long)]
     pub ignore_memory: bool,
+    #[command(flatten)]
+    pub scale: super::common::ScaleArgs,
 }
 
 pub fn run(args: &Args, flag: Option<crate::device::Choice>) -> Result<i32> {
@@ -63,6 +65,7 @@ fn trials(args: &Args, p: &Resolved, run_dir: &Path, device: &Device) -> Result<
     let opts = crate::stages::search::trials::Options {
         stop_after: args.stop_after,
         progress: true,
+        scale: args.scale.scale(p, &args.pipeline, &args.out)?,
     };
     let o = crate::pipeline::trials::trials(p, run_dir, device, &ort, &opts)?;
     if !o.state.finished {
