@@ -414,3 +414,38 @@ fn answer(t: &ledger::Trial) -> Option<Evaluated> {
         State::Waiting | State::Running => None,
     }
 }
+
+/// The ledger of a study as `nas-pipe status` shows it.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub study: Study,
+    pub trials: Vec<ledger::Trial>,
+    pub workers: Vec<ledger::Worker>,
+    /// The database's clock now.
+    pub now: f64,
+}
+
+impl Snapshot {
+    /// The study of pipeline `name` in `storage`, if it has one.
+    pub fn read(storage: &Storage, name: &str) -> Result<Option<Snapshot>> {
+        let mut l = storage.open()?;
+        let Some(study) = l.study(name)? else {
+            return Ok(None);
+        };
+        Ok(Some(Snapshot {
+            trials: l.trials(name, None)?,
+            workers: l.workers(name)?,
+            now: l.now()?,
+            study,
+        }))
+    }
+
+    /// Done trials per second, over the span from the first start to the last finish.
+    pub fn throughput(&self) -> Option<f64> {
+        let done = self.trials.iter().filter(|t| t.state == State::Done);
+        let first = done.clone().filter_map(|t| t.started).reduce(f64::min)?;
+        let last = done.clone().filter_map(|t| t.finished).reduce(f64::max)?;
+        let n = done.count();
+        (last > first && n > 1).then(|| n as f64 / (last - first))
+    }
+}
