@@ -109,40 +109,28 @@ fn shuffled_worker(pipeline: &Path, storage: &str, seed: u64) {
     panic!("the study did not finish in 120 s");
 }
 
-/// A clean PostgreSQL study for a test: the proposer takes over a study of another spec,
-/// but a rerun of one test has the same spec, so its old trials go first.
-fn clear(storage: &str, name: &str) {
-    if storage.starts_with("postgres") {
-        let mut l = Storage::parse(storage).unwrap().open().unwrap();
-        let s = nas_pipe::stages::search::ledger::Study {
-            name: name.into(),
-            spec_hash: "cleared".into(),
-            version: "cleared".into(),
-            lease_s: 1.0,
-            max_attempts: 1,
-            finished: true,
-        };
-        l.open_study(&s).unwrap();
-    }
+/// A study name of this test process: a PostgreSQL server outlives a test run, and a
+/// study of the same spec would answer from its old trials.
+fn unique(name: &str) -> String {
+    format!("{name}-{}", std::process::id())
 }
 
 #[test]
 fn workers_give_the_same_search_whatever_their_number_and_order() {
     let dir = tempdir("scale-same");
-    let p = tabular(&dir, "same", "Evolution(population: 10, sample: 3)", 64, &table(), "");
+    let name = unique("same");
+    let p = tabular(&dir, &name, "Evolution(population: 10, sample: 3)", 64, &table(), "");
     let reference = dir.join("in-process");
     run_ok(&mut search(&p, &reference));
-    let want = result(&reference.join("same"));
+    let want = result(&reference.join(&name));
     // A generation of 8 is not the one-at-a-time loop: the record says so.
     assert_eq!(want.2.as_array().unwrap().len(), 64);
     for storage in storages(&dir, "workers_give_the_same_search") {
         for n in [1, 2, 4] {
-            clear(&storage, "same");
             let out = dir.join(format!("w{n}-{}", &storage[..6]));
             run_ok(search(&p, &out).args(["--workers", &n.to_string(), "--storage", &storage]));
-            assert!(result(&out.join("same")) == want, "{n} workers on {storage} differ");
+            assert!(result(&out.join(&name)) == want, "{n} workers on {storage} differ");
         }
-        clear(&storage, "same");
         let out = dir.join(format!("shuffled-{}", &storage[..6]));
         let mut proposer = search(&p, &out)
             .args(["--workers", "0", "--storage", &storage])
@@ -150,13 +138,13 @@ fn workers_give_the_same_search_whatever_their_number_and_order() {
             .unwrap();
         shuffled_worker(&p, &storage, 7);
         assert!(proposer.wait().unwrap().success());
-        assert!(result(&out.join("same")) == want, "shuffled completion on {storage} differs");
+        assert!(result(&out.join(&name)) == want, "shuffled completion on {storage} differs");
     }
     // The default ledger is the run folder's SQLite file.
     let out = dir.join("default");
     run_ok(search(&p, &out).args(["--workers", "2"]));
-    assert!(out.join("same/ledger.sqlite").is_file());
-    assert!(result(&out.join("same")) == want);
+    assert!(out.join(&name).join("ledger.sqlite").is_file());
+    assert!(result(&out.join(&name)) == want);
 }
 
 fn kill(c: &mut Child) {
@@ -214,12 +202,12 @@ fn worker(p: &Path, out: &Path, storage: &str) -> Child {
 #[test]
 fn a_killed_workers_trial_is_claimed_again_after_its_lease() {
     let dir = tempdir("scale-kill-worker");
-    let p = training(&dir, "killed");
+    let name = unique("killed");
+    let p = training(&dir, &name);
     let reference = dir.join("in-process");
     run_ok(&mut search(&p, &reference));
-    let want = result(&reference.join("killed"));
+    let want = result(&reference.join(&name));
     for storage in storages(&dir, "a_killed_workers_trial_is_claimed_again") {
-        clear(&storage, "killed");
         let out = dir.join(format!("out-{}", &storage[..6]));
         let mut proposer = search(&p, &out)
             .args(["--workers", "0", "--lease", "1", "--storage", &storage])
@@ -229,7 +217,7 @@ fn a_killed_workers_trial_is_claimed_again_after_its_lease() {
         let mut l = Storage::parse(&storage).unwrap().open().unwrap();
         let a_id = format!(":{}", a.id());
         let victim = wait_for("worker A to hold a trial", || {
-            l.trials("killed", None)
+            l.trials(&name, None)
                 .ok()?
                 .into_iter()
                 .find(|t| t.state == State::Running && t.worker.as_deref().is_some_and(|w| w.ends_with(&a_id)))
@@ -238,23 +226,23 @@ fn a_killed_workers_trial_is_claimed_again_after_its_lease() {
         let mut b = worker(&p, &out, &storage);
         assert!(proposer.wait().unwrap().success());
         assert!(b.wait().unwrap().success());
-        let t = l.trials("killed", None).unwrap();
+        let t = l.trials(&name, None).unwrap();
         let again = t.iter().find(|t| t.id == victim.id).unwrap();
         assert_eq!((again.state, again.attempt), (State::Done, 2), "{again:?}");
         assert!(!again.worker.as_deref().unwrap().ends_with(&a_id));
-        assert!(result(&out.join("killed")) == want, "a re-run trial changed the result on {storage}");
+        assert!(result(&out.join(&name)) == want, "a re-run trial changed the result on {storage}");
     }
 }
 
 #[test]
 fn a_killed_proposer_restarts_from_the_ledger() {
     let dir = tempdir("scale-kill-proposer");
-    let p = tabular(&dir, "restart", "Reinforce(lr: 0.05, baseline_momentum: 0.9)", 400, &table(), "");
+    let name = unique("restart");
+    let p = tabular(&dir, &name, "Reinforce(lr: 0.05, baseline_momentum: 0.9)", 400, &table(), "");
     let reference = dir.join("in-process");
     run_ok(&mut search(&p, &reference));
-    let want = result(&reference.join("restart"));
+    let want = result(&reference.join(&name));
     for storage in storages(&dir, "a_killed_proposer_restarts") {
-        clear(&storage, "restart");
         let out = dir.join(format!("out-{}", &storage[..6]));
         let mut first = search(&p, &out)
             .args(["--workers", "2", "--storage", &storage])
@@ -262,14 +250,19 @@ fn a_killed_proposer_restarts_from_the_ledger() {
             .unwrap();
         let mut l = Storage::parse(&storage).unwrap().open().unwrap();
         wait_for("40 trials done", || {
-            let t = l.trials("restart", None).ok()?;
+            let t = l.trials(&name, None).ok()?;
             (t.iter().filter(|t| t.state == State::Done).count() >= 40).then_some(())
         });
         kill(&mut first);
+        let record: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(out.join(&name).join("search/trials.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(record["finished"], false, "the proposer finished before it was killed");
         // The first proposer's workers go on; the second proposer starts two more.
         run_ok(search(&p, &out).args(["--workers", "2", "--storage", &storage]));
-        assert!(result(&out.join("restart")) == want, "the restarted search differs on {storage}");
-        let ws = l.workers("restart").unwrap();
+        assert!(result(&out.join(&name)) == want, "the restarted search differs on {storage}");
+        let ws = l.workers(&name).unwrap();
         assert!(ws.len() >= 2, "{ws:?}");
         // The first proposer's orphaned workers exit by themselves once the study is
         // finished (signal 0 only asks whether a process is there).
@@ -336,11 +329,12 @@ fn workers_of_another_spec_or_a_bad_storage_are_refused() {
     std::fs::write(&other, text).unwrap();
     let e = fails(bin().args(["worker"]).arg(&other).arg("--out").arg(&dir).args(["--storage", &storage]));
     assert!(e.contains("spec hash") && e.contains("proposer's pipeline file"), "{e}");
-    let e = fails(search(&p, &dir).args(["--storage", "postgres://nas:secret@127.0.0.1/nas"]));
+    let fresh = dir.join("fresh");
+    let e = fails(search(&p, &fresh).args(["--storage", "postgres://nas:secret@127.0.0.1/nas"]));
     assert!(e.contains("PGPASSWORD") && !e.contains("secret"), "{e}");
-    let e = fails(search(&p, &dir).args(["--storage", "postgres://nas@127.0.0.1:1/nas"]));
+    let e = fails(search(&p, &fresh).args(["--storage", "postgres://nas@127.0.0.1:1/nas"]));
     assert!(e.contains("cannot connect"), "{e}");
-    let e = fails(search(&p, &dir).args(["--storage", "redis://x"]));
+    let e = fails(search(&p, &fresh).args(["--storage", "redis://x"]));
     assert!(e.contains("neither sqlite:PATH nor postgres://"), "{e}");
     // A ledger of a newer schema.
     let newer = dir.join("newer.sqlite");

@@ -104,10 +104,11 @@ impl Study {
         if self.spec_hash != spec_hash {
             return Err(Error::Input(format!(
                 "the ledger's study \"{}\" has spec hash {} and this worker's pipeline hashes to \
-                 {spec_hash}: give every worker the proposer's pipeline file (and space, data, \
+                 {}: give every worker the proposer's pipeline file (and space, data, \
                  seed)",
                 self.name,
-                short(&self.spec_hash)
+                short(&self.spec_hash),
+                short(spec_hash)
             )));
         }
         Ok(())
