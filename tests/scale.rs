@@ -348,3 +348,60 @@ fn workers_of_another_spec_or_a_bad_storage_are_refused() {
     let e = fails(search(&p, &dir.join("n")).args(["--workers", "1", "--storage", &format!("sqlite:{}", newer.display())]));
     assert!(e.contains("ledger schema version 7"), "{e}");
 }
+
+/// Runs a checker on a generated file when the tool is there; says so when it is not.
+fn checked_by(tool: &str, args: &[&str], file: &Path) {
+    match Command::new(tool).args(args).arg(file).output() {
+        Ok(o) => assert!(
+            o.status.success(),
+            "{tool} rejects {}: {}",
+            file.display(),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(_) => eprintln!("launchers: {tool} is missing; {} not checked with it", file.display()),
+    }
+}
+
+#[test]
+fn launchers_write_a_slurm_array_and_a_kubernetes_indexed_job() {
+    let dir = tempdir("scale-launch");
+    let golden = root().join("tests/golden/launch");
+    let slurm = dir.join("search.sbatch");
+    run_ok(bin().args([
+        "launch", "slurm", "pipelines/nb201-random.ron", "--workers", "64",
+        "--storage", "postgres://nas@db.example:5432/nas", "-o",
+    ]).arg(&slurm));
+    let text = std::fs::read_to_string(&slurm).unwrap().replace(&slurm.display().to_string(), "FILE");
+    crate::common::golden(&golden.join("slurm.sbatch"), &text);
+    checked_by("bash", &["-n"], &slurm);
+    let k8s = dir.join("job.yaml");
+    run_ok(bin().args([
+        "launch", "k8s", "pipelines/nb201-random.ron", "--workers", "64",
+        "--image", "registry.example/nas-pipe:0.1.0", "--volume", "nas-work", "-o",
+    ]).arg(&k8s));
+    crate::common::golden(&golden.join("k8s.yaml"), &std::fs::read_to_string(&k8s).unwrap());
+    // A YAML parser reads the manifest as an Indexed Job whose shell script parses.
+    let check = r#"
+import sys, yaml, subprocess
+d = yaml.safe_load(open(sys.argv[1]))
+assert d["kind"] == "Job" and d["spec"]["completionMode"] == "Indexed", d
+assert d["spec"]["completions"] == 64 and d["spec"]["parallelism"] == 64
+c = d["spec"]["template"]["spec"]["containers"][0]
+env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"]}
+assert env["PGPASSWORD"] == {"name": "nas-pipe-ledger", "key": "password"}, env
+assert env["NAS_PIPE_STORAGE"]["key"] == "url"
+subprocess.run(["sh", "-n", "-c", c["args"][0]], check=True)
+"#;
+    match Command::new("python3").args(["-c", "import yaml"]).status() {
+        Ok(s) if s.success() => run_ok(Command::new("python3").args(["-c", check]).arg(&k8s)),
+        _ => {
+            eprintln!("launchers: python3 with PyYAML is missing; the manifest is not parsed");
+            String::new()
+        }
+    };
+    // Workers on many machines need PostgreSQL.
+    let e = fails(bin().args([
+        "launch", "slurm", "pipelines/nb201-random.ron", "--workers", "4", "--storage", "sqlite:x.sqlite",
+    ]));
+    assert!(e.contains("need a PostgreSQL ledger"), "{e}");
+}

@@ -16,6 +16,7 @@ pub mod completions;
 pub mod device_check;
 pub mod eval;
 pub mod export;
+pub mod launch;
 pub mod man;
 pub mod profile;
 pub mod report;
@@ -60,6 +61,7 @@ pub enum Command {
     Show(show::Args),
     Search(search::Args),
     Worker(worker::Args),
+    Launch(launch::Args),
     DeviceCheck(device_check::Args),
     Study(study::Args),
     Train(train::Args),
@@ -118,6 +120,7 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         Command::Show(a) => show::run(a),
         Command::Search(a) => search::run(a, device),
         Command::Worker(a) => worker::run(a, device, cli.quiet),
+        Command::Launch(a) => launch::run(a),
         Command::DeviceCheck(a) => device_check::run(a, device),
         Command::Study(a) => study::run(a),
         Command::Train(a) => train::run(a, device),
