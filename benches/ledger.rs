@@ -71,7 +71,12 @@ fn time(l: &mut dyn Ledger, n: usize) -> Result<Vec<f64>> {
             let t0 = Instant::now();
             let c = l.claim(&study, "bench")?.context("a waiting trial")?;
             l.heartbeat(&study, "bench", Some(c.id))?;
-            l.complete(&study, "bench", c.id, r#"{"accuracy":0.5,"report":null,"seconds":0.0}"#)?;
+            l.complete(
+                &study,
+                "bench",
+                c.id,
+                r#"{"accuracy":0.5,"report":null,"seconds":0.0}"#,
+            )?;
             per.push(t0.elapsed().as_secs_f64());
         }
     }

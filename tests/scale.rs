@@ -9,12 +9,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use nas_pipe::stages::search::ledger::{Ledger, Outcome, State, Storage};
+use nas_pipe::stages::search::ledger::{Outcome, State, Storage};
 
 use crate::common::{Rng, bin, fails, root, run_ok, tempdir};
 
 /// An NB201 tabular search in generations of 8, with `extra` spliced into `Trials(...)`.
-fn tabular(dir: &Path, name: &str, strategy: &str, evaluations: u32, table: &Path, extra: &str) -> PathBuf {
+fn tabular(
+    dir: &Path,
+    name: &str,
+    strategy: &str,
+    evaluations: u32,
+    table: &Path,
+    extra: &str,
+) -> PathBuf {
     let text = format!(
         r#"Pipeline(
     name: "{name}",
@@ -65,7 +72,11 @@ fn result(run: &Path) -> (String, String, serde_json::Value) {
     for r in t["records"].as_array_mut().unwrap() {
         r.as_object_mut().unwrap().remove("seconds");
     }
-    (read("search/pareto.json"), read("genotype.ron"), t["records"].clone())
+    (
+        read("search/pareto.json"),
+        read("genotype.ron"),
+        t["records"].clone(),
+    )
 }
 
 fn search(p: &Path, out: &Path) -> Command {
@@ -79,7 +90,9 @@ fn search(p: &Path, out: &Path) -> Command {
 fn shuffled_worker(pipeline: &Path, storage: &str, seed: u64) {
     let mut sources = nas_pipe::spec::Sources::default();
     let p = nas_pipe::pipeline::resolve::load(&mut sources, pipeline).unwrap();
-    let mut ev = nas_pipe::stages::search::trials::evaluator(&p, &candle_core::Device::Cpu, None, false).unwrap();
+    let mut ev =
+        nas_pipe::stages::search::trials::evaluator(&p, &candle_core::Device::Cpu, None, false)
+            .unwrap();
     let d = nas_pipe::stages::search::strategy::Decisions::of(&p.search_space);
     let mut l = Storage::parse(storage).unwrap().open().unwrap();
     let name = p.spec.name.value.clone();
@@ -100,10 +113,17 @@ fn shuffled_worker(pipeline: &Path, storage: &str, seed: u64) {
         while !held.is_empty() {
             let c = held.swap_remove(rng.below(held.len()));
             let arch = serde_json::from_str(&c.proposal).unwrap();
-            let cand = nas_pipe::stages::search::evaluator::Candidate::new(&p.search_space, &d, arch).unwrap();
+            let cand =
+                nas_pipe::stages::search::evaluator::Candidate::new(&p.search_space, &d, arch)
+                    .unwrap();
             let s = ev.evaluate(&cand).unwrap();
-            let o = Outcome { accuracy: s.accuracy, report: s.report, seconds: 0.0 };
-            l.complete(&name, "shuffler", c.id, &serde_json::to_string(&o).unwrap()).unwrap();
+            let o = Outcome {
+                accuracy: s.accuracy,
+                report: s.report,
+                seconds: 0.0,
+            };
+            l.complete(&name, "shuffler", c.id, &serde_json::to_string(&o).unwrap())
+                .unwrap();
         }
     }
     panic!("the study did not finish in 120 s");
@@ -119,7 +139,14 @@ fn unique(name: &str) -> String {
 fn workers_give_the_same_search_whatever_their_number_and_order() {
     let dir = tempdir("scale-same");
     let name = unique("same");
-    let p = tabular(&dir, &name, "Evolution(population: 10, sample: 3)", 64, &table(), "");
+    let p = tabular(
+        &dir,
+        &name,
+        "Evolution(population: 10, sample: 3)",
+        64,
+        &table(),
+        "",
+    );
     let reference = dir.join("in-process");
     run_ok(&mut search(&p, &reference));
     let want = result(&reference.join(&name));
@@ -129,7 +156,10 @@ fn workers_give_the_same_search_whatever_their_number_and_order() {
         for n in [1, 2, 4] {
             let out = dir.join(format!("w{n}-{}", &storage[..6]));
             run_ok(search(&p, &out).args(["--workers", &n.to_string(), "--storage", &storage]));
-            assert!(result(&out.join(&name)) == want, "{n} workers on {storage} differ");
+            assert!(
+                result(&out.join(&name)) == want,
+                "{n} workers on {storage} differ"
+            );
         }
         let out = dir.join(format!("shuffled-{}", &storage[..6]));
         let mut proposer = search(&p, &out)
@@ -138,7 +168,10 @@ fn workers_give_the_same_search_whatever_their_number_and_order() {
             .unwrap();
         shuffled_worker(&p, &storage, 7);
         assert!(proposer.wait().unwrap().success());
-        assert!(result(&out.join(&name)) == want, "shuffled completion on {storage} differs");
+        assert!(
+            result(&out.join(&name)) == want,
+            "shuffled completion on {storage} differs"
+        );
     }
     // The default ledger is the run folder's SQLite file.
     let out = dir.join("default");
@@ -195,7 +228,11 @@ fn training(dir: &Path, name: &str) -> PathBuf {
 
 fn worker(p: &Path, out: &Path, storage: &str) -> Child {
     let mut c = bin();
-    c.args(["-q", "worker"]).arg(p).arg("--out").arg(out).args(["--storage", storage]);
+    c.args(["-q", "worker"])
+        .arg(p)
+        .arg("--out")
+        .arg(out)
+        .args(["--storage", storage]);
     c.spawn().unwrap()
 }
 
@@ -217,10 +254,9 @@ fn a_killed_workers_trial_is_claimed_again_after_its_lease() {
         let mut l = Storage::parse(&storage).unwrap().open().unwrap();
         let a_id = format!(":{}", a.id());
         let victim = wait_for("worker A to hold a trial", || {
-            l.trials(&name, None)
-                .ok()?
-                .into_iter()
-                .find(|t| t.state == State::Running && t.worker.as_deref().is_some_and(|w| w.ends_with(&a_id)))
+            l.trials(&name, None).ok()?.into_iter().find(|t| {
+                t.state == State::Running && t.worker.as_deref().is_some_and(|w| w.ends_with(&a_id))
+            })
         });
         kill(&mut a);
         let mut b = worker(&p, &out, &storage);
@@ -230,7 +266,10 @@ fn a_killed_workers_trial_is_claimed_again_after_its_lease() {
         let again = t.iter().find(|t| t.id == victim.id).unwrap();
         assert_eq!((again.state, again.attempt), (State::Done, 2), "{again:?}");
         assert!(!again.worker.as_deref().unwrap().ends_with(&a_id));
-        assert!(result(&out.join(&name)) == want, "a re-run trial changed the result on {storage}");
+        assert!(
+            result(&out.join(&name)) == want,
+            "a re-run trial changed the result on {storage}"
+        );
     }
 }
 
@@ -238,7 +277,14 @@ fn a_killed_workers_trial_is_claimed_again_after_its_lease() {
 fn a_killed_proposer_restarts_from_the_ledger() {
     let dir = tempdir("scale-kill-proposer");
     let name = unique("restart");
-    let p = tabular(&dir, &name, "Reinforce(lr: 0.05, baseline_momentum: 0.9)", 400, &table(), "");
+    let p = tabular(
+        &dir,
+        &name,
+        "Reinforce(lr: 0.05, baseline_momentum: 0.9)",
+        400,
+        &table(),
+        "",
+    );
     let reference = dir.join("in-process");
     run_ok(&mut search(&p, &reference));
     let want = result(&reference.join(&name));
@@ -258,10 +304,16 @@ fn a_killed_proposer_restarts_from_the_ledger() {
             &std::fs::read(out.join(&name).join("search/trials.json")).unwrap(),
         )
         .unwrap();
-        assert_eq!(record["finished"], false, "the proposer finished before it was killed");
+        assert_eq!(
+            record["finished"], false,
+            "the proposer finished before it was killed"
+        );
         // The first proposer's workers go on; the second proposer starts two more.
         run_ok(search(&p, &out).args(["--workers", "2", "--storage", &storage]));
-        assert!(result(&out.join(&name)) == want, "the restarted search differs on {storage}");
+        assert!(
+            result(&out.join(&name)) == want,
+            "the restarted search differs on {storage}"
+        );
         let ws = l.workers(&name).unwrap();
         assert!(ws.len() >= 2, "{ws:?}");
         // The first proposer's orphaned workers exit by themselves once the study is
@@ -288,32 +340,68 @@ fn trials_that_keep_failing_are_marked_failed_and_listed() {
     for row in 0..full.len() {
         let s = full.arch(row);
         if !s.starts_with("|none~0|") {
-            csv += &format!("{row},{s},{},{}\n", full.value(row, test), full.value(row, val));
+            csv += &format!(
+                "{row},{s},{},{}\n",
+                full.value(row, test),
+                full.value(row, val)
+            );
         }
     }
     let t = dir.join("partial.csv");
     std::fs::write(&t, csv).unwrap();
     let p = tabular(&dir, "failing", "Random", 40, &t, "");
     let storage = format!("sqlite:{}", dir.join("ledger.sqlite").display());
-    run_ok(search(&p, &dir).args(["--workers", "2", "--max-attempts", "2", "--storage", &storage]));
+    run_ok(search(&p, &dir).args([
+        "--workers",
+        "2",
+        "--max-attempts",
+        "2",
+        "--storage",
+        &storage,
+    ]));
     let trials: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("failing/search/trials.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(dir.join("failing/search/trials.json")).unwrap())
+            .unwrap();
     let records = trials["records"].as_array().unwrap();
-    let failed: Vec<_> = records.iter().filter(|r| r.get("failed").is_some()).collect();
-    assert!(!failed.is_empty(), "no architecture with a none first edge in 40+ draws?");
+    let failed: Vec<_> = records
+        .iter()
+        .filter(|r| r.get("failed").is_some())
+        .collect();
+    assert!(
+        !failed.is_empty(),
+        "no architecture with a none first edge in 40+ draws?"
+    );
     for r in &failed {
         let why = r["failed"].as_str().unwrap();
-        assert!(why.starts_with("failed after 2 attempt(s): ") && why.contains("is not in the table"), "{why}");
+        assert!(
+            why.starts_with("failed after 2 attempt(s): ") && why.contains("is not in the table"),
+            "{why}"
+        );
         assert!(r["genotype"].as_str().is_some() && r.get("accuracy").is_none());
     }
     // Failed trials cost no evaluation: the budget is spent on scored ones.
     let scored = records.iter().filter(|r| r.get("failed").is_none()).count();
     assert_eq!(scored, 40);
     let mut l = Storage::parse(&storage).unwrap().open().unwrap();
-    let ledger_failed = l.trials("failing", None).unwrap().into_iter().filter(|t| t.state == State::Failed).count();
+    let ledger_failed = l
+        .trials("failing", None)
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.state == State::Failed)
+        .count();
     assert_eq!(ledger_failed, failed.len());
-    let status = run_ok(bin().arg("status").arg(&p).arg("--out").arg(&dir).args(["--storage", &storage]));
-    assert!(status.contains(&format!("failed {}", failed.len())), "{status}");
+    let status = run_ok(
+        bin()
+            .arg("status")
+            .arg(&p)
+            .arg("--out")
+            .arg(&dir)
+            .args(["--storage", &storage]),
+    );
+    assert!(
+        status.contains(&format!("failed {}", failed.len())),
+        "{status}"
+    );
     assert!(status.contains("is not in the table"), "{status}");
 }
 
@@ -324,11 +412,23 @@ fn workers_of_another_spec_or_a_bad_storage_are_refused() {
     let storage = format!("sqlite:{}", dir.join("ledger.sqlite").display());
     run_ok(search(&p, &dir).args(["--workers", "1", "--storage", &storage]));
     // Same name, another seed: another spec hash.
-    let text = std::fs::read_to_string(&p).unwrap().replace("seed: 11", "seed: 12");
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("seed: 11", "seed: 12");
     let other = dir.join("other.ron");
     std::fs::write(&other, text).unwrap();
-    let e = fails(bin().args(["worker"]).arg(&other).arg("--out").arg(&dir).args(["--storage", &storage]));
-    assert!(e.contains("spec hash") && e.contains("proposer's pipeline file"), "{e}");
+    let e = fails(
+        bin()
+            .args(["worker"])
+            .arg(&other)
+            .arg("--out")
+            .arg(&dir)
+            .args(["--storage", &storage]),
+    );
+    assert!(
+        e.contains("spec hash") && e.contains("proposer's pipeline file"),
+        "{e}"
+    );
     let fresh = dir.join("fresh");
     let e = fails(search(&p, &fresh).args(["--storage", "postgres://nas:secret@127.0.0.1/nas"]));
     assert!(e.contains("PGPASSWORD") && !e.contains("secret"), "{e}");
@@ -343,9 +443,18 @@ fn workers_of_another_spec_or_a_bad_storage_are_refused() {
         let _ = l.now().unwrap();
     }
     let conn = rusqlite::Connection::open(&newer).unwrap();
-    conn.execute("UPDATE meta SET value = '7' WHERE key = 'schema_version'", []).unwrap();
+    conn.execute(
+        "UPDATE meta SET value = '7' WHERE key = 'schema_version'",
+        [],
+    )
+    .unwrap();
     drop(conn);
-    let e = fails(search(&p, &dir.join("n")).args(["--workers", "1", "--storage", &format!("sqlite:{}", newer.display())]));
+    let e = fails(search(&p, &dir.join("n")).args([
+        "--workers",
+        "1",
+        "--storage",
+        &format!("sqlite:{}", newer.display()),
+    ]));
     assert!(e.contains("ledger schema version 7"), "{e}");
 }
 
@@ -358,7 +467,10 @@ fn checked_by(tool: &str, args: &[&str], file: &Path) {
             file.display(),
             String::from_utf8_lossy(&o.stderr)
         ),
-        Err(_) => eprintln!("launchers: {tool} is missing; {} not checked with it", file.display()),
+        Err(_) => eprintln!(
+            "launchers: {tool} is missing; {} not checked with it",
+            file.display()
+        ),
     }
 }
 
@@ -367,19 +479,46 @@ fn launchers_write_a_slurm_array_and_a_kubernetes_indexed_job() {
     let dir = tempdir("scale-launch");
     let golden = root().join("tests/golden/launch");
     let slurm = dir.join("search.sbatch");
-    run_ok(bin().args([
-        "launch", "slurm", "pipelines/nb201-random.ron", "--workers", "64",
-        "--storage", "postgres://nas@db.example:5432/nas", "-o",
-    ]).arg(&slurm));
-    let text = std::fs::read_to_string(&slurm).unwrap().replace(&slurm.display().to_string(), "FILE");
+    run_ok(
+        bin()
+            .args([
+                "launch",
+                "slurm",
+                "pipelines/nb201-random.ron",
+                "--workers",
+                "64",
+                "--storage",
+                "postgres://nas@db.example:5432/nas",
+                "-o",
+            ])
+            .arg(&slurm),
+    );
+    let text = std::fs::read_to_string(&slurm)
+        .unwrap()
+        .replace(&slurm.display().to_string(), "FILE");
     crate::common::golden(&golden.join("slurm.sbatch"), &text);
     checked_by("bash", &["-n"], &slurm);
     let k8s = dir.join("job.yaml");
-    run_ok(bin().args([
-        "launch", "k8s", "pipelines/nb201-random.ron", "--workers", "64",
-        "--image", "registry.example/nas-pipe:0.1.0", "--volume", "nas-work", "-o",
-    ]).arg(&k8s));
-    crate::common::golden(&golden.join("k8s.yaml"), &std::fs::read_to_string(&k8s).unwrap());
+    run_ok(
+        bin()
+            .args([
+                "launch",
+                "k8s",
+                "pipelines/nb201-random.ron",
+                "--workers",
+                "64",
+                "--image",
+                "registry.example/nas-pipe:0.1.0",
+                "--volume",
+                "nas-work",
+                "-o",
+            ])
+            .arg(&k8s),
+    );
+    crate::common::golden(
+        &golden.join("k8s.yaml"),
+        &std::fs::read_to_string(&k8s).unwrap(),
+    );
     // A YAML parser reads the manifest as an Indexed Job whose shell script parses.
     let check = r#"
 import sys, yaml, subprocess
@@ -401,7 +540,13 @@ subprocess.run(["sh", "-n", "-c", c["args"][0]], check=True)
     };
     // Workers on many machines need PostgreSQL.
     let e = fails(bin().args([
-        "launch", "slurm", "pipelines/nb201-random.ron", "--workers", "4", "--storage", "sqlite:x.sqlite",
+        "launch",
+        "slurm",
+        "pipelines/nb201-random.ron",
+        "--workers",
+        "4",
+        "--storage",
+        "sqlite:x.sqlite",
     ]));
     assert!(e.contains("need a PostgreSQL ledger"), "{e}");
 }

@@ -177,7 +177,10 @@ impl ScaleArgs {
             return Ok(None);
         }
         if !(self.lease.is_finite() && self.lease > 0.0) {
-            return Err(Error::Input(format!("--lease {} is not a positive number of seconds", self.lease)));
+            return Err(Error::Input(format!(
+                "--lease {} is not a positive number of seconds",
+                self.lease
+            )));
         }
         let run_dir = out.join(&p.spec.name.value);
         let storage = match &url {

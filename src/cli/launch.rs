@@ -157,7 +157,10 @@ fi
 "#,
         n = c.workers,
         last = c.workers - 1,
-        file = c.output.as_deref().map_or("FILE".into(), |p| p.display().to_string()),
+        file = c
+            .output
+            .as_deref()
+            .map_or("FILE".into(), |p| p.display().to_string()),
         cpus = a.cpus,
         time = a.time,
         url_q = sh(&url),
@@ -193,7 +196,10 @@ fn k8s(a: &K8s) -> Result<String> {
         pipeline = sh(&c.pipeline.display().to_string()),
         out = sh(&c.out.display().to_string()),
     );
-    let script: String = script.lines().map(|l| format!("                {l}\n")).collect();
+    let script: String = script
+        .lines()
+        .map(|l| format!("                {l}\n"))
+        .collect();
     let job = dns_name(&name);
     Ok(format!(
         r#"# Written by `nas-pipe launch k8s`: the multi-trial search of pipeline "{name}" on {n}

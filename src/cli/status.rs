@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use super::common::{device, print};
 use crate::error::{Result, exit};
-use crate::space::show;
 use crate::run::RunDir;
+use crate::space::show;
 use crate::spec::Sources;
 use crate::stages::search::ledger::{self, Storage};
 use crate::stages::search::worker::Snapshot;
@@ -37,7 +37,9 @@ pub fn run(args: &Args, flag: Option<crate::device::Choice>) -> Result<i32> {
     print(&table(&r))?;
     let storage = match args.storage.as_ref().or(p.spec.storage.as_ref()) {
         Some(u) => Some(Storage::parse(u)?),
-        None => Some(Storage::in_run(&run_dir)).filter(|_| RunDir::new(&run_dir).ledger().is_file()),
+        None => {
+            Some(Storage::in_run(&run_dir)).filter(|_| RunDir::new(&run_dir).ledger().is_file())
+        }
     };
     if let Some(s) = storage {
         let budget = std::fs::read(RunDir::new(&run_dir).trials())
@@ -88,7 +90,11 @@ fn ledger_table(s: &Storage, snap: &Snapshot, budget: Option<(usize, usize)>) ->
             w.done
         );
     }
-    for tr in snap.trials.iter().filter(|t| t.state == ledger::State::Failed) {
+    for tr in snap
+        .trials
+        .iter()
+        .filter(|t| t.state == ledger::State::Failed)
+    {
         t += &format!(
             "  failed trial {} (generation {}, {} attempt(s)): {}\n",
             tr.id,

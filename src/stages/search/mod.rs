@@ -6,8 +6,8 @@
 
 pub mod darts;
 pub mod evaluator;
-pub mod ledger;
 pub mod latency;
+pub mod ledger;
 pub mod strategy;
 pub mod study;
 pub mod trials;

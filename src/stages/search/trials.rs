@@ -264,7 +264,7 @@ pub fn search(
             let arch = strategy.ask();
             proposals.push(match old.get(pos + i) {
                 Some(r) => replayed(r, arch)?,
-                None => Proposal::New(Candidate::new(plan.space, &decisions, arch)?),
+                None => Proposal::New(Box::new(Candidate::new(plan.space, &decisions, arch)?)),
             });
         }
         let proposals = answer(plan, runner, &mut latency, &records, generation, proposals)?;
@@ -289,7 +289,7 @@ pub fn search(
 /// A proposal of a generation: answered by the record, or new.
 enum Proposal {
     Recorded(Box<Record>),
-    New(Candidate),
+    New(Box<Candidate>),
 }
 
 /// The recorded proposal `r`, once the strategy proposed it again as `arch`.
@@ -355,7 +355,7 @@ fn answer(
                 out.push(*r);
                 continue;
             }
-            Proposal::New(c) => c,
+            Proposal::New(c) => *c,
         };
         let mut r = fresh(plan, earlier.len() + out.len(), &c);
         let first = earlier

@@ -8,8 +8,8 @@
 //! thread renews its lease every quarter of the lease, and writes the result (or the error)
 //! back. It exits once the study is finished and nothing is left to claim.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::ledger::{self, Ledger, NewTrial, Outcome, State, Storage, Study};
@@ -219,7 +219,10 @@ pub fn work(
             Err(e) => {
                 l.fail(&name, &id, claim.id, &e.to_string())?;
                 worked.failed_attempts += 1;
-                log(&format!("trial {} attempt {} failed: {e}", claim.id, claim.attempt));
+                log(&format!(
+                    "trial {} attempt {} failed: {e}",
+                    claim.id, claim.attempt
+                ));
             }
         }
     }
@@ -228,8 +231,7 @@ pub fn work(
 }
 
 fn nothing_waiting(l: &mut dyn Ledger, name: &str) -> Result<bool> {
-    Ok(l
-        .trials(name, None)?
+    Ok(l.trials(name, None)?
         .iter()
         .all(|t| matches!(t.state, State::Done | State::Failed)))
 }
@@ -241,7 +243,9 @@ fn wait_for_study(l: &mut dyn Ledger, name: &str, log: &mut impl FnMut(&str)) ->
             return Ok(s);
         }
         if !said {
-            log(&format!("waiting for the proposer to open study \"{name}\""));
+            log(&format!(
+                "waiting for the proposer to open study \"{name}\""
+            ));
             said = true;
         }
         std::thread::sleep(POLL * 10);
@@ -254,8 +258,11 @@ fn evaluate(
     ev: &mut dyn super::evaluator::Evaluator,
     proposal: &str,
 ) -> Result<super::evaluator::Score> {
-    let arch: Arch = serde_json::from_str(proposal)
-        .map_err(|e| Error::Input(format!("the ledger holds a proposal that is not an architecture: {e}")))?;
+    let arch: Arch = serde_json::from_str(proposal).map_err(|e| {
+        Error::Input(format!(
+            "the ledger holds a proposal that is not an architecture: {e}"
+        ))
+    })?;
     if !decisions.valid(&arch) {
         return Err(Error::Input(format!(
             "the ledger's proposal {proposal} is not an architecture of this space"

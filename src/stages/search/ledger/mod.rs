@@ -256,7 +256,10 @@ impl Storage {
 
     /// Parses a storage URL; refuses one with a password in it.
     pub fn parse(url: &str) -> Result<Storage> {
-        if let Some(path) = url.strip_prefix("sqlite://").or(url.strip_prefix("sqlite:")) {
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or(url.strip_prefix("sqlite:"))
+        {
             if path.is_empty() {
                 return Err(Error::Input(
                     "storage URL \"sqlite:\" names no file: write sqlite:PATH".into(),
@@ -294,7 +297,7 @@ impl std::fmt::Display for Storage {
 /// The migration steps a ledger at schema `found` needs; an error when `found` is newer
 /// than this build.
 pub fn pending_migrations(found: i64, place: &str) -> Result<&'static [&'static str]> {
-    if found > SCHEMA_VERSION || found < 0 {
+    if !(0..=SCHEMA_VERSION).contains(&found) {
         return Err(Error::Input(format!(
             "{place}: ledger schema version {found}, and this build reads version \
              {SCHEMA_VERSION}: use the nas-pipe that created it or a new ledger"
@@ -382,7 +385,10 @@ pub(crate) mod tests {
         let d = l.claim("contracts", "w1").unwrap().unwrap();
         assert_eq!((d.id, d.attempt), (2, 1));
         l.heartbeat("contracts", "w1", Some(2)).unwrap();
-        assert!(l.claim("contracts", "w2").unwrap().is_none(), "the lease holds");
+        assert!(
+            l.claim("contracts", "w2").unwrap().is_none(),
+            "the lease holds"
+        );
         std::thread::sleep(std::time::Duration::from_millis(300));
         let e = l.claim("contracts", "w2").unwrap().unwrap();
         assert_eq!((e.id, e.attempt), (2, 2));
@@ -391,7 +397,10 @@ pub(crate) mod tests {
         let ts = l.trials("contracts", None).unwrap();
         assert_eq!(ts[0].result.as_deref(), Some("first"));
         assert_eq!(ts[0].state, State::Done);
-        assert_eq!((ts[1].state, ts[1].error.as_deref()), (State::Failed, Some("boom again")));
+        assert_eq!(
+            (ts[1].state, ts[1].error.as_deref()),
+            (State::Failed, Some("boom again"))
+        );
         assert_eq!(ts[2].state, State::Failed);
         assert_eq!(ts[2].error.as_deref(), Some(lost_message(2).as_str()));
         assert_eq!(counts(&ts), [0, 0, 1, 2]);
@@ -445,7 +454,17 @@ pub(crate) mod tests {
             finished: false,
         };
         assert!(s.admit("abc", "0.1.0").is_ok());
-        assert!(s.admit("abd", "0.1.0").unwrap_err().to_string().contains("spec hash"));
-        assert!(s.admit("abc", "0.2.0").unwrap_err().to_string().contains("nas-pipe 0.1.0"));
+        assert!(
+            s.admit("abd", "0.1.0")
+                .unwrap_err()
+                .to_string()
+                .contains("spec hash")
+        );
+        assert!(
+            s.admit("abc", "0.2.0")
+                .unwrap_err()
+                .to_string()
+                .contains("nas-pipe 0.1.0")
+        );
     }
 }

@@ -23,9 +23,9 @@ pub struct Postgres {
 
 /// Checks that `url` parses and holds no password.
 pub fn check_url(url: &str) -> Result<postgres::Config> {
-    let config: postgres::Config = url.parse().map_err(|e| {
-        Error::Input(format!("storage URL {url:?} is not a PostgreSQL URL: {e}"))
-    })?;
+    let config: postgres::Config = url
+        .parse()
+        .map_err(|e| Error::Input(format!("storage URL {url:?} is not a PostgreSQL URL: {e}")))?;
     if config.get_password().is_some() {
         return Err(Error::Input(
             "the storage URL holds a password: remove it and set PGPASSWORD instead (nas-pipe \
@@ -70,8 +70,10 @@ impl Postgres {
         let mut tx = self.client.transaction().map_err(&e)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .map_err(&e)?;
-        tx.batch_execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            .map_err(&e)?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        )
+        .map_err(&e)?;
         let found: i64 = tx
             .query_opt("SELECT value FROM meta WHERE key = 'schema_version'", &[])
             .map_err(&e)?
@@ -177,7 +179,13 @@ impl Ledger for Postgres {
             tx.execute(
                 "INSERT INTO trials (study, id, generation, idx, proposal, state)
                  VALUES ($1, $2, $3, $4, $5, 'waiting') ON CONFLICT (study, id) DO NOTHING",
-                &[&study, &id, &(t.generation as i64), &(t.index as i64), &t.proposal],
+                &[
+                    &study,
+                    &id,
+                    &(t.generation as i64),
+                    &(t.index as i64),
+                    &t.proposal,
+                ],
             )
             .map_err(&e)?;
             let stored: String = tx
@@ -368,7 +376,9 @@ mod tests {
     #[test]
     fn the_ledger_contracts_hold_on_postgres() {
         let Ok(url) = std::env::var("NAS_PIPE_TEST_POSTGRES") else {
-            eprintln!("skipped: NAS_PIPE_TEST_POSTGRES is not set (scripts/with-postgres.sh sets it)");
+            eprintln!(
+                "skipped: NAS_PIPE_TEST_POSTGRES is not set (scripts/with-postgres.sh sets it)"
+            );
             return;
         };
         let mut l = Postgres::open(&url).unwrap();
@@ -376,7 +386,9 @@ mod tests {
             .batch_execute("DELETE FROM trials WHERE study = 'contracts'; DELETE FROM workers WHERE study = 'contracts'; DELETE FROM studies WHERE name = 'contracts'")
             .unwrap();
         super::super::tests::contracts(&mut l);
-        let e = Postgres::open("postgres://nobody@127.0.0.1:1/none").err().unwrap();
+        let e = Postgres::open("postgres://nobody@127.0.0.1:1/none")
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("cannot connect"), "{e}");
     }
 }

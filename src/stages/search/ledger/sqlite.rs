@@ -59,12 +59,16 @@ impl Sqlite {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&e)?;
-        tx.execute_batch("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            .map_err(&e)?;
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        )
+        .map_err(&e)?;
         let found: i64 = tx
-            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| {
-                r.get::<_, String>(0)
-            })
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get::<_, String>(0),
+            )
             .optional()
             .map_err(&e)?
             .map(|v| v.parse().unwrap_or(-1))
@@ -165,7 +169,10 @@ impl Ledger for Sqlite {
 
     fn finish_study(&mut self, name: &str) -> Result<()> {
         self.conn
-            .execute("UPDATE studies SET finished = 1 WHERE name = ?1", params![name])
+            .execute(
+                "UPDATE studies SET finished = 1 WHERE name = ?1",
+                params![name],
+            )
             .map_err(self.e())?;
         Ok(())
     }
@@ -193,7 +200,13 @@ impl Ledger for Sqlite {
                     tx.execute(
                         "INSERT INTO trials (study, id, generation, idx, proposal, state)
                          VALUES (?1, ?2, ?3, ?4, ?5, 'waiting')",
-                        params![study, t.id as i64, t.generation as i64, t.index as i64, t.proposal],
+                        params![
+                            study,
+                            t.id as i64,
+                            t.generation as i64,
+                            t.index as i64,
+                            t.proposal
+                        ],
                     )
                     .map_err(&e)?;
                 }
@@ -408,8 +421,11 @@ mod tests {
         // Reopening finds the schema current; a newer one is refused.
         drop(l);
         let c = Connection::open(dir.join("l.sqlite")).unwrap();
-        c.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'", [])
-            .unwrap();
+        c.execute(
+            "UPDATE meta SET value = '99' WHERE key = 'schema_version'",
+            [],
+        )
+        .unwrap();
         let e = Sqlite::open(&dir.join("l.sqlite")).err().unwrap();
         assert!(e.to_string().contains("schema version 99"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
