@@ -434,6 +434,8 @@ fn workers_of_another_spec_or_a_bad_storage_are_refused() {
     assert!(e.contains("PGPASSWORD") && !e.contains("secret"), "{e}");
     let e = fails(search(&p, &fresh).args(["--storage", "postgres://nas@127.0.0.1:1/nas"]));
     assert!(e.contains("cannot connect"), "{e}");
+    let e = fails(search(&root().join("pipelines/smoke.ron"), &fresh).args(["--workers", "2"]));
+    assert!(e.contains("only those run on workers"), "{e}");
     let e = fails(search(&p, &fresh).args(["--storage", "redis://x"]));
     assert!(e.contains("neither sqlite:PATH nor postgres://"), "{e}");
     // A ledger of a newer schema.

@@ -176,6 +176,7 @@ impl ScaleArgs {
         if self.workers.is_none() && url.is_none() {
             return Ok(None);
         }
+        crate::stages::search::worker::check_distributable(p)?;
         if !(self.lease.is_finite() && self.lease > 0.0) {
             return Err(Error::Input(format!(
                 "--lease {} is not a positive number of seconds",

@@ -90,6 +90,8 @@ fn trials(args: &Args, p: &Resolved, run_dir: &Path, device: &Device) -> Result<
 
 /// A DARTS-family search; what it did.
 fn darts(args: &Args, p: &Resolved, run_dir: &Path, device: &Device) -> Result<String> {
+    // Refuses --workers and --storage: only a multi-trial search runs on workers.
+    args.scale.scale(p, &args.pipeline, &args.out)?;
     let search = p.spec.search.as_deref();
     let latency = matches!(
         search,

@@ -226,7 +226,7 @@ pub fn work(
             }
         }
     }
-    beat.stop();
+    drop(beat);
     Ok(worked)
 }
 
@@ -309,8 +309,11 @@ impl Heartbeat {
         self.trial
             .store(trial.map_or(-1, |t| t as i64), Ordering::SeqCst);
     }
+}
 
-    fn stop(mut self) {
+impl Drop for Heartbeat {
+    /// Stops the thread (on every path out of [`work`], errors included) and waits for it.
+    fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(h) = self.handle.take() {
             let _ = h.join();
