@@ -3,7 +3,8 @@
 # Needs: a Rust toolchain (cargo) of at least the version in Cargo.toml's rust-version, and
 # for the ONNX Runtime tests Python 3 with venv and pip (scripts/ort-env.sh installs
 # onnxruntime==1.32.0 into .venv/ and exports ORT_DYLIB_PATH), and for the report's browser
-# test Chromium (installed with apt-get when run as root), and for the CUDA build
+# test Chromium (installed with apt-get when run as root), for the trial ledger's
+# PostgreSQL tests PostgreSQL (installed with apt-get when run as root), and for the CUDA build
 # (scripts/build-cuda.sh --test; no GPU needed) pip access to PyPI's CUDA 13.0 wheels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,8 +38,23 @@ if [ ! -x /usr/bin/chromium ]; then
     fi
 fi
 
+# The trial ledger's PostgreSQL tests run against a throwaway server
+# (scripts/with-postgres.sh: its own data directory, an unprivileged user, 127.0.0.1 only,
+# stopped at the end); without PostgreSQL they say they are skipped.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "nas-pipe tests: installing PostgreSQL (Debian package postgresql) for the trial ledger's tests" >&2
+        if ! { apt-get install -y -q postgresql >/dev/null 2>&1 ||
+            { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q postgresql >/dev/null 2>&1; }; }; then
+            echo "nas-pipe tests: could not install PostgreSQL; the ledger's PostgreSQL tests are skipped" >&2
+        fi
+    else
+        echo "nas-pipe tests: PostgreSQL is missing (Debian: apt-get install postgresql); the ledger's PostgreSQL tests are skipped" >&2
+    fi
+fi
+
 # Release mode: later stages train networks, and debug builds are ~18x slower.
-cargo test --release --locked
+bash scripts/with-postgres.sh cargo test --release --locked
 
 # The CUDA build (no GPU needed), so that the CUDA code never rots: its unit tests, and the
 # binary's behaviour on a machine without a GPU. Installs PyPI's CUDA 13.0 wheels into .cuda/

@@ -12,5 +12,6 @@ mod layers;
 mod report;
 mod retrain;
 mod run;
+mod scale;
 mod search;
 mod spec;

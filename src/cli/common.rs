@@ -140,3 +140,86 @@ pub fn write_out(out: &mut impl std::io::Write, text: &str) -> Result<()> {
         Ok(()) => Ok(()),
     }
 }
+
+/// The options that put a multi-trial search on workers (`run` and `search`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScaleArgs {
+    /// Evaluate on N worker processes started on this machine, through the trial ledger
+    /// (by default `ledger.sqlite` in the run folder). With --storage and N = 0, only
+    /// workers started elsewhere (`nas-pipe worker`) evaluate.
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// The trial ledger: sqlite:PATH or postgres://USER@HOST[:PORT]/DB (the password from
+    /// PGPASSWORD). Default: the pipeline's `storage`, else the run folder's SQLite file.
+    #[arg(long, value_name = "URL")]
+    pub storage: Option<String>,
+    /// Seconds a running trial keeps its worker without a heartbeat; then it is claimed
+    /// again.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    pub lease: f64,
+    /// Attempts (errors or lost workers) after which a trial is marked failed.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: u32,
+}
+
+impl ScaleArgs {
+    /// The ledger settings, when the search runs on workers; the local workers run
+    /// `nas-pipe worker PIPELINE --out OUT --storage URL`.
+    pub fn scale(
+        &self,
+        p: &crate::run::Resolved,
+        pipeline: &Path,
+        out: &Path,
+    ) -> Result<Option<crate::stages::search::worker::Scale>> {
+        use crate::stages::search::ledger::Storage;
+        let url = self.storage.clone().or_else(|| p.spec.storage.clone());
+        if self.workers.is_none() && url.is_none() {
+            return Ok(None);
+        }
+        crate::stages::search::worker::check_distributable(p)?;
+        if !(self.lease.is_finite() && self.lease > 0.0) {
+            return Err(Error::Input(format!(
+                "--lease {} is not a positive number of seconds",
+                self.lease
+            )));
+        }
+        let run_dir = out.join(&p.spec.name.value);
+        let storage = match &url {
+            Some(u) => Storage::parse(u)?,
+            None => Storage::in_run(&run_dir),
+        };
+        let count = self.workers.unwrap_or(0);
+        let local = (count > 0)
+            .then(|| worker_command(pipeline, out, &storage))
+            .transpose()?
+            .map(|command| crate::stages::search::worker::LocalWorkers { count, command });
+        Ok(Some(crate::stages::search::worker::Scale {
+            storage,
+            lease_s: self.lease,
+            max_attempts: self.max_attempts,
+            local,
+        }))
+    }
+}
+
+/// `nas-pipe --quiet worker PIPELINE --out OUT --storage URL`, with this executable.
+fn worker_command(
+    pipeline: &Path,
+    out: &Path,
+    storage: &crate::stages::search::ledger::Storage,
+) -> Result<Vec<std::ffi::OsString>> {
+    let exe = std::env::current_exe().map_err(|source| Error::Io {
+        path: "/proc/self/exe".into(),
+        source,
+    })?;
+    Ok(vec![
+        exe.into(),
+        "--quiet".into(),
+        "worker".into(),
+        pipeline.into(),
+        "--out".into(),
+        out.into(),
+        "--storage".into(),
+        storage.to_string().into(),
+    ])
+}

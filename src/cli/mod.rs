@@ -14,6 +14,7 @@ pub mod completions;
 pub mod device_check;
 pub mod eval;
 pub mod export;
+pub mod launch;
 pub mod man;
 pub mod profile;
 pub mod report;
@@ -24,6 +25,7 @@ pub mod status;
 pub mod study;
 pub mod train;
 pub mod validate;
+pub mod worker;
 
 pub use common::{Kind, device, kind_of};
 
@@ -60,6 +62,8 @@ pub enum Command {
     Check(check::Args),
     Show(show::Args),
     Search(search::Args),
+    Worker(worker::Args),
+    Launch(launch::Args),
     DeviceCheck(device_check::Args),
     Study(study::Args),
     Train(train::Args),
@@ -149,6 +153,8 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         Command::Check(a) => check::run(a),
         Command::Show(a) => show::run(a),
         Command::Search(a) => search::run(a, device),
+        Command::Worker(a) => worker::run(a, device, cli.quiet),
+        Command::Launch(a) => launch::run(a),
         Command::DeviceCheck(a) => device_check::run(a, device),
         Command::Study(a) => study::run(a),
         Command::Train(a) => train::run(a, device),

@@ -42,6 +42,8 @@ pub struct Args {
     /// this machine's memory.
     #[arg(long)]
     pub ignore_memory: bool,
+    #[command(flatten)]
+    pub scale: super::common::ScaleArgs,
 }
 
 pub fn run(args: &Args, flag: Option<crate::device::Choice>) -> Result<i32> {
@@ -56,6 +58,7 @@ pub fn run(args: &Args, flag: Option<crate::device::Choice>) -> Result<i32> {
         force: args.force,
         progress: true,
         ort_lib: args.ort_lib.clone(),
+        scale: args.scale.scale(&p, &args.pipeline, &args.out)?,
     };
     let o = crate::pipeline::run(&sources, &p, &run_dir, &device, &opts)?;
     print(&summary(&o))?;

@@ -38,6 +38,8 @@ pub struct Args {
     /// this machine's memory.
     #[arg(long)]
     pub ignore_memory: bool,
+    #[command(flatten)]
+    pub scale: super::common::ScaleArgs,
 }
 
 pub fn run(args: &Args, flag: Option<crate::device::Choice>) -> Result<i32> {
@@ -69,6 +71,7 @@ fn trials(args: &Args, p: &Resolved, run_dir: &Path, device: &Device) -> Result<
     let opts = crate::stages::search::trials::Options {
         stop_after: args.stop_after,
         progress: true,
+        scale: args.scale.scale(p, &args.pipeline, &args.out)?,
     };
     let o = crate::pipeline::trials::trials(p, run_dir, device, &ort, &opts)?;
     if !o.state.finished {
@@ -93,6 +96,8 @@ fn trials(args: &Args, p: &Resolved, run_dir: &Path, device: &Device) -> Result<
 
 /// A DARTS-family search; what it did.
 fn darts(args: &Args, p: &Resolved, run_dir: &Path, device: &Device) -> Result<String> {
+    // Refuses --workers and --storage: only a multi-trial search runs on workers.
+    args.scale.scale(p, &args.pipeline, &args.out)?;
     let search = p.spec.search.as_deref();
     let latency = matches!(
         search,

@@ -471,6 +471,8 @@ pub struct Options {
     pub progress: bool,
     /// The ONNX Runtime library (`--ort-lib`).
     pub ort_lib: Option<PathBuf>,
+    /// A multi-trial search evaluates on workers through this trial ledger.
+    pub scale: Option<crate::stages::search::worker::Scale>,
 }
 
 /// What a run did with a stage.
@@ -802,6 +804,7 @@ fn execute(
                 let o = crate::stages::search::trials::Options {
                     stop_after: None,
                     progress: opts.progress,
+                    scale: opts.scale.clone(),
                 };
                 trials::trials(p, run_dir, device, ort, &o)?;
             } else {

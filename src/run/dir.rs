@@ -47,6 +47,9 @@ artifacts! {
     busy, BUSY = ".nas-pipe.busy";
     /// Outputs set aside when their stage had to run again.
     stale, STALE = "stale";
+    /// The trial ledger of a distributed multi-trial search (SQLite; beside the search
+    /// folder so that setting a stale search aside never moves a file workers hold open).
+    ledger, LEDGER = "ledger.sqlite";
     /// The search stage's folder.
     search, SEARCH = "search";
     /// The DARTS-family search's state, per-epoch figures and architecture weights.

@@ -27,6 +27,10 @@ pub struct Record {
     /// The constraint that rejected it (then it was not evaluated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejected: Option<String>,
+    /// Why its evaluation failed for good (a distributed trial after its last attempt); it
+    /// was then not evaluated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
     /// The search signal, in [0, 1].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accuracy: Option<f64>,
@@ -44,8 +48,10 @@ pub struct Record {
 }
 
 impl Record {
+    /// Whether it was scored (or answered from a scored record): neither rejected nor
+    /// failed.
     pub fn evaluated(&self) -> bool {
-        self.rejected.is_none()
+        self.rejected.is_none() && self.failed.is_none()
     }
 }
 

@@ -46,6 +46,11 @@ pub struct Pipeline {
     pub validate: Option<Spanned<Validate>>,
     #[serde(default)]
     pub profile: Option<Spanned<Profile>>,
+    /// The trial ledger of a multi-trial search run on workers: `sqlite:PATH` or
+    /// `postgres://USER@HOST[:PORT]/DB` (never a password: that comes from `PGPASSWORD`).
+    /// `--storage` overrides it. Default: `ledger.sqlite` in the run folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -211,6 +216,13 @@ pub enum Search {
         /// trained, and profile it in ONNX Runtime (`search/front/<n>/`). Default `false`.
         #[serde(default)]
         export_front: bool,
+        /// Proposals per generation: the strategy proposes a whole generation from the
+        /// results of earlier ones, and workers evaluate a generation's trials in parallel
+        /// (`nas-pipe run --workers N`). Part of the result: the same generation gives the
+        /// same search whatever the number of workers. Default 1 (propose, evaluate, learn,
+        /// one at a time).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        generation: Option<Spanned<u32>>,
     },
 }
 

@@ -18,6 +18,7 @@ impl Checker<'_> {
             constraints,
             latency,
             export_front,
+            generation,
             ..
         } = s
         else {
@@ -26,6 +27,9 @@ impl Checker<'_> {
         self.positive(evaluations, "evaluations")?;
         if let Some(t) = seconds {
             self.positive_f(t, "seconds")?;
+        }
+        if let Some(g) = generation {
+            self.positive(g, "generation")?;
         }
         self.strategy(strategy, evaluations)?;
         self.evaluator(evaluator)?;

@@ -390,12 +390,26 @@ pub fn front_table(a: &Artifacts) -> Option<Table> {
     Some(t.without_empty_columns())
 }
 
+/// The trials that failed on workers for good, with their errors.
+fn failed_text(failed: &[&crate::run::trials::Record]) -> String {
+    if failed.is_empty() {
+        return String::new();
+    }
+    let each: Vec<String> = failed
+        .iter()
+        .map(|r| format!("proposal {} {}", r.n + 1, r.failed.as_deref().unwrap_or("")))
+        .collect();
+    format!(", {} trials failed ({})", failed.len(), each.join("; "))
+}
+
 /// A multi-trial search in one sentence.
 pub fn trials_text(a: &Artifacts) -> Option<String> {
     let t = a.trials.as_ref()?;
-    let rejected = t.records.len() - t.evaluations();
+    let failed: Vec<&crate::run::trials::Record> =
+        t.records.iter().filter(|r| r.failed.is_some()).collect();
+    let rejected = t.records.len() - t.evaluations() - failed.len();
     let mut s = format!(
-        "{} search: {} of {} evaluations{}{}",
+        "{} search: {} of {} evaluations{}{}{}",
         t.strategy,
         t.evaluations(),
         t.budget,
@@ -404,6 +418,7 @@ pub fn trials_text(a: &Artifacts) -> Option<String> {
         } else {
             String::new()
         },
+        failed_text(&failed),
         if t.finished { "" } else { " (not finished)" }
     );
     if let Some(b) = t.best() {

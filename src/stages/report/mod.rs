@@ -183,6 +183,9 @@ pub struct TrialsSummary {
     pub evaluations: usize,
     /// Proposals a constraint rejected.
     pub rejected: usize,
+    /// Proposals whose evaluation failed for good on workers: (number, error).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<(usize, String)>,
     pub finished: bool,
     /// Sum of the proposals' times.
     pub seconds: f64,
@@ -659,7 +662,12 @@ impl Artifacts {
                 strategy: t.strategy.clone(),
                 budget: t.budget,
                 evaluations: t.evaluations(),
-                rejected: t.records.len() - t.evaluations(),
+                rejected: t.records.iter().filter(|r| r.rejected.is_some()).count(),
+                failed: t
+                    .records
+                    .iter()
+                    .filter_map(|r| Some((r.n, r.failed.clone()?)))
+                    .collect(),
                 finished: t.finished,
                 seconds: t.records.iter().map(|r| r.seconds).sum(),
                 best: t.best().cloned(),

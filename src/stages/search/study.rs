@@ -166,7 +166,7 @@ pub fn run(p: &Resolved, seeds: u64, evaluations: Option<usize>, progress: bool)
         };
         let (records, _) = trials::search(
             &plan,
-            ev.as_mut(),
+            &mut trials::InProcess(ev.as_mut()),
             None,
             Vec::new(),
             None,

@@ -19,7 +19,6 @@
 //! with the same record as an uninterrupted run. A repeated architecture is answered from
 //! the record and still counts as an evaluation.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
@@ -32,7 +31,7 @@ use crate::run::trials::{Front, Point, Record, State, VERSION, best};
 use crate::space::Space;
 use crate::spec::pipeline::{Constraint, Objective, Reward, Search};
 use crate::stages::search::evaluator::{Candidate, Evaluator, Score};
-use crate::stages::search::strategy::{self, Decisions};
+use crate::stages::search::strategy::{self, Arch, Decisions};
 
 /// The objective's value of a record, minimised.
 fn objective_value(r: &Record, o: Objective) -> Option<f64> {
@@ -110,6 +109,8 @@ pub struct Plan<'a> {
     pub objectives: &'a [Objective],
     pub constraints: Vec<Constraint>,
     pub seed: u64,
+    /// Proposals per generation (at least 1).
+    pub generation: usize,
 }
 
 impl<'a> Plan<'a> {
@@ -122,6 +123,7 @@ impl<'a> Plan<'a> {
             reward,
             objectives,
             constraints,
+            generation,
             ..
         }) = p.spec.search.as_deref()
         else {
@@ -139,6 +141,7 @@ impl<'a> Plan<'a> {
             objectives,
             constraints: constraints.iter().map(|c| c.value.clone()).collect(),
             seed: p.spec.seed,
+            generation: generation.as_ref().map_or(1, |g| g.value.max(1) as usize),
         })
     }
 
@@ -165,16 +168,63 @@ impl<'a> Plan<'a> {
 /// Consecutive rejected proposals after which the search gives up.
 pub const MAX_REJECTED_IN_A_ROW: usize = 10_000;
 
-/// Runs the loop: replays `records` (a resumed search), then proposes until the budget is
+/// What a [`Runner`] gives for one candidate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Evaluated {
+    /// Scored, with the evaluation's wall time in seconds.
+    Score {
+        accuracy: f64,
+        report: Option<f64>,
+        seconds: f64,
+    },
+    /// Failed for good (a distributed trial after its last attempt), with the error.
+    Failed(String),
+}
+
+/// Evaluates a generation's candidates: in this process ([`InProcess`]) or on workers
+/// through the trial ledger (`worker::LedgerRunner`). The answer of a candidate depends on
+/// the candidate alone, never on the order or the place it was evaluated in.
+pub trait Runner {
+    /// The answers for `batch` (trial id, candidate), in its order.
+    fn run(&mut self, generation: u64, batch: &[(usize, &Candidate)]) -> Result<Vec<Evaluated>>;
+}
+
+/// Evaluates in this process, one candidate after another; an evaluation error ends the
+/// search.
+pub struct InProcess<'a>(pub &'a mut dyn Evaluator);
+
+impl Runner for InProcess<'_> {
+    fn run(&mut self, _generation: u64, batch: &[(usize, &Candidate)]) -> Result<Vec<Evaluated>> {
+        batch
+            .iter()
+            .map(|(_, c)| {
+                let t0 = Instant::now();
+                let Score { accuracy, report } = self.0.evaluate(c)?;
+                Ok(Evaluated::Score {
+                    accuracy,
+                    report,
+                    seconds: t0.elapsed().as_secs_f64(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Runs the loop in generations of [`Plan::generation`] proposals: the strategy is asked
+/// for a whole generation, the generation's new candidates are evaluated (by `runner`,
+/// in any order), and the strategy is told their rewards in proposal order; so the
+/// proposals depend on the results of earlier generations only, and a generation of 1 is
+/// the ask-evaluate-tell loop. Proposals `records` holds (a resumed search) are answered
+/// from it, after checking the strategy proposes them again. Stops when the budget is
 /// spent, the time limit is reached or there are `limit` proposals, calling `after` with
-/// the record after every new proposal. `progress` gets the evaluations spent and the best
+/// the record after every generation. `progress` gets the evaluations spent and the best
 /// search signal so far. Returns the record and whether the search ended by its own rules
 /// (budget or time), not by `limit`.
 pub fn search(
     plan: &Plan,
-    evaluator: &mut dyn Evaluator,
+    runner: &mut dyn Runner,
     mut latency: Option<&mut dyn Latency>,
-    mut records: Vec<Record>,
+    old: Vec<Record>,
     limit: Option<usize>,
     mut after: impl FnMut(&[Record]) -> Result<()>,
     mut progress: impl FnMut(usize, f64),
@@ -187,65 +237,137 @@ pub fn search(
         )));
     }
     let mut strategy = strategy::build(plan.strategy, decisions.clone(), plan.seed);
-    let mut by_key: HashMap<String, usize> = HashMap::new();
-    for (i, r) in records.iter().enumerate() {
-        let asked = strategy.ask();
-        if asked != r.arch {
-            return Err(Error::Input(format!(
-                "the search record does not replay: proposal {} was {:?} and the strategy now \
-                 proposes {:?}; the record was written by another build or spec: delete the \
-                 search folder to start over",
-                r.n, r.arch, asked
-            )));
-        }
-        strategy.tell(r.reward);
-        if r.evaluated() {
-            by_key.entry(r.key.clone()).or_insert(i);
-        }
-    }
-    let spent_before: f64 = records.iter().map(|r| r.seconds).sum();
+    let mut t = Tally::default();
+    let mut records: Vec<Record> = Vec::new();
+    let spent_before: f64 = old.iter().map(|r| r.seconds).sum();
     let started = Instant::now();
-    let mut evaluated = records.iter().filter(|r| r.evaluated()).count();
-    let mut rejected_in_a_row = 0usize;
-    progress(
-        evaluated,
-        best(&records).and_then(|b| b.accuracy).unwrap_or(0.0),
-    );
-    while evaluated < plan.budget {
-        if limit.is_some_and(|l| records.len() >= l) {
+    progress(0, 0.0);
+    let mut generation = 0u64;
+    while t.evaluated < plan.budget {
+        let pos = records.len();
+        let replaying = pos < old.len();
+        if !replaying && limit.is_some_and(|l| pos >= l) {
             return Ok((records, false));
         }
-        if let Some(limit) = plan.seconds
+        if !replaying
+            && let Some(limit) = plan.seconds
             && spent_before + started.elapsed().as_secs_f64() >= limit
         {
             break;
         }
+        let mut n = plan.generation.min(plan.budget - t.evaluated);
+        if let Some(l) = limit.filter(|_| !replaying) {
+            n = n.min(l - pos);
+        }
+        let mut proposals = Vec::with_capacity(n);
+        for i in 0..n {
+            let arch = strategy.ask();
+            proposals.push(match old.get(pos + i) {
+                Some(r) => replayed(r, arch)?,
+                None => Proposal::New(Box::new(Candidate::new(plan.space, &decisions, arch)?)),
+            });
+        }
+        let proposals = answer(plan, runner, &mut latency, &records, generation, proposals)?;
+        for r in proposals {
+            strategy.tell(r.reward);
+            t.count(&r)?;
+            records.push(r);
+        }
+        generation += 1;
+        if records.len() > old.len() {
+            after(&records)?;
+        }
+        progress(
+            t.evaluated,
+            best(&records).and_then(|b| b.accuracy).unwrap_or(0.0),
+        );
+    }
+    // Spent budget or time: either way the search is over.
+    Ok((records, true))
+}
+
+/// A proposal of a generation: answered by the record, or new.
+enum Proposal {
+    Recorded(Box<Record>),
+    New(Box<Candidate>),
+}
+
+/// The recorded proposal `r`, once the strategy proposed it again as `arch`.
+fn replayed(r: &Record, arch: Arch) -> Result<Proposal> {
+    if arch != r.arch {
+        return Err(Error::Input(format!(
+            "the search record does not replay: proposal {} was {:?} and the strategy now \
+             proposes {:?}; the record was written by another build or spec: delete the \
+             search folder to start over",
+            r.n, r.arch, arch
+        )));
+    }
+    Ok(Proposal::Recorded(Box::new(r.clone())))
+}
+
+/// What the loop counts: evaluations, and proposals rejected (or failed) in a row.
+#[derive(Default)]
+struct Tally {
+    evaluated: usize,
+    rejected_in_a_row: usize,
+}
+
+impl Tally {
+    fn count(&mut self, r: &Record) -> Result<()> {
+        if r.evaluated() {
+            self.evaluated += 1;
+            self.rejected_in_a_row = 0;
+            return Ok(());
+        }
+        self.rejected_in_a_row += 1;
+        if self.rejected_in_a_row >= MAX_REJECTED_IN_A_ROW {
+            return Err(Error::Input(format!(
+                "the constraints rejected {MAX_REJECTED_IN_A_ROW} proposals in a row (the \
+                 last: {}); loosen them",
+                r.rejected.as_deref().or(r.failed.as_deref()).unwrap_or("")
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The records of generation `generation`, whose first proposal is number
+/// `earlier.len()`: recorded ones as they are; a new one that repeats an evaluated
+/// architecture (earlier, or earlier in the generation) answered from it; the others
+/// checked against the constraints (latency measured when needed) and the survivors
+/// evaluated by `runner`.
+fn answer(
+    plan: &Plan,
+    runner: &mut dyn Runner,
+    latency: &mut Option<&mut dyn Latency>,
+    earlier: &[Record],
+    generation: u64,
+    proposals: Vec<Proposal>,
+) -> Result<Vec<Record>> {
+    let mut out: Vec<Record> = Vec::with_capacity(proposals.len());
+    let mut todo: Vec<(usize, Candidate)> = Vec::new();
+    // New repeats of an architecture evaluated in this generation: (repeat, first).
+    let mut echoes: Vec<(usize, usize)> = Vec::new();
+    for p in proposals {
         let t0 = Instant::now();
-        let arch = strategy.ask();
-        let c = Candidate::new(plan.space, &decisions, arch)?;
-        let cost = plan.space.discrete_cost(&c.resolved);
-        let mut r = Record {
-            n: records.len(),
-            arch: c.arch.clone(),
-            key: c.key.clone(),
-            genotype: c.genotype.to_ron(),
-            nb201: c.nb201.clone(),
-            params: cost.params,
-            macs: cost.macs,
-            latency_ms: None,
-            rejected: None,
-            accuracy: None,
-            report: None,
-            reward: None,
-            repeat: false,
-            seconds: 0.0,
+        let c = match p {
+            Proposal::Recorded(r) => {
+                out.push(*r);
+                continue;
+            }
+            Proposal::New(c) => *c,
         };
-        if let Some(&i) = by_key.get(&c.key) {
-            let prev = &records[i];
-            r.latency_ms = prev.latency_ms;
-            r.accuracy = prev.accuracy;
-            r.report = prev.report;
-            r.reward = prev.reward;
+        let mut r = fresh(plan, earlier.len() + out.len(), &c);
+        let first = earlier
+            .iter()
+            .chain(&out)
+            .find(|e| e.key == r.key && e.evaluated() && !e.repeat);
+        let pending = todo.iter().find(|(_, p)| p.key == c.key).map(|(i, _)| *i);
+        if let Some(f) = first {
+            copy_answer(f, &mut r);
+            r.repeat = true;
+        } else if let Some(f) = pending {
+            echoes.push((out.len(), f));
             r.repeat = true;
         } else {
             r.rejected = check(&plan.constraints, &r, None);
@@ -257,37 +379,70 @@ pub fn search(
                 r.rejected = check(&plan.constraints, &r, r.latency_ms);
             }
             if r.rejected.is_none() {
-                let Score { accuracy, report } = evaluator.evaluate(&c)?;
-                r.accuracy = Some(accuracy);
-                r.report = report;
-                r.reward = Some(plan.reward(accuracy, r.latency_ms));
+                todo.push((out.len(), c));
             }
         }
         r.seconds = t0.elapsed().as_secs_f64();
-        strategy.tell(r.reward);
-        if r.evaluated() {
-            evaluated += 1;
-            rejected_in_a_row = 0;
-            by_key.entry(r.key.clone()).or_insert(records.len());
-        } else {
-            rejected_in_a_row += 1;
-            if rejected_in_a_row >= MAX_REJECTED_IN_A_ROW {
-                return Err(Error::Input(format!(
-                    "the constraints rejected {MAX_REJECTED_IN_A_ROW} proposals in a row (the \
-                     last: {}); loosen them",
-                    r.rejected.as_deref().unwrap_or("")
-                )));
-            }
-        }
-        records.push(r);
-        after(&records)?;
-        progress(
-            evaluated,
-            best(&records).and_then(|b| b.accuracy).unwrap_or(0.0),
-        );
+        out.push(r);
     }
-    // Spent budget or time: either way the search is over.
-    Ok((records, true))
+    let batch: Vec<(usize, &Candidate)> = todo.iter().map(|(i, c)| (out[*i].n, c)).collect();
+    let answers = if batch.is_empty() {
+        Vec::new()
+    } else {
+        runner.run(generation, &batch)?
+    };
+    for ((i, _), a) in todo.iter().zip(answers) {
+        let r = &mut out[*i];
+        match a {
+            Evaluated::Score {
+                accuracy,
+                report,
+                seconds,
+            } => {
+                r.accuracy = Some(accuracy);
+                r.report = report;
+                r.reward = Some(plan.reward(accuracy, r.latency_ms));
+                r.seconds += seconds;
+            }
+            Evaluated::Failed(e) => r.failed = Some(e),
+        }
+    }
+    for (i, f) in echoes {
+        let first = out[f].clone();
+        copy_answer(&first, &mut out[i]);
+    }
+    Ok(out)
+}
+
+/// A new proposal's record before its evaluation.
+fn fresh(plan: &Plan, n: usize, c: &Candidate) -> Record {
+    let cost = plan.space.discrete_cost(&c.resolved);
+    Record {
+        n,
+        arch: c.arch.clone(),
+        key: c.key.clone(),
+        genotype: c.genotype.to_ron(),
+        nb201: c.nb201.clone(),
+        params: cost.params,
+        macs: cost.macs,
+        latency_ms: None,
+        rejected: None,
+        failed: None,
+        accuracy: None,
+        report: None,
+        reward: None,
+        repeat: false,
+        seconds: 0.0,
+    }
+}
+
+/// A repeat's answer: its first record's (a failed first record leaves it failed).
+fn copy_answer(first: &Record, r: &mut Record) {
+    r.latency_ms = first.latency_ms;
+    r.accuracy = first.accuracy;
+    r.report = first.report;
+    r.reward = first.reward;
+    r.failed = first.failed.clone();
 }
 
 /// The first constraint `r` breaks, as text; latency is checked only once it is known.
@@ -318,6 +473,8 @@ pub struct Options {
     /// Stop after this many proposals in total (tests simulate a killed run with it).
     pub stop_after: Option<usize>,
     pub progress: bool,
+    /// Evaluate on workers through a trial ledger instead of in this process.
+    pub scale: Option<crate::stages::search::worker::Scale>,
 }
 
 /// The evaluator pipeline `p` names: a training one keeps each candidate's weights under
@@ -441,9 +598,19 @@ pub fn run(
     if !state.finished {
         let mut snapshot = state.clone();
         let records = std::mem::take(&mut state.records);
+        let mut ledger = opts
+            .scale
+            .as_ref()
+            .map(|s| crate::stages::search::worker::LedgerRunner::open(p, s))
+            .transpose()?;
+        let mut local = InProcess(ev.as_mut());
+        let runner: &mut dyn Runner = match ledger.as_mut() {
+            Some(l) => l,
+            None => &mut local,
+        };
         let (records, finished) = search(
             &plan,
-            ev.as_mut(),
+            runner,
             latency,
             records,
             opts.stop_after,
@@ -459,6 +626,9 @@ pub fn run(
         state.records = records;
         state.finished = finished;
         write(&state)?;
+        if let Some(l) = ledger {
+            l.close(finished)?;
+        }
     }
     bar.finish_and_clear();
     if !state.finished {
@@ -571,6 +741,7 @@ mod tests {
             macs: 2 * params,
             latency_ms: lat,
             rejected: acc.is_none().then(|| "over".into()),
+            failed: None,
             accuracy: acc,
             report: None,
             reward: acc,
@@ -624,6 +795,7 @@ mod tests {
             objectives: &[],
             constraints: Vec::new(),
             seed: 0,
+            generation: 1,
         };
         assert!(plan.needs_latency());
         assert_eq!(plan.reward(0.8, Some(2.0)), 0.8);

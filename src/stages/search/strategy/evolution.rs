@@ -23,8 +23,8 @@ pub struct Evolution {
     sample: usize,
     /// Members, oldest first, with their rewards.
     members: VecDeque<(Arch, f64)>,
-    /// The architecture asked last, awaiting its reward.
-    pending: Option<Arch>,
+    /// The architectures asked and not yet told, oldest first.
+    pending: std::collections::VecDeque<Arch>,
 }
 
 impl Evolution {
@@ -35,7 +35,7 @@ impl Evolution {
             population: population.max(1),
             sample: sample.max(1),
             members: VecDeque::new(),
-            pending: None,
+            pending: std::collections::VecDeque::new(),
         }
     }
 
@@ -60,12 +60,12 @@ impl Strategy for Evolution {
             let parent = &self.members[best.unwrap_or(0)].0;
             self.decisions.mutate(parent, &mut self.rng)
         };
-        self.pending = Some(arch.clone());
+        self.pending.push_back(arch.clone());
         arch
     }
 
     fn tell(&mut self, reward: Option<f64>) {
-        let (Some(arch), Some(r)) = (self.pending.take(), reward) else {
+        let (Some(arch), Some(r)) = (self.pending.pop_front(), reward) else {
             return;
         };
         let full = self.members.len() >= self.population;

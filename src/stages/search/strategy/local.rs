@@ -47,7 +47,7 @@ pub struct Local {
     /// Neighbours of `current` still to ask, the next last.
     queue: Vec<Arch>,
     seen: HashSet<Arch>,
-    pending: Option<(Arch, Phase)>,
+    pending: std::collections::VecDeque<(Arch, Phase)>,
 }
 
 impl Local {
@@ -61,7 +61,7 @@ impl Local {
             current: None,
             queue: Vec::new(),
             seen: HashSet::new(),
-            pending: None,
+            pending: std::collections::VecDeque::new(),
         }
     }
 
@@ -112,12 +112,12 @@ impl Strategy for Local {
             }
         };
         self.seen.insert(arch.clone());
-        self.pending = Some((arch.clone(), phase));
+        self.pending.push_back((arch.clone(), phase));
         arch
     }
 
     fn tell(&mut self, reward: Option<f64>) {
-        let (Some((arch, phase)), Some(r)) = (self.pending.take(), reward) else {
+        let (Some((arch, phase)), Some(r)) = (self.pending.pop_front(), reward) else {
             return;
         };
         match phase {

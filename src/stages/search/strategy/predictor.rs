@@ -46,7 +46,7 @@ pub struct Predictor {
     seen: HashSet<Arch>,
     /// Queued proposals, the next last.
     queue: Vec<Arch>,
-    pending: Option<Arch>,
+    pending: std::collections::VecDeque<Arch>,
 }
 
 impl Predictor {
@@ -66,7 +66,7 @@ impl Predictor {
             evaluated: Vec::new(),
             seen: HashSet::new(),
             queue: Vec::new(),
-            pending: None,
+            pending: std::collections::VecDeque::new(),
         }
     }
 
@@ -154,12 +154,12 @@ impl Strategy for Predictor {
             }
         };
         self.seen.insert(arch.clone());
-        self.pending = Some(arch.clone());
+        self.pending.push_back(arch.clone());
         arch
     }
 
     fn tell(&mut self, reward: Option<f64>) {
-        if let (Some(a), Some(r)) = (self.pending.take(), reward) {
+        if let (Some(a), Some(r)) = (self.pending.pop_front(), reward) {
             self.evaluated.push((a, r));
         }
     }

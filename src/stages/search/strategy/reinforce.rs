@@ -23,8 +23,9 @@ pub struct Reinforce {
     v: Vec<Vec<f64>>,
     steps: i32,
     baseline: Ema,
-    /// The architecture asked last, with the mask each decision was drawn under.
-    pending: Option<(Arch, Vec<Vec<bool>>)>,
+    /// The architectures asked and not yet told, oldest first, with the mask each decision
+    /// was drawn under.
+    pending: std::collections::VecDeque<(Arch, Vec<Vec<bool>>)>,
 }
 
 /// NAS-Bench-201's `ExponentialMovingAverage`: a bias-corrected EMA.
@@ -100,7 +101,7 @@ impl Reinforce {
                 numerator: 0.0,
                 denominator: 0.0,
             },
-            pending: None,
+            pending: std::collections::VecDeque::new(),
         }
     }
 
@@ -137,12 +138,12 @@ impl Strategy for Reinforce {
             }
             arch[d] = pick as u32;
         }
-        self.pending = Some((arch.clone(), masks));
+        self.pending.push_back((arch.clone(), masks));
         arch
     }
 
     fn tell(&mut self, reward: Option<f64>) {
-        let (Some((arch, masks)), Some(r)) = (self.pending.take(), reward) else {
+        let (Some((arch, masks)), Some(r)) = (self.pending.pop_front(), reward) else {
             return;
         };
         self.baseline.update(r);

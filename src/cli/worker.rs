@@ -1,0 +1,53 @@
+//! `nas-pipe worker`: evaluates a multi-trial search's trials from its trial ledger.
+
+use std::path::PathBuf;
+
+use super::common::device;
+use crate::error::{Result, exit};
+use crate::spec::Sources;
+use crate::stages::search::ledger::Storage;
+
+/// Evaluate trials of a pipeline's multi-trial search from its trial ledger until the
+/// search is finished.
+///
+/// The worker waits for the proposer (`nas-pipe run PIPELINE --storage URL`) to open the
+/// pipeline's study, is refused when its pipeline (spec hash) or nas-pipe version differs
+/// from the proposer's, then claims one waiting trial at a time, renews its lease while it
+/// evaluates, and writes the result. Run as many as you like, on any machine that reaches
+/// the ledger and the run folder (a training evaluator keeps weights there).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A pipeline file (`pipelines/*.ron`), the one the proposer runs.
+    pub pipeline: PathBuf,
+    /// The folder run folders are written under.
+    #[arg(long, default_value = "exports", value_name = "DIR")]
+    pub out: PathBuf,
+    /// The trial ledger: sqlite:PATH or postgres://USER@HOST[:PORT]/DB (the password from
+    /// PGPASSWORD). Default: the pipeline's `storage`, else the run folder's SQLite file.
+    #[arg(long, value_name = "URL")]
+    pub storage: Option<String>,
+}
+
+pub fn run(args: &Args, flag: Option<crate::device::Choice>, quiet: bool) -> Result<i32> {
+    let mut sources = Sources::default();
+    let p = crate::pipeline::resolve::load(&mut sources, &args.pipeline)?;
+    let device = device(&sources, &p, flag)?;
+    let run_dir = args.out.join(&p.spec.name.value);
+    let storage = match args.storage.as_ref().or(p.spec.storage.as_ref()) {
+        Some(u) => Storage::parse(u)?,
+        None => Storage::in_run(&run_dir),
+    };
+    let (id, _) = crate::stages::search::worker::worker_id();
+    let w = crate::stages::search::worker::work(&p, &run_dir, &device, &storage, |line| {
+        if !quiet {
+            eprintln!("worker {id}: {line}");
+        }
+    })?;
+    if !quiet {
+        eprintln!(
+            "worker {id}: study finished; {} trial(s) done, {} failed attempt(s)",
+            w.done, w.failed_attempts
+        );
+    }
+    Ok(exit::OK)
+}
