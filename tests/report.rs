@@ -511,10 +511,15 @@ fn report_summary_copies_the_artifacts_numbers() {
     let rs = s.retrain.as_ref().unwrap();
     assert_eq!(rs.epochs, metrics.len());
     assert_eq!(rs.train_loss, metrics.last().unwrap().train_loss);
-    assert_eq!(
-        rs.last_test.map(|t| t.acc),
-        metrics.last().unwrap().test_acc
-    );
+    assert_eq!(rs.last_val.map(|t| t.acc), metrics.last().unwrap().val_acc);
+    let best = metrics
+        .iter()
+        .filter_map(|e| Some((e.epoch, e.val_acc?)))
+        .fold(None, |b: Option<(usize, f64)>, (e, a)| match b {
+            Some((_, ba)) if ba >= a => b,
+            _ => Some((e, a)),
+        });
+    assert_eq!(rs.best_val.map(|t| (t.epoch, t.acc)), best);
     let lock = Lock::read(&run, "rep").unwrap();
     // Every stage but the report's own, with the lock's times.
     assert_eq!(s.stages.len(), lock.stages.len() - 1);

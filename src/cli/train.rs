@@ -1,5 +1,5 @@
-//! `nas-pipe train`: trains a genotype's final network from scratch and evaluates it on the
-//! test set.
+//! `nas-pipe train`: trains a genotype's final network from scratch, selects `best` on the
+//! validation part and evaluates the last weights once on the test part.
 
 use std::path::PathBuf;
 
@@ -9,9 +9,10 @@ use crate::spec::Sources;
 use crate::stages::retrain;
 
 /// Train the final network of a genotype from scratch (the pipeline's `retrain`
-/// section), evaluate it on the test set each epoch, and write the weights, metrics,
-/// confusion matrix and model card to `<out>/<name>/retrain/`. A run that was stopped
-/// resumes from its last checkpoint.
+/// section), evaluate it on the validation part each epoch (`best.safetensors` is the best
+/// of these), evaluate the last weights once on the test part, and write the weights,
+/// metrics, confusion matrix and model card to `<out>/<name>/retrain/`. A run that was
+/// stopped resumes from its last checkpoint.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     pub pipeline: PathBuf,

@@ -130,6 +130,7 @@ pub fn plan(
     };
     let h = |parts: &[&[u8]]| hash_parts(parts);
     let data = h(&[ron_text(&(&s.data, &s.normalize))?.as_bytes()]);
+    let split = h(&[ron_text(&s.split)?.as_bytes()]);
     let seed = h(&[&s.seed.to_le_bytes()]);
     let space = {
         let texts: Vec<&[u8]> = p.space_texts.iter().map(|t| t.as_bytes()).collect();
@@ -155,6 +156,7 @@ pub fn plan(
         let sec = sections(&[
             ("search", &own),
             ("data", &data),
+            ("split", &split),
             ("seed", &seed),
             ("space", &space),
         ]);
@@ -195,6 +197,7 @@ pub fn plan(
         let sec = sections(&[
             ("retrain", &own),
             ("data", &data),
+            ("split", &split),
             ("seed", &seed),
             ("space", &space),
         ]);
@@ -363,6 +366,7 @@ fn key_change(entry: &Entry, now: &KeyParts) -> String {
         .map(|k| match k.as_str() {
             "data" => "the data (or normalize) section",
             "seed" => "the seed",
+            "split" => "the split section",
             "space" => "the space files",
             "genotype" => "the genotype",
             "spec" => "the resolved spec",

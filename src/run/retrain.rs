@@ -30,9 +30,10 @@ pub struct EpochMetrics {
     pub drop_path: f64,
     pub train_loss: f64,
     pub train_acc: f64,
-    /// On the test set, in epochs that evaluate.
-    pub test_loss: Option<f64>,
-    pub test_acc: Option<f64>,
+    /// On the validation part, in epochs that evaluate (`best.safetensors` is the epoch
+    /// with the highest `val_acc`, the first of equals).
+    pub val_loss: Option<f64>,
+    pub val_acc: Option<f64>,
     /// Training time of the epoch (evaluation excluded).
     pub seconds: f64,
     pub images_per_sec: f64,
