@@ -337,7 +337,10 @@ fn best_is_selected_on_validation_not_test() {
         .collect();
     assert_eq!(vals.len(), 4);
     let best = (0..4).fold(0, |b, e| if vals[e] > vals[b] { e } else { b });
-    assert!(best < 3, "best is the last epoch, which tells nothing: {vals:?}");
+    assert!(
+        best < 3,
+        "best is the last epoch, which tells nothing: {vals:?}"
+    );
     assert_ne!(after[best], after[3]);
     let state = json("state.json");
     assert_eq!(state["best"][0].as_u64(), Some(best as u64), "{vals:?}");

@@ -59,14 +59,29 @@ fn summary(o: &retrain::Outcome) -> String {
             o.dir.display()
         ),
         Some(e) => format!(
-            "training finished: {} epochs in {:.1}s this run\ntest accuracy {:.2}% (loss {:.4}) on {} images\n{}weights, metrics and model card in {}\n",
+            "training finished: {} epochs in {:.1}s this run\n{}test accuracy {:.2}% (loss {:.4}) on {} images, {}, evaluated once\n{}weights, metrics and model card in {}\n",
             o.metrics.len(),
             o.seconds,
+            best_line(&o.metrics),
             100.0 * e.accuracy,
             e.loss,
             e.images,
+            e.weights,
             per_class(e),
             o.dir.display()
         ),
+    }
+}
+
+/// The epoch `best.safetensors` holds: the first with the highest validation accuracy.
+fn best_line(metrics: &[crate::run::retrain::EpochMetrics]) -> String {
+    match crate::run::retrain::best_epoch(metrics) {
+        Some((epoch, acc)) => format!(
+            "best validation accuracy {:.2}% after epoch {} ({})\n",
+            100.0 * acc,
+            epoch + 1,
+            crate::run::dir::model_file::BEST
+        ),
+        None => String::new(),
     }
 }

@@ -302,7 +302,12 @@ pub struct Splits {
 /// from the training part with [`split::stratified`]: the `split` fractions of each class,
 /// seeded by `seed`. `limit` applies before the split. Parts the source has are used as
 /// given.
-pub fn splits(data: &Data, dir: Option<&Path>, seed: u64, fractions: &pipeline::Split) -> Result<Splits> {
+pub fn splits(
+    data: &Data,
+    dir: Option<&Path>,
+    seed: u64,
+    fractions: &pipeline::Split,
+) -> Result<Splits> {
     let source = read(data, dir, seed)?;
     let mut parts = Vec::new();
     if source.val.is_none() {
@@ -603,7 +608,13 @@ mod tests {
         let mut val = s.val.labels().to_vec();
         val.sort_unstable();
         assert_eq!(val, [0, 1], "one image of each class present");
-        assert!(s.train.images().iter().chain(s.val.images()).all(|&p| p < 6));
+        assert!(
+            s.train
+                .images()
+                .iter()
+                .chain(s.val.images())
+                .all(|&p| p < 6)
+        );
         assert_eq!(s.test.labels(), &[9]);
         let e = splits(&data, None, 0, &pipeline::Split::default())
             .unwrap_err()
@@ -615,6 +626,9 @@ mod tests {
     fn subset_copies_in_the_order_given() {
         let d = Dataset::new("t", input(1, 1, 4), vec![5, 6, 7], vec![1, 2, 3]).unwrap();
         let s = d.subset(&[2, 0], "u");
-        assert_eq!((s.images(), s.labels(), s.name()), (&[7, 5][..], &[3, 1][..], "u"));
+        assert_eq!(
+            (s.images(), s.labels(), s.name()),
+            (&[7, 5][..], &[3, 1][..], "u")
+        );
     }
 }

@@ -12,7 +12,7 @@ use super::Dataset;
 use crate::error::{Error, Result};
 
 /// Separates the split's generators from every other use of the seed.
-pub const STREAM: u64 = 0x7370_6c69_74;
+pub const STREAM: u64 = 0x0073_706c_6974;
 
 /// A part to carve: its name in messages and its fraction of each class.
 #[derive(Debug, Clone, Copy)]
@@ -46,9 +46,8 @@ pub fn stratified(data: &Dataset, parts: &[Part], seed: u64, classes: &[String])
         if indices.is_empty() {
             continue;
         }
-        let counts = class_counts(indices.len(), parts).ok_or_else(|| {
-            too_few(data, parts, class_name(classes, class), indices.len())
-        })?;
+        let counts = class_counts(indices.len(), parts)
+            .ok_or_else(|| too_few(data, parts, class_name(classes, class), indices.len()))?;
         let mut rng = super::rng::derive(seed, class as u64, STREAM);
         super::rng::shuffle(&mut rng, &mut indices);
         let mut rest = indices.as_slice();
@@ -172,7 +171,12 @@ mod tests {
             assert_eq!(count(&d, &c.parts[0], class), val, "class {class}");
             assert_eq!(count(&d, &c.parts[1], class), test, "class {class}");
         }
-        let mut all: Vec<usize> = c.train.iter().chain(c.parts.concat().iter()).copied().collect();
+        let mut all: Vec<usize> = c
+            .train
+            .iter()
+            .chain(c.parts.concat().iter())
+            .copied()
+            .collect();
         all.sort_unstable();
         assert_eq!(all, d.all(), "the parts partition the data set");
         assert!(c.train.is_sorted() && c.parts.iter().all(|p| p.is_sorted()));
@@ -208,7 +212,9 @@ mod tests {
         assert!(e.contains("class 1 (\"dog\") has 1 image"), "{e}");
         assert!(e.contains("raise or remove the data `limit`"), "{e}");
         let d = data(&[20, 2]);
-        let e = stratified(&d, &[VAL, TEST], 0, &names).unwrap_err().to_string();
+        let e = stratified(&d, &[VAL, TEST], 0, &names)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("at least 3"), "{e}");
         let c = stratified(&d, &[VAL], 0, &names).unwrap();
         assert_eq!(count(&d, &c.parts[0], 1), 1);
@@ -227,7 +233,10 @@ mod tests {
             fraction: 0.45,
         };
         let c = stratified(&d, &[big, test], 0, &[]).unwrap();
-        assert_eq!((c.parts[0].len(), c.parts[1].len(), c.train.len()), (1, 1, 1));
+        assert_eq!(
+            (c.parts[0].len(), c.parts[1].len(), c.train.len()),
+            (1, 1, 1)
+        );
     }
 
     #[test]
@@ -244,7 +253,9 @@ mod tests {
             name: "test",
             fraction: 0.5,
         };
-        let e = stratified(&d, &[half, half], 0, &[]).unwrap_err().to_string();
+        let e = stratified(&d, &[half, half], 0, &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("leaving no training images"), "{e}");
     }
 }

@@ -37,7 +37,7 @@ pub fn retrain_hash(p: &Resolved, genotype: &Genotype) -> Result<String> {
         &p.spec.split,
         &p.spec.normalize,
     ))
-        .map_err(|e| Error::Input(e.to_string()))?;
+    .map_err(|e| Error::Input(e.to_string()))?;
     h.update(spec.as_bytes());
     h.update(&p.spec.seed.to_le_bytes());
     for text in &p.space_texts {

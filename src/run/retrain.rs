@@ -42,6 +42,18 @@ pub struct EpochMetrics {
     pub curve: Vec<CurvePoint>,
 }
 
+/// The epoch `best.safetensors` holds and its validation accuracy: the first epoch with the
+/// highest `val_acc`; `None` when no epoch was evaluated.
+pub fn best_epoch(metrics: &[EpochMetrics]) -> Option<(usize, f64)> {
+    metrics
+        .iter()
+        .filter_map(|m| Some((m.epoch, m.val_acc?)))
+        .fold(None, |b, (e, a)| match b {
+            Some((_, ba)) if ba >= a => b,
+            _ => Some((e, a)),
+        })
+}
+
 /// `retrain/model.ron`: what the weights files need to become a network again.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

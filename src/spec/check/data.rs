@@ -106,7 +106,14 @@ impl Checker<'_> {
             _ => return Ok(()),
         };
         if u64::from(images) < need {
-            return Err(self.too_few(&Spanned { value: images, span }, what, classes));
+            return Err(self.too_few(
+                &Spanned {
+                    value: images,
+                    span,
+                },
+                what,
+                classes,
+            ));
         }
         Ok(())
     }

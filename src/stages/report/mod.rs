@@ -604,10 +604,8 @@ impl Artifacts {
                     })
                 })
                 .collect();
-            let best = vals.iter().fold(None::<EpochVal>, |b, t| match b {
-                Some(b) if b.acc >= t.acc => Some(b),
-                _ => Some(*t),
-            });
+            let best = crate::run::retrain::best_epoch(m)
+                .and_then(|(epoch, _)| vals.iter().find(|v| v.epoch == epoch).copied());
             Some(RetrainSummary {
                 epochs: m.len(),
                 seconds: m.iter().map(|e| e.seconds).sum(),

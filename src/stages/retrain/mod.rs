@@ -96,14 +96,7 @@ impl StateFile for State {
         self.checkpoint = checkpoint;
         self.metrics.truncate(epochs_done);
         if self.best.is_some_and(|(e, _)| e >= epochs_done) {
-            self.best = self
-                .metrics
-                .iter()
-                .filter_map(|m| Some((m.epoch, m.val_acc?)))
-                .fold(None, |b: Option<(usize, f64)>, (e, a)| match b {
-                    Some((_, ba)) if ba >= a => b,
-                    _ => Some((e, a)),
-                });
+            self.best = crate::run::retrain::best_epoch(&self.metrics);
         }
     }
 }
@@ -359,7 +352,14 @@ pub fn run(
         save_checkpoint(&trainer, &dir, &mut state, epoch + 1)?;
     }
     let evaluation = if state.epochs_done == epochs {
-        Some(final_test(&trainer.model, &test_b, device, &dir, &classes, opts.progress)?)
+        Some(final_test(
+            &trainer.model,
+            &test_b,
+            device,
+            &dir,
+            &classes,
+            opts.progress,
+        )?)
     } else {
         None
     };
@@ -491,7 +491,13 @@ pub fn eval(
     let path = weights_path(dir, weights);
     let model = Model::new(&trained.net, device, 0, false).map_err(ctx("building the network"))?;
     load_weights(&model, &path)?;
-    let test = data::splits(&p.spec.data, p.data_dir.as_deref(), p.spec.seed, &p.spec.split)?.test;
+    let test = data::splits(
+        &p.spec.data,
+        p.data_dir.as_deref(),
+        p.spec.seed,
+        &p.spec.split,
+    )?
+    .test;
     test.check_input(trained.card.input)?;
     let norm = Normalize::new(trained.card.mean.clone(), trained.card.std.clone())?;
     let all = test.all();
