@@ -65,7 +65,8 @@ pub enum Device {
 #[serde(deny_unknown_fields)]
 pub enum Data {
     /// Fashion-MNIST IDX files (`train-images-idx3-ubyte[.gz]`, ...): 1×28×28, 10 classes.
-    /// `limit`: use only the first this many training images. Default: all.
+    /// `limit`: use only the first this many training images; the validation part (and a
+    /// missing test part) is carved from these (`split`). Default: all.
     FashionMnist {
         dir: String,
         #[serde(default)]
