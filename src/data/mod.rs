@@ -622,6 +622,28 @@ mod tests {
         assert!(e.contains("needs a directory"), "{e}");
     }
 
+    /// The part sizes docs/pipelines.md gives for `pipelines/fashion-mnist.ron`.
+    #[test]
+    fn fashion_mnist_limit_40000_splits_as_documented() {
+        let dir = Path::new("/usr/share/datasets/fashion-mnist");
+        if !dir.exists() {
+            println!("skipped: no Fashion-MNIST in {}", dir.display());
+            return;
+        }
+        let data = Data::FashionMnist {
+            dir: "unused".into(),
+            limit: Some(Spanned::unspanned(40_000)),
+        };
+        let s = splits(&data, Some(dir), 2, &pipeline::Split::default()).unwrap();
+        assert_eq!((s.train.len(), s.val.len(), s.test.len()), (35_999, 4_001, 10_000));
+        let mut per_class = [0usize; 10];
+        for &l in s.val.labels() {
+            per_class[l as usize] += 1;
+        }
+        let (lo, hi) = (per_class.iter().min(), per_class.iter().max());
+        assert_eq!((lo, hi), (Some(&394), Some(&407)), "{per_class:?}");
+    }
+
     #[test]
     fn subset_copies_in_the_order_given() {
         let d = Dataset::new("t", input(1, 1, 4), vec![5, 6, 7], vec![1, 2, 3]).unwrap();
