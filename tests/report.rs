@@ -405,7 +405,10 @@ fn report_shows_every_section_of_a_full_run() {
         retrain.contains("selected on the validation part") && !retrain.contains("test set"),
         "{retrain}"
     );
-    assert!(retrain.contains("validation (evaluated epochs)"), "{retrain}");
+    assert!(
+        retrain.contains("validation (evaluated epochs)"),
+        "{retrain}"
+    );
     // The confusion matrix with counts and class names, the per-class table.
     let eval = section(html, "evaluation");
     assert!(eval.contains("Confusion matrix") && eval.contains("true class"));

@@ -635,7 +635,10 @@ mod tests {
             limit: Some(Spanned::unspanned(40_000)),
         };
         let s = splits(&data, Some(dir), 2, &pipeline::Split::default()).unwrap();
-        assert_eq!((s.train.len(), s.val.len(), s.test.len()), (35_999, 4_001, 10_000));
+        assert_eq!(
+            (s.train.len(), s.val.len(), s.test.len()),
+            (35_999, 4_001, 10_000)
+        );
         let mut per_class = [0usize; 10];
         for &l in s.val.labels() {
             per_class[l as usize] += 1;

@@ -1043,4 +1043,51 @@ mod tests {
         assert_ne!(k, key_of(Stage::Retrain, &other));
         assert_eq!(k, key_of(Stage::Retrain, &parts.clone()));
     }
+
+    /// The evaluator trains and scores on the training part only: its training and
+    /// held-out images together are the data set's training images less the validation
+    /// part, whatever the validation fraction.
+    #[test]
+    fn held_out_images_come_from_the_training_part_only() {
+        let dir = crate::data::TempDir::new("evaluator-split");
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        for (validation, carved) in [(0.1, 8), (0.25, 20)] {
+            let text = format!(
+                r#"Pipeline(
+    name: "e",
+    seed: 3,
+    data: Synthetic(channels: 3, size: 8, classes: 4, train: 80, test: 32),
+    split: (validation: {validation}),
+    space: "{}",
+    search: Trials(
+        strategy: Random,
+        evaluator: Train(train_portion: 0.5, recipe: Retrain(epochs: 1, batch_size: 16,
+            optimizer: Sgd(lr: 0.05))),
+        evaluations: 1,
+    ),
+)"#,
+                root.join("schemas/nas-bench-201.ron").display()
+            );
+            let path = dir.0.join("e.ron");
+            std::fs::write(&path, text).unwrap();
+            let p = super::resolve::load(&mut crate::spec::Sources::default(), &path).unwrap();
+            let s = crate::stages::search::evaluator::Split::load(
+                &p,
+                None,
+                0.5,
+                16,
+                crate::spec::pipeline::Augment::default(),
+            )
+            .unwrap();
+            let parts = crate::data::splits(&p.spec.data, None, 3, &p.spec.split).unwrap();
+            // Each class of about 20 images gives round(fraction × n) to validation.
+            assert!(
+                (carved - 2..=carved + 2).contains(&parts.val.len()),
+                "{validation}: {}",
+                parts.val.len()
+            );
+            assert_eq!(s.train.len() + s.held_out.len(), 80 - parts.val.len());
+            assert_eq!(s.test.len(), 32);
+        }
+    }
 }
