@@ -303,6 +303,14 @@ fn best_is_selected_on_validation_not_test() {
     std::fs::write(&p, text).unwrap();
     let out = dir.join("o");
     let retrain = out.join("v/retrain");
+    // A test evaluation left from another training is not taken for this one's.
+    std::fs::create_dir_all(&retrain).unwrap();
+    let stale = serde_json::json!({
+        "weights": "last.safetensors", "images": 24, "loss": 1.0, "accuracy": 0.5,
+        "classes": ["0", "1", "2", "3"], "confusion": vec![[0, 0, 0, 0]; 4],
+        "per_class_accuracy": [0.5, 0.5, 0.5, 0.5],
+    });
+    std::fs::write(retrain.join("evaluation.json"), stale.to_string()).unwrap();
     // The weights after each epoch, one resumed run at a time.
     let mut after = Vec::new();
     for epoch in 1..=4 {

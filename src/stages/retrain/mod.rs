@@ -238,6 +238,10 @@ pub fn run(
     let epochs = recipe.epochs;
     let steps = train_b.batches_per_epoch();
     let last = opts.stop_after.map_or(epochs, |s| s.min(epochs));
+    if state.epochs_done < last {
+        // The test evaluation belongs to the weights this training ends with.
+        crate::fsutil::remove_if_exists(&dir.join(crate::run::dir::model_file::EVALUATION))?;
+    }
     for epoch in state.epochs_done..last {
         let t0 = Instant::now();
         let drop_path = recipe.drop_path_at(epoch);
@@ -372,8 +376,8 @@ pub fn run(
 }
 
 /// The one test evaluation, of the last weights (`model` after the last epoch): read back
-/// from `evaluation.json` when an earlier run of this training wrote it, else evaluated and
-/// written there.
+/// from `evaluation.json` when an earlier run of this training wrote it (a run that trains
+/// removes it first), else evaluated and written there.
 fn final_test(
     model: &Model,
     test_b: &Batcher,
