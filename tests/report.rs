@@ -400,9 +400,23 @@ fn report_shows_every_section_of_a_full_run() {
     let retrain = section(html, "retrain");
     assert_eq!(retrain.matches("<svg").count(), 3);
     assert!(retrain.contains("learning rate") && retrain.contains("lr first → last"));
+    // Selection is on validation; the test part is evaluated once, on the last weights.
+    assert!(
+        retrain.contains("selected on the validation part") && !retrain.contains("test set"),
+        "{retrain}"
+    );
+    assert!(
+        retrain.contains("validation (evaluated epochs)"),
+        "{retrain}"
+    );
     // The confusion matrix with counts and class names, the per-class table.
     let eval = section(html, "evaluation");
     assert!(eval.contains("Confusion matrix") && eval.contains("true class"));
+    assert!(
+        eval.contains("Weights <code>last.safetensors</code> on")
+            && eval.contains("evaluated once after the last epoch"),
+        "{eval}"
+    );
     let count = e.confusion[1][1].to_string();
     assert!(eval.contains(&svg_text(&count)), "{eval}");
     assert_eq!(eval.matches("<tr><td>").count(), e.classes.len());
@@ -439,9 +453,13 @@ fn report_shows_every_section_of_a_full_run() {
         "| batch | threads | mean ms | p50 ms |",
         "| source | parameters | MACs per image | notes |",
         "```ron\nGenotype(",
+        "(`best.safetensors`, selected on the validation part)",
+        "Weights `last.safetensors` on",
+        "evaluated once after the last epoch (nothing was selected on them)",
     ] {
         assert!(md.contains(needle), "report.md lacks {needle:?}:\n{md}");
     }
+    assert!(!md.contains("selected on the test"), "{md}");
     assert!(!md.contains("Not in this run"), "{md}");
 }
 
@@ -511,10 +529,15 @@ fn report_summary_copies_the_artifacts_numbers() {
     let rs = s.retrain.as_ref().unwrap();
     assert_eq!(rs.epochs, metrics.len());
     assert_eq!(rs.train_loss, metrics.last().unwrap().train_loss);
-    assert_eq!(
-        rs.last_test.map(|t| t.acc),
-        metrics.last().unwrap().test_acc
-    );
+    assert_eq!(rs.last_val.map(|t| t.acc), metrics.last().unwrap().val_acc);
+    let best = metrics
+        .iter()
+        .filter_map(|e| Some((e.epoch, e.val_acc?)))
+        .fold(None, |b: Option<(usize, f64)>, (e, a)| match b {
+            Some((_, ba)) if ba >= a => b,
+            _ => Some((e, a)),
+        });
+    assert_eq!(rs.best_val.map(|t| (t.epoch, t.acc)), best);
     let lock = Lock::read(&run, "rep").unwrap();
     // Every stage but the report's own, with the lock's times.
     assert_eq!(s.stages.len(), lock.stages.len() - 1);

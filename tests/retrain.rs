@@ -286,6 +286,83 @@ fn resumed_training_equals_uninterrupted() {
     }
 }
 
+/// `best.safetensors` is the epoch with the highest validation accuracy (the first of
+/// equals), never chosen on the test part; metrics.json records validation figures only,
+/// and the test part is evaluated once, on `last.safetensors`, after the last epoch.
+#[test]
+fn best_is_selected_on_validation_not_test() {
+    let dir = tempdir("train-best-val");
+    let p = train_pipeline(&dir, "v", 8, "epochs: 4,");
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("epochs: 3, ", "")
+        // Enough validation images (about 10 per class) for accuracies that differ by epoch.
+        .replace("train: 40,", "train: 200,")
+        // Seed 4 reaches its best validation accuracy before the last epoch.
+        .replace("seed: 5,", "seed: 4,\n    split: (validation: 0.2),");
+    std::fs::write(&p, text).unwrap();
+    let out = dir.join("o");
+    let retrain = out.join("v/retrain");
+    // A test evaluation left from another training is not taken for this one's.
+    std::fs::create_dir_all(&retrain).unwrap();
+    let stale = serde_json::json!({
+        "weights": "last.safetensors", "images": 24, "loss": 1.0, "accuracy": 0.5,
+        "classes": ["0", "1", "2", "3"], "confusion": vec![[0, 0, 0, 0]; 4],
+        "per_class_accuracy": [0.5, 0.5, 0.5, 0.5],
+    });
+    std::fs::write(retrain.join("evaluation.json"), stale.to_string()).unwrap();
+    // The weights after each epoch, one resumed run at a time.
+    let mut after = Vec::new();
+    for epoch in 1..=4 {
+        let o = bin()
+            .args(["train"])
+            .arg(&p)
+            .args(["--genotype", "DARTS_V2", "--stop-after", &epoch.to_string()])
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{log}");
+        // Each epoch reports validation figures; only the end of the last reports test ones.
+        assert!(log.contains(&format!("retrain epoch {epoch}/4")), "{log}");
+        assert!(log.contains("val loss"), "{log}");
+        assert_eq!(log.contains("test loss"), epoch == 4, "{log}");
+        after.push(weights_of(&retrain.join("last.safetensors")));
+    }
+    let json = |f: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(retrain.join(f)).unwrap()).unwrap()
+    };
+    let metrics = json("metrics.json");
+    let vals: Vec<f64> = metrics
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            assert!(m.get("test_acc").is_none(), "{m}");
+            m["val_acc"].as_f64().unwrap()
+        })
+        .collect();
+    assert_eq!(vals.len(), 4);
+    let best = (0..4).fold(0, |b, e| if vals[e] > vals[b] { e } else { b });
+    assert!(
+        best < 3,
+        "best is the last epoch, which tells nothing: {vals:?}"
+    );
+    assert_ne!(after[best], after[3]);
+    let state = json("state.json");
+    assert_eq!(state["best"][0].as_u64(), Some(best as u64), "{vals:?}");
+    assert_eq!(state["best"][1].as_f64(), Some(vals[best]));
+    assert_eq!(weights_of(&retrain.join("best.safetensors")), after[best]);
+    let eval = json("evaluation.json");
+    assert_eq!(eval["weights"], "last.safetensors");
+    assert_eq!(eval["images"], 24, "the whole test part");
+    let right: u64 = (0..4)
+        .map(|k| eval["confusion"][k][k].as_u64().unwrap())
+        .sum();
+    assert_eq!(eval["accuracy"].as_f64().unwrap(), right as f64 / 24.0);
+}
+
 /// With the auxiliary head (32×32 input: 8×8 after two reductions) training runs, and the
 /// saved weights leave the head out.
 #[test]

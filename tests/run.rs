@@ -525,9 +525,6 @@ fn editing_retrain_reruns_retrain_and_later_stages_only() {
     let search_entry = lock_entry(&run, "search").unwrap();
     let old_weights = std::fs::read(run.join("retrain/last.safetensors")).unwrap();
     let old_retrain = lock_entry(&run, "retrain").unwrap();
-
-    let p = staged_pipeline(&dir, "e", "0.02");
-    let st = run_ok(bin().args(["status"]).arg(&p).arg("--out").arg(&out));
     let state_of = |st: &str, stage: &str| -> String {
         st.lines()
             .find(|l| l.trim_start().starts_with(&format!("{stage} ")))
@@ -537,6 +534,23 @@ fn editing_retrain_reruns_retrain_and_later_stages_only() {
             .unwrap()
             .to_string()
     };
+
+    // Other split fractions change the training part the search and retraining see.
+    std::fs::create_dir_all(dir.join("split")).unwrap();
+    let split = staged_pipeline(&dir.join("split"), "e", "0.05");
+    let text = std::fs::read_to_string(&split).unwrap();
+    std::fs::write(
+        &split,
+        text.replace("seed: 3,", "seed: 3, split: (validation: 0.2),"),
+    )
+    .unwrap();
+    let st = run_ok(bin().args(["status"]).arg(&split).arg("--out").arg(&out));
+    assert_eq!(state_of(&st, "search"), "stale", "{st}");
+    assert_eq!(state_of(&st, "retrain"), "stale", "{st}");
+    assert!(st.contains("the split section changed"), "{st}");
+
+    let p = staged_pipeline(&dir, "e", "0.02");
+    let st = run_ok(bin().args(["status"]).arg(&p).arg("--out").arg(&out));
     assert_eq!(state_of(&st, "search"), "done", "{st}");
     assert_eq!(state_of(&st, "derive"), "done", "{st}");
     assert_eq!(state_of(&st, "retrain"), "stale", "{st}");

@@ -76,18 +76,34 @@ fn data_line(sources: &Sources, p: &crate::run::Resolved) -> Result<String> {
     if !p.reads_images() {
         return Ok(String::new());
     }
-    Ok(
-        match crate::data::probe(&p.spec.data, p.data_dir.as_deref())? {
-            Some(f) => {
-                crate::pipeline::resolve::samples_fit(sources, &p.spec, f.test)?;
-                format!(
-                    "data: {}: {} training and {} test images\n",
-                    f.dir.display(),
-                    show::thousands(f.train as u64),
-                    show::thousands(f.test as u64)
-                )
-            }
-            None => String::new(),
+    let files = match crate::data::probe(&p.spec.data, p.data_dir.as_deref())? {
+        Some(f) => {
+            crate::pipeline::resolve::samples_fit(sources, &p.spec, f.test)?;
+            format!(
+                "data: {}: {} training and {} test images\n",
+                f.dir.display(),
+                show::thousands(f.train as u64),
+                show::thousands(f.test as u64)
+            )
+        }
+        None => String::new(),
+    };
+    Ok(files + &split_line(&p.spec))
+}
+
+/// How the parts a data set lacks are carved from its training part.
+fn split_line(spec: &crate::spec::pipeline::Pipeline) -> String {
+    let pct = |f: f64| format!("{}%", (f * 1000.0).round() / 10.0);
+    format!(
+        "split: validation {} of each class of the training part{}, test the data set's own \
+         part (else {} of each class), stratified and seeded by `seed` ({})\n",
+        pct(spec.split.validation.value),
+        if crate::data::has_limit(&spec.data) {
+            " after `limit`"
+        } else {
+            ""
         },
+        pct(spec.split.test.value),
+        spec.seed
     )
 }

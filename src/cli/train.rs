@@ -1,5 +1,5 @@
-//! `nas-pipe train`: trains a genotype's final network from scratch and evaluates it on the
-//! test set.
+//! `nas-pipe train`: trains a genotype's final network from scratch, selects `best` on the
+//! validation part and evaluates the last weights once on the test part.
 
 use std::path::PathBuf;
 
@@ -9,9 +9,10 @@ use crate::spec::Sources;
 use crate::stages::retrain;
 
 /// Train the final network of a genotype from scratch (the pipeline's `retrain`
-/// section), evaluate it on the test set each epoch, and write the weights, metrics,
-/// confusion matrix and model card to `<out>/<name>/retrain/`. A run that was stopped
-/// resumes from its last checkpoint.
+/// section), evaluate it on the validation part each epoch (`best.safetensors` is the best
+/// of these), evaluate the last weights once on the test part, and write the weights,
+/// metrics, confusion matrix and model card to `<out>/<name>/retrain/`. A run that was
+/// stopped resumes from its last checkpoint.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     pub pipeline: PathBuf,
@@ -60,14 +61,29 @@ fn summary(o: &retrain::Outcome) -> String {
             o.dir.display()
         ),
         Some(e) => format!(
-            "training finished: {} epochs in {:.1}s this run\ntest accuracy {:.2}% (loss {:.4}) on {} images\n{}weights, metrics and model card in {}\n",
+            "training finished: {} epochs in {:.1}s this run\n{}test accuracy {:.2}% (loss {:.4}) on {} images, {}, evaluated once\n{}weights, metrics and model card in {}\n",
             o.metrics.len(),
             o.seconds,
+            best_line(&o.metrics),
             100.0 * e.accuracy,
             e.loss,
             e.images,
+            e.weights,
             per_class(e),
             o.dir.display()
         ),
+    }
+}
+
+/// The epoch `best.safetensors` holds: the first with the highest validation accuracy.
+fn best_line(metrics: &[crate::run::retrain::EpochMetrics]) -> String {
+    match crate::run::retrain::best_epoch(metrics) {
+        Some((epoch, acc)) => format!(
+            "best validation accuracy {:.2}% after epoch {} ({})\n",
+            100.0 * acc,
+            epoch + 1,
+            crate::run::dir::model_file::BEST
+        ),
+        None => String::new(),
     }
 }

@@ -18,6 +18,7 @@ pub mod cifar;
 pub mod idx;
 pub mod normalize;
 pub mod rng;
+pub mod split;
 pub mod synthetic;
 pub mod table;
 
@@ -29,7 +30,7 @@ pub use normalize::Normalize;
 pub use table::Table;
 
 use crate::error::{Error, Result};
-use crate::spec::pipeline::Data;
+use crate::spec::pipeline::{self, Data};
 use crate::spec::space::Input;
 
 /// Images and labels held in memory, shared between clones.
@@ -154,6 +155,21 @@ impl Dataset {
         }
     }
 
+    /// The images at `indices` (in that order), copied, under a new name. Panics if an index
+    /// is out of range (indices come from this module's checked index lists).
+    pub fn subset(&self, indices: &[usize], name: impl Into<String>) -> Dataset {
+        let mut images = Vec::with_capacity(indices.len() * self.image_len());
+        for &i in indices {
+            images.extend_from_slice(self.image(i));
+        }
+        Dataset {
+            name: name.into(),
+            input: self.input,
+            images: images.into(),
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+        }
+    }
+
     /// Splits the indices `0..len()` by order, as DARTS does: the first
     /// `floor(portion * len)` train the weights, the rest are held out. Errors if either
     /// part would be empty.
@@ -267,16 +283,75 @@ pub fn read(data: &Data, dir: Option<&Path>, seed: u64) -> Result<Source> {
     })
 }
 
-/// Reads the data set a pipeline declares; returns (train, test).
-pub fn load(data: &Data, dir: Option<&Path>, seed: u64) -> Result<(Dataset, Dataset)> {
+/// A data set's three parts, each a [`Dataset`] of its own.
+#[derive(Debug, Clone)]
+pub struct Splits {
+    /// Trains the network; the search splits only this part.
+    pub train: Dataset,
+    /// Selects among trained weights (retraining's `best`); never trained on.
+    pub val: Dataset,
+    /// Evaluated once a network is final; never trained on nor selected on.
+    pub test: Dataset,
+    /// Class names in label order.
+    pub classes: Vec<String>,
+    /// Which parts were carved from the source's training part (`"validation"`, `"test"`).
+    pub carved: Vec<&'static str>,
+}
+
+/// Reads the data set a pipeline declares ([`read`]) and carves the parts its source lacks
+/// from the training part with [`split::stratified`]: the `split` fractions of each class,
+/// seeded by `seed`. `limit` applies before the split. Parts the source has are used as
+/// given.
+pub fn splits(
+    data: &Data,
+    dir: Option<&Path>,
+    seed: u64,
+    fractions: &pipeline::Split,
+) -> Result<Splits> {
     let source = read(data, dir, seed)?;
-    let test = source.test.ok_or_else(|| {
-        Error::Input(format!(
-            "the data set {} has no test part",
-            source.train.name()
-        ))
-    })?;
-    Ok((source.train, test))
+    let mut parts = Vec::new();
+    if source.val.is_none() {
+        parts.push(split::Part {
+            name: "validation",
+            fraction: fractions.validation.value,
+        });
+    }
+    if source.test.is_none() {
+        parts.push(split::Part {
+            name: "test",
+            fraction: fractions.test.value,
+        });
+    }
+    let carved = split::stratified(&source.train, &parts, seed, &source.classes)?;
+    let mut pieces = carved.parts.into_iter();
+    let name = source.train.name().to_string();
+    let base = name.strip_suffix(" train").unwrap_or(&name).to_string();
+    let mut take = |given: Option<Dataset>, part: &str| match given {
+        Some(d) => d,
+        // One list per part asked for, in the order asked.
+        None => source
+            .train
+            .subset(&pieces.next().unwrap_or_default(), format!("{base} {part}")),
+    };
+    let val = take(source.val, "validation");
+    let test = take(source.test, "test");
+    Ok(Splits {
+        train: source.train.subset(&carved.train, name),
+        val,
+        test,
+        classes: source.classes,
+        carved: parts.iter().map(|p| p.name).collect(),
+    })
+}
+
+/// Whether the pipeline keeps only the first images of the training part.
+pub fn has_limit(data: &Data) -> bool {
+    matches!(
+        data,
+        Data::FashionMnist { limit: Some(_), .. }
+            | Data::Mnist { limit: Some(_), .. }
+            | Data::Cifar10 { limit: Some(_), .. }
+    )
 }
 
 /// What [`probe`] found in a data set's folder.
@@ -492,7 +567,7 @@ mod tests {
     }
 
     #[test]
-    fn load_synthetic_and_limit() {
+    fn splits_carve_validation_and_keep_the_test_set() {
         let data = Data::Synthetic {
             channels: 3,
             size: 8,
@@ -500,24 +575,85 @@ mod tests {
             train: 64,
             test: 32,
         };
-        let (train, test) = load(&data, None, 7).unwrap();
-        assert_eq!((train.len(), test.len()), (64, 32));
-        assert_eq!(train.input(), input(3, 8, 4));
+        let fractions = pipeline::Split::default();
+        let s = splits(&data, None, 7, &fractions).unwrap();
+        assert_eq!(s.carved, ["validation"]);
+        assert_eq!(s.test.len(), 32);
+        assert_eq!(s.train.len() + s.val.len(), 64);
+        assert!((4..=10).contains(&s.val.len()), "{}", s.val.len());
+        assert_eq!(s.train.input(), input(3, 8, 4));
+        assert_eq!(s.val.name(), "synthetic validation");
+        let again = splits(&data, None, 7, &fractions).unwrap();
+        assert_eq!(again.val.images(), s.val.images());
+        assert_eq!(again.train.labels(), s.train.labels());
+    }
+
+    /// `limit` keeps the first images of the training part; the split carves from those.
+    #[test]
+    fn limit_applies_before_the_split() {
         let dir = TempDir::new("load-limit");
         let mut images = Vec::new();
-        for i in 0..5u8 {
+        for i in 0..8u8 {
             images.extend(std::iter::repeat_n(i, 784));
         }
-        idx::tests::write_pair(&dir.0, "train", &images, &[0, 1, 2, 3, 4], false);
+        let labels = [0, 1, 0, 1, 0, 1, 9, 9];
+        idx::tests::write_pair(&dir.0, "train", &images, &labels, false);
         idx::tests::write_pair(&dir.0, "t10k", &images[..784], &[9], true);
         let data = Data::Mnist {
             dir: "unused".into(),
-            limit: Some(Spanned::unspanned(3)),
+            limit: Some(Spanned::unspanned(6)),
         };
-        let (train, test) = load(&data, Some(&dir.0), 0).unwrap();
-        assert_eq!(train.labels(), &[0, 1, 2]);
-        assert_eq!(test.labels(), &[9]);
-        let e = load(&data, None, 0).unwrap_err().to_string();
+        let s = splits(&data, Some(&dir.0), 0, &pipeline::Split::default()).unwrap();
+        assert_eq!(s.train.len() + s.val.len(), 6);
+        let mut val = s.val.labels().to_vec();
+        val.sort_unstable();
+        assert_eq!(val, [0, 1], "one image of each class present");
+        assert!(
+            s.train
+                .images()
+                .iter()
+                .chain(s.val.images())
+                .all(|&p| p < 6)
+        );
+        assert_eq!(s.test.labels(), &[9]);
+        let e = splits(&data, None, 0, &pipeline::Split::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("needs a directory"), "{e}");
+    }
+
+    /// The part sizes docs/pipelines.md gives for `pipelines/fashion-mnist.ron`.
+    #[test]
+    fn fashion_mnist_limit_40000_splits_as_documented() {
+        let dir = Path::new("/usr/share/datasets/fashion-mnist");
+        if !dir.exists() {
+            println!("skipped: no Fashion-MNIST in {}", dir.display());
+            return;
+        }
+        let data = Data::FashionMnist {
+            dir: "unused".into(),
+            limit: Some(Spanned::unspanned(40_000)),
+        };
+        let s = splits(&data, Some(dir), 2, &pipeline::Split::default()).unwrap();
+        assert_eq!(
+            (s.train.len(), s.val.len(), s.test.len()),
+            (35_999, 4_001, 10_000)
+        );
+        let mut per_class = [0usize; 10];
+        for &l in s.val.labels() {
+            per_class[l as usize] += 1;
+        }
+        let (lo, hi) = (per_class.iter().min(), per_class.iter().max());
+        assert_eq!((lo, hi), (Some(&394), Some(&407)), "{per_class:?}");
+    }
+
+    #[test]
+    fn subset_copies_in_the_order_given() {
+        let d = Dataset::new("t", input(1, 1, 4), vec![5, 6, 7], vec![1, 2, 3]).unwrap();
+        let s = d.subset(&[2, 0], "u");
+        assert_eq!(
+            (s.images(), s.labels(), s.name()),
+            (&[7, 5][..], &[3, 1][..], "u")
+        );
     }
 }

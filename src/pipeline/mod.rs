@@ -130,6 +130,7 @@ pub fn plan(
     };
     let h = |parts: &[&[u8]]| hash_parts(parts);
     let data = h(&[ron_text(&(&s.data, &s.normalize))?.as_bytes()]);
+    let split = h(&[ron_text(&s.split)?.as_bytes()]);
     let seed = h(&[&s.seed.to_le_bytes()]);
     let space = {
         let texts: Vec<&[u8]> = p.space_texts.iter().map(|t| t.as_bytes()).collect();
@@ -155,6 +156,7 @@ pub fn plan(
         let sec = sections(&[
             ("search", &own),
             ("data", &data),
+            ("split", &split),
             ("seed", &seed),
             ("space", &space),
         ]);
@@ -195,6 +197,7 @@ pub fn plan(
         let sec = sections(&[
             ("retrain", &own),
             ("data", &data),
+            ("split", &split),
             ("seed", &seed),
             ("space", &space),
         ]);
@@ -363,6 +366,7 @@ fn key_change(entry: &Entry, now: &KeyParts) -> String {
         .map(|k| match k.as_str() {
             "data" => "the data (or normalize) section",
             "seed" => "the seed",
+            "split" => "the split section",
             "space" => "the space files",
             "genotype" => "the genotype",
             "spec" => "the resolved spec",
@@ -1047,5 +1051,52 @@ mod tests {
         other.sections.insert("seed".into(), "1".into());
         assert_ne!(k, key_of(Stage::Retrain, &other));
         assert_eq!(k, key_of(Stage::Retrain, &parts.clone()));
+    }
+
+    /// The evaluator trains and scores on the training part only: its training and
+    /// held-out images together are the data set's training images less the validation
+    /// part, whatever the validation fraction.
+    #[test]
+    fn held_out_images_come_from_the_training_part_only() {
+        let dir = crate::data::TempDir::new("evaluator-split");
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        for (validation, carved) in [(0.1, 8), (0.25, 20)] {
+            let text = format!(
+                r#"Pipeline(
+    name: "e",
+    seed: 3,
+    data: Synthetic(channels: 3, size: 8, classes: 4, train: 80, test: 32),
+    split: (validation: {validation}),
+    space: "{}",
+    search: Trials(
+        strategy: Random,
+        evaluator: Train(train_portion: 0.5, recipe: Retrain(epochs: 1, batch_size: 16,
+            optimizer: Sgd(lr: 0.05))),
+        evaluations: 1,
+    ),
+)"#,
+                root.join("schemas/nas-bench-201.ron").display()
+            );
+            let path = dir.0.join("e.ron");
+            std::fs::write(&path, text).unwrap();
+            let p = super::resolve::load(&mut crate::spec::Sources::default(), &path).unwrap();
+            let s = crate::stages::search::evaluator::Split::load(
+                &p,
+                None,
+                0.5,
+                16,
+                crate::spec::pipeline::Augment::default(),
+            )
+            .unwrap();
+            let parts = crate::data::splits(&p.spec.data, None, 3, &p.spec.split).unwrap();
+            // Each class of about 20 images gives round(fraction × n) to validation.
+            assert!(
+                (carved - 2..=carved + 2).contains(&parts.val.len()),
+                "{validation}: {}",
+                parts.val.len()
+            );
+            assert_eq!(s.train.len() + s.held_out.len(), 80 - parts.val.len());
+            assert_eq!(s.test.len(), 32);
+        }
     }
 }

@@ -7,12 +7,13 @@ use crate::run::Resolved;
 use crate::space::genotype::Genotype;
 
 /// A hash of everything that determines the search's result: the build's version, the
-/// search and data sections, the seed, and the text of the space and its libraries.
+/// search, data, split and normalisation sections, the seed, and the text of the space and
+/// its libraries.
 pub fn search_hash(p: &Resolved) -> Result<String> {
     let mut h = blake3::Hasher::new();
     h.update(env!("CARGO_PKG_VERSION").as_bytes());
     let search = ron::to_string(&p.spec.search).map_err(|e| Error::Input(e.to_string()))?;
-    let data = ron::to_string(&(&p.spec.data, &p.spec.normalize))
+    let data = ron::to_string(&(&p.spec.data, &p.spec.split, &p.spec.normalize))
         .map_err(|e| Error::Input(e.to_string()))?;
     h.update(search.as_bytes());
     h.update(data.as_bytes());
@@ -25,12 +26,18 @@ pub fn search_hash(p: &Resolved) -> Result<String> {
 }
 
 /// A hash of everything that determines the retraining's result: the build's version, the
-/// retrain, data and normalisation sections, the seed, the space's text and the genotype.
+/// retrain, data, split and normalisation sections, the seed, the space's text and the
+/// genotype.
 pub fn retrain_hash(p: &Resolved, genotype: &Genotype) -> Result<String> {
     let mut h = blake3::Hasher::new();
     h.update(env!("CARGO_PKG_VERSION").as_bytes());
-    let spec = ron::to_string(&(&p.spec.retrain, &p.spec.data, &p.spec.normalize))
-        .map_err(|e| Error::Input(e.to_string()))?;
+    let spec = ron::to_string(&(
+        &p.spec.retrain,
+        &p.spec.data,
+        &p.spec.split,
+        &p.spec.normalize,
+    ))
+    .map_err(|e| Error::Input(e.to_string()))?;
     h.update(spec.as_bytes());
     h.update(&p.spec.seed.to_le_bytes());
     for text in &p.space_texts {

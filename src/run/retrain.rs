@@ -31,15 +31,28 @@ pub struct EpochMetrics {
     pub drop_path: f64,
     pub train_loss: f64,
     pub train_acc: f64,
-    /// On the test set, in epochs that evaluate.
-    pub test_loss: Option<f64>,
-    pub test_acc: Option<f64>,
+    /// On the validation part, in epochs that evaluate (`best.safetensors` is the epoch
+    /// with the highest `val_acc`, the first of equals).
+    pub val_loss: Option<f64>,
+    pub val_acc: Option<f64>,
     /// Training time of the epoch (evaluation excluded).
     pub seconds: f64,
     pub images_per_sec: f64,
     /// Training loss and accuracy within the epoch.
     #[serde(default)]
     pub curve: Vec<CurvePoint>,
+}
+
+/// The epoch `best.safetensors` holds and its validation accuracy: the first epoch with the
+/// highest `val_acc`; `None` when no epoch was evaluated.
+pub fn best_epoch(metrics: &[EpochMetrics]) -> Option<(usize, f64)> {
+    metrics
+        .iter()
+        .filter_map(|m| Some((m.epoch, m.val_acc?)))
+        .fold(None, |b, (e, a)| match b {
+            Some((_, ba)) if ba >= a => b,
+            _ => Some((e, a)),
+        })
 }
 
 /// `retrain/model.ron`: what the weights files need to become a network again.

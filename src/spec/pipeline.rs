@@ -27,6 +27,10 @@ pub struct Pipeline {
     #[serde(default)]
     pub device: Spanned<Device>,
     pub data: Spanned<Data>,
+    /// The validation and test fractions carved from the training part when the data set
+    /// has no validation (or no test) part of its own. Default `(validation: 0.1, test: 0.1)`.
+    #[serde(default)]
+    pub split: Spanned<Split>,
     /// Per-channel normalisation of the images. Default `Computed` (from the images a stage
     /// trains on).
     #[serde(default)]
@@ -66,7 +70,8 @@ pub enum Device {
 #[serde(deny_unknown_fields)]
 pub enum Data {
     /// Fashion-MNIST IDX files (`train-images-idx3-ubyte[.gz]`, ...): 1×28×28, 10 classes.
-    /// `limit`: use only the first this many training images. Default: all.
+    /// `limit`: use only the first this many training images; the validation part (and a
+    /// missing test part) is carved from these (`split`). Default: all.
     FashionMnist {
         dir: String,
         #[serde(default)]
@@ -118,6 +123,32 @@ impl Data {
                 size,
                 classes,
             },
+        }
+    }
+}
+
+/// The parts carved from a data set's training part, as fractions of it (after `limit`).
+///
+/// Each class gives `round(fraction × its images)` images to a carved part, at least one,
+/// and keeps at least one for training; which images is a seeded shuffle per class (the
+/// pipeline's `seed`), the same on every machine. A part the data set has of its own is used
+/// as given and its fraction is ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Split {
+    /// Selects retraining's `best.safetensors`. In (0, 1). Default 0.1.
+    #[serde(default = "tenth")]
+    pub validation: Spanned<f64>,
+    /// Used only when the data set has no test part. In (0, 1). Default 0.1.
+    #[serde(default = "tenth")]
+    pub test: Spanned<f64>,
+}
+
+impl Default for Split {
+    fn default() -> Split {
+        Split {
+            validation: tenth(),
+            test: tenth(),
         }
     }
 }
@@ -552,7 +583,8 @@ pub struct Retrain {
     pub label_smoothing: Spanned<f64>,
     #[serde(default)]
     pub augment: Augment,
-    /// Evaluate on the test set every this many epochs (and after the last). Default 1.
+    /// Evaluate on the validation part every this many epochs (and after the last); the
+    /// test part is evaluated once, after the last. Default 1.
     #[serde(default = "one")]
     pub eval_every: Spanned<u32>,
 }
@@ -617,6 +649,9 @@ impl Pipeline {
 
 fn sp<T>(v: T) -> Spanned<T> {
     Spanned::unspanned(v)
+}
+fn tenth() -> Spanned<f64> {
+    sp(0.1)
 }
 fn half() -> Spanned<f64> {
     sp(0.5)

@@ -38,7 +38,13 @@ pub fn compare(
     let model =
         Model::new(&trained.net, device, 0, false).map_err(candle("building the network"))?;
     crate::run::retrain::load_weights(&model, weights)?;
-    let (_, test) = data::load(&p.spec.data, p.data_dir.as_deref(), p.spec.seed)?;
+    let test = data::splits(
+        &p.spec.data,
+        p.data_dir.as_deref(),
+        p.spec.seed,
+        &p.spec.split,
+    )?
+    .test;
     test.check_input(trained.card.input)?;
     let n = v.samples.value as usize;
     if n > test.len() {

@@ -10,6 +10,7 @@ pub const MAX_CLASSES: u32 = 100_000;
 /// The most bytes of synthetic images (they are generated in memory).
 const MAX_SYNTHETIC_BYTES: u64 = 8 << 30;
 use crate::error::Result;
+use crate::spec::Spanned;
 use crate::spec::pipeline::{Data, Normalization, Pipeline};
 
 impl Checker<'_> {
@@ -71,6 +72,69 @@ impl Checker<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The split fractions: each in (0, 1), together leaving training images; and enough
+    /// training images for every class to have one in each part (a necessary condition:
+    /// the per-class counts are known only once the labels are read).
+    pub(super) fn split(&self, p: &Pipeline) -> Result<()> {
+        let s = &p.split.value;
+        self.unit(&s.validation, "split: validation", true, true)?;
+        self.unit(&s.test, "split: test", true, true)?;
+        if s.validation.value + s.test.value >= 1.0 {
+            let e = self.sources.diag(
+                p.split.span,
+                format!(
+                    "split: validation {} and test {} leave no training images; their sum must be below 1",
+                    s.validation.value, s.test.value
+                ),
+            );
+            return Err(e
+                .with_help(
+                    "lower one of them; the sum is checked even for a data set with a test part of its own",
+                )
+                .into());
+        }
+        let classes = p.data.input().classes;
+        // Training and validation; every current source has a test part of its own.
+        let need = u64::from(classes) * 2;
+        let (images, span, what) = match &p.data.value {
+            Data::FashionMnist { limit: Some(l), .. }
+            | Data::Mnist { limit: Some(l), .. }
+            | Data::Cifar10 { limit: Some(l), .. } => (l.value, l.span, "data limit"),
+            Data::Synthetic { train, .. } => (*train, p.data.span, "synthetic data: train"),
+            _ => return Ok(()),
+        };
+        if u64::from(images) < need {
+            return Err(self.too_few(
+                &Spanned {
+                    value: images,
+                    span,
+                },
+                what,
+                classes,
+            ));
+        }
+        Ok(())
+    }
+
+    /// "`what` N leaves some class without a training or validation image".
+    fn too_few(&self, v: &Spanned<u32>, what: &str, classes: u32) -> crate::error::Error {
+        self.sources
+            .diag(
+                v.span,
+                format!(
+                    "{what} {} is too few to split: each of the {classes} classes needs at least one training and one validation image, so at least {} images",
+                    v.value,
+                    u64::from(classes) * 2
+                ),
+            )
+            .with_help(if what == "data limit" {
+                "raise it, or remove `limit` to use every training image"
+            } else {
+                "raise it"
+            })
+            .into()
     }
 
     /// Given means and standard deviations: one per channel, finite, deviations > 0.

@@ -27,7 +27,8 @@ pub fn check(sources: &Sources, p: &Pipeline) -> Result<()> {
     c.augment(p)?;
     c.export(p)?;
     c.validate(p)?;
-    c.profile(p)
+    c.profile(p)?;
+    c.split(p)
 }
 
 /// The spec files, for diagnostics, and the checks that several sections share.

@@ -452,8 +452,8 @@ pub fn retrain_table(a: &Artifacts) -> Option<Table> {
         ("drop path", true),
         ("train loss", true),
         ("train acc", true),
-        ("test loss", true),
-        ("test acc", true),
+        ("val loss", true),
+        ("val acc", true),
         ("time", true),
         ("images/s", true),
     ]);
@@ -465,13 +465,37 @@ pub fn retrain_table(a: &Artifacts) -> Option<Table> {
             format!("{:.3}", e.drop_path),
             num(e.train_loss),
             pct(e.train_acc),
-            or_dash(e.test_loss, num),
-            or_dash(e.test_acc, pct),
+            or_dash(e.val_loss, num),
+            or_dash(e.val_acc, pct),
             duration(e.seconds),
             crate::progress::rate_text(e.images_per_sec),
         ]);
     }
     Some(t)
+}
+
+/// How `best.safetensors` was chosen and which weights the rest of the run uses, in plain
+/// words (`code` wraps a file name as the format writes code).
+pub fn selection(best: super::EpochVal, code: fn(&str) -> String) -> String {
+    format!(
+        "Best validation accuracy {} after epoch {} ({}, selected on the validation part); the \
+         export, the ONNX check and the test evaluation use the last epoch's weights ({}).",
+        pct(best.acc),
+        best.epoch + 1,
+        code(crate::run::dir::model_file::BEST),
+        code(crate::run::dir::model_file::LAST)
+    )
+}
+
+/// What the test figures are: which weights, how many images, and that the test part was
+/// evaluated once and selected nothing.
+pub fn test_once(weights: &str, images: usize, code: fn(&str) -> String) -> String {
+    format!(
+        "Weights {} on {} test images, evaluated once after the last epoch (nothing was \
+         selected on them)",
+        code(weights),
+        thousands(images as u64)
+    )
 }
 
 /// Test accuracy per class.

@@ -219,12 +219,17 @@ fn header(a: &Artifacts, s: &Summary) -> String {
     let images = a
         .evaluation
         .as_ref()
-        .map(|e| format!("{} test images", facts::thousands(e.images as u64)))
+        .map(|e| {
+            format!(
+                "{} test images, {}, evaluated once",
+                facts::thousands(e.images as u64),
+                e.weights
+            )
+        })
         .unwrap_or_else(|| match (a.returned(), &a.trials) {
             (Some(_), Some(t)) if h.test_accuracy.is_some() => {
                 format!("{} of the returned architecture", t.report)
             }
-            _ if h.test_accuracy.is_some() => "last evaluated epoch".into(),
             _ => "not evaluated".into(),
         });
     o += &card(
@@ -958,11 +963,11 @@ fn retrain(a: &Artifacts, s: &Summary) -> Result<String> {
         let test: Vec<(f64, f64)> = xs
             .iter()
             .zip(m)
-            .filter_map(|(&x, e)| Some((x, scale * if acc { e.test_acc? } else { e.test_loss? })))
+            .filter_map(|(&x, e)| Some((x, scale * if acc { e.val_acc? } else { e.val_loss? })))
             .collect();
         if !test.is_empty() {
             series.push(Series {
-                name: "test (evaluated epochs)".into(),
+                name: "validation (evaluated epochs)".into(),
                 color: charts::TEST,
                 style: Style::LineMarkers,
                 points: test,
@@ -1006,12 +1011,8 @@ fn retrain(a: &Artifacts, s: &Summary) -> Result<String> {
         "<p>The final network trained from scratch over {} epoch{}.{}</p>",
         m.len(),
         if m.len() == 1 { "" } else { "s" },
-        match s.retrain.as_ref().and_then(|r| r.best_test) {
-            Some(b) => format!(
-                " Best test accuracy {} after epoch {} (<code>best.safetensors</code>, selected on the test set, so optimistic); the report and the export use the last epoch.",
-                pct(b.acc),
-                b.epoch + 1
-            ),
+        match s.retrain.as_ref().and_then(|r| r.best_val) {
+            Some(b) => format!(" {}", facts::selection(b, html_code)),
             None => String::new(),
         }
     );
@@ -1022,6 +1023,11 @@ fn retrain(a: &Artifacts, s: &Summary) -> Result<String> {
     Ok(o)
 }
 
+/// A file name as HTML code, escaped.
+fn html_code(s: &str) -> String {
+    format!("<code>{}</code>", esc(s))
+}
+
 fn evaluation(a: &Artifacts, s: &Summary) -> Result<String> {
     let (Some(e), Some(es)) = (&a.evaluation, &s.evaluation) else {
         return Ok(absent(&facts::NO_EVALUATION));
@@ -1029,9 +1035,8 @@ fn evaluation(a: &Artifacts, s: &Summary) -> Result<String> {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "<p>Weights <code>{}</code> on {} test images: accuracy <strong>{}</strong>, loss {}.</p>",
-        esc(&e.weights),
-        facts::thousands(e.images as u64),
+        "<p>{}: accuracy <strong>{}</strong>, loss {}.</p>",
+        facts::test_once(&e.weights, e.images, html_code),
         pct(e.accuracy),
         facts::num(e.loss)
     );

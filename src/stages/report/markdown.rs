@@ -55,6 +55,11 @@ fn fenced(o: &mut String, lang: &str, text: &str) {
     let _ = writeln!(o, "{fence}{lang}\n{}\n{fence}\n", text.trim_end());
 }
 
+/// A file name as Markdown code.
+fn md_code(s: &str) -> String {
+    format!("`{s}`")
+}
+
 /// The whole document.
 pub fn render(a: &Artifacts, s: &Summary) -> String {
     let mut o = String::new();
@@ -173,13 +178,8 @@ pub fn render(a: &Artifacts, s: &Summary) -> String {
     match facts::retrain_table(a) {
         Some(t) if !t.rows.is_empty() => {
             o += &table(&t);
-            if let Some(b) = s.retrain.as_ref().and_then(|r| r.best_test) {
-                let _ = writeln!(
-                    o,
-                    "Best test accuracy {} after epoch {} (`best.safetensors`, selected on the test set); the report and the export use the last epoch.\n",
-                    pct(b.acc),
-                    b.epoch + 1
-                );
+            if let Some(b) = s.retrain.as_ref().and_then(|r| r.best_val) {
+                let _ = writeln!(o, "{}\n", facts::selection(b, md_code));
             }
         }
         Some(_) => o.push_str("_The retraining records no finished epoch._\n\n"),
@@ -191,9 +191,8 @@ pub fn render(a: &Artifacts, s: &Summary) -> String {
         (Some(e), Some(t)) => {
             let _ = writeln!(
                 o,
-                "Weights `{}` on {} test images: accuracy **{}**, loss {}.\n",
-                e.weights,
-                facts::thousands(e.images as u64),
+                "{}: accuracy **{}**, loss {}.\n",
+                facts::test_once(&e.weights, e.images, md_code),
                 pct(e.accuracy),
                 facts::num(e.loss)
             );

@@ -62,7 +62,7 @@ pub const MARKDOWN: &str = crate::run::dir::REPORT_MD;
 pub const SUMMARY: &str = crate::run::dir::SUMMARY;
 
 /// Version of the `summary.json` layout; bumped when a field changes meaning.
-pub const SUMMARY_VERSION: u32 = 1;
+pub const SUMMARY_VERSION: u32 = 2;
 
 /// The paths [`write()`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,9 +128,8 @@ pub struct Summary {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Headline {
-    /// Test accuracy of the final evaluation (`retrain/evaluation.json`), else of the last
-    /// evaluated epoch (`retrain/metrics.json`), else the returned architecture's report
-    /// signal.
+    /// Test accuracy of the one test evaluation (`retrain/evaluation.json`), else the
+    /// returned architecture's report signal. Never a validation figure.
     pub test_accuracy: Option<f64>,
     /// The validation verdict (`validation.json`).
     pub validation_passed: Option<bool>,
@@ -222,16 +221,17 @@ pub struct RetrainSummary {
     /// The last epoch's training figures.
     pub train_loss: f64,
     pub train_acc: f64,
-    /// The last evaluated epoch (0-based) and its test figures.
-    pub last_test: Option<EpochTest>,
-    /// The evaluated epoch with the highest test accuracy (the first of equals).
-    pub best_test: Option<EpochTest>,
+    /// The last evaluated epoch (0-based) and its validation figures.
+    pub last_val: Option<EpochVal>,
+    /// The evaluated epoch with the highest validation accuracy (the first of equals): the
+    /// epoch of `best.safetensors`.
+    pub best_val: Option<EpochVal>,
 }
 
-/// Test figures of one epoch.
+/// Validation figures of one epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EpochTest {
+pub struct EpochVal {
     /// 0-based.
     pub epoch: usize,
     pub loss: f64,
@@ -530,17 +530,12 @@ impl Artifacts {
     }
 
     fn headline(&self) -> Headline {
-        let last_test = self
-            .metrics
-            .as_ref()
-            .and_then(|m| m.iter().rev().find_map(|e| e.test_acc));
         let returned = self.returned();
         Headline {
             test_accuracy: self
                 .evaluation
                 .as_ref()
                 .map(|e| e.accuracy)
-                .or(last_test)
                 .or_else(|| returned.and_then(|r| r.report)),
             validation_passed: self.validation.as_ref().map(|v| v.passed),
             latency_p50_ms_batch1: self
@@ -602,27 +597,25 @@ impl Artifacts {
         });
         let retrain = self.metrics.as_ref().and_then(|m| {
             let last = m.last()?;
-            let tests: Vec<EpochTest> = m
+            let vals: Vec<EpochVal> = m
                 .iter()
                 .filter_map(|e| {
-                    Some(EpochTest {
+                    Some(EpochVal {
                         epoch: e.epoch,
-                        loss: e.test_loss?,
-                        acc: e.test_acc?,
+                        loss: e.val_loss?,
+                        acc: e.val_acc?,
                     })
                 })
                 .collect();
-            let best = tests.iter().fold(None::<EpochTest>, |b, t| match b {
-                Some(b) if b.acc >= t.acc => Some(b),
-                _ => Some(*t),
-            });
+            let best = crate::run::retrain::best_epoch(m)
+                .and_then(|(epoch, _)| vals.iter().find(|v| v.epoch == epoch).copied());
             Some(RetrainSummary {
                 epochs: m.len(),
                 seconds: m.iter().map(|e| e.seconds).sum(),
                 train_loss: last.train_loss,
                 train_acc: last.train_acc,
-                last_test: tests.last().copied(),
-                best_test: best,
+                last_val: vals.last().copied(),
+                best_val: best,
             })
         });
         let evaluation = self.evaluation.as_ref().map(|e| EvaluationSummary {

@@ -1,20 +1,20 @@
-//! The retrain stage: trains the final network of a genotype from scratch on the full
-//! training set, evaluates it on the test set, and leaves in the run folder everything
-//! needed to rebuild, evaluate and export it.
+//! The retrain stage: trains the final network of a genotype from scratch on the training
+//! part, selects `best` on the validation part, evaluates the last weights once on the test
+//! part, and leaves in the run folder everything needed to rebuild, evaluate and export it.
 //!
 //! Layout under `exports/<name>/retrain/`:
 //! - `model.ron`: the model card (input, width, depth, normalisation, class names, the files
 //!   below); `space.ron` (the space, libraries inline) and `genotype.ron` beside it. These
 //!   three rebuild the network with nothing else ([`load_model`]);
 //! - `last.safetensors`, `best.safetensors`: parameters and BN statistics under their
-//!   hierarchical names, after the last epoch and after the epoch with the best test
-//!   accuracy (selected on the test set: informational, export uses `last`);
+//!   hierarchical names, after the last epoch and after the epoch with the best validation
+//!   accuracy (export uses `last`);
 //! - `checkpoint-<epoch>.safetensors` and `state.json`: weights, buffers and momentum after
 //!   the last finished epoch, the spec hash and the metrics so far (resume);
-//! - `metrics.json`: per epoch, loss, accuracy, learning rate, drop-path probability,
-//!   seconds and images/s;
-//! - `evaluation.json`: the final test accuracy, loss, confusion matrix and per-class
-//!   accuracy of `last`.
+//! - `metrics.json`: per epoch, training loss and accuracy, validation loss and accuracy
+//!   (epochs that evaluate), learning rate, drop-path probability, seconds and images/s;
+//! - `evaluation.json`: the test accuracy, loss, confusion matrix and per-class accuracy of
+//!   `last`, evaluated once after the last epoch (nothing is selected on it).
 //!
 //! Randomness of epoch `e` (shuffle, augmentation, drop-path masks) derives from (seed, e),
 //! so a resumed training ends with the same weights as an uninterrupted one on CPU.
@@ -47,7 +47,7 @@ use crate::space::discrete::Net;
 use crate::space::genotype::{self, Genotype};
 
 /// Version of `state.json`.
-pub const STATE_VERSION: u32 = 1;
+pub const STATE_VERSION: u32 = 2;
 /// Drop-path masks draw from this stream of the epoch's generator.
 const DROP_PATH_STREAM: u64 = 3;
 /// `retrain/state.json`.
@@ -58,7 +58,7 @@ pub struct State {
     pub epochs_done: usize,
     pub checkpoint: String,
     pub metrics: Vec<EpochMetrics>,
-    /// Epoch (0-based) and test accuracy of `best.safetensors`.
+    /// Epoch (0-based) and validation accuracy of `best.safetensors`.
     pub best: Option<(usize, f64)>,
     /// The checkpoints kept, oldest first, with their hashes.
     #[serde(default)]
@@ -96,14 +96,7 @@ impl StateFile for State {
         self.checkpoint = checkpoint;
         self.metrics.truncate(epochs_done);
         if self.best.is_some_and(|(e, _)| e >= epochs_done) {
-            self.best = self
-                .metrics
-                .iter()
-                .filter_map(|m| Some((m.epoch, m.test_acc?)))
-                .fold(None, |b: Option<(usize, f64)>, (e, a)| match b {
-                    Some((_, ba)) if ba >= a => b,
-                    _ => Some((e, a)),
-                });
+            self.best = crate::run::retrain::best_epoch(&self.metrics);
         }
     }
 }
@@ -189,11 +182,13 @@ pub fn run(
     let space = &p.retrain_space;
     let net = space.build(&genotype.1);
 
-    let (train, test) = data::load(&p.spec.data, p.data_dir.as_deref(), seed)?;
-    train.check_input(space.input)?;
-    test.check_input(space.input)?;
+    let parts = data::splits(&p.spec.data, p.data_dir.as_deref(), seed, &p.spec.split)?;
+    let (train, val, test) = (parts.train, parts.val, parts.test);
+    for d in [&train, &val, &test] {
+        d.check_input(space.input)?;
+    }
     let norm = normalization(p, &train)?;
-    let classes = data::class_names(&p.spec.data.value);
+    let classes = parts.classes;
     let train_b = Batcher::new(
         train.clone(),
         train.all(),
@@ -206,6 +201,8 @@ pub fn run(
             stream: 1,
         },
     )?;
+    let all = val.all();
+    let val_b = eval_batcher(val, all, norm.clone(), seed)?;
     let all = test.all();
     let test_b = eval_batcher(test, all, norm.clone(), seed)?;
 
@@ -250,8 +247,10 @@ pub fn run(
     let epochs = recipe.epochs;
     let steps = train_b.batches_per_epoch();
     let last = opts.stop_after.map_or(epochs, |s| s.min(epochs));
-    // The evaluation of the last epoch, when this run made it (the final evaluation reuses it).
-    let mut final_eval = None;
+    if state.epochs_done < last {
+        // The test evaluation belongs to the weights this training ends with.
+        crate::fsutil::remove_if_exists(&dir.join(crate::run::dir::model_file::EVALUATION))?;
+    }
     for epoch in state.epochs_done..last {
         let t0 = Instant::now();
         let drop_path = recipe.drop_path_at(epoch);
@@ -303,7 +302,7 @@ pub fn run(
         let eval = if evaluate_now {
             Some(evaluate(
                 &trainer.model,
-                &test_b,
+                &val_b,
                 device,
                 "",
                 &classes,
@@ -318,8 +317,8 @@ pub fn run(
             drop_path,
             train_loss: loss_sum / n.max(1) as f64,
             train_acc: right as f64 / n.max(1) as f64,
-            test_loss: eval.as_ref().map(|e| e.loss),
-            test_acc: eval.as_ref().map(|e| e.accuracy),
+            val_loss: eval.as_ref().map(|e| e.loss),
+            val_acc: eval.as_ref().map(|e| e.accuracy),
             seconds,
             images_per_sec: n as f64 / seconds.max(1e-9),
             curve: curve.finish(),
@@ -332,7 +331,7 @@ pub fn run(
             m.train_loss,
             100.0 * m.train_acc,
             match &eval {
-                Some(e) => format!(", test loss {:.4} acc {:.2}%", e.loss, 100.0 * e.accuracy),
+                Some(e) => format!(", val loss {:.4} acc {:.2}%", e.loss, 100.0 * e.accuracy),
                 None => String::new(),
             },
             crate::progress::duration(m.seconds),
@@ -364,26 +363,16 @@ pub fn run(
             &state.metrics,
         )?;
         save_checkpoint(&trainer, &dir, &mut state, epoch + 1)?;
-        if epoch + 1 == epochs {
-            final_eval = eval;
-        }
     }
     let evaluation = if state.epochs_done == epochs {
-        // A training finished by an earlier run has its evaluation on disk already.
-        let earlier = || -> Option<Evaluation> {
-            let e: Evaluation = serde_json::from_slice(
-                &std::fs::read(dir.join(crate::run::dir::model_file::EVALUATION)).ok()?,
-            )
-            .ok()?;
-            (e.classes == classes).then_some(e)
-        };
-        let mut e = match final_eval.or_else(earlier) {
-            Some(e) => e,
-            None => evaluate(&trainer.model, &test_b, device, "", &classes, opts.progress)?,
-        };
-        e.weights = crate::run::dir::model_file::LAST.into();
-        checkpoint::write_json(&dir.join(crate::run::dir::model_file::EVALUATION), &e)?;
-        Some(e)
+        Some(final_test(
+            &trainer.model,
+            &test_b,
+            device,
+            &dir,
+            &classes,
+            opts.progress,
+        )?)
     } else {
         None
     };
@@ -393,6 +382,38 @@ pub fn run(
         seconds: started.elapsed().as_secs_f64(),
         dir,
     })
+}
+
+/// The one test evaluation, of the last weights (`model` after the last epoch): read back
+/// from `evaluation.json` when an earlier run of this training wrote it (a run that trains
+/// removes it first), else evaluated and written there.
+fn final_test(
+    model: &Model,
+    test_b: &Batcher,
+    device: &Device,
+    dir: &Path,
+    classes: &[String],
+    progress: bool,
+) -> Result<Evaluation> {
+    let path = dir.join(crate::run::dir::model_file::EVALUATION);
+    let earlier = || -> Option<Evaluation> {
+        let e: Evaluation = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+        (e.classes == classes).then_some(e)
+    };
+    if let Some(e) = earlier() {
+        return Ok(e);
+    }
+    let mut e = evaluate(model, test_b, device, "", classes, progress)?;
+    e.weights = crate::run::dir::model_file::LAST.into();
+    crate::progress::note(&format!(
+        "retrain: test loss {:.4} acc {:.2}% ({} test images, {}, evaluated once)",
+        e.loss,
+        100.0 * e.accuracy,
+        e.images,
+        e.weights
+    ));
+    checkpoint::write_json(&path, &e)?;
+    Ok(e)
 }
 
 /// Writes the weights file `name` of `dir` and records its hash in `state`.
@@ -471,7 +492,7 @@ fn write_card(
 }
 
 /// `nas-pipe eval`: evaluates `weights` (a file in the retrain folder or a path) of the model
-/// in `dir` on the pipeline's test set.
+/// in `dir` on the pipeline's test part.
 pub fn eval(
     p: &Resolved,
     dir: &Path,
@@ -483,7 +504,13 @@ pub fn eval(
     let path = weights_path(dir, weights);
     let model = Model::new(&trained.net, device, 0, false).map_err(ctx("building the network"))?;
     load_weights(&model, &path)?;
-    let (_, test) = data::load(&p.spec.data, p.data_dir.as_deref(), p.spec.seed)?;
+    let test = data::splits(
+        &p.spec.data,
+        p.data_dir.as_deref(),
+        p.spec.seed,
+        &p.spec.split,
+    )?
+    .test;
     test.check_input(trained.card.input)?;
     let norm = Normalize::new(trained.card.mean.clone(), trained.card.std.clone())?;
     let all = test.all();

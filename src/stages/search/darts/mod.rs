@@ -177,7 +177,8 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
     let space = &p.search_space;
     let seed = p.spec.seed;
 
-    let (train, _test) = data::load(&p.spec.data, p.data_dir.as_deref(), seed)?;
+    // The search never sees the validation or test part.
+    let train = data::splits(&p.spec.data, p.data_dir.as_deref(), seed, &p.spec.split)?.train;
     let train = match images {
         Some(n) => train.first(n.value as usize),
         None => train,

@@ -189,9 +189,10 @@ pub struct Train {
     dir: Option<PathBuf>,
 }
 
-/// An evaluator's share of the data: the first `images` training images, split by order
-/// into shuffled, augmented training batches and unshuffled held-out batches, both
-/// normalised as the pipeline says; and the test set.
+/// An evaluator's share of the data: the first `images` images of the training part (the
+/// validation part carved off before), split by order into shuffled, augmented training
+/// batches and unshuffled held-out batches, both normalised as the pipeline says; and the
+/// test set.
 pub(crate) struct Split {
     pub train: Batcher,
     pub held_out: Batcher,
@@ -208,7 +209,10 @@ impl Split {
         augment: pipeline::Augment,
     ) -> Result<Split> {
         let seed = p.spec.seed;
-        let (train, test) = data::load(&p.spec.data, p.data_dir.as_deref(), seed)?;
+        // The held-out part comes from the training part only: the validation part is
+        // retraining's, the test part is evaluated only on demand.
+        let parts = data::splits(&p.spec.data, p.data_dir.as_deref(), seed, &p.spec.split)?;
+        let (train, test) = (parts.train, parts.test);
         let train = match images {
             Some(n) => train.first(n.value as usize),
             None => train,
