@@ -26,9 +26,11 @@ pub fn resolve(sources: &mut Sources, file: u32, path: &Path, spec: Pipeline) ->
         Data::FashionMnist { dir: d, .. }
         | Data::Mnist { dir: d, .. }
         | Data::Cifar10 { dir: d, .. } => Some(dir.join(d)),
+        Data::ImageFolder { .. } | Data::Csv { .. } | Data::Npy { .. } => Some(dir.to_path_buf()),
         Data::Synthetic { .. } => None,
     };
-    let input = spec.data.input();
+    let described = crate::data::describe(&spec.data, data_dir.as_deref())?;
+    let input = described.input;
     let first_space_file = sources.files.len();
     let raw = space::read(sources, &space_path, Some(spec.space.span))?;
     let space_texts = sources.files[first_space_file..]
@@ -124,6 +126,10 @@ pub fn resolve(sources: &mut Sources, file: u32, path: &Path, spec: Pipeline) ->
         file,
         space_path,
         data_dir,
+        input,
+        classes: described.classes,
+        data_key: described.key,
+        data_folder: None,
         search_space,
         retrain_space,
         genotype,

@@ -239,7 +239,20 @@ fn data(d: &Data) -> String {
         } => format!(
             "synthetic {channels}×{size}×{size}, {classes} classes, {train} training and {test} test images"
         ),
+        Data::ImageFolder { dir, image } => format!("image folder {dir}{}", images(image)),
+        Data::Csv { file, image, .. } => format!("CSV manifest {file}{}", images(image)),
+        Data::Npy { images: i, image, .. } => format!("NumPy arrays {i}{}", images(image)),
     }
+}
+
+/// `, 3×64×64 (Crop), first 1,000 training images`.
+fn images(o: &crate::spec::pipeline::ImageOptions) -> String {
+    let (c, s) = (o.channels.value, o.size.value);
+    let limit = match &o.limit {
+        Some(n) => format!(", first {} training images", thousands(n.value as u64)),
+        None => String::new(),
+    };
+    format!(" as {c}×{s}×{s} ({:?}){limit}", o.resize)
 }
 
 // ---- Facts ----

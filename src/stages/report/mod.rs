@@ -406,7 +406,7 @@ impl Artifacts {
                 &at(crate::run::dir::SEARCH_SPACE),
                 &at("genotype.ron"),
                 g,
-                pipeline.as_ref().map(|p| p.spec.data.input()),
+                pipeline.as_ref().and_then(|p| p.spec.data.input()),
             )?),
             _ => None,
         };

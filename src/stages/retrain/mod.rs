@@ -180,11 +180,11 @@ pub fn run(
     let space = &p.retrain_space;
     let net = space.build(&genotype.1);
 
-    let (train, test) = data::load(&p.spec.data, p.data_dir.as_deref(), seed)?;
+    let (train, test) = p.load_data(seed)?;
     train.check_input(space.input)?;
     test.check_input(space.input)?;
     let norm = normalization(p, &train)?;
-    let classes = data::class_names(&p.spec.data.value);
+    let classes = p.classes.clone();
     let train_b = Batcher::new(
         train.clone(),
         train.all(),
@@ -474,7 +474,7 @@ pub fn eval(
     let path = weights_path(dir, weights);
     let model = Model::new(&trained.net, device, 0, false).map_err(ctx("building the network"))?;
     load_weights(&model, &path)?;
-    let (_, test) = data::load(&p.spec.data, p.data_dir.as_deref(), p.spec.seed)?;
+    let (_, test) = p.load_data(p.spec.seed)?;
     test.check_input(trained.card.input)?;
     let norm = Normalize::new(trained.card.mean.clone(), trained.card.std.clone())?;
     let all = test.all();

@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 
-use crate::data::{self, BatchConfig, Batcher, Normalize};
+use crate::data::{BatchConfig, Batcher, Normalize};
 use crate::error::{Error, Result};
 use crate::nets::optim::{self, Adam, Sgd};
 use crate::nets::supernet::{Build, Supernet};
@@ -177,7 +177,7 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
     let space = &p.search_space;
     let seed = p.spec.seed;
 
-    let (train, _test) = data::load(&p.spec.data, p.data_dir.as_deref(), seed)?;
+    let (train, _test) = p.load_data(seed)?;
     let train = match images {
         Some(n) => train.first(n.value as usize),
         None => train,

@@ -208,7 +208,7 @@ impl Split {
         augment: pipeline::Augment,
     ) -> Result<Split> {
         let seed = p.spec.seed;
-        let (train, test) = data::load(&p.spec.data, p.data_dir.as_deref(), seed)?;
+        let (train, test) = p.load_data(seed)?;
         let train = match images {
             Some(n) => train.first(n.value as usize),
             None => train,
@@ -274,7 +274,7 @@ impl Train {
             train: split.train,
             val: split.held_out,
             test,
-            classes: data::class_names(&p.spec.data.value),
+            classes: p.classes.clone(),
             norm: split.norm,
             dir,
         })
