@@ -70,21 +70,42 @@ fn check_pipeline(sources: &mut Sources, file: &Path, ignore_memory: bool) -> Re
     Ok(o)
 }
 
-/// A line on the data set's files when a stage reads them: where they are and how many
-/// images their headers declare. Errors, naming the file, when they are missing or wrong.
+/// The data lines: the input and classes the data gives (for the image sources, from a
+/// listing of their files) and, when a stage reads them, where the files are and how many
+/// images they hold. Errors, naming the file, when they are missing or wrong.
 fn data_line(p: &crate::run::Resolved) -> Result<String> {
+    let i = p.input;
+    let mut o = format!(
+        "input {}×{}×{}, {} classes ({})\n",
+        i.channels,
+        i.size,
+        i.size,
+        i.classes,
+        class_preview(&p.classes)
+    );
     if !p.reads_images() {
-        return Ok(String::new());
+        return Ok(o);
     }
-    Ok(
-        match crate::data::probe(&p.spec.data, p.data_dir.as_deref())? {
-            Some(f) => format!(
-                "data: {}: {} training and {} test images\n",
-                f.dir.display(),
-                show::thousands(f.train as u64),
-                show::thousands(f.test as u64)
-            ),
-            None => String::new(),
-        },
+    if let Some(f) = crate::data::probe(&p.spec.data, p.data_dir.as_deref())? {
+        o += &format!(
+            "data: {}: {} training and {} test images\n",
+            f.dir.display(),
+            show::thousands(f.train as u64),
+            show::thousands(f.test as u64)
+        );
+    }
+    Ok(o)
+}
+
+/// `a, b, c`, or the first ten and how many more.
+fn class_preview(classes: &[String]) -> String {
+    const SHOWN: usize = 10;
+    if classes.len() <= SHOWN {
+        return classes.join(", ");
+    }
+    format!(
+        "{}, ... and {} more",
+        classes[..SHOWN].join(", "),
+        classes.len() - SHOWN
     )
 }

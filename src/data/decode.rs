@@ -31,7 +31,7 @@ pub const FILTER: FilterType = FilterType::CatmullRom;
 pub fn prepare(img: DynamicImage, opts: &ImageOptions) -> Vec<u8> {
     let size = opts.size.value;
     if opts.channels.value == 1 {
-        let gray = fit(img.into_luma8(), size, opts.resize);
+        let gray = fit(to_gray(img), size, opts.resize);
         gray.into_raw()
     } else {
         let rgb = fit(img.into_rgb8(), size, opts.resize);
@@ -59,6 +59,29 @@ where
             } else {
                 imageops::resize(&*square, size, size, FILTER)
             }
+        }
+    }
+}
+
+/// A grey image as it is (8 bits), a colour image by BT.601 luma with Pillow's rounding
+/// (`L = (19595 R + 38470 G + 7471 B + 2^15) >> 16`), so that Pillow's `convert("L")` gives
+/// the same bytes.
+fn to_gray(img: DynamicImage) -> image::GrayImage {
+    use DynamicImage::*;
+    match img {
+        ImageLuma8(_) | ImageLumaA8(_) | ImageLuma16(_) | ImageLumaA16(_) => img.into_luma8(),
+        colour => {
+            let rgb = colour.into_rgb8();
+            let (w, h) = rgb.dimensions();
+            let px = rgb
+                .as_raw()
+                .chunks_exact(3)
+                .map(|p| {
+                    let l = 19595 * p[0] as u32 + 38470 * p[1] as u32 + 7471 * p[2] as u32;
+                    ((l + (1 << 15)) >> 16) as u8
+                })
+                .collect();
+            image::GrayImage::from_raw(w, h, px).expect("one byte per pixel")
         }
     }
 }
@@ -220,6 +243,12 @@ mod tests {
         assert_eq!(
             prepare(DynamicImage::ImageRgb8(img), &opts(2, 3, Resize::Crop)),
             vec![1, 4, 7, 10, 2, 5, 8, 11, 3, 6, 9, 12]
+        );
+        let img = image::RgbImage::from_raw(1, 1, vec![220, 30, 30]).unwrap();
+        // Pillow: (19595·220 + 38470·30 + 7471·30 + 32768) >> 16 = 87.
+        assert_eq!(
+            prepare(DynamicImage::ImageRgb8(img), &opts(1, 1, Resize::Crop)),
+            vec![87]
         );
         let gray = image::GrayImage::from_raw(1, 1, vec![77]).unwrap();
         assert_eq!(

@@ -143,7 +143,8 @@ pub enum Data {
 pub struct ImageOptions {
     /// The side of the square images the network sees, in pixels.
     pub size: Spanned<u32>,
-    /// 1 (grayscale: ITU-R BT.601 luma of colour images) or 3 (RGB: grey images repeated).
+    /// 1 (grayscale: ITU-R BT.601 luma of colour images, rounded as Pillow's
+    /// `convert("L")`) or 3 (RGB: grey images repeated).
     /// Default 3.
     #[serde(default = "three_channels")]
     pub channels: Spanned<u32>,
