@@ -24,7 +24,9 @@ pub fn list(dir: &Path) -> Result<Listing> {
     if !dir.is_dir() {
         return Err(data_err(
             dir,
-            "no such directory (expected one sub-folder of images per class)",
+            "no such directory (expected the image folder in it: one sub-folder of images \
+             per class, or train/, val/ and test/ folders laid out that way)\n  = help: \
+             docs/pipelines.md (\"Your own images\") shows the layout",
         ));
     }
     let train_dir = dir.join("train");
