@@ -327,6 +327,8 @@ fn bad_data_exits_2_naming_the_file() {
     run_ok(bin().arg("run").arg(&skip).arg("--out").arg(&out));
     let listed = std::fs::read_to_string(out.join("tiny-images/data/skipped.json")).unwrap();
     assert!(listed.contains("class1/2.png"), "{listed}");
+    let report = std::fs::read_to_string(out.join("tiny-images/report.md")).unwrap();
+    assert!(report.contains("images skipped"), "{report}");
     std::fs::write(&victim, &bytes).unwrap();
 
     // An empty class folder.

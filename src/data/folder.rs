@@ -30,6 +30,17 @@ pub fn list(dir: &Path) -> Result<Listing> {
         ));
     }
     let train_dir = dir.join("train");
+    if let Some(part) = ["val", "test"].iter().find(|p| dir.join(p).is_dir())
+        && !train_dir.is_dir()
+    {
+        return Err(data_err(
+            dir,
+            format!(
+                "has a {part}/ folder but no train/ folder: put the training classes' \
+                 folders in train/ (or rename {part}/ if it is a class)"
+            ),
+        ));
+    }
     if !train_dir.is_dir() {
         let (classes, per_class) = list_tree(dir, None)?;
         return Ok(Listing {
@@ -208,6 +219,10 @@ mod tests {
         assert_eq!(l.classes, vec!["cat", "dog"]);
         assert!(l.val.is_none());
         assert_eq!(l.test.as_ref().unwrap()[0].label, 1);
+        std::fs::rename(d.0.join("train"), d.0.join("training")).unwrap();
+        let e = list(&d.0).unwrap_err().to_string();
+        assert!(e.contains("no train/ folder"), "{e}");
+        std::fs::rename(d.0.join("training"), d.0.join("train")).unwrap();
         touch(&d.0.join("test/cow/1.png"));
         let e = list(&d.0).unwrap_err().to_string();
         assert!(e.contains("cow") && e.contains("not one of the training classes"), "{e}");

@@ -96,17 +96,23 @@ fn preview(classes: &[String]) -> String {
 
 /// Reads a manifest's rows, the header left out.
 fn read_rows(file: &Path, root: &Path) -> Result<Vec<Row>> {
+    let bytes =
+        std::fs::read(file).map_err(|e| data_err(file, format!("cannot open the manifest: {e}")))?;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .trim(csv::Trim::All)
-        .from_path(file)
-        .map_err(|e| data_err(file, format!("cannot open the manifest: {e}")))?;
+        .from_reader(bytes.as_slice());
     let mut rows = Vec::new();
+    let mut lines = LineCounter::default();
     for (i, record) in reader.records().enumerate() {
         let record = record.map_err(|e| data_err(file, format!("row {}: {e}", i + 1)))?;
-        // Rows are the file's line numbers (blank lines are skipped but counted).
-        let row = record.position().map_or(i + 1, |p| p.line() as usize);
+        // A record's position is where the previous one ended: skip the blank lines.
+        let mut at = record.position().map_or(0, |p| p.byte() as usize);
+        while bytes.get(at).is_some_and(|b| b.is_ascii_whitespace()) {
+            at += 1;
+        }
+        let row = lines.line_at(&bytes, at);
         if record.len() != 2 {
             return Err(data_err(
                 file,
@@ -129,6 +135,23 @@ fn read_rows(file: &Path, root: &Path) -> Result<Vec<Row>> {
         });
     }
     Ok(rows)
+}
+
+/// Line numbers of byte offsets met in increasing order (blank lines counted).
+#[derive(Default)]
+struct LineCounter {
+    offset: usize,
+    line: usize,
+}
+
+impl LineCounter {
+    /// The 1-based line of byte `at`.
+    fn line_at(&mut self, bytes: &[u8], at: usize) -> usize {
+        let at = at.clamp(self.offset, bytes.len());
+        self.line += bytes[self.offset..at].iter().filter(|&&b| b == b'\n').count();
+        self.offset = at;
+        self.line + 1
+    }
 }
 
 /// Whether a first row names the columns.

@@ -94,10 +94,27 @@ fn read_npz_member(f: std::fs::File, path: &Path, name: Option<&str>) -> Result<
     read_npy(member, shown, len)
 }
 
+/// A reader that counts the bytes read through it.
+struct Counting<R> {
+    inner: R,
+    read: u64,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
 /// Reads a `.npy` stream of `len` bytes in all.
-fn read_npy(mut r: impl Read, shown: PathBuf, len: u64) -> Result<Array> {
+fn read_npy(r: impl Read, shown: PathBuf, len: u64) -> Result<Array> {
+    let mut r = Counting { inner: r, read: 0 };
     let header = npyz::NpyHeader::from_reader(&mut r)
         .map_err(|e| data_err(&shown, format!("not a readable .npy array: {e}")))?;
+    // The data bytes left after the header.
+    let len = len.saturating_sub(r.read);
     let DType::Plain(ty) = header.dtype() else {
         return Err(data_err(&shown, "a structured array; expected plain numbers"));
     };
@@ -115,7 +132,10 @@ fn read_npy(mut r: impl Read, shown: PathBuf, len: u64) -> Result<Array> {
         .ok_or_else(|| {
             data_err(
                 &shown,
-                format!("the header declares {shape:?} of {ty}, more than the file's {len} bytes"),
+                format!(
+                    "the header declares {shape:?} of {ty}, more than the {len} data bytes \
+                     the file holds"
+                ),
             )
         })?;
     let mut bytes = Vec::with_capacity(need as usize);
@@ -373,4 +393,104 @@ fn image_at(px: &[u8], c: usize, h: usize, w: usize, layout: Layout) -> DynamicI
         }
     };
     DynamicImage::ImageRgb8(image::RgbImage::from_raw(wu, hu, hwc).expect("h*w*3 bytes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::TempDir;
+
+    fn npy<T: npyz::AutoSerialize + Copy>(shape: &[u64], data: &[T]) -> Vec<u8> {
+        use npyz::WriterBuilder;
+        let mut out = Vec::new();
+        let mut w = npyz::WriteOptions::new()
+            .default_dtype()
+            .shape(shape)
+            .writer(&mut out)
+            .begin_nd()
+            .unwrap();
+        w.extend(data.iter().copied()).unwrap();
+        w.finish().unwrap();
+        out
+    }
+
+    #[test]
+    fn labels_of_any_integer_type_and_their_range() {
+        let d = TempDir::new("npy-labels");
+        std::fs::write(d.0.join("a.npy"), npy(&[3], &[2i16, 0, 1])).unwrap();
+        let a = read_array(&d.0, "a.npy").unwrap();
+        assert_eq!(labels_of(&a, Some(3)).unwrap(), vec![2, 0, 1]);
+        let e = labels_of(&a, Some(2)).unwrap_err().to_string();
+        assert!(e.contains("label 2 at index 0 is out of range"), "{e}");
+        std::fs::write(d.0.join("n.npy"), npy(&[2], &[1i64, -1])).unwrap();
+        let e = labels_of(&read_array(&d.0, "n.npy").unwrap(), None).unwrap_err();
+        assert!(e.to_string().contains("label -1 at index 1"), "{e}");
+        std::fs::write(d.0.join("f.npy"), npy(&[2], &[1.0f32, 0.0])).unwrap();
+        let e = labels_of(&read_array(&d.0, "f.npy").unwrap(), None).unwrap_err();
+        assert!(e.to_string().contains("expected integers"), "{e}");
+    }
+
+    #[test]
+    fn floats_must_lie_in_0_to_1() {
+        let d = TempDir::new("npy-float");
+        std::fs::write(d.0.join("x.npy"), npy(&[1, 1, 2], &[1.0f32, 0.5])).unwrap();
+        assert_eq!(to_u8(read_array(&d.0, "x.npy").unwrap()).unwrap(), vec![255, 128]);
+        std::fs::write(d.0.join("x.npy"), npy(&[1, 1, 2], &[0.0f32, 255.0])).unwrap();
+        let e = to_u8(read_array(&d.0, "x.npy").unwrap()).unwrap_err().to_string();
+        assert!(e.contains("element 1 is 255") && e.contains("divide by 255"), "{e}");
+    }
+
+    #[test]
+    fn a_header_larger_than_the_file_is_refused_before_allocating() {
+        let d = TempDir::new("npy-huge");
+        let mut bytes = npy(&[2, 2], &[1u8, 2, 3, 4]);
+        // Same header length: 9 × 2 bytes declared, 4 there.
+        let key = b"'shape': (";
+        let at = bytes.windows(key.len()).position(|w| w == key).unwrap() + key.len();
+        assert_eq!(bytes[at], b'2');
+        bytes[at] = b'9';
+        std::fs::write(d.0.join("x.npy"), &bytes).unwrap();
+        let e = read_array(&d.0, "x.npy").err().unwrap().to_string();
+        assert!(e.contains("x.npy") && e.contains("more than the 4 data bytes"), "{e}");
+        std::fs::write(d.0.join("t.npy"), &npy(&[4], &[1u8, 2, 3, 4])[..130]).unwrap();
+        let e = read_array(&d.0, "t.npy").err().unwrap().to_string();
+        assert!(e.contains("t.npy"), "{e}");
+    }
+
+    #[test]
+    fn npz_members_by_name_or_alone() {
+        let d = TempDir::new("npz");
+        let f = std::fs::File::create(d.0.join("a.npz")).unwrap();
+        let mut zip = zip::ZipWriter::new(f);
+        let o = zip::write::SimpleFileOptions::default();
+        zip.start_file("x.npy", o).unwrap();
+        std::io::Write::write_all(&mut zip, &npy(&[2], &[7u8, 8])).unwrap();
+        zip.finish().unwrap();
+        assert_eq!(read_array(&d.0, "a.npz:x").unwrap().bytes, vec![7, 8]);
+        assert_eq!(read_array(&d.0, "a.npz").unwrap().bytes, vec![7, 8]);
+        let e = read_array(&d.0, "a.npz:y").err().unwrap().to_string();
+        assert!(e.contains("no array \"y\"") && e.contains("holds x"), "{e}");
+    }
+
+    #[test]
+    fn layouts_and_shapes() {
+        let arr = |shape: &[u64]| Array {
+            shown: "x.npy".into(),
+            shape: shape.to_vec(),
+            kind: (TypeChar::Uint, 1),
+            bytes: Vec::new(),
+        };
+        assert_eq!(image_shape(&arr(&[5, 4, 3]), Layout::Nhwc).unwrap(), (5, 1, 4, 3));
+        assert_eq!(image_shape(&arr(&[5, 4, 3, 3]), Layout::Nhwc).unwrap(), (5, 3, 4, 3));
+        assert_eq!(image_shape(&arr(&[5, 3, 4, 2]), Layout::Nchw).unwrap(), (5, 3, 4, 2));
+        let e = image_shape(&arr(&[5, 4, 3, 3]), Layout::Nchw).unwrap_err().to_string();
+        assert!(e.contains("4 channels") && e.contains("layout"), "{e}");
+        assert!(image_shape(&arr(&[5]), Layout::Nhwc).is_err());
+        // NCHW planes become the same image as NHWC pixels.
+        let hwc = [1, 2, 3, 4, 5, 6];
+        let chw = [1, 4, 2, 5, 3, 6];
+        let a = image_at(&hwc, 3, 1, 2, Layout::Nhwc);
+        let b = image_at(&chw, 3, 1, 2, Layout::Nchw);
+        assert_eq!(a, b);
+    }
 }

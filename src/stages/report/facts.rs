@@ -281,6 +281,9 @@ pub fn run_facts(a: &Artifacts, s: &Summary) -> Vec<(&'static str, String)> {
     if let Some(p) = &a.pipeline {
         f.push(("seed", p.spec.seed.to_string()));
         f.push(("data", data(&p.spec.data.value)));
+        if let Some(n) = a.skipped.filter(|&n| n > 0) {
+            f.push(("images skipped", format!("{n} unreadable (data/skipped.json)")));
+        }
         f.push(("space", p.spec.space.value.clone()));
         if let Some(g) = &p.spec.genotype {
             f.push(("fixed genotype", g.value.clone()));
