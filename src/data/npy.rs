@@ -87,7 +87,10 @@ fn read_npz_member(f: std::fs::File, path: &Path, name: Option<&str>) -> Result<
     let member = zip.by_name(&format!("{name}.npy")).map_err(|_| {
         data_err(
             &shown,
-            format!("no array {name:?} in the archive; it holds {}", names.join(", ")),
+            format!(
+                "no array {name:?} in the archive; it holds {}",
+                names.join(", ")
+            ),
         )
     })?;
     let len = member.size();
@@ -116,7 +119,10 @@ fn read_npy(r: impl Read, shown: PathBuf, len: u64) -> Result<Array> {
     // The data bytes left after the header.
     let len = len.saturating_sub(r.read);
     let DType::Plain(ty) = header.dtype() else {
-        return Err(data_err(&shown, "a structured array; expected plain numbers"));
+        return Err(data_err(
+            &shown,
+            "a structured array; expected plain numbers",
+        ));
     };
     if header.order() == Order::Fortran {
         return Err(data_err(
@@ -196,9 +202,11 @@ pub fn classes(p: &Paths) -> Result<Vec<String>> {
     }
     let a = read_array(p.base, p.labels)?;
     let labels = labels_of(&a, None)?;
-    let max = labels.iter().copied().max().ok_or_else(|| {
-        data_err(&a.shown, "no labels: the array is empty")
-    })?;
+    let max = labels
+        .iter()
+        .copied()
+        .max()
+        .ok_or_else(|| data_err(&a.shown, "no labels: the array is empty"))?;
     Ok((0..=max).map(|c| c.to_string()).collect())
 }
 
@@ -280,7 +288,10 @@ fn labels_of(a: &Array, classes: Option<u32>) -> Result<Vec<u32>> {
         }
     };
     if ![1, 2, 4, 8].contains(&size) {
-        return Err(data_err(&a.shown, format!("{size}-byte integers are not read")));
+        return Err(data_err(
+            &a.shown,
+            format!("{size}-byte integers are not read"),
+        ));
     }
     a.bytes
         .chunks_exact(size)
@@ -293,7 +304,9 @@ fn labels_of(a: &Array, classes: Option<u32>) -> Result<Vec<u32>> {
                     &a.shown,
                     format!(
                         "label {v} at index {i} is out of range{}",
-                        classes.map(|c| format!(": there are {c} classes (0..{c})")).unwrap_or_default()
+                        classes
+                            .map(|c| format!(": there are {c} classes (0..{c})"))
+                            .unwrap_or_default()
                     ),
                 )),
             }
@@ -343,7 +356,10 @@ fn image_shape(a: &Array, layout: Layout) -> Result<(usize, usize, usize, usize)
         ));
     }
     if n == 0 || h == 0 || w == 0 {
-        return Err(data_err(&a.shown, format!("no images: shaped {:?}", a.shape)));
+        return Err(data_err(
+            &a.shown,
+            format!("no images: shaped {:?}", a.shape),
+        ));
     }
     Ok((n, c, h, w))
 }
@@ -389,7 +405,9 @@ fn image_at(px: &[u8], c: usize, h: usize, w: usize, layout: Layout) -> DynamicI
         Layout::Nhwc => px.to_vec(),
         Layout::Nchw => {
             let n = h * w;
-            (0..n).flat_map(|i| [px[i], px[n + i], px[2 * n + i]]).collect()
+            (0..n)
+                .flat_map(|i| [px[i], px[n + i], px[2 * n + i]])
+                .collect()
         }
     };
     DynamicImage::ImageRgb8(image::RgbImage::from_raw(wu, hu, hwc).expect("h*w*3 bytes"))
@@ -434,10 +452,18 @@ mod tests {
     fn floats_must_lie_in_0_to_1() {
         let d = TempDir::new("npy-float");
         std::fs::write(d.0.join("x.npy"), npy(&[1, 1, 2], &[1.0f32, 0.5])).unwrap();
-        assert_eq!(to_u8(read_array(&d.0, "x.npy").unwrap()).unwrap(), vec![255, 128]);
+        assert_eq!(
+            to_u8(read_array(&d.0, "x.npy").unwrap()).unwrap(),
+            vec![255, 128]
+        );
         std::fs::write(d.0.join("x.npy"), npy(&[1, 1, 2], &[0.0f32, 255.0])).unwrap();
-        let e = to_u8(read_array(&d.0, "x.npy").unwrap()).unwrap_err().to_string();
-        assert!(e.contains("element 1 is 255") && e.contains("divide by 255"), "{e}");
+        let e = to_u8(read_array(&d.0, "x.npy").unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("element 1 is 255") && e.contains("divide by 255"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -451,7 +477,10 @@ mod tests {
         bytes[at] = b'9';
         std::fs::write(d.0.join("x.npy"), &bytes).unwrap();
         let e = read_array(&d.0, "x.npy").err().unwrap().to_string();
-        assert!(e.contains("x.npy") && e.contains("more than the 4 data bytes"), "{e}");
+        assert!(
+            e.contains("x.npy") && e.contains("more than the 4 data bytes"),
+            "{e}"
+        );
         std::fs::write(d.0.join("t.npy"), &npy(&[4], &[1u8, 2, 3, 4])[..130]).unwrap();
         let e = read_array(&d.0, "t.npy").err().unwrap().to_string();
         assert!(e.contains("t.npy"), "{e}");
@@ -480,10 +509,21 @@ mod tests {
             kind: (TypeChar::Uint, 1),
             bytes: Vec::new(),
         };
-        assert_eq!(image_shape(&arr(&[5, 4, 3]), Layout::Nhwc).unwrap(), (5, 1, 4, 3));
-        assert_eq!(image_shape(&arr(&[5, 4, 3, 3]), Layout::Nhwc).unwrap(), (5, 3, 4, 3));
-        assert_eq!(image_shape(&arr(&[5, 3, 4, 2]), Layout::Nchw).unwrap(), (5, 3, 4, 2));
-        let e = image_shape(&arr(&[5, 4, 3, 3]), Layout::Nchw).unwrap_err().to_string();
+        assert_eq!(
+            image_shape(&arr(&[5, 4, 3]), Layout::Nhwc).unwrap(),
+            (5, 1, 4, 3)
+        );
+        assert_eq!(
+            image_shape(&arr(&[5, 4, 3, 3]), Layout::Nhwc).unwrap(),
+            (5, 3, 4, 3)
+        );
+        assert_eq!(
+            image_shape(&arr(&[5, 3, 4, 2]), Layout::Nchw).unwrap(),
+            (5, 3, 4, 2)
+        );
+        let e = image_shape(&arr(&[5, 4, 3, 3]), Layout::Nchw)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("4 channels") && e.contains("layout"), "{e}");
         assert!(image_shape(&arr(&[5]), Layout::Nhwc).is_err());
         // NCHW planes become the same image as NHWC pixels.

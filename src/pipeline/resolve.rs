@@ -143,7 +143,11 @@ pub fn resolve(sources: &mut Sources, file: u32, path: &Path, spec: Pipeline) ->
 
 /// When the space cannot take an image source's input, adds where the size was set and
 /// the ways out to the space's error.
-fn data_size_note(sources: &Sources, spec: &Pipeline, e: crate::error::Error) -> crate::error::Error {
+fn data_size_note(
+    sources: &Sources,
+    spec: &Pipeline,
+    e: crate::error::Error,
+) -> crate::error::Error {
     let Some(image) = spec.data.image_options() else {
         return e;
     };

@@ -241,7 +241,9 @@ fn data(d: &Data) -> String {
         ),
         Data::ImageFolder { dir, image } => format!("image folder {dir}{}", images(image)),
         Data::Csv { file, image, .. } => format!("CSV manifest {file}{}", images(image)),
-        Data::Npy { images: i, image, .. } => format!("NumPy arrays {i}{}", images(image)),
+        Data::Npy {
+            images: i, image, ..
+        } => format!("NumPy arrays {i}{}", images(image)),
     }
 }
 
@@ -282,7 +284,10 @@ pub fn run_facts(a: &Artifacts, s: &Summary) -> Vec<(&'static str, String)> {
         f.push(("seed", p.spec.seed.to_string()));
         f.push(("data", data(&p.spec.data.value)));
         if let Some(n) = a.skipped.filter(|&n| n > 0) {
-            f.push(("images skipped", format!("{n} unreadable (data/skipped.json)")));
+            f.push((
+                "images skipped",
+                format!("{n} unreadable (data/skipped.json)"),
+            ));
         }
         f.push(("space", p.spec.space.value.clone()));
         if let Some(g) = &p.spec.genotype {

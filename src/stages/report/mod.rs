@@ -462,7 +462,11 @@ impl Artifacts {
             .map(|f| f.to_string())
             .collect();
         let skipped = read_json::<Vec<serde_json::Value>>(
-            &at(&format!("{}/{}", crate::run::dir::DATA, crate::data::listing::SKIPPED)),
+            &at(&format!(
+                "{}/{}",
+                crate::run::dir::DATA,
+                crate::data::listing::SKIPPED
+            )),
             "list of skipped images (data/skipped.json)",
         )?
         .map(|v| v.len());
