@@ -5,6 +5,7 @@
 
 mod common;
 
+mod data;
 mod export;
 mod hostile;
 mod integrity;

@@ -70,25 +70,38 @@ fn check_pipeline(sources: &mut Sources, file: &Path, ignore_memory: bool) -> Re
     Ok(o)
 }
 
-/// A line on the data set's files when a stage reads them: where they are and how many
-/// images their headers declare. Errors, naming the file, when they are missing or wrong.
+/// The data lines: the input and classes the data gives (for the image sources, from a
+/// listing of their files), when a stage reads them where the files are and how many
+/// images they hold, and how the parts the source lacks are carved. Errors, naming the
+/// file, when they are missing or wrong, or when validation asks for more test images than
+/// the source's test part has.
 fn data_line(sources: &Sources, p: &crate::run::Resolved) -> Result<String> {
+    let i = p.input;
+    let mut o = format!(
+        "input {}×{}×{}, {} classes ({})\n",
+        i.channels,
+        i.size,
+        i.size,
+        i.classes,
+        class_preview(&p.classes)
+    );
     if !p.reads_images() {
-        return Ok(String::new());
+        return Ok(o);
     }
-    let files = match crate::data::probe(&p.spec.data, p.data_dir.as_deref())? {
-        Some(f) => {
+    if let Some(f) = crate::data::probe(&p.spec.data, p.data_dir.as_deref())? {
+        let train = show::thousands(f.train as u64);
+        let counts = if f.test > 0 {
             crate::pipeline::resolve::samples_fit(sources, &p.spec, f.test)?;
             format!(
-                "data: {}: {} training and {} test images\n",
-                f.dir.display(),
-                show::thousands(f.train as u64),
+                "{train} training and {} test images",
                 show::thousands(f.test as u64)
             )
-        }
-        None => String::new(),
-    };
-    Ok(files + &split_line(&p.spec))
+        } else {
+            format!("{train} training images and no test part (carved from them)")
+        };
+        o += &format!("data: {}: {counts}\n", f.dir.display());
+    }
+    Ok(o + &split_line(&p.spec))
 }
 
 /// How the parts a data set lacks are carved from its training part.
@@ -105,5 +118,18 @@ fn split_line(spec: &crate::spec::pipeline::Pipeline) -> String {
         },
         pct(spec.split.test.value),
         spec.seed
+    )
+}
+
+/// `a, b, c`, or the first ten and how many more.
+fn class_preview(classes: &[String]) -> String {
+    const SHOWN: usize = 10;
+    if classes.len() <= SHOWN {
+        return classes.join(", ");
+    }
+    format!(
+        "{}, ... and {} more",
+        classes[..SHOWN].join(", "),
+        classes.len() - SHOWN
     )
 }

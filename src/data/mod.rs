@@ -1,8 +1,10 @@
 //! Data sets: reading them, splitting them, and turning them into seeded batches.
 //!
 //! Owns: the IDX reader (MNIST, Fashion-MNIST), the CIFAR-10 binary reader, the synthetic
-//! generator, the in-memory [`Dataset`] (u8 images `[N, C, H, W]`, shared and cheap to
-//! clone), splits by portion ([`Split`], index lists into the shared data), per-channel
+//! generator, the image sources (image folders [`folder`], CSV manifests [`manifest`], NumPy
+//! arrays [`npy`]; one image's preparation in [`decode`]; their listing, key and decoded
+//! cache in [`listing`] and [`cache`]), the in-memory [`Dataset`] (u8 images
+//! `[N, C, H, W]`, shared and cheap to clone, on the heap or memory-mapped), splits by portion ([`Split`], index lists into the shared data), per-channel
 //! normalisation ([`Normalize`]), augmentation ([`augment`]) and the [`Batcher`] that makes
 //! candle tensors. Knows nothing about ops or networks.
 //!
@@ -14,9 +16,15 @@
 
 pub mod augment;
 pub mod batch;
+pub mod cache;
 pub mod cifar;
+pub mod decode;
+pub mod folder;
 pub mod idx;
+pub mod listing;
+pub mod manifest;
 pub mod normalize;
+pub mod npy;
 pub mod rng;
 pub mod split;
 pub mod synthetic;
@@ -26,11 +34,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use batch::{Batch, BatchConfig, Batcher, Epoch};
+pub use listing::ReadOptions;
 pub use normalize::Normalize;
 pub use table::Table;
 
 use crate::error::{Error, Result};
-use crate::spec::pipeline::{self, Data};
+use crate::spec::pipeline::{self, Data, ImageOptions};
 use crate::spec::space::Input;
 
 /// Images and labels held in memory, shared between clones.
@@ -43,8 +52,52 @@ use crate::spec::space::Input;
 pub struct Dataset {
     name: String,
     input: Input,
-    images: Arc<[u8]>,
+    images: Pixels,
     labels: Arc<[u32]>,
+}
+
+/// Where a data set's pixels live: on the heap, or in a memory-mapped cache file (its first
+/// `len` bytes).
+#[derive(Clone)]
+pub(crate) enum Pixels {
+    Heap(Arc<[u8]>),
+    Mapped(Arc<memmap2::Mmap>, usize),
+}
+
+impl Pixels {
+    /// The first `len` bytes of a mapped file (clamped to its length).
+    pub(crate) fn mapped(map: Arc<memmap2::Mmap>, len: usize) -> Pixels {
+        let len = len.min(map.len());
+        Pixels::Mapped(map, len)
+    }
+
+    /// The first `len` bytes, without copying.
+    fn prefix(&self, len: usize) -> Pixels {
+        match self {
+            Pixels::Heap(a) => Pixels::Heap(a[..len].into()),
+            Pixels::Mapped(m, l) => Pixels::Mapped(m.clone(), len.min(*l)),
+        }
+    }
+}
+
+impl std::ops::Deref for Pixels {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Pixels::Heap(a) => a,
+            Pixels::Mapped(m, len) => &m[..*len],
+        }
+    }
+}
+
+impl std::fmt::Debug for Pixels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self {
+            Pixels::Heap(_) => "heap",
+            Pixels::Mapped(..) => "mapped",
+        };
+        write!(f, "Pixels({kind}, {} bytes)", self.len())
+    }
 }
 
 impl Dataset {
@@ -57,7 +110,16 @@ impl Dataset {
         images: Vec<u8>,
         labels: Vec<u32>,
     ) -> Result<Dataset> {
-        let name = name.into();
+        Dataset::from_pixels(name.into(), input, Pixels::Heap(images.into()), labels)
+    }
+
+    /// [`Dataset::new`] over pixels held either way.
+    pub(crate) fn from_pixels(
+        name: String,
+        input: Input,
+        images: Pixels,
+        labels: Vec<u32>,
+    ) -> Result<Dataset> {
         let per = image_len(input);
         if per == 0 || input.classes == 0 {
             return Err(Error::Input(format!(
@@ -86,7 +148,7 @@ impl Dataset {
         Ok(Dataset {
             name,
             input,
-            images: images.into(),
+            images,
             labels: labels.into(),
         })
     }
@@ -150,7 +212,7 @@ impl Dataset {
         Dataset {
             name: self.name.clone(),
             input: self.input,
-            images: self.images[..n * self.image_len()].into(),
+            images: self.images.prefix(n * self.image_len()),
             labels: self.labels[..n].into(),
         }
     }
@@ -165,7 +227,7 @@ impl Dataset {
         Dataset {
             name: name.into(),
             input: self.input,
-            images: images.into(),
+            images: Pixels::Heap(images.into()),
             labels: indices.iter().map(|&i| self.labels[i]).collect(),
         }
     }
@@ -235,10 +297,18 @@ pub struct Source {
 /// Reads or generates the data set a pipeline declares, as its source gives it.
 ///
 /// `dir` is the data directory already resolved by the caller (relative to the pipeline
-/// file); it is required for the file-based sets and ignored for `Synthetic`. `seed` only
-/// matters for `Synthetic`. `limit` keeps the first that many training images (all of them
-/// if there are fewer); the test set is always whole.
+/// file) for the built-in sets, and the folder the image sources' paths are relative to
+/// (the pipeline's folder); it is ignored for `Synthetic`. `seed` only matters for
+/// `Synthetic`. `limit` keeps the first that many training images (all of them if there
+/// are fewer); the other parts are always whole. Image sources are decoded every time:
+/// [`read_with`] caches them.
 pub fn read(data: &Data, dir: Option<&Path>, seed: u64) -> Result<Source> {
+    read_with(data, dir, seed, &ReadOptions::default())
+}
+
+/// [`read`], with the image sources' cache and skipped-file list in `opts.folder` and
+/// progress shown when `opts.progress`.
+pub fn read_with(data: &Data, dir: Option<&Path>, seed: u64, opts: &ReadOptions) -> Result<Source> {
     let need_dir = |what: &str| {
         dir.ok_or_else(|| Error::Input(format!("the {what} data set needs a directory")))
     };
@@ -270,6 +340,12 @@ pub fn read(data: &Data, dir: Option<&Path>, seed: u64) -> Result<Source> {
             let (a, b) = synthetic::generate(input, train as usize, test as usize, seed)?;
             (a, b, None)
         }
+        Data::ImageFolder { image, .. } | Data::Csv { image, .. } => {
+            let listing =
+                list_images(data, need_dir("image")?)?.limit(image.limit.as_ref().map(|l| l.value));
+            return listing::read(&listing, image, source_name(data), opts);
+        }
+        Data::Npy { image, .. } => return read_npy(data, need_dir("npy")?, image),
     };
     let train = match limit {
         Some(n) => train.first(n as usize),
@@ -279,7 +355,143 @@ pub fn read(data: &Data, dir: Option<&Path>, seed: u64) -> Result<Source> {
         train,
         val: None,
         test: Some(test),
-        classes: class_names(data),
+        classes: class_names(data).unwrap_or_default(),
+    })
+}
+
+/// An `Npy` source's arrays as a [`Source`].
+fn read_npy(data: &Data, base: &Path, image: &ImageOptions) -> Result<Source> {
+    let Some(paths) = npy_paths(data, base) else {
+        return Err(Error::Input("not an Npy data set".into()));
+    };
+    let classes = npy::classes(&paths)?;
+    let (train, test) = npy::read(&paths, image, &classes)?;
+    let train = match &image.limit {
+        Some(n) => train.first(n.value as usize),
+        None => train,
+    };
+    Ok(Source {
+        train,
+        val: None,
+        test,
+        classes,
+    })
+}
+
+/// The arrays an `Npy` source names.
+fn npy_paths<'a>(data: &'a Data, base: &'a Path) -> Option<npy::Paths<'a>> {
+    let Data::Npy {
+        images,
+        labels,
+        layout,
+        test_images,
+        test_labels,
+        classes,
+        ..
+    } = data
+    else {
+        return None;
+    };
+    Some(npy::Paths {
+        base,
+        images,
+        labels,
+        test: test_images.as_deref().zip(test_labels.as_deref()),
+        layout: *layout,
+        classes: classes.as_ref().map(|c| c.value.as_slice()),
+    })
+}
+
+/// Lists an image folder or CSV manifest (relative paths against `base`).
+pub fn list_images(data: &Data, base: &Path) -> Result<listing::Listing> {
+    match data {
+        Data::ImageFolder { dir, .. } => folder::list(&base.join(dir)),
+        Data::Csv {
+            file,
+            root,
+            val,
+            test,
+            ..
+        } => {
+            let file = base.join(file);
+            let root = match root {
+                Some(r) => base.join(r),
+                None => file.parent().unwrap_or(Path::new("")).to_path_buf(),
+            };
+            let val = val.as_ref().map(|v| base.join(v));
+            let test = test.as_ref().map(|t| base.join(t));
+            manifest::list(&file, &root, val.as_deref(), test.as_deref())
+        }
+        _ => Err(Error::Input("not an image folder or CSV data set".into())),
+    }
+}
+
+/// `image-folder`, `csv`, `npy`, ...: a source's name in messages.
+fn source_name(data: &Data) -> &'static str {
+    match data {
+        Data::FashionMnist { .. } => "fashion-mnist",
+        Data::Mnist { .. } => "mnist",
+        Data::Cifar10 { .. } => "cifar-10",
+        Data::Synthetic { .. } => "synthetic",
+        Data::ImageFolder { .. } => "image-folder",
+        Data::Csv { .. } => "csv",
+        Data::Npy { .. } => "npy",
+    }
+}
+
+/// What a data set gives, found without decoding any image: the input shape, the class
+/// names, and a key of its files (empty for the built-in sets, whose files the data
+/// section names) that changes when a file is replaced, added or removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Described {
+    pub input: Input,
+    pub classes: Vec<String>,
+    pub key: String,
+}
+
+/// Describes a data set: lists an image folder or manifest (stat only), reads an `Npy`
+/// source's labels. `dir` as for [`read`].
+pub fn describe(data: &Data, dir: Option<&Path>) -> Result<Described> {
+    if let (Some(input), Some(classes)) = (data.input(), class_names(data)) {
+        return Ok(Described {
+            input,
+            classes,
+            key: String::new(),
+        });
+    }
+    let (Some(base), Some(image)) = (dir, data.image_options()) else {
+        return Err(Error::Input("an image data set needs a directory".into()));
+    };
+    let (classes, key) = match data {
+        Data::Npy { .. } => {
+            let paths = npy_paths(data, base).expect("an Npy data set");
+            let classes = npy::classes(&paths)?;
+            (classes, listing::files_key(&paths.files(), image)?)
+        }
+        _ => {
+            let l = list_images(data, base)?.limit(image.limit.as_ref().map(|l| l.value));
+            let key = l.key(image)?;
+            (l.classes, key)
+        }
+    };
+    if classes.len() < 2 {
+        return Err(Error::Input(format!(
+            "the {} data set has {} class{} ({}); a classifier needs at least 2",
+            source_name(data),
+            classes.len(),
+            if classes.len() == 1 { "" } else { "es" },
+            classes.join(", ")
+        )));
+    }
+    let (channels, size) = data.shape();
+    Ok(Described {
+        input: Input {
+            channels,
+            size,
+            classes: classes.len() as u32,
+        },
+        classes,
+        key,
     })
 }
 
@@ -308,7 +520,11 @@ pub fn splits(
     seed: u64,
     fractions: &pipeline::Split,
 ) -> Result<Splits> {
-    let source = read(data, dir, seed)?;
+    split_source(read(data, dir, seed)?, seed, fractions)
+}
+
+/// [`splits`] of a source already read.
+pub fn split_source(source: Source, seed: u64, fractions: &pipeline::Split) -> Result<Splits> {
     let mut parts = Vec::new();
     if source.val.is_none() {
         parts.push(split::Part {
@@ -351,7 +567,9 @@ pub fn has_limit(data: &Data) -> bool {
         Data::FashionMnist { limit: Some(_), .. }
             | Data::Mnist { limit: Some(_), .. }
             | Data::Cifar10 { limit: Some(_), .. }
-    )
+    ) || data
+        .image_options()
+        .is_some_and(|o| o.value.limit.is_some())
 }
 
 /// What [`probe`] found in a data set's folder.
@@ -376,7 +594,16 @@ pub fn probe(data: &Data, dir: Option<&Path>) -> Result<Option<Found>> {
         Data::FashionMnist { .. } => idx::probe(dir, "fashion-mnist"),
         Data::Mnist { .. } => idx::probe(dir, "mnist"),
         Data::Cifar10 { .. } => cifar::probe(dir),
-        Data::Synthetic { .. } => return Ok(None),
+        Data::Synthetic { .. } | Data::Npy { .. } => return Ok(None),
+        Data::ImageFolder { dir: d, image } | Data::Csv { file: d, image, .. } => {
+            let l = list_images(data, dir)?.limit(image.limit.as_ref().map(|l| l.value));
+            l.key(image)?;
+            return Ok(Some(Found {
+                dir: dir.join(d),
+                train: l.train.len(),
+                test: l.test.as_ref().map_or(0, Vec::len),
+            }));
+        }
     };
     match found {
         Ok((train, test)) => Ok(Some(Found {
@@ -415,11 +642,15 @@ fn where_to_get(data: &Data) -> &'static str {
              pipeline's `data: Cifar10(dir: ...)` names"
         }
         Data::Synthetic { .. } => "synthetic data has no files",
+        Data::ImageFolder { .. } | Data::Csv { .. } | Data::Npy { .. } => {
+            "docs/pipelines.md (\"Your own images\") says how to lay out the files"
+        }
     }
 }
 
-/// The class names of a data set, in label order (`"0"`, `"1"`, ... for synthetic data).
-pub fn class_names(data: &Data) -> Vec<String> {
+/// The class names of a data set, in label order (`"0"`, `"1"`, ... for synthetic data);
+/// `None` for the image sources, whose classes come from their files ([`describe`]).
+pub fn class_names(data: &Data) -> Option<Vec<String>> {
     let names: &[&str] = match data {
         Data::FashionMnist { .. } => &[
             "T-shirt/top",
@@ -447,10 +678,11 @@ pub fn class_names(data: &Data) -> Vec<String> {
             "truck",
         ],
         Data::Synthetic { classes, .. } => {
-            return (0..*classes).map(|c| c.to_string()).collect();
+            return Some((0..*classes).map(|c| c.to_string()).collect());
         }
+        Data::ImageFolder { .. } | Data::Csv { .. } | Data::Npy { .. } => return None,
     };
-    names.iter().map(|s| s.to_string()).collect()
+    Some(names.iter().map(|s| s.to_string()).collect())
 }
 
 /// `C * H * W`, saturating (a shape that large is refused before anything is allocated).

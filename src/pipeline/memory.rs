@@ -109,7 +109,7 @@ pub fn estimates(p: &Resolved) -> Vec<Estimate> {
         push("retraining step", retrained, &r.batch_size);
     }
     if let Some(pr) = &p.spec.profile {
-        let input = p.spec.data.input();
+        let input = p.input;
         let elems = (input.channels as u64).saturating_mul((input.size as u64).pow(2));
         for &b in pr.batch_sizes.iter() {
             out.push(Estimate {

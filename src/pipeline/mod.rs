@@ -136,9 +136,14 @@ pub fn plan(
         let texts: Vec<&[u8]> = p.space_texts.iter().map(|t| t.as_bytes()).collect();
         hash_parts(&texts)
     };
+    // An image source's files (list, sizes, times): beside `data` wherever it is, and
+    // absent for the built-in sets, whose files the data section names.
+    let files = p.data_key.clone();
     let sections = |v: &[(&str, &String)]| -> BTreeMap<String, String> {
+        let with_files = v.iter().any(|(k, _)| *k == "data") && !files.is_empty();
         v.iter()
             .map(|(k, x)| (k.to_string(), (*x).clone()))
+            .chain(with_files.then(|| ("data files".to_string(), files.clone())))
             .collect()
     };
 
@@ -365,6 +370,7 @@ fn key_change(entry: &Entry, now: &KeyParts) -> String {
         .filter(|k| was.sections.get(*k) != now.sections.get(*k))
         .map(|k| match k.as_str() {
             "data" => "the data (or normalize) section",
+            "data files" => "the data's files",
             "seed" => "the seed",
             "split" => "the split section",
             "space" => "the space files",
@@ -553,6 +559,10 @@ pub fn run(
     }
     // Everything above is checked before the folder is touched.
     let _busy = crate::run::busy::acquire(run_dir, &format!("nas-pipe run {}", p.spec.name.value))?;
+    let p = &Resolved {
+        data_folder: Some(RunDir::new(run_dir).data()),
+        ..p.clone()
+    };
     remove_temp_files(run_dir)?;
     let mut lock = open_lock(run_dir, &p.spec.name.value, opts.force)?;
     crate::fsutil::write_atomic(

@@ -29,9 +29,11 @@ pub fn resolve(sources: &mut Sources, file: u32, path: &Path, spec: Pipeline) ->
         Data::FashionMnist { dir: d, .. }
         | Data::Mnist { dir: d, .. }
         | Data::Cifar10 { dir: d, .. } => Some(dir.join(d)),
+        Data::ImageFolder { .. } | Data::Csv { .. } | Data::Npy { .. } => Some(dir.to_path_buf()),
         Data::Synthetic { .. } => None,
     };
-    let input = spec.data.input();
+    let described = crate::data::describe(&spec.data, data_dir.as_deref())?;
+    let input = described.input;
     let first_space_file = sources.files.len();
     let raw = space::read(sources, &space_path, Some(spec.space.span))?;
     let space_texts = sources.files[first_space_file..]
@@ -56,7 +58,9 @@ pub fn resolve(sources: &mut Sources, file: u32, path: &Path, spec: Pipeline) ->
         channels: c.as_ref().map(|c| (c.value, c.span)),
         layers: l.as_ref().map(|l| (l.value, l.span)),
     };
-    let search_space = space::compile(sources, &raw, &ov(&search_ch, &search_layers))?;
+    let size_note = |e| data_size_note(sources, &spec, e);
+    let search_space =
+        space::compile(sources, &raw, &ov(&search_ch, &search_layers)).map_err(size_note)?;
     if let Some(Search::Darts { variant, .. }) = spec.search.as_deref()
         && let Variant::PcDarts { k, .. } = &variant.value
     {
@@ -76,7 +80,8 @@ pub fn resolve(sources: &mut Sources, file: u32, path: &Path, spec: Pipeline) ->
         .retrain
         .as_ref()
         .map_or((None, None), |r| (r.channels.clone(), r.layers.clone()));
-    let retrain_space = space::compile(sources, &raw, &ov(&rc, &rl))?;
+    let retrain_space = space::compile(sources, &raw, &ov(&rc, &rl))
+        .map_err(|e| data_size_note(sources, &spec, e))?;
     if let Some(r) = &spec.retrain
         && r.auxiliary_weight.value > 0.0
     {
@@ -127,12 +132,42 @@ pub fn resolve(sources: &mut Sources, file: u32, path: &Path, spec: Pipeline) ->
         file,
         space_path,
         data_dir,
+        input,
+        classes: described.classes,
+        data_key: described.key,
+        data_folder: None,
         search_space,
         retrain_space,
         genotype,
         space_texts,
         space_raw: raw,
     })
+}
+
+/// When the space cannot take an image source's input, adds where the size was set and
+/// the ways out to the space's error.
+fn data_size_note(
+    sources: &Sources,
+    spec: &Pipeline,
+    e: crate::error::Error,
+) -> crate::error::Error {
+    let Some(image) = spec.data.image_options() else {
+        return e;
+    };
+    let crate::error::Error::Spec(mut d) = e else {
+        return e;
+    };
+    let at = sources.diag(image.size.span, "");
+    let note = format!(
+        "the input size {} is the data's `size` (set at {}:{}:{}); a larger size, or fewer \
+         cells (`layers`), fits more reductions",
+        image.size.value, at.file, at.line, at.col
+    );
+    d.help = Some(match d.help.take() {
+        Some(h) => format!("{h}\n  = help: {note}"),
+        None => note,
+    });
+    crate::error::Error::Spec(d)
 }
 
 /// Loads a tabular evaluator's table and checks it: the columns exist, and the space's

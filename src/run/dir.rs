@@ -69,6 +69,9 @@ artifacts! {
     supernet, SUPERNET = "search/supernet.safetensors";
     /// The exported and profiled points of the front.
     front, FRONT = "search/front";
+    /// The image sources' decoded-image cache (`data/cache/`) and skipped files
+    /// (`data/skipped.json`).
+    data, DATA = "data";
     /// The derived architecture.
     genotype, GENOTYPE = "genotype.ron";
     /// The retraining stage's folder ([`ModelDir`]).

@@ -17,6 +17,7 @@ pub fn search_hash(p: &Resolved) -> Result<String> {
         .map_err(|e| Error::Input(e.to_string()))?;
     h.update(search.as_bytes());
     h.update(data.as_bytes());
+    h.update(p.data_key.as_bytes());
     h.update(&p.spec.seed.to_le_bytes());
     for text in &p.space_texts {
         h.update(&(text.len() as u64).to_le_bytes());
@@ -39,6 +40,7 @@ pub fn retrain_hash(p: &Resolved, genotype: &Genotype) -> Result<String> {
     ))
     .map_err(|e| Error::Input(e.to_string()))?;
     h.update(spec.as_bytes());
+    h.update(p.data_key.as_bytes());
     h.update(&p.spec.seed.to_le_bytes());
     for text in &p.space_texts {
         h.update(&(text.len() as u64).to_le_bytes());

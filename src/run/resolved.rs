@@ -24,8 +24,21 @@ pub struct Resolved {
     /// A tabular evaluator's table, loaded and checked against the space.
     pub table: Option<std::sync::Arc<crate::data::Table>>,
     pub space_path: PathBuf,
-    /// The data directory, resolved against the pipeline's folder (none for synthetic data).
+    /// The data directory of a built-in set, resolved against the pipeline's folder; the
+    /// pipeline's folder for the image sources, whose paths are relative to it; none for
+    /// synthetic data.
     pub data_dir: Option<PathBuf>,
+    /// The input the data gives (channels, size, classes): from the spec, or for the image
+    /// sources from a listing of their files.
+    pub input: crate::spec::space::Input,
+    /// The class names, in label order.
+    pub classes: Vec<String>,
+    /// A key of the data's files (list, sizes, modification times) for the image sources;
+    /// empty for the built-in sets. Part of the stage keys.
+    pub data_key: String,
+    /// The run folder's `data/` folder (decoded-image cache, skipped files), once a run
+    /// has a folder.
+    pub data_folder: Option<PathBuf>,
     /// The space at the search network's size.
     pub search_space: Space,
     /// The space at the retrained network's size.
@@ -58,6 +71,19 @@ impl Resolved {
             Stage::Validate => self.spec.validate.is_some(),
             _ => false,
         }
+    }
+
+    /// The pipeline's data as its three parts ([`crate::data::split_source`]), read with
+    /// `seed`: an image source is decoded once and then loaded from the cache in the run
+    /// folder's `data/` (when the run has a folder), its skipped files listed there.
+    pub fn load_data(&self, seed: u64) -> Result<crate::data::Splits> {
+        let opts = crate::data::ReadOptions {
+            folder: self.data_folder.clone(),
+            progress: true,
+        };
+        let source =
+            crate::data::read_with(&self.spec.data, self.data_dir.as_deref(), seed, &opts)?;
+        crate::data::split_source(source, seed, &self.spec.split)
     }
 
     /// Whether any stage reads the data set's images.

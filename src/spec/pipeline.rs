@@ -97,32 +97,140 @@ pub enum Data {
         train: u32,
         test: u32,
     },
+    /// A folder with one sub-folder of images per class (class names: the folder names,
+    /// sorted), or with `train/` and optional `val/` and `test/` sub-folders laid out that
+    /// way, used as given. PNG, JPEG, BMP, WebP and GIF (first frame) files are read, in
+    /// sub-folders too; other files are ignored. Training images are taken from the classes
+    /// in turn (first image of each class, then the second, ...), so that every prefix, and
+    /// `limit`, is balanced.
+    ImageFolder {
+        dir: String,
+        image: Spanned<ImageOptions>,
+    },
+    /// A CSV manifest of `path,label` rows (a first row `path,label` is a header). Labels
+    /// are class indices when every label is a whole number, else class names (classes: the
+    /// names, sorted). Paths are relative to `root`.
+    Csv {
+        /// The training manifest.
+        file: String,
+        /// The folder the manifest's paths are relative to. Default: the manifest's folder.
+        #[serde(default)]
+        root: Option<String>,
+        /// A manifest of validation images. Default: none.
+        #[serde(default)]
+        val: Option<String>,
+        /// A manifest of test images. Default: none.
+        #[serde(default)]
+        test: Option<String>,
+        image: Spanned<ImageOptions>,
+    },
+    /// NumPy arrays (`.npy`, or `name.npz:array` for one array of an `.npz` archive):
+    /// images uint8 (0..=255) or float32 (0..=1, scaled by 255 and rounded), shaped
+    /// `[N, H, W]` or `[N, H, W, C]` / `[N, C, H, W]` per `layout`; labels `[N]` of an
+    /// integer type, each below the number of classes (the largest label + 1, or the
+    /// length of `classes`).
+    Npy {
+        images: String,
+        labels: String,
+        /// `Nhwc` (NumPy, Keras) or `Nchw` (PyTorch). Default `Nhwc`.
+        #[serde(default)]
+        layout: Layout,
+        /// A test pair. Default: none.
+        #[serde(default)]
+        test_images: Option<String>,
+        #[serde(default)]
+        test_labels: Option<String>,
+        /// Class names in label order. Default: `"0"`, `"1"`, ...
+        #[serde(default)]
+        classes: Option<Spanned<Vec<String>>>,
+        image: Spanned<ImageOptions>,
+    },
+}
+
+/// What every image of an image source becomes, shared by `ImageFolder`, `Csv` and `Npy`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageOptions {
+    /// The side of the square images the network sees, in pixels.
+    pub size: Spanned<u32>,
+    /// 1 (grayscale: ITU-R BT.601 luma of colour images, rounded as Pillow's
+    /// `convert("L")`) or 3 (RGB: grey images repeated).
+    /// Default 3.
+    #[serde(default = "three_channels")]
+    pub channels: Spanned<u32>,
+    /// How an image of another size or shape becomes `size`×`size`. Default `Crop`.
+    #[serde(default)]
+    pub resize: Resize,
+    /// Use only the first this many training images. Default: all.
+    #[serde(default)]
+    pub limit: Option<Spanned<u32>>,
+    /// Skip an image that cannot be read (listed in the run folder's `data/skipped.json`)
+    /// instead of stopping. Default `false`.
+    #[serde(default)]
+    pub skip_unreadable: bool,
+}
+
+/// How an image is brought to the target size (Catmull-Rom filter in both).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Resize {
+    /// Scale the shorter side to `size`, then cut the centre square (torchvision's
+    /// `Resize` + `CenterCrop`): keeps the aspect ratio.
+    #[default]
+    Crop,
+    /// Scale both sides to `size`: keeps the whole image, distorts its aspect ratio.
+    Stretch,
+}
+
+/// The axis order of a 4-D image array.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Layout {
+    /// `[N, H, W, C]`.
+    #[default]
+    Nhwc,
+    /// `[N, C, H, W]`.
+    Nchw,
+}
+
+fn three_channels() -> Spanned<u32> {
+    Spanned::unspanned(3)
 }
 
 impl Data {
-    /// The input shape and class count the data set gives.
-    pub fn input(&self) -> Input {
-        match *self {
-            Data::FashionMnist { .. } | Data::Mnist { .. } => Input {
-                channels: 1,
-                size: 28,
-                classes: 10,
-            },
-            Data::Cifar10 { .. } => Input {
-                channels: 3,
-                size: 32,
-                classes: 10,
-            },
-            Data::Synthetic {
-                channels,
-                size,
-                classes,
-                ..
-            } => Input {
-                channels,
-                size,
-                classes,
-            },
+    /// Channels and image side of the images the data set gives.
+    pub fn shape(&self) -> (u32, u32) {
+        match self {
+            Data::FashionMnist { .. } | Data::Mnist { .. } => (1, 28),
+            Data::Cifar10 { .. } => (3, 32),
+            Data::Synthetic { channels, size, .. } => (*channels, *size),
+            Data::ImageFolder { image, .. } | Data::Csv { image, .. } | Data::Npy { image, .. } => {
+                (image.channels.value, image.size.value)
+            }
+        }
+    }
+
+    /// The input shape and class count, when the spec alone says them; `None` for sources
+    /// whose classes come from their files (`crate::pipeline::resolve` lists them).
+    pub fn input(&self) -> Option<Input> {
+        let (channels, size) = self.shape();
+        let classes = match self {
+            Data::FashionMnist { .. } | Data::Mnist { .. } | Data::Cifar10 { .. } => 10,
+            Data::Synthetic { classes, .. } => *classes,
+            Data::ImageFolder { .. } | Data::Csv { .. } | Data::Npy { .. } => return None,
+        };
+        Some(Input {
+            channels,
+            size,
+            classes,
+        })
+    }
+
+    /// The shared image options of an image source.
+    pub fn image_options(&self) -> Option<&Spanned<ImageOptions>> {
+        match self {
+            Data::ImageFolder { image, .. } | Data::Csv { image, .. } | Data::Npy { image, .. } => {
+                Some(image)
+            }
+            _ => None,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 
-use crate::data::{self, BatchConfig, Batcher, Normalize};
+use crate::data::{BatchConfig, Batcher, Normalize};
 use crate::error::{Error, Result};
 use crate::nets::model::{Mode, Model};
 use crate::run::Resolved;
@@ -38,13 +38,7 @@ pub fn compare(
     let model =
         Model::new(&trained.net, device, 0, false).map_err(candle("building the network"))?;
     crate::run::retrain::load_weights(&model, weights)?;
-    let test = data::splits(
-        &p.spec.data,
-        p.data_dir.as_deref(),
-        p.spec.seed,
-        &p.spec.split,
-    )?
-    .test;
+    let test = p.load_data(p.spec.seed)?.test;
     test.check_input(trained.card.input)?;
     let n = v.samples.value as usize;
     if n > test.len() {

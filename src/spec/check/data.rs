@@ -11,7 +11,7 @@ pub const MAX_CLASSES: u32 = 100_000;
 const MAX_SYNTHETIC_BYTES: u64 = 8 << 30;
 use crate::error::Result;
 use crate::spec::Spanned;
-use crate::spec::pipeline::{Data, Normalization, Pipeline};
+use crate::spec::pipeline::{Data, ImageOptions, Normalization, Pipeline};
 
 impl Checker<'_> {
     /// A data set's image limit, and a synthetic set's sizes.
@@ -21,6 +21,23 @@ impl Checker<'_> {
         | Data::Cifar10 { limit: Some(l), .. } = &p.data.value
         {
             self.positive(l, "data limit")?;
+        }
+        if let Some(image) = p.data.image_options() {
+            self.image_options(image)?;
+        }
+        if let Data::Npy {
+            test_images,
+            test_labels,
+            classes,
+            ..
+        } = &p.data.value
+        {
+            self.npy(
+                p,
+                test_images.is_some(),
+                test_labels.is_some(),
+                classes.as_ref(),
+            )?;
         }
         if let Data::Synthetic {
             channels,
@@ -95,7 +112,10 @@ impl Checker<'_> {
                 )
                 .into());
         }
-        let classes = p.data.input().classes;
+        // An image source's classes are known once its files are listed.
+        let Some(classes) = p.data.input().map(|i| i.classes) else {
+            return Ok(());
+        };
         // Training and validation; every current source has a test part of its own.
         let need = u64::from(classes) * 2;
         let (images, span, what) = match &p.data.value {
@@ -137,12 +157,78 @@ impl Checker<'_> {
             .into()
     }
 
+    /// The options every image source shares: a size within bounds, 1 or 3 channels, a
+    /// positive limit.
+    fn image_options(&self, o: &Spanned<ImageOptions>) -> Result<()> {
+        let size = &o.size;
+        if size.value == 0 || size.value > MAX_IMAGE_SIZE {
+            return Err(self.err(
+                size.span,
+                format!(
+                    "image size must be in 1..={MAX_IMAGE_SIZE}, got {}",
+                    size.value
+                ),
+            ));
+        }
+        let ch = &o.channels;
+        if ch.value != 1 && ch.value != 3 {
+            // A default has no place in the file: point at the options.
+            let span = if ch.span == Default::default() {
+                o.span
+            } else {
+                ch.span
+            };
+            return Err(self.err(
+                span,
+                format!(
+                    "channels must be 1 (grayscale) or 3 (RGB), got {}",
+                    ch.value
+                ),
+            ));
+        }
+        if let Some(l) = &o.limit {
+            self.positive(l, "image limit")?;
+        }
+        Ok(())
+    }
+
+    /// An `Npy` source: test images and labels both or neither; class names distinct.
+    fn npy(
+        &self,
+        p: &Pipeline,
+        images: bool,
+        labels: bool,
+        classes: Option<&Spanned<Vec<String>>>,
+    ) -> Result<()> {
+        if images != labels {
+            return Err(self.err(
+                p.data.span,
+                "Npy data: give both `test_images` and `test_labels`, or neither",
+            ));
+        }
+        if let Some(c) = classes {
+            let mut sorted = c.value.clone();
+            sorted.sort();
+            sorted.dedup();
+            if c.value.len() < 2 || sorted.len() != c.value.len() {
+                return Err(self.err(
+                    c.span,
+                    "Npy data: `classes` must name at least 2 classes, each once",
+                ));
+            }
+            if c.value.len() > MAX_CLASSES as usize {
+                return Err(self.err(c.span, format!("at most {MAX_CLASSES} classes")));
+            }
+        }
+        Ok(())
+    }
+
     /// Given means and standard deviations: one per channel, finite, deviations > 0.
     pub(super) fn normalize(&self, p: &Pipeline) -> Result<()> {
         let Normalization::Given { mean, std } = &p.normalize.value else {
             return Ok(());
         };
-        let c = p.data.input().channels as usize;
+        let c = p.data.shape().0 as usize;
         if mean.len() != c || std.len() != c {
             return Err(self.err(
                 p.normalize.span,

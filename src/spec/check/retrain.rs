@@ -89,7 +89,7 @@ impl Checker<'_> {
     /// Every training's cutout, smaller than the image: the search's (DARTS, or a
     /// training evaluator's), then the retrain's.
     pub(super) fn augment(&self, p: &Pipeline) -> Result<()> {
-        let size = p.data.input().size;
+        let size = p.data.shape().1;
         for (aug, span) in p
             .search
             .iter()

@@ -239,7 +239,22 @@ fn data(d: &Data) -> String {
         } => format!(
             "synthetic {channels}×{size}×{size}, {classes} classes, {train} training and {test} test images"
         ),
+        Data::ImageFolder { dir, image } => format!("image folder {dir}{}", images(image)),
+        Data::Csv { file, image, .. } => format!("CSV manifest {file}{}", images(image)),
+        Data::Npy {
+            images: i, image, ..
+        } => format!("NumPy arrays {i}{}", images(image)),
     }
+}
+
+/// `, 3×64×64 (Crop), first 1,000 training images`.
+fn images(o: &crate::spec::pipeline::ImageOptions) -> String {
+    let (c, s) = (o.channels.value, o.size.value);
+    let limit = match &o.limit {
+        Some(n) => format!(", first {} training images", thousands(n.value as u64)),
+        None => String::new(),
+    };
+    format!(" as {c}×{s}×{s} ({:?}){limit}", o.resize)
 }
 
 // ---- Facts ----
@@ -268,6 +283,12 @@ pub fn run_facts(a: &Artifacts, s: &Summary) -> Vec<(&'static str, String)> {
     if let Some(p) = &a.pipeline {
         f.push(("seed", p.spec.seed.to_string()));
         f.push(("data", data(&p.spec.data.value)));
+        if let Some(n) = a.skipped.filter(|&n| n > 0) {
+            f.push((
+                "images skipped",
+                format!("{n} unreadable (data/skipped.json)"),
+            ));
+        }
         f.push(("space", p.spec.space.value.clone()));
         if let Some(g) = &p.spec.genotype {
             f.push(("fixed genotype", g.value.clone()));

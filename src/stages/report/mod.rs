@@ -297,6 +297,8 @@ struct Artifacts {
     evaluation: Option<Evaluation>,
     validation: Option<Validation>,
     profile: Option<crate::run::profile::Report>,
+    /// How many images `skip_unreadable` left out (`data/skipped.json`).
+    skipped: Option<usize>,
     /// Files of [`INPUTS`] that are absent.
     missing: Vec<String>,
 }
@@ -409,7 +411,7 @@ impl Artifacts {
                 &at(crate::run::dir::SEARCH_SPACE),
                 &at("genotype.ron"),
                 g,
-                pipeline.as_ref().map(|p| p.spec.data.input()),
+                pipeline.as_ref().and_then(|p| p.spec.data.input()),
             )?),
             _ => None,
         };
@@ -462,6 +464,15 @@ impl Artifacts {
             .filter(|f| !at(f).exists() && !other_kind.contains(f))
             .map(|f| f.to_string())
             .collect();
+        let skipped = read_json::<Vec<serde_json::Value>>(
+            &at(&format!(
+                "{}/{}",
+                crate::run::dir::DATA,
+                crate::data::listing::SKIPPED
+            )),
+            "list of skipped images (data/skipped.json)",
+        )?
+        .map(|v| v.len());
         let folder_name = run_dir
             .canonicalize()
             .ok()
@@ -481,6 +492,7 @@ impl Artifacts {
             evaluation,
             validation,
             profile,
+            skipped,
             missing,
         })
     }

@@ -182,7 +182,7 @@ pub fn run(
     let space = &p.retrain_space;
     let net = space.build(&genotype.1);
 
-    let parts = data::splits(&p.spec.data, p.data_dir.as_deref(), seed, &p.spec.split)?;
+    let parts = p.load_data(seed)?;
     let (train, val, test) = (parts.train, parts.val, parts.test);
     for d in [&train, &val, &test] {
         d.check_input(space.input)?;
@@ -504,13 +504,7 @@ pub fn eval(
     let path = weights_path(dir, weights);
     let model = Model::new(&trained.net, device, 0, false).map_err(ctx("building the network"))?;
     load_weights(&model, &path)?;
-    let test = data::splits(
-        &p.spec.data,
-        p.data_dir.as_deref(),
-        p.spec.seed,
-        &p.spec.split,
-    )?
-    .test;
+    let test = p.load_data(p.spec.seed)?.test;
     test.check_input(trained.card.input)?;
     let norm = Normalize::new(trained.card.mean.clone(), trained.card.std.clone())?;
     let all = test.all();

@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 
-use crate::data::{self, BatchConfig, Batcher, Normalize};
+use crate::data::{BatchConfig, Batcher, Normalize};
 use crate::error::{Error, Result};
 use crate::nets::optim::{self, Adam, Sgd};
 use crate::nets::supernet::{Build, Supernet};
@@ -178,7 +178,7 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
     let seed = p.spec.seed;
 
     // The search never sees the validation or test part.
-    let train = data::splits(&p.spec.data, p.data_dir.as_deref(), seed, &p.spec.split)?.train;
+    let train = p.load_data(seed)?.train;
     let train = match images {
         Some(n) => train.first(n.value as usize),
         None => train,

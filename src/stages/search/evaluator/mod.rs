@@ -211,7 +211,7 @@ impl Split {
         let seed = p.spec.seed;
         // The held-out part comes from the training part only: the validation part is
         // retraining's, the test part is evaluated only on demand.
-        let parts = data::splits(&p.spec.data, p.data_dir.as_deref(), seed, &p.spec.split)?;
+        let parts = p.load_data(seed)?;
         let (train, test) = (parts.train, parts.test);
         let train = match images {
             Some(n) => train.first(n.value as usize),
@@ -278,7 +278,7 @@ impl Train {
             train: split.train,
             val: split.held_out,
             test,
-            classes: data::class_names(&p.spec.data.value),
+            classes: p.classes.clone(),
             norm: split.norm,
             dir,
         })
