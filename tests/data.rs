@@ -122,10 +122,18 @@ fn image_folder_csv_and_npy_load_exactly_the_idx_tensors() {
         image: opts(28, 1),
     };
     let s = data::read(&folder, Some(&dir), 0).unwrap();
-    assert_eq!(s.classes, (0..10).map(|c| c.to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        s.classes,
+        (0..10).map(|c| c.to_string()).collect::<Vec<_>>()
+    );
     assert!(s.val.is_none());
     assert_same(&s.train, &train, &interleaved(&train), "folder train");
-    assert_same(s.test.as_ref().unwrap(), &test, &by_class(&test), "folder test");
+    assert_same(
+        s.test.as_ref().unwrap(),
+        &test,
+        &by_class(&test),
+        "folder test",
+    );
 
     let csv = Data::Csv {
         file: "train.csv".into(),
@@ -211,7 +219,10 @@ fn colour_jpegs_of_mixed_sizes_are_resized_and_converted() {
             let centre = 8 * 16 + 8;
             for (p, &w) in want.iter().enumerate() {
                 let got = img[p * 256 + centre] as i32;
-                assert!((got - w as i32).abs() <= 12, "{resize:?} image {i} plane {p}: {got} vs {w}");
+                assert!(
+                    (got - w as i32).abs() <= 12,
+                    "{resize:?} image {i} plane {p}: {got} vs {w}"
+                );
             }
         }
     }
@@ -321,9 +332,16 @@ fn bad_data_exits_2_naming_the_file() {
     let bytes = std::fs::read(&victim).unwrap();
     std::fs::write(&victim, &bytes[..bytes.len() / 2]).unwrap();
     let e = run(&file);
-    assert!(e.contains("class1/2.png") && e.contains("skip_unreadable"), "{e}");
+    assert!(
+        e.contains("class1/2.png") && e.contains("skip_unreadable"),
+        "{e}"
+    );
     // Skipped, listed in the run folder.
-    let skip = tiny_pipeline_as(&dir, "size: 8, channels: 3, skip_unreadable: true", "skip.ron");
+    let skip = tiny_pipeline_as(
+        &dir,
+        "size: 8, channels: 3, skip_unreadable: true",
+        "skip.ron",
+    );
     run_ok(bin().arg("run").arg(&skip).arg("--out").arg(&out));
     let listed = std::fs::read_to_string(out.join("tiny-images/data/skipped.json")).unwrap();
     assert!(listed.contains("class1/2.png"), "{listed}");
@@ -332,7 +350,10 @@ fn bad_data_exits_2_naming_the_file() {
     // An empty class folder.
     std::fs::create_dir_all(dir.join("imgs/train/class9")).unwrap();
     let e = fails(bin().arg("check").arg(&file));
-    assert!(e.contains("class9") && e.contains("empty class folder"), "{e}");
+    assert!(
+        e.contains("class9") && e.contains("empty class folder"),
+        "{e}"
+    );
     std::fs::remove_dir(dir.join("imgs/train/class9")).unwrap();
 
     // A bad size, pointed at in the pipeline.
@@ -343,18 +364,29 @@ fn bad_data_exits_2_naming_the_file() {
     // A CSV row naming a missing file; a label out of range in the test manifest.
     let csv = dir.join("m.csv");
     std::fs::write(&csv, "imgs/train/class0/0.png,0\nimgs/nope.png,1\n").unwrap();
-    let text = std::fs::read_to_string(&file)
-        .unwrap()
-        .replace(r#"ImageFolder(dir: "imgs","#, r#"Csv(file: "m.csv", test: "t.csv","#);
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        r#"ImageFolder(dir: "imgs","#,
+        r#"Csv(file: "m.csv", test: "t.csv","#,
+    );
     let csv_pipe = dir.join("csv.ron");
     std::fs::write(&csv_pipe, text).unwrap();
     std::fs::write(dir.join("t.csv"), "imgs/test/class0/0.png,1\n").unwrap();
     let e = fails(bin().arg("check").arg(&csv_pipe));
-    assert!(e.contains("nope.png") && e.contains("manifest row 2"), "{e}");
-    std::fs::write(&csv, "imgs/train/class0/0.png,0\nimgs/train/class1/0.png,1\n").unwrap();
+    assert!(
+        e.contains("nope.png") && e.contains("manifest row 2"),
+        "{e}"
+    );
+    std::fs::write(
+        &csv,
+        "imgs/train/class0/0.png,0\nimgs/train/class1/0.png,1\n",
+    )
+    .unwrap();
     std::fs::write(dir.join("t.csv"), "imgs/test/class0/0.png,7\n").unwrap();
     let e = fails(bin().arg("check").arg(&csv_pipe));
-    assert!(e.contains("t.csv") && e.contains("row 1") && e.contains("\"7\""), "{e}");
+    assert!(
+        e.contains("t.csv") && e.contains("row 1") && e.contains("\"7\""),
+        "{e}"
+    );
 
     // An .npy of the wrong dtype, and of the wrong shape.
     let text = std::fs::read_to_string(&file).unwrap().replace(
@@ -363,17 +395,43 @@ fn bad_data_exits_2_naming_the_file() {
     );
     let npy_pipe = dir.join("npy.ron");
     std::fs::write(&npy_pipe, text).unwrap();
-    write_npy(std::fs::File::create(dir.join("y.npy")).unwrap(), &[2], &[0u8, 1]);
-    write_npy(std::fs::File::create(dir.join("x.npy")).unwrap(), &[2, 8, 8], &[0.5f64; 128]);
+    write_npy(
+        std::fs::File::create(dir.join("y.npy")).unwrap(),
+        &[2],
+        &[0u8, 1],
+    );
+    write_npy(
+        std::fs::File::create(dir.join("x.npy")).unwrap(),
+        &[2, 8, 8],
+        &[0.5f64; 128],
+    );
     let e = run(&npy_pipe);
-    assert!(e.contains("x.npy") && e.contains("expected uint8 or float32"), "{e}");
-    write_npy(std::fs::File::create(dir.join("x.npy")).unwrap(), &[2, 8, 8, 2], &[0u8; 256]);
+    assert!(
+        e.contains("x.npy") && e.contains("expected uint8 or float32"),
+        "{e}"
+    );
+    write_npy(
+        std::fs::File::create(dir.join("x.npy")).unwrap(),
+        &[2, 8, 8, 2],
+        &[0u8; 256],
+    );
     let e = run(&npy_pipe);
     assert!(e.contains("x.npy") && e.contains("2 channels"), "{e}");
     // A label out of range.
-    write_npy(std::fs::File::create(dir.join("x.npy")).unwrap(), &[2, 8, 8], &[0u8; 128]);
-    write_npy(std::fs::File::create(dir.join("y.npy")).unwrap(), &[2], &[0u8, 2]);
+    write_npy(
+        std::fs::File::create(dir.join("x.npy")).unwrap(),
+        &[2, 8, 8],
+        &[0u8; 128],
+    );
+    write_npy(
+        std::fs::File::create(dir.join("y.npy")).unwrap(),
+        &[2],
+        &[0u8, 2],
+    );
     let e = run(&npy_pipe);
-    assert!(e.contains("y.npy") && e.contains("label 2 at index 1 is out of range"), "{e}");
+    assert!(
+        e.contains("y.npy") && e.contains("label 2 at index 1 is out of range"),
+        "{e}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

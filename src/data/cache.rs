@@ -37,7 +37,9 @@ struct Meta {
 
 /// The two files of one part's entry.
 fn files(folder: &Path, what: &str, key: &str) -> (PathBuf, PathBuf) {
-    let base = folder.join(DIR).join(format!("{}-{}", slug(what), &key[..key.len().min(24)]));
+    let base = folder
+        .join(DIR)
+        .join(format!("{}-{}", slug(what), &key[..key.len().min(24)]));
     (base.with_extension("bin"), base.with_extension("json"))
 }
 
@@ -64,7 +66,14 @@ pub fn load(
         return Ok(None);
     };
     let expect = (VERSION, key, input.channels, input.size, input.classes);
-    if (meta.version, meta.key.as_str(), meta.channels, meta.size, meta.classes) != expect {
+    if (
+        meta.version,
+        meta.key.as_str(),
+        meta.channels,
+        meta.size,
+        meta.classes,
+    ) != expect
+    {
         return Ok(None);
     }
     let Ok(file) = std::fs::File::open(&bin) else {
@@ -173,7 +182,10 @@ mod tests {
         assert_eq!(hit.image(1), &[4, 5, 6, 7]);
         assert_eq!(s, skipped);
         assert!(load(&d.0, "t train", "abc2", input).unwrap().is_none());
-        let other = Input { classes: 4, ..input };
+        let other = Input {
+            classes: 4,
+            ..input
+        };
         assert!(load(&d.0, "t train", "abc1", other).unwrap().is_none());
         // A new key replaces the old entry; a truncated .bin is a miss.
         store(&d.0, "t train", "abc2", &data, &[]).unwrap();

@@ -194,7 +194,9 @@ fn reason(e: &Error) -> String {
 fn with_row(e: Error, row: Option<usize>) -> Error {
     match e {
         Error::Data { path, message } => {
-            let at = row.map(|r| format!(" (manifest row {r})")).unwrap_or_default();
+            let at = row
+                .map(|r| format!(" (manifest row {r})"))
+                .unwrap_or_default();
             Error::Data {
                 path,
                 message: format!(
@@ -261,11 +263,17 @@ mod tests {
     fn crop_takes_the_centre_and_stretch_the_whole() {
         // 3 wide, 1 high: left black, centre 200, right white.
         let img = image::GrayImage::from_raw(3, 1, vec![0, 200, 255]).unwrap();
-        let crop = prepare(DynamicImage::ImageLuma8(img.clone()), &opts(1, 1, Resize::Crop));
+        let crop = prepare(
+            DynamicImage::ImageLuma8(img.clone()),
+            &opts(1, 1, Resize::Crop),
+        );
         assert_eq!(crop, vec![200]);
         let stretch = prepare(DynamicImage::ImageLuma8(img), &opts(1, 1, Resize::Stretch));
         assert_eq!(stretch.len(), 1);
-        assert!(stretch[0] != 200, "stretch averages the whole row: {stretch:?}");
+        assert!(
+            stretch[0] != 200,
+            "stretch averages the whole row: {stretch:?}"
+        );
         // A flat image stays flat under any resize.
         let flat = image::RgbImage::from_pixel(37, 23, image::Rgb([10, 20, 30]));
         for r in [Resize::Crop, Resize::Stretch] {
@@ -306,6 +314,10 @@ mod tests {
         assert_eq!(d.images, vec![9; 9]);
         assert_eq!(d.skipped.len(), 2);
         assert_eq!(d.skipped[1].path, text);
-        assert!(d.skipped[1].reason.contains("cannot decode"), "{:?}", d.skipped);
+        assert!(
+            d.skipped[1].reason.contains("cannot decode"),
+            "{:?}",
+            d.skipped
+        );
     }
 }

@@ -131,8 +131,8 @@ fn class_images(dir: &Path, label: u32) -> Result<Vec<Item>> {
 
 /// The entries of a directory, as paths; errors name it.
 fn read_dir(dir: &Path) -> Result<Vec<PathBuf>> {
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| data_err(dir, format!("cannot list the folder: {e}")))?;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| data_err(dir, format!("cannot list the folder: {e}")))?;
     entries
         .map(|e| {
             e.map(|e| e.path())
@@ -182,7 +182,13 @@ mod tests {
     #[test]
     fn classes_are_sorted_folders_and_training_is_interleaved() {
         let d = TempDir::new("folder-list");
-        for f in ["b/1.png", "b/2.JPG", "b/.hidden.png", "b/notes.txt", "a/x/3.webp"] {
+        for f in [
+            "b/1.png",
+            "b/2.JPG",
+            "b/.hidden.png",
+            "b/notes.txt",
+            "a/x/3.webp",
+        ] {
             touch(&d.0.join(f));
         }
         let l = list(&d.0).unwrap();
@@ -208,7 +214,10 @@ mod tests {
         assert_eq!(l.test.as_ref().unwrap()[0].label, 1);
         touch(&d.0.join("test/cow/1.png"));
         let e = list(&d.0).unwrap_err().to_string();
-        assert!(e.contains("cow") && e.contains("not one of the training classes"), "{e}");
+        assert!(
+            e.contains("cow") && e.contains("not one of the training classes"),
+            "{e}"
+        );
     }
 
     #[test]

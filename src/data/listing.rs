@@ -143,7 +143,11 @@ pub fn read(
     };
     let train = part("train", &listing.train)?;
     let val = listing.val.as_deref().map(|v| part("val", v)).transpose()?;
-    let test = listing.test.as_deref().map(|t| part("test", t)).transpose()?;
+    let test = listing
+        .test
+        .as_deref()
+        .map(|t| part("test", t))
+        .transpose()?;
     if let Some(folder) = &read.folder {
         write_skipped(folder, &skipped)?;
     }

@@ -23,19 +23,18 @@ struct Row {
 }
 
 /// Lists a training manifest and optional validation and test manifests.
-pub fn list(
-    file: &Path,
-    root: &Path,
-    val: Option<&Path>,
-    test: Option<&Path>,
-) -> Result<Listing> {
+pub fn list(file: &Path, root: &Path, val: Option<&Path>, test: Option<&Path>) -> Result<Listing> {
     let rows = read_rows(file, root)?;
     if rows.is_empty() {
-        return Err(data_err(file, "the manifest has no rows (expected path,label rows)"));
+        return Err(data_err(
+            file,
+            "the manifest has no rows (expected path,label rows)",
+        ));
     }
     let classes = classes_of(&rows);
     let part = |p: Option<&Path>| -> Result<Option<Vec<Item>>> {
-        p.map(|p| items(p, read_rows(p, root)?, &classes)).transpose()
+        p.map(|p| items(p, read_rows(p, root)?, &classes))
+            .transpose()
     };
     Ok(Listing {
         val: part(val)?,
@@ -91,7 +90,11 @@ fn preview(classes: &[String]) -> String {
     if classes.len() <= 8 {
         return classes.join(", ");
     }
-    format!("{}, ... ({} in all)", classes[..8].join(", "), classes.len())
+    format!(
+        "{}, ... ({} in all)",
+        classes[..8].join(", "),
+        classes.len()
+    )
 }
 
 /// Reads a manifest's rows, the header left out.
@@ -158,7 +161,10 @@ mod tests {
         let t = d.0.join("t.csv");
         std::fs::write(&t, "c.png,1\nd.png,3\n").unwrap();
         let e = list(&f, &d.0, None, Some(&t)).unwrap_err().to_string();
-        assert!(e.contains("t.csv") && e.contains("row 2") && e.contains("\"3\""), "{e}");
+        assert!(
+            e.contains("t.csv") && e.contains("row 2") && e.contains("\"3\""),
+            "{e}"
+        );
         std::fs::write(&t, "c.png,1\n").unwrap();
         let l = list(&f, &d.0, None, Some(&t)).unwrap();
         assert_eq!(l.classes, vec!["0", "1", "2"]);
@@ -171,11 +177,16 @@ mod tests {
         let f = d.0.join("m.csv");
         std::fs::write(&f, "a.png,1\nb.png\n").unwrap();
         let e = list(&f, &d.0, None, None).unwrap_err().to_string();
-        assert!(e.contains("m.csv") && e.contains("row 2 has 1 fields"), "{e}");
+        assert!(
+            e.contains("m.csv") && e.contains("row 2 has 1 fields"),
+            "{e}"
+        );
         std::fs::write(&f, "path,label\n").unwrap();
         let e = list(&f, &d.0, None, None).unwrap_err().to_string();
         assert!(e.contains("no rows"), "{e}");
-        let e = list(&d.0.join("none.csv"), &d.0, None, None).unwrap_err().to_string();
+        let e = list(&d.0.join("none.csv"), &d.0, None, None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("none.csv") && e.contains("cannot open"), "{e}");
     }
 }

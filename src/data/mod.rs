@@ -325,8 +325,8 @@ pub fn read_with(data: &Data, dir: Option<&Path>, seed: u64, opts: &ReadOptions)
             (a, b, None)
         }
         Data::ImageFolder { image, .. } | Data::Csv { image, .. } => {
-            let listing = list_images(data, need_dir("image")?)?
-                .limit(image.limit.as_ref().map(|l| l.value));
+            let listing =
+                list_images(data, need_dir("image")?)?.limit(image.limit.as_ref().map(|l| l.value));
             return listing::read(&listing, image, source_name(data), opts);
         }
         Data::Npy { image, .. } => return read_npy(data, need_dir("npy")?, image),

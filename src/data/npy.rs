@@ -87,7 +87,10 @@ fn read_npz_member(f: std::fs::File, path: &Path, name: Option<&str>) -> Result<
     let member = zip.by_name(&format!("{name}.npy")).map_err(|_| {
         data_err(
             &shown,
-            format!("no array {name:?} in the archive; it holds {}", names.join(", ")),
+            format!(
+                "no array {name:?} in the archive; it holds {}",
+                names.join(", ")
+            ),
         )
     })?;
     let len = member.size();
@@ -99,7 +102,10 @@ fn read_npy(mut r: impl Read, shown: PathBuf, len: u64) -> Result<Array> {
     let header = npyz::NpyHeader::from_reader(&mut r)
         .map_err(|e| data_err(&shown, format!("not a readable .npy array: {e}")))?;
     let DType::Plain(ty) = header.dtype() else {
-        return Err(data_err(&shown, "a structured array; expected plain numbers"));
+        return Err(data_err(
+            &shown,
+            "a structured array; expected plain numbers",
+        ));
     };
     if header.order() == Order::Fortran {
         return Err(data_err(
@@ -176,9 +182,11 @@ pub fn classes(p: &Paths) -> Result<Vec<String>> {
     }
     let a = read_array(p.base, p.labels)?;
     let labels = labels_of(&a, None)?;
-    let max = labels.iter().copied().max().ok_or_else(|| {
-        data_err(&a.shown, "no labels: the array is empty")
-    })?;
+    let max = labels
+        .iter()
+        .copied()
+        .max()
+        .ok_or_else(|| data_err(&a.shown, "no labels: the array is empty"))?;
     Ok((0..=max).map(|c| c.to_string()).collect())
 }
 
@@ -260,7 +268,10 @@ fn labels_of(a: &Array, classes: Option<u32>) -> Result<Vec<u32>> {
         }
     };
     if ![1, 2, 4, 8].contains(&size) {
-        return Err(data_err(&a.shown, format!("{size}-byte integers are not read")));
+        return Err(data_err(
+            &a.shown,
+            format!("{size}-byte integers are not read"),
+        ));
     }
     a.bytes
         .chunks_exact(size)
@@ -273,7 +284,9 @@ fn labels_of(a: &Array, classes: Option<u32>) -> Result<Vec<u32>> {
                     &a.shown,
                     format!(
                         "label {v} at index {i} is out of range{}",
-                        classes.map(|c| format!(": there are {c} classes (0..{c})")).unwrap_or_default()
+                        classes
+                            .map(|c| format!(": there are {c} classes (0..{c})"))
+                            .unwrap_or_default()
                     ),
                 )),
             }
@@ -323,7 +336,10 @@ fn image_shape(a: &Array, layout: Layout) -> Result<(usize, usize, usize, usize)
         ));
     }
     if n == 0 || h == 0 || w == 0 {
-        return Err(data_err(&a.shown, format!("no images: shaped {:?}", a.shape)));
+        return Err(data_err(
+            &a.shown,
+            format!("no images: shaped {:?}", a.shape),
+        ));
     }
     Ok((n, c, h, w))
 }
@@ -369,7 +385,9 @@ fn image_at(px: &[u8], c: usize, h: usize, w: usize, layout: Layout) -> DynamicI
         Layout::Nhwc => px.to_vec(),
         Layout::Nchw => {
             let n = h * w;
-            (0..n).flat_map(|i| [px[i], px[n + i], px[2 * n + i]]).collect()
+            (0..n)
+                .flat_map(|i| [px[i], px[n + i], px[2 * n + i]])
+                .collect()
         }
     };
     DynamicImage::ImageRgb8(image::RgbImage::from_raw(wu, hu, hwc).expect("h*w*3 bytes"))

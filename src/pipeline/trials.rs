@@ -148,6 +148,7 @@ impl crate::stages::search::trials::Exporter for FrontExporter {
             mean: trained.mean,
             std: trained.std,
             classes: trained.classes,
+            resize: None,
         };
         let bytes = crate::nets::export::export(&trained.model, &meta, &self.options)?;
         let path = dir.join(crate::run::dir::MODEL_ONNX);

@@ -192,9 +192,9 @@ impl Data {
             Data::FashionMnist { .. } | Data::Mnist { .. } => (1, 28),
             Data::Cifar10 { .. } => (3, 32),
             Data::Synthetic { channels, size, .. } => (*channels, *size),
-            Data::ImageFolder { image, .. }
-            | Data::Csv { image, .. }
-            | Data::Npy { image, .. } => (image.channels.value, image.size.value),
+            Data::ImageFolder { image, .. } | Data::Csv { image, .. } | Data::Npy { image, .. } => {
+                (image.channels.value, image.size.value)
+            }
         }
     }
 
@@ -217,9 +217,9 @@ impl Data {
     /// The shared image options of an image source.
     pub fn image_options(&self) -> Option<&Spanned<ImageOptions>> {
         match self {
-            Data::ImageFolder { image, .. }
-            | Data::Csv { image, .. }
-            | Data::Npy { image, .. } => Some(image),
+            Data::ImageFolder { image, .. } | Data::Csv { image, .. } | Data::Npy { image, .. } => {
+                Some(image)
+            }
             _ => None,
         }
     }

@@ -32,7 +32,12 @@ impl Checker<'_> {
             ..
         } = &p.data.value
         {
-            self.npy(p, test_images.is_some(), test_labels.is_some(), classes.as_ref())?;
+            self.npy(
+                p,
+                test_images.is_some(),
+                test_labels.is_some(),
+                classes.as_ref(),
+            )?;
         }
         if let Data::Synthetic {
             channels,
@@ -93,16 +98,26 @@ impl Checker<'_> {
         if size.value == 0 || size.value > MAX_IMAGE_SIZE {
             return Err(self.err(
                 size.span,
-                format!("image size must be in 1..={MAX_IMAGE_SIZE}, got {}", size.value),
+                format!(
+                    "image size must be in 1..={MAX_IMAGE_SIZE}, got {}",
+                    size.value
+                ),
             ));
         }
         let ch = &o.channels;
         if ch.value != 1 && ch.value != 3 {
             // A default has no place in the file: point at the options.
-            let span = if ch.span == Default::default() { o.span } else { ch.span };
+            let span = if ch.span == Default::default() {
+                o.span
+            } else {
+                ch.span
+            };
             return Err(self.err(
                 span,
-                format!("channels must be 1 (grayscale) or 3 (RGB), got {}", ch.value),
+                format!(
+                    "channels must be 1 (grayscale) or 3 (RGB), got {}",
+                    ch.value
+                ),
             ));
         }
         if let Some(l) = &o.limit {

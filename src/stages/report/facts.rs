@@ -241,7 +241,9 @@ fn data(d: &Data) -> String {
         ),
         Data::ImageFolder { dir, image } => format!("image folder {dir}{}", images(image)),
         Data::Csv { file, image, .. } => format!("CSV manifest {file}{}", images(image)),
-        Data::Npy { images: i, image, .. } => format!("NumPy arrays {i}{}", images(image)),
+        Data::Npy {
+            images: i, image, ..
+        } => format!("NumPy arrays {i}{}", images(image)),
     }
 }
 
