@@ -14,8 +14,14 @@
 # failed resource loads, CSP and parser reports), failed requests (Network.loadingFailed), a
 # navigation error, no load event within 60 s, and an inline <svg> drawn with no size.
 #
+# The layout is checked from the page itself (scripts/report-layout.js) at each width in
+# WIDTHS (default "1200 640" CSS px): the page does not scroll sideways, every mark of a
+# chart lies inside its SVG, nothing overflows a table cell or is clipped by a box, short
+# cells stay on one line, no word breaks inside itself, and every table column holds at
+# least one value. LAYOUT=0 skips these checks.
+#
 # With SCREENSHOT, also writes a PNG of the page at 1200 px wide, 3000 px tall (FULL=1: the
-# whole page). Needs Chromium (CHROMIUM, default /usr/bin/chromium) and python3.
+# whole page; HEIGHT=N: N px tall). Needs Chromium (CHROMIUM, default /usr/bin/chromium) and python3.
 set -euo pipefail
 
 if [ $# -lt 1 ] || [ $# -gt 2 ]; then
@@ -40,13 +46,15 @@ trap 'rm -rf "$profile"' EXIT
 
 export CHECK_REPORT_PAGE="$1" CHECK_REPORT_SHOT="${2:-}" CHECK_REPORT_FULL="${FULL:-}"
 export CHECK_REPORT_CHROMIUM="$chromium" CHECK_REPORT_PROFILE="$profile"
+export CHECK_REPORT_WIDTHS="${WIDTHS:-1200 640}" CHECK_REPORT_LAYOUT="${LAYOUT:-1}" CHECK_REPORT_HEIGHT="${HEIGHT:-}"
+export CHECK_REPORT_JS="$(dirname "$0")/report-layout.js"
 exec python3 - <<'PY'
 import base64, fcntl, json, os, pathlib, select, subprocess, sys, time
 
 page = pathlib.Path(os.environ["CHECK_REPORT_PAGE"]).resolve()
 shot = os.environ["CHECK_REPORT_SHOT"]
 full = os.environ["CHECK_REPORT_FULL"] not in ("", "0")
-WIDTH, HEIGHT = 1200, 3000
+WIDTH, HEIGHT = 1200, int(os.environ.get("CHECK_REPORT_HEIGHT") or 3000)
 
 # Chromium reads commands from fd 3 and writes replies and events to fd 4. The child's
 # ends are first moved above 100 so that placing them on 3 and 4 clobbers neither.
@@ -209,6 +217,22 @@ for e in events:
         url = urls.get(p.get("requestId"), f"request {p.get('requestId')}")
         problems.append(f"failed to load {url}: {p.get('errorText')}")
 
+if os.environ["CHECK_REPORT_LAYOUT"] not in ("", "0"):
+    script = pathlib.Path(os.environ["CHECK_REPORT_JS"]).read_text()
+    for width in [int(w) for w in os.environ["CHECK_REPORT_WIDTHS"].split()]:
+        call("Emulation.setDeviceMetricsOverride",
+             {"width": width, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False},
+             session=session)
+        drain(0.3)
+        found = call("Runtime.evaluate", {"expression": script, "returnByValue": True},
+                     session=session, timeout=60)
+        if "exceptionDetails" in found:
+            fail(f"the layout check threw: {found['exceptionDetails']}")
+        problems += [f"at {width} px: {p}" for p in json.loads(found["result"]["value"])]
+    call("Emulation.setDeviceMetricsOverride",
+         {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False},
+         session=session)
+
 if shot:
     clip = None
     if full:
@@ -236,5 +260,7 @@ if problems:
     print(f"check-report: {len(problems)} problem(s)")
     sys.exit(1)
 print("check-report: no console errors or warnings, every resource loaded"
+      + ("" if os.environ["CHECK_REPORT_LAYOUT"] in ("", "0")
+         else f", layout clean at {os.environ['CHECK_REPORT_WIDTHS'].replace(' ', ' and ')} px")
       + (f"; screenshot {shot}" if shot else ""))
 PY

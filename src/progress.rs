@@ -4,11 +4,17 @@
 //!
 //! One process-wide setting, [`configure`]d once by the binary: `quiet` silences bars,
 //! plain lines and notes (errors and results on stdout are unaffected); `every` is the
-//! interval of plain lines. nas-pipe writes no colour of its own; clap's help and errors
-//! honour `NO_COLOR`.
+//! interval of plain lines; `json` turns everything this module prints into one JSON
+//! object per line, for machines, and never draws a bar. nas-pipe writes no colour of its
+//! own; clap's help and errors honour `NO_COLOR`.
 //!
 //! A plain line reads
-//! `search 1/3: 3,200/12,800 images (25%), 31.2 images/s, ETA 5m 07s, loss 1.234`.
+//! `search 1/3: 3,200/12,800 images (25%), 31.2 images/s, ETA 5m 07s, loss 1.234`; its JSON
+//! form `{"event":"progress","task":"search 1/3","done":3200,"total":12800,"unit":"image",
+//! "rate":31.2,"eta_s":307.7,"elapsed_s":102.6,"message":"loss 1.234"}`. A note is
+//! `{"event":"note","text":…}`, a stage's news `{"event":"stage","stage":"search",
+//! "status":"done","seconds":…,"text":…}` ([`stage`]), an error `{"event":"error",…}`
+//! ([`error`]).
 
 use std::io::IsTerminal as _;
 use std::sync::Mutex;
@@ -19,13 +25,64 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_EVERY_SECS: u64 = 30;
 
 static QUIET: AtomicBool = AtomicBool::new(false);
+static JSON: AtomicBool = AtomicBool::new(false);
 static EVERY_MS: AtomicU64 = AtomicU64::new(DEFAULT_EVERY_SECS * 1000);
 
 /// Sets the process-wide reporting: `quiet` silences everything this module prints;
-/// `every` is the interval between plain progress lines (at least 1 ms).
-pub fn configure(quiet: bool, every: Duration) {
+/// `every` is the interval between plain progress lines (at least 1 ms); `json` prints
+/// JSON lines in place of text.
+pub fn configure(quiet: bool, every: Duration, json: bool) {
     QUIET.store(quiet, Ordering::Relaxed);
+    JSON.store(json, Ordering::Relaxed);
     EVERY_MS.store((every.as_millis() as u64).max(1), Ordering::Relaxed);
+}
+
+/// Whether [`configure`] asked for JSON lines.
+pub fn json() -> bool {
+    JSON.load(Ordering::Relaxed)
+}
+
+/// Prints one JSON object, `{"event": kind, ...fields}`, as a line on stderr.
+fn emit(kind: &str, fields: serde_json::Value) {
+    let mut object = serde_json::Map::new();
+    object.insert("event".into(), kind.into());
+    if let serde_json::Value::Object(f) = fields {
+        object.extend(f);
+    }
+    eprintln!("{}", serde_json::Value::Object(object));
+}
+
+/// A stage's news (`status`: running, cached, restored, kept, done): `text` as a note, or
+/// a `stage` event with `seconds` when given.
+pub fn stage(stage: &str, status: &str, seconds: Option<f64>, text: &str) {
+    if quiet() {
+        return;
+    }
+    if json() {
+        let mut f = serde_json::json!({"stage": stage, "status": status, "text": text});
+        if let Some(s) = seconds {
+            f["seconds"] = s.into();
+        }
+        emit("stage", f);
+    } else {
+        eprintln!("{text}");
+    }
+}
+
+/// Prints an error that ends the command (never silenced): `nas-pipe: {message}`, or an
+/// `error` event with the exit code.
+pub fn error(message: &str, exit_code: i32) {
+    if json() {
+        emit(
+            "error",
+            serde_json::json!({"message": message.trim_end(), "exit_code": exit_code}),
+        );
+    } else {
+        eprint!("nas-pipe: {message}");
+        if !message.ends_with('\n') {
+            eprintln!();
+        }
+    }
 }
 
 /// Whether [`configure`] silenced reporting.
@@ -33,9 +90,12 @@ pub fn quiet() -> bool {
     QUIET.load(Ordering::Relaxed)
 }
 
-/// Prints `line` to stderr unless quiet.
+/// Prints `line` to stderr unless quiet (a `note` event in JSON).
 pub fn note(line: &str) {
-    if !quiet() {
+    if quiet() {
+    } else if json() {
+        emit("note", serde_json::json!({ "text": line }));
+    } else {
         eprintln!("{line}");
     }
 }
@@ -73,7 +133,7 @@ pub fn count(show: bool, n: u64, prefix: &str, unit: &str) -> Bar {
             plain: None,
         };
     }
-    if !std::io::stderr().is_terminal() {
+    if json() || !std::io::stderr().is_terminal() {
         let now = Instant::now();
         let plain = Plain {
             prefix: prefix.to_string(),
@@ -138,9 +198,15 @@ impl Bar {
         self.bar.set_message(message);
     }
 
-    /// Removes a terminal bar; plain reporting just stops.
+    /// Removes a terminal bar; plain reporting stops (in JSON, after a last line).
     pub fn finish_and_clear(&self) {
         self.bar.finish_and_clear();
+        if json()
+            && let Some(p) = &self.plain
+            && let Ok(p) = p.lock()
+        {
+            p.print(p.start.elapsed());
+        }
     }
 
     /// Applies `f` to the plain state and prints a line when the interval has passed.
@@ -151,20 +217,50 @@ impl Bar {
         let now = Instant::now();
         if now.duration_since(p.last) >= p.every {
             p.last = now;
-            eprintln!("{}", p.line(now.duration_since(p.start)));
+            p.print(now.duration_since(p.start));
         }
     }
 }
 
 impl Plain {
-    /// `prefix: pos/len units (pct%), rate units/s, ETA t[, message]` after `elapsed`.
-    fn line(&self, elapsed: Duration) -> String {
+    /// Prints the line for `elapsed`, as text or as a `progress` event.
+    fn print(&self, elapsed: Duration) {
+        if json() {
+            emit("progress", self.fields(elapsed));
+        } else {
+            eprintln!("{}", self.line(elapsed));
+        }
+    }
+
+    /// Items per second after `elapsed`.
+    fn rate(&self, elapsed: Duration) -> f64 {
         let secs = elapsed.as_secs_f64();
-        let rate = if secs > 0.0 {
+        if secs > 0.0 {
             self.pos as f64 / secs
         } else {
             0.0
-        };
+        }
+    }
+
+    /// The `progress` event's fields; `eta_s` is null until a rate is known.
+    fn fields(&self, elapsed: Duration) -> serde_json::Value {
+        let rate = self.rate(elapsed);
+        let eta = (rate > 0.0).then(|| self.len.saturating_sub(self.pos) as f64 / rate);
+        serde_json::json!({
+            "task": self.prefix,
+            "done": self.pos,
+            "total": self.len,
+            "unit": self.unit,
+            "rate": rate,
+            "eta_s": eta,
+            "elapsed_s": elapsed.as_secs_f64(),
+            "message": self.message,
+        })
+    }
+
+    /// `prefix: pos/len units (pct%), rate units/s, ETA t[, message]` after `elapsed`.
+    fn line(&self, elapsed: Duration) -> String {
+        let rate = self.rate(elapsed);
         let pct = if self.len > 0 {
             100.0 * self.pos as f64 / self.len as f64
         } else {
@@ -254,6 +350,32 @@ mod tests {
             p.line(Duration::from_secs(100)),
             "search 1/3: 3,200/12,800 images (25%), 32.0 images/s, ETA 5m 00s, loss 1.234"
         );
+    }
+
+    #[test]
+    fn json_fields_carry_the_same_numbers() {
+        let start = Instant::now();
+        let p = Plain {
+            prefix: "retrain 2/8".into(),
+            unit: "image".into(),
+            len: 1000,
+            pos: 250,
+            message: "loss 0.5".into(),
+            start,
+            last: start,
+            every: Duration::from_secs(30),
+        };
+        let f = p.fields(Duration::from_secs(10));
+        assert_eq!(f["task"], "retrain 2/8");
+        assert_eq!(
+            (f["done"].as_u64(), f["total"].as_u64()),
+            (Some(250), Some(1000))
+        );
+        assert_eq!(f["rate"].as_f64(), Some(25.0));
+        assert_eq!(f["eta_s"].as_f64(), Some(30.0));
+        assert_eq!(f["message"], "loss 0.5");
+        let idle = Plain { pos: 0, ..p };
+        assert!(idle.fields(Duration::from_secs(10))["eta_s"].is_null());
     }
 
     #[test]

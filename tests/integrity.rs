@@ -123,6 +123,33 @@ fn run_keeps_hand_edited_and_damaged_outputs_in_stale() {
     assert_eq!(std::fs::read(run.join("model.onnx")).unwrap(), onnx);
 }
 
+/// `train` reads the derived `genotype.ron` only as the derive stage wrote it: a hand-edited
+/// one is refused (exit 2) with the ways out, and `--genotype FILE` trains it on purpose.
+#[test]
+fn train_refuses_a_hand_edited_genotype_unless_given_explicitly() {
+    let dir = tempdir("integrity-genotype");
+    let p = pipeline(&dir, "g", 1);
+    run_ok(&mut cmd("run", &p, &dir));
+    let g = dir.join("g/genotype.ron");
+    let mut edited = std::fs::read(&g).unwrap();
+    edited.extend_from_slice(b"// edited by hand\n");
+    std::fs::write(&g, &edited).unwrap();
+    let err = fails(&mut cmd("train", &p, &dir));
+    assert!(
+        err.contains("genotype.ron changed since the derive stage wrote it"),
+        "{err}"
+    );
+    assert!(err.contains("`--genotype FILE`"), "{err}");
+    let mine = dir.join("mine.ron");
+    std::fs::write(&mine, &edited).unwrap();
+    ok_err(cmd("train", &p, &dir).arg("--genotype").arg(&mine));
+    assert_eq!(
+        std::fs::read(&g).unwrap(),
+        edited,
+        "the edited file was touched"
+    );
+}
+
 /// One flipped exponent bit in `retrain/last.safetensors`: `eval` and `export` refuse it
 /// (exit 2) naming the file and the way out, `model.onnx` is left as it was, and the
 /// advice, `run --from retrain`, recomputes the weights and keeps the damaged file.
@@ -269,8 +296,9 @@ fn a_truncated_checkpoint_of_a_killed_run_points_at_from() {
     for _ in 0..2 {
         let err = fails(&mut cmd("run", &p, &dir));
         assert!(err.contains("checkpoint-1.safetensors"), "{err}");
+        // The advice names the pipeline file the command was given.
         assert!(
-            err.contains("`nas-pipe run PIPELINE --from retrain`"),
+            err.contains(&format!("`nas-pipe run {} --from retrain`", p.display())),
             "{err}"
         );
     }
@@ -302,7 +330,7 @@ fn a_search_state_with_more_epochs_than_the_spec_is_a_clear_dead_end() {
             "{what}: {err}"
         );
         assert!(
-            err.contains("`nas-pipe run PIPELINE --from search`"),
+            err.contains(&format!("`nas-pipe run {} --from search`", p.display())),
             "{err}"
         );
     }
@@ -375,7 +403,7 @@ fn a_busy_folder_is_named_busy_and_its_stage_running() {
 }
 
 /// `Validate(samples: N)` with more samples than test images is an error that says how
-/// many there are.
+/// many there are, from `check` on, before any stage runs.
 #[test]
 fn validating_more_samples_than_test_images_is_an_error() {
     let dir = tempdir("integrity-samples");
@@ -387,9 +415,15 @@ fn validating_more_samples_than_test_images_is_an_error() {
     );
     let v = dir.join("v2.ron");
     std::fs::write(&v, text).unwrap();
-    let err = fails(&mut cmd("validate", &v, &dir));
-    assert!(
-        err.contains("Validate(samples: 100000)` asks for more images than the test set's 32"),
-        "{err}"
-    );
+    for command in ["validate", "run"] {
+        let err = fails(&mut cmd(command, &v, &dir));
+        assert!(
+            err.contains("v2.ron:")
+                && err.contains("validation compares 100000 images, but the test set has 32"),
+            "{err}"
+        );
+        assert!(err.contains("= help: set `samples: 32` or fewer"), "{err}");
+    }
+    let err = fails(bin().arg("check").arg(&v));
+    assert!(err.contains("the test set has 32"), "{err}");
 }

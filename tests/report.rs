@@ -806,37 +806,50 @@ fn cell_dot_is_the_dot_cluster_of_that_cell() {
     assert!(nas_pipe::space::show::cell_dot(&s, &a, 9).is_none());
 }
 
-#[test]
-fn report_opens_in_chromium_without_console_errors() {
+/// Runs scripts/check-report.sh on a page (with a screenshot when asked); its exit status
+/// and output. `None` (after saying the test is skipped) without Chromium or python3.
+fn check_report(page: &Path, shot: Option<&Path>) -> (Option<i32>, String) {
+    let mut c = Command::new("bash");
+    c.arg(root().join("scripts/check-report.sh")).arg(page);
+    if let Some(s) = shot {
+        c.arg(s);
+    }
+    let o = c.output().unwrap();
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.code(), out)
+}
+
+/// True when the browser tests can run; otherwise says which test is skipped.
+fn have_chromium(test: &str) -> bool {
     use std::io::Write as _;
     let chromium = Path::new("/usr/bin/chromium");
     let python = Command::new("python3").arg("--version").output();
     if !chromium.exists() || python.is_err() {
         let _ = writeln!(
             std::io::stderr(),
-            "SKIPPED report_opens_in_chromium_without_console_errors: needs /usr/bin/chromium and python3"
+            "SKIPPED {test}: needs /usr/bin/chromium and python3"
         );
+        return false;
+    }
+    true
+}
+
+#[test]
+fn report_opens_in_chromium_without_console_errors() {
+    if !have_chromium("report_opens_in_chromium_without_console_errors") {
         return;
     }
     let run = report_copy("report-chromium");
     let w = report::write(&run).unwrap();
     let shot = run.join("report.png");
-    let check = |page: &Path, shot: Option<&Path>| {
-        let mut c = Command::new("bash");
-        c.arg(root().join("scripts/check-report.sh")).arg(page);
-        if let Some(s) = shot {
-            c.arg(s);
-        }
-        c.output().unwrap()
-    };
-    let o = check(&w.html, Some(&shot));
-    let out = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(o.status.success(), "{out}");
+    let (code, out) = check_report(&w.html, Some(&shot));
+    assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("no console errors or warnings"), "{out}");
+    assert!(out.contains("layout clean at 1200 and 640 px"), "{out}");
     let png = std::fs::read(&shot).unwrap();
     assert!(
         png.starts_with(b"\x89PNG") && png.len() > 10_000,
@@ -853,9 +866,8 @@ fn report_opens_in_chromium_without_console_errors() {
          console.warn('deliberate warning'); nosuchfunction();</script></body></html>",
     )
     .unwrap();
-    let o = check(&bad, None);
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(o.status.code(), Some(1), "{out}");
+    let (code, out) = check_report(&bad, None);
+    assert_eq!(code, Some(1), "{out}");
     for needle in [
         "console.error: deliberate error",
         "console.warning: deliberate warning",
@@ -865,3 +877,82 @@ fn report_opens_in_chromium_without_console_errors() {
         assert!(out.contains(needle), "missed {needle:?}:\n{out}");
     }
 }
+
+/// Every kind of report lays out cleanly at a wide and a narrow width: a full DARTS run,
+/// one with most artifacts absent, and a multi-trial run.
+#[test]
+fn report_layout_is_clean_for_every_report_kind() {
+    if !have_chromium("report_layout_is_clean_for_every_report_kind") {
+        return;
+    }
+    let full = report_copy("layout-full");
+    let absent = report_copy("layout-absent");
+    for f in ["search/state.json", "validation.json", "profile.json"] {
+        std::fs::remove_file(absent.join(f)).unwrap();
+    }
+    let dir = tempdir("layout-trials");
+    let out = dir.join("out");
+    run_ok(
+        bin()
+            .arg("run")
+            .arg(root().join("pipelines/nb201-evolution.ron"))
+            .arg("--out")
+            .arg(&out)
+            .arg("-q"),
+    );
+    for run in [full, absent, out.join("nb201-evolution")] {
+        let html = report::write(&run).unwrap().html;
+        let (code, out) = check_report(&html, None);
+        assert_eq!(code, Some(0), "{}:\n{out}", html.display());
+    }
+}
+
+/// The layout check finds each kind of fault it looks for.
+#[test]
+fn report_layout_check_finds_each_fault() {
+    if !have_chromium("report_layout_check_finds_each_fault") {
+        return;
+    }
+    let dir = tempdir("layout-bad");
+    let page = dir.join("bad.html");
+    std::fs::write(&page, BAD_LAYOUT).unwrap();
+    let (code, out) = check_report(&page, None);
+    assert_eq!(code, Some(1), "{out}");
+    for needle in [
+        "the page is",
+        "circle reaches",
+        "text \"clipped label\" reaches",
+        "\"overflowing-cell-content-without-breaks\" is",
+        "\"82.5 M\" wraps onto 2 lines",
+        "the word \"nor_conv_3x3~0\" breaks across lines",
+        "the column \"empty\" has no value in any of its 2 rows",
+        "clips \"hidden overflow text",
+    ] {
+        assert!(out.contains(needle), "missed {needle:?}:\n{out}");
+    }
+    // At a width where the page fits, only the width-independent faults remain.
+    let wide = Command::new("bash")
+        .arg(root().join("scripts/check-report.sh"))
+        .arg(&page)
+        .env("WIDTHS", "3000")
+        .output()
+        .unwrap();
+    let wide = String::from_utf8_lossy(&wide.stdout);
+    assert!(!wide.contains("the page is"), "{wide}");
+    assert!(wide.contains("circle reaches"), "{wide}");
+}
+
+/// A page with one of each layout fault (see scripts/report-layout.js).
+const BAD_LAYOUT: &str = r#"<!DOCTYPE html><html><head><title>bad layout</title>
+<style>td.num { text-align: right; } .clip { width: 80px; overflow: hidden; white-space: nowrap; }
+td.narrow { width: 40px; max-width: 40px; }</style></head><body><main>
+<svg width="100" height="60" viewBox="0 0 100 60"><circle cx="98" cy="30" r="8"/>
+<text x="70" y="20">clipped label</text></svg>
+<table><thead><tr><th>name</th><th>empty</th><th class="num">MACs</th></tr></thead><tbody>
+<tr><td class="narrow">overflowing-cell-content-without-breaks</td><td>—</td>
+<td class="num" style="width:20px;max-width:20px;white-space:normal">82.5 M</td></tr>
+<tr><td>b</td><td></td><td class="num">1</td></tr></tbody></table>
+<p style="width:60px;overflow-wrap:anywhere">|nor_conv_3x3~0|</p>
+<div class="clip">hidden overflow text that is far too long</div>
+<div style="width:1500px">a wide block</div>
+</main></body></html>"#;

@@ -163,6 +163,14 @@ fn check_and_run_name_missing_or_wrong_data_files() {
         !out.join("fashion-mnist").exists(),
         "run created its folder"
     );
+    // The single-stage commands say the same, with the way out.
+    for cmd in ["search", "train", "eval", "validate"] {
+        let e = fails(bin().arg(cmd).arg(&file).arg("--out").arg(&out));
+        assert!(
+            e.contains("no such directory") && e.contains("= help: Debian's package"),
+            "{cmd}: {e}"
+        );
+    }
 
     fake_idx_headers(&data, 60000, 10000, 0x803);
     let ok = run_ok(bin().arg("check").arg(&file));
@@ -254,6 +262,68 @@ fn stage_lines_summarise_and_quiet_prints_no_progress() {
     assert!(
         done.contains(": normal: ") && done.contains("; reduce: "),
         "{done}"
+    );
+}
+
+/// `--json`: every line on stderr is one JSON object with an `event`; progress events carry
+/// the numbers of the plain lines, each stage reports `running` then `done` with its
+/// seconds, and errors (ours and the command line's) are `error` events with the exit code.
+#[test]
+fn json_progress_lines_are_one_object_each() {
+    let dir = tempdir("run-json");
+    let p = staged_pipeline(&dir, "json", "0.05");
+    let out = dir.join("out");
+    let o = run_cmd(&p, &out)
+        .args(["--json", "--log-every", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let events: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    let of = |kind: &'static str| events.iter().filter(move |e| e["event"] == kind);
+    for stage in ["search", "derive"] {
+        let statuses: Vec<&str> = of("stage")
+            .filter(|e| e["stage"] == stage)
+            .map(|e| e["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(statuses, ["running", "done"], "{stderr}");
+    }
+    let done = of("stage").find(|e| e["status"] == "done").unwrap();
+    assert!(done["seconds"].as_f64().unwrap() >= 0.0, "{done}");
+    let last = of("progress")
+        .rfind(|e| e["task"].as_str().unwrap().starts_with("search"))
+        .unwrap_or_else(|| panic!("no search progress in {stderr}"));
+    assert_eq!(last["done"], last["total"], "{last}");
+    assert_eq!(last["unit"], "image");
+    assert!(last["rate"].as_f64().unwrap() > 0.0, "{last}");
+
+    let o = bin()
+        .args(["check", "--json"])
+        .arg(dir.join("missing.ron"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let e: serde_json::Value = serde_json::from_slice(&o.stderr).unwrap();
+    assert_eq!(
+        (e["event"].as_str(), e["exit_code"].as_i64()),
+        (Some("error"), Some(2))
+    );
+    assert!(
+        e["message"].as_str().unwrap().contains("missing.ron"),
+        "{e}"
+    );
+    let o = bin()
+        .args(["run", "--json", "--no-such-flag"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let e: serde_json::Value = serde_json::from_slice(&o.stderr).unwrap();
+    assert!(
+        e["message"].as_str().unwrap().contains("--no-such-flag"),
+        "{e}"
     );
 }
 

@@ -43,7 +43,7 @@ fn check_pipeline(sources: &mut Sources, file: &Path, ignore_memory: bool) -> Re
     if !ignore_memory {
         memory::refuse_oversized(sources, &estimates, machine)?;
     }
-    let data = data_line(&p)?;
+    let data = data_line(sources, &p)?;
     let resolved = p.spec.to_ron();
     let mut o = format!(
         "{}: ok\n{data}\nresolved spec:\n{resolved}\n\n",
@@ -72,8 +72,9 @@ fn check_pipeline(sources: &mut Sources, file: &Path, ignore_memory: bool) -> Re
 
 /// The data lines: the input and classes the data gives (for the image sources, from a
 /// listing of their files) and, when a stage reads them, where the files are and how many
-/// images they hold. Errors, naming the file, when they are missing or wrong.
-fn data_line(p: &crate::run::Resolved) -> Result<String> {
+/// images they hold. Errors, naming the file, when they are missing or wrong, or when
+/// validation asks for more test images than there are.
+fn data_line(sources: &Sources, p: &crate::run::Resolved) -> Result<String> {
     let i = p.input;
     let mut o = format!(
         "input {}×{}×{}, {} classes ({})\n",
@@ -87,6 +88,7 @@ fn data_line(p: &crate::run::Resolved) -> Result<String> {
         return Ok(o);
     }
     if let Some(f) = crate::data::probe(&p.spec.data, p.data_dir.as_deref())? {
+        crate::pipeline::resolve::samples_fit(sources, &p.spec, f.test)?;
         o += &format!(
             "data: {}: {} training and {} test images\n",
             f.dir.display(),

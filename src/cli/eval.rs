@@ -23,6 +23,8 @@ pub struct Args {
 pub fn run(args: &Args, flag: Option<crate::device::Choice>) -> Result<i32> {
     let mut sources = Sources::default();
     let p = crate::pipeline::resolve::load(&mut sources, &args.pipeline)?;
+    // The data's files, checked before any work, with where to get them.
+    crate::data::probe(&p.spec.data, p.data_dir.as_deref())?;
     let device = device(&sources, &p, flag)?;
     let run_dir = args.out.join(&p.spec.name.value);
     let rdir = crate::run::RunDir::new(&run_dir).retrain();

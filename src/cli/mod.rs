@@ -4,8 +4,6 @@
 //! Each command's file holds its clap [`Args`](clap::Args) (whose doc comment is its help)
 //! and a `run` that returns the exit code; [`common`] holds what several commands share.
 
-use std::io::Write as _;
-
 use clap::{Parser, Subcommand};
 
 use crate::error::Result;
@@ -47,6 +45,10 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "SECONDS", default_value_t = crate::progress::DEFAULT_EVERY_SECS,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub log_every: u64,
+    /// Print progress, stage news, notes and errors on stderr as JSON lines (one object per
+    /// line, with an `event` field), for machines; no progress bar is drawn.
+    #[arg(long, global = true)]
+    pub json: bool,
 }
 
 /// The subcommands, in the order `nas-pipe --help` lists them; each one's help is the doc
@@ -71,18 +73,50 @@ pub enum Command {
     Man(man::Args),
 }
 
+impl Command {
+    /// The pipeline file the command was given, which advice in its errors names.
+    fn pipeline(&self) -> Option<&std::path::Path> {
+        let file = match self {
+            Command::Run(a) => &a.pipeline,
+            Command::Status(a) => &a.pipeline,
+            Command::Search(a) => &a.pipeline,
+            Command::Train(a) => &a.pipeline,
+            Command::Eval(a) => &a.pipeline,
+            Command::Export(a) => &a.pipeline,
+            Command::Validate(a) => &a.pipeline,
+            Command::Check(a) => &a.file,
+            Command::Report(a) if a.pipeline.is_file() => &a.pipeline,
+            _ => return None,
+        };
+        Some(file)
+    }
+}
+
 /// Runs the binary: parses arguments, dispatches, prints errors. Returns the exit code.
 pub fn main() -> i32 {
     tune_runtime();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => return usage_error(&e),
+        Err(e) => {
+            // `--json` holds for the error about the command line too.
+            let json = std::env::args_os().any(|a| a == "--json");
+            crate::progress::configure(false, std::time::Duration::from_secs(1), json);
+            return usage_error(&e);
+        }
     };
-    crate::progress::configure(cli.quiet, std::time::Duration::from_secs(cli.log_every));
+    crate::progress::configure(
+        cli.quiet,
+        std::time::Duration::from_secs(cli.log_every),
+        cli.json,
+    );
     match dispatch(&cli) {
         Ok(code) => code,
         Err(e) => {
-            let _ = writeln!(std::io::stderr(), "nas-pipe: {e}");
+            let message = match cli.command.pipeline() {
+                Some(file) => crate::run::with_pipeline(&e.to_string(), file),
+                None => e.to_string(),
+            };
+            crate::progress::error(&message, e.exit_code());
             e.exit_code()
         }
     }
@@ -103,7 +137,7 @@ fn usage_error(e: &clap::Error) -> i32 {
     }
     let text = e.render().to_string();
     let text = text.strip_prefix("error: ").unwrap_or(&text);
-    let _ = write!(std::io::stderr(), "nas-pipe: {text}");
+    crate::progress::error(text, crate::error::exit::ERROR);
     crate::error::exit::ERROR
 }
 

@@ -43,6 +43,12 @@ pub struct Args {
 pub fn run(args: &Args, flag: Option<crate::device::Choice>) -> Result<i32> {
     let mut sources = Sources::default();
     let p = crate::pipeline::resolve::load(&mut sources, &args.pipeline)?;
+    if !matches!(p.spec.search.as_deref(), Some(Search::Trials { evaluator, .. })
+        if matches!(evaluator.value, crate::spec::pipeline::Evaluator::Tabular { .. }))
+    {
+        // The data's files, checked before any work, with where to get them.
+        crate::data::probe(&p.spec.data, p.data_dir.as_deref())?;
+    }
     fits_memory(&sources, &p, args.ignore_memory)?;
     let device = device(&sources, &p, flag)?;
     let run_dir = args.out.join(&p.spec.name.value);

@@ -523,7 +523,9 @@ pub fn run(
     };
     let planned = plan(sources, p, device, &ort)?;
     if reads_images_now(run_dir, p, &planned, opts)? {
-        crate::data::probe(&p.spec.data, p.data_dir.as_deref())?;
+        if let Some(found) = crate::data::probe(&p.spec.data, p.data_dir.as_deref())? {
+            resolve::samples_fit(sources, &p.spec, found.test)?;
+        }
     }
     if needs_ort && let Err(e) = &ort {
         return Err(Error::Runtime(format!(
@@ -587,7 +589,8 @@ pub fn run(
         }
         let head = format!("[{}/{total}] {stage}", i + 1);
         if state == State::Done && !forced {
-            crate::progress::note(&format!("{head}: cached (key {})", short(&key)));
+            let text = format!("{head}: cached (key {})", short(&key));
+            crate::progress::stage(stage.name(), "cached", None, &text);
             outcome.stages.push((stage, Action::Cached));
             note_validation(run_dir, stage, &mut outcome);
             continue;
@@ -615,10 +618,11 @@ pub fn run(
             && stage.territory().iter().all(|t| !run_dir.join(t).exists())
             && let Some((restored, from)) = restore(run_dir, stage, &key, &st.inputs)?
         {
-            crate::progress::note(&format!(
+            let text = format!(
                 "{head}: restored from {} (made under this key before)",
                 from.display()
-            ));
+            );
+            crate::progress::stage(stage.name(), "restored", None, &text);
             outcome.set_aside.extend(set_aside);
             let mut e = restored;
             e.note = Some(format!("restored from {}", from.display()));
@@ -633,7 +637,8 @@ pub fn run(
         } else {
             state.why().to_string()
         };
-        crate::progress::note(&format!("{head}: running (key {}): {why}", short(&key)));
+        let text = format!("{head}: running (key {}): {why}", short(&key));
+        crate::progress::stage(stage.name(), "running", None, &text);
         let started = match &entry {
             Some(e) if resumable => e.started.clone(),
             _ => now(),
@@ -679,11 +684,12 @@ pub fn run(
             note: None,
         });
         lock.write(run_dir)?;
-        crate::progress::note(&format!(
+        let text = format!(
             "{head}: done in {}{}",
             crate::progress::duration(seconds),
             summary::of(p, run_dir, stage).map_or(String::new(), |s| format!(": {s}"))
-        ));
+        );
+        crate::progress::stage(stage.name(), "done", Some(seconds), &text);
         outcome.stages.push((stage, Action::Ran(seconds)));
         note_validation(run_dir, stage, &mut outcome);
     }

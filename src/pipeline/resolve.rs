@@ -20,6 +20,9 @@ pub fn load(sources: &mut Sources, path: &Path) -> Result<Resolved> {
 /// The one validation step from a parsed pipeline to a [`Resolved`] one.
 pub fn resolve(sources: &mut Sources, file: u32, path: &Path, spec: Pipeline) -> Result<Resolved> {
     pipeline::check(sources, &spec)?;
+    if let Data::Synthetic { test, .. } = spec.data.value {
+        samples_fit(sources, &spec, test as usize)?;
+    }
     let dir = path.parent().unwrap_or(Path::new(""));
     let space_path = dir.join(&spec.space.value);
     let data_dir = match &spec.data.value {
@@ -186,4 +189,27 @@ fn load_table(
             .into());
     }
     Ok(std::sync::Arc::new(table))
+}
+
+/// Errors, pointing at `samples` (or at `validate` when it is the default), when the
+/// validate stage asks for more images than the `test` images the data set has.
+pub fn samples_fit(sources: &Sources, spec: &Pipeline, test: usize) -> Result<()> {
+    let Some(v) = &spec.validate else {
+        return Ok(());
+    };
+    let n = v.samples.value as usize;
+    if n <= test {
+        return Ok(());
+    }
+    let span = if v.samples.span == Span::default() {
+        v.span
+    } else {
+        v.samples.span
+    };
+    let mut d = sources.diag(
+        span,
+        format!("validation compares {n} images, but the test set has {test}"),
+    );
+    d.help = Some(format!("set `samples: {test}` or fewer"));
+    Err(d.into())
 }

@@ -7,6 +7,7 @@
 //! write is atomic (temp file, then rename). Reading checks names and shapes against what
 //! the network expects and names the offending entry.
 
+use crate::run::PIPELINE;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -251,11 +252,11 @@ pub fn resume<S: StateFile>(
         match outcome {
             Ok(()) => {
                 if !failed.is_empty() {
-                    eprintln!(
+                    crate::progress::note(&format!(
                         "warning: {}; resuming from {} (after epoch {epochs_done}) instead",
                         failed.join("; "),
                         path.display()
-                    );
+                    ));
                     state.set_epochs(epochs_done, file.clone());
                     state.kept_mut().retain(|k| k.epochs_done <= epochs_done);
                 }
@@ -325,7 +326,7 @@ pub fn read_state<S: StateFile>(
 /// How to start a resuming stage (`search`, `retrain`) with its folder `dir` over.
 pub fn restart_advice(stage: &str, dir: &Path) -> String {
     format!(
-        "Start the {stage} over with `nas-pipe run PIPELINE --from {stage}` (it keeps {} in {}/), \
+        "Start the {stage} over with `nas-pipe run {PIPELINE} --from {stage}` (it keeps {} in {}/), \
          or move that folder away",
         dir.display(),
         crate::run::STALE_DIR

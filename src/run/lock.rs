@@ -9,6 +9,7 @@
 //! which sets it aside in `stale/` and begins anew. Readers check the recorded output
 //! hashes through [`crate::run::outputs::verify`].
 
+use crate::run::PIPELINE;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -133,7 +134,7 @@ impl Lock {
         match Lock::load(run_dir, pipeline)? {
             Ok(lock) => Ok(lock),
             Err(why) => Err(Error::Input(format!(
-                "{}: not a nas-pipe lock file ({why}); it is damaged. `nas-pipe run PIPELINE \
+                "{}: not a nas-pipe lock file ({why}); it is damaged. `nas-pipe run {PIPELINE} \
                  --force` keeps it in {}/ and recomputes every stage",
                 run_dir.join(FILE).display(),
                 crate::run::STALE_DIR

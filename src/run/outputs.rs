@@ -6,6 +6,7 @@
 //! nothing in it is ever overwritten. A folder of outputs that came out byte for byte the
 //! same again is removed, since it keeps nothing the run folder does not.
 
+use crate::run::PIPELINE;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -114,7 +115,7 @@ fn changed(path: &Path, stage: Stage, recorded: &FileHash, now: &FileHash) -> St
     format!(
         "{} changed since the {stage} stage wrote it (blake3 {}…, {} bytes; the lock file \
          recorded {}…, {} bytes); nothing was read. Restore the file, or recompute it with \
-         `nas-pipe run PIPELINE --from {stage}` (the changed file is kept in {STALE_DIR}/)",
+         `nas-pipe run {PIPELINE} --from {stage}` (the changed file is kept in {STALE_DIR}/)",
         path.display(),
         short(&now.blake3),
         now.bytes,

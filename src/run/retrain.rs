@@ -2,6 +2,7 @@
 //! was trained), the space and genotype it was built from, its weights, its per-epoch
 //! figures and its test evaluation. Read by every stage after retraining.
 
+use crate::run::PIPELINE;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -170,7 +171,7 @@ fn verify_weights(dir: &Path, weights: &Path) -> Result<()> {
     match FileHash::of(weights)? {
         Some(now) if now != recorded => Err(Error::Input(format!(
             "{} changed since the training wrote it (blake3 {}…, {} bytes; {} recorded {}…, {} \
-             bytes); nothing was read. Restore the file, or train again: `nas-pipe run PIPELINE \
+             bytes); nothing was read. Restore the file, or train again: `nas-pipe run {PIPELINE} \
              --from retrain` (which keeps {} in {}/), or move that folder away and run \
              `nas-pipe train`",
             weights.display(),

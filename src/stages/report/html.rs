@@ -12,6 +12,22 @@ use crate::error::Result;
 use crate::run::metrics::CurvePoint;
 use crate::space::show;
 
+/// Escapes text for HTML content, letting a NAS-Bench-201 string break between node
+/// groups (`|+|`) and between the ops of a group (`~0|avg`), never inside an op's name.
+fn breakable(s: &str) -> String {
+    let e = esc(s);
+    let mut o = String::with_capacity(e.len() + e.len() / 8);
+    let mut chars = e.chars().peekable();
+    while let Some(c) = chars.next() {
+        o.push(c);
+        let next_is_op = chars.peek().is_some_and(|n| n.is_ascii_alphabetic());
+        if c == '+' || (c == '|' && next_is_op) {
+            o.push_str("<wbr>");
+        }
+    }
+    o
+}
+
 /// Escapes text for HTML content and attribute values.
 pub fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
@@ -56,7 +72,8 @@ nav.toc { border: 1px solid var(--line); border-radius: 8px; padding: 8px 16px; 
 nav.toc ol { margin: 4px 0; padding-left: 20px; columns: 2; }
 a { color: var(--accent); text-decoration: none; }
 a:hover { text-decoration: underline; }
-table { border-collapse: collapse; margin: 8px 0 14px; font-size: 14px; }
+table { border-collapse: collapse; margin: 8px 0 14px; font-size: 14px;
+  display: block; width: max-content; max-width: 100%; overflow-x: auto; }
 th, td { padding: 4px 10px; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
 th { background: var(--zebra); font-weight: 600; }
 tbody tr:nth-child(even) { background: var(--zebra); }
@@ -122,13 +139,11 @@ fn table(t: &Table, extra: Option<(&str, &[String])>) -> String {
         o.push_str("<tr>");
         for (c, cell) in row.iter().enumerate() {
             let n = t.numeric.get(c).copied().unwrap_or(false);
-            // A NAS-Bench-201 string may break after each node's group (`|+|`), never
-            // inside an op's name.
             let _ = write!(
                 o,
                 "<td{}>{}</td>",
                 if n { " class=\"num\"" } else { "" },
-                esc(cell).replace('+', "+<wbr>")
+                breakable(cell)
             );
         }
         if let Some((_, cells)) = extra {
@@ -391,7 +406,7 @@ const CHART: (u32, u32) = (560, 330);
 fn trials(a: &Artifacts, t: &crate::run::trials::State) -> Result<String> {
     let mut o = String::new();
     if let Some(text) = facts::trials_text(a) {
-        let _ = writeln!(o, "<p>{}</p>", esc(&text));
+        let _ = writeln!(o, "<p>{}</p>", breakable(&text));
     }
     let evaluated: Vec<&crate::run::trials::Record> =
         t.records.iter().filter(|r| r.evaluated()).collect();

@@ -150,6 +150,15 @@ pub fn choose_genotype(
     }
     let searched = RunDir::new(run_dir).genotype();
     if searched.exists() {
+        // The derived genotype is read only as the derive stage wrote it.
+        crate::run::outputs::verify(run_dir, std::slice::from_ref(&searched)).map_err(
+            |e| match e {
+                Error::Input(m) => Error::Input(format!(
+                    "{m}. To train a genotype of your own, give it with `--genotype FILE`"
+                )),
+                other => other,
+            },
+        )?;
         return from(&searched.display().to_string());
     }
     Err(Error::Input(format!(
