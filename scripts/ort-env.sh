@@ -44,6 +44,14 @@ ort_setup() {
     ort_lib >/dev/null
 }
 
+# Pillow, which examples/serve.py needs for image files (PNG, JPEG, ...), and its test.
+PILLOW_VERSION=13.0.0
+if [ -x .venv/bin/python ] && ! .venv/bin/python -c "import PIL" 2>/dev/null; then
+    echo "nas-pipe: installing pillow==$PILLOW_VERSION into .venv/ (pip), for examples/serve.py" >&2
+    .venv/bin/pip install -q "pillow==$PILLOW_VERSION" ||
+        echo "nas-pipe: pip could not install Pillow; serve.py's image test is skipped" >&2
+fi
+
 if [ -n "${ORT_DYLIB_PATH:-}" ]; then
     echo "nas-pipe: using ORT_DYLIB_PATH=$ORT_DYLIB_PATH" >&2
 elif ort_setup; then

@@ -203,6 +203,7 @@ fn test_metadata() -> nas_pipe::nets::export::Metadata {
         mean: vec![0.0; 3],
         std: vec![1.0; 3],
         classes: vec![],
+        resize: None,
     }
 }
 

@@ -28,6 +28,7 @@ const LAYERS: &[&[&str]] = &[
         "stages::export",
         "stages::validate",
         "stages::profile",
+        "stages::predict",
         "stages::report",
     ],
     &["pipeline"],

@@ -10,6 +10,7 @@ mod export;
 mod hostile;
 mod integrity;
 mod layers;
+mod predict;
 mod report;
 mod retrain;
 mod run;

@@ -16,6 +16,7 @@ pub mod eval;
 pub mod export;
 pub mod launch;
 pub mod man;
+pub mod predict;
 pub mod profile;
 pub mod report;
 pub mod run;
@@ -71,6 +72,7 @@ pub enum Command {
     Export(export::Args),
     Validate(validate::Args),
     Profile(profile::Args),
+    Predict(predict::Args),
     Completions(completions::Args),
     Man(man::Args),
 }
@@ -162,6 +164,7 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         Command::Export(a) => export::run(a),
         Command::Validate(a) => validate::run(a, device),
         Command::Profile(a) => profile::run(a),
+        Command::Predict(a) => predict::run(a),
         Command::Completions(a) => completions::run(a),
         Command::Man(a) => man::run(a),
     }

@@ -54,6 +54,11 @@ pub fn trials(
             options: crate::stages::export::export_options(p),
             plan: crate::stages::profile::plan_of(p),
             spec_hash: crate::run::hash::search_hash(p)?,
+            resize: p
+                .spec
+                .data
+                .image_options()
+                .map(|o| format!("{:?}", o.value.resize)),
         })
     } else {
         None
@@ -133,6 +138,8 @@ struct FrontExporter {
     options: crate::nets::export::Options,
     plan: crate::run::profile::Plan,
     spec_hash: String,
+    /// The image source's resize policy, recorded in each model's metadata.
+    resize: Option<String>,
 }
 
 impl crate::stages::search::trials::Exporter for FrontExporter {
@@ -148,6 +155,7 @@ impl crate::stages::search::trials::Exporter for FrontExporter {
             mean: trained.mean,
             std: trained.std,
             classes: trained.classes,
+            resize: self.resize.clone(),
         };
         let bytes = crate::nets::export::export(&trained.model, &meta, &self.options)?;
         let path = dir.join(crate::run::dir::MODEL_ONNX);

@@ -195,6 +195,11 @@ impl Session {
         &self.inputs
     }
 
+    /// The model's custom metadata value under `key` (`metadata_props`), if any.
+    pub fn metadata(&self, key: &str) -> Option<String> {
+        self.inner.metadata().ok()?.custom(key)
+    }
+
     /// The intra-op thread count the session was built with.
     pub fn threads(&self) -> usize {
         self.threads

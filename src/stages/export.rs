@@ -64,6 +64,11 @@ pub fn run(
         mean: trained.card.mean.clone(),
         std: trained.card.std.clone(),
         classes: trained.card.classes.clone(),
+        resize: p
+            .spec
+            .data
+            .image_options()
+            .map(|o| format!("{:?}", o.value.resize)),
     };
     let bytes = crate::nets::export::export(&model, &meta, &opts)?;
     let path = RunDir::new(run_dir).model_onnx();

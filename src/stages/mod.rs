@@ -3,6 +3,7 @@
 
 pub mod derive;
 pub mod export;
+pub mod predict;
 pub mod profile;
 pub mod report;
 pub mod retrain;

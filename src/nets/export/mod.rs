@@ -18,7 +18,7 @@
 //! - the network in evaluation mode: running BN statistics, no drop path, no auxiliary head;
 //! - `metadata_props` record the nas-pipe version, the spec hash, the genotype (RON), the
 //!   input shape, the normalisation mean and std and the class names (JSON arrays as
-//!   strings).
+//!   strings), and for an image source the resize policy (`Crop` or `Stretch`).
 
 #[cfg(test)]
 mod tests;
@@ -48,6 +48,9 @@ pub struct Metadata {
     pub std: Vec<f32>,
     /// Class names in label order, one per logit (or none).
     pub classes: Vec<String>,
+    /// How an image of another size was brought to the input size in training (`Crop` or
+    /// `Stretch`), for an image source; `None` for data sets of fixed-size images.
+    pub resize: Option<String>,
 }
 
 /// The whole network in evaluation mode as a serialized ONNX `ModelProto`.
@@ -96,7 +99,7 @@ pub fn export(model: &Model, meta: &Metadata, opts: &Options) -> Result<Vec<u8>>
     })?;
     let last = tensor(&mut g, &last);
     g.rename(&last, LOGITS);
-    let props = [
+    let mut props = vec![
         ("nas_pipe_version", env!("CARGO_PKG_VERSION").to_string()),
         ("space", net.space.clone()),
         ("spec_hash", meta.spec_hash.clone()),
@@ -106,6 +109,9 @@ pub fn export(model: &Model, meta: &Metadata, opts: &Options) -> Result<Vec<u8>>
         ("std", json(&meta.std)),
         ("classes", json(&meta.classes)),
     ];
+    if let Some(r) = &meta.resize {
+        props.push(("resize", r.clone()));
+    }
     let model = g.finish(
         &net.space,
         input,

@@ -63,6 +63,7 @@ fn meta(m: &Model) -> Metadata {
         mean: vec![0.5; c],
         std: vec![0.25; c],
         classes: (0..m.net.input.classes).map(|i| format!("c{i}")).collect(),
+        resize: None,
     }
 }
 

@@ -1,0 +1,317 @@
+//! Inference on image files with an exported model: the preprocessing its metadata
+//! records, applied exactly as training applied it, then ONNX Runtime.
+//!
+//! Owns [`Preprocess`] (read from a model's `metadata_props`: input shape, mean and std,
+//! class names, resize policy), [`images_in`] (the image files named by paths and folders)
+//! and [`predict`] (decode, prepare, normalise, batch, run, softmax, top K). Decoding and
+//! resizing are [`crate::data::decode`]'s, the same functions the image sources use.
+
+use std::path::{Path, PathBuf};
+
+use crate::data::decode;
+use crate::error::{Error, Result};
+use crate::runtime::Session;
+use crate::spec::Spanned;
+use crate::spec::pipeline::{ImageOptions, Resize};
+
+/// File extensions a folder is searched for (a file named directly is read whatever its
+/// name: the format is known from its first bytes).
+pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "webp", "gif"];
+
+/// What an image becomes before the model sees it, as the model's metadata records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preprocess {
+    pub channels: u32,
+    pub size: u32,
+    /// Per channel, applied as `(pixel / 255 − mean) / std`.
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+    /// One per logit, in label order; empty when the model records none.
+    pub classes: Vec<String>,
+    pub resize: Resize,
+}
+
+impl Preprocess {
+    /// Reads the preprocessing from the metadata of `session`'s model (`model` names it in
+    /// errors). A model without nas-pipe's metadata is refused with what is missing.
+    pub fn of(session: &Session, model: &Path) -> Result<Preprocess> {
+        let get = |key: &str| -> Result<String> {
+            session.metadata(key).ok_or_else(|| {
+                data_err(
+                    model,
+                    format!(
+                        "the model records no `{key}` metadata; `nas-pipe predict` reads the \
+                         preprocessing from a model `nas-pipe export` wrote"
+                    ),
+                )
+            })
+        };
+        let parse = |key: &str, text: String| -> Result<serde_json::Value> {
+            serde_json::from_str(&text)
+                .map_err(|e| data_err(model, format!("its `{key}` metadata is not JSON: {e}")))
+        };
+        let floats = |key: &str| -> Result<Vec<f32>> {
+            serde_json::from_value(parse(key, get(key)?)?).map_err(|e| {
+                data_err(
+                    model,
+                    format!("its `{key}` metadata is not a list of numbers: {e}"),
+                )
+            })
+        };
+        let shape: Vec<u32> = serde_json::from_value(parse("input_shape", get("input_shape")?)?)
+            .map_err(|e| data_err(model, format!("its `input_shape` is not [C, H, W]: {e}")))?;
+        let [channels, h, w] = shape[..] else {
+            return Err(data_err(
+                model,
+                format!("its `input_shape` {shape:?} is not [C, H, W]"),
+            ));
+        };
+        if h != w || !(channels == 1 || channels == 3) || h == 0 {
+            return Err(data_err(
+                model,
+                format!("its input {channels}×{h}×{w} is not a square image of 1 or 3 channels"),
+            ));
+        }
+        let (mean, std) = (floats("mean")?, floats("std")?);
+        if mean.len() != channels as usize || std.len() != channels as usize {
+            return Err(data_err(
+                model,
+                format!("its mean and std do not have one value per channel ({channels})"),
+            ));
+        }
+        let classes = match session.metadata("classes") {
+            Some(t) => serde_json::from_value(parse("classes", t)?).map_err(|e| {
+                data_err(
+                    model,
+                    format!("its `classes` metadata is not a list of names: {e}"),
+                )
+            })?,
+            None => Vec::new(),
+        };
+        let resize = match session.metadata("resize").as_deref() {
+            None | Some("Crop") => Resize::Crop,
+            Some("Stretch") => Resize::Stretch,
+            Some(other) => {
+                return Err(data_err(
+                    model,
+                    format!("its `resize` metadata {other:?} is neither Crop nor Stretch"),
+                ));
+            }
+        };
+        Ok(Preprocess {
+            channels,
+            size: h,
+            mean,
+            std,
+            classes,
+            resize,
+        })
+    }
+
+    /// The image options [`decode::prepare`] takes for this model.
+    fn options(&self) -> ImageOptions {
+        ImageOptions {
+            size: Spanned::unspanned(self.size),
+            channels: Spanned::unspanned(self.channels),
+            resize: self.resize,
+            limit: None,
+            skip_unreadable: false,
+        }
+    }
+
+    /// One decoded image as the model's input: f32 `[C, H, W]`, normalised.
+    pub fn apply(&self, img: image::DynamicImage) -> Vec<f32> {
+        let pixels = decode::prepare(img, &self.options());
+        let plane = (self.size * self.size) as usize;
+        pixels
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| {
+                let c = i / plane;
+                (p as f32 / 255.0 - self.mean[c]) / self.std[c]
+            })
+            .collect()
+    }
+
+    /// The name of class `k` (its index when the model records no names).
+    pub fn class_name(&self, k: usize) -> String {
+        self.classes
+            .get(k)
+            .cloned()
+            .unwrap_or_else(|| k.to_string())
+    }
+}
+
+/// The image files `paths` name: a file as it is, a folder searched recursively for files
+/// with an image extension (sorted by path). Errors name a path that does not exist or a
+/// folder with no image in it.
+pub fn images_in(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for path in paths {
+        let meta = std::fs::metadata(path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        if !meta.is_dir() {
+            out.push(path.clone());
+            continue;
+        }
+        let before = out.len();
+        walk(path, &mut out)?;
+        if out.len() == before {
+            return Err(data_err(
+                path,
+                format!(
+                    "no image files in this folder (looked for {})",
+                    IMAGE_EXTENSIONS.join(", ")
+                ),
+            ));
+        }
+        out[before..].sort();
+    }
+    Ok(out)
+}
+
+/// Appends the image files under `dir`, recursively (symbolic links to folders are not
+/// followed, so a link cycle cannot loop).
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let io = |source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let path = entry.path();
+        let kind = entry.file_type().map_err(io)?;
+        if kind.is_dir() {
+            walk(&path, out)?;
+        } else if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// One image's result: the `top` classes by probability, most probable first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    pub image: PathBuf,
+    /// (class index, probability), at most K of them.
+    pub top: Vec<(usize, f32)>,
+}
+
+/// Classifies `images` in batches of `batch`: each is decoded, prepared and normalised as
+/// `pre` says, and the model's logits turned into the `top` most probable classes.
+/// `done(n)` is called after each batch with the images it held. An unreadable image is an
+/// error naming it.
+pub fn predict(
+    session: &mut Session,
+    pre: &Preprocess,
+    images: &[PathBuf],
+    top: usize,
+    batch: usize,
+    mut done: impl FnMut(usize),
+) -> Result<Vec<Prediction>> {
+    let per = (pre.channels * pre.size * pre.size) as usize;
+    let mut out = Vec::with_capacity(images.len());
+    for chunk in images.chunks(batch.max(1)) {
+        let mut input = Vec::with_capacity(chunk.len() * per);
+        for path in chunk {
+            input.extend(pre.apply(decode::decode_file(path)?));
+        }
+        let shape = [
+            chunk.len(),
+            pre.channels as usize,
+            pre.size as usize,
+            pre.size as usize,
+        ];
+        let logits = session.run(&input, &shape)?;
+        let classes = logits.shape.get(1).copied().unwrap_or(0);
+        if logits.shape.len() != 2 || logits.shape[0] != chunk.len() || classes == 0 {
+            return Err(Error::Runtime(format!(
+                "the model returned logits of shape {:?} for a batch of {}",
+                logits.shape,
+                chunk.len()
+            )));
+        }
+        for (path, row) in chunk.iter().zip(logits.data.chunks_exact(classes)) {
+            out.push(Prediction {
+                image: path.clone(),
+                top: top_k(&softmax(row), top),
+            });
+        }
+        done(chunk.len());
+    }
+    Ok(out)
+}
+
+/// Probabilities from logits, computed stably (the largest logit subtracted first).
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exp: Vec<f32> = logits.iter().map(|&l| (l - max).exp()).collect();
+    let sum: f32 = exp.iter().sum();
+    exp.iter().map(|e| e / sum).collect()
+}
+
+/// The `k` largest probabilities with their indices, largest first; ties keep the lower
+/// index first, as argmax does.
+pub fn top_k(probs: &[f32], k: usize) -> Vec<(usize, f32)> {
+    let mut ranked: Vec<(usize, f32)> = probs.iter().copied().enumerate().collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    ranked.truncate(k);
+    ranked
+}
+
+fn data_err(path: &Path, message: impl Into<String>) -> Error {
+    Error::Data {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_and_top_k_rank_classes() {
+        let p = softmax(&[1.0, 3.0, 3.0, -1000.0]);
+        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert_eq!(p[3], 0.0);
+        let top = top_k(&p, 2);
+        assert_eq!(
+            (top[0].0, top[1].0),
+            (1, 2),
+            "ties keep the lower index first"
+        );
+        assert_eq!(top_k(&p, 10).len(), 4);
+    }
+
+    #[test]
+    fn folders_are_searched_for_images_in_order() {
+        let dir = std::env::temp_dir().join(format!("nas-pipe-predict-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("b")).unwrap();
+        for f in ["b/2.PNG", "a.jpg", "notes.txt", "c.webp"] {
+            std::fs::write(dir.join(f), b"x").unwrap();
+        }
+        let found = images_in(std::slice::from_ref(&dir)).unwrap();
+        let names: Vec<_> = found
+            .iter()
+            .map(|p| p.strip_prefix(&dir).unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["a.jpg", "b/2.PNG", "c.webp"]);
+        std::fs::create_dir_all(dir.join("empty")).unwrap();
+        let e = images_in(&[dir.join("empty")]).unwrap_err().to_string();
+        assert!(e.contains("no image files in this folder"), "{e}");
+        let e = images_in(&[dir.join("missing.png")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing.png"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
