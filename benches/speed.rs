@@ -288,6 +288,7 @@ fn ort_row(runs: usize, theirs: Option<&Path>) -> Result<(f64, Option<f64>, f64)
         mean: vec![0.0; 3],
         std: vec![1.0; 3],
         classes: vec![],
+        resize: None,
     };
     let bytes = export(&model, &meta, &Options::default())?;
     drop(model);

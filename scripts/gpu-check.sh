@@ -85,7 +85,7 @@ fi
 
 status=0
 say "device check (device-check.txt, device-check.json)"
-timeout 420 "$BIN" device-check --device cuda:0 --repeats "${REPEATS:-5}" --json "$OUT/device-check.json" \
+timeout 420 "$BIN" device-check --device cuda:0 --repeats "${REPEATS:-5}" --figures "$OUT/device-check.json" \
     2>&1 | tee "$OUT/device-check.txt"
 dc=${PIPESTATUS[0]}
 [ "$dc" = 0 ] || status=1

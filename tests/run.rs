@@ -79,7 +79,7 @@ fn device_check_on_the_cpu_passes_and_writes_json() {
             "cpu",
             "--repeats",
             "0",
-            "--json",
+            "--figures",
         ])
         .arg(&json)
         .output()

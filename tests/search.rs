@@ -664,9 +664,22 @@ fn multi_trial_run_prints_and_reports_the_returned_architecture() {
     let html = std::fs::read_to_string(run.join("report.html")).unwrap();
     assert!(html.contains("cifar10-test of the returned architecture"));
     // The front table: no column of dashes when no latency was measured, and NB201
-    // strings break between node groups, not inside an op's name.
+    // strings break between node groups and between ops, not inside an op's name.
     assert!(!html.contains("<th class=\"num\">latency (ms)</th>"));
-    assert!(html.contains(&format!("<td>{}</td>", nb201.replace('+', "+<wbr>"))));
+    let breakable = nb201
+        .replace('+', "+<wbr>")
+        .split('|')
+        .collect::<Vec<_>>()
+        .join("|<wbr>")
+        .replace("|<wbr>+", "|+")
+        .replace("|<wbr><", "|<");
+    let breakable = breakable
+        .strip_suffix("|<wbr>")
+        .map_or(breakable.clone(), |b| format!("{b}|"));
+    assert!(
+        html.contains(&format!("<td>{breakable}</td>")),
+        "{breakable}"
+    );
     assert!(html.contains("<h3>Cell “cell”</h3>") && html.contains("<svg class=\"graph\""));
     assert!(
         !s["missing"]

@@ -18,7 +18,7 @@ use crate::pipeline::device_check::{self, Report};
 pub struct Args {
     /// Write the figures as JSON here.
     #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
+    pub figures: Option<PathBuf>,
     /// Timed runs per step (0: parity only).
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub repeats: usize,
@@ -44,10 +44,10 @@ pub fn run(args: &Args, flag: Option<crate::device::Choice>) -> Result<i32> {
         let _ = writeln!(out, "{l}");
         let _ = out.flush();
     })?;
-    if let Some(path) = &args.json {
+    if let Some(path) = &args.figures {
         device_check::write_json(&report, path)?;
     }
-    write_out(&mut out, &summary(&report, args.json.as_deref()))?;
+    write_out(&mut out, &summary(&report, args.figures.as_deref()))?;
     if !report.ok {
         return Ok(exit::CHECK_FAILED);
     }

@@ -528,10 +528,12 @@ pub fn run(
         Err("the pipeline has no validate or profile stage".into())
     };
     let planned = plan(sources, p, device, &ort)?;
-    if reads_images_now(run_dir, p, &planned, opts)? {
-        if let Some(found) = crate::data::probe(&p.spec.data, p.data_dir.as_deref())? {
-            resolve::samples_fit(sources, &p.spec, found.test)?;
-        }
+    // A source without a test part of its own (found.test == 0) has one carved later.
+    if reads_images_now(run_dir, p, &planned, opts)?
+        && let Some(found) = crate::data::probe(&p.spec.data, p.data_dir.as_deref())?
+        && found.test > 0
+    {
+        resolve::samples_fit(sources, &p.spec, found.test)?;
     }
     if needs_ort && let Err(e) = &ort {
         return Err(Error::Runtime(format!(
