@@ -437,3 +437,58 @@ fn bad_data_exits_2_naming_the_file() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A built-in data set's files are part of the stage keys too: replacing one (same path)
+/// changes the key; reading them again unchanged does not.
+#[test]
+fn a_replaced_idx_file_changes_the_data_key() {
+    let dir = tempdir("data-idx-key");
+    let idx = dir.join("fm");
+    std::fs::create_dir_all(&idx).unwrap();
+    let write = |name: &str, magic: u8, dims: &[u32], fill: u8| {
+        let mut b = vec![0, 0, 8, magic];
+        for d in dims {
+            b.extend_from_slice(&d.to_be_bytes());
+        }
+        let n: u32 = dims.iter().product();
+        b.extend(std::iter::repeat_n(fill, n as usize));
+        std::fs::write(idx.join(name), b).unwrap();
+    };
+    write("train-images-idx3-ubyte", 3, &[20, 28, 28], 0);
+    write("train-labels-idx1-ubyte", 1, &[20], 1);
+    write("t10k-images-idx3-ubyte", 3, &[10, 28, 28], 0);
+    write("t10k-labels-idx1-ubyte", 1, &[10], 1);
+    let file = dir.join("p.ron");
+    std::fs::write(
+        &file,
+        format!(
+            r#"Pipeline(
+    name: "idx-key",
+    data: FashionMnist(dir: "fm"),
+    space: "{}",
+    genotype: "DARTS_V2",
+    retrain: Retrain(channels: 4, layers: 3, epochs: 1, batch_size: 8,
+        optimizer: Sgd(lr: 0.025, weight_decay: 3e-4, grad_clip: 5.0)),
+)"#,
+            root().join("schemas/darts.ron").display()
+        ),
+    )
+    .unwrap();
+    let key = || {
+        let mut sources = nas_pipe::spec::Sources::default();
+        nas_pipe::pipeline::resolve::load(&mut sources, &file)
+            .unwrap()
+            .data_key
+    };
+    let first = key();
+    assert!(!first.is_empty());
+    assert_eq!(key(), first);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write("train-images-idx3-ubyte", 3, &[20, 28, 28], 7);
+    assert_ne!(
+        key(),
+        first,
+        "a replaced training file left the key as it was"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -63,6 +63,17 @@ pub fn probe(dir: &Path) -> Result<(usize, usize)> {
     Ok((train, records_in(&base.join(TEST_FILE))?))
 }
 
+/// The six batch files [`load`] reads.
+pub fn files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let base = find_all(dir)?;
+    Ok(TRAIN_FILES
+        .iter()
+        .copied()
+        .chain([TEST_FILE])
+        .map(|f| base.join(f))
+        .collect())
+}
+
 /// The folder holding the batch files ([`batches_dir`]); the error names every missing
 /// file at once.
 fn find_all(dir: &Path) -> Result<PathBuf> {

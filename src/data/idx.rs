@@ -72,6 +72,11 @@ pub fn probe(dir: &Path, name: &str) -> Result<(usize, usize)> {
     Ok((train, test))
 }
 
+/// The four files [`load`] reads: training images and labels, test images and labels.
+pub fn files(dir: &Path, name: &str) -> Result<Vec<PathBuf>> {
+    find_all(dir, name)
+}
+
 /// The paths of the training images and labels and test images and labels in `dir`, in
 /// that order; the error names every missing file at once.
 fn find_all(dir: &Path, name: &str) -> Result<Vec<PathBuf>> {

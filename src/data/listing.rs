@@ -210,19 +210,33 @@ fn write_skipped(folder: &Path, skipped: &[Skipped]) -> Result<()> {
 /// The list of skipped files in the run folder's `data/` folder.
 pub const SKIPPED: &str = "skipped.json";
 
-/// A key of whole files (an `Npy` source's arrays) and the image options: their paths,
-/// sizes and modification times.
-pub fn files_key(files: &[PathBuf], opts: &ImageOptions) -> Result<String> {
+/// A key of whole files (a built-in data set's): their paths, sizes and modification times.
+pub fn whole_files_key(files: &[PathBuf]) -> Result<String> {
     let mut h = blake3::Hasher::new();
-    h.update(b"nas-pipe array files 1");
-    h.update(options_text(opts).as_bytes());
+    h.update(b"nas-pipe data files 1");
+    hash_files(&mut h, files)?;
+    Ok(h.finalize().to_hex().to_string())
+}
+
+/// Hashes each file's path, size and modification time; a missing file is an error.
+fn hash_files(h: &mut blake3::Hasher, files: &[PathBuf]) -> Result<()> {
     for f in files {
         let item = Item {
             path: f.clone(),
             label: 0,
             row: None,
         };
-        hash_item(&mut h, &item, false)?;
+        hash_item(h, &item, false)?;
     }
+    Ok(())
+}
+
+/// A key of whole files (an `Npy` source's arrays) and the image options: their paths,
+/// sizes and modification times.
+pub fn files_key(files: &[PathBuf], opts: &ImageOptions) -> Result<String> {
+    let mut h = blake3::Hasher::new();
+    h.update(b"nas-pipe array files 1");
+    h.update(options_text(opts).as_bytes());
+    hash_files(&mut h, files)?;
     Ok(h.finalize().to_hex().to_string())
 }

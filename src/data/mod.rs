@@ -426,6 +426,22 @@ pub fn list_images(data: &Data, base: &Path) -> Result<listing::Listing> {
     }
 }
 
+/// The key of a built-in data set's files (their paths, sizes and modification times), so
+/// that a replaced file makes the stages that read it stale; empty for synthetic data and
+/// while the files are missing (the stages that read them say so).
+fn builtin_key(data: &Data, dir: Option<&Path>) -> Result<String> {
+    let files = match (data, dir) {
+        (Data::FashionMnist { .. }, Some(d)) => idx::files(d, "fashion-mnist"),
+        (Data::Mnist { .. }, Some(d)) => idx::files(d, "mnist"),
+        (Data::Cifar10 { .. }, Some(d)) => cifar::files(d),
+        _ => return Ok(String::new()),
+    };
+    match files {
+        Ok(files) => listing::whole_files_key(&files),
+        Err(_) => Ok(String::new()),
+    }
+}
+
 /// `image-folder`, `csv`, `npy`, ...: a source's name in messages.
 fn source_name(data: &Data) -> &'static str {
     match data {
@@ -456,7 +472,7 @@ pub fn describe(data: &Data, dir: Option<&Path>) -> Result<Described> {
         return Ok(Described {
             input,
             classes,
-            key: String::new(),
+            key: builtin_key(data, dir)?,
         });
     }
     let (Some(base), Some(image)) = (dir, data.image_options()) else {
