@@ -3,8 +3,9 @@
 # Needs: a Rust toolchain (cargo) of at least the version in Cargo.toml's rust-version, and
 # for the ONNX Runtime tests Python 3 with venv and pip (scripts/ort-env.sh installs
 # onnxruntime==1.32.0 into .venv/ and exports ORT_DYLIB_PATH), and for the report's browser
-# test Chromium (installed with apt-get when run as root), for the trial ledger's
-# PostgreSQL tests PostgreSQL (installed with apt-get when run as root), and for the CUDA build
+# tests Chromium, for the trial ledger's PostgreSQL tests PostgreSQL, for the image sources'
+# real-data tests Debian's dataset-fashion-mnist (each installed with apt-get when run as
+# root), and for the CUDA build
 # (scripts/build-cuda.sh --test; no GPU needed) pip access to PyPI's CUDA 13.0 wheels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,34 +25,29 @@ bash scripts/check-candle-patch.sh
 
 source scripts/ort-env.sh
 
-# The report's browser test (report_opens_in_chromium_without_console_errors) opens a report
-# in headless Chromium; without it that one test says it is skipped.
-if [ ! -x /usr/bin/chromium ]; then
+# need PACKAGE WHAT: installs a Debian package with apt-get when run as root; otherwise,
+# or when that fails, says which tests are skipped without it.
+need() {
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "nas-pipe tests: installing Chromium (Debian package chromium) for the report's browser test" >&2
-        if ! { apt-get install -y -q chromium >/dev/null 2>&1 ||
-            { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; }; then
-            echo "nas-pipe tests: could not install Chromium; the report's browser test is skipped" >&2
+        echo "nas-pipe tests: installing $1 (Debian) for $2" >&2
+        if { apt-get install -y -q "$1" >/dev/null 2>&1 ||
+            { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q "$1" >/dev/null 2>&1; }; }; then
+            return 0
         fi
+        echo "nas-pipe tests: could not install $1; $2 are skipped" >&2
     else
-        echo "nas-pipe tests: Chromium is missing (Debian: apt-get install chromium); the report's browser test is skipped" >&2
+        echo "nas-pipe tests: $1 is missing (Debian: apt-get install $1); $2 are skipped" >&2
     fi
-fi
+}
 
+# The report's browser tests open reports in headless Chromium.
+[ -x /usr/bin/chromium ] || need chromium "the report's browser tests"
 # The trial ledger's PostgreSQL tests run against a throwaway server
 # (scripts/with-postgres.sh: its own data directory, an unprivileged user, 127.0.0.1 only,
-# stopped at the end); without PostgreSQL they say they are skipped.
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "nas-pipe tests: installing PostgreSQL (Debian package postgresql) for the trial ledger's tests" >&2
-        if ! { apt-get install -y -q postgresql >/dev/null 2>&1 ||
-            { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q postgresql >/dev/null 2>&1; }; }; then
-            echo "nas-pipe tests: could not install PostgreSQL; the ledger's PostgreSQL tests are skipped" >&2
-        fi
-    else
-        echo "nas-pipe tests: PostgreSQL is missing (Debian: apt-get install postgresql); the ledger's PostgreSQL tests are skipped" >&2
-    fi
-fi
+# stopped at the end).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need postgresql "the ledger's PostgreSQL tests"
+# The image sources' real-data tests write part of Fashion-MNIST as PNG, CSV and npy.
+[ -d /usr/share/datasets/fashion-mnist ] || need dataset-fashion-mnist "the real-data tests of the image sources"
 
 # Release mode: later stages train networks, and debug builds are ~18x slower.
 bash scripts/with-postgres.sh cargo test --release --locked
