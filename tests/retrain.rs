@@ -344,6 +344,14 @@ fn best_is_selected_on_validation_not_test() {
         })
         .collect();
     assert_eq!(vals.len(), 4);
+    // Epochs count from 1, as the log's `retrain epoch 1/4` does.
+    let numbers: Vec<u64> = metrics
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, [1, 2, 3, 4]);
     let best = (0..4).fold(0, |b, e| if vals[e] > vals[b] { e } else { b });
     assert!(
         best < 3,

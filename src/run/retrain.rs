@@ -25,6 +25,8 @@ pub const CARD_VERSION: u32 = 1;
 /// One epoch's figures.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EpochMetrics {
+    /// 0-based here; written counting from 1, as the log and the report count.
+    #[serde(with = "one_based")]
     pub epoch: usize,
     /// Learning rate of the epoch's first and last step.
     pub lr: (f64, f64),
@@ -41,6 +43,22 @@ pub struct EpochMetrics {
     /// Training loss and accuracy within the epoch.
     #[serde(default)]
     pub curve: Vec<CurvePoint>,
+}
+
+/// An epoch index written counting from 1 (`epoch: 1` is the first epoch).
+mod one_based {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(epoch: &usize, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(*epoch as u64 + 1)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+        let n = u64::deserialize(d)?;
+        n.checked_sub(1)
+            .map(|e| e as usize)
+            .ok_or_else(|| serde::de::Error::custom("epochs count from 1; got epoch 0"))
+    }
 }
 
 /// The epoch `best.safetensors` holds and its validation accuracy: the first epoch with the
