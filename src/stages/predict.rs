@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::data::decode;
+use crate::data::{Normalize, decode};
 use crate::error::{Error, Result};
 use crate::runtime::Session;
 use crate::spec::Spanned;
@@ -23,9 +23,8 @@ pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "webp", "gi
 pub struct Preprocess {
     pub channels: u32,
     pub size: u32,
-    /// Per channel, applied as `(pixel / 255 − mean) / std`.
-    pub mean: Vec<f32>,
-    pub std: Vec<f32>,
+    /// The model's mean and std, applied as training applies them.
+    pub norm: Normalize,
     /// One per logit, in label order; empty when the model records none.
     pub classes: Vec<String>,
     pub resize: Resize,
@@ -72,8 +71,9 @@ impl Preprocess {
                 format!("its input {channels}×{h}×{w} is not a square image of 1 or 3 channels"),
             ));
         }
-        let (mean, std) = (floats("mean")?, floats("std")?);
-        if mean.len() != channels as usize || std.len() != channels as usize {
+        let norm = Normalize::new(floats("mean")?, floats("std")?)
+            .map_err(|e| data_err(model, format!("its mean and std: {e}")))?;
+        if norm.channels() != channels as usize {
             return Err(data_err(
                 model,
                 format!("its mean and std do not have one value per channel ({channels})"),
@@ -101,8 +101,7 @@ impl Preprocess {
         Ok(Preprocess {
             channels,
             size: h,
-            mean,
-            std,
+            norm,
             classes,
             resize,
         })
@@ -122,15 +121,9 @@ impl Preprocess {
     /// One decoded image as the model's input: f32 `[C, H, W]`, normalised.
     pub fn apply(&self, img: image::DynamicImage) -> Vec<f32> {
         let pixels = decode::prepare(img, &self.options());
-        let plane = (self.size * self.size) as usize;
-        pixels
-            .iter()
-            .enumerate()
-            .map(|(i, &p)| {
-                let c = i / plane;
-                (p as f32 / 255.0 - self.mean[c]) / self.std[c]
-            })
-            .collect()
+        let mut x = vec![0.0; pixels.len()];
+        self.norm.apply(&pixels, &mut x);
+        x
     }
 
     /// The name of class `k` (its index when the model records no names).
