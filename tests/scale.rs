@@ -552,3 +552,45 @@ subprocess.run(["sh", "-n", "-c", c["args"][0]], check=True)
     ]));
     assert!(e.contains("need a PostgreSQL ledger"), "{e}");
 }
+
+#[test]
+fn a_worker_whose_proposer_is_gone_gives_up_after_its_idle_timeout() {
+    let dir = tempdir("scale-idle");
+    let name = unique("idle");
+    let p = tabular(&dir, &name, "Random", 64, &table(), "");
+    let storage = format!("sqlite:{}", dir.join("ledger.sqlite").display());
+    let idle = |c: &mut Command| -> String {
+        let t0 = Instant::now();
+        let e = fails(c.args(["--idle-timeout", "1s"]));
+        assert!(t0.elapsed() < Duration::from_secs(60), "{e}");
+        e
+    };
+    // No proposer has opened the study.
+    let e = idle(
+        bin()
+            .args(["-q", "worker"])
+            .arg(&p)
+            .arg("--out")
+            .arg(&dir)
+            .args(["--storage", &storage]),
+    );
+    assert!(e.contains("proposer") && e.contains("--idle-timeout"), "{e}");
+    // The proposer queues its first generation for workers elsewhere, then dies.
+    let mut proposer = search(&p, &dir).args(["--storage", &storage]).spawn().unwrap();
+    let mut l = Storage::parse(&storage).unwrap().open().unwrap();
+    wait_for("the first generation queued", || {
+        (l.trials(&name, None).ok()?.len() == 8).then_some(())
+    });
+    kill(&mut proposer);
+    let e = idle(
+        bin()
+            .args(["-q", "worker"])
+            .arg(&p)
+            .arg("--out")
+            .arg(&dir)
+            .args(["--storage", &storage]),
+    );
+    assert!(e.contains("is not running") && e.contains(&name), "{e}");
+    let t = l.trials(&name, None).unwrap();
+    assert!(t.iter().all(|t| t.state == State::Done), "{t:?}");
+}

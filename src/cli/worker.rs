@@ -26,6 +26,25 @@ pub struct Args {
     /// PGPASSWORD). Default: the pipeline's `storage`, else the run folder's SQLite file.
     #[arg(long, value_name = "URL")]
     pub storage: Option<String>,
+    /// Give up (exit 2) after this long with no trial to claim, none running anywhere and
+    /// the study unfinished (its proposer has stopped), or with no study to join; 0 waits
+    /// for ever.
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = idle_timeout)]
+    pub idle_timeout: IdleTimeout,
+}
+
+/// `--idle-timeout`: how long a worker waits without work; none waits for ever.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IdleTimeout(pub Option<std::time::Duration>);
+
+/// Parses `--idle-timeout`: a duration such as `90s`, `30m` or `2h`; `0` is none.
+fn idle_timeout(s: &str) -> std::result::Result<IdleTimeout, String> {
+    if s.trim() == "0" {
+        return Ok(IdleTimeout(None));
+    }
+    humantime::parse_duration(s)
+        .map(|d| IdleTimeout((!d.is_zero()).then_some(d)))
+        .map_err(|e| format!("{e} (write e.g. 90s, 30m or 2h; 0 waits for ever)"))
 }
 
 pub fn run(args: &Args, flag: Option<crate::device::Choice>, quiet: bool) -> Result<i32> {
@@ -38,7 +57,7 @@ pub fn run(args: &Args, flag: Option<crate::device::Choice>, quiet: bool) -> Res
         None => Storage::in_run(&run_dir),
     };
     let (id, _) = crate::stages::search::worker::worker_id();
-    let w = crate::stages::search::worker::work(&p, &run_dir, &device, &storage, |line| {
+    let w = crate::stages::search::worker::work(&p, &run_dir, &device, &storage, args.idle_timeout.0, |line| {
         if !quiet {
             eprintln!("worker {id}: {line}");
         }

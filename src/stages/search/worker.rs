@@ -6,7 +6,9 @@
 //! A worker admits itself to the pipeline's study (same spec hash and nas-pipe version),
 //! then claims trials one at a time, evaluates each with the pipeline's evaluator while a
 //! thread renews its lease every quarter of the lease, and writes the result (or the error)
-//! back. It exits once the study is finished and nothing is left to claim.
+//! back. It exits once the study is finished and nothing is left to claim, and gives up
+//! (an error) when it has been idle for its idle timeout with the study unfinished and no
+//! trial running anywhere: the proposer has stopped.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -158,18 +160,21 @@ pub struct Worked {
 
 /// Waits for the study of pipeline `p` in `storage`, admits this worker, and evaluates
 /// trials until the study is finished and nothing is waiting. `log` gets a line per trial.
+/// `idle` (none: for ever) bounds how long the worker waits with nothing to claim while no
+/// trial runs anywhere and the study is unfinished, or for the study to open.
 pub fn work(
     p: &Resolved,
     run_dir: &std::path::Path,
     device: &candle_core::Device,
     storage: &Storage,
+    idle: Option<Duration>,
     mut log: impl FnMut(&str),
 ) -> Result<Worked> {
     check_distributable(p)?;
     let name = p.spec.name.value.clone();
     let hash = crate::run::hash::search_hash(p)?;
     let mut l = storage.open()?;
-    let study = wait_for_study(l.as_mut(), &name, &mut log)?;
+    let study = wait_for_study(l.as_mut(), &name, idle, &mut log)?;
     study.admit(&hash, VERSION)?;
     let weights = crate::run::RunDir::new(run_dir).search().join("weights");
     let mut ev = super::trials::evaluator(p, device, Some(weights), false)?;
@@ -188,14 +193,23 @@ pub fn work(
     )?;
     let beat = Heartbeat::start(storage.clone(), name.clone(), id.clone(), study.lease_s)?;
     let mut worked = Worked::default();
+    let mut active = Instant::now();
     loop {
         let Some(claim) = l.claim(&name, &id)? else {
             let s = l
                 .study(&name)?
                 .ok_or_else(|| Error::Input(format!("the study \"{name}\" left the ledger")))?;
             s.admit(&hash, VERSION)?;
-            if s.finished && nothing_waiting(l.as_mut(), &name)? {
+            if s.finished && nothing_waiting(&l.trials(&name, None)?) {
                 break;
+            }
+            if let Some(limit) = idle.filter(|&d| active.elapsed() >= d) {
+                // Other workers' running trials mean the proposer is waiting for them.
+                let running = l.trials(&name, None)?;
+                if !running.iter().any(|t| t.state == State::Running) {
+                    return Err(proposer_gone(&name, limit));
+                }
+                active = Instant::now();
             }
             std::thread::sleep(POLL);
             continue;
@@ -225,22 +239,43 @@ pub fn work(
                 ));
             }
         }
+        active = Instant::now();
     }
     drop(beat);
     Ok(worked)
 }
 
-fn nothing_waiting(l: &mut dyn Ledger, name: &str) -> Result<bool> {
-    Ok(l.trials(name, None)?
+fn nothing_waiting(trials: &[ledger::Trial]) -> bool {
+    trials
         .iter()
-        .all(|t| matches!(t.state, State::Done | State::Failed)))
+        .all(|t| matches!(t.state, State::Done | State::Failed))
 }
 
-fn wait_for_study(l: &mut dyn Ledger, name: &str, log: &mut impl FnMut(&str)) -> Result<Study> {
+/// The error of a worker that waited `limit` for work from a proposer that is not there.
+fn proposer_gone(name: &str, limit: Duration) -> Error {
+    Error::Input(format!(
+        "no trial of study \"{name}\" to claim or running for {}, and the study is not \
+         finished: its proposer (`nas-pipe run PIPELINE` with the same storage) is not \
+         running. Start it (it resumes from the ledger) and then the workers, or give \
+         --idle-timeout a longer time (0: wait for ever)",
+        humantime::format_duration(limit)
+    ))
+}
+
+fn wait_for_study(
+    l: &mut dyn Ledger,
+    name: &str,
+    idle: Option<Duration>,
+    log: &mut impl FnMut(&str),
+) -> Result<Study> {
     let mut said = false;
+    let t0 = Instant::now();
     loop {
         if let Some(s) = l.study(name)? {
             return Ok(s);
+        }
+        if let Some(limit) = idle.filter(|&d| t0.elapsed() >= d) {
+            return Err(proposer_gone(name, limit));
         }
         if !said {
             log(&format!(
