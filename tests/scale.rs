@@ -178,6 +178,37 @@ fn workers_give_the_same_search_whatever_their_number_and_order() {
     run_ok(search(&p, &out).args(["--workers", "2"]));
     assert!(out.join(&name).join("ledger.sqlite").is_file());
     assert!(result(&out.join(&name)) == want);
+    timeline_is_reported(&out.join(&name));
+}
+
+/// The run's `search/workers.json` holds one span per evaluation sent to the workers (not
+/// the repeats, answered from earlier records), by workers `host:pid`, and the report
+/// shows the workers and their timeline.
+fn timeline_is_reported(run: &Path) {
+    let t: nas_pipe::run::trials::Timeline =
+        serde_json::from_slice(&std::fs::read(run.join("search/workers.json")).unwrap()).unwrap();
+    let record: nas_pipe::run::trials::State =
+        serde_json::from_slice(&std::fs::read(run.join("search/trials.json")).unwrap()).unwrap();
+    let queued: Vec<usize> = record
+        .records
+        .iter()
+        .filter(|r| r.evaluated() && !r.repeat)
+        .map(|r| r.n)
+        .collect();
+    let mut ns: Vec<usize> = t.spans().map(|s| s.n).collect();
+    ns.sort();
+    assert!(queued.len() > 32, "{}", queued.len());
+    assert_eq!(ns, queued);
+    for w in &t.workers {
+        assert!(w.worker.rsplit_once(':').is_some_and(|(_, pid)| pid.parse::<u32>().is_ok()));
+        assert!(w.spans.iter().all(|s| 0.0 <= s.start && s.start <= s.end), "{w:?}");
+    }
+    run_ok(bin().args(["-q", "report"]).arg(run));
+    let html = std::fs::read_to_string(run.join("report.html")).unwrap();
+    assert!(html.contains("Workers: when each evaluated what"), "no timeline");
+    let md = std::fs::read_to_string(run.join("report.md")).unwrap();
+    let line = format!("Evaluated on {} worker", t.workers.len());
+    assert!(md.contains(&line), "{md}");
 }
 
 fn kill(c: &mut Child) {

@@ -58,6 +58,8 @@ artifacts! {
     trials, TRIALS = "search/trials.json";
     /// The multi-trial search's Pareto front.
     pareto, PARETO = "search/pareto.json";
+    /// When each worker of a search on workers evaluated which trial.
+    workers, WORKERS = "search/workers.json";
     /// The space a multi-trial search searched, libraries inline, so that the report can
     /// draw the returned architecture from the run folder alone.
     search_space, SEARCH_SPACE = "search/space.ron";

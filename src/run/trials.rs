@@ -1,5 +1,6 @@
-//! The multi-trial search's artifacts: every evaluation (`search/trials.json`) and the
-//! Pareto front (`search/pareto.json`).
+//! The multi-trial search's artifacts: every evaluation (`search/trials.json`), the
+//! Pareto front (`search/pareto.json`) and, for a search on workers, when each worker
+//! evaluated what (`search/workers.json`).
 
 use serde::{Deserialize, Serialize};
 
@@ -126,4 +127,53 @@ pub struct Front {
     pub objectives: Vec<String>,
     pub report: String,
     pub points: Vec<Point>,
+}
+
+/// One evaluation on a worker: the last attempt of trial `n`, in seconds since the first
+/// evaluation of the search started.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Span {
+    pub n: usize,
+    pub attempt: u32,
+    pub start: f64,
+    pub end: f64,
+    /// Whether the trial failed for good.
+    #[serde(default)]
+    pub failed: bool,
+}
+
+/// One worker's evaluations, by start.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorkerSpans {
+    /// `host:pid`.
+    pub worker: String,
+    pub spans: Vec<Span>,
+}
+
+/// `search/workers.json`: the per-worker timeline of a search on workers. Unlike
+/// `trials.json` it depends on who ran what when, so it is not part of the search's result.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Timeline {
+    pub version: u32,
+    /// By worker id.
+    pub workers: Vec<WorkerSpans>,
+}
+
+impl Timeline {
+    /// Seconds from the first start to the last end.
+    pub fn span(&self) -> f64 {
+        self.spans().map(|s| s.end).fold(0.0, f64::max)
+    }
+
+    /// Every span of every worker.
+    pub fn spans(&self) -> impl Iterator<Item = &Span> {
+        self.workers.iter().flat_map(|w| w.spans.iter())
+    }
+
+    /// The fraction of the workers' time (workers × span) spent evaluating.
+    pub fn utilisation(&self) -> Option<f64> {
+        let total = self.span() * self.workers.len() as f64;
+        let busy: f64 = self.spans().map(|s| s.end - s.start).sum();
+        (total > 0.0).then(|| busy / total)
+    }
 }

@@ -411,6 +411,27 @@ pub fn front_table(a: &Artifacts) -> Option<Table> {
     Some(t.without_empty_columns())
 }
 
+/// A search on workers in one sentence: how many, over how long, how busy, who did what.
+pub fn workers_text(a: &Artifacts) -> Option<String> {
+    let t = a.timeline.as_ref()?;
+    if t.workers.is_empty() {
+        return None;
+    }
+    let each: Vec<String> = t
+        .workers
+        .iter()
+        .map(|w| format!("{} {}", w.worker, w.spans.len()))
+        .collect();
+    Some(format!(
+        "Evaluated on {} worker{} over {}, busy {} of their time (evaluations each: {}).",
+        t.workers.len(),
+        if t.workers.len() == 1 { "" } else { "s" },
+        duration(t.span()),
+        t.utilisation().map_or("-".into(), pct),
+        each.join(", ")
+    ))
+}
+
 /// The trials that failed on workers for good, with their errors.
 fn failed_text(failed: &[&crate::run::trials::Record]) -> String {
     if failed.is_empty() {

@@ -540,7 +540,29 @@ fn trials(a: &Artifacts, t: &crate::run::trials::State) -> Result<String> {
     if let Some(tb) = facts::front_table(a) {
         o += &table(&tb, None);
     }
+    o += &workers(a)?;
     Ok(o)
+}
+
+/// A search on workers: the sentence and the timeline.
+fn workers(a: &Artifacts) -> Result<String> {
+    let (Some(text), Some(t)) = (facts::workers_text(a), a.timeline.as_ref()) else {
+        return Ok(String::new());
+    };
+    let caption = if t.workers.len() > charts::TIMELINE_ROWS {
+        format!(
+            "The first {} of {} workers; failed trials in red.",
+            charts::TIMELINE_ROWS,
+            t.workers.len()
+        )
+    } else {
+        "Failed trials in red.".to_string()
+    };
+    Ok(format!(
+        "<p>{}</p>\n<div class=\"charts\">\n{}</div>\n",
+        breakable(&text),
+        figure(&charts::timeline(t)?, &caption)
+    ))
 }
 
 /// The values' range with a margin of a tenth of it on each side (at least one unit).

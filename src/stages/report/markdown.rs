@@ -129,6 +129,9 @@ pub fn render(a: &Artifacts, s: &Summary) -> String {
             o.push_str("Pareto front:\n\n");
             o += &table(&t);
         }
+        if let Some(text) = facts::workers_text(a) {
+            let _ = writeln!(o, "{text}\n");
+        }
     } else {
         match facts::search_table(a) {
             Some(t) if !t.rows.is_empty() => o += &table(&t),

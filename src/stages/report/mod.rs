@@ -287,6 +287,8 @@ struct Artifacts {
     search: Option<crate::run::search::State>,
     trials: Option<crate::run::trials::State>,
     front: Option<crate::run::trials::Front>,
+    /// A search on workers: who evaluated what when (`search/workers.json`).
+    timeline: Option<crate::run::trials::Timeline>,
     /// `genotype.ron`'s text (checked to parse as a genotype).
     genotype: Option<String>,
     trained: Option<Trained>,
@@ -394,6 +396,10 @@ impl Artifacts {
             &at(crate::run::dir::PARETO),
             "Pareto front (search/pareto.json)",
         )?;
+        let timeline: Option<crate::run::trials::Timeline> = read_json(
+            &at(crate::run::dir::WORKERS),
+            "workers' timeline (search/workers.json)",
+        )?;
         let genotype = match read_text(&at("genotype.ron"))? {
             Some(text) => {
                 Source::from_text(&at("genotype.ron"), text.clone()).parse::<Genotype>()?;
@@ -485,6 +491,7 @@ impl Artifacts {
             search,
             trials,
             front,
+            timeline,
             genotype,
             trained,
             searched,

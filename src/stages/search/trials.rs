@@ -627,7 +627,7 @@ pub fn run(
         state.finished = finished;
         write(&state)?;
         if let Some(l) = ledger {
-            l.close(finished)?;
+            l.close(finished, &RunDir::new(run_dir).workers())?;
         }
     }
     bar.finish_and_clear();

@@ -395,9 +395,13 @@ impl LedgerRunner {
         })
     }
 
-    /// Ends the proposer's part: a finished search marks the study finished (its workers
-    /// exit, local ones are waited for); a stopped one just stops its local workers.
-    pub fn close(mut self, finished: bool) -> Result<()> {
+    /// Ends the proposer's part: writes the workers' timeline to `timeline`; a finished
+    /// search marks the study finished (its workers exit, local ones are waited for); a
+    /// stopped one just stops its local workers.
+    pub fn close(mut self, finished: bool, timeline: &std::path::Path) -> Result<()> {
+        let t = timeline_of(&self.ledger.trials(&self.study, None)?);
+        let text = serde_json::to_vec_pretty(&t).map_err(|e| Error::Input(e.to_string()))?;
+        crate::fsutil::write_atomic(timeline, &text)?;
         if finished {
             self.ledger.finish_study(&self.study)?;
             if let Some(c) = self.children.as_mut() {
@@ -435,6 +439,43 @@ impl Runner for LedgerRunner {
             }
             std::thread::sleep(POLL);
         }
+    }
+}
+
+/// Who evaluated which trial when: the last attempt of every done or failed trial, in
+/// seconds since the first start.
+pub fn timeline_of(trials: &[ledger::Trial]) -> crate::run::trials::Timeline {
+    use crate::run::trials::{Span, Timeline, WorkerSpans};
+    let ended: Vec<(&ledger::Trial, &str, f64, f64)> = trials
+        .iter()
+        .filter(|t| matches!(t.state, State::Done | State::Failed))
+        .filter_map(|t| Some((t, t.worker.as_deref()?, t.started?, t.finished?)))
+        .collect();
+    let t0 = ended.iter().map(|e| e.2).fold(f64::INFINITY, f64::min);
+    let mut workers: Vec<WorkerSpans> = Vec::new();
+    for (t, w, start, end) in ended {
+        let span = Span {
+            n: t.id as usize,
+            attempt: t.attempt,
+            start: start - t0,
+            end: (end - t0).max(start - t0),
+            failed: t.state == State::Failed,
+        };
+        match workers.iter_mut().find(|x| x.worker == w) {
+            Some(x) => x.spans.push(span),
+            None => workers.push(WorkerSpans {
+                worker: w.to_string(),
+                spans: vec![span],
+            }),
+        }
+    }
+    workers.sort_by(|a, b| a.worker.cmp(&b.worker));
+    for w in &mut workers {
+        w.spans.sort_by(|a, b| a.start.total_cmp(&b.start));
+    }
+    Timeline {
+        version: crate::run::trials::VERSION,
+        workers,
     }
 }
 
