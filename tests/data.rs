@@ -316,6 +316,101 @@ fn a_tiny_image_folder_runs_end_to_end_and_a_replaced_file_is_seen() {
         .unwrap();
     let s = status(&out);
     assert!(s.contains("the data's files changed"), "{s}");
+    // A single-stage command decodes into, and reads from, its run folder's cache too.
+    let other = dir.join("other");
+    run_ok(bin().arg("search").arg(&file).arg("--out").arg(&other));
+    let cached = std::fs::read_dir(other.join("tiny-images/data/cache")).unwrap().count();
+    assert_eq!(cached, 4, "nas-pipe search caches the parts it reads");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An `Npy` source with `skip_unreadable` leaves out the elements it cannot use (a label
+/// out of range, a float32 image with a NaN or a value above 1), lists them by file and
+/// element, and is read from the run folder's cache the second time; a rewritten array
+/// is read again.
+#[test]
+fn npy_skips_unusable_elements_lists_them_and_is_cached() {
+    let dir = tempdir("data-npy-skip");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut px = vec![0.25f32; 6 * 16];
+    px[2 * 16 + 5] = f32::NAN;
+    px[4 * 16] = 1.5;
+    write_npy(std::fs::File::create(dir.join("x.npy")).unwrap(), &[6, 4, 4], &px);
+    write_npy(
+        std::fs::File::create(dir.join("y.npy")).unwrap(),
+        &[6],
+        &[0i64, 1, 0, 7, 1, 0],
+    );
+    let mut image = opts(4, 1);
+    image.value.skip_unreadable = true;
+    let source = |image: Spanned<ImageOptions>| Data::Npy {
+        images: "x.npy".into(),
+        labels: "y.npy".into(),
+        layout: Layout::Nhwc,
+        test_images: None,
+        test_labels: None,
+        classes: Some(Spanned::unspanned(vec!["a".into(), "b".into()])),
+        image,
+    };
+    let npy = source(image);
+    let folder = dir.join("run/data");
+    let read = data::ReadOptions {
+        folder: Some(folder.clone()),
+        progress: false,
+    };
+    let s = data::read_with(&npy, Some(&dir), 0, &read).unwrap();
+    assert_eq!(s.train.labels(), &[0, 1, 0]);
+    assert!(s.train.images().iter().all(|&p| p == 64), "0.25 × 255, rounded");
+    let skipped: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(folder.join("skipped.json")).unwrap())
+            .unwrap();
+    let listed: Vec<(String, u64, String)> = skipped
+        .iter()
+        .map(|v| {
+            let file = Path::new(v["path"].as_str().unwrap());
+            let name = file.file_name().unwrap().to_string_lossy().into_owned();
+            (name, v["index"].as_u64().unwrap(), v["reason"].to_string())
+        })
+        .collect();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert_eq!((listed[0].0.as_str(), listed[0].1), ("x.npy", 2), "{listed:?}");
+    assert!(listed[0].2.contains("NaN"), "{listed:?}");
+    assert_eq!((listed[1].0.as_str(), listed[1].1), ("y.npy", 3), "{listed:?}");
+    assert!(listed[1].2.contains("label 7 at index 3"), "{listed:?}");
+    assert_eq!((listed[2].0.as_str(), listed[2].1), ("x.npy", 4), "{listed:?}");
+    assert!(listed[2].2.contains("1.5"), "{listed:?}");
+
+    let again = data::read_with(&npy, Some(&dir), 0, &read).unwrap();
+    assert!(format!("{:?}", again.train).contains("mapped"), "{:?}", again.train);
+    assert_eq!(again.train.images(), s.train.images());
+    assert_eq!(again.train.labels(), s.train.labels());
+
+    // Rewritten (another size, so another key whatever the clock): read again.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let px = vec![1.0f32; 7 * 16];
+    write_npy(std::fs::File::create(dir.join("x.npy")).unwrap(), &[7, 4, 4], &px);
+    write_npy(
+        std::fs::File::create(dir.join("y.npy")).unwrap(),
+        &[7],
+        &[1i64; 7],
+    );
+    let fresh = data::read_with(&npy, Some(&dir), 0, &read).unwrap();
+    assert_eq!(fresh.train.len(), 7);
+    assert!(fresh.train.images().iter().all(|&p| p == 255));
+    assert_eq!(
+        std::fs::read_to_string(folder.join("skipped.json")).unwrap(),
+        "[]\n"
+    );
+
+    // Without skip_unreadable the first unusable element is the error.
+    write_npy(std::fs::File::create(dir.join("x.npy")).unwrap(), &[7, 4, 4], &{
+        let mut p = vec![0.5f32; 7 * 16];
+        p[3 * 16 + 1] = -0.5;
+        p
+    });
+    let strict = source(opts(4, 1));
+    let e = data::read_with(&strict, Some(&dir), 0, &read).unwrap_err().to_string();
+    assert!(e.contains("x.npy") && e.contains("element 49 is -0.5"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -27,6 +27,7 @@ pub fn run(args: &Args, flag: Option<crate::device::Choice>) -> Result<i32> {
     crate::data::probe(&p.spec.data, p.data_dir.as_deref())?;
     let device = device(&sources, &p, flag)?;
     let run_dir = args.out.join(&p.spec.name.value);
+    let p = p.in_run_folder(&run_dir);
     let rdir = crate::run::RunDir::new(&run_dir).retrain();
     let weights = crate::run::retrain::weights_path(&rdir, &args.weights);
     crate::run::retrain::verify_model(&run_dir, &rdir, &weights)?;

@@ -54,6 +54,7 @@ pub fn run(args: &Args, flag: Option<crate::device::Choice>) -> Result<i32> {
     fits_memory(&sources, &p, args.ignore_memory)?;
     let device = device(&sources, &p, flag)?;
     let run_dir = args.out.join(&p.spec.name.value);
+    let p = p.in_run_folder(&run_dir);
     let text = if matches!(p.spec.search.as_deref(), Some(Search::Trials { .. })) {
         trials(args, &p, &run_dir, &device)?
     } else {

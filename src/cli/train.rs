@@ -41,6 +41,7 @@ pub fn run(args: &Args, flag: Option<crate::device::Choice>) -> Result<i32> {
     fits_memory(&sources, &p, args.ignore_memory)?;
     let device = device(&sources, &p, flag)?;
     let run_dir = args.out.join(&p.spec.name.value);
+    let p = p.in_run_folder(&run_dir);
     let _busy = crate::run::busy::acquire(&run_dir, "nas-pipe train")?;
     let g = retrain::choose_genotype(&p, &run_dir, args.genotype.as_deref())?;
     let opts = retrain::Options {

@@ -31,6 +31,7 @@ pub fn run(args: &Args, flag: Option<crate::device::Choice>) -> Result<i32> {
     crate::data::probe(&p.spec.data, p.data_dir.as_deref())?;
     let device = device(&sources, &p, flag)?;
     let run_dir = args.out.join(&p.spec.name.value);
+    let p = p.in_run_folder(&run_dir);
     let _busy = crate::run::busy::acquire(&run_dir, "nas-pipe validate")?;
     let v = super::common::replacing(&run_dir, crate::run::Stage::Validate, || {
         crate::stages::validate::run(&p, &run_dir, &device, args.ort_lib.as_deref())

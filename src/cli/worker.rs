@@ -52,6 +52,7 @@ pub fn run(args: &Args, flag: Option<crate::device::Choice>, quiet: bool) -> Res
     let p = crate::pipeline::resolve::load(&mut sources, &args.pipeline)?;
     let device = device(&sources, &p, flag)?;
     let run_dir = args.out.join(&p.spec.name.value);
+    let p = p.in_run_folder(&run_dir);
     let storage = match args.storage.as_ref().or(p.spec.storage.as_ref()) {
         Some(u) => Storage::parse(u)?,
         None => Storage::in_run(&run_dir),

@@ -100,6 +100,30 @@ pub fn load(
     }
 }
 
+/// What a part's reading gives: its images and the files (or elements) left out.
+pub type Part = (Dataset, Vec<Skipped>);
+
+/// The part `what`: from the cache in `folder` when an entry under the key `key` gives
+/// holds, else made by `make` and stored there. Without a folder, `make` alone.
+pub fn get_or_make(
+    folder: Option<&Path>,
+    what: &str,
+    key: impl FnOnce() -> Result<String>,
+    input: Input,
+    make: impl FnOnce() -> Result<Part>,
+) -> Result<Part> {
+    let Some(folder) = folder else {
+        return make();
+    };
+    let key = key()?;
+    if let Some(hit) = load(folder, what, &key, input)? {
+        return Ok(hit);
+    }
+    let made = make()?;
+    store(folder, what, &key, &made.0, &made.1)?;
+    Ok(made)
+}
+
 /// Writes `data` as the entry of `what` under `key`, and removes older entries of `what`.
 pub fn store(
     folder: &Path,
@@ -172,6 +196,7 @@ mod tests {
         let skipped = vec![Skipped {
             path: "x.png".into(),
             row: Some(3),
+            index: None,
             reason: "bad".into(),
         }];
         assert!(load(&d.0, "t train", "abc1", input).unwrap().is_none());

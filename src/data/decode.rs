@@ -131,6 +131,9 @@ pub struct Skipped {
     /// The manifest row that names the file, 1-based.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub row: Option<usize>,
+    /// The element of an array file (an `Npy` source's image or label), 0-based.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
     pub reason: String,
 }
 
@@ -174,6 +177,7 @@ pub fn decode_all(items: &[Item], opts: &ImageOptions, what: &str, show: bool) -
             Err(e) if opts.skip_unreadable => decoded.skipped.push(Skipped {
                 path: item.path.clone(),
                 row: item.row,
+                index: None,
                 reason: reason(&e),
             }),
             Err(e) => return Err(with_row(e, item.row)),

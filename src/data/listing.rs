@@ -172,34 +172,24 @@ fn load_part(
     what: &str,
     input: Input,
     read: &ReadOptions,
-) -> Result<(Dataset, Vec<Skipped>)> {
-    let key = match &read.folder {
-        Some(_) => Some(
-            Listing {
-                train: items.to_vec(),
-                val: None,
-                test: None,
-                classes: Vec::new(),
-            }
-            .key(opts)?,
-        ),
-        None => None,
+) -> Result<cache::Part> {
+    let key = || {
+        Listing {
+            train: items.to_vec(),
+            val: None,
+            test: None,
+            classes: Vec::new(),
+        }
+        .key(opts)
     };
-    if let (Some(folder), Some(key)) = (&read.folder, &key)
-        && let Some(hit) = cache::load(folder, what, key, input)?
-    {
-        return Ok(hit);
-    }
-    let d = decode::decode_all(items, opts, &format!("decode {what}"), read.progress)?;
-    let dataset = Dataset::new(what, input, d.images, d.labels)?;
-    if let (Some(folder), Some(key)) = (&read.folder, &key) {
-        cache::store(folder, what, key, &dataset, &d.skipped)?;
-    }
-    Ok((dataset, d.skipped))
+    cache::get_or_make(read.folder.as_deref(), what, key, input, || {
+        let d = decode::decode_all(items, opts, &format!("decode {what}"), read.progress)?;
+        Ok((Dataset::new(what, input, d.images, d.labels)?, d.skipped))
+    })
 }
 
 /// Writes `data/skipped.json`: the files left out, or an empty list.
-fn write_skipped(folder: &Path, skipped: &[Skipped]) -> Result<()> {
+pub(super) fn write_skipped(folder: &Path, skipped: &[Skipped]) -> Result<()> {
     std::fs::create_dir_all(folder)
         .map_err(|e| data_err(folder, format!("cannot create the folder: {e}")))?;
     let text = serde_json::to_string_pretty(skipped)

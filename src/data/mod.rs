@@ -345,7 +345,7 @@ pub fn read_with(data: &Data, dir: Option<&Path>, seed: u64, opts: &ReadOptions)
                 list_images(data, need_dir("image")?)?.limit(image.limit.as_ref().map(|l| l.value));
             return listing::read(&listing, image, source_name(data), opts);
         }
-        Data::Npy { image, .. } => return read_npy(data, need_dir("npy")?, image),
+        Data::Npy { image, .. } => return read_npy(data, need_dir("npy")?, image, opts),
     };
     let train = match limit {
         Some(n) => train.first(n as usize),
@@ -360,18 +360,54 @@ pub fn read_with(data: &Data, dir: Option<&Path>, seed: u64, opts: &ReadOptions)
 }
 
 /// An `Npy` source's arrays as a [`Source`].
-fn read_npy(data: &Data, base: &Path, image: &ImageOptions) -> Result<Source> {
+/// An `Npy` source's parts, each from the cache in `opts.folder` when its key holds (the
+/// arrays' files, the image options, the layout and the classes); the elements
+/// `skip_unreadable` left out are listed there.
+fn read_npy(data: &Data, base: &Path, image: &ImageOptions, opts: &ReadOptions) -> Result<Source> {
     let Some(paths) = npy_paths(data, base) else {
         return Err(Error::Input("not an Npy data set".into()));
     };
     let classes = npy::classes(&paths)?;
-    let (train, test) = npy::read(&paths, image, &classes)?;
-    let train = match &image.limit {
-        Some(n) => train.first(n.value as usize),
-        None => train,
+    let input = Input {
+        channels: image.channels.value,
+        size: image.size.value,
+        classes: classes.len() as u32,
     };
+    let key = || -> Result<String> {
+        let mut h = blake3::Hasher::new();
+        h.update(listing::files_key(&paths.files(), image)?.as_bytes());
+        h.update(format!("{:?} {:?}", paths.layout, classes).as_bytes());
+        Ok(h.finalize().to_hex().to_string())
+    };
+    let folder = opts.folder.as_deref();
+    let part = |part: npy::Part, what: &str| {
+        cache::get_or_make(folder, what, key, input, || {
+            npy::read_part(&paths, part, image, &classes)
+        })
+    };
+    let (train, mut skipped) = part(npy::Part::Train, "npy train")?;
+    let test = match paths.test {
+        Some(_) => {
+            let (t, s) = part(npy::Part::Test, "npy test")?;
+            skipped.extend(s);
+            Some(t)
+        }
+        None => None,
+    };
+    if let Some(folder) = folder {
+        listing::write_skipped(folder, &skipped)?;
+    }
+    if train.is_empty() {
+        return Err(data_err(
+            &npy::file_of(base, paths.images),
+            "no training image could be used: every element was left out (data/skipped.json)",
+        ));
+    }
     Ok(Source {
-        train,
+        train: match &image.limit {
+            Some(n) => train.first(n.value as usize),
+            None => train,
+        },
         val: None,
         test,
         classes,

@@ -18,6 +18,7 @@ use image::DynamicImage;
 use npyz::{DType, Order, TypeChar};
 use rayon::prelude::*;
 
+use super::decode::Skipped;
 use super::{Dataset, data_err};
 use crate::error::Result;
 use crate::spec::pipeline::{ImageOptions, Layout};
@@ -210,22 +211,37 @@ pub fn classes(p: &Paths) -> Result<Vec<String>> {
     Ok((0..=max).map(|c| c.to_string()).collect())
 }
 
-/// Reads the training pair and the test pair, with `classes.len()` classes.
-pub fn read(
-    p: &Paths,
-    opts: &ImageOptions,
-    classes: &[String],
-) -> Result<(Dataset, Option<Dataset>)> {
-    let n = classes.len() as u32;
-    let train = read_pair(p, p.images, p.labels, opts, n, "train")?;
-    let test = p
-        .test
-        .map(|(i, l)| read_pair(p, i, l, opts, n, "test"))
-        .transpose()?;
-    Ok((train, test))
+/// One part of an `Npy` source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// `images` and `labels`.
+    Train,
+    /// `test_images` and `test_labels`.
+    Test,
 }
 
-/// One (images, labels) pair as a data set.
+/// Reads one part with `classes.len()` classes. An element that cannot be used (a label out
+/// of range, a float32 pixel outside 0..=1) is an error naming the file and the element,
+/// or, with `skip_unreadable`, left out and listed in the returned [`Skipped`]s.
+pub fn read_part(
+    p: &Paths,
+    part: Part,
+    opts: &ImageOptions,
+    classes: &[String],
+) -> Result<(Dataset, Vec<Skipped>)> {
+    let (images, labels, name) = match (part, p.test) {
+        (Part::Train, _) => (p.images, p.labels, "train"),
+        (Part::Test, Some((i, l))) => (i, l, "test"),
+        (Part::Test, None) => {
+            return Err(crate::error::Error::Input(
+                "the Npy data set has no test pair (test_images, test_labels)".into(),
+            ));
+        }
+    };
+    read_pair(p, images, labels, opts, classes.len() as u32, name)
+}
+
+/// One (images, labels) pair as a data set, with the elements left out.
 fn read_pair(
     p: &Paths,
     images: &str,
@@ -233,27 +249,53 @@ fn read_pair(
     opts: &ImageOptions,
     classes: u32,
     part: &str,
-) -> Result<Dataset> {
+) -> Result<(Dataset, Vec<Skipped>)> {
     let l = read_array(p.base, labels)?;
-    let labels = labels_of(&l, Some(classes))?;
+    let values = label_values(&l)?;
+    if !opts.skip_unreadable {
+        for (i, &v) in values.iter().enumerate() {
+            label(v, i, Some(classes)).map_err(|m| data_err(&l.shown, m))?;
+        }
+    }
     let a = read_array(p.base, images)?;
     let (n, c, h, w) = image_shape(&a, p.layout)?;
-    if n != labels.len() {
+    if n != values.len() {
         return Err(data_err(
             &a.shown,
             format!(
                 "{n} images, but {} has {} labels",
                 l.shown.display(),
-                labels.len()
+                values.len()
             ),
         ));
     }
-    let pixels = to_u8(a)?;
+    check_pixel_type(&a)?;
     let per = c * h * w;
-    let images: Vec<u8> = (0..n)
+    let mut keep = Vec::with_capacity(n);
+    let mut kept_labels = Vec::with_capacity(n);
+    let mut skipped = Vec::new();
+    for (i, &v) in values.iter().enumerate() {
+        let usable = label(v, i, Some(classes))
+            .map_err(|m| (&l.shown, m))
+            .and_then(|lab| pixel_fault(&a, i, per).map_or(Ok(lab), |m| Err((&a.shown, m))));
+        match usable {
+            Ok(lab) => {
+                keep.push(i);
+                kept_labels.push(lab);
+            }
+            Err((file, reason)) if opts.skip_unreadable => skipped.push(Skipped {
+                path: file.clone(),
+                row: None,
+                index: Some(i),
+                reason,
+            }),
+            Err((file, reason)) => return Err(data_err(file, reason)),
+        }
+    }
+    let pixels: Vec<u8> = keep
         .into_par_iter()
         .flat_map_iter(|i| {
-            let img = image_at(&pixels[i * per..(i + 1) * per], c, h, w, p.layout);
+            let img = image_at(&image_u8(&a, i, per), c, h, w, p.layout);
             super::decode::prepare(img, opts)
         })
         .collect();
@@ -262,11 +304,34 @@ fn read_pair(
         size: opts.size.value,
         classes,
     };
-    Dataset::new(format!("npy {part}"), input, images, labels)
+    let data = Dataset::new(format!("npy {part}"), input, pixels, kept_labels)?;
+    Ok((data, skipped))
 }
 
 /// `[N]` integer labels, none negative and each below `classes` when given.
 fn labels_of(a: &Array, classes: Option<u32>) -> Result<Vec<u32>> {
+    label_values(a)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| label(v, i, classes).map_err(|m| data_err(&a.shown, m)))
+        .collect()
+}
+
+/// The label `v` at `i`, or why it is not one: negative, or not below `classes`.
+fn label(v: i128, i: usize, classes: Option<u32>) -> std::result::Result<u32, String> {
+    match u32::try_from(v) {
+        Ok(l) if classes.is_none_or(|c| l < c) => Ok(l),
+        _ => Err(format!(
+            "label {v} at index {i} is out of range{}",
+            classes
+                .map(|c| format!(": there are {c} classes (0..{c})"))
+                .unwrap_or_default()
+        )),
+    }
+}
+
+/// The values of a `[N]` integer array.
+fn label_values(a: &Array) -> Result<Vec<i128>> {
     if a.shape.len() != 1 {
         return Err(data_err(
             &a.shown,
@@ -293,25 +358,10 @@ fn labels_of(a: &Array, classes: Option<u32>) -> Result<Vec<u32>> {
             format!("{size}-byte integers are not read"),
         ));
     }
-    a.bytes
+    Ok(a.bytes
         .chunks_exact(size)
-        .enumerate()
-        .map(|(i, b)| {
-            let v = int_le(b, signed);
-            match u32::try_from(v) {
-                Ok(l) if classes.is_none_or(|c| l < c) => Ok(l),
-                _ => Err(data_err(
-                    &a.shown,
-                    format!(
-                        "label {v} at index {i} is out of range{}",
-                        classes
-                            .map(|c| format!(": there are {c} classes (0..{c})"))
-                            .unwrap_or_default()
-                    ),
-                )),
-            }
-        })
-        .collect()
+        .map(|b| int_le(b, signed))
+        .collect())
 }
 
 /// A little-endian integer of 1, 2, 4 or 8 bytes, as i128.
@@ -364,33 +414,45 @@ fn image_shape(a: &Array, layout: Layout) -> Result<(usize, usize, usize, usize)
     Ok((n, c, h, w))
 }
 
-/// The pixels as u8: uint8 as they are, float32 in 0..=1 times 255, rounded.
-fn to_u8(a: Array) -> Result<Vec<u8>> {
+/// Images are uint8 or float32.
+fn check_pixel_type(a: &Array) -> Result<()> {
     match a.kind {
-        (TypeChar::Uint, 1) => Ok(a.bytes),
-        (TypeChar::Float, 4) => a
-            .bytes
-            .chunks_exact(4)
-            .enumerate()
-            .map(|(i, b)| {
-                let v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                if (0.0..=1.0).contains(&v) {
-                    Ok((v * 255.0).round() as u8)
-                } else {
-                    Err(data_err(
-                        &a.shown,
-                        format!(
-                            "float32 element {i} is {v}; float32 images must be in 0..=1 \
-                             (divide by 255, or save them as uint8)"
-                        ),
-                    ))
-                }
-            })
-            .collect(),
+        (TypeChar::Uint, 1) | (TypeChar::Float, 4) => Ok(()),
         (t, size) => Err(data_err(
             &a.shown,
             format!("images of type {t:?}{size}; expected uint8 or float32"),
         )),
+    }
+}
+
+/// The elements of image `i` (`per` of them) as f32 values, when float32.
+fn floats(a: &Array, i: usize, per: usize) -> Option<impl Iterator<Item = f32> + '_> {
+    (a.kind == (TypeChar::Float, 4)).then(|| {
+        a.bytes[4 * i * per..4 * (i + 1) * per]
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    })
+}
+
+/// Why image `i` of a float32 array cannot be used: its first element outside 0..=1 (NaN
+/// included); `None` for a usable image, and always for uint8.
+fn pixel_fault(a: &Array, i: usize, per: usize) -> Option<String> {
+    let (j, v) = floats(a, i, per)?
+        .enumerate()
+        .find(|(_, v)| !(0.0..=1.0).contains(v))?;
+    Some(format!(
+        "float32 element {} is {v}; float32 images must be in 0..=1 \
+         (divide by 255, or save them as uint8)",
+        i * per + j
+    ))
+}
+
+/// The pixels of image `i` as u8: uint8 as they are, float32 (checked by [`pixel_fault`])
+/// times 255, rounded.
+fn image_u8(a: &Array, i: usize, per: usize) -> Vec<u8> {
+    match floats(a, i, per) {
+        Some(f) => f.map(|v| (v * 255.0).round() as u8).collect(),
+        None => a.bytes[i * per..(i + 1) * per].to_vec(),
     }
 }
 
@@ -451,17 +513,17 @@ mod tests {
     #[test]
     fn floats_must_lie_in_0_to_1() {
         let d = TempDir::new("npy-float");
-        std::fs::write(d.0.join("x.npy"), npy(&[1, 1, 2], &[1.0f32, 0.5])).unwrap();
-        assert_eq!(
-            to_u8(read_array(&d.0, "x.npy").unwrap()).unwrap(),
-            vec![255, 128]
-        );
-        std::fs::write(d.0.join("x.npy"), npy(&[1, 1, 2], &[0.0f32, 255.0])).unwrap();
-        let e = to_u8(read_array(&d.0, "x.npy").unwrap())
-            .unwrap_err()
-            .to_string();
+        std::fs::write(d.0.join("x.npy"), npy(&[2, 1, 2], &[1.0f32, 0.5, 0.0, 0.25])).unwrap();
+        let a = read_array(&d.0, "x.npy").unwrap();
+        assert_eq!(pixel_fault(&a, 1, 2), None);
+        assert_eq!(image_u8(&a, 0, 2), vec![255, 128]);
+        assert_eq!(image_u8(&a, 1, 2), vec![0, 64]);
+        std::fs::write(d.0.join("x.npy"), npy(&[2, 1, 2], &[0.0f32, 0.0, 0.5, 255.0])).unwrap();
+        let a = read_array(&d.0, "x.npy").unwrap();
+        assert_eq!(pixel_fault(&a, 0, 2), None);
+        let e = pixel_fault(&a, 1, 2).unwrap();
         assert!(
-            e.contains("element 1 is 255") && e.contains("divide by 255"),
+            e.contains("element 3 is 255") && e.contains("divide by 255"),
             "{e}"
         );
     }

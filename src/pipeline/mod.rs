@@ -561,10 +561,7 @@ pub fn run(
     }
     // Everything above is checked before the folder is touched.
     let _busy = crate::run::busy::acquire(run_dir, &format!("nas-pipe run {}", p.spec.name.value))?;
-    let p = &Resolved {
-        data_folder: Some(RunDir::new(run_dir).data()),
-        ..p.clone()
-    };
+    let p = &p.in_run_folder(run_dir);
     remove_temp_files(run_dir)?;
     let mut lock = open_lock(run_dir, &p.spec.name.value, opts.force)?;
     crate::fsutil::write_atomic(

@@ -86,6 +86,16 @@ impl Resolved {
         crate::data::split_source(source, seed, &self.spec.split)
     }
 
+    /// This pipeline working in the run folder `run_dir`: its image sources are cached in
+    /// `run_dir/data/` ([`Self::load_data`]). Every command that works in a run folder
+    /// (`run` and each single-stage command) goes through it, so they share one cache.
+    pub fn in_run_folder(&self, run_dir: &std::path::Path) -> Resolved {
+        Resolved {
+            data_folder: Some(crate::run::RunDir::new(run_dir).data()),
+            ..self.clone()
+        }
+    }
+
     /// Whether any stage reads the data set's images.
     pub fn reads_images(&self) -> bool {
         crate::run::Stage::ALL
