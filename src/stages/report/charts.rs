@@ -627,6 +627,65 @@ pub fn bars(b: &Bars) -> Result<String> {
     Ok(buf)
 }
 
+/// Workers drawn at most in [`timeline`]; the rest are left out (the caption says so).
+pub const TIMELINE_ROWS: usize = 32;
+
+/// The workers' timeline: a row per worker (the first [`TIMELINE_ROWS`]), a bar per
+/// evaluation from its start to its end; failed trials in red.
+pub fn timeline(t: &crate::run::trials::Timeline) -> Result<String> {
+    let rows = t.workers.len().clamp(1, TIMELINE_ROWS);
+    let end = t.span().max(1e-3) * 1.02;
+    let title = "Workers: when each evaluated what";
+    let err = drawing(title);
+    let label = |v: &i32| {
+        t.workers
+            .get((v / 10).max(0) as usize)
+            .map(|w| w.worker.clone())
+            .unwrap_or_default()
+    };
+    let ticks: Vec<i32> = (0..rows).map(|i| 10 * i as i32 + 5).collect();
+    let height = 110 + 26 * rows as u32;
+    let mut buf = String::new();
+    {
+        let root = SVGBackend::with_string(&mut buf, (640, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(&err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, (FONT, TITLE).into_font().color(&INK))
+            .margin(12)
+            .x_label_area_size(44)
+            .y_label_area_size(150)
+            .build_cartesian_2d(0f64..end, (0..10 * rows as i32).with_key_points(ticks))
+            .map_err(&err)?;
+        let d = decimals(0.0, end);
+        let x_fmt = |v: &f64| tick(*v, d);
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .bold_line_style(GRID)
+            .light_line_style(WHITE)
+            .axis_style(INK.mix(0.6))
+            .x_label_formatter(&x_fmt)
+            .y_label_formatter(&label)
+            .x_desc("seconds since the first evaluation started")
+            .label_style((FONT, SMALL).into_font().color(&INK))
+            .axis_desc_style((FONT, DESC).into_font().color(&INK))
+            .draw()
+            .map_err(&err)?;
+        let bars = t.workers.iter().take(rows).enumerate().flat_map(|(i, w)| {
+            let y = 10 * i as i32;
+            w.spans.iter().map(move |s| {
+                let c = if s.failed { TAIL } else { TRAIN };
+                // At least a visible sliver: table lookups take microseconds.
+                let e = s.end.max(s.start + end * 0.003);
+                Rectangle::new([(s.start, y + 2), (e, y + 8)], c.filled())
+            })
+        });
+        chart.draw_series(bars).map_err(&err)?;
+        root.present().map_err(&err)?;
+    }
+    Ok(buf)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -699,63 +758,4 @@ mod tests {
         let svg = heatmap(&h).unwrap();
         assert!(svg.contains("0.3") && !svg.contains("NaN"));
     }
-}
-
-/// Workers drawn at most in [`timeline`]; the rest are left out (the caption says so).
-pub const TIMELINE_ROWS: usize = 32;
-
-/// The workers' timeline: a row per worker (the first [`TIMELINE_ROWS`]), a bar per
-/// evaluation from its start to its end; failed trials in red.
-pub fn timeline(t: &crate::run::trials::Timeline) -> Result<String> {
-    let rows = t.workers.len().clamp(1, TIMELINE_ROWS);
-    let end = t.span().max(1e-3) * 1.02;
-    let title = "Workers: when each evaluated what";
-    let err = drawing(title);
-    let label = |v: &i32| {
-        t.workers
-            .get((v / 10).max(0) as usize)
-            .map(|w| w.worker.clone())
-            .unwrap_or_default()
-    };
-    let ticks: Vec<i32> = (0..rows).map(|i| 10 * i as i32 + 5).collect();
-    let height = 110 + 26 * rows as u32;
-    let mut buf = String::new();
-    {
-        let root = SVGBackend::with_string(&mut buf, (640, height)).into_drawing_area();
-        root.fill(&WHITE).map_err(&err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, (FONT, TITLE).into_font().color(&INK))
-            .margin(12)
-            .x_label_area_size(44)
-            .y_label_area_size(150)
-            .build_cartesian_2d(0f64..end, (0..10 * rows as i32).with_key_points(ticks))
-            .map_err(&err)?;
-        let d = decimals(0.0, end);
-        let x_fmt = |v: &f64| tick(*v, d);
-        chart
-            .configure_mesh()
-            .disable_y_mesh()
-            .bold_line_style(GRID)
-            .light_line_style(WHITE)
-            .axis_style(INK.mix(0.6))
-            .x_label_formatter(&x_fmt)
-            .y_label_formatter(&label)
-            .x_desc("seconds since the first evaluation started")
-            .label_style((FONT, SMALL).into_font().color(&INK))
-            .axis_desc_style((FONT, DESC).into_font().color(&INK))
-            .draw()
-            .map_err(&err)?;
-        let bars = t.workers.iter().take(rows).enumerate().flat_map(|(i, w)| {
-            let y = 10 * i as i32;
-            w.spans.iter().map(move |s| {
-                let c = if s.failed { TAIL } else { TRAIN };
-                // At least a visible sliver: table lookups take microseconds.
-                let e = s.end.max(s.start + end * 0.003);
-                Rectangle::new([(s.start, y + 2), (e, y + 8)], c.filled())
-            })
-        });
-        chart.draw_series(bars).map_err(&err)?;
-        root.present().map_err(&err)?;
-    }
-    Ok(buf)
 }
