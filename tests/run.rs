@@ -299,6 +299,18 @@ fn json_progress_lines_are_one_object_each() {
     assert_eq!(last["done"], last["total"], "{last}");
     assert_eq!(last["unit"], "image");
     assert!(last["rate"].as_f64().unwrap() > 0.0, "{last}");
+    // Issue #22: the whole pipeline's ETA, from the search's and retraining's bars: never
+    // less than the bar's own, and sane for a run of seconds.
+    for stage in ["search", "retrain"] {
+        let e = of("progress")
+            .find(|e| e["task"].as_str().unwrap().starts_with(stage))
+            .unwrap_or_else(|| panic!("no {stage} progress in {stderr}"));
+        let (eta, whole) = (e["eta_s"].as_f64(), e["pipeline_eta_s"].as_f64());
+        assert!(
+            whole.is_some_and(|w| w >= eta.unwrap() && w < 3600.0),
+            "{e}"
+        );
+    }
 
     let o = bin()
         .args(["check", "--json"])
@@ -325,6 +337,31 @@ fn json_progress_lines_are_one_object_each() {
         e["message"].as_str().unwrap().contains("--no-such-flag"),
         "{e}"
     );
+}
+
+/// Issue #22: plain progress lines of the search and retraining end their own ETA with the
+/// whole pipeline's, a duration.
+#[test]
+fn plain_progress_lines_carry_the_pipeline_eta() {
+    let dir = tempdir("run-eta");
+    let p = staged_pipeline(&dir, "eta", "0.05");
+    let o = run_cmd(&p, &dir.join("out"))
+        .args(["--log-every", "0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    for stage in ["search 1/4: ", "retrain 8/8: "] {
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with(stage) && l.contains(", pipeline ETA "))
+            .unwrap_or_else(|| panic!("no {stage}line with a pipeline ETA in {stderr}"));
+        let eta = line.split(", pipeline ETA ").nth(1).unwrap();
+        assert!(
+            eta.split(',').next().unwrap().ends_with('s'),
+            "{line}"
+        );
+    }
 }
 
 /// The action `nas-pipe run` printed for `stage` ("cached", "ran in 1.2s", ...).
