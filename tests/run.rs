@@ -339,31 +339,6 @@ fn json_progress_lines_are_one_object_each() {
     );
 }
 
-/// Issue #22: plain progress lines of the search and retraining end their own ETA with the
-/// whole pipeline's, a duration.
-#[test]
-fn plain_progress_lines_carry_the_pipeline_eta() {
-    let dir = tempdir("run-eta");
-    let p = staged_pipeline(&dir, "eta", "0.05");
-    let o = run_cmd(&p, &dir.join("out"))
-        .args(["--log-every", "0"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{stderr}");
-    for stage in ["search 1/4: ", "retrain 8/8: "] {
-        let line = stderr
-            .lines()
-            .find(|l| l.starts_with(stage) && l.contains(", pipeline ETA "))
-            .unwrap_or_else(|| panic!("no {stage}line with a pipeline ETA in {stderr}"));
-        let eta = line.split(", pipeline ETA ").nth(1).unwrap();
-        assert!(
-            eta.split(',').next().unwrap().ends_with('s'),
-            "{line}"
-        );
-    }
-}
-
 /// The action `nas-pipe run` printed for `stage` ("cached", "ran in 1.2s", ...).
 fn action_of(stdout: &str, stage: &str) -> String {
     stdout
