@@ -9,9 +9,12 @@
 //! own; clap's help and errors honour `NO_COLOR`.
 //!
 //! A plain line reads
-//! `search 1/3: 3,200/12,800 images (25%), 31.2 images/s, ETA 5m 07s, loss 1.234`; its JSON
-//! form `{"event":"progress","task":"search 1/3","done":3200,"total":12800,"unit":"image",
-//! "rate":31.2,"eta_s":307.7,"elapsed_s":102.6,"message":"loss 1.234"}`. A note is
+//! `search 1/3: 3,200/12,800 images (25%), 31.2 images/s, ETA 5m 07s, pipeline ETA 24m 10s,
+//! loss 1.234`; its JSON form `{"event":"progress","task":"search 1/3","done":3200,
+//! "total":12800,"unit":"image","rate":31.2,"eta_s":307.7,"pipeline_eta_s":1450.2,
+//! "elapsed_s":102.6,"message":"loss 1.234"}`. The pipeline ETA comes from the [`Outlook`]
+//! a pipeline run sets ([`outlook`]) and is shown by epoch bars ([`epoch`]) only; without
+//! one it is left out of the line and `null` in JSON. A note is
 //! `{"event":"note","text":…}`, a stage's news `{"event":"stage","stage":"search",
 //! "status":"done","seconds":…,"text":…}` ([`stage`]), an error `{"event":"error",…}`
 //! ([`error`]).
@@ -27,6 +30,60 @@ pub const DEFAULT_EVERY_SECS: u64 = 30;
 static QUIET: AtomicBool = AtomicBool::new(false);
 static JSON: AtomicBool = AtomicBool::new(false);
 static EVERY_MS: AtomicU64 = AtomicU64::new(DEFAULT_EVERY_SECS * 1000);
+static OUTLOOK: Mutex<Option<Outlook>> = Mutex::new(None);
+
+/// Where an epoch bar stands in its stage.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Place {
+    /// The stage's name (`search`, `retrain`).
+    pub stage: &'static str,
+    /// The epoch, from 0, of `epochs`.
+    pub epoch: usize,
+    pub epochs: usize,
+}
+
+/// What an epoch bar tells the [`Outlook`] each time it reports.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tick {
+    pub place: Place,
+    /// Items of this epoch.
+    pub total: u64,
+    /// Items per second measured in this epoch (0 before the first).
+    pub rate: f64,
+    /// Seconds left to the end of this epoch at that rate.
+    pub left_s: f64,
+}
+
+/// Seconds left to the end of the whole pipeline after a [`Tick`]; `None` when unknown.
+pub type Outlook = Box<dyn Fn(&Tick) -> Option<f64> + Send + Sync>;
+
+/// Keeps an [`Outlook`] set; dropping it removes it.
+pub struct OutlookGuard(());
+
+/// Sets the process-wide [`Outlook`] until the guard is dropped.
+pub fn outlook(o: Outlook) -> OutlookGuard {
+    if let Ok(mut g) = OUTLOOK.lock() {
+        *g = Some(o);
+    }
+    OutlookGuard(())
+}
+
+impl Drop for OutlookGuard {
+    fn drop(&mut self) {
+        if let Ok(mut g) = OUTLOOK.lock() {
+            *g = None;
+        }
+    }
+}
+
+/// The pipeline's seconds left after `tick`, when an [`Outlook`] is set and knows.
+fn pipeline_eta(tick: &Tick) -> Option<f64> {
+    if !(tick.rate.is_finite() && tick.rate > 0.0) {
+        return None;
+    }
+    let g = OUTLOOK.lock().ok()?;
+    g.as_ref()?(tick).filter(|s| s.is_finite() && *s >= 0.0)
+}
 
 /// Sets the process-wide reporting: `quiet` silences everything this module prints;
 /// `every` is the interval between plain progress lines (at least 1 ms); `json` prints
@@ -117,6 +174,8 @@ struct Plain {
     start: Instant,
     last: Instant,
     every: Duration,
+    /// Set for an epoch bar: the pipeline ETA is shown.
+    place: Option<Place>,
 }
 
 /// A bar over `images` images, labelled `prefix`; hidden unless `show`.
@@ -127,6 +186,23 @@ pub fn images(show: bool, images: usize, prefix: &str) -> Bar {
 /// A bar over `n` items called `unit` (e.g. evaluations), labelled `prefix`; hidden unless
 /// `show`.
 pub fn count(show: bool, n: u64, prefix: &str, unit: &str) -> Bar {
+    bar(show, n, prefix, unit, None)
+}
+
+/// A bar over the `images` images of epoch `epoch` (from 0) of `epochs` of `stage`,
+/// labelled `stage epoch/epochs` (counting from 1), showing the pipeline ETA after its
+/// own; hidden unless `show`.
+pub fn epoch(show: bool, images: usize, stage: &'static str, epoch: usize, epochs: usize) -> Bar {
+    let place = Place {
+        stage,
+        epoch,
+        epochs,
+    };
+    let prefix = format!("{stage} {}/{epochs}", epoch + 1);
+    bar(show, images as u64, &prefix, "image", Some(place))
+}
+
+fn bar(show: bool, n: u64, prefix: &str, unit: &str, place: Option<Place>) -> Bar {
     if !show || quiet() {
         return Bar {
             bar: indicatif::ProgressBar::hidden(),
@@ -144,6 +220,7 @@ pub fn count(show: bool, n: u64, prefix: &str, unit: &str) -> Bar {
             start: now,
             last: now,
             every: Duration::from_millis(EVERY_MS.load(Ordering::Relaxed)),
+            place,
         };
         return Bar {
             bar: indicatif::ProgressBar::hidden(),
@@ -151,22 +228,36 @@ pub fn count(show: bool, n: u64, prefix: &str, unit: &str) -> Bar {
         };
     }
     Bar {
-        bar: terminal_bar(n, prefix, unit),
+        bar: terminal_bar(n, prefix, unit, place),
         plain: None,
     }
 }
 
-fn terminal_bar(n: u64, prefix: &str, unit: &str) -> indicatif::ProgressBar {
+fn terminal_bar(n: u64, prefix: &str, unit: &str, place: Option<Place>) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(n);
     bar.set_style(
         indicatif::ProgressStyle::with_template(&format!(
-            "{{prefix}} [{{bar:30}}] {{human_pos}}/{{human_len}} {unit}s, {{rate}} {unit}s/s, ETA {{eta}} {{msg}}"
+            "{{prefix}} [{{bar:30}}] {{human_pos}}/{{human_len}} {unit}s, {{rate}} {unit}s/s, ETA {{eta}}{{pipeline}} {{msg}}"
         ))
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .with_key(
             "rate",
             |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
                 let _ = w.write_str(&rate_text(s.per_sec()));
+            },
+        )
+        .with_key(
+            "pipeline",
+            move |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let tick = place.map(|place| Tick {
+                    place,
+                    total: s.len().unwrap_or(0),
+                    rate: s.per_sec(),
+                    left_s: s.eta().as_secs_f64(),
+                });
+                if let Some(eta) = tick.as_ref().and_then(pipeline_eta) {
+                    let _ = write!(w, ", pipeline ETA {}", duration(eta));
+                }
             },
         )
         .progress_chars("=> "),
@@ -242,7 +333,19 @@ impl Plain {
         }
     }
 
-    /// The `progress` event's fields; `eta_s` is null until a rate is known.
+    /// The pipeline ETA after `elapsed` with this bar's `rate` and own `eta`.
+    fn pipeline_eta(&self, rate: f64, eta: Option<f64>) -> Option<f64> {
+        let tick = Tick {
+            place: self.place?,
+            total: self.len,
+            rate,
+            left_s: eta?,
+        };
+        pipeline_eta(&tick)
+    }
+
+    /// The `progress` event's fields; `eta_s` is null until a rate is known,
+    /// `pipeline_eta_s` also when no [`Outlook`] knows.
     fn fields(&self, elapsed: Duration) -> serde_json::Value {
         let rate = self.rate(elapsed);
         let eta = (rate > 0.0).then(|| self.len.saturating_sub(self.pos) as f64 / rate);
@@ -253,6 +356,7 @@ impl Plain {
             "unit": self.unit,
             "rate": rate,
             "eta_s": eta,
+            "pipeline_eta_s": self.pipeline_eta(rate, eta),
             "elapsed_s": elapsed.as_secs_f64(),
             "message": self.message,
         })
@@ -266,11 +370,8 @@ impl Plain {
         } else {
             100.0
         };
-        let eta = if rate > 0.0 {
-            duration(self.len.saturating_sub(self.pos) as f64 / rate)
-        } else {
-            "unknown".to_string()
-        };
+        let left = (rate > 0.0).then(|| self.len.saturating_sub(self.pos) as f64 / rate);
+        let eta = left.map_or_else(|| "unknown".to_string(), duration);
         let mut line = format!(
             "{}: {}/{} {}s ({pct:.0}%), {} {}s/s, ETA {eta}",
             self.prefix,
@@ -280,6 +381,9 @@ impl Plain {
             rate_text(rate),
             self.unit,
         );
+        if let Some(p) = self.pipeline_eta(rate, left) {
+            line += &format!(", pipeline ETA {}", duration(p));
+        }
         if !self.message.is_empty() {
             line += ", ";
             line += &self.message;
@@ -345,6 +449,7 @@ mod tests {
             start,
             last: start,
             every: Duration::from_secs(30),
+            place: None,
         };
         assert_eq!(
             p.line(Duration::from_secs(100)),
@@ -364,6 +469,7 @@ mod tests {
             start,
             last: start,
             every: Duration::from_secs(30),
+            place: None,
         };
         let f = p.fields(Duration::from_secs(10));
         assert_eq!(f["task"], "retrain 2/8");
@@ -376,6 +482,40 @@ mod tests {
         assert_eq!(f["message"], "loss 0.5");
         let idle = Plain { pos: 0, ..p };
         assert!(idle.fields(Duration::from_secs(10))["eta_s"].is_null());
+    }
+
+    /// An epoch bar shows the outlook's pipeline ETA after its own, and in JSON; without an
+    /// outlook it is left out (and null).
+    #[test]
+    fn epoch_lines_carry_the_pipeline_eta() {
+        let start = Instant::now();
+        let p = Plain {
+            prefix: "search 1/3".into(),
+            unit: "image".into(),
+            len: 1000,
+            pos: 250,
+            message: String::new(),
+            start,
+            last: start,
+            every: Duration::from_secs(30),
+            place: Some(Place {
+                stage: "search",
+                epoch: 0,
+                epochs: 3,
+            }),
+        };
+        assert!(p.fields(Duration::from_secs(10))["pipeline_eta_s"].is_null());
+        let _guard = outlook(Box::new(|t: &Tick| {
+            Some(t.left_s + (t.place.epochs - t.place.epoch - 1) as f64 * 100.0)
+        }));
+        assert_eq!(
+            p.line(Duration::from_secs(10)),
+            "search 1/3: 250/1,000 images (25%), 25.0 images/s, ETA 30.0s, pipeline ETA 3m 50s"
+        );
+        assert_eq!(
+            p.fields(Duration::from_secs(10))["pipeline_eta_s"].as_f64(),
+            Some(230.0)
+        );
     }
 
     #[test]

@@ -299,6 +299,18 @@ fn json_progress_lines_are_one_object_each() {
     assert_eq!(last["done"], last["total"], "{last}");
     assert_eq!(last["unit"], "image");
     assert!(last["rate"].as_f64().unwrap() > 0.0, "{last}");
+    // Issue #22: the whole pipeline's ETA, from the search's and retraining's bars: never
+    // less than the bar's own, and sane for a run of seconds.
+    for stage in ["search", "retrain"] {
+        let e = of("progress")
+            .find(|e| e["task"].as_str().unwrap().starts_with(stage))
+            .unwrap_or_else(|| panic!("no {stage} progress in {stderr}"));
+        let (eta, whole) = (e["eta_s"].as_f64(), e["pipeline_eta_s"].as_f64());
+        assert!(
+            whole.is_some_and(|w| w >= eta.unwrap() && w < 3600.0),
+            "{e}"
+        );
+    }
 
     let o = bin()
         .args(["check", "--json"])

@@ -21,6 +21,7 @@
 //! ends with the same files as an uninterrupted one.
 
 pub mod device_check;
+pub mod eta;
 pub mod memory;
 pub mod resolve;
 pub mod study_plot;
@@ -563,6 +564,8 @@ pub fn run(
     let _busy = crate::run::busy::acquire(run_dir, &format!("nas-pipe run {}", p.spec.name.value))?;
     let p = &p.in_run_folder(run_dir);
     remove_temp_files(run_dir)?;
+    let work = eta::Work::of(p);
+    let _outlook = crate::progress::outlook(Box::new(move |t| eta::left(&work, t)));
     let mut lock = open_lock(run_dir, &p.spec.name.value, opts.force)?;
     crate::fsutil::write_atomic(
         &run_dir.join(SPEC_FILE),

@@ -265,10 +265,12 @@ pub fn run(
                 recipe.warmup_epochs,
             )
         };
-        let bar = crate::progress::images(
+        let bar = crate::progress::epoch(
             opts.progress,
             train_b.len(),
-            &format!("retrain {}/{epochs}", epoch + 1),
+            crate::run::Stage::Retrain.name(),
+            epoch,
+            epochs,
         );
         let batches = train_b.epoch(epoch as u64, device);
         let (mut loss_sum, mut right, mut n) = (0f64, 0usize, 0usize);

@@ -272,10 +272,12 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
         let lr = optim::cosine(lr0, lr_min, epoch, epochs, warmup);
         let images = (steps * batch_size.value as usize).min(train_b.len())
             + (steps * batch_size.value as usize).min(val_b.len());
-        let bar = crate::progress::images(
+        let bar = crate::progress::epoch(
             opts.progress,
             images,
-            &format!("search {}/{epochs}", epoch + 1),
+            crate::run::Stage::Search.name(),
+            epoch,
+            epochs,
         );
         let (tb, vb) = (
             train_b.epoch(epoch as u64, device),
