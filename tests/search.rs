@@ -1012,8 +1012,7 @@ fn zero_cost_prior_warm_starts_records_proxies_and_repeats_exactly() {
                 .unwrap();
         (stdout, run, v)
     };
-    let (stdout, a, va) = run("a");
-    assert!(stdout.contains("zero-cost proxies' Spearman ρ: naswot "), "{stdout}");
+    let (_, a, va) = run("a");
     assert_eq!(va["version"], 2);
     let prior = &va["prior"];
     assert_eq!(prior["pool"].as_array().unwrap().len(), 8);
