@@ -984,3 +984,60 @@ fn latency_term_lowers_the_expected_latency() {
     assert!(penalised[1] < penalised[0], "{penalised:?}");
     assert!(penalised[1] < free[1], "{penalised:?} vs {free:?}");
 }
+
+/// A zero-cost prior on synthetic data: the pool is scored and recorded, the strategy
+/// starts from the kept architectures, every evaluated candidate has its three proxies,
+/// the correlations reach the output and summary.json, and two runs write the same record.
+#[test]
+fn zero_cost_prior_warm_starts_records_proxies_and_repeats_exactly() {
+    let dir = tempdir("trials-zero-cost");
+    let p = write_pipeline(
+        &dir,
+        "zc",
+        "Trials(
+        strategy: Local(init: 3),
+        evaluator: Train(train_portion: 0.5,
+            recipe: Retrain(channels: 4, layers: 1, epochs: 1, batch_size: 16,
+                optimizer: Sgd(lr: 0.05, weight_decay: 3e-4))),
+        evaluations: 5,
+        zero_cost: ZeroCost(prior: Naswot, pool: 8, keep: 3, batches: 2, batch_size: 8),
+    )",
+        "",
+    );
+    let run = |out: &str| {
+        let stdout = run_ok(bin().arg("run").arg(&p).arg("--out").arg(dir.join(out)));
+        let run = dir.join(out).join("zc");
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(run.join("search/trials.json")).unwrap())
+                .unwrap();
+        (stdout, run, v)
+    };
+    let (_, a, va) = run("a");
+    assert_eq!(va["version"], 2);
+    let prior = &va["prior"];
+    assert_eq!(prior["pool"].as_array().unwrap().len(), 8);
+    let kept: Vec<&serde_json::Value> = prior["kept"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| &prior["pool"][i.as_u64().unwrap() as usize]["arch"])
+        .collect();
+    assert_eq!(kept.len(), 3);
+    let records = trials_record(&a);
+    for (k, r) in kept.iter().zip(&records) {
+        assert_eq!(*k, &r["arch"], "the strategy did not start from the kept cells");
+    }
+    for r in records.iter().filter(|r| r.get("accuracy").is_some()) {
+        for proxy in ["naswot", "synflow", "grad_norm"] {
+            assert!(r["proxies"][proxy].as_f64().is_some(), "{r}");
+        }
+        assert!(r["proxies"]["grad_norm"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s["trials"]["zero_cost"]["over"], 5);
+    let (_, b, vb) = run("b");
+    assert_eq!(trials_record(&a), trials_record(&b));
+    assert_eq!(va["prior"]["pool"], vb["prior"]["pool"]);
+    assert_eq!(va["prior"]["kept"], vb["prior"]["kept"]);
+}

@@ -85,8 +85,20 @@ fn trials(args: &Args, p: &Resolved, run_dir: &Path, device: &Device) -> Result<
         ));
     }
     let g = crate::stages::derive::from_trials(p, run_dir)?;
+    let prior = o.state.prior.as_ref().map_or(String::new(), |pr| {
+        format!(
+            "zero-cost prior: {} pool of {} scored in {:.1}s, {} kept\n",
+            pr.proxy,
+            pr.pool.len(),
+            pr.seconds,
+            pr.kept.len()
+        )
+    });
+    let rho = crate::run::trials::Correlations::of(&o.state.records).map_or(String::new(), |c| {
+        format!("proxies' Spearman ρ with the search signal: {}\n", c.text())
+    });
     Ok(format!(
-        "search finished: {} evaluations in {:.1}s this run\n{}\ngenotype written to {}\n{}",
+        "search finished: {} evaluations in {:.1}s this run\n{prior}{rho}{}\ngenotype written to {}\n{}",
         o.state.evaluations(),
         o.seconds,
         crate::stages::search::study::summary(&o.state, &o.front),

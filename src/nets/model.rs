@@ -77,6 +77,36 @@ pub enum Mode<'a> {
         drop_path: f64,
         rng: &'a mut ChaCha8Rng,
     },
+    /// The network at initialisation for the zero-cost proxies: differentiable (nothing
+    /// detached), no drop path, no auxiliary head; BN on batch statistics (running
+    /// statistics updated) when `batch_stats`, else on its running statistics. With
+    /// `relus`, every ReLU output the walk computes is appended, in walk order: each cell
+    /// state's ReLU (once, before the ops that begin with one) and each BN-ReLU layer's.
+    Probe {
+        batch_stats: bool,
+        relus: Option<&'a mut Vec<Tensor>>,
+    },
+}
+
+impl Mode<'_> {
+    /// BN normalises with the batch's statistics.
+    fn batch_stats(&self) -> bool {
+        match self {
+            Mode::Eval => false,
+            Mode::Train { .. } => true,
+            Mode::Probe { batch_stats, .. } => *batch_stats,
+        }
+    }
+
+    /// Records `relu`, a ReLU output, when the mode taps them.
+    fn tap(&mut self, relu: &Tensor) {
+        if let Mode::Probe {
+            relus: Some(out), ..
+        } = self
+        {
+            out.push(relu.clone());
+        }
+    }
 }
 
 /// A forward pass's outputs.
@@ -229,10 +259,11 @@ impl Model {
     /// `x`: [N, C, H, W] (the space's input) → [N, classes].
     pub fn forward(&self, x: &Tensor, mut mode: Mode) -> Result<Output> {
         let train = matches!(mode, Mode::Train { .. });
+        let eval = matches!(mode, Mode::Eval);
         // In evaluation nothing is differentiated: each layer's output is detached from the
         // graph and dropped after its last reader, so memory holds about one layer's
         // activations instead of the whole forward pass.
-        let keep = if train { Keep::All } else { Keep::UntilLastUse };
+        let keep = if eval { Keep::UntilLastUse } else { Keep::All };
         let mut aux = None;
         let logits = walk::layers(
             &self.net.reads(),
@@ -246,7 +277,7 @@ impl Model {
                 {
                     aux = Some(head.forward(&y, true)?);
                 }
-                Ok(if train { y } else { y.detach() })
+                Ok(if eval { y.detach() } else { y })
             },
         )?;
         Ok(Output { logits, aux })
@@ -260,7 +291,7 @@ impl Model {
         x: &Tensor,
         mode: &mut Mode,
     ) -> Result<Tensor> {
-        let train = matches!(mode, Mode::Train { .. });
+        let train = mode.batch_stats();
         Ok(match &self.layers[i] {
             Layer::ConvBn(m) => m.forward(&inputs[0], train)?,
             Layer::Cell(c) => cell_forward(c, inputs, mode)?,
@@ -269,7 +300,11 @@ impl Model {
                 None => zeros_like_shape(x, self.net.layers[i].output)?,
             },
             Layer::Residual(r) => r.forward(&inputs[0], train)?,
-            Layer::BnRelu(bn) => kernels::relu(&bn.forward(&inputs[0], train)?)?,
+            Layer::BnRelu(bn) => {
+                let y = kernels::relu(&bn.forward(&inputs[0], train)?)?;
+                mode.tap(&y);
+                y
+            }
             Layer::Head(h) => h.forward_pooled(&inputs[0])?,
         })
     }
@@ -335,11 +370,15 @@ fn edge_forward(
     Ok(match e {
         Edge::Zero => None,
         Edge::Op(op) => {
-            let train = matches!(mode, Mode::Train { .. });
+            let train = mode.batch_stats();
             let y = if op.starts_with_relu() {
                 let r = match relu {
                     Some(r) => r,
-                    None => relu.insert(kernels::relu(x)?),
+                    None => {
+                        let r = relu.insert(kernels::relu(x)?);
+                        mode.tap(r);
+                        r
+                    }
                 };
                 op.forward_after_relu(r, train)?
             } else {
@@ -369,7 +408,7 @@ impl Cell {
 /// The cell on its inputs: each node the sum of its edges' outputs, zeros of its shape when
 /// every edge is `Zero`.
 fn cell_forward(c: &Cell, inputs: Vec<Tensor>, mode: &mut Mode) -> Result<Tensor> {
-    let train = matches!(mode, Mode::Train { .. });
+    let train = mode.batch_stats();
     let like = inputs
         .first()
         .cloned()

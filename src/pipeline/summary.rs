@@ -77,8 +77,11 @@ fn search(run: &RunDir) -> Option<String> {
     }
     let s: crate::run::trials::State = json(&run.trials())?;
     let best = s.best()?;
+    let rho = crate::run::trials::Correlations::of(&s.records).map_or(String::new(), |c| {
+        format!("; zero-cost proxies' Spearman ρ: {}", c.text())
+    });
     Some(format!(
-        "{} evaluations, best search score {:.2}%",
+        "{} evaluations, best search score {:.2}%{rho}",
         s.evaluations(),
         100.0 * best.accuracy?
     ))

@@ -7,8 +7,12 @@ use serde::{Deserialize, Serialize};
 /// An architecture as the strategies propose it: one choice per decision.
 pub type Arch = Vec<u32>;
 
-/// Version of `trials.json` and `pareto.json`.
-pub const VERSION: u32 = 1;
+/// Version of `trials.json` and `pareto.json`. Version 2 added the zero-cost prior
+/// (`prior`, each record's `proxies`), both optional.
+pub const VERSION: u32 = 2;
+
+/// The oldest version of `trials.json` this build reads (it reads as one without a prior).
+pub const OLDEST_READ: u32 = 1;
 
 /// One proposal of the strategy.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -46,6 +50,9 @@ pub struct Record {
     pub repeat: bool,
     /// Wall time of the evaluation (and latency measurement).
     pub seconds: f64,
+    /// Its zero-cost proxies at initialisation, in a search with a `zero_cost` prior.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxies: Option<Proxies>,
 }
 
 impl Record {
@@ -67,6 +74,9 @@ pub struct State {
     /// The budget, and whether it is spent (or the time limit reached).
     pub budget: usize,
     pub finished: bool,
+    /// The zero-cost prior's pool and picks, scored before the first proposal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior: Option<Prior>,
     pub records: Vec<Record>,
 }
 
@@ -175,5 +185,143 @@ impl Timeline {
         let total = self.span() * self.workers.len() as f64;
         let busy: f64 = self.spans().map(|s| s.end - s.start).sum();
         (total > 0.0).then(|| busy / total)
+    }
+}
+
+/// A candidate's zero-cost proxies at initialisation (`stages::search::zero_cost`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Proxies {
+    /// log |det K| of the ReLU codes' Hamming kernel, mean over the mini-batches.
+    pub naswot: f64,
+    /// Σ |θ ⊙ ∂R/∂θ| with |θ| and an all-ones input.
+    pub synflow: f64,
+    /// L2 norm of the loss gradient, mean over the mini-batches.
+    pub grad_norm: f64,
+}
+
+/// The zero-cost prior's warm start: the pool it scored and what it kept.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Prior {
+    /// The proxy that ranked the pool: `naswot`, `synflow` or `grad_norm`.
+    pub proxy: String,
+    /// The pool in draw order.
+    pub pool: Vec<Pooled>,
+    /// Indices into `pool` of the architectures the strategy proposed first, best first.
+    pub kept: Vec<usize>,
+    /// Wall time of drawing and scoring the pool, in seconds.
+    pub seconds: f64,
+}
+
+/// An architecture of the prior's pool with its proxy score.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Pooled {
+    pub arch: Arch,
+    pub key: String,
+    pub score: f64,
+}
+
+/// Spearman's rank correlation of each proxy with the search signal, over the evaluated
+/// records that have proxies (repeats counted once).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Correlations {
+    /// Records the correlations are over.
+    pub over: usize,
+    /// `None` with fewer than 3 records or a constant side.
+    pub naswot: Option<f64>,
+    pub synflow: Option<f64>,
+    pub grad_norm: Option<f64>,
+}
+
+impl Correlations {
+    /// Over `records`; `None` when none has proxies.
+    pub fn of(records: &[Record]) -> Option<Correlations> {
+        let pairs: Vec<(Proxies, f64)> = records
+            .iter()
+            .filter(|r| r.evaluated() && !r.repeat)
+            .filter_map(|r| Some((r.proxies?, r.accuracy?)))
+            .collect();
+        if pairs.is_empty() {
+            return None;
+        }
+        let acc: Vec<f64> = pairs.iter().map(|p| p.1).collect();
+        let rho = |f: fn(&Proxies) -> f64| {
+            let x: Vec<f64> = pairs.iter().map(|p| f(&p.0)).collect();
+            spearman(&x, &acc)
+        };
+        Some(Correlations {
+            over: pairs.len(),
+            naswot: rho(|p| p.naswot),
+            synflow: rho(|p| p.synflow),
+            grad_norm: rho(|p| p.grad_norm),
+        })
+    }
+
+    /// One line: `naswot 0.41, synflow 0.35, grad_norm 0.12 over 24 evaluations`.
+    pub fn text(&self) -> String {
+        let f = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.2}"));
+        format!(
+            "naswot {}, synflow {}, grad_norm {} over {} evaluations",
+            f(self.naswot),
+            f(self.synflow),
+            f(self.grad_norm),
+            self.over
+        )
+    }
+}
+
+/// Spearman's rank correlation of `x` and `y` (equal values share their mean rank): the
+/// Pearson correlation of the ranks. `None` with fewer than 3 pairs or a constant side.
+pub fn spearman(x: &[f64], y: &[f64]) -> Option<f64> {
+    if x.len() != y.len() || x.len() < 3 {
+        return None;
+    }
+    let (rx, ry) = (ranks(x), ranks(y));
+    let n = x.len() as f64;
+    let (mx, my) = (rx.iter().sum::<f64>() / n, ry.iter().sum::<f64>() / n);
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (a, b) in rx.iter().zip(&ry) {
+        sxy += (a - mx) * (b - my);
+        sxx += (a - mx) * (a - mx);
+        syy += (b - my) * (b - my);
+    }
+    (sxx > 0.0 && syy > 0.0).then(|| sxy / (sxx * syy).sqrt())
+}
+
+/// 1-based ranks of `v`, ties given their mean rank.
+fn ranks(v: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..v.len()).collect();
+    order.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+    let mut r = vec![0.0; v.len()];
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && v[order[j + 1]] == v[order[i]] {
+            j += 1;
+        }
+        let mean = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &order[i..=j] {
+            r[k] = mean;
+        }
+        i = j + 1;
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Wikipedia's worked example (IQ against hours of television): ρ = −29/165.
+    #[test]
+    fn spearman_matches_a_hand_example() {
+        let iq = [106.0, 100.0, 86.0, 101.0, 99.0, 103.0, 97.0, 113.0, 112.0, 110.0];
+        let tv = [7.0, 27.0, 2.0, 50.0, 28.0, 29.0, 20.0, 12.0, 6.0, 17.0];
+        let rho = spearman(&iq, &tv).unwrap();
+        assert!((rho - (-29.0 / 165.0)).abs() < 1e-12, "{rho}");
+        // Ties share their mean rank; a monotone map gives 1; a constant side gives none.
+        assert_eq!(ranks(&[3.0, 1.0, 3.0, 2.0]), [3.5, 1.0, 3.5, 2.0]);
+        assert!((spearman(&[1.0, 2.0, 3.0], &[10.0, 200.0, 3000.0]).unwrap() - 1.0).abs() < 1e-12);
+        assert_eq!(spearman(&[1.0, 1.0, 1.0], &[1.0, 2.0, 3.0]), None);
+        assert_eq!(spearman(&[1.0, 2.0], &[1.0, 2.0]), None);
     }
 }

@@ -362,7 +362,44 @@ pub enum Search {
         /// one at a time).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         generation: Option<Spanned<u32>>,
+        /// A zero-cost prior: before the strategy's first architectures are evaluated,
+        /// `pool` random architectures are scored at initialisation by a training-free
+        /// proxy and the best `keep` become its first proposals; every evaluated
+        /// candidate's three proxies are recorded. Needs an evaluator that trains. Default:
+        /// none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        zero_cost: Option<Spanned<ZeroCost>>,
     },
+}
+
+/// The zero-cost prior of a multi-trial search (`stages::search::zero_cost`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZeroCost {
+    /// The proxy that ranks the pool.
+    pub prior: Spanned<Proxy>,
+    /// Distinct random architectures scored (1 to 10,000).
+    pub pool: Spanned<u32>,
+    /// The best of the pool, proposed first (at most the pool and the strategy's initial
+    /// random architectures).
+    pub keep: Spanned<u32>,
+    /// Training mini-batches NASWOT and grad_norm average over (1 to 64). Default 1.
+    #[serde(default = "one")]
+    pub batches: Spanned<u32>,
+    /// Images per mini-batch (2 to 1,024). Default 64.
+    #[serde(default = "sixty_four")]
+    pub batch_size: Spanned<u32>,
+}
+
+/// A training-free proxy of a network at initialisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Proxy {
+    /// Mellor et al. 2021: log |det| of the Hamming kernel of the ReLU codes of a batch.
+    Naswot,
+    /// Tanaka et al. 2020: Σ |θ ⊙ ∂R/∂θ| with |θ| and an all-ones input.
+    Synflow,
+    /// The L2 norm of the loss gradient on a batch.
+    GradNorm,
 }
 
 /// A DARTS-family search method: how each forward weights an edge's candidates and when
@@ -775,6 +812,9 @@ fn one() -> Spanned<u32> {
 }
 fn one_u32() -> u32 {
     1
+}
+fn sixty_four() -> Spanned<u32> {
+    sp(64)
 }
 fn three() -> Spanned<u32> {
     sp(3)

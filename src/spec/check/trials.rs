@@ -4,7 +4,14 @@
 use super::Checker;
 use crate::error::Result;
 use crate::spec::Spanned;
-use crate::spec::pipeline::{Constraint, Evaluator, Reward, Search, Strategy};
+use crate::spec::pipeline::{Constraint, Evaluator, Reward, Search, Strategy, ZeroCost};
+
+/// The largest zero-cost pool.
+pub const MAX_POOL: u32 = 10_000;
+/// The most mini-batches a zero-cost proxy averages over.
+pub const MAX_PROXY_BATCHES: u32 = 64;
+/// The largest zero-cost mini-batch (NASWOT's kernel is batch × batch).
+pub const MAX_PROXY_BATCH_SIZE: u32 = 1_024;
 
 impl Checker<'_> {
     /// A multi-trial search, in the order its parts are checked.
@@ -19,6 +26,7 @@ impl Checker<'_> {
             latency,
             export_front,
             generation,
+            zero_cost,
             ..
         } = s
         else {
@@ -36,6 +44,9 @@ impl Checker<'_> {
         self.reward(reward)?;
         self.constraints(constraints)?;
         self.timing(&latency.timing)?;
+        if let Some(z) = zero_cost {
+            self.zero_cost(z, evaluator, strategy, evaluations)?;
+        }
         if *export_front && !matches!(evaluator.value, Evaluator::Train { .. }) {
             return Err(self.err(
                 evaluator.span,
@@ -138,5 +149,63 @@ impl Checker<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The zero-cost prior: an evaluator with a network, a pool and mini-batches in range,
+    /// and no more kept architectures than the strategy starts from.
+    fn zero_cost(
+        &self,
+        z: &Spanned<ZeroCost>,
+        evaluator: &Spanned<Evaluator>,
+        strategy: &Spanned<Strategy>,
+        evaluations: &Spanned<u32>,
+    ) -> Result<()> {
+        if matches!(evaluator.value, Evaluator::Tabular { .. }) {
+            return Err(self.err(
+                z.span,
+                "a zero-cost prior scores networks at initialisation and a table has none: \
+                 use a `Train(...)` or `WeightSharing(...)` evaluator, or remove `zero_cost`",
+            ));
+        }
+        self.range(&z.pool, "pool", 1, MAX_POOL)?;
+        self.range(&z.batches, "batches", 1, MAX_PROXY_BATCHES)?;
+        self.range(&z.batch_size, "batch_size", 2, MAX_PROXY_BATCH_SIZE)?;
+        self.positive(&z.keep, "keep")?;
+        if z.keep.value > z.pool.value {
+            return Err(self.err(
+                z.keep.span,
+                format!(
+                    "keep {} is more than the pool of {}: keep at most the architectures scored",
+                    z.keep.value, z.pool.value
+                ),
+            ));
+        }
+        let (first, what) = match &strategy.value {
+            Strategy::Evolution { population, .. } => (population.value, "population"),
+            Strategy::Local { init } | Strategy::Predictor { init, .. } => (init.value, "init"),
+            Strategy::Random | Strategy::Reinforce { .. } => (evaluations.value, "evaluations"),
+        };
+        if z.keep.value > first {
+            return Err(self.err(
+                z.keep.span,
+                format!(
+                    "keep {} is more than the strategy's first {first} architectures \
+                     ({what}); lower keep or raise {what}",
+                    z.keep.value
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A count in `lo..=hi`.
+    fn range(&self, v: &Spanned<u32>, what: &str, lo: u32, hi: u32) -> Result<()> {
+        if (lo..=hi).contains(&v.value) {
+            return Ok(());
+        }
+        Err(self.err(
+            v.span,
+            format!("{what} must be between {lo} and {hi}, got {}", v.value),
+        ))
     }
 }

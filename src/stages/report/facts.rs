@@ -463,6 +463,12 @@ pub fn trials_text(a: &Artifacts) -> Option<String> {
         failed_text(&failed),
         if t.finished { "" } else { " (not finished)" }
     );
+    if let Some(c) = crate::run::trials::Correlations::of(&t.records) {
+        s.push_str(&format!(
+            "; zero-cost proxies' Spearman ρ with the search signal: {}",
+            c.text()
+        ));
+    }
     if let Some(b) = t.best() {
         // A training evaluator computes the report signal for the front only.
         let report = b.report.or_else(|| {

@@ -195,6 +195,9 @@ pub struct TrialsSummary {
     /// The front's objectives and size.
     pub objectives: Vec<String>,
     pub front: usize,
+    /// With a zero-cost prior: each proxy's Spearman ρ with the search signal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zero_cost: Option<crate::run::trials::Correlations>,
 }
 
 /// The final network (`retrain/model.ron`).
@@ -690,6 +693,7 @@ impl Artifacts {
                     .map(|f| f.objectives.clone())
                     .unwrap_or_default(),
                 front: self.front.as_ref().map_or(0, |f| f.points.len()),
+                zero_cost: crate::run::trials::Correlations::of(&t.records),
             }),
             genotype: self.genotype.clone(),
             model,

@@ -4,8 +4,9 @@
 //!
 //! Layout under the run folder:
 //! - `search/trials.json` ([`State`]): the spec hash and every proposal in order, with its
-//!   genotype, objectives, scores and the constraint that rejected it, if one did;
-//!   rewritten (atomically) after every evaluation;
+//!   genotype, objectives, scores (with a zero-cost prior, its proxies) and the constraint
+//!   that rejected it, if one did; with a zero-cost prior, the pool it scored and the
+//!   architectures it kept; rewritten (atomically) after every evaluation;
 //! - `search/pareto.json` ([`Front`]): the non-dominated evaluated architectures over
 //!   accuracy and the pipeline's objectives;
 //! - `search/weights/<key>.safetensors`: weights a training evaluator produced;
@@ -17,7 +18,9 @@
 //! so a resumed search replays the record (asking the strategy again, checking it proposes
 //! the recorded architecture, and telling it the recorded reward) and continues; it ends
 //! with the same record as an uninterrupted run. A repeated architecture is answered from
-//! the record and still counts as an evaluation.
+//! the record and still counts as an evaluation. A zero-cost prior's pool is scored once,
+//! before the first proposal, and recorded: a resumed search warm-starts the strategy from
+//! the record.
 
 use std::path::Path;
 use std::time::Instant;
@@ -27,11 +30,12 @@ use crate::fsutil::write_atomic;
 use crate::run::Resolved;
 use crate::run::RunDir;
 use crate::run::hash::search_hash;
-use crate::run::trials::{Front, Point, Record, State, VERSION, best};
+use crate::run::trials::{Front, OLDEST_READ, Point, Record, State, VERSION, best};
 use crate::space::Space;
 use crate::spec::pipeline::{Constraint, Objective, Reward, Search};
 use crate::stages::search::evaluator::{Candidate, Evaluator, Score};
 use crate::stages::search::strategy::{self, Arch, Decisions};
+use crate::stages::search::zero_cost::{self, Scorer};
 
 /// The objective's value of a record, minimised.
 fn objective_value(r: &Record, o: Objective) -> Option<f64> {
@@ -111,6 +115,10 @@ pub struct Plan<'a> {
     pub seed: u64,
     /// Proposals per generation (at least 1).
     pub generation: usize,
+    /// The strategy's first proposals (a zero-cost prior's picks; empty for none).
+    pub initial: Vec<Arch>,
+    /// Scores every evaluated candidate's zero-cost proxies (with a prior).
+    pub proxies: Option<&'a Scorer>,
 }
 
 impl<'a> Plan<'a> {
@@ -142,6 +150,8 @@ impl<'a> Plan<'a> {
             constraints: constraints.iter().map(|c| c.value.clone()).collect(),
             seed: p.spec.seed,
             generation: generation.as_ref().map_or(1, |g| g.value.max(1) as usize),
+            initial: Vec::new(),
+            proxies: None,
         })
     }
 
@@ -236,7 +246,12 @@ pub fn search(
             plan.space.name
         )));
     }
-    let mut strategy = strategy::build(plan.strategy, decisions.clone(), plan.seed);
+    let mut strategy = strategy::build(
+        plan.strategy,
+        decisions.clone(),
+        plan.seed,
+        plan.initial.clone(),
+    );
     let mut t = Tally::default();
     let mut records: Vec<Record> = Vec::new();
     let spent_before: f64 = old.iter().map(|r| r.seconds).sum();
@@ -391,7 +406,7 @@ fn answer(
     } else {
         runner.run(generation, &batch)?
     };
-    for ((i, _), a) in todo.iter().zip(answers) {
+    for ((i, c), a) in todo.iter().zip(answers) {
         let r = &mut out[*i];
         match a {
             Evaluated::Score {
@@ -399,6 +414,7 @@ fn answer(
                 report,
                 seconds,
             } => {
+                r.proxies = plan.proxies.map(|s| s.proxies(c)).transpose()?;
                 r.accuracy = Some(accuracy);
                 r.report = report;
                 r.reward = Some(plan.reward(accuracy, r.latency_ms));
@@ -433,6 +449,7 @@ fn fresh(plan: &Plan, n: usize, c: &Candidate) -> Record {
         reward: None,
         repeat: false,
         seconds: 0.0,
+        proxies: None,
     }
 }
 
@@ -443,6 +460,7 @@ fn copy_answer(first: &Record, r: &mut Record) {
     r.report = first.report;
     r.reward = first.reward;
     r.failed = first.failed.clone();
+    r.proxies = first.proxies;
 }
 
 /// The first constraint `r` breaks, as text; latency is checked only once it is known.
@@ -531,9 +549,9 @@ pub fn run(
                     path.display()
                 ))
             })?;
-            if s.version != VERSION {
+            if !(OLDEST_READ..=VERSION).contains(&s.version) {
                 return Err(Error::Input(format!(
-                    "{}: record version {} (this build writes {VERSION}); delete the search folder to start over",
+                    "{}: record version {} (this build reads {OLDEST_READ} to {VERSION}); delete the search folder to start over",
                     path.display(),
                     s.version
                 )));
@@ -567,6 +585,7 @@ pub fn run(
         report: String::new(),
         budget: plan.budget,
         finished: false,
+        prior: None,
         records: Vec::new(),
     };
     if old.is_none() {
@@ -588,6 +607,7 @@ pub fn run(
     };
     let mut ev = evaluator(p, device, Some(weights), opts.progress)?;
     let mut state = old.unwrap_or(state0);
+    state.version = VERSION;
     state.report = ev.report_name();
     let started = Instant::now();
     let bar = crate::progress::count(opts.progress, plan.budget as u64, "search", "evaluation");
@@ -596,6 +616,19 @@ pub fn run(
         write_atomic(&path, &text)
     };
     if !state.finished {
+        let scorer = Scorer::new(p, device)?;
+        if let Some(s) = &scorer
+            && state.prior.is_none()
+        {
+            let decisions = Decisions::of(plan.space);
+            state.prior = Some(zero_cost::pool(s, plan.space, &decisions, plan.seed)?);
+            write(&state)?;
+        }
+        let plan = Plan {
+            initial: state.prior.as_ref().map(zero_cost::kept).unwrap_or_default(),
+            proxies: scorer.as_ref(),
+            ..plan.clone()
+        };
         let mut snapshot = state.clone();
         let records = std::mem::take(&mut state.records);
         let mut ledger = opts
@@ -747,6 +780,7 @@ mod tests {
             reward: acc,
             repeat: false,
             seconds: 0.0,
+            proxies: None,
         }
     }
 
@@ -796,6 +830,8 @@ mod tests {
             constraints: Vec::new(),
             seed: 0,
             generation: 1,
+            initial: Vec::new(),
+            proxies: None,
         };
         assert!(plan.needs_latency());
         assert_eq!(plan.reward(0.8, Some(2.0)), 0.8);

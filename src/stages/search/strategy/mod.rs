@@ -56,6 +56,25 @@ pub struct Decisions {
     pub list: Vec<(Decision, usize)>,
     /// Groups of `Input` decisions (indices into `list`) that must take distinct values.
     pub distinct: Vec<Vec<usize>>,
+    /// The warm start: architectures [`Decisions::random`] returns before any draw.
+    initial: Initial,
+}
+
+/// A queue of architectures handed out once each, in order. Each clone has its own copy.
+#[derive(Debug, Default)]
+struct Initial(std::sync::Mutex<std::collections::VecDeque<Arch>>);
+
+impl Initial {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<Arch>> {
+        // A poisoned lock means another thread panicked mid-pop; the queue is still usable.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Clone for Initial {
+    fn clone(&self) -> Self {
+        Initial(std::sync::Mutex::new(self.lock().clone()))
+    }
 }
 
 /// A discrete architecture: the value of every decision, in [`Decisions::list`] order.
@@ -121,7 +140,11 @@ impl Decisions {
         for (i, slot) in space.slots.iter().enumerate() {
             list.push((Decision::Slot { slot: i }, slot.candidates.len()));
         }
-        Decisions { list, distinct }
+        Decisions {
+            list,
+            distinct,
+            initial: Initial::default(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -140,9 +163,27 @@ impl Decisions {
             .map(Vec::as_slice)
     }
 
-    /// A uniformly random architecture: every decision uniform, the inputs of a node drawn
-    /// without replacement.
+    /// These decisions with `archs` (valid architectures) queued as the first ones
+    /// [`Decisions::random`] returns: the warm start of a strategy built on them.
+    pub fn with_initial(self, archs: Vec<Arch>) -> Decisions {
+        Decisions {
+            initial: Initial(std::sync::Mutex::new(archs.into())),
+            ..self
+        }
+    }
+
+    /// The next queued warm-start architecture, taken off the queue.
+    pub fn take_initial(&self) -> Option<Arch> {
+        self.initial.lock().pop_front()
+    }
+
+    /// The next warm-start architecture while any is queued ([`Decisions::with_initial`],
+    /// drawing nothing), then a uniformly random architecture: every decision uniform, the
+    /// inputs of a node drawn without replacement.
     pub fn random(&self, rng: &mut ChaCha8Rng) -> Arch {
+        if let Some(a) = self.take_initial() {
+            return a;
+        }
         let mut arch: Arch = self
             .list
             .iter()
@@ -304,6 +345,13 @@ impl Decisions {
 
 /// A multi-trial strategy: proposes one architecture at a time and learns from its reward.
 /// Given the same seed and the same rewards, it proposes the same architectures.
+///
+/// The warm start (a zero-cost prior's picks, [`build`]'s `initial`): a strategy's first
+/// random architectures are its decisions' [`Decisions::random`] draws, which hand out the
+/// queued architectures first; so they are the random strategy's first proposals,
+/// evolution's first population members, local search's and the predictor's first initial
+/// architectures, and REINFORCE (which draws from its policy) proposes them first and
+/// learns from their rewards as from its own samples.
 pub trait Strategy {
     /// The next architecture to evaluate.
     fn ask(&mut self) -> Arch;
@@ -323,13 +371,16 @@ pub enum Kind {
     Predictor,
 }
 
-/// The strategy a pipeline names, seeded with `seed`.
+/// The strategy a pipeline names, seeded with `seed`, whose first proposals are `initial`
+/// (the warm start; empty for none).
 pub fn build(
     spec: &crate::spec::pipeline::Strategy,
     decisions: Decisions,
     seed: u64,
+    initial: Vec<Arch>,
 ) -> Box<dyn Strategy> {
     use crate::spec::pipeline::Strategy as S;
+    let decisions = decisions.with_initial(initial);
     match spec {
         S::Random => Box::new(random::Random::new(decisions, seed)),
         S::Evolution { population, sample } => Box::new(evolution::Evolution::new(

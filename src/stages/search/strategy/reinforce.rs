@@ -117,13 +117,19 @@ impl Reinforce {
 impl Strategy for Reinforce {
     fn ask(&mut self) -> Arch {
         let n = self.decisions.len();
-        let mut arch: Arch = vec![0; n];
+        // A warm-start architecture is proposed as if sampled, under the masks its own
+        // earlier inputs make.
+        let given = self.decisions.take_initial();
+        let mut arch: Arch = given.clone().unwrap_or_else(|| vec![0; n]);
         let mut masks: Vec<Vec<bool>> = self.logits.iter().map(|l| vec![true; l.len()]).collect();
         for d in 0..n {
             if let Some(g) = self.decisions.distinct.iter().find(|g| g.contains(&d)) {
                 for &o in g.iter().take_while(|&&o| o != d) {
                     masks[d][arch[o] as usize] = false;
                 }
+            }
+            if given.is_some() {
+                continue;
             }
             let p = masked_softmax(&self.logits[d], &masks[d]);
             let u: f64 = self.rng.random();
