@@ -21,6 +21,7 @@
 //! ends with the same files as an uninterrupted one.
 
 pub mod device_check;
+pub mod fuzz;
 pub mod memory;
 pub mod resolve;
 pub mod study_plot;
