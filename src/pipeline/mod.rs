@@ -22,6 +22,7 @@
 
 pub mod device_check;
 pub mod eta;
+pub mod fuzz;
 pub mod memory;
 pub mod resolve;
 pub mod study_plot;
