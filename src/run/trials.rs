@@ -7,8 +7,23 @@ use serde::{Deserialize, Serialize};
 /// An architecture as the strategies propose it: one choice per decision.
 pub type Arch = Vec<u32>;
 
-/// Version of `trials.json` and `pareto.json`.
+/// Version of `pareto.json`.
 pub const VERSION: u32 = 1;
+
+/// Version of `trials.json`: 2 is sealed with a blake3 checksum ([`crate::run::sealed`]);
+/// a version 1 file (no checksum) is refused with the way out, never resumed unchecked.
+pub const STATE_VERSION: u32 = 2;
+
+/// `search/trials.json` and the previous copy kept beside it (`search/trials.previous.json`).
+pub fn kept(run: &crate::run::RunDir) -> crate::run::sealed::Kept {
+    crate::run::sealed::Kept {
+        run_dir: run.root().to_path_buf(),
+        latest: run.trials(),
+        previous: run.trials_previous(),
+        what: "search record",
+        advice: crate::run::checkpoint::restart_advice("search", &run.search()),
+    }
+}
 
 /// One proposal of the strategy.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -56,7 +71,7 @@ impl Record {
     }
 }
 
-/// `search/trials.json`.
+/// `search/trials.json` (sealed: written and read through [`kept`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct State {
     pub version: u32,
