@@ -620,6 +620,69 @@ fn resumed_trials_equal_uninterrupted() {
     }
 }
 
+/// Issue #20: the multi-trial record is sealed. A flipped byte in `search/trials.json` is
+/// caught: the damaged copy goes to `stale/`, the search resumes from
+/// `search/trials.previous.json` with a warning and ends with the uninterrupted record; with
+/// both copies damaged, or an unsealed record of an earlier version, it stops with exit 2,
+/// naming the file and the way out, and moves nothing.
+#[test]
+fn a_damaged_trials_record_falls_back_to_its_previous_copy() {
+    let dir = tempdir("trials-sealed");
+    let p = "pipelines/nb201-random.ron";
+    let search = |out: &str, stop: Option<&str>| {
+        let mut c = bin();
+        c.args(["search", p, "--out"]).arg(dir.join(out));
+        if let Some(s) = stop {
+            c.args(["--stop-after", s]);
+        }
+        c
+    };
+    run_ok(&mut search("straight", None));
+    run_ok(&mut search("damaged", Some("20")));
+    let run = dir.join("damaged/nb201-random");
+    let record = run.join("search/trials.json");
+    let previous = run.join("search/trials.previous.json");
+    assert!(previous.is_file());
+    let flip = |path: &Path| {
+        let text = std::fs::read_to_string(path).unwrap();
+        let at = text.find("\"accuracy\": ").unwrap() + "\"accuracy\": ".len();
+        let mut bytes = text.into_bytes();
+        bytes[at] = if bytes[at] == b'7' { b'6' } else { b'7' };
+        std::fs::write(path, bytes).unwrap();
+    };
+    flip(&record);
+    let o = search("damaged", None).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("trials.json") && err.contains("trials.previous.json"), "{err}");
+    let stale: Vec<_> = std::fs::read_dir(run.join("stale")).unwrap().flatten().collect();
+    assert_eq!(stale.len(), 1, "the damaged copy is kept");
+    assert_eq!(
+        trials_record(&run),
+        trials_record(&dir.join("straight/nb201-random"))
+    );
+
+    // Both copies damaged: nothing to resume from; exit 2, nothing moved.
+    run_ok(&mut search("both", Some("20")));
+    let run = dir.join("both/nb201-random");
+    flip(&run.join("search/trials.json"));
+    flip(&run.join("search/trials.previous.json"));
+    let e = fails(&mut search("both", None));
+    assert!(e.contains("trials.json") && e.contains("no sound copy"), "{e}");
+    assert!(run.join("search/trials.json").is_file() && !run.join("stale").exists());
+
+    // An unsealed record of an earlier version is refused, not resumed unchecked.
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(record.clone()).unwrap()).unwrap();
+    v.as_object_mut().unwrap().remove("blake3");
+    v["version"] = 2.into();
+    std::fs::write(&record, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    std::fs::remove_file(&previous).unwrap();
+    let e = fails(&mut search("damaged", None));
+    assert!(e.contains("version 2") && e.contains("no checksum"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Issue #22: a multi-trial run ended with only `report: …`, and its report showed five
 /// "—" headline cards and no drawing of the returned cell. The run now prints the returned
 /// architecture, its genotype file, scores, cost and front size; the report's headline
@@ -1013,7 +1076,7 @@ fn zero_cost_prior_warm_starts_records_proxies_and_repeats_exactly() {
         (stdout, run, v)
     };
     let (_, a, va) = run("a");
-    assert_eq!(va["version"], 2);
+    assert_eq!(va["version"], 3);
     let prior = &va["prior"];
     assert_eq!(prior["pool"].as_array().unwrap().len(), 8);
     let kept: Vec<&serde_json::Value> = prior["kept"]

@@ -237,38 +237,58 @@ pub fn resume<S: StateFile>(
     if candidates.is_empty() {
         candidates.push((state.checkpoint().to_string(), state.epochs().0, None));
     }
-    let mut failed: Vec<String> = Vec::new();
-    for (file, epochs_done, blake3) in candidates {
-        let path = dir.join(&file);
-        let outcome = match (FileHash::of(&path)?, blake3) {
+    let paths: Vec<std::path::PathBuf> = candidates.iter().map(|(f, _, _)| dir.join(f)).collect();
+    let (found, failed) = first_sound(&paths, |i, path| {
+        match (FileHash::of(path).map_err(|e| e.to_string())?, &candidates[i].2) {
             (None, _) => Err("is missing".to_string()),
-            (Some(now), Some(want)) if now.blake3 != want => Err(format!(
+            (Some(now), Some(want)) if &now.blake3 != want => Err(format!(
                 "changed since it was written (blake3 {}…, the state file recorded {}…)",
                 crate::run::outputs::short(&now.blake3),
-                crate::run::outputs::short(&want)
+                crate::run::outputs::short(want)
             )),
-            _ => load(&path).map_err(|e| format!("does not load: {e}")),
-        };
-        match outcome {
-            Ok(()) => {
-                if !failed.is_empty() {
-                    crate::progress::note(&format!(
-                        "warning: {}; resuming from {} (after epoch {epochs_done}) instead",
-                        failed.join("; "),
-                        path.display()
-                    ));
-                    state.set_epochs(epochs_done, file.clone());
-                    state.kept_mut().retain(|k| k.epochs_done <= epochs_done);
-                }
-                return Ok(());
-            }
-            Err(why) => failed.push(format!("{} {why}", path.display())),
+            _ => load(path).map_err(|e| format!("does not load: {e}")),
         }
+    });
+    if let Some((i, ())) = found {
+        if i > 0 {
+            let (file, epochs_done, _) = &candidates[i];
+            fell_back(
+                &failed,
+                &format!("{} (after epoch {epochs_done})", paths[i].display()),
+            );
+            state.set_epochs(*epochs_done, file.clone());
+            state.kept_mut().retain(|k| k.epochs_done <= *epochs_done);
+        }
+        return Ok(());
     }
     Err(Error::Input(format!(
         "{}; no sound checkpoint is left to resume from. {advice}",
         failed.join("; ")
     )))
+}
+
+/// Tries `candidates`, newest first, with `load` (given the index and path): the first
+/// that loads, with its index, and why each one before it was passed over (`<path> <why>`).
+pub fn first_sound<T>(
+    candidates: &[std::path::PathBuf],
+    mut load: impl FnMut(usize, &Path) -> std::result::Result<T, String>,
+) -> (Option<(usize, T)>, Vec<String>) {
+    let mut failed = Vec::new();
+    for (i, path) in candidates.iter().enumerate() {
+        match load(i, path) {
+            Ok(t) => return (Some((i, t)), failed),
+            Err(why) => failed.push(format!("{} {why}", path.display())),
+        }
+    }
+    (None, failed)
+}
+
+/// Warns that the files of `failed` ([`first_sound`]) were passed over for `instead`.
+pub fn fell_back(failed: &[String], instead: &str) {
+    crate::progress::note(&format!(
+        "warning: {}; resuming from {instead} instead",
+        failed.join("; ")
+    ));
 }
 
 /// Reads the state file at `path`: `None` when there is none; an error when it is not a

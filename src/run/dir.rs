@@ -56,6 +56,9 @@ artifacts! {
     search_state, SEARCH_STATE = "search/state.json";
     /// The multi-trial search's evaluations.
     trials, TRIALS = "search/trials.json";
+    /// The multi-trial search's evaluations as of the write before the last, to resume
+    /// from when `search/trials.json` is damaged.
+    trials_previous, TRIALS_PREVIOUS = "search/trials.previous.json";
     /// The multi-trial search's Pareto front.
     pareto, PARETO = "search/pareto.json";
     /// When each worker of a search on workers evaluated which trial.

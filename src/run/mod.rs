@@ -11,6 +11,7 @@ pub mod outputs;
 pub mod profile;
 pub mod resolved;
 pub mod retrain;
+pub mod sealed;
 pub mod search;
 pub mod stage;
 pub mod trials;

@@ -7,12 +7,24 @@ use serde::{Deserialize, Serialize};
 /// An architecture as the strategies propose it: one choice per decision.
 pub type Arch = Vec<u32>;
 
-/// Version of `trials.json` and `pareto.json`. Version 2 added the zero-cost prior
-/// (`prior`, each record's `proxies`), both optional.
+/// Version of `pareto.json`. Version 2 came with the zero-cost prior.
 pub const VERSION: u32 = 2;
 
-/// The oldest version of `trials.json` this build reads (it reads as one without a prior).
-pub const OLDEST_READ: u32 = 1;
+/// Version of `trials.json`: 3 is sealed with a blake3 checksum ([`crate::run::sealed`])
+/// and may hold a zero-cost prior (`prior`, each record's `proxies`); an earlier file (no
+/// checksum) is refused with the way out, never resumed unchecked.
+pub const STATE_VERSION: u32 = 3;
+
+/// `search/trials.json` and the previous copy kept beside it (`search/trials.previous.json`).
+pub fn kept(run: &crate::run::RunDir) -> crate::run::sealed::Kept {
+    crate::run::sealed::Kept {
+        run_dir: run.root().to_path_buf(),
+        latest: run.trials(),
+        previous: run.trials_previous(),
+        what: "search record",
+        advice: crate::run::checkpoint::restart_advice("search", &run.search()),
+    }
+}
 
 /// One proposal of the strategy.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -63,7 +75,7 @@ impl Record {
     }
 }
 
-/// `search/trials.json`.
+/// `search/trials.json` (sealed: written and read through [`kept`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct State {
     pub version: u32,

@@ -79,10 +79,11 @@ pub fn from_darts(p: &Resolved, run_dir: &Path) -> Result<Genotype> {
 /// record, written to `<run_dir>/genotype.ron`.
 pub fn from_trials(p: &Resolved, run_dir: &Path) -> Result<crate::space::genotype::Genotype> {
     let path = RunDir::new(run_dir).trials();
-    let s: crate::run::trials::State = std::fs::read(&path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .filter(|s: &crate::run::trials::State| s.spec_hash == search_hash(p).unwrap_or_default() && s.finished)
+    let s: crate::run::trials::State = crate::run::trials::kept(&RunDir::new(run_dir))
+        .read(crate::run::trials::STATE_VERSION)?
+        .filter(|s: &crate::run::trials::State| {
+            s.spec_hash == search_hash(p).unwrap_or_default() && s.finished
+        })
         .ok_or_else(|| {
             Error::Input(format!(
                 "{}: the search is not complete; run it first (`nas-pipe search` or `nas-pipe run`)",

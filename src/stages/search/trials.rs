@@ -6,7 +6,10 @@
 //! - `search/trials.json` ([`State`]): the spec hash and every proposal in order, with its
 //!   genotype, objectives, scores (with a zero-cost prior, its proxies) and the constraint
 //!   that rejected it, if one did; with a zero-cost prior, the pool it scored and the
-//!   architectures it kept; rewritten (atomically) after every evaluation;
+//!   architectures it kept; rewritten (atomically, sealed with a blake3 checksum) after
+//!   every evaluation, the copy before it kept as `search/trials.previous.json`: a damaged
+//!   record is moved to `stale/damaged-trials.json/` and the search resumes from the
+//!   previous copy, with a warning ([`crate::run::sealed`]);
 //! - `search/pareto.json` ([`Front`]): the non-dominated evaluated architectures over
 //!   accuracy and the pipeline's objectives;
 //! - `search/weights/<key>.safetensors`: weights a training evaluator produced;
@@ -30,7 +33,7 @@ use crate::fsutil::write_atomic;
 use crate::run::Resolved;
 use crate::run::RunDir;
 use crate::run::hash::search_hash;
-use crate::run::trials::{Front, OLDEST_READ, Point, Record, State, VERSION, best};
+use crate::run::trials::{Front, Point, Record, STATE_VERSION, State, VERSION, best};
 use crate::space::Space;
 use crate::spec::pipeline::{Constraint, Objective, Reward, Search};
 use crate::stages::search::evaluator::{Candidate, Evaluator, Score};
@@ -540,26 +543,10 @@ pub fn run(
     let plan = Plan::of(p)?;
     let dir = RunDir::new(run_dir).search();
     let hash = search_hash(p)?;
-    let path = RunDir::new(run_dir).trials();
-    let old: Option<State> = match std::fs::read(&path) {
-        Ok(bytes) => {
-            let s: State = serde_json::from_slice(&bytes).map_err(|e| {
-                Error::Input(format!(
-                    "{}: not a search record ({e}); delete it to start over",
-                    path.display()
-                ))
-            })?;
-            if !(OLDEST_READ..=VERSION).contains(&s.version) {
-                return Err(Error::Input(format!(
-                    "{}: record version {} (this build reads {OLDEST_READ} to {VERSION}); delete the search folder to start over",
-                    path.display(),
-                    s.version
-                )));
-            }
-            (s.spec_hash == hash).then_some(s)
-        }
-        Err(_) => None,
-    };
+    let record = crate::run::trials::kept(&RunDir::new(run_dir));
+    let old: Option<State> = record
+        .read::<State>(STATE_VERSION)?
+        .filter(|s| s.spec_hash == hash);
     if old.is_none() && dir.exists() {
         // Another spec's (or a DARTS search's) outputs: the pipeline runner sets stale
         // folders aside before this runs; a single-stage command refuses to mix them.
@@ -579,7 +566,7 @@ pub fn run(
         source,
     })?;
     let state0 = State {
-        version: VERSION,
+        version: STATE_VERSION,
         spec_hash: hash,
         strategy: strategy_name(plan.strategy).into(),
         report: String::new(),
@@ -590,8 +577,7 @@ pub fn run(
     };
     if old.is_none() {
         // Claims the folder for this spec before the evaluator writes into it.
-        let text = serde_json::to_vec_pretty(&state0).map_err(|e| Error::Input(e.to_string()))?;
-        write_atomic(&path, &text)?;
+        record.write(&state0)?;
     }
     write_space(p, &RunDir::new(run_dir).search_space())?;
     let weights = match p.spec.search.as_deref() {
@@ -607,14 +593,11 @@ pub fn run(
     };
     let mut ev = evaluator(p, device, Some(weights), opts.progress)?;
     let mut state = old.unwrap_or(state0);
-    state.version = VERSION;
+    state.version = STATE_VERSION;
     state.report = ev.report_name();
     let started = Instant::now();
     let bar = crate::progress::count(opts.progress, plan.budget as u64, "search", "evaluation");
-    let write = |s: &State| -> Result<()> {
-        let text = serde_json::to_vec_pretty(s).map_err(|e| Error::Input(e.to_string()))?;
-        write_atomic(&path, &text)
-    };
+    let write = |s: &State| -> Result<()> { record.write(s) };
     if !state.finished {
         let scorer = Scorer::new(p, device)?;
         if let Some(s) = &scorer
