@@ -319,7 +319,9 @@ fn a_tiny_image_folder_runs_end_to_end_and_a_replaced_file_is_seen() {
     // A single-stage command decodes into, and reads from, its run folder's cache too.
     let other = dir.join("other");
     run_ok(bin().arg("search").arg(&file).arg("--out").arg(&other));
-    let cached = std::fs::read_dir(other.join("tiny-images/data/cache")).unwrap().count();
+    let cached = std::fs::read_dir(other.join("tiny-images/data/cache"))
+        .unwrap()
+        .count();
     assert_eq!(cached, 4, "nas-pipe search caches the parts it reads");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -335,7 +337,11 @@ fn npy_skips_unusable_elements_lists_them_and_is_cached() {
     let mut px = vec![0.25f32; 6 * 16];
     px[2 * 16 + 5] = f32::NAN;
     px[4 * 16] = 1.5;
-    write_npy(std::fs::File::create(dir.join("x.npy")).unwrap(), &[6, 4, 4], &px);
+    write_npy(
+        std::fs::File::create(dir.join("x.npy")).unwrap(),
+        &[6, 4, 4],
+        &px,
+    );
     write_npy(
         std::fs::File::create(dir.join("y.npy")).unwrap(),
         &[6],
@@ -360,7 +366,10 @@ fn npy_skips_unusable_elements_lists_them_and_is_cached() {
     };
     let s = data::read_with(&npy, Some(&dir), 0, &read).unwrap();
     assert_eq!(s.train.labels(), &[0, 1, 0]);
-    assert!(s.train.images().iter().all(|&p| p == 64), "0.25 × 255, rounded");
+    assert!(
+        s.train.images().iter().all(|&p| p == 64),
+        "0.25 × 255, rounded"
+    );
     let skipped: Vec<serde_json::Value> =
         serde_json::from_str(&std::fs::read_to_string(folder.join("skipped.json")).unwrap())
             .unwrap();
@@ -373,22 +382,42 @@ fn npy_skips_unusable_elements_lists_them_and_is_cached() {
         })
         .collect();
     assert_eq!(listed.len(), 3, "{listed:?}");
-    assert_eq!((listed[0].0.as_str(), listed[0].1), ("x.npy", 2), "{listed:?}");
+    assert_eq!(
+        (listed[0].0.as_str(), listed[0].1),
+        ("x.npy", 2),
+        "{listed:?}"
+    );
     assert!(listed[0].2.contains("NaN"), "{listed:?}");
-    assert_eq!((listed[1].0.as_str(), listed[1].1), ("y.npy", 3), "{listed:?}");
+    assert_eq!(
+        (listed[1].0.as_str(), listed[1].1),
+        ("y.npy", 3),
+        "{listed:?}"
+    );
     assert!(listed[1].2.contains("label 7 at index 3"), "{listed:?}");
-    assert_eq!((listed[2].0.as_str(), listed[2].1), ("x.npy", 4), "{listed:?}");
+    assert_eq!(
+        (listed[2].0.as_str(), listed[2].1),
+        ("x.npy", 4),
+        "{listed:?}"
+    );
     assert!(listed[2].2.contains("1.5"), "{listed:?}");
 
     let again = data::read_with(&npy, Some(&dir), 0, &read).unwrap();
-    assert!(format!("{:?}", again.train).contains("mapped"), "{:?}", again.train);
+    assert!(
+        format!("{:?}", again.train).contains("mapped"),
+        "{:?}",
+        again.train
+    );
     assert_eq!(again.train.images(), s.train.images());
     assert_eq!(again.train.labels(), s.train.labels());
 
     // Rewritten (another size, so another key whatever the clock): read again.
     std::thread::sleep(std::time::Duration::from_millis(20));
     let px = vec![1.0f32; 7 * 16];
-    write_npy(std::fs::File::create(dir.join("x.npy")).unwrap(), &[7, 4, 4], &px);
+    write_npy(
+        std::fs::File::create(dir.join("x.npy")).unwrap(),
+        &[7, 4, 4],
+        &px,
+    );
     write_npy(
         std::fs::File::create(dir.join("y.npy")).unwrap(),
         &[7],
@@ -403,14 +432,23 @@ fn npy_skips_unusable_elements_lists_them_and_is_cached() {
     );
 
     // Without skip_unreadable the first unusable element is the error.
-    write_npy(std::fs::File::create(dir.join("x.npy")).unwrap(), &[7, 4, 4], &{
-        let mut p = vec![0.5f32; 7 * 16];
-        p[3 * 16 + 1] = -0.5;
-        p
-    });
+    write_npy(
+        std::fs::File::create(dir.join("x.npy")).unwrap(),
+        &[7, 4, 4],
+        &{
+            let mut p = vec![0.5f32; 7 * 16];
+            p[3 * 16 + 1] = -0.5;
+            p
+        },
+    );
     let strict = source(opts(4, 1));
-    let e = data::read_with(&strict, Some(&dir), 0, &read).unwrap_err().to_string();
-    assert!(e.contains("x.npy") && e.contains("element 49 is -0.5"), "{e}");
+    let e = data::read_with(&strict, Some(&dir), 0, &read)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("x.npy") && e.contains("element 49 is -0.5"),
+        "{e}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

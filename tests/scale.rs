@@ -200,12 +200,22 @@ fn timeline_is_reported(run: &Path) {
     assert!(queued.len() > 32, "{}", queued.len());
     assert_eq!(ns, queued);
     for w in &t.workers {
-        assert!(w.worker.rsplit_once(':').is_some_and(|(_, pid)| pid.parse::<u32>().is_ok()));
-        assert!(w.spans.iter().all(|s| 0.0 <= s.start && s.start <= s.end), "{w:?}");
+        assert!(
+            w.worker
+                .rsplit_once(':')
+                .is_some_and(|(_, pid)| pid.parse::<u32>().is_ok())
+        );
+        assert!(
+            w.spans.iter().all(|s| 0.0 <= s.start && s.start <= s.end),
+            "{w:?}"
+        );
     }
     run_ok(bin().args(["-q", "report"]).arg(run));
     let html = std::fs::read_to_string(run.join("report.html")).unwrap();
-    assert!(html.contains("Workers: when each evaluated what"), "no timeline");
+    assert!(
+        html.contains("Workers: when each evaluated what"),
+        "no timeline"
+    );
     let md = std::fs::read_to_string(run.join("report.md")).unwrap();
     let line = format!("Evaluated on {} worker", t.workers.len());
     assert!(md.contains(&line), "{md}");
@@ -605,9 +615,15 @@ fn a_worker_whose_proposer_is_gone_gives_up_after_its_idle_timeout() {
             .arg(&dir)
             .args(["--storage", &storage]),
     );
-    assert!(e.contains("proposer") && e.contains("--idle-timeout"), "{e}");
+    assert!(
+        e.contains("proposer") && e.contains("--idle-timeout"),
+        "{e}"
+    );
     // The proposer queues its first generation for workers elsewhere, then dies.
-    let mut proposer = search(&p, &dir).args(["--storage", &storage]).spawn().unwrap();
+    let mut proposer = search(&p, &dir)
+        .args(["--storage", &storage])
+        .spawn()
+        .unwrap();
     let mut l = Storage::parse(&storage).unwrap().open().unwrap();
     wait_for("the first generation queued", || {
         (l.trials(&name, None).ok()?.len() == 8).then_some(())

@@ -654,8 +654,14 @@ fn a_damaged_trials_record_falls_back_to_its_previous_copy() {
     let o = search("damaged", None).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
-    assert!(err.contains("trials.json") && err.contains("trials.previous.json"), "{err}");
-    let stale: Vec<_> = std::fs::read_dir(run.join("stale")).unwrap().flatten().collect();
+    assert!(
+        err.contains("trials.json") && err.contains("trials.previous.json"),
+        "{err}"
+    );
+    let stale: Vec<_> = std::fs::read_dir(run.join("stale"))
+        .unwrap()
+        .flatten()
+        .collect();
     assert_eq!(stale.len(), 1, "the damaged copy is kept");
     assert_eq!(
         trials_record(&run),
@@ -668,7 +674,10 @@ fn a_damaged_trials_record_falls_back_to_its_previous_copy() {
     flip(&run.join("search/trials.json"));
     flip(&run.join("search/trials.previous.json"));
     let e = fails(&mut search("both", None));
-    assert!(e.contains("trials.json") && e.contains("no sound copy"), "{e}");
+    assert!(
+        e.contains("trials.json") && e.contains("no sound copy"),
+        "{e}"
+    );
     assert!(run.join("search/trials.json").is_file() && !run.join("stale").exists());
 
     // An unsealed record of an earlier version is refused, not resumed unchecked.
@@ -1088,7 +1097,10 @@ fn zero_cost_prior_warm_starts_records_proxies_and_repeats_exactly() {
     assert_eq!(kept.len(), 3);
     let records = trials_record(&a);
     for (k, r) in kept.iter().zip(&records) {
-        assert_eq!(*k, &r["arch"], "the strategy did not start from the kept cells");
+        assert_eq!(
+            *k, &r["arch"],
+            "the strategy did not start from the kept cells"
+        );
     }
     for r in records.iter().filter(|r| r.get("accuracy").is_some()) {
         for proxy in ["naswot", "synflow", "grad_norm"] {

@@ -58,11 +58,18 @@ pub fn run(args: &Args, flag: Option<crate::device::Choice>, quiet: bool) -> Res
         None => Storage::in_run(&run_dir),
     };
     let (id, _) = crate::stages::search::worker::worker_id();
-    let w = crate::stages::search::worker::work(&p, &run_dir, &device, &storage, args.idle_timeout.0, |line| {
-        if !quiet {
-            eprintln!("worker {id}: {line}");
-        }
-    })?;
+    let w = crate::stages::search::worker::work(
+        &p,
+        &run_dir,
+        &device,
+        &storage,
+        args.idle_timeout.0,
+        |line| {
+            if !quiet {
+                eprintln!("worker {id}: {line}");
+            }
+        },
+    )?;
     if !quiet {
         eprintln!(
             "worker {id}: study finished; {} trial(s) done, {} failed attempt(s)",

@@ -513,12 +513,20 @@ mod tests {
     #[test]
     fn floats_must_lie_in_0_to_1() {
         let d = TempDir::new("npy-float");
-        std::fs::write(d.0.join("x.npy"), npy(&[2, 1, 2], &[1.0f32, 0.5, 0.0, 0.25])).unwrap();
+        std::fs::write(
+            d.0.join("x.npy"),
+            npy(&[2, 1, 2], &[1.0f32, 0.5, 0.0, 0.25]),
+        )
+        .unwrap();
         let a = read_array(&d.0, "x.npy").unwrap();
         assert_eq!(pixel_fault(&a, 1, 2), None);
         assert_eq!(image_u8(&a, 0, 2), vec![255, 128]);
         assert_eq!(image_u8(&a, 1, 2), vec![0, 64]);
-        std::fs::write(d.0.join("x.npy"), npy(&[2, 1, 2], &[0.0f32, 0.0, 0.5, 255.0])).unwrap();
+        std::fs::write(
+            d.0.join("x.npy"),
+            npy(&[2, 1, 2], &[0.0f32, 0.0, 0.5, 255.0]),
+        )
+        .unwrap();
         let a = read_array(&d.0, "x.npy").unwrap();
         assert_eq!(pixel_fault(&a, 0, 2), None);
         let e = pixel_fault(&a, 1, 2).unwrap();

@@ -50,13 +50,13 @@ pub fn left(work: &Work, tick: &Tick) -> Option<f64> {
     }
     let epochs_after = tick.place.epochs.saturating_sub(tick.place.epoch + 1) as f64;
     let this_stage = tick.left_s + epochs_after * tick.total as f64 / tick.rate;
-    let stage = Stage::ALL.into_iter().find(|s| s.name() == tick.place.stage)?;
+    let stage = Stage::ALL
+        .into_iter()
+        .find(|s| s.name() == tick.place.stage)?;
     match stage {
         Stage::Search => {
             let retrain_rate = tick.rate * work.retrain_speedup;
-            let retrain = work
-                .retrain
-                .map_or(0.0, |r| r.seconds(retrain_rate));
+            let retrain = work.retrain.map_or(0.0, |r| r.seconds(retrain_rate));
             Some(this_stage + retrain + work.after_s)
         }
         Stage::Retrain => {

@@ -239,7 +239,10 @@ pub fn resume<S: StateFile>(
     }
     let paths: Vec<std::path::PathBuf> = candidates.iter().map(|(f, _, _)| dir.join(f)).collect();
     let (found, failed) = first_sound(&paths, |i, path| {
-        match (FileHash::of(path).map_err(|e| e.to_string())?, &candidates[i].2) {
+        match (
+            FileHash::of(path).map_err(|e| e.to_string())?,
+            &candidates[i].2,
+        ) {
             (None, _) => Err("is missing".to_string()),
             (Some(now), Some(want)) if &now.blake3 != want => Err(format!(
                 "changed since it was written (blake3 {}…, the state file recorded {}…)",

@@ -226,7 +226,10 @@ mod tests {
         let compact = text.replace("\n", "").replace("  ", "");
         assert_eq!(unseal::<S>(compact.as_bytes(), 2), Ok(s()));
         let edited = text.replace("\"a\"", "\"b\"");
-        assert!(matches!(unseal::<S>(edited.as_bytes(), 2), Err(Unsealed::Damaged(_))));
+        assert!(matches!(
+            unseal::<S>(edited.as_bytes(), 2),
+            Err(Unsealed::Damaged(_))
+        ));
         let cut = &text.as_bytes()[..text.len() / 2];
         assert!(matches!(unseal::<S>(cut, 2), Err(Unsealed::Damaged(_))));
         assert_eq!(unseal::<S>(text.as_bytes(), 3), Err(Unsealed::Version(2)));
@@ -237,6 +240,9 @@ mod tests {
         let old = br#"{"version": 1, "x": 1.0, "names": []}"#;
         assert_eq!(unseal::<S>(old, 2), Err(Unsealed::Version(1)));
         let stripped = br#"{"version": 2, "x": 1.0, "names": []}"#;
-        assert!(matches!(unseal::<S>(stripped, 2), Err(Unsealed::Damaged(_))));
+        assert!(matches!(
+            unseal::<S>(stripped, 2),
+            Err(Unsealed::Damaged(_))
+        ));
     }
 }

@@ -326,7 +326,9 @@ mod tests {
     /// Wikipedia's worked example (IQ against hours of television): ρ = −29/165.
     #[test]
     fn spearman_matches_a_hand_example() {
-        let iq = [106.0, 100.0, 86.0, 101.0, 99.0, 103.0, 97.0, 113.0, 112.0, 110.0];
+        let iq = [
+            106.0, 100.0, 86.0, 101.0, 99.0, 103.0, 97.0, 113.0, 112.0, 110.0,
+        ];
         let tv = [7.0, 27.0, 2.0, 50.0, 28.0, 29.0, 20.0, 12.0, 6.0, 17.0];
         let rho = spearman(&iq, &tv).unwrap();
         assert!((rho - (-29.0 / 165.0)).abs() < 1e-12, "{rho}");

@@ -608,7 +608,11 @@ pub fn run(
             write(&state)?;
         }
         let plan = Plan {
-            initial: state.prior.as_ref().map(zero_cost::kept).unwrap_or_default(),
+            initial: state
+                .prior
+                .as_ref()
+                .map(zero_cost::kept)
+                .unwrap_or_default(),
             proxies: scorer.as_ref(),
             ..plan.clone()
         };

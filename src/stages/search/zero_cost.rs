@@ -321,7 +321,12 @@ pub fn pool(s: &Scorer, space: &Space, decisions: &Decisions, seed: u64) -> Resu
         }
     }
     let mut order: Vec<usize> = (0..members.len()).collect();
-    order.sort_by(|&a, &b| members[b].score.total_cmp(&members[a].score).then(a.cmp(&b)));
+    order.sort_by(|&a, &b| {
+        members[b]
+            .score
+            .total_cmp(&members[a].score)
+            .then(a.cmp(&b))
+    });
     order.truncate(keep);
     Ok(Prior {
         proxy: proxy_name(proxy).into(),
