@@ -189,6 +189,18 @@ pub fn count(show: bool, n: u64, prefix: &str, unit: &str) -> Bar {
     bar(show, n, prefix, unit, None)
 }
 
+/// A bar over the `n` items called `unit` that make up stage `stage` (e.g. a multi-trial
+/// search's evaluations), labelled `stage`, showing the pipeline ETA after its own; hidden
+/// unless `show`.
+pub fn stage_count(show: bool, n: u64, stage: &'static str, unit: &str) -> Bar {
+    let place = Place {
+        stage,
+        epoch: 0,
+        epochs: 1,
+    };
+    bar(show, n, stage, unit, Some(place))
+}
+
 /// A bar over the `images` images of epoch `epoch` (from 0) of `epochs` of `stage`,
 /// labelled `stage epoch/epochs` (counting from 1), showing the pipeline ETA after its
 /// own; hidden unless `show`.

@@ -1057,6 +1057,50 @@ fn latency_term_lowers_the_expected_latency() {
     assert!(penalised[1] < free[1], "{penalised:?} vs {free:?}");
 }
 
+/// Issue #22: a multi-trial search's progress carries the whole pipeline's ETA: with a
+/// training evaluator, retraining is estimated from the evaluations' rate.
+#[test]
+fn trials_progress_carries_a_pipeline_eta() {
+    let dir = tempdir("trials-eta");
+    let p = write_pipeline(
+        &dir,
+        "eta",
+        "Trials(
+        strategy: Random,
+        evaluator: Train(train_portion: 0.5,
+            recipe: Retrain(channels: 4, layers: 1, epochs: 1, batch_size: 16,
+                optimizer: Sgd(lr: 0.05, weight_decay: 3e-4))),
+        evaluations: 3,
+    )",
+        "retrain: Retrain(channels: 4, layers: 1, epochs: 1, batch_size: 16,
+        optimizer: Sgd(lr: 0.05, weight_decay: 3e-4)),",
+    );
+    let o = bin()
+        .args(["run", "--json"])
+        .arg(&p)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let events: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let search = events
+        .iter()
+        .find(|e| e["event"] == "progress" && e["unit"] == "evaluation")
+        .unwrap_or_else(|| panic!("no evaluation progress in {stderr}"));
+    assert_eq!(search["task"], "search");
+    let (eta, whole) = (search["eta_s"].as_f64(), search["pipeline_eta_s"].as_f64());
+    assert!(
+        whole.is_some_and(|w| w > eta.unwrap() && w < 3600.0),
+        "{search}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A zero-cost prior on synthetic data: the pool is scored and recorded, the strategy
 /// starts from the kept architectures, every evaluated candidate has its three proxies,
 /// the correlations reach the output and summary.json, and two runs write the same record.

@@ -6,12 +6,15 @@
 //! During the search, retraining runs at the search's measured images/s scaled by the
 //! networks' cost per image ([`Work::retrain_speedup`]: the search step's multiply-adds
 //! over the retrained network's); once retraining runs, at its own measured rate. The
-//! stages after retraining get a fixed allowance. A multi-trial search has no epoch bars:
-//! its progress carries no pipeline ETA.
+//! stages after retraining get a fixed allowance. A multi-trial search's bar counts
+//! evaluations: with a training evaluator each is so many training images of the trial
+//! network ([`Work::search_item_images`]), so retraining is scaled the same way; with a
+//! tabular or weight-sharing evaluator nothing measured predicts retraining, and the
+//! pipeline ETA is shown only when no retraining follows.
 
 use crate::progress::Tick;
 use crate::run::{Resolved, Stage};
-use crate::spec::pipeline::{Data, Order, Search, Variant};
+use crate::spec::pipeline::{Data, Evaluator, Order, Search, Variant};
 
 /// Seconds allowed for each stage after retraining (export, validate, profile, report):
 /// each takes seconds on the networks nas-pipe trains.
@@ -28,6 +31,10 @@ pub struct Work {
     pub retrain: Option<RetrainWork>,
     /// Retraining's images/s over the search's, before retraining is measured.
     pub retrain_speedup: f64,
+    /// Training images (of the search's network) one item of the search's bar stands for:
+    /// 1 for a DARTS search (its bar counts images), an evaluation's training for a
+    /// multi-trial search with a training evaluator; `None` when unknown.
+    pub search_item_images: Option<f64>,
     /// Seconds for the stages after retraining.
     pub after_s: f64,
 }
@@ -55,8 +62,10 @@ pub fn left(work: &Work, tick: &Tick) -> Option<f64> {
         .find(|s| s.name() == tick.place.stage)?;
     match stage {
         Stage::Search => {
-            let retrain_rate = tick.rate * work.retrain_speedup;
-            let retrain = work.retrain.map_or(0.0, |r| r.seconds(retrain_rate));
+            let retrain = match work.retrain {
+                None => 0.0,
+                Some(r) => r.seconds(tick.rate * work.search_item_images? * work.retrain_speedup),
+            };
             Some(this_stage + retrain + work.after_s)
         }
         Stage::Retrain => {
@@ -101,6 +110,7 @@ impl Work {
         Work {
             retrain,
             retrain_speedup: retrain_speedup(p),
+            search_item_images: search_item_images(p),
             after_s: SMALL_STAGE_S * after.iter().filter(|x| **x).count() as f64,
         }
     }
@@ -134,10 +144,35 @@ pub fn train_images(p: &Resolved) -> Option<u64> {
     Some((n as f64 * keep).round() as u64)
 }
 
+/// Training images one item of the search's progress bar stands for
+/// ([`Work::search_item_images`]): for a trial trained by a `Train` evaluator, its epochs
+/// over its training images plus its held-out images at evaluation speed.
+pub fn search_item_images(p: &Resolved) -> Option<f64> {
+    match p.spec.search.as_deref()? {
+        Search::Darts { .. } => Some(1.0),
+        Search::Trials { evaluator, .. } => match &evaluator.value {
+            Evaluator::Train {
+                images,
+                train_portion,
+                recipe,
+            } => {
+                let part = train_images(p)? as f64;
+                let n = images
+                    .as_ref()
+                    .map_or(part, |i| part.min(f64::from(i.value)));
+                let train = (n * train_portion.value).floor();
+                Some(f64::from(recipe.epochs.value) * train + (n - train) / EVAL_SPEEDUP)
+            }
+            _ => None,
+        },
+    }
+}
+
 /// Retraining's images/s over the search's, from multiply-adds per image: a search step
 /// runs the supernet (every candidate; twice over for the second order; a sampled op per
 /// edge for GDAS, 1/k of the channels for PC-DARTS), retraining one architecture (the
-/// fixed genotype's, else the geometric mean of the space's smallest and largest).
+/// fixed genotype's, else the geometric mean of the space's smallest and largest; a
+/// multi-trial search's trial networks likewise, at the evaluator's size).
 pub fn retrain_speedup(p: &Resolved) -> f64 {
     let retrain = match &p.genotype {
         Some((_, arch)) => p.retrain_space.discrete_cost(arch).macs as f64,
@@ -162,7 +197,11 @@ pub fn retrain_speedup(p: &Resolved) -> f64 {
                 Order::Second => 2.0 * per_step,
             }
         }
-        _ => retrain,
+        Some(Search::Trials { .. }) => {
+            let r = p.search_space.cost_range();
+            ((r.min.macs as f64) * (r.max.macs as f64)).sqrt()
+        }
+        None => retrain,
     };
     if retrain > 0.0 && search > 0.0 {
         search / retrain
@@ -184,6 +223,7 @@ mod tests {
                 eval_images: 200,
             }),
             retrain_speedup: 4.0,
+            search_item_images: Some(1.0),
             after_s: 10.0,
         }
     }
@@ -232,6 +272,32 @@ mod tests {
         // A search with nothing after it but the allowance.
         let t = tick("search", 2, 3, 10.0, 1.0);
         assert_eq!(left(&no_retrain, &t), Some(11.0));
+    }
+
+    /// A multi-trial search's bar (one "epoch" of evaluations): an evaluation trains 50
+    /// images, so 0.5 evaluations/s is 25 images/s of the trial network, and retraining runs
+    /// at four times that; with no such measure (a tabular evaluator) there is no estimate
+    /// while retraining follows.
+    #[test]
+    fn a_multi_trial_search_scales_retraining_from_its_evaluations() {
+        let w = Work {
+            search_item_images: Some(50.0),
+            ..work()
+        };
+        let t = tick("search", 0, 1, 0.5, 30.0);
+        let retrain = (2000.0 + 200.0 / 3.0) / 100.0;
+        let want = 30.0 + retrain + 10.0;
+        assert!((left(&w, &t).unwrap() - want).abs() < 1e-9);
+        let tabular = Work {
+            search_item_images: None,
+            ..work()
+        };
+        assert_eq!(left(&tabular, &t), None);
+        let alone = Work {
+            retrain: None,
+            ..tabular
+        };
+        assert_eq!(left(&alone, &t), Some(40.0));
     }
 
     /// The estimate falls as the work is done at a steady rate.

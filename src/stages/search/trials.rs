@@ -596,7 +596,8 @@ pub fn run(
     state.version = STATE_VERSION;
     state.report = ev.report_name();
     let started = Instant::now();
-    let bar = crate::progress::count(opts.progress, plan.budget as u64, "search", "evaluation");
+    let bar =
+        crate::progress::stage_count(opts.progress, plan.budget as u64, "search", "evaluation");
     let write = |s: &State| -> Result<()> { record.write(s) };
     if !state.finished {
         let scorer = Scorer::new(p, device)?;
