@@ -284,35 +284,45 @@ impl Correlations {
 /// Spearman's rank correlation of `x` and `y` (equal values share their mean rank): the
 /// Pearson correlation of the ranks. `None` with fewer than 3 pairs or a constant side.
 pub fn spearman(x: &[f64], y: &[f64]) -> Option<f64> {
-    if x.len() != y.len() || x.len() < 3 {
-        return None;
-    }
-    let (rx, ry) = (ranks(x), ranks(y));
-    let n = x.len() as f64;
-    let (mx, my) = (rx.iter().sum::<f64>() / n, ry.iter().sum::<f64>() / n);
-    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
-    for (a, b) in rx.iter().zip(&ry) {
-        sxy += (a - mx) * (b - my);
-        sxx += (a - mx) * (a - mx);
-        syy += (b - my) * (b - my);
-    }
-    (sxx > 0.0 && syy > 0.0).then(|| sxy / (sxx * syy).sqrt())
+    (x.len() >= 3)
+        .then(|| rank_correlation(x, y))
+        .filter(|r| r.is_finite())
 }
 
-/// 1-based ranks of `v`, ties given their mean rank.
-fn ranks(v: &[f64]) -> Vec<f64> {
-    let mut order: Vec<usize> = (0..v.len()).collect();
-    order.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
-    let mut r = vec![0.0; v.len()];
+/// Spearman's rank correlation of paired samples: the Pearson correlation of their
+/// [`ranks`]. NaN when the lengths differ, there are fewer than 2 pairs, or one side is
+/// constant.
+pub fn rank_correlation(a: &[f64], b: &[f64]) -> f64 {
+    if a.len() != b.len() || a.len() < 2 {
+        return f64::NAN;
+    }
+    let (ra, rb) = (ranks(a), ranks(b));
+    let n = a.len() as f64;
+    let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for (x, y) in ra.iter().zip(&rb) {
+        let (dx, dy) = (x - ma, y - mb);
+        sab += dx * dy;
+        saa += dx * dx;
+        sbb += dy * dy;
+    }
+    sab / (saa * sbb).sqrt()
+}
+
+/// 1-based ranks of `xs`, ties given the average of the ranks they span (NaN sorts last).
+pub fn ranks(xs: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..xs.len()).collect();
+    order.sort_by(|&a, &b| xs[a].total_cmp(&xs[b]));
+    let mut r = vec![0.0; xs.len()];
     let mut i = 0;
     while i < order.len() {
         let mut j = i;
-        while j + 1 < order.len() && v[order[j + 1]] == v[order[i]] {
+        while j + 1 < order.len() && xs[order[j + 1]] == xs[order[i]] {
             j += 1;
         }
-        let mean = (i + j) as f64 / 2.0 + 1.0;
+        let avg = (i + j) as f64 / 2.0 + 1.0;
         for &k in &order[i..=j] {
-            r[k] = mean;
+            r[k] = avg;
         }
         i = j + 1;
     }

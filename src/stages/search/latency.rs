@@ -746,45 +746,9 @@ fn measure_alone(rt: &'static Runtime, m: &OpModule, input: Shape, plan: &Plan) 
 
 // ---- Rank correlation ----
 
-/// 1-based ranks of `xs`, ties given the average of the ranks they span (NaN sorts last).
-pub fn ranks(xs: &[f64]) -> Vec<f64> {
-    let mut order: Vec<usize> = (0..xs.len()).collect();
-    order.sort_by(|&a, &b| xs[a].total_cmp(&xs[b]));
-    let mut r = vec![0.0; xs.len()];
-    let mut i = 0;
-    while i < order.len() {
-        let mut j = i;
-        while j + 1 < order.len() && xs[order[j + 1]] == xs[order[i]] {
-            j += 1;
-        }
-        let avg = (i + j) as f64 / 2.0 + 1.0;
-        for &k in &order[i..=j] {
-            r[k] = avg;
-        }
-        i = j + 1;
-    }
-    r
-}
-
-/// Spearman's rank correlation of paired samples: the Pearson correlation of their
-/// [`ranks`]. NaN when the lengths differ, there are fewer than 2 pairs, or one side is
-/// constant.
-pub fn spearman(a: &[f64], b: &[f64]) -> f64 {
-    if a.len() != b.len() || a.len() < 2 {
-        return f64::NAN;
-    }
-    let (ra, rb) = (ranks(a), ranks(b));
-    let n = a.len() as f64;
-    let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
-    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
-    for (x, y) in ra.iter().zip(&rb) {
-        let (dx, dy) = (x - ma, y - mb);
-        sab += dx * dy;
-        saa += dx * dx;
-        sbb += dy * dy;
-    }
-    sab / (saa * sbb).sqrt()
-}
+/// Spearman's rank correlation (NaN when undefined) and the ranks it compares, shared with
+/// the multi-trial record's proxy correlations.
+pub use crate::run::trials::{rank_correlation as spearman, ranks};
 
 #[cfg(test)]
 mod tests {
