@@ -855,3 +855,144 @@ fn run_exits_1_when_validation_fails_and_still_reports() {
     assert!(html.contains("FAILED"));
     assert!(dir.join("strict/profile.json").exists());
 }
+
+/// [`staged_pipeline`] with a wall-clock budget.
+fn budget_pipeline(dir: &Path, name: &str, total: &str) -> PathBuf {
+    let p = staged_pipeline(dir, name, "0.05");
+    let text = std::fs::read_to_string(&p).unwrap();
+    let text = text.replacen(
+        "    export: Onnx(),",
+        &format!("    export: Onnx(),\n    budget: Budget(total: \"{total}\"),"),
+        1,
+    );
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn json_of(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// Issue #23: a budget plans the search's and retraining's epochs and images from
+/// throughput measured on this machine and says the plan before anything runs; a killed
+/// and resumed run keeps the plan it started with; retraining's part is made final once,
+/// on the derived network; the run folder records the planned values, the report plan and
+/// actual; a finished run is cached with its plan; a new budget sets the old plan aside.
+#[test]
+fn a_budget_plans_the_run_and_a_resumed_run_keeps_its_plan() {
+    let dir = tempdir("run-budget");
+    let p = budget_pipeline(&dir, "budgeted", "20s");
+    let out = dir.join("out");
+    let run = out.join("budgeted");
+
+    kill_during(&p, &out, &run, "search", "search/state.json");
+    let first = json_of(&run.join("plan.json"));
+    assert_eq!(first["total_s"], 20.0, "{first}");
+    assert_eq!(first["retrain"]["measured"], false, "{first}");
+    assert!(first["search"]["images"].as_u64().unwrap() >= 32, "{first}");
+
+    let o = bin()
+        .arg("run")
+        .arg(&p)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success(), "{stdout}{stderr}");
+    // The plan is said before anything runs, and not measured again on resume.
+    assert!(stderr.contains("budget 20.0s: planned"), "{stderr}");
+    assert!(
+        !stderr.contains("measuring this machine's throughput"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("retraining measured on the derived network"),
+        "{stderr}"
+    );
+    let plan = json_of(&run.join("plan.json"));
+    assert_eq!(plan["search"], first["search"]);
+    assert_eq!(plan["basis"], first["basis"]);
+    assert_eq!(plan["retrain"]["measured"], true, "{plan}");
+    assert!(plan["blake3"].is_string());
+
+    // What ran is what was planned.
+    let search_epochs = plan["search"]["epochs"].as_u64().unwrap();
+    assert_eq!(
+        epochs_done(&run.join("search/state.json")) as u64,
+        search_epochs
+    );
+    let retrain_epochs = plan["retrain"]["epochs"].as_u64().unwrap();
+    let metrics = json_of(&run.join("retrain/metrics.json"));
+    assert_eq!(metrics.as_array().unwrap().len() as u64, retrain_epochs);
+    let spec = std::fs::read_to_string(run.join("pipeline.ron")).unwrap();
+    let images = plan["retrain"]["images"].as_u64().unwrap();
+    let retrain_part = &spec[spec.find("retrain: Retrain(").unwrap()..];
+    assert!(
+        retrain_part.contains(&format!("images: {images},")),
+        "{spec}"
+    );
+
+    let summary = json_of(&run.join("summary.json"));
+    let b = &summary["budget"];
+    assert_eq!(b["total_s"], 20.0, "{b}");
+    assert_eq!(b["search"]["epochs"], plan["search"]["epochs"]);
+    assert_eq!(b["retrain"]["images"], plan["retrain"]["images"]);
+    assert!(b["actual_s"].as_f64().is_some_and(|s| s > 0.0), "{b}");
+    let md = std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(md.contains("**Budget: plan and actual**"), "{md}");
+    assert!(md.contains("of its 20.0 s budget"), "{md}");
+
+    // Again: every stage cached under the plan, the plan untouched.
+    let bytes = std::fs::read(run.join("plan.json")).unwrap();
+    let again = run_ok(&mut run_cmd(&p, &out));
+    for stage in ["search", "derive", "retrain", "export", "report"] {
+        assert_eq!(action_of(&again, stage), "cached", "{again}");
+    }
+    assert_eq!(std::fs::read(run.join("plan.json")).unwrap(), bytes);
+    let st = run_ok(bin().args(["status"]).arg(&p).arg("--out").arg(&out));
+    assert!(!st.contains("stale") && !st.contains("will run"), "{st}");
+
+    // Another budget: planned anew, the old plan kept in stale/.
+    run_ok(run_cmd(&p, &out).args(["--budget", "25s", "--only", "search"]));
+    let replanned = json_of(&run.join("plan.json"));
+    assert_eq!(replanned["total_s"], 25.0);
+    let kept: Vec<_> = std::fs::read_dir(run.join("stale"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("plan-"))
+        .collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        std::fs::read(kept[0].path().join("plan.json")).unwrap(),
+        bytes
+    );
+}
+
+/// A budget that is not a duration, or out of range, or on a pipeline it cannot plan, is
+/// refused before anything runs, pointing at the value or naming `--budget`.
+#[test]
+fn a_bad_budget_is_refused_with_the_way_out() {
+    let dir = tempdir("run-budget-bad");
+    let p = budget_pipeline(&dir, "b", "2 fortnights");
+    let err = fails(bin().arg("check").arg(&p));
+    assert!(
+        err.contains("b.ron:18:") && err.contains("is not a duration"),
+        "{err}"
+    );
+    let p = budget_pipeline(&dir, "c", "3s");
+    let err = fails(bin().arg("check").arg(&p));
+    assert!(err.contains("between 10 seconds"), "{err}");
+    let p = staged_pipeline(&dir, "d", "0.05");
+    let err = fails(run_cmd(&p, &dir.join("out")).args(["--budget", "soon"]));
+    assert!(
+        err.contains("--budget: budget \"soon\" is not a duration"),
+        "{err}"
+    );
+    assert!(!dir.join("out").exists());
+    let ok = run_ok(bin().arg("check").arg(budget_pipeline(&dir, "e", "1h 30m")));
+    assert!(ok.contains("budget: 1h 30m"), "{ok}");
+}

@@ -49,6 +49,12 @@ fn check_pipeline(sources: &mut Sources, file: &Path, ignore_memory: bool) -> Re
         "{}: ok\n{data}\nresolved spec:\n{resolved}\n\n",
         file.display()
     );
+    if let Some(b) = &p.spec.budget {
+        o += &format!(
+            "budget: {} (the search's share {}); `nas-pipe run` measures this machine's throughput on these networks, then plans the search's and retraining's epochs and images to fit and keeps the plan in the run folder (plan.json)\n\n",
+            b.total.value, b.search.value
+        );
+    }
     o += &format!("space file: {}\n\n", p.space_path.display());
     if p.spec.search.is_some() {
         o += "search network\n";

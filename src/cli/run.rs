@@ -42,6 +42,11 @@ pub struct Args {
     /// this machine's memory.
     #[arg(long)]
     pub ignore_memory: bool,
+    /// A wall-clock budget for the whole run (`1h`, `90min`, `1h 30m`): the search's and
+    /// retraining's epochs and images are planned to fit it from throughput measured on
+    /// this machine. Replaces the pipeline's `budget` total.
+    #[arg(long, value_name = "DURATION")]
+    pub budget: Option<String>,
     #[command(flatten)]
     pub scale: super::common::ScaleArgs,
 }
@@ -49,6 +54,10 @@ pub struct Args {
 pub fn run(args: &Args, flag: Option<crate::device::Choice>) -> Result<i32> {
     let mut sources = Sources::default();
     let p = crate::pipeline::resolve::load(&mut sources, &args.pipeline)?;
+    let p = match &args.budget {
+        Some(total) => crate::pipeline::budget::with_total(&p, total)?,
+        None => p,
+    };
     fits_memory(&sources, &p, args.ignore_memory)?;
     let device = device(&sources, &p, flag)?;
     let run_dir = args.out.join(&p.spec.name.value);

@@ -63,6 +63,8 @@ pub struct Batcher {
     indices: Arc<[usize]>,
     normalize: Normalize,
     config: BatchConfig,
+    /// Images per epoch: the first this many of each epoch's order; all when `None`.
+    per_epoch: Option<usize>,
 }
 
 impl Batcher {
@@ -104,21 +106,30 @@ impl Batcher {
             indices: indices.into(),
             normalize,
             config,
+            per_epoch: None,
         })
+    }
+
+    /// This batcher with epochs of the first `n` images of each epoch's order (all of them
+    /// when there are fewer); `n` ≥ 1.
+    pub fn with_epoch_images(mut self, n: usize) -> Batcher {
+        self.per_epoch = Some(n.max(1));
+        self
     }
 
     /// The number of images per epoch.
     pub fn len(&self) -> usize {
-        self.indices.len()
+        self.per_epoch
+            .map_or(self.indices.len(), |n| n.min(self.indices.len()))
     }
 
     pub fn is_empty(&self) -> bool {
-        self.indices.is_empty()
+        self.len() == 0
     }
 
     /// Batches per epoch: `ceil(len / batch_size)` (the last may be partial).
     pub fn batches_per_epoch(&self) -> usize {
-        self.indices.len().div_ceil(self.config.batch_size)
+        self.len().div_ceil(self.config.batch_size)
     }
 
     pub fn config(&self) -> &BatchConfig {
@@ -133,13 +144,14 @@ impl Batcher {
         &self.normalize
     }
 
-    /// The order of the index list in `epoch`.
+    /// The order of the index list in `epoch`: its first [`Self::len`] entries.
     pub fn order(&self, epoch: u64) -> Vec<usize> {
         let mut order = self.indices.to_vec();
         if self.config.shuffle {
             let mut rng = rng::derive(self.config.seed, epoch, self.config.stream);
             rng::shuffle(&mut rng, &mut order);
         }
+        order.truncate(self.len());
         order
     }
 
@@ -300,6 +312,28 @@ mod tests {
             seen.sort();
             assert_eq!(seen, indices);
         }
+    }
+
+    /// Epochs of fewer images take the head of the full epoch's order, so each epoch sees a
+    /// different subset and over many epochs every image.
+    #[test]
+    fn epochs_of_fewer_images_are_the_head_of_each_order() {
+        let indices: Vec<usize> = (0..30).collect();
+        let full = batcher(indices.clone(), config(8, true, AUG));
+        let part = full.clone().with_epoch_images(12);
+        assert_eq!((part.len(), part.batches_per_epoch()), (12, 2));
+        let mut seen = std::collections::BTreeSet::new();
+        for epoch in 0..16 {
+            let got: Vec<usize> = all(&part, epoch)
+                .iter()
+                .flat_map(|b| b.indices.clone())
+                .collect();
+            assert_eq!(got, full.order(epoch)[..12]);
+            seen.extend(got);
+        }
+        assert_eq!(seen.len(), 30);
+        // More than there are: all of them.
+        assert_eq!(full.with_epoch_images(100).len(), 30);
     }
 
     #[test]

@@ -7,4 +7,5 @@ pub mod export;
 pub mod model;
 pub mod optim;
 pub mod supernet;
+pub mod timing;
 pub mod train;

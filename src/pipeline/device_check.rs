@@ -157,7 +157,7 @@ pub fn run(device: &Device, opts: &Options, mut line: impl FnMut(&str)) -> Resul
             let t = |dev: &Device| {
                 guarded(|| {
                     let mut step = build(dev)?;
-                    median_seconds(dev, warmup, opts.repeats, &mut *step)
+                    crate::nets::timing::median_seconds(dev, warmup, opts.repeats, &mut *step)
                 })
             };
             let mut errors = Vec::new();
@@ -597,29 +597,6 @@ fn steps() -> Vec<(&'static str, &'static str, StepBuilder)> {
             retrain,
         ),
     ]
-}
-
-/// The median of `runs` timed calls of `step` after `warmup` untimed ones, each ended by a
-/// device synchronisation.
-fn median_seconds(
-    dev: &Device,
-    warmup: usize,
-    runs: usize,
-    step: &mut dyn FnMut() -> candle_core::Result<()>,
-) -> candle_core::Result<f64> {
-    for _ in 0..warmup {
-        step()?;
-    }
-    dev.synchronize()?;
-    let mut t = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let start = Instant::now();
-        step()?;
-        dev.synchronize()?;
-        t.push(start.elapsed().as_secs_f64());
-    }
-    t.sort_by(f64::total_cmp);
-    Ok(t[runs / 2])
 }
 
 #[cfg(test)]

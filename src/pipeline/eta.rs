@@ -92,8 +92,9 @@ impl Work {
         let s = &p.spec;
         let retrain = s.retrain.as_ref().map(|r| {
             let epochs = r.epochs.value as usize;
-            let images = train_images(p).unwrap_or(0);
-            let val = (images as f64 * s.split.validation.value).round() as u64;
+            let part = train_images(p).unwrap_or(0);
+            let images = r.images.as_ref().map_or(part, |n| part.min(n.value.into()));
+            let val = (part as f64 * s.split.validation.value).round() as u64;
             let evaluations = epochs.div_ceil(r.eval_every.value.max(1) as usize).max(1);
             RetrainWork {
                 epochs,

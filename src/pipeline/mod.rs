@@ -20,6 +20,7 @@
 //! killed in the middle continues from the last checkpoint when started again and, on CPU,
 //! ends with the same files as an uninterrupted one.
 
+pub mod budget;
 pub mod device_check;
 pub mod eta;
 pub mod fuzz;
@@ -555,23 +556,27 @@ pub fn run(
             )));
         }
     }
-    if opts.only.is_some() || opts.from.is_some() {
-        let lock = Lock::read(run_dir, &p.spec.name.value)?;
-        for st in &planned {
-            check_selected_inputs(run_dir, &lock, &planned, st, opts)?;
-        }
+    if p.spec.budget.is_none() {
+        check_selections(run_dir, p, &planned, opts)?;
     }
     // Everything above is checked before the folder is touched.
     let _busy = crate::run::busy::acquire(run_dir, &format!("nas-pipe run {}", p.spec.name.value))?;
-    let p = &p.in_run_folder(run_dir);
+    let mut p = p.in_run_folder(run_dir);
+    let mut planned = planned;
+    let mut budget = None;
+    if p.spec.budget.is_some() {
+        let replan = opts.force && opts.only.is_none() && opts.from.is_none();
+        let b = budget::prepare(&p, run_dir, device, replan)?;
+        crate::progress::note(&budget::describe(&b));
+        p = budget::apply(&p, &b);
+        planned = plan(sources, &p, device, &ort)?;
+        check_selections(run_dir, &p, &planned, opts)?;
+        budget = Some(b);
+    }
     remove_temp_files(run_dir)?;
-    let work = eta::Work::of(p);
-    let _outlook = crate::progress::outlook(Box::new(move |t| eta::left(&work, t)));
+    let mut outlook = eta_outlook(&p);
     let mut lock = open_lock(run_dir, &p.spec.name.value, opts.force)?;
-    crate::fsutil::write_atomic(
-        &run_dir.join(SPEC_FILE),
-        format!("{}\n", p.spec.to_ron()).as_bytes(),
-    )?;
+    write_spec(run_dir, &p)?;
 
     let mut outcome = Outcome {
         run_dir: run_dir.to_path_buf(),
@@ -580,15 +585,37 @@ pub fn run(
         validation_passed: None,
     };
     let total = planned.len();
-    for (i, st) in planned.iter().enumerate() {
+    let selected = |stage: Stage| match (opts.only, opts.from) {
+        (Some(o), _) => stage == o,
+        (None, Some(f)) => stage >= f,
+        (None, None) => true,
+    };
+    for i in 0..total {
+        // A budget's provisional retraining is made final when retraining is to run.
+        if planned[i].stage == Stage::Retrain
+            && selected(Stage::Retrain)
+            && let Some(b) = budget.as_mut()
+            && b.retrain.is_some_and(|r| !r.measured)
+        {
+            let arch = crate::stages::retrain::choose_genotype(&p, run_dir, None)?.1;
+            let spent = b.calibration_s
+                + planned[..i]
+                    .iter()
+                    .filter_map(|u| lock.get(u.stage))
+                    .map(|e| e.seconds)
+                    .sum::<f64>();
+            budget::finalize_retrain(&p, b, &arch, spent, run_dir, device)?;
+            p = budget::apply(&p, b);
+            planned = plan(sources, &p, device, &ort)?;
+            write_spec(run_dir, &p)?;
+            drop(outlook);
+            outlook = eta_outlook(&p);
+        }
+        let st = &planned[i];
         let stage = st.stage;
         let forced =
             opts.force || opts.only == Some(stage) || opts.from.is_some_and(|f| stage >= f);
-        let selected = match (opts.only, opts.from) {
-            (Some(o), _) => stage == o,
-            (None, Some(f)) => stage >= f,
-            (None, None) => true,
-        };
+        let selected = selected(stage);
         let state = assess(run_dir, &lock, st)?;
         let (key, parts) = st.key.clone().map_err(Error::Runtime)?;
         if !selected {
@@ -666,7 +693,7 @@ pub fn run(
         });
         lock.write(run_dir)?;
         let t0 = Instant::now();
-        execute(stage, p, run_dir, device, &ort, opts)?;
+        execute(stage, &p, run_dir, device, &ort, opts)?;
         let seconds = t0.elapsed().as_secs_f64();
         let outputs = hash_files(run_dir, &territory_files(run_dir, stage)?)?;
         let inputs = hash_files(run_dir, &st.inputs)?;
@@ -696,13 +723,45 @@ pub fn run(
         let text = format!(
             "{head}: done in {}{}",
             crate::progress::duration(seconds),
-            summary::of(p, run_dir, stage).map_or(String::new(), |s| format!(": {s}"))
+            summary::of(&p, run_dir, stage).map_or(String::new(), |s| format!(": {s}"))
         );
         crate::progress::stage(stage.name(), "done", Some(seconds), &text);
         outcome.stages.push((stage, Action::Ran(seconds)));
         note_validation(run_dir, stage, &mut outcome);
     }
     Ok(outcome)
+}
+
+/// Writes `p`'s resolved spec as the run folder's `pipeline.ron`.
+fn write_spec(run_dir: &Path, p: &Resolved) -> Result<()> {
+    crate::fsutil::write_atomic(
+        &run_dir.join(SPEC_FILE),
+        format!("{}\n", p.spec.to_ron()).as_bytes(),
+    )
+}
+
+/// Sets the process-wide pipeline ETA for `p`'s work.
+fn eta_outlook(p: &Resolved) -> crate::progress::OutlookGuard {
+    let work = eta::Work::of(p);
+    crate::progress::outlook(Box::new(move |t| eta::left(&work, t)))
+}
+
+/// With `--only` or `--from`: the stages before the selected ones are done (their inputs
+/// are there as recorded).
+fn check_selections(
+    run_dir: &Path,
+    p: &Resolved,
+    planned: &[Planned],
+    opts: &Options,
+) -> Result<()> {
+    if opts.only.is_none() && opts.from.is_none() {
+        return Ok(());
+    }
+    let lock = Lock::read(run_dir, &p.spec.name.value)?;
+    for st in planned {
+        check_selected_inputs(run_dir, &lock, planned, st, opts)?;
+    }
+    Ok(())
 }
 
 /// The run folder's lock; with `--force`, a damaged one is set aside (said in one line)
@@ -982,6 +1041,7 @@ pub fn status(
     } else {
         Err("not needed".into())
     };
+    let p = &budget::as_planned(p, run_dir, device)?;
     let planned = plan(sources, p, device, &ort)?;
     let lock = Lock::read(run_dir, &p.spec.name.value)?;
     let holder = crate::run::busy::holder(run_dir);

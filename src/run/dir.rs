@@ -47,6 +47,8 @@ artifacts! {
     busy, BUSY = ".nas-pipe.busy";
     /// Outputs set aside when their stage had to run again.
     stale, STALE = "stale";
+    /// A budgeted run's plan ([`crate::run::budget`]).
+    plan, PLAN = "plan.json";
     /// The trial ledger of a distributed multi-trial search (SQLite; beside the search
     /// folder so that setting a stale search aside never moves a file workers hold open).
     ledger, LEDGER = "ledger.sqlite";

@@ -1,6 +1,7 @@
 //! The run folder (`exports/<name>/`): where stages meet. Every artifact path, the lock
 //! file, the writer lock, checkpoints and the files more than one stage reads.
 
+pub mod budget;
 pub mod busy;
 pub mod checkpoint;
 pub mod dir;

@@ -6,7 +6,7 @@
 //! in [`pipeline::resolve`]; before that, a pipeline's values that need no other file are
 //! checked in `check`, one function per section. No tensors, no graphs here.
 
-mod check;
+pub mod check;
 pub mod pipeline;
 pub mod space;
 mod spanned;

@@ -55,6 +55,37 @@ pub struct Pipeline {
     /// `--storage` overrides it. Default: `ledger.sqlite` in the run folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<String>,
+    /// A wall-clock budget for the whole run: the search's images and epochs and
+    /// retraining's epochs and images are planned to fit it from throughput measured on
+    /// this machine (`crate::pipeline::budget`). `--budget` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Spanned<Budget>>,
+}
+
+/// A wall-clock budget: `Budget(total: "1h")`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    /// The whole run's time, as `humantime` reads it: `"90min"`, `"1h 30m"`, `"45s"`.
+    pub total: Spanned<String>,
+    /// The share of the time left after calibration that the search gets (the rest goes
+    /// to retraining and the stages after it). Default 0.2.
+    #[serde(default = "search_share")]
+    pub search: Spanned<f64>,
+}
+
+impl Budget {
+    /// The total in seconds; `None` when it is not a duration the check accepts.
+    pub fn total_seconds(&self) -> Option<f64> {
+        crate::spec::check::budget::total_seconds(&self.total.value).ok()
+    }
+}
+
+/// The budget's default search share.
+pub const DEFAULT_SEARCH_SHARE: f64 = 0.2;
+
+fn search_share() -> Spanned<f64> {
+    sp(DEFAULT_SEARCH_SHARE)
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -715,6 +746,11 @@ pub struct Retrain {
     #[serde(default)]
     pub layers: Option<Spanned<u32>>,
     pub epochs: Spanned<u32>,
+    /// Training images per epoch: each epoch trains on the first this many of its own
+    /// shuffled order of the training part. Default: all of it. Retraining only (a
+    /// training evaluator has its own `images`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<Spanned<u32>>,
     pub batch_size: Spanned<u32>,
     pub optimizer: Spanned<Optimizer>,
     /// Weight of the auxiliary head's loss (0: no auxiliary head). Default 0.

@@ -43,6 +43,12 @@ impl Checker<'_> {
         }
         self.unit(train_portion, "train_portion", true, true)?;
         self.recipe(r, "evaluator")?;
+        if let Some(n) = &r.images {
+            return Err(self.err(
+                n.span,
+                "a recipe's `images` (per epoch) is for retraining; the evaluator's own `images` sets how many a candidate trains on",
+            ));
+        }
         if r.auxiliary_weight.value > 0.0 {
             return Err(self.err(
                 r.auxiliary_weight.span,

@@ -4,6 +4,7 @@
 //! of the calls (and of the checks inside each section) decides which error a spec with
 //! several faults reports. Each error points at the offending value.
 
+pub mod budget;
 mod data;
 mod evaluator;
 mod output;
@@ -28,7 +29,8 @@ pub fn check(sources: &Sources, p: &Pipeline) -> Result<()> {
     c.export(p)?;
     c.validate(p)?;
     c.profile(p)?;
-    c.split(p)
+    c.split(p)?;
+    c.budget(p)
 }
 
 /// The spec files, for diagnostics, and the checks that several sections share.

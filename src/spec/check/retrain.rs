@@ -82,6 +82,9 @@ impl Checker<'_> {
     pub(super) fn retrain(&self, p: &Pipeline) -> Result<()> {
         if let Some(r) = &p.retrain {
             self.recipe(r, "retrain")?;
+            if let Some(n) = &r.images {
+                self.positive(n, "retrain images (per epoch)")?;
+            }
         }
         Ok(())
     }

@@ -351,6 +351,64 @@ pub fn stage_table(a: &Artifacts) -> Option<Table> {
     Some(t)
 }
 
+/// A budgeted run's plan against its actual times: a row per part and the total, and a
+/// sentence on how the run kept to the budget.
+pub fn budget_table(b: &super::BudgetSummary) -> (Table, String) {
+    let mut t = Table::new(&[
+        ("part", false),
+        ("plan", false),
+        ("planned", true),
+        ("actual", true),
+    ]);
+    let actual = |a: Option<f64>| a.map_or("—".to_string(), duration);
+    let work = |p: &super::BudgetPart, unit: &str| match (p.epochs, p.images) {
+        (Some(e), Some(n)) => format!(
+            "{e} epoch{} over {} images{unit}",
+            if e == 1 { "" } else { "s" },
+            thousands(n.into())
+        ),
+        _ => String::new(),
+    };
+    t.rows.push(vec![
+        "measuring".into(),
+        "a few steps of each network".into(),
+        duration(b.calibration_s),
+        duration(b.calibration_s),
+    ]);
+    for (name, part, unit) in [("search", &b.search, ""), ("retrain", &b.retrain, " each")] {
+        if let Some(p) = part {
+            t.rows.push(vec![
+                name.into(),
+                work(p, unit),
+                duration(p.planned_s),
+                actual(p.actual_s),
+            ]);
+        }
+    }
+    t.rows.push(vec![
+        "closing stages".into(),
+        "export, validate, profile".into(),
+        duration(b.after.planned_s),
+        actual(b.after.actual_s),
+    ]);
+    t.rows.push(vec![
+        "total".into(),
+        format!("budget {}", duration(b.total_s)),
+        duration(b.planned_s),
+        actual(b.actual_s),
+    ]);
+    let text = match b.actual_s {
+        Some(a) => format!(
+            "The run took {} of its {} budget ({:.1}%).",
+            duration(a),
+            duration(b.total_s),
+            100.0 * a / b.total_s
+        ),
+        None => "The run has not finished every planned stage.".to_string(),
+    };
+    (t, text)
+}
+
 /// The search, one row per epoch.
 pub fn search_table(a: &Artifacts) -> Option<Table> {
     let s = a.search.as_ref()?;

@@ -340,6 +340,12 @@ fn run(a: &Artifacts, s: &Summary) -> String {
         }
         None => o += &absent(&facts::NO_LOCK),
     }
+    if let Some(b) = &s.budget {
+        let (t, text) = facts::budget_table(b);
+        o.push_str("<h3>Budget: plan and actual</h3>\n");
+        o += &table(&t, None);
+        let _ = writeln!(o, "<p>{}</p>", esc(&text));
+    }
     o
 }
 

@@ -121,6 +121,12 @@ pub fn render(a: &Artifacts, s: &Summary) -> String {
         }
         None => o += &absent(&facts::NO_LOCK),
     }
+    if let Some(b) = &s.budget {
+        let (t, text) = facts::budget_table(b);
+        o.push_str("**Budget: plan and actual**\n\n");
+        o += &table(&t);
+        let _ = writeln!(o, "{text}\n");
+    }
 
     heading(&mut o, "search");
     if let Some(text) = facts::trials_text(a) {

@@ -54,6 +54,7 @@ pub const INPUTS: &[&str] = &[
     crate::run::dir::retrained::EVALUATION,
     crate::run::dir::VALIDATION,
     crate::run::dir::PROFILE_JSON,
+    crate::run::dir::PLAN,
 ];
 
 /// The files the report writes, relative to the run folder.
@@ -119,6 +120,37 @@ pub struct Summary {
     pub latency: Option<LatencySummary>,
     /// The files of [`INPUTS`] the run folder does not have.
     pub missing: Vec<String>,
+    /// A budgeted run: its plan (`plan.json`) against the stages' actual times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetSummary>,
+}
+
+/// A budgeted run's plan and actual times, seconds. Actual times are the lock file's
+/// stage times (a resumed stage counts the run that finished it) plus the measuring.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSummary {
+    pub total_s: f64,
+    pub planned_s: f64,
+    /// `None` until every planned stage has finished.
+    pub actual_s: Option<f64>,
+    pub calibration_s: f64,
+    pub search: Option<BudgetPart>,
+    pub retrain: Option<BudgetPart>,
+    /// Export, validation, profiling (the report's own time is not known to it).
+    pub after: BudgetPart,
+}
+
+/// One part of a budget: what was planned and what it took.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetPart {
+    /// Epochs and images, for the search and retraining.
+    pub epochs: Option<u32>,
+    pub images: Option<u32>,
+    pub planned_s: f64,
+    /// `None` while a stage of it has not finished.
+    pub actual_s: Option<f64>,
 }
 
 /// The numbers at the top of the report. A run that retrains nothing after a multi-trial
@@ -304,6 +336,8 @@ struct Artifacts {
     profile: Option<crate::run::profile::Report>,
     /// How many images `skip_unreadable` left out (`data/skipped.json`).
     skipped: Option<usize>,
+    /// A budgeted run's plan (`plan.json`).
+    plan: Option<crate::run::budget::Plan>,
     /// Files of [`INPUTS`] that are absent.
     missing: Vec<String>,
 }
@@ -468,9 +502,11 @@ impl Artifacts {
                 crate::run::dir::SEARCH_SPACE,
             ]
         };
+        let budgeted = pipeline.as_ref().is_some_and(|p| p.spec.budget.is_some());
         let missing = INPUTS
             .iter()
             .filter(|f| !at(f).exists() && !other_kind.contains(f))
+            .filter(|f| budgeted || **f != crate::run::dir::PLAN)
             .map(|f| f.to_string())
             .collect();
         let skipped = read_json::<Vec<serde_json::Value>>(
@@ -482,6 +518,13 @@ impl Artifacts {
             "list of skipped images (data/skipped.json)",
         )?
         .map(|v| v.len());
+        let plan = match crate::run::budget::read(run_dir)? {
+            crate::run::budget::Found::None => None,
+            crate::run::budget::Found::Plan(p) => Some(*p),
+            crate::run::budget::Found::Unusable(why) => {
+                return Err(malformed(&at(crate::run::dir::PLAN), why));
+            }
+        };
         let folder_name = run_dir
             .canonicalize()
             .ok()
@@ -503,6 +546,7 @@ impl Artifacts {
             validation,
             profile,
             skipped,
+            plan,
             missing,
         })
     }
@@ -702,7 +746,73 @@ impl Artifacts {
             validation: self.validation.clone(),
             latency,
             missing: self.missing.clone(),
+            budget: self.budget(),
         }
+    }
+}
+
+impl Artifacts {
+    /// The stage's finished time from the lock file.
+    fn seconds_of(&self, stage: Stage) -> Option<f64> {
+        let e = self
+            .lock
+            .as_ref()?
+            .stages
+            .iter()
+            .find(|e| e.stage == stage)?;
+        e.finished.as_ref().map(|_| e.seconds)
+    }
+
+    /// The summed finished times of `stages`, `None` if one has not finished.
+    fn seconds_of_all(&self, stages: &[Stage]) -> Option<f64> {
+        stages.iter().map(|s| self.seconds_of(*s)).sum()
+    }
+
+    fn budget(&self) -> Option<BudgetSummary> {
+        let plan = self.plan.as_ref()?;
+        let has = |s: Stage| {
+            self.lock
+                .as_ref()
+                .is_some_and(|l| l.stages.iter().any(|e| e.stage == s))
+        };
+        let after: Vec<Stage> = [Stage::Export, Stage::Validate, Stage::Profile]
+            .into_iter()
+            .filter(|s| has(*s))
+            .collect();
+        let search = plan.search.map(|p| BudgetPart {
+            epochs: Some(p.epochs),
+            images: Some(p.images),
+            planned_s: p.seconds,
+            actual_s: self.seconds_of_all(&[Stage::Search, Stage::Derive]),
+        });
+        let retrain = plan.retrain.map(|p| BudgetPart {
+            epochs: Some(p.epochs),
+            images: Some(p.images),
+            planned_s: p.seconds,
+            actual_s: self.seconds_of(Stage::Retrain),
+        });
+        let after = BudgetPart {
+            epochs: None,
+            images: None,
+            planned_s: plan.after_s,
+            actual_s: self.seconds_of_all(&after),
+        };
+        let actual_s = [&search, &retrain]
+            .into_iter()
+            .flatten()
+            .chain([&after])
+            .map(|p| p.actual_s)
+            .sum::<Option<f64>>()
+            .map(|s| s + plan.calibration_s);
+        Some(BudgetSummary {
+            total_s: plan.total_s,
+            planned_s: plan.planned_s(),
+            actual_s,
+            calibration_s: plan.calibration_s,
+            search,
+            retrain,
+            after,
+        })
     }
 }
 

@@ -162,6 +162,38 @@ pub fn choose_genotype(
     )))
 }
 
+/// Images/s of `p`'s retraining step for architecture `arch` on `device`: the median of
+/// `steps` timed steps after one untimed, on random images of the data's shape, at the
+/// recipe's batch size, with its auxiliary head and its final drop-path probability.
+pub fn calibrate(
+    p: &Resolved,
+    arch: &genotype::Architecture,
+    device: &Device,
+    steps: usize,
+) -> Result<f64> {
+    let Some(spec) = &p.spec.retrain else {
+        return Err(Error::Input(
+            "calibrating without a `retrain` section".into(),
+        ));
+    };
+    let recipe = Recipe::from_spec(spec)?;
+    let net = p.retrain_space.build(arch);
+    let model = Model::new(&net, device, p.spec.seed, recipe.auxiliary_weight > 0.0)
+        .map_err(ctx("building the network"))?;
+    let mut trainer = Trainer::new(model, &recipe);
+    let (x, y) =
+        crate::nets::timing::random_batch(p.retrain_space.input, recipe.batch_size, device)
+            .map_err(ctx("calibrating retraining"))?;
+    let mut rng = data::rng::derive(p.spec.seed, 0, DROP_PATH_STREAM);
+    let seconds = crate::nets::timing::median_seconds(device, 1, steps, &mut || {
+        trainer
+            .step(&x, &y, recipe.lr, recipe.drop_path, &mut rng)
+            .map(|_| ())
+    })
+    .map_err(ctx("calibrating retraining"))?;
+    Ok(recipe.batch_size as f64 / seconds.max(1e-9))
+}
+
 /// Runs (or resumes) the retraining of `genotype` under pipeline `p`, writing under
 /// `run_dir/retrain`.
 pub fn run(
@@ -201,6 +233,10 @@ pub fn run(
             stream: 1,
         },
     )?;
+    let train_b = match &spec.images {
+        Some(n) => train_b.with_epoch_images(n.value as usize),
+        None => train_b,
+    };
     let all = val.all();
     let val_b = eval_batcher(val, all, norm.clone(), seed)?;
     let all = test.all();

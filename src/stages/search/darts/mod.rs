@@ -147,6 +147,85 @@ impl Strategy {
     }
 }
 
+/// The search network of pipeline `p` (a DARTS-family search) with its optimizers and
+/// its variant's policy, without a latency term; with the weights' learning rate, final
+/// learning rate and warm-up epochs.
+fn strategy(p: &Resolved, device: &Device) -> Result<(Strategy, f64, f64, usize)> {
+    let Some(Search::Darts {
+        order,
+        epochs,
+        weights,
+        arch,
+        variant,
+        ..
+    }) = p.spec.search.as_deref()
+    else {
+        return Err(Error::Input(format!(
+            "pipeline \"{}\" has no DARTS-family search",
+            p.spec.name.value
+        )));
+    };
+    let seed = p.spec.seed;
+    let build = match &variant.value {
+        Variant::PcDarts {
+            k,
+            edge_normalization,
+            ..
+        } => Build {
+            partial_channels: k.value as usize,
+            edge_normalization: *edge_normalization,
+        },
+        Variant::Standard | Variant::Gdas { .. } => Build::default(),
+    };
+    let net = Supernet::with_build(&p.search_space, device, crate::nn::DTYPE, seed, build)
+        .map_err(ctx("building the supernet"))?;
+    let (w_opt, lr0, lr_min, warmup) = sgd(weights, net.weights.params())?;
+    let a_opt = adam(arch, net.alphas.params())?;
+    let darts = Darts::new(net, w_opt, a_opt, *order);
+    let strategy = match &variant.value {
+        Variant::Standard => Strategy::Darts(darts),
+        Variant::Gdas { tau_max, tau_min } => Strategy::Gdas(Gdas {
+            darts,
+            tau_max: tau_max.value,
+            tau_min: tau_min.value,
+            epochs: epochs.value as usize,
+            seed,
+        }),
+        Variant::PcDarts {
+            arch_warmup_epochs, ..
+        } => Strategy::PcDarts(PcDarts {
+            darts,
+            arch_warmup_epochs: arch_warmup_epochs.value as usize,
+        }),
+    };
+    Ok((strategy, lr0, lr_min, warmup))
+}
+
+/// Images/s of `p`'s search step on `device` (training and architecture batches both
+/// counted, as the search's progress counts them): the median of `steps` timed steps
+/// after one untimed, on random images of the data's shape. Its variant's full step: a
+/// PC-DARTS step as in the last epoch.
+pub fn calibrate(p: &Resolved, device: &Device, steps: usize) -> Result<f64> {
+    let Some(Search::Darts {
+        batch_size, epochs, ..
+    }) = p.spec.search.as_deref()
+    else {
+        return Err(Error::Input(
+            "calibrating a search that is not DARTS-family".into(),
+        ));
+    };
+    let (mut darts, lr0, ..) = strategy(p, device)?;
+    let batch = batch_size.value as usize;
+    let (x, y) = crate::nets::timing::random_batch(p.search_space.input, batch, device)
+        .map_err(ctx("calibrating the search"))?;
+    let last = epochs.value.saturating_sub(1) as usize;
+    let seconds = crate::nets::timing::median_seconds(device, 1, steps, &mut || {
+        darts.step(&x, &y, &x, &y, lr0, last, 0).map(|_| ())
+    })
+    .map_err(ctx("calibrating the search"))?;
+    Ok(2.0 * batch as f64 / seconds.max(1e-9))
+}
+
 /// Runs (or resumes) the search of pipeline `p`, writing under `run_dir`.
 pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Result<Outcome> {
     let Some(search) = &p.spec.search else {
@@ -156,15 +235,11 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
         )));
     };
     let Search::Darts {
-        order,
         epochs,
         batch_size,
         train_portion,
-        weights,
-        arch,
         augment,
         images,
-        variant,
         latency,
         ..
     } = &search.value
@@ -200,24 +275,9 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
     let val_b = Batcher::new(train.clone(), split.rest.clone(), norm, cfg(2))?;
     let steps = train_b.batches_per_epoch().min(val_b.batches_per_epoch());
 
-    let build = match &variant.value {
-        Variant::PcDarts {
-            k,
-            edge_normalization,
-            ..
-        } => Build {
-            partial_channels: k.value as usize,
-            edge_normalization: *edge_normalization,
-        },
-        Variant::Standard | Variant::Gdas { .. } => Build::default(),
-    };
-    let net = Supernet::with_build(space, device, crate::nn::DTYPE, seed, build)
-        .map_err(ctx("building the supernet"))?;
-    let (w_opt, lr0, lr_min, warmup) = sgd(weights, net.weights.params())?;
-    let a_opt = adam(arch, net.alphas.params())?;
-    let mut darts = Darts::new(net, w_opt, a_opt, *order);
+    let (mut darts, lr0, lr_min, warmup) = strategy(p, device)?;
     if let Some(l) = latency {
-        darts.latency = Some(latency_penalty(
+        darts.darts_mut().latency = Some(latency_penalty(
             p,
             l,
             opts.ort,
@@ -225,22 +285,6 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
             device,
         )?);
     }
-    let mut darts = match &variant.value {
-        Variant::Standard => Strategy::Darts(darts),
-        Variant::Gdas { tau_max, tau_min } => Strategy::Gdas(Gdas {
-            darts,
-            tau_max: tau_max.value,
-            tau_min: tau_min.value,
-            epochs,
-            seed,
-        }),
-        Variant::PcDarts {
-            arch_warmup_epochs, ..
-        } => Strategy::PcDarts(PcDarts {
-            darts,
-            arch_warmup_epochs: arch_warmup_epochs.value as usize,
-        }),
-    };
 
     let dir = RunDir::new(run_dir).search();
     let hash = search_hash(p)?;
