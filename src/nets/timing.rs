@@ -58,7 +58,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(calls, 5);
-        assert!(t >= 0.0 && t < 0.1);
+        assert!((0.0..0.1).contains(&t));
     }
 
     #[test]

@@ -173,10 +173,10 @@ pub fn split(
     } else {
         free
     };
-    let search = match &rates.search {
-        Some((rate, shape)) => Some(plan_search(search_s, *rate, shape)),
-        None => None,
-    };
+    let search = rates
+        .search
+        .as_ref()
+        .map(|(rate, shape)| plan_search(search_s, *rate, shape));
     let spent = search.flatten().map_or(0.0, |s| s.seconds);
     let retrain = rates
         .retrain
@@ -264,10 +264,11 @@ pub fn prepare(
         }
         Found::None => {}
     }
-    if !replan && file::restore(run_dir, &basis)? {
-        if let Found::Plan(plan) = file::read(run_dir)? {
-            return Ok(*plan);
-        }
+    if !replan
+        && file::restore(run_dir, &basis)?
+        && let Found::Plan(plan) = file::read(run_dir)?
+    {
+        return Ok(*plan);
     }
     let plan = make(p, &basis, device)?;
     plan.write(run_dir)?;
@@ -450,9 +451,9 @@ pub fn finalize_retrain(
     plan.write(run_dir)?;
     crate::progress::note(&format!(
         "budget: retraining measured on the derived network at {} (x{factor:.2}, the search's epochs against its timed steps): {} (planned before at {})",
-        crate::progress::rate_text(measured),
+        images_per_s(measured),
         describe_retrain(&fitted),
-        crate::progress::rate_text(old.images_per_s)
+        images_per_s(old.images_per_s)
     ));
     Ok(true)
 }
@@ -477,6 +478,10 @@ fn smallest_retrain(rate: f64, shape: &RetrainShape) -> RetrainPlan {
         seconds: shape.seconds(1, images, rate),
         measured: true,
     }
+}
+
+fn images_per_s(rate: f64) -> String {
+    format!("{} images/s", crate::progress::rate_text(rate))
 }
 
 fn describe_retrain(r: &RetrainPlan) -> String {
@@ -504,7 +509,7 @@ pub fn describe(plan: &Plan) -> String {
             s.epochs,
             if s.epochs == 1 { "" } else { "s" },
             crate::space::show::thousands(u64::from(s.images)),
-            crate::progress::rate_text(s.images_per_s),
+            images_per_s(s.images_per_s),
             crate::progress::duration(s.seconds)
         ));
     }
@@ -512,7 +517,7 @@ pub fn describe(plan: &Plan) -> String {
         lines.push(format!(
             "  retrain    {} at {}{}",
             describe_retrain(r),
-            crate::progress::rate_text(r.images_per_s),
+            images_per_s(r.images_per_s),
             if r.measured {
                 ""
             } else {
