@@ -131,9 +131,10 @@ def build(row, torch, nn, F):
             return [p for n, p in s.named_parameters() if not n.startswith('alphas')]
 
     def drop_path(x, p):
+        # In place, as in the reference code: no op's backward reads its own output.
         keep = 1. - p
         mask = torch.empty(x.size(0), 1, 1, 1).bernoulli_(keep)
-        return x.div(keep).mul(mask)
+        return x.div_(keep).mul_(mask)
 
     class Cell(nn.Module):
         def __init__(s, Cpp, Cp, C, red, red_prev, g):
@@ -171,11 +172,14 @@ def build(row, torch, nn, F):
             return s.fc(F.adaptive_avg_pool2d(s1, 1).flatten(1))
 
     def train_step(net, params, x, y):
-        opt = torch.optim.SGD(params, lr=0.025, momentum=0.9, weight_decay=3e-4)
+        # PyTorch's fastest honest CPU step: gradients set to None rather than zeroed, and
+        # the multi-tensor (foreach) SGD and norm clipping, which CPU tensors only get when
+        # asked for.
+        opt = torch.optim.SGD(params, lr=0.025, momentum=0.9, weight_decay=3e-4, foreach=True)
         def step():
-            opt.zero_grad(set_to_none=False)
+            opt.zero_grad(set_to_none=True)
             F.cross_entropy(net(x), y).backward()
-            nn.utils.clip_grad_norm_(params, 5.)
+            nn.utils.clip_grad_norm_(params, 5., foreach=True)
             opt.step()
         return step
 
@@ -193,7 +197,7 @@ def build(row, torch, nn, F):
         c, l, b = (16, 8, 64) if row == 'darts_v2_infer_b64' else (36, 20, 1)
         net = NetworkCIFAR(c, l).eval(); x = torch.randn(b, 3, 32, 32)
         def infer():
-            with torch.no_grad(): net(x).sum().item()
+            with torch.inference_mode(): net(x).sum().item()
         return infer
     if row == 'ort_darts_v2_c36_b1_t1':
         import onnxruntime as ort, tempfile
