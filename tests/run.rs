@@ -930,6 +930,14 @@ fn a_budget_plans_the_run_and_a_resumed_run_keeps_its_plan() {
     assert_eq!(metrics.as_array().unwrap().len() as u64, retrain_epochs);
     let spec = std::fs::read_to_string(run.join("pipeline.ron")).unwrap();
     let images = plan["retrain"]["images"].as_u64().unwrap();
+    // Each epoch trained on its planned images: batches of 16.
+    let steps = metrics[0]["curve"].as_array().unwrap().last().unwrap()["step"].clone();
+    assert_eq!(
+        steps.as_u64().unwrap(),
+        images.div_ceil(16),
+        "{}",
+        metrics[0]
+    );
     let retrain_part = &spec[spec.find("retrain: Retrain(").unwrap()..];
     assert!(
         retrain_part.contains(&format!("images: {images},")),
