@@ -5,9 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use nas_pipe::spec::pipeline::Pipeline;
-use nas_pipe::spec::space::SearchSpace;
-use nas_pipe::spec::{Source, Sources};
+use nas_pipe::pipeline::fuzz::{Kind, check_text};
 
 use crate::common::{Rng, bin, fails, root, run_ok, tempdir};
 
@@ -179,30 +177,6 @@ fn mutate(text: &str, rng: &mut Rng) -> String {
     }
 }
 
-/// Parses and validates a spec text as the file at `path` would be, down to the counts and
-/// memory estimates `check` prints; errors are fine, panics are not.
-fn check_text(path: &Path, text: String, pipeline: bool) {
-    let mut sources = Sources::default();
-    let id = sources.add(Source::from_text(path, text));
-    if pipeline {
-        if let Ok(spec) = sources.parse::<Pipeline>(id)
-            && let Ok(p) = nas_pipe::pipeline::resolve::resolve(&mut sources, id, path, spec)
-        {
-            let _ = nas_pipe::pipeline::memory::estimates(&p);
-        }
-    } else if let Ok(raw) = sources.parse::<SearchSpace>(id)
-        && let Ok(raw) = nas_pipe::space::expand_includes(&mut sources, path, raw)
-        && let Ok(space) =
-            nas_pipe::space::compile(&sources, &raw, &nas_pipe::space::Overrides::default())
-    {
-        let _ = (
-            space.supernet_cost(),
-            space.cost_range(),
-            space.architectures(),
-        );
-    }
-}
-
 fn shipped(dir: &str) -> Vec<(PathBuf, String)> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(root().join(dir))
         .unwrap()
@@ -220,7 +194,8 @@ fn shipped(dir: &str) -> Vec<(PathBuf, String)> {
 }
 
 /// 30,000 mutants of the shipped pipelines and spaces (1 to 3 mutations each, seeded):
-/// none panics. A failing case prints its number and text.
+/// none panics. A failing case prints its number and text. Both kinds must have accepted
+/// mutants, so the checks past parsing (resolve, compile, counts, estimates) are reached.
 #[test]
 fn mutated_specs_never_panic() {
     let pipelines = shipped("pipelines");
@@ -228,25 +203,39 @@ fn mutated_specs_never_panic() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let t0 = Instant::now();
     let mut failures = Vec::new();
+    let mut accepted = [0usize; 2];
     for case in 0..30_000 {
-        let pipeline = rng.below(3) == 0;
-        let files = if pipeline { &pipelines } else { &spaces };
+        let (kind, files) = if rng.below(3) == 0 {
+            (Kind::Pipeline, &pipelines)
+        } else {
+            (Kind::Space, &spaces)
+        };
         let (path, original) = &files[rng.below(files.len())];
         let mut text = original.clone();
         for _ in 0..1 + rng.below(3) {
             text = mutate(&text, &mut rng);
         }
         let t = text.clone();
-        if std::panic::catch_unwind(|| check_text(path, t, pipeline)).is_err() {
-            failures.push(format!("case {case}, {}:\n{text}", path.display()));
+        match std::panic::catch_unwind(|| check_text(path, t, kind)) {
+            Ok(ok) => accepted[usize::from(kind == Kind::Space)] += usize::from(ok),
+            Err(_) => failures.push(format!("case {case}, {}:\n{text}", path.display())),
         }
     }
-    eprintln!("30,000 mutants in {:.1} s", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "30,000 mutants in {:.1} s; accepted: {} pipelines, {} spaces",
+        t0.elapsed().as_secs_f64(),
+        accepted[0],
+        accepted[1]
+    );
     assert!(
         failures.is_empty(),
         "{} panics; first: {}",
         failures.len(),
         failures[0]
+    );
+    assert!(
+        accepted.iter().all(|&n| n > 0),
+        "no mutant got past parsing: {accepted:?}"
     );
 }
 
