@@ -263,3 +263,155 @@ fn mutated_onnx_files_never_panic() {
         }
     }
 }
+
+/// Runs `c`, which must end within `secs` seconds as bad input (exit 2, never a panic's
+/// 101, an abort or a hang); returns its stderr. A command still running is killed and
+/// the test fails.
+fn fails_within(c: &mut std::process::Command, secs: u64) -> String {
+    use std::process::Stdio;
+    let mut child = c
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed().as_secs() >= secs {
+            child.kill().unwrap();
+            let o = child.wait_with_output().unwrap();
+            panic!(
+                "{c:?} still ran after {secs} s: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{c:?}: {err}");
+    err
+}
+
+/// A FIFO at `path` (`None` where `mkfifo` is missing).
+fn fifo(path: &Path) -> Option<PathBuf> {
+    let made = std::process::Command::new("mkfifo").arg(path).status();
+    made.is_ok_and(|s| s.success()).then(|| path.to_path_buf())
+}
+
+/// A model `nas-pipe export` wrote: one epoch of retraining on 8×8 synthetic images.
+fn exported_model(dir: &Path) -> PathBuf {
+    let text = format!(
+        r#"Pipeline(
+    name: "hostile-predict",
+    seed: 1,
+    device: Cpu,
+    data: Synthetic(channels: 3, size: 8, classes: 4, train: 32, test: 16),
+    space: "{}",
+    retrain: Retrain(
+        channels: 2, layers: 3, epochs: 1, batch_size: 16,
+        optimizer: Sgd(lr: 0.05, weight_decay: 3e-4, grad_clip: 5.0),
+    ),
+    genotype: "DARTS_V2",
+    export: Onnx(),
+)"#,
+        root().join("schemas/darts.ron").display()
+    );
+    let p = dir.join("hostile-predict.ron");
+    std::fs::write(&p, text).unwrap();
+    run_ok(bin().arg("run").arg(&p).arg("--out").arg(dir));
+    dir.join("hostile-predict/model.onnx")
+}
+
+/// `model` with its `input_shape` metadata replaced by `shape`: the entry is a top-level
+/// field (14) of the ModelProto whose lengths take one byte each.
+fn with_input_shape(model: &[u8], shape: &str) -> Vec<u8> {
+    let key = b"\x0a\x0binput_shape\x12";
+    let at = model.windows(key.len()).position(|w| w == key).unwrap();
+    assert_eq!(model[at - 2], 0x72, "metadata_props is field 14");
+    let value_len = at + key.len();
+    let old = model[value_len] as usize;
+    let mut out = model[..at - 1].to_vec();
+    out.push((model[at - 1] as usize - old + shape.len()) as u8);
+    out.extend_from_slice(&model[at..value_len]);
+    out.push(shape.len() as u8);
+    out.extend_from_slice(shape.as_bytes());
+    out.extend_from_slice(&model[value_len + 1 + old..]);
+    out
+}
+
+/// `predict` given what is not a model or not an image: exit 2 naming the file, in
+/// seconds; a FIFO, named or found in a folder, is refused rather than read for ever.
+#[test]
+fn predict_refuses_hostile_models_and_images() {
+    if crate::common::ort_runtime("predict_refuses_hostile_models_and_images").is_none() {
+        return;
+    }
+    let dir = tempdir("hostile-predict");
+    let model = exported_model(&dir);
+    let png = dir.join("ok.png");
+    image::RgbImage::from_pixel(8, 8, image::Rgb([9, 9, 9]))
+        .save(&png)
+        .unwrap();
+    let predict = |model: &Path, image: &Path| {
+        let mut c = bin();
+        c.arg("predict").arg(model).arg(image);
+        c
+    };
+    run_ok(&mut predict(&model, &png));
+
+    let bytes = std::fs::read(&model).unwrap();
+    let bad_models = [
+        ("empty.onnx", Vec::new()),
+        ("half.onnx", bytes[..bytes.len() / 2].to_vec()),
+        ("text.onnx", b"ir_version: 7\n".to_vec()),
+        ("wide.onnx", with_input_shape(&bytes, "[3,100000,100000]")),
+    ];
+    for (name, b) in &bad_models {
+        let path = dir.join(name);
+        std::fs::write(&path, b).unwrap();
+        let e = fails_within(&mut predict(&path, &png), 60);
+        assert!(e.contains(name), "{e}");
+    }
+    let e = fails_within(&mut predict(&dir.join("wide.onnx"), &png), 60);
+    assert!(e.contains("at most 4096×4096 pixels"), "{e}");
+    let e = fails_within(&mut predict(&dir, &png), 60);
+    assert!(e.contains("not a regular file"), "{e}");
+
+    let images = dir.join("images");
+    std::fs::create_dir_all(images.join("none")).unwrap();
+    std::fs::write(images.join("none/notes.txt"), "no images here").unwrap();
+    std::fs::write(images.join("empty.png"), b"").unwrap();
+    std::fs::write(images.join("text.jpg"), b"not a jpeg").unwrap();
+    for (path, needle) in [
+        (images.join("none"), "no image files in this folder"),
+        (
+            images.join("empty.png"),
+            "empty.png: not an image: the file is empty",
+        ),
+        (
+            images.join("text.jpg"),
+            "text.jpg: not an image in a format",
+        ),
+        (images.join("missing.png"), "missing.png"),
+    ] {
+        let e = fails_within(&mut predict(&model, &path), 60);
+        assert!(e.contains(needle), "{e}");
+    }
+    if let Some(f) = fifo(&images.join("pipe.png")) {
+        let e = fails_within(&mut predict(&model, &f), 60);
+        assert!(e.contains("pipe.png: not a regular file"), "{e}");
+        let e = fails_within(&mut predict(&f, &png), 60);
+        assert!(e.contains("pipe.png: not a regular file"), "{e}");
+        let folder = dir.join("with-pipe");
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::copy(&png, folder.join("a.png")).unwrap();
+        fifo(&folder.join("b.png")).unwrap();
+        let e = fails_within(&mut predict(&model, &folder), 60);
+        assert!(e.contains("b.png: not a regular file"), "{e}");
+    }
+    for top in ["0", "100001", "18446744073709551616"] {
+        let e = fails_within(predict(&model, &png).args(["--top", top]), 60);
+        assert!(e.contains("--top"), "{e}");
+    }
+}
