@@ -415,3 +415,128 @@ fn predict_refuses_hostile_models_and_images() {
         assert!(e.contains("--top"), "{e}");
     }
 }
+
+/// A multi-trial pipeline whose search needs no data (a tabular evaluator).
+fn trials_pipeline() -> PathBuf {
+    root().join("pipelines/nb201-random.ron")
+}
+
+/// `worker` with storages a hostile user gives: malformed, unsupported, a password or a
+/// line break in the URL, a SQLite file where no folder can be made, PostgreSQL on a
+/// closed port: exit 2 in seconds, naming the URL or file and what to write.
+#[test]
+fn worker_refuses_hostile_storages() {
+    let dir = tempdir("hostile-worker");
+    let file = dir.join("file");
+    std::fs::write(&file, "a file, not a folder").unwrap();
+    let under_file = format!("sqlite:{}", file.join("ledger.sqlite").display());
+    let file = file.display().to_string();
+    let cases = [
+        ("redis://127.0.0.1/0", "neither sqlite:PATH nor postgres://"),
+        ("sqlite:", "names no file"),
+        (
+            "postgres://nas@127.0.0.1:99999/nas",
+            "is not a PostgreSQL URL",
+        ),
+        ("postgres://nas:secret@127.0.0.1/nas", "PGPASSWORD"),
+        (
+            "postgres://nas@127.0.0.1/nas\nrm -rf ~",
+            "control character at position 29",
+        ),
+        (under_file.as_str(), file.as_str()),
+        ("sqlite:/proc/nas-pipe/ledger.sqlite", "/proc/nas-pipe"),
+        ("postgres://nas@127.0.0.1:1/nas", "cannot connect"),
+    ];
+    for (url, needle) in cases {
+        let e = fails_within(
+            bin()
+                .arg("worker")
+                .arg(trials_pipeline())
+                .arg("--out")
+                .arg(&dir)
+                .args(["--idle-timeout", "5s", "--storage", url]),
+            30,
+        );
+        assert!(e.contains(needle) && !e.contains("secret"), "{url}: {e}");
+    }
+}
+
+/// `launch` with arguments a hostile user gives: worker counts out of range, a `--time`
+/// or URL that would put a line of their own into the script, a pipeline that fails
+/// `check` or has no multi-trial search: exit 2 naming the argument. An `--output` file
+/// already there is never replaced (the same text again is no change).
+#[test]
+fn launch_refuses_hostile_arguments_and_never_overwrites() {
+    let dir = tempdir("hostile-launch");
+    let launch = |storage: &str, args: &[&str]| {
+        let mut c = bin();
+        c.args(["launch", "slurm"])
+            .arg(trials_pipeline())
+            .args(["--storage", storage])
+            .args(args);
+        c
+    };
+    let db = "postgres://nas@db.example/nas";
+    let slurm = |args: &[&str]| launch(db, args);
+    for (args, needle) in [
+        (&["--workers", "0"][..], "--workers"),
+        (&["--workers", "100001"], "--workers"),
+        (&["--workers", "2", "--cpus", "0"], "--cpus"),
+        (
+            &["--workers", "2", "--time", "1:00\nrm -rf ~"],
+            "not a Slurm time",
+        ),
+    ] {
+        let e = fails_within(&mut slurm(args), 30);
+        assert!(e.contains(needle), "{args:?}: {e}");
+    }
+    let e = fails_within(
+        &mut launch("postgres://nas@db/nas\nrm -rf ~", &["--workers", "2"]),
+        30,
+    );
+    assert!(e.contains("control character"), "{e}");
+    let broken = dir.join("broken.ron");
+    std::fs::write(&broken, "Pipeline(name: \"x\", seed: -1)").unwrap();
+    let e = fails_within(
+        bin().args(["launch", "k8s"]).arg(&broken).args([
+            "--workers",
+            "2",
+            "--image",
+            "i",
+            "--volume",
+            "v",
+        ]),
+        30,
+    );
+    assert!(e.contains("broken.ron:1:"), "{e}");
+    let e = fails_within(
+        bin()
+            .args(["launch", "slurm"])
+            .arg(root().join("pipelines/smoke.ron"))
+            .args(["--workers", "2", "--storage", "postgres://nas@db/nas"]),
+        30,
+    );
+    assert!(e.contains("only those run on workers"), "{e}");
+
+    let out = dir.join("search.sbatch");
+    std::fs::write(&out, "#!/bin/bash\n# my own script\n").unwrap();
+    let e = fails_within(slurm(&["--workers", "2", "-o"]).arg(&out), 30);
+    assert!(
+        e.contains("search.sbatch: already exists") && e.contains("give another --output"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "#!/bin/bash\n# my own script\n"
+    );
+    let e = fails_within(slurm(&["--workers", "2", "-o"]).arg(&dir), 30);
+    assert!(e.contains("already exists"), "{e}");
+    let fresh = dir.join("fresh.sbatch");
+    run_ok(slurm(&["--workers", "2", "-o"]).arg(&fresh));
+    let written = std::fs::read(&fresh).unwrap();
+    run_ok(slurm(&["--workers", "2", "-o"]).arg(&fresh));
+    assert_eq!(std::fs::read(&fresh).unwrap(), written);
+    let e = fails_within(slurm(&["--workers", "3", "-o"]).arg(&fresh), 30);
+    assert!(e.contains("already exists"), "{e}");
+    assert_eq!(std::fs::read(&fresh).unwrap(), written);
+}
