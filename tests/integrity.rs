@@ -249,7 +249,10 @@ fn a_damaged_checkpoint_falls_back_to_the_one_before_it() {
     );
     let kept = stale_folder(&broken.join("c"), "damaged-checkpoint-2")
         .join("retrain/checkpoint-2.safetensors");
-    assert!(err.contains(&format!("(kept in {})", kept.display())), "{err}");
+    assert!(
+        err.contains(&format!("(kept in {})", kept.display())),
+        "{err}"
+    );
     assert_eq!(std::fs::read(&kept).unwrap(), damaged);
     for f in ["last.safetensors", "best.safetensors"] {
         let a = std::fs::read(straight.join("c/retrain").join(f)).unwrap();
@@ -317,7 +320,8 @@ fn a_truncated_search_checkpoint_is_kept_and_passed_over() {
     assert_eq!(std::fs::read(&kept).unwrap(), &bytes[..bytes.len() - 7]);
     let last = "search/checkpoint-3.safetensors";
     assert!(
-        std::fs::read(straight.join("s").join(last)).unwrap() == std::fs::read(run.join(last)).unwrap(),
+        std::fs::read(straight.join("s").join(last)).unwrap()
+            == std::fs::read(run.join(last)).unwrap(),
         "the resumed search differs from the undisturbed one"
     );
 }
