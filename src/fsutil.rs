@@ -1,5 +1,6 @@
-//! Files written so that a crash never leaves a half-written result: write a sibling temp
-//! file, flush it to disk, then rename it over the target.
+//! Files written so that a crash never leaves a half-written result (write a sibling temp
+//! file, flush it to disk, then rename it over the target), and input files checked to be
+//! regular files before they are opened.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,19 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// Checks that `path` (following links) is a regular file before it is opened for reading:
+/// a FIFO blocks the open for ever, a device may never end and a directory is no input.
+/// `what` names the kind of input for the message ("a spec", "an image").
+pub fn regular_file(path: &Path, what: &str) -> Result<std::fs::Metadata> {
+    let meta = std::fs::metadata(path).map_err(io(path))?;
+    if !meta.is_file() {
+        return Err(io(path)(std::io::Error::other(format!(
+            "not a regular file ({what} is read from a file, not a directory, device or pipe)"
+        ))));
+    }
+    Ok(meta)
 }
 
 /// The temp file `write_atomic` uses for `path`.

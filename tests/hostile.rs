@@ -5,9 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use nas_pipe::spec::pipeline::Pipeline;
-use nas_pipe::spec::space::SearchSpace;
-use nas_pipe::spec::{Source, Sources};
+use nas_pipe::pipeline::fuzz::{Kind, check_text};
 
 use crate::common::{Rng, bin, fails, root, run_ok, tempdir};
 
@@ -179,30 +177,6 @@ fn mutate(text: &str, rng: &mut Rng) -> String {
     }
 }
 
-/// Parses and validates a spec text as the file at `path` would be, down to the counts and
-/// memory estimates `check` prints; errors are fine, panics are not.
-fn check_text(path: &Path, text: String, pipeline: bool) {
-    let mut sources = Sources::default();
-    let id = sources.add(Source::from_text(path, text));
-    if pipeline {
-        if let Ok(spec) = sources.parse::<Pipeline>(id)
-            && let Ok(p) = nas_pipe::pipeline::resolve::resolve(&mut sources, id, path, spec)
-        {
-            let _ = nas_pipe::pipeline::memory::estimates(&p);
-        }
-    } else if let Ok(raw) = sources.parse::<SearchSpace>(id)
-        && let Ok(raw) = nas_pipe::space::expand_includes(&mut sources, path, raw)
-        && let Ok(space) =
-            nas_pipe::space::compile(&sources, &raw, &nas_pipe::space::Overrides::default())
-    {
-        let _ = (
-            space.supernet_cost(),
-            space.cost_range(),
-            space.architectures(),
-        );
-    }
-}
-
 fn shipped(dir: &str) -> Vec<(PathBuf, String)> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(root().join(dir))
         .unwrap()
@@ -220,7 +194,8 @@ fn shipped(dir: &str) -> Vec<(PathBuf, String)> {
 }
 
 /// 30,000 mutants of the shipped pipelines and spaces (1 to 3 mutations each, seeded):
-/// none panics. A failing case prints its number and text.
+/// none panics. A failing case prints its number and text. Both kinds must have accepted
+/// mutants, so the checks past parsing (resolve, compile, counts, estimates) are reached.
 #[test]
 fn mutated_specs_never_panic() {
     let pipelines = shipped("pipelines");
@@ -228,25 +203,39 @@ fn mutated_specs_never_panic() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let t0 = Instant::now();
     let mut failures = Vec::new();
+    let mut accepted = [0usize; 2];
     for case in 0..30_000 {
-        let pipeline = rng.below(3) == 0;
-        let files = if pipeline { &pipelines } else { &spaces };
+        let (kind, files) = if rng.below(3) == 0 {
+            (Kind::Pipeline, &pipelines)
+        } else {
+            (Kind::Space, &spaces)
+        };
         let (path, original) = &files[rng.below(files.len())];
         let mut text = original.clone();
         for _ in 0..1 + rng.below(3) {
             text = mutate(&text, &mut rng);
         }
         let t = text.clone();
-        if std::panic::catch_unwind(|| check_text(path, t, pipeline)).is_err() {
-            failures.push(format!("case {case}, {}:\n{text}", path.display()));
+        match std::panic::catch_unwind(|| check_text(path, t, kind)) {
+            Ok(ok) => accepted[usize::from(kind == Kind::Space)] += usize::from(ok),
+            Err(_) => failures.push(format!("case {case}, {}:\n{text}", path.display())),
         }
     }
-    eprintln!("30,000 mutants in {:.1} s", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "30,000 mutants in {:.1} s; accepted: {} pipelines, {} spaces",
+        t0.elapsed().as_secs_f64(),
+        accepted[0],
+        accepted[1]
+    );
     assert!(
         failures.is_empty(),
         "{} panics; first: {}",
         failures.len(),
         failures[0]
+    );
+    assert!(
+        accepted.iter().all(|&n| n > 0),
+        "no mutant got past parsing: {accepted:?}"
     );
 }
 
@@ -273,4 +262,281 @@ fn mutated_onnx_files_never_panic() {
             let _ = nas_pipe::runtime::model_file::initializers(&b);
         }
     }
+}
+
+/// Runs `c`, which must end within `secs` seconds as bad input (exit 2, never a panic's
+/// 101, an abort or a hang); returns its stderr. A command still running is killed and
+/// the test fails.
+fn fails_within(c: &mut std::process::Command, secs: u64) -> String {
+    use std::process::Stdio;
+    let mut child = c
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed().as_secs() >= secs {
+            child.kill().unwrap();
+            let o = child.wait_with_output().unwrap();
+            panic!(
+                "{c:?} still ran after {secs} s: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{c:?}: {err}");
+    err
+}
+
+/// A FIFO at `path` (`None` where `mkfifo` is missing).
+fn fifo(path: &Path) -> Option<PathBuf> {
+    let made = std::process::Command::new("mkfifo").arg(path).status();
+    made.is_ok_and(|s| s.success()).then(|| path.to_path_buf())
+}
+
+/// A model `nas-pipe export` wrote: one epoch of retraining on 8×8 synthetic images.
+fn exported_model(dir: &Path) -> PathBuf {
+    let text = format!(
+        r#"Pipeline(
+    name: "hostile-predict",
+    seed: 1,
+    device: Cpu,
+    data: Synthetic(channels: 3, size: 8, classes: 4, train: 32, test: 16),
+    space: "{}",
+    retrain: Retrain(
+        channels: 2, layers: 3, epochs: 1, batch_size: 16,
+        optimizer: Sgd(lr: 0.05, weight_decay: 3e-4, grad_clip: 5.0),
+    ),
+    genotype: "DARTS_V2",
+    export: Onnx(),
+)"#,
+        root().join("schemas/darts.ron").display()
+    );
+    let p = dir.join("hostile-predict.ron");
+    std::fs::write(&p, text).unwrap();
+    run_ok(bin().arg("run").arg(&p).arg("--out").arg(dir));
+    dir.join("hostile-predict/model.onnx")
+}
+
+/// `model` with its `input_shape` metadata replaced by `shape`: the entry is a top-level
+/// field (14) of the ModelProto whose lengths take one byte each.
+fn with_input_shape(model: &[u8], shape: &str) -> Vec<u8> {
+    let key = b"\x0a\x0binput_shape\x12";
+    let at = model.windows(key.len()).position(|w| w == key).unwrap();
+    assert_eq!(model[at - 2], 0x72, "metadata_props is field 14");
+    let value_len = at + key.len();
+    let old = model[value_len] as usize;
+    let mut out = model[..at - 1].to_vec();
+    out.push((model[at - 1] as usize - old + shape.len()) as u8);
+    out.extend_from_slice(&model[at..value_len]);
+    out.push(shape.len() as u8);
+    out.extend_from_slice(shape.as_bytes());
+    out.extend_from_slice(&model[value_len + 1 + old..]);
+    out
+}
+
+/// `predict` given what is not a model or not an image: exit 2 naming the file, in
+/// seconds; a FIFO, named or found in a folder, is refused rather than read for ever.
+#[test]
+fn predict_refuses_hostile_models_and_images() {
+    if crate::common::ort_runtime("predict_refuses_hostile_models_and_images").is_none() {
+        return;
+    }
+    let dir = tempdir("hostile-predict");
+    let model = exported_model(&dir);
+    let png = dir.join("ok.png");
+    image::RgbImage::from_pixel(8, 8, image::Rgb([9, 9, 9]))
+        .save(&png)
+        .unwrap();
+    let predict = |model: &Path, image: &Path| {
+        let mut c = bin();
+        c.arg("predict").arg(model).arg(image);
+        c
+    };
+    run_ok(&mut predict(&model, &png));
+
+    let bytes = std::fs::read(&model).unwrap();
+    let bad_models = [
+        ("empty.onnx", Vec::new()),
+        ("half.onnx", bytes[..bytes.len() / 2].to_vec()),
+        ("text.onnx", b"ir_version: 7\n".to_vec()),
+        ("wide.onnx", with_input_shape(&bytes, "[3,100000,100000]")),
+    ];
+    for (name, b) in &bad_models {
+        let path = dir.join(name);
+        std::fs::write(&path, b).unwrap();
+        let e = fails_within(&mut predict(&path, &png), 60);
+        assert!(e.contains(name), "{e}");
+    }
+    let e = fails_within(&mut predict(&dir.join("wide.onnx"), &png), 60);
+    assert!(e.contains("at most 4096×4096 pixels"), "{e}");
+    let e = fails_within(&mut predict(&dir, &png), 60);
+    assert!(e.contains("not a regular file"), "{e}");
+
+    let images = dir.join("images");
+    std::fs::create_dir_all(images.join("none")).unwrap();
+    std::fs::write(images.join("none/notes.txt"), "no images here").unwrap();
+    std::fs::write(images.join("empty.png"), b"").unwrap();
+    std::fs::write(images.join("text.jpg"), b"not a jpeg").unwrap();
+    for (path, needle) in [
+        (images.join("none"), "no image files in this folder"),
+        (
+            images.join("empty.png"),
+            "empty.png: not an image: the file is empty",
+        ),
+        (
+            images.join("text.jpg"),
+            "text.jpg: not an image in a format",
+        ),
+        (images.join("missing.png"), "missing.png"),
+    ] {
+        let e = fails_within(&mut predict(&model, &path), 60);
+        assert!(e.contains(needle), "{e}");
+    }
+    if let Some(f) = fifo(&images.join("pipe.png")) {
+        let e = fails_within(&mut predict(&model, &f), 60);
+        assert!(e.contains("pipe.png: not a regular file"), "{e}");
+        let e = fails_within(&mut predict(&f, &png), 60);
+        assert!(e.contains("pipe.png: not a regular file"), "{e}");
+        let folder = dir.join("with-pipe");
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::copy(&png, folder.join("a.png")).unwrap();
+        fifo(&folder.join("b.png")).unwrap();
+        let e = fails_within(&mut predict(&model, &folder), 60);
+        assert!(e.contains("b.png: not a regular file"), "{e}");
+    }
+    for top in ["0", "100001", "18446744073709551616"] {
+        let e = fails_within(predict(&model, &png).args(["--top", top]), 60);
+        assert!(e.contains("--top"), "{e}");
+    }
+}
+
+/// A multi-trial pipeline whose search needs no data (a tabular evaluator).
+fn trials_pipeline() -> PathBuf {
+    root().join("pipelines/nb201-random.ron")
+}
+
+/// `worker` with storages a hostile user gives: malformed, unsupported, a password or a
+/// line break in the URL, a SQLite file where no folder can be made, PostgreSQL on a
+/// closed port: exit 2 in seconds, naming the URL or file and what to write.
+#[test]
+fn worker_refuses_hostile_storages() {
+    let dir = tempdir("hostile-worker");
+    let file = dir.join("file");
+    std::fs::write(&file, "a file, not a folder").unwrap();
+    let under_file = format!("sqlite:{}", file.join("ledger.sqlite").display());
+    let file = file.display().to_string();
+    let cases = [
+        ("redis://127.0.0.1/0", "neither sqlite:PATH nor postgres://"),
+        ("sqlite:", "names no file"),
+        (
+            "postgres://nas@127.0.0.1:99999/nas",
+            "is not a PostgreSQL URL",
+        ),
+        ("postgres://nas:secret@127.0.0.1/nas", "PGPASSWORD"),
+        (
+            "postgres://nas@127.0.0.1/nas\nrm -rf ~",
+            "control character at position 29",
+        ),
+        (under_file.as_str(), file.as_str()),
+        ("sqlite:/proc/nas-pipe/ledger.sqlite", "/proc/nas-pipe"),
+        ("postgres://nas@127.0.0.1:1/nas", "cannot connect"),
+    ];
+    for (url, needle) in cases {
+        let e = fails_within(
+            bin()
+                .arg("worker")
+                .arg(trials_pipeline())
+                .arg("--out")
+                .arg(&dir)
+                .args(["--idle-timeout", "5s", "--storage", url]),
+            30,
+        );
+        assert!(e.contains(needle) && !e.contains("secret"), "{url}: {e}");
+    }
+}
+
+/// `launch` with arguments a hostile user gives: worker counts out of range, a `--time`
+/// or URL that would put a line of their own into the script, a pipeline that fails
+/// `check` or has no multi-trial search: exit 2 naming the argument. An `--output` file
+/// already there is never replaced (the same text again is no change).
+#[test]
+fn launch_refuses_hostile_arguments_and_never_overwrites() {
+    let dir = tempdir("hostile-launch");
+    let launch = |storage: &str, args: &[&str]| {
+        let mut c = bin();
+        c.args(["launch", "slurm"])
+            .arg(trials_pipeline())
+            .args(["--storage", storage])
+            .args(args);
+        c
+    };
+    let db = "postgres://nas@db.example/nas";
+    let slurm = |args: &[&str]| launch(db, args);
+    for (args, needle) in [
+        (&["--workers", "0"][..], "--workers"),
+        (&["--workers", "100001"], "--workers"),
+        (&["--workers", "2", "--cpus", "0"], "--cpus"),
+        (
+            &["--workers", "2", "--time", "1:00\nrm -rf ~"],
+            "not a Slurm time",
+        ),
+    ] {
+        let e = fails_within(&mut slurm(args), 30);
+        assert!(e.contains(needle), "{args:?}: {e}");
+    }
+    let e = fails_within(
+        &mut launch("postgres://nas@db/nas\nrm -rf ~", &["--workers", "2"]),
+        30,
+    );
+    assert!(e.contains("control character"), "{e}");
+    let broken = dir.join("broken.ron");
+    std::fs::write(&broken, "Pipeline(name: \"x\", seed: -1)").unwrap();
+    let e = fails_within(
+        bin().args(["launch", "k8s"]).arg(&broken).args([
+            "--workers",
+            "2",
+            "--image",
+            "i",
+            "--volume",
+            "v",
+        ]),
+        30,
+    );
+    assert!(e.contains("broken.ron:1:"), "{e}");
+    let e = fails_within(
+        bin()
+            .args(["launch", "slurm"])
+            .arg(root().join("pipelines/smoke.ron"))
+            .args(["--workers", "2", "--storage", "postgres://nas@db/nas"]),
+        30,
+    );
+    assert!(e.contains("only those run on workers"), "{e}");
+
+    let out = dir.join("search.sbatch");
+    std::fs::write(&out, "#!/bin/bash\n# my own script\n").unwrap();
+    let e = fails_within(slurm(&["--workers", "2", "-o"]).arg(&out), 30);
+    assert!(
+        e.contains("search.sbatch: already exists") && e.contains("give another --output"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "#!/bin/bash\n# my own script\n"
+    );
+    let e = fails_within(slurm(&["--workers", "2", "-o"]).arg(&dir), 30);
+    assert!(e.contains("already exists"), "{e}");
+    let fresh = dir.join("fresh.sbatch");
+    run_ok(slurm(&["--workers", "2", "-o"]).arg(&fresh));
+    let written = std::fs::read(&fresh).unwrap();
+    run_ok(slurm(&["--workers", "2", "-o"]).arg(&fresh));
+    assert_eq!(std::fs::read(&fresh).unwrap(), written);
+    let e = fails_within(slurm(&["--workers", "3", "-o"]).arg(&fresh), 30);
+    assert!(e.contains("already exists"), "{e}");
+    assert_eq!(std::fs::read(&fresh).unwrap(), written);
 }

@@ -218,9 +218,10 @@ fn a_single_stage_command_keeps_what_it_replaces() {
     assert_eq!(std::fs::read(run.join("model.onnx")).unwrap(), onnx);
 }
 
-/// A damaged newest checkpoint falls back, with a warning, to the one kept before it, and
-/// the training ends with the same weights as an undisturbed one; with no earlier
-/// checkpoint the error names the file and how to start over.
+/// A damaged newest checkpoint falls back, with a warning, to the one kept before it, is
+/// kept in `stale/damaged-…/` (redoing its epoch does not overwrite it), and the training
+/// ends with the same weights as an undisturbed one; with no earlier checkpoint the error
+/// names the file and how to start over, and nothing is moved.
 #[test]
 fn a_damaged_checkpoint_falls_back_to_the_one_before_it() {
     let dir = tempdir("integrity-checkpoint");
@@ -235,7 +236,7 @@ fn a_damaged_checkpoint_falls_back_to_the_one_before_it() {
     run_ok(train(&broken).args(["--stop-after", "2"]));
     let rdir = broken.join("c/retrain");
     assert!(rdir.join("checkpoint-1.safetensors").exists());
-    flip(&rdir.join("checkpoint-2.safetensors"));
+    let damaged = flip(&rdir.join("checkpoint-2.safetensors"));
     let err = ok_err(&mut train(&broken));
     assert!(err.contains("warning:"), "{err}");
     assert!(
@@ -246,6 +247,13 @@ fn a_damaged_checkpoint_falls_back_to_the_one_before_it() {
         err.contains("checkpoint-1.safetensors (after epoch 1) instead"),
         "{err}"
     );
+    let kept = stale_folder(&broken.join("c"), "damaged-checkpoint-2")
+        .join("retrain/checkpoint-2.safetensors");
+    assert!(
+        err.contains(&format!("(kept in {})", kept.display())),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&kept).unwrap(), damaged);
     for f in ["last.safetensors", "best.safetensors"] {
         let a = std::fs::read(straight.join("c/retrain").join(f)).unwrap();
         let b = std::fs::read(rdir.join(f)).unwrap();
@@ -278,6 +286,43 @@ fn a_damaged_checkpoint_falls_back_to_the_one_before_it() {
     assert!(
         err.contains("--from retrain") && err.contains("move that folder away"),
         "{err}"
+    );
+    assert_eq!(stale_count(&alone.join("c")), 0);
+    assert_eq!(std::fs::read(&c1).unwrap(), &bytes[..bytes.len() / 2]);
+}
+
+/// A truncated newest search checkpoint: the search warns, keeps it in
+/// `stale/damaged-…/`, resumes from the one before it and ends with the undisturbed
+/// search's checkpoint.
+#[test]
+fn a_truncated_search_checkpoint_is_kept_and_passed_over() {
+    let dir = tempdir("integrity-search-checkpoint");
+    let p = pipeline(&dir, "s", 1);
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("order: First, epochs: 1,", "order: First, epochs: 3,");
+    std::fs::write(&p, text).unwrap();
+    let (straight, broken) = (dir.join("straight"), dir.join("broken"));
+    run_ok(&mut cmd("search", &p, &straight));
+    run_ok(cmd("search", &p, &broken).args(["--stop-after", "2"]));
+    let run = broken.join("s");
+    let c2 = run.join("search/checkpoint-2.safetensors");
+    let bytes = std::fs::read(&c2).unwrap();
+    std::fs::write(&c2, &bytes[..bytes.len() - 7]).unwrap();
+    let err = ok_err(&mut cmd("search", &p, &broken));
+    let kept = stale_folder(&run, "damaged-checkpoint-2").join("search/checkpoint-2.safetensors");
+    assert!(
+        err.contains("warning:")
+            && err.contains(&format!("(kept in {})", kept.display()))
+            && err.contains("checkpoint-1.safetensors (after epoch 1) instead"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&kept).unwrap(), &bytes[..bytes.len() - 7]);
+    let last = "search/checkpoint-3.safetensors";
+    assert!(
+        std::fs::read(straight.join("s").join(last)).unwrap()
+            == std::fs::read(run.join(last)).unwrap(),
+        "the resumed search differs from the undisturbed one"
     );
 }
 

@@ -44,7 +44,8 @@ pub struct Common {
     /// The nas-pipe executable as the tasks find it.
     #[arg(long, default_value = "nas-pipe", value_name = "PATH")]
     pub bin: String,
-    /// Write the file here instead of stdout.
+    /// Write the file here instead of stdout; a different file already there is refused,
+    /// never replaced.
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
 }
@@ -58,10 +59,12 @@ pub struct Slurm {
     #[arg(long, value_name = "URL")]
     pub storage: Option<String>,
     /// CPUs per task.
-    #[arg(long, default_value_t = 1, value_name = "N")]
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=MAX_CPUS))]
     pub cpus: u32,
-    /// Wall-time limit per task (sbatch --time).
-    #[arg(long, default_value = "24:00:00", value_name = "TIME")]
+    /// Wall-time limit per task (sbatch --time): MINUTES, MINUTES:SECONDS,
+    /// HOURS:MINUTES:SECONDS, DAYS-HOURS[:MINUTES[:SECONDS]] or UNLIMITED.
+    #[arg(long, default_value = "24:00:00", value_name = "TIME", value_parser = slurm_time)]
     pub time: String,
 }
 
@@ -80,8 +83,32 @@ pub struct K8s {
     #[arg(long, value_name = "CLAIM")]
     pub volume: String,
     /// CPUs per task (resource request).
-    #[arg(long, default_value_t = 1, value_name = "N")]
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=MAX_CPUS))]
     pub cpus: u32,
+}
+
+/// The most CPUs a task may ask for: above any node's count.
+const MAX_CPUS: i64 = 4096;
+
+/// Parses `--time` as sbatch reads it; anything else (a line break above all, which would
+/// end the `#SBATCH` line and put the rest in the script) is refused.
+fn slurm_time(s: &str) -> std::result::Result<String, String> {
+    let number = |p: &str| (1..=9).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit());
+    let rest = s
+        .split_once('-')
+        .map_or(Some(s), |(days, rest)| number(days).then_some(rest));
+    let ok = matches!(s, "UNLIMITED" | "INFINITE")
+        || rest.is_some_and(|r| r.split(':').count() <= 3 && r.split(':').all(number));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(
+            "not a Slurm time: write MINUTES, MINUTES:SECONDS, HOURS:MINUTES:SECONDS, \
+             DAYS-HOURS[:MINUTES[:SECONDS]] or UNLIMITED (e.g. 24:00:00 or 2-00)"
+                .into(),
+        )
+    }
 }
 
 pub fn run(args: &Args) -> Result<i32> {
@@ -90,10 +117,45 @@ pub fn run(args: &Args) -> Result<i32> {
         Target::K8s(k) => (k8s(k)?, &k.common.output),
     };
     match output {
-        Some(path) => crate::fsutil::write_atomic(path, text.as_bytes())?,
+        Some(path) => write_new(path, &text)?,
         None => print(&text)?,
     }
     Ok(exit::OK)
+}
+
+/// Writes `text` to `path` (atomically) unless something else is there: a file of the
+/// user's is never replaced. The same text already there is no change.
+fn write_new(path: &Path, text: &str) -> Result<()> {
+    if path
+        .as_os_str()
+        .to_string_lossy()
+        .chars()
+        .any(char::is_control)
+    {
+        return Err(Error::Input(format!(
+            "--output {path:?}: the path has a control character, and it is written into the \
+             file's comments; give another name"
+        )));
+    }
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            crate::fsutil::write_atomic(path, text.as_bytes())
+        }
+        Err(source) => Err(Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+        Ok(m) if m.is_file() && m.len() == text.len() as u64 && same_text(path, text) => Ok(()),
+        Ok(_) => Err(Error::Input(format!(
+            "--output {}: already exists and is not this file; nothing was overwritten. Remove \
+             it, or give another --output",
+            path.display()
+        ))),
+    }
+}
+
+fn same_text(path: &Path, text: &str) -> bool {
+    std::fs::read(path).is_ok_and(|b| b == text.as_bytes())
 }
 
 /// The pipeline's name, after checking the pipeline has a search workers can run.
@@ -267,6 +329,33 @@ spec:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slurm_times_are_checked() {
+        for ok in [
+            "60",
+            "30:00",
+            "24:00:00",
+            "2-00",
+            "2-12:30",
+            "2-12:30:00",
+            "UNLIMITED",
+        ] {
+            assert_eq!(slurm_time(ok).as_deref(), Ok(ok));
+        }
+        for bad in [
+            "",
+            "1:2:3:4",
+            "x",
+            "1-",
+            "-1",
+            "1:00\nrm -rf ~",
+            "1 00",
+            "1-2-3",
+        ] {
+            assert!(slurm_time(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn kubernetes_names_and_shell_quotes() {

@@ -99,10 +99,15 @@ fn planes(rgb: &image::RgbImage) -> Vec<u8> {
 }
 
 /// Decodes one image file, its format known from its first bytes (not its name). Errors
-/// name the file and say what is wrong (unreadable, unknown format, truncated, too large).
+/// name the file and say what is wrong (not a regular file, empty, unreadable, unknown
+/// format, truncated, too large).
 pub fn decode_file(path: &Path) -> Result<DynamicImage> {
-    let reader = image::ImageReader::open(path)
-        .map_err(|e| data_err(path, format!("cannot open the image: {e}")))?
+    if crate::fsutil::regular_file(path, "an image")?.len() == 0 {
+        return Err(data_err(path, "not an image: the file is empty"));
+    }
+    let file = std::fs::File::open(path)
+        .map_err(|e| data_err(path, format!("cannot open the image: {e}")))?;
+    let reader = image::ImageReader::new(std::io::BufReader::new(file))
         .with_guessed_format()
         .map_err(|e| data_err(path, format!("cannot read the image: {e}")))?;
     if reader.format().is_none() {
@@ -318,8 +323,14 @@ mod tests {
         assert_eq!(d.images, vec![9; 9]);
         assert_eq!(d.skipped.len(), 2);
         assert_eq!(d.skipped[1].path, text);
+        // Known from its first bytes, not its name: not a PNG that fails to decode.
         assert!(
-            d.skipped[1].reason.contains("cannot decode"),
+            d.skipped[1].reason.contains("not an image in a format"),
+            "{:?}",
+            d.skipped
+        );
+        assert!(
+            d.skipped[0].reason.contains("cannot decode"),
             "{:?}",
             d.skipped
         );

@@ -217,12 +217,15 @@ fn remove_unkept<S: StateFile>(dir: &Path, state: &S) -> Result<()> {
     Ok(())
 }
 
-/// Puts a resumed stage back at its newest sound checkpoint: `load` reads a checkpoint into
-/// the network and optimisers. A checkpoint whose bytes differ from the hash the state file
-/// recorded, or that does not load, is passed over with a warning for the one kept before
-/// it, whose epoch the state goes back to (epochs are seeded per epoch, so the result is
-/// the same). With none left, the error names the file and `advice`.
+/// Puts a resumed stage (its folder `dir` in the run folder `run_dir`) back at its newest
+/// sound checkpoint: `load` reads a checkpoint into the network and optimisers. A
+/// checkpoint whose bytes differ from the hash the state file recorded, or that does not
+/// load, is moved to `stale/damaged-<file>/` and passed over, with a warning naming where
+/// it is kept, for the one kept before it, whose epoch the state goes back to (epochs are
+/// seeded per epoch, so the result is the same). With none left, nothing is moved and the
+/// error names the file and `advice`.
 pub fn resume<S: StateFile>(
+    run_dir: &Path,
     dir: &Path,
     state: &mut S,
     advice: &str,
@@ -255,10 +258,12 @@ pub fn resume<S: StateFile>(
     if let Some((i, ())) = found {
         if i > 0 {
             let (file, epochs_done, _) = &candidates[i];
-            fell_back(
-                &failed,
+            fall_back(
+                run_dir,
+                &paths,
+                failed,
                 &format!("{} (after epoch {epochs_done})", paths[i].display()),
-            );
+            )?;
             state.set_epochs(*epochs_done, file.clone());
             state.kept_mut().retain(|k| k.epochs_done <= *epochs_done);
         }
@@ -286,12 +291,27 @@ pub fn first_sound<T>(
     (None, failed)
 }
 
-/// Warns that the files of `failed` ([`first_sound`]) were passed over for `instead`.
-pub fn fell_back(failed: &[String], instead: &str) {
+/// After [`first_sound`] passed over `candidates[..failed.len()]` (why: `failed`) for
+/// `instead`: moves each of them that exists into a new `stale/damaged-<file>/` of the run
+/// folder `run_dir`, so that redoing its epoch never overwrites it, and warns, naming
+/// where each is kept.
+pub fn fall_back(
+    run_dir: &Path,
+    candidates: &[std::path::PathBuf],
+    mut failed: Vec<String>,
+    instead: &str,
+) -> Result<()> {
+    for (path, why) in candidates.iter().zip(failed.iter_mut()) {
+        if path.exists() {
+            let kept = crate::run::sealed::keep_damaged(run_dir, path)?;
+            *why += &format!(" (kept in {})", kept.display());
+        }
+    }
     crate::progress::note(&format!(
         "warning: {}; resuming from {instead} instead",
         failed.join("; ")
     ));
+    Ok(())
 }
 
 /// Reads the state file at `path`: `None` when there is none; an error when it is not a

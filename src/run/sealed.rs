@@ -147,16 +147,13 @@ impl Kept {
                 self.advice
             )));
         };
-        if i > 0 && self.latest.exists() {
-            let kept = keep_damaged(&self.run_dir, &self.latest)?;
-            crate::run::checkpoint::fell_back(
-                &failed,
-                &format!(
-                    "{} (the damaged copy is kept in {})",
-                    self.previous.display(),
-                    kept.display()
-                ),
-            );
+        if i > 0 {
+            crate::run::checkpoint::fall_back(
+                &self.run_dir,
+                &candidates,
+                failed,
+                &self.previous.display().to_string(),
+            )?;
         }
         Ok(Some(value))
     }

@@ -271,6 +271,7 @@ fn read_head(path: &Path) -> Result<Vec<u8>> {
         path: path.to_path_buf(),
         source,
     };
+    crate::fsutil::regular_file(path, "a model")?;
     let mut head = Vec::with_capacity(16);
     std::fs::File::open(path)
         .map_err(io)?

@@ -14,6 +14,7 @@ mod spanned;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+pub use check::MAX_IMAGE_SIZE;
 pub use spanned::{OrderedMap, Span, Spanned};
 
 use crate::error::{Diagnostic, Error, Result};
@@ -42,12 +43,7 @@ impl Source {
             path: path.to_path_buf(),
             source,
         };
-        let meta = std::fs::metadata(path).map_err(io)?;
-        if !meta.is_file() {
-            return Err(io(std::io::Error::other(
-                "not a regular file (a spec is read from a file, not a directory, device or pipe)",
-            )));
-        }
+        crate::fsutil::regular_file(path, "a spec")?;
         let mut bytes = Vec::new();
         std::fs::File::open(path)
             .and_then(|f| f.take(MAX_SPEC_BYTES + 1).read_to_end(&mut bytes))

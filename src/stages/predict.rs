@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use crate::data::{Normalize, decode};
 use crate::error::{Error, Result};
 use crate::runtime::Session;
-use crate::spec::Spanned;
 use crate::spec::pipeline::{ImageOptions, Resize};
+use crate::spec::{MAX_IMAGE_SIZE, Spanned};
 
 /// File extensions a folder is searched for (a file named directly is read whatever its
 /// name: the format is known from its first bytes).
@@ -65,10 +65,14 @@ impl Preprocess {
                 format!("its `input_shape` {shape:?} is not [C, H, W]"),
             ));
         };
-        if h != w || !(channels == 1 || channels == 3) || h == 0 {
+        if h != w || !(channels == 1 || channels == 3) || !(1..=MAX_IMAGE_SIZE).contains(&h) {
             return Err(data_err(
                 model,
-                format!("its input {channels}×{h}×{w} is not a square image of 1 or 3 channels"),
+                format!(
+                    "its input {channels}×{h}×{w} is not a square image of 1 or 3 channels and \
+                     at most {MAX_IMAGE_SIZE}×{MAX_IMAGE_SIZE} pixels; the model was not written \
+                     by `nas-pipe export`, or was edited"
+                ),
             ));
         }
         let norm = Normalize::new(floats("mean")?, floats("std")?)

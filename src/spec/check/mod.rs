@@ -12,6 +12,8 @@ mod retrain;
 mod search;
 mod trials;
 
+pub use data::MAX_IMAGE_SIZE;
+
 use crate::error::{Error, Result};
 use crate::spec::pipeline::{Pipeline, Timing};
 use crate::spec::{Sources, Span, Spanned};

@@ -254,7 +254,7 @@ pub fn run(
         checkpoint::read_state::<State>(&state_path, &hash, "retrain", recipe.epochs, &advice)?;
     let mut state = match read {
         Some(mut state) => {
-            checkpoint::resume(&dir, &mut state, &advice, |path| {
+            checkpoint::resume(run_dir, &dir, &mut state, &advice, |path| {
                 let c = checkpoint::load(path, device)?;
                 c.set("weights", &trainer.model.store.params())?;
                 c.set("buffers", &trainer.model.store.buffers())?;

@@ -293,7 +293,7 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
     let read = checkpoint::read_state::<State>(&state_path, &hash, "search", epochs, &advice)?;
     let mut state = match read {
         Some(mut state) => {
-            checkpoint::resume(&dir, &mut state, &advice, |path| {
+            checkpoint::resume(run_dir, &dir, &mut state, &advice, |path| {
                 load_checkpoint(darts.darts_mut(), path)
             })?;
             state

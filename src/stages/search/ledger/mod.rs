@@ -254,8 +254,16 @@ impl Storage {
         Storage::Sqlite(crate::run::RunDir::new(run_dir).ledger())
     }
 
-    /// Parses a storage URL; refuses one with a password in it.
+    /// Parses a storage URL; refuses one with a password or a control character in it (it
+    /// is printed, and written into launch scripts).
     pub fn parse(url: &str) -> Result<Storage> {
+        if let Some(at) = url.chars().position(char::is_control) {
+            return Err(Error::Input(format!(
+                "storage URL {url:?} has a control character at position {}: write it on one \
+                 line, without tabs or line breaks",
+                at + 1
+            )));
+        }
         if let Some(path) = url
             .strip_prefix("sqlite://")
             .or(url.strip_prefix("sqlite:"))
