@@ -1160,3 +1160,83 @@ fn zero_cost_prior_warm_starts_records_proxies_and_repeats_exactly() {
     assert_eq!(va["prior"]["pool"], vb["prior"]["pool"]);
     assert_eq!(va["prior"]["kept"], vb["prior"]["kept"]);
 }
+
+/// The number of records in a run's `search/trials.json` (0 while none can be read).
+fn records_written(run: &Path) -> usize {
+    std::fs::read(run.join("search/trials.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["records"].as_array().map(Vec::len))
+        .unwrap_or(0)
+}
+
+fn trials_json(run: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(run.join("search/trials.json")).unwrap()).unwrap()
+}
+
+/// A search with a zero-cost prior SIGKILLed part way, with its prior and some evaluations
+/// recorded, resumes from the record without scoring the pool again and ends with the
+/// trials, prior and genotype of a search that ran straight through.
+#[test]
+fn killed_zero_cost_search_resumes_to_the_uninterrupted_result() {
+    let dir = tempdir("trials-zero-cost-kill");
+    let p = write_pipeline(
+        &dir,
+        "zck",
+        "Trials(
+        strategy: Evolution(population: 3, sample: 2),
+        evaluator: Train(train_portion: 0.5,
+            recipe: Retrain(channels: 4, layers: 1, epochs: 1, batch_size: 16,
+                optimizer: Sgd(lr: 0.05, weight_decay: 3e-4))),
+        evaluations: 8,
+        zero_cost: ZeroCost(prior: Synflow, pool: 6, keep: 3, batches: 1, batch_size: 8),
+    )",
+        "",
+    );
+    let search = |out: &str| {
+        let mut c = bin();
+        c.arg("search").arg(&p).arg("--out").arg(dir.join(out));
+        c
+    };
+    run_ok(&mut search("straight"));
+    let killed = dir.join("killed/zck");
+    let mut child = search("killed")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while records_written(&killed) < 3 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the search ended before it was killed"
+        );
+        assert!(t0.elapsed().as_secs() < 120, "no third record in 2 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let at_kill = trials_json(&killed);
+    let done = at_kill["records"].as_array().unwrap().len();
+    assert!(
+        done < 8,
+        "killed after the search finished ({done} records)"
+    );
+    run_ok(&mut search("killed"));
+
+    let straight = dir.join("straight/zck");
+    assert_eq!(trials_record(&straight), trials_record(&killed));
+    assert_eq!(trials_record(&straight).len(), 8);
+    // The resumed search took its warm start from the record: the prior, scoring time
+    // included, is the one written before the kill.
+    let (a, b) = (trials_json(&straight), trials_json(&killed));
+    assert_eq!(b["prior"], at_kill["prior"], "the pool was scored again");
+    for key in ["proxy", "pool", "kept"] {
+        assert_eq!(a["prior"][key], b["prior"][key], "{key}");
+    }
+    assert_eq!(
+        std::fs::read(straight.join("genotype.ron")).unwrap(),
+        std::fs::read(killed.join("genotype.ron")).unwrap()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

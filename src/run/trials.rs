@@ -60,7 +60,8 @@ pub struct Record {
     /// Answered from an earlier record of the same architecture.
     #[serde(default)]
     pub repeat: bool,
-    /// Wall time of the evaluation (and latency measurement).
+    /// Wall time of the proposal: the strategy's ask, then the evaluation (and latency
+    /// measurement).
     pub seconds: f64,
     /// Its zero-cost proxies at initialisation, in a search with a `zero_cost` prior.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -278,14 +278,23 @@ pub fn search(
             n = n.min(l - pos);
         }
         let mut proposals = Vec::with_capacity(n);
+        let mut asking = Vec::with_capacity(n);
         for i in 0..n {
+            let t0 = Instant::now();
             let arch = strategy.ask();
+            asking.push(t0.elapsed().as_secs_f64());
             proposals.push(match old.get(pos + i) {
                 Some(r) => replayed(r, arch)?,
                 None => Proposal::New(Box::new(Candidate::new(plan.space, &decisions, arch)?)),
             });
         }
-        let proposals = answer(plan, runner, &mut latency, &records, generation, proposals)?;
+        let mut proposals = answer(plan, runner, &mut latency, &records, generation, proposals)?;
+        // A new record's wall time starts with its ask; a recorded one keeps its own.
+        for (r, s) in proposals.iter_mut().zip(asking) {
+            if r.n >= old.len() {
+                r.seconds += s;
+            }
+        }
         for r in proposals {
             strategy.tell(r.reward);
             t.count(&r)?;
