@@ -252,10 +252,8 @@ pub fn prepare(
             ));
         }
         Found::Unusable(why) => {
-            let dir = crate::run::RunDir::new(run_dir)
-                .stale()
-                .join("damaged-plan.json");
-            let to = file::set_aside(run_dir, &dir)?;
+            let plan = crate::run::RunDir::new(run_dir).plan();
+            let to = crate::run::sealed::keep_damaged(run_dir, &plan)?;
             crate::progress::note(&format!(
                 "budget: {} {why}; kept in {} and planned anew",
                 crate::run::dir::PLAN,
