@@ -556,9 +556,12 @@ fn report_summary_copies_the_artifacts_numbers() {
         )
     );
     assert!(s.missing.is_empty(), "{:?}", s.missing);
+    // Every input but the multi-trial search's files and a budget's plan (this run has
+    // neither).
     for f in report::INPUTS
         .iter()
         .filter(|f| !f.starts_with("search/") || **f == "search/state.json")
+        .filter(|f| **f != "plan.json")
     {
         assert!(run.join(f).exists(), "the fixture lacks input {f}");
     }
@@ -671,8 +674,10 @@ fn report_says_what_is_absent() {
         );
     }
     assert_eq!(r.summary.pipeline, "nothing-here");
-    // Everything but the multi-trial search's files (a search writes one kind).
-    assert_eq!(r.summary.missing.len(), report::INPUTS.len() - 3);
+    // Everything but the multi-trial search's files (a search writes one kind) and a
+    // budget's plan (missing only from a budgeted run).
+    assert_eq!(r.summary.missing.len(), report::INPUTS.len() - 4);
+    assert!(!r.summary.missing.iter().any(|f| f == "plan.json"));
     // A folder that is not there is an error, not an empty report.
     let e = report::render(&empty.join("nope")).unwrap_err().to_string();
     assert!(e.contains("nope") && e.contains("not a run folder"), "{e}");
