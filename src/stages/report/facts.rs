@@ -363,9 +363,10 @@ pub fn budget_table(b: &super::BudgetSummary) -> (Table, String) {
     let actual = |a: Option<f64>| a.map_or("—".to_string(), duration);
     let work = |p: &super::BudgetPart, unit: &str| match (p.epochs, p.images) {
         (Some(e), Some(n)) => format!(
-            "{e} epoch{} over {} images{unit}",
+            "{e} epoch{} over {} images{}",
             if e == 1 { "" } else { "s" },
-            thousands(n.into())
+            thousands(n.into()),
+            if e == 1 { "" } else { unit }
         ),
         _ => String::new(),
     };
