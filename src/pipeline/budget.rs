@@ -102,13 +102,41 @@ pub struct RetrainShape {
 }
 
 impl RetrainShape {
-    /// Seconds of `epochs` epochs of `images` at `rate` training images/s, evaluations
-    /// included (at [`EVAL_SPEEDUP`] times the rate).
-    pub fn seconds(&self, epochs: u32, images: u64, rate: f64) -> f64 {
-        let evals = epochs.div_ceil(self.eval_every.max(1)) as f64;
-        let eval = (evals * self.val as f64 + self.test as f64) / EVAL_SPEEDUP;
-        (f64::from(epochs) * images as f64 + eval) / rate
+    /// `p`'s retraining over data parts of `counts` (training, validation, test images);
+    /// `None` without a `retrain` section.
+    pub fn of(p: &Resolved, counts: (u64, u64, u64)) -> Option<RetrainShape> {
+        let r = p.spec.retrain.as_ref()?;
+        Some(RetrainShape {
+            available: counts.0,
+            val: counts.1,
+            test: counts.2,
+            batch: r.batch_size.value,
+            eval_every: r.eval_every.value,
+        })
     }
+
+    /// Training images' worth of the evaluations of `epochs` epochs (validation every
+    /// `eval_every` epochs and after the last, the test set once), at [`EVAL_SPEEDUP`].
+    fn eval_images(&self, epochs: u32) -> f64 {
+        let evals = epochs.div_ceil(self.eval_every.max(1)) as f64;
+        (evals * self.val as f64 + self.test as f64) / EVAL_SPEEDUP
+    }
+
+    /// Seconds of `epochs` epochs of `images` at `rate` training images/s, evaluations
+    /// included.
+    pub fn seconds(&self, epochs: u32, images: u64, rate: f64) -> f64 {
+        (f64::from(epochs) * images as f64 + self.eval_images(epochs)) / rate
+    }
+}
+
+/// The data parts' sizes (training, validation, test images) of `p`.
+fn counts(p: &Resolved) -> Result<(u64, u64, u64)> {
+    let parts = p.load_data(p.spec.seed)?;
+    Ok((
+        parts.train.len() as u64,
+        parts.val.len() as u64,
+        parts.test.len() as u64,
+    ))
 }
 
 /// The retraining that fits `seconds` at `rate` images/s: the fewest epochs whose images
@@ -121,10 +149,7 @@ pub fn plan_retrain(
     measured: bool,
 ) -> Option<RetrainPlan> {
     let budget = seconds * rate;
-    let per_epoch = |epochs: u32| -> f64 {
-        let evals = epochs.div_ceil(shape.eval_every.max(1)) as f64;
-        (budget - (evals * shape.val as f64 + shape.test as f64) / EVAL_SPEEDUP) / f64::from(epochs)
-    };
+    let per_epoch = |epochs: u32| (budget - shape.eval_images(epochs)) / f64::from(epochs);
     let floor = u64::from(shape.batch).min(shape.available) as f64;
     if shape.available == 0 || per_epoch(1) < floor {
         return None;
@@ -319,13 +344,7 @@ fn make(p: &Resolved, basis: &str, device: &candle_core::Device) -> Result<Plan>
         b.total.value
     ));
     let t0 = std::time::Instant::now();
-    let parts = p.load_data(p.spec.seed)?;
-    let (train, val, test) = (
-        parts.train.len() as u64,
-        parts.val.len() as u64,
-        parts.test.len() as u64,
-    );
-    drop(parts);
+    let counts = counts(p)?;
     let search = match p.spec.search.as_deref() {
         Some(Search::Darts {
             epochs,
@@ -336,7 +355,7 @@ fn make(p: &Resolved, basis: &str, device: &candle_core::Device) -> Result<Plan>
             let rate = crate::stages::search::darts::calibrate(p, device, CALIBRATION_STEPS)?;
             let shape = SearchShape {
                 epochs: epochs.value,
-                available: train,
+                available: counts.0,
                 batch: batch_size.value,
                 portion: train_portion.value,
             };
@@ -344,15 +363,8 @@ fn make(p: &Resolved, basis: &str, device: &candle_core::Device) -> Result<Plan>
         }
         _ => None,
     };
-    let retrain = match &p.spec.retrain {
-        Some(r) => {
-            let shape = RetrainShape {
-                available: train,
-                val,
-                test,
-                batch: r.batch_size.value,
-                eval_every: r.eval_every.value,
-            };
+    let retrain = match RetrainShape::of(p, counts) {
+        Some(shape) => {
             let (rate, measured) = match (&p.genotype, search) {
                 (Some((_, arch)), _) => (
                     crate::stages::retrain::calibrate(p, arch, device, CALIBRATION_STEPS)?,
@@ -419,19 +431,8 @@ pub fn finalize_retrain(
         _ => 1.0,
     };
     let rate = measured * factor;
-    let parts = p.load_data(p.spec.seed)?;
-    let r = p
-        .spec
-        .retrain
-        .as_ref()
-        .ok_or_else(|| Error::Input("no retrain section".into()))?;
-    let shape = RetrainShape {
-        available: parts.train.len() as u64,
-        val: parts.val.len() as u64,
-        test: parts.test.len() as u64,
-        batch: r.batch_size.value,
-        eval_every: r.eval_every.value,
-    };
+    let shape =
+        RetrainShape::of(p, counts(p)?).ok_or_else(|| Error::Input("no retrain section".into()))?;
     let left = plan.total_s - spent_s - plan.after_s;
     let fitted = match plan_retrain(left, rate, &shape, true) {
         Some(r) => r,
