@@ -2,11 +2,13 @@
 //! dilation, no bias): the public function, its CPU custom op (forward and the gradients for
 //! both the input and the filters), and the grouped Candle convolution used elsewhere.
 //!
-//! Every loop is organised per (n, c) plane and per (output row, tap): the innermost loop
-//! runs over the output columns that the tap reads inside the input (the padding is never
-//! materialised), element-wise over two contiguous slices (at stride > 1 the input rows are
-//! first split into phases, see `Phases`).
+//! Every loop is organised per (n, c) plane. At stride 1 each plane runs the vectorised
+//! stencil of `stencil.rs` over a zero-padded copy. Otherwise the loops go per (output row,
+//! tap): the innermost loop runs over the output columns that the tap reads inside the input
+//! (the padding is never materialised), element-wise over two contiguous slices (the input
+//! rows are first split into phases, see `Phases`).
 
+use super::stencil::Stencil;
 use super::{
     Geometry, Real, check_float, check_like, cpu_slice, dispatch2, use_cpu_kernel, zip_with,
 };
@@ -189,8 +191,23 @@ impl DepthwiseConv2d {
         let x = cpu_slice::<T>(self.name(), s1, l1, g.in_dims())?;
         let filters = cpu_slice::<T>(self.name(), s2, l2, filter_dims(g))?;
         let (k, wi, wo) = (g.kernel, g.w, g.wo);
-        let (cols, phases) = (g.col_taps(), g.phases());
         let mut out = vec![T::zero(); g.n * g.c * g.out_plane()];
+        if let Some(st) = forward_stencil(g) {
+            let kk = k * k;
+            out.par_chunks_mut(g.out_plane())
+                .zip(x.par_chunks(g.in_plane()))
+                .enumerate()
+                .for_each_init(
+                    || st.scratch::<T>(),
+                    |(xp, wide), (plane, (out, x))| {
+                        st.pad(x, xp);
+                        st.correlate(xp, &filters[(plane % g.c) * kk..][..kk], wide);
+                        st.crop(wide, out);
+                    },
+                );
+            return Ok(T::to_cpu_storage_owned(out));
+        }
+        let (cols, phases) = (g.col_taps(), g.phases());
         out.par_chunks_mut(g.out_plane())
             .zip(x.par_chunks(g.in_plane()))
             .enumerate()
@@ -255,8 +272,28 @@ impl InputGrad {
         let grad = cpu_slice::<T>(self.name(), s1, l1, g.out_dims())?;
         let filters = cpu_slice::<T>(self.name(), s2, l2, filter_dims(g))?;
         let (k, wi, wo) = (g.kernel, g.w, g.wo);
-        let (cols, phases) = (g.col_taps(), g.phases());
         let mut gx = vec![T::zero(); g.n * g.c * g.in_plane()];
+        if let Some(st) = transposed_stencil(g) {
+            let kk = k * k;
+            // Each channel's filter reversed in both axes: the transpose of its stencil.
+            let reversed: Vec<T> = filters
+                .chunks_exact(kk)
+                .flat_map(|f| f.iter().rev().copied())
+                .collect();
+            gx.par_chunks_mut(g.in_plane())
+                .zip(grad.par_chunks(g.out_plane()))
+                .enumerate()
+                .for_each_init(
+                    || st.scratch::<T>(),
+                    |(gp, wide), (plane, (gx, grad))| {
+                        st.pad(grad, gp);
+                        st.correlate(gp, &reversed[(plane % g.c) * kk..][..kk], wide);
+                        st.crop(wide, gx);
+                    },
+                );
+            return Ok(T::to_cpu_storage_owned(gx));
+        }
+        let (cols, phases) = (g.col_taps(), g.phases());
         gx.par_chunks_mut(g.in_plane())
             .zip(grad.par_chunks(g.out_plane()))
             .enumerate()
@@ -332,10 +369,25 @@ impl FilterGrad {
         let x = cpu_slice::<T>(self.name(), s1, l1, g.in_dims())?;
         let grad = cpu_slice::<T>(self.name(), s2, l2, g.out_dims())?;
         let (k, wi, wo) = (g.kernel, g.w, g.wo);
-        let (cols, phases) = (g.col_taps(), g.phases());
         let kk = k * k;
         // Per-plane sums, [N, C, k, k]; reduced over N below.
         let mut partial = vec![T::zero(); g.n * g.c * kk];
+        if let Some(st) = forward_stencil(g) {
+            partial
+                .par_chunks_mut(kk)
+                .zip(x.par_chunks(g.in_plane()))
+                .zip(grad.par_chunks(g.out_plane()))
+                .for_each_init(
+                    || st.scratch::<T>(),
+                    |(xp, wide), ((partial, x), grad)| {
+                        st.pad(x, xp);
+                        st.spread(grad, wide);
+                        st.filter_grad(wide, xp, partial);
+                    },
+                );
+            return Ok(T::to_cpu_storage_owned(sum_over_batch(&partial, g.c * kk)));
+        }
+        let (cols, phases) = (g.col_taps(), g.phases());
         partial
             .par_chunks_mut(kk)
             .zip(x.par_chunks(g.in_plane()))
@@ -364,14 +416,35 @@ impl FilterGrad {
                     }
                 },
             );
-        let mut gw = vec![T::zero(); g.c * kk];
-        for batch in partial.chunks_exact((g.c * kk).max(1)) {
-            for (a, &v) in gw.iter_mut().zip(batch) {
-                *a += v;
-            }
-        }
-        Ok(T::to_cpu_storage_owned(gw))
+        Ok(T::to_cpu_storage_owned(sum_over_batch(&partial, g.c * kk)))
     }
+}
+
+/// The per-sample filter gradients `[N, C·k·k]` summed over the batch.
+fn sum_over_batch<T: Real>(partial: &[T], per_sample: usize) -> Vec<T> {
+    let mut gw = vec![T::zero(); per_sample];
+    for batch in partial.chunks_exact(per_sample.max(1)) {
+        for (a, &v) in gw.iter_mut().zip(batch) {
+            *a += v;
+        }
+    }
+    gw
+}
+
+/// The stencil of the forward pass (and of the filter gradient) at stride 1.
+fn forward_stencil(g: &Geometry) -> Option<Stencil> {
+    (g.stride == 1)
+        .then(|| Stencil::new(g.h, g.w, g.kernel, g.dilation, g.padding))
+        .flatten()
+}
+
+/// The stencil of the input gradient at stride 1: over the output plane, padded by
+/// `d·(k − 1) − p` (none when the padding is wider than the window's span).
+fn transposed_stencil(g: &Geometry) -> Option<Stencil> {
+    let pad = (g.dilation * (g.kernel - 1)).checked_sub(g.padding)?;
+    (g.stride == 1)
+        .then(|| Stencil::new(g.ho, g.wo, g.kernel, g.dilation, pad))
+        .flatten()
 }
 
 #[cfg(test)]

@@ -19,7 +19,8 @@
 //!
 //! This file owns what the kernels share: the validated window geometry ([`Geometry`]), the
 //! per-axis tap ranges that keep the inner loops branch-free, and access to CPU storage.
-//! `pool.rs` owns the pools, `depthwise.rs` the depthwise convolution, `conv.rs` the
+//! `pool.rs` owns the pools, `depthwise.rs` the depthwise convolution (`stencil.rs` its
+//! vectorised stride-1 loops), `conv.rs` the
 //! standard convolution (im2col and matrix products), `relu.rs` the ReLU and
 //! `batch_norm.rs` the training-mode batch norm and `weighted_sum.rs` the mixed edge's
 //! `Σ pₖ · xₖ` (the element-wise ops: there Candle's CPU backend spends one pass and one
@@ -36,6 +37,7 @@ mod depthwise;
 mod pool;
 pub mod probe;
 mod relu;
+mod stencil;
 mod weighted_sum;
 
 pub use batch_norm::{
