@@ -159,10 +159,10 @@ mod tests {
         let mut out = vec![0.0; ho * wo];
         for r in 0..ho {
             for c in 0..wo {
-                for t in 0..k * k {
+                for (t, &fv) in f.iter().enumerate() {
                     let (ih, iw) = (r + (t / k) * d, c + (t % k) * d);
                     if ih >= p && iw >= p && ih - p < h && iw - p < w {
-                        out[r * wo + c] += f[t] * x[(ih - p) * w + iw - p];
+                        out[r * wo + c] += fv * x[(ih - p) * w + iw - p];
                     }
                 }
             }
