@@ -24,6 +24,7 @@ use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType,
     bail,
 };
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 /// Batch norm in training mode: normalises each channel of `x` with the batch's mean and
@@ -226,18 +227,33 @@ fn f64_of<T: Real>(v: T) -> f64 {
     WithDType::to_f64(v)
 }
 
-/// `Σ f(x)` over a slice in f64, with four accumulators (so that the adds pipeline).
+/// Accumulators per reduction: two AVX-512 registers of f64, independent sums that pipeline.
+const LANES: usize = 16;
+
+/// `Σ f(x)` over a slice in f64, with [`LANES`] accumulators.
 #[inline(always)]
 fn sum_by<T: Real>(xs: &[T], f: impl Fn(f64) -> f64) -> f64 {
-    let mut acc = [0.0f64; 4];
-    let chunks = xs.chunks_exact(4);
+    let mut acc = [0.0f64; LANES];
+    let chunks = xs.chunks_exact(LANES);
     let rest: f64 = chunks.remainder().iter().map(|&v| f(f64_of(v))).sum();
     for ch in chunks {
         for (a, &v) in acc.iter_mut().zip(ch) {
             *a += f(f64_of(v));
         }
     }
-    (acc[0] + acc[1]) + (acc[2] + acc[3]) + rest
+    acc.iter().sum::<f64>() + rest
+}
+
+/// `Σx` over one plane.
+#[multiversion(targets = "simd")]
+fn plane_sum<T: Real>(xs: &[T]) -> f64 {
+    sum_by(xs, |v| v)
+}
+
+/// `Σ(x − mean)²` over one plane.
+#[multiversion(targets = "simd")]
+fn plane_centered_squares<T: Real>(xs: &[T], mean: f64) -> f64 {
+    sum_by(xs, |v| (v - mean) * (v - mean))
 }
 
 /// The `N` planes of channel `ch` in a contiguous `[N, C, H·W]` buffer.
@@ -277,9 +293,9 @@ impl ChannelStats {
             .into_par_iter()
             .map(|ch| {
                 let planes = || channel_planes(x, dims, ch);
-                let mean = planes().map(|p| sum_by(p, |v| v)).sum::<f64>() / m;
+                let mean = planes().map(plane_sum).sum::<f64>() / m;
                 let var = planes()
-                    .map(|p| sum_by(p, |v| (v - mean) * (v - mean)))
+                    .map(|p| plane_centered_squares(p, mean))
                     .sum::<f64>()
                     / m;
                 (mean, var)
@@ -401,12 +417,7 @@ impl Norm {
         y.par_chunks_mut(h * w)
             .zip(x.par_chunks(h * w))
             .enumerate()
-            .for_each(|(i, (y, x))| {
-                let (mu, a, b) = coef[i % c];
-                for (y, &v) in y.iter_mut().zip(x) {
-                    *y = (v - mu) * a + b;
-                }
-            });
+            .for_each(|(i, (y, x))| normalize_plane(y, x, coef[i % c]));
         y
     }
 
@@ -520,11 +531,11 @@ impl GradSums {
     }
 }
 
-/// `(Σg, Σg·(x − mu))` in f64, with four accumulators each.
-#[inline(always)]
+/// `(Σg, Σg·(x − mu))` in f64, with [`LANES`] accumulators each.
+#[multiversion(targets = "simd")]
 fn dot_sums<T: Real>(x: &[T], g: &[T], mu: f64) -> (f64, f64) {
-    let (mut a, mut b) = ([0.0f64; 4], [0.0f64; 4]);
-    let (xc, gc) = (x.chunks_exact(4), g.chunks_exact(4));
+    let (mut a, mut b) = ([0.0f64; LANES], [0.0f64; LANES]);
+    let (xc, gc) = (x.chunks_exact(LANES), g.chunks_exact(LANES));
     let (mut ra, mut rb) = (0.0, 0.0);
     for (&v, &d) in xc.remainder().iter().zip(gc.remainder()) {
         let d = f64_of(d);
@@ -532,16 +543,30 @@ fn dot_sums<T: Real>(x: &[T], g: &[T], mu: f64) -> (f64, f64) {
         rb += d * (f64_of(v) - mu);
     }
     for (xs, gs) in xc.zip(gc) {
-        for i in 0..4 {
+        for i in 0..LANES {
             let d = f64_of(gs[i]);
             a[i] += d;
             b[i] += d * (f64_of(xs[i]) - mu);
         }
     }
-    (
-        (a[0] + a[1]) + (a[2] + a[3]) + ra,
-        (b[0] + b[1]) + (b[2] + b[3]) + rb,
-    )
+    (a.iter().sum::<f64>() + ra, b.iter().sum::<f64>() + rb)
+}
+
+/// `y = (x − mu)·a + b` over one plane.
+#[multiversion(targets = "simd")]
+fn normalize_plane<T: Real>(y: &mut [T], x: &[T], (mu, a, b): (T, T, T)) {
+    for (y, &v) in y.iter_mut().zip(x) {
+        *y = (v - mu) * a + b;
+    }
+}
+
+/// `dx = (dy − mean_dy)·a + (x − mean)·b` over one plane, `coef = [mean, mean_dy, a, b]`.
+#[multiversion(targets = "simd")]
+fn input_grad_plane<T: Real>(gx: &mut [T], grad: &[T], x: &[T], coef: [T; 4]) {
+    let [mu, mdy, a, b] = coef;
+    for ((gx, &d), &v) in gx.iter_mut().zip(grad).zip(x) {
+        *gx = (d - mdy) * a + (v - mu) * b;
+    }
 }
 
 /// One channel's input-gradient coefficients: `dx = a·(dy − mean_dy) + b·(x − mean)`.
@@ -602,12 +627,7 @@ impl InputGrad {
         gx.par_chunks_mut(h * w)
             .zip(grad.par_chunks(h * w).zip(x.par_chunks(h * w)))
             .enumerate()
-            .for_each(|(i, (gx, (grad, x)))| {
-                let [mu, mdy, a, b] = coef[i % c];
-                for ((gx, &d), &v) in gx.iter_mut().zip(grad).zip(x) {
-                    *gx = (d - mdy) * a + (v - mu) * b;
-                }
-            });
+            .for_each(|(i, (gx, (grad, x)))| input_grad_plane(gx, grad, x, coef[i % c]));
         Ok(T::to_cpu_storage_owned(gx))
     }
 }

@@ -115,11 +115,7 @@ impl Stencil {
     }
 }
 
-#[multiversion(targets(
-    "x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma",
-    "x86_64+avx2+fma",
-    "aarch64+neon"
-))]
+#[multiversion(targets = "simd")]
 fn correlate<T: Real>(xp: &[T], f: &[T], offsets: &[usize], wide: &mut [T]) {
     for (b, out) in wide.chunks_exact_mut(LANES).enumerate() {
         let q = b * LANES;
@@ -134,11 +130,7 @@ fn correlate<T: Real>(xp: &[T], f: &[T], offsets: &[usize], wide: &mut [T]) {
     }
 }
 
-#[multiversion(targets(
-    "x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma",
-    "x86_64+avx2+fma",
-    "aarch64+neon"
-))]
+#[multiversion(targets = "simd")]
 fn dot<T: Real>(a: &[T], b: &[T]) -> T {
     let mut acc = [T::zero(); LANES];
     for (xa, xb) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
