@@ -531,25 +531,25 @@ impl GradSums {
     }
 }
 
-/// `(Σg, Σg·(x − mu))` in f64, with [`LANES`] accumulators each.
-#[multiversion(targets = "simd")]
+/// `(Σg, Σg·(x − mu))` over one plane, in f64.
 fn dot_sums<T: Real>(x: &[T], g: &[T], mu: f64) -> (f64, f64) {
-    let (mut a, mut b) = ([0.0f64; LANES], [0.0f64; LANES]);
+    (plane_sum(g), plane_centered_dot(x, g, mu))
+}
+
+/// `Σg·(x − mu)` over one plane, with [`LANES`] accumulators.
+#[multiversion(targets = "simd")]
+fn plane_centered_dot<T: Real>(x: &[T], g: &[T], mu: f64) -> f64 {
+    let mut acc = [0.0f64; LANES];
     let (xc, gc) = (x.chunks_exact(LANES), g.chunks_exact(LANES));
-    let (mut ra, mut rb) = (0.0, 0.0);
-    for (&v, &d) in xc.remainder().iter().zip(gc.remainder()) {
-        let d = f64_of(d);
-        ra += d;
-        rb += d * (f64_of(v) - mu);
-    }
+    let rest: f64 = (xc.remainder().iter().zip(gc.remainder()))
+        .map(|(&v, &d)| f64_of(d) * (f64_of(v) - mu))
+        .sum();
     for (xs, gs) in xc.zip(gc) {
-        for i in 0..LANES {
-            let d = f64_of(gs[i]);
-            a[i] += d;
-            b[i] += d * (f64_of(xs[i]) - mu);
+        for ((a, &v), &d) in acc.iter_mut().zip(xs).zip(gs) {
+            *a += f64_of(d) * (f64_of(v) - mu);
         }
     }
-    (a.iter().sum::<f64>() + ra, b.iter().sum::<f64>() + rb)
+    acc.iter().sum::<f64>() + rest
 }
 
 /// `y = (x − mu)·a + b` over one plane.
