@@ -1,14 +1,15 @@
 //! ReLU as a CPU custom op: forward `max(0, x)` and backward `grad · [y > 0]`, both one
-//! element-wise pass parallel over chunks. Candle's own `relu` runs its forward and, in the
+//! element-wise pass parallel over chunks, each compiled per CPU (`multiversion`). Candle's own `relu` runs its forward and, in the
 //! backward, a comparison, a cast and a multiplication, each a separate pass with its own
 //! allocation.
 //!
 //! NaN maps to 0 (as Candle's `relu`, `f32::max(NaN, 0) = 0`) and gets no gradient. At
 //! exactly 0 the gradient is 0 (PyTorch's rule; Candle's own `relu` passes it, `x ≥ 0`).
 
-use super::{Real, check_float, cpu_flat, dispatch2, par_map, same_shape, use_cpu_kernel};
+use super::{Real, check_float, cpu_flat, dispatch2, same_shape, use_cpu_kernel};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, bail};
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 /// Elements per parallel task.
@@ -57,9 +58,27 @@ impl CustomOp1 for Relu {
 
 fn fwd<T: Real>(op: &str, s: &CpuStorage, l: &Layout) -> Result<CpuStorage> {
     let x = cpu_flat::<T>(op, s, l, l.shape().elem_count())?;
-    Ok(T::to_cpu_storage_owned(par_map(x, |v| {
-        num_traits::Float::max(v, T::zero())
-    })))
+    let mut y = vec![T::zero(); x.len()];
+    y.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(y, x)| forward_chunk(y, x));
+    Ok(T::to_cpu_storage_owned(y))
+}
+
+/// `y = max(x, 0)` over one chunk.
+#[multiversion(targets = "simd")]
+fn forward_chunk<T: Real>(y: &mut [T], x: &[T]) {
+    for (y, &v) in y.iter_mut().zip(x) {
+        *y = num_traits::Float::max(v, T::zero());
+    }
+}
+
+/// `gx = grad · [y > 0]` over one chunk.
+#[multiversion(targets = "simd")]
+fn backward_chunk<T: Real>(gx: &mut [T], y: &[T], grad: &[T]) {
+    for ((gx, &y), &g) in gx.iter_mut().zip(y).zip(grad) {
+        *gx = if y > T::zero() { g } else { T::zero() };
+    }
 }
 
 /// ReLU backward: `(y, grad_out) → grad_out · [y > 0]`.
@@ -103,11 +122,7 @@ impl ReluBackward {
         let mut gx = vec![T::zero(); n];
         gx.par_chunks_mut(CHUNK)
             .zip(y.par_chunks(CHUNK).zip(grad.par_chunks(CHUNK)))
-            .for_each(|(gx, (y, grad))| {
-                for ((gx, &y), &g) in gx.iter_mut().zip(y).zip(grad) {
-                    *gx = if y > T::zero() { g } else { T::zero() };
-                }
-            });
+            .for_each(|(gx, (y, grad))| backward_chunk(gx, y, grad));
         Ok(T::to_cpu_storage_owned(gx))
     }
 }
