@@ -51,7 +51,6 @@ pub use weighted_sum::{weighted_sum, weighted_sum_reference};
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Layout, Result, Tensor, WithDType, bail};
-use rayon::prelude::*;
 use std::ops::Range;
 
 /// The element types the CPU loops run on (f32 and f64).
@@ -265,22 +264,6 @@ fn same_shape(op: &str, a: (&str, &Layout), b: (&str, &Layout)) -> Result<()> {
     }
     Ok(())
 }
-
-/// `f` applied to every element of `x`, in parallel over chunks of [`MAP_CHUNK`].
-fn par_map<T: Real>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
-    let mut y = vec![T::zero(); x.len()];
-    y.par_chunks_mut(MAP_CHUNK)
-        .zip(x.par_chunks(MAP_CHUNK))
-        .for_each(|(y, x)| {
-            for (y, &v) in y.iter_mut().zip(x) {
-                *y = f(v);
-            }
-        });
-    y
-}
-
-/// Elements per parallel task of the element-wise kernels.
-const MAP_CHUNK: usize = 1 << 14;
 
 /// Errors unless `t` (the argument called `name`) has the input `x`'s dtype and device.
 fn check_like(op: &str, name: &str, t: &Tensor, x: &Tensor) -> Result<()> {

@@ -8,13 +8,15 @@
 //! output gradient itself, passed on without a copy).
 //!
 //! The dot products that give `p`'s gradient are summed in f64 over fixed chunks, in chunk
-//! order, so the result does not depend on how the threads are scheduled.
+//! order, so the result does not depend on how the threads are scheduled. Every loop is
+//! compiled per CPU (`multiversion`).
 
-use super::{Real, check_like, cpu_flat, dispatch2, par_map, same_shape, use_cpu_kernel};
+use super::{Real, check_like, cpu_flat, dispatch2, same_shape, use_cpu_kernel};
 use candle_core::backend::BackendStorage;
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, bail,
 };
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 /// Elements per parallel task.
@@ -213,19 +215,54 @@ impl Axpy {
         let mut y = vec![T::zero(); n];
         y.par_chunks_mut(CHUNK)
             .zip(acc.par_chunks(CHUNK).zip(x.par_chunks(CHUNK)))
-            .for_each(|(y, (acc, x))| {
-                for ((y, &a), &v) in y.iter_mut().zip(acc).zip(x) {
-                    *y = a + w * v;
-                }
-            });
+            .for_each(|(y, (acc, x))| axpy_chunk(y, acc, x, w));
         Ok(T::to_cpu_storage_owned(y))
     }
 }
 
+/// `y = acc + w · x` over one chunk.
+#[multiversion(targets = "simd")]
+fn axpy_chunk<T: Real>(y: &mut [T], acc: &[T], x: &[T], w: T) {
+    for ((y, &a), &v) in y.iter_mut().zip(acc).zip(x) {
+        *y = a + w * v;
+    }
+}
+
+/// `y = w · x` over one chunk.
+#[multiversion(targets = "simd")]
+fn scale_chunk<T: Real>(y: &mut [T], x: &[T], w: T) {
+    for (y, &v) in y.iter_mut().zip(x) {
+        *y = w * v;
+    }
+}
+
+/// `Σ g·x` over one chunk, in f64 with [`LANES`] accumulators (a fixed order).
+#[multiversion(targets = "simd")]
+fn dot_chunk<T: Real>(g: &[T], x: &[T]) -> f64 {
+    let mut acc = [0.0f64; LANES];
+    let (gc, xc) = (g.chunks_exact(LANES), x.chunks_exact(LANES));
+    let rest: f64 = (gc.remainder().iter().zip(xc.remainder()))
+        .map(|(&a, &b)| (a * b).to_f64())
+        .sum();
+    for (gs, xs) in gc.zip(xc) {
+        for ((s, &a), &b) in acc.iter_mut().zip(gs).zip(xs) {
+            *s += (a * b).to_f64();
+        }
+    }
+    acc.iter().sum::<f64>() + rest
+}
+
+/// Accumulators of [`dot_chunk`]: two AVX-512 registers of f64.
+const LANES: usize = 16;
+
 /// `w · x` for a contiguous CPU tensor.
 fn scaled<T: Real>(op: &str, s: &CpuStorage, l: &Layout, w: T) -> Result<CpuStorage> {
     let x = cpu_flat::<T>(op, s, l, l.shape().elem_count())?;
-    Ok(T::to_cpu_storage_owned(par_map(x, |v| w * v)))
+    let mut y = vec![T::zero(); x.len()];
+    y.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(y, x)| scale_chunk(y, x, w));
+    Ok(T::to_cpu_storage_owned(y))
 }
 
 /// `w · x` without a backward (the gradient of a term with respect to its input).
@@ -290,12 +327,7 @@ impl OneHotDot {
         let partial: Vec<f64> = g
             .par_chunks(CHUNK)
             .zip(x.par_chunks(CHUNK))
-            .map(|(g, x)| {
-                g.iter()
-                    .zip(x)
-                    .map(|(&a, &b)| (a * b).to_f64())
-                    .sum::<f64>()
-            })
+            .map(|(g, x)| dot_chunk(g, x))
             .collect();
         let mut out = vec![T::zero(); self.len];
         out[self.k] = T::from_f64(partial.iter().sum::<f64>());
