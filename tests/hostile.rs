@@ -511,6 +511,96 @@ fn predict_refuses_models_whose_metadata_and_graph_disagree() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Training data with a pipe or a folder where a file belongs (a FIFO named like an image
+/// in a class folder, a FIFO or a folder as a CSV manifest, a manifest row naming a folder,
+/// a FIFO as an `.npy` array): exit 2 naming it, in seconds, never blocked on the pipe.
+#[test]
+fn data_sources_refuse_pipes_and_folders_where_files_belong() {
+    let dir = tempdir("hostile-data");
+    crate::data::tiny_folder(&dir);
+    if fifo(&dir.join("imgs/train/class2/pipe.png")).is_none() {
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "SKIPPED FIFOs as data: no mkfifo");
+        return;
+    }
+    let pipeline = |data: &str, name: &str| {
+        let file = crate::data::tiny_pipeline_as(&dir, "size: 8, channels: 3", name);
+        let text = std::fs::read_to_string(&file)
+            .unwrap()
+            .replace(r#"ImageFolder(dir: "imgs","#, data);
+        std::fs::write(&file, text).unwrap();
+        file
+    };
+    let command = |cmd: &str, file: &Path| {
+        let mut c = bin();
+        c.arg(cmd).arg(file);
+        if cmd == "run" {
+            let out = dir.join("out").join(file.file_stem().unwrap());
+            c.arg("--out").arg(out);
+        }
+        c
+    };
+    let refused = |cmd: &str, file: &Path, needles: &[&str]| {
+        let e = fails_within(&mut command(cmd, file), 120);
+        for n in needles {
+            assert!(e.contains(n), "{cmd} {}: no {n:?} in {e}", file.display());
+        }
+    };
+
+    let folder = pipeline(r#"ImageFolder(dir: "imgs","#, "folder.ron");
+    refused("run", &folder, &["class2/pipe.png: not a regular file"]);
+
+    let csv = pipeline(r#"Csv(file: "m.csv", test: "t.csv","#, "csv.ron");
+    let (m, t) = (dir.join("m.csv"), dir.join("t.csv"));
+    std::fs::write(&t, "imgs/test/class0/0.png,0\n").unwrap();
+    fifo(&m).unwrap();
+    refused(
+        "check",
+        &csv,
+        &["m.csv: cannot open the manifest: not a regular file"],
+    );
+    std::fs::remove_file(&m).unwrap();
+    std::fs::write(&m, "imgs/train/class0/0.png,0\nimgs/train/class1,1\n").unwrap();
+    std::fs::remove_file(&t).unwrap();
+    fifo(&t).unwrap();
+    refused(
+        "check",
+        &csv,
+        &["t.csv: cannot open the manifest: not a regular file"],
+    );
+    std::fs::remove_file(&t).unwrap();
+    std::fs::create_dir(&t).unwrap();
+    refused(
+        "check",
+        &csv,
+        &["t.csv: cannot open the manifest: not a regular file"],
+    );
+    std::fs::remove_dir(&t).unwrap();
+    std::fs::write(&t, "imgs/test/class0/0.png,0\n").unwrap();
+    refused(
+        "run",
+        &csv,
+        &["train/class1: not a regular file", "manifest row 2"],
+    );
+
+    let npy = pipeline(
+        r#"Npy(images: "x.npy", labels: "y.npy", classes: ["a", "b"],"#,
+        "npy.ron",
+    );
+    crate::data::write_npy(
+        std::fs::File::create(dir.join("y.npy")).unwrap(),
+        &[2],
+        &[0u8, 1],
+    );
+    fifo(&dir.join("x.npy")).unwrap();
+    refused(
+        "run",
+        &npy,
+        &["x.npy: cannot open the array file: not a regular file"],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A multi-trial pipeline whose search needs no data (a tabular evaluator).
 fn trials_pipeline() -> PathBuf {
     root().join("pipelines/nb201-random.ron")
