@@ -86,7 +86,7 @@ fn assert_same(got: &Dataset, want: &Dataset, order: &[usize], what: &str) {
     }
 }
 
-fn write_npy<T: npyz::AutoSerialize + Copy>(w: impl Write, shape: &[u64], data: &[T]) {
+pub(crate) fn write_npy<T: npyz::AutoSerialize + Copy>(w: impl Write, shape: &[u64], data: &[T]) {
     use npyz::WriterBuilder;
     let mut out = npyz::WriteOptions::new()
         .default_dtype()
@@ -240,7 +240,7 @@ fn colour_jpegs_of_mixed_sizes_are_resized_and_converted() {
 }
 
 /// A tiny image folder: `train/` 4 classes × 8 and `test/` 4 × 3 coloured 8×8 PNGs.
-fn tiny_folder(dir: &Path) {
+pub(crate) fn tiny_folder(dir: &Path) {
     let colours = [[250, 10, 10], [10, 250, 10], [10, 10, 250], [250, 250, 10]];
     for (part, n) in [("train", 8), ("test", 3)] {
         for (c, rgb) in colours.iter().enumerate() {
@@ -262,7 +262,7 @@ fn tiny_pipeline(dir: &Path, image: &str) -> PathBuf {
 }
 
 /// [`tiny_pipeline`] in a file of another name.
-fn tiny_pipeline_as(dir: &Path, image: &str, name: &str) -> PathBuf {
+pub(crate) fn tiny_pipeline_as(dir: &Path, image: &str, name: &str) -> PathBuf {
     let text = format!(
         r#"Pipeline(
     name: "tiny-images",

@@ -706,6 +706,32 @@ fn validate_stage_compares_onnx_runtime_with_candle() {
     assert!(v["max_abs_diff"].as_f64().unwrap() < 1e-4);
     assert_eq!(v["top1_agreement"], 1.0);
     assert_eq!(v["ort_accuracy"], v["candle_accuracy"]);
+    // A model whose input is not the retrained network's is refused before any image is
+    // run, naming it and both inputs.
+    let edited = dir.join("two-inputs.onnx");
+    let bytes = std::fs::read(out.join("v/model.onnx")).unwrap();
+    let two_inputs = with_graph(&bytes, |g| {
+        let mut extra = g.input[0].clone();
+        extra.name = "extra".into();
+        g.input.push(extra);
+    });
+    std::fs::write(&edited, two_inputs).unwrap();
+    let resolved =
+        nas_pipe::pipeline::resolve::load(&mut nas_pipe::spec::Sources::default(), &p).unwrap();
+    let retrain = out.join("v/retrain");
+    let weights = retrain.join(nas_pipe::run::dir::model_file::LAST);
+    let cpu = candle_core::Device::Cpu;
+    let e = nas_pipe::stages::validate::compare(&resolved, &retrain, &weights, &edited, &cpu, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(&format!(
+            "{}: the network was retrained on 3×8×8 images but the graph has 2 inputs \
+             (input, extra), not one",
+            edited.display()
+        )) && e.contains("`nas-pipe export PIPELINE`"),
+        "{e}"
+    );
     // `profile PIPELINE` profiles the exported model into the run folder, with the
     // architecture's counts from the model card.
     let o = bin()

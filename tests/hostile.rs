@@ -1,5 +1,6 @@
-//! Hostile input: include chains, files that are not files, and a deterministic mutation
-//! test over every shipped spec and the ONNX reader. The bar is no panic, no abort and no
+//! Hostile input: include chains, files that are not files (specs, models, images, data
+//! files), models whose metadata and graph disagree, and a deterministic mutation test
+//! over every shipped spec and the ONNX reader. The bar is no panic, no abort and no
 //! hang: every input is accepted or refused with an error.
 
 use std::path::{Path, PathBuf};
@@ -7,7 +8,7 @@ use std::time::Instant;
 
 use nas_pipe::pipeline::fuzz::{Kind, check_text};
 
-use crate::common::{Rng, bin, fails, root, run_ok, tempdir};
+use crate::common::{Rng, bin, fails, root, run_ok, tempdir, tensor_type, with_graph};
 
 /// A space reading `include` from `dir`: NAS-Bench-201 with one extra library.
 fn space_with_include(dir: &Path, include: &str) -> PathBuf {
@@ -414,6 +415,190 @@ fn predict_refuses_hostile_models_and_images() {
         let e = fails_within(predict(&model, &png).args(["--top", top]), 60);
         assert!(e.contains("--top"), "{e}");
     }
+}
+
+/// `predict` on a model whose `input_shape` metadata its graph's input does not take (other
+/// sizes, two inputs, integer pixels): exit 2 before any image is read, naming the model,
+/// both shapes and `nas-pipe export`. A graph that leaves height and width dynamic takes
+/// the metadata's size.
+#[test]
+fn predict_refuses_models_whose_metadata_and_graph_disagree() {
+    if crate::common::ort_runtime("predict_refuses_models_whose_metadata_and_graph_disagree")
+        .is_none()
+    {
+        return;
+    }
+    use onnx_protobuf::tensor_proto::DataType;
+    use onnx_protobuf::tensor_shape_proto::dimension::Value as Dim;
+    let dir = tempdir("hostile-predict-input");
+    let model = exported_model(&dir);
+    // A FIFO as the image: read, it would block; refused by name, it proves nothing was
+    // decoded before the model was refused.
+    let image = fifo(&dir.join("never-read.png")).unwrap_or_else(|| dir.join("never-read.png"));
+    let bytes = std::fs::read(&model).unwrap();
+    let two_inputs = with_graph(&bytes, |g| {
+        let mut extra = g.input[0].clone();
+        extra.name = "extra".into();
+        g.input.push(extra);
+    });
+    let bytes_in = with_graph(&bytes, |g| {
+        g.input[0].name = "pixels".into();
+        tensor_type(&mut g.input[0]).elem_type = DataType::UINT8 as i32;
+        let cast = onnx_protobuf::NodeProto {
+            op_type: "Cast".into(),
+            input: vec!["pixels".into()],
+            output: vec!["input".into()],
+            attribute: vec![onnx_protobuf::AttributeProto {
+                name: "to".into(),
+                type_: onnx_protobuf::attribute_proto::AttributeType::INT.into(),
+                i: DataType::FLOAT as i64,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        g.node.insert(0, cast);
+    });
+    let cases = [
+        (
+            "bigger.onnx",
+            with_input_shape(&bytes, "[3,16,16]"),
+            "its `input_shape` metadata is [3, 16, 16] but the graph's input \"input\" is \
+             [batch, 3, 8, 8], not [batch, 3, 16, 16]",
+        ),
+        (
+            "two-inputs.onnx",
+            two_inputs,
+            "the graph has 2 inputs (input, extra), not one",
+        ),
+        (
+            "uint8.onnx",
+            bytes_in,
+            "the graph's input \"pixels\" holds Uint8, not f32",
+        ),
+    ];
+    for (name, b, needle) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, b).unwrap();
+        let mut c = bin();
+        c.arg("predict").arg(&path).arg(&image);
+        let e = fails_within(&mut c, 60);
+        assert!(
+            e.contains(&format!("{}: ", path.display()))
+                && e.contains(needle)
+                && e.contains("`nas-pipe export PIPELINE`")
+                && !e.contains("never-read.png"),
+            "{name}: {e}"
+        );
+    }
+
+    // Height and width left dynamic: the metadata's 8×8 is taken.
+    let dynamic = dir.join("dynamic.onnx");
+    let b = with_graph(&bytes, |g| {
+        let dims = &mut tensor_type(&mut g.input[0])
+            .shape
+            .mut_or_insert_default()
+            .dim;
+        for (d, name) in dims[2..].iter_mut().zip(["H", "W"]) {
+            d.value = Some(Dim::DimParam(name.into()));
+        }
+    });
+    std::fs::write(&dynamic, b).unwrap();
+    let png = dir.join("ok.png");
+    image::RgbImage::from_pixel(8, 8, image::Rgb([9, 9, 9]))
+        .save(&png)
+        .unwrap();
+    run_ok(bin().arg("predict").arg(&dynamic).arg(&png));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Training data with a pipe or a folder where a file belongs (a FIFO named like an image
+/// in a class folder, a FIFO or a folder as a CSV manifest, a manifest row naming a folder,
+/// a FIFO as an `.npy` array): exit 2 naming it, in seconds, never blocked on the pipe.
+#[test]
+fn data_sources_refuse_pipes_and_folders_where_files_belong() {
+    let dir = tempdir("hostile-data");
+    crate::data::tiny_folder(&dir);
+    if fifo(&dir.join("imgs/train/class2/pipe.png")).is_none() {
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "SKIPPED FIFOs as data: no mkfifo");
+        return;
+    }
+    let pipeline = |data: &str, name: &str| {
+        let file = crate::data::tiny_pipeline_as(&dir, "size: 8, channels: 3", name);
+        let text = std::fs::read_to_string(&file)
+            .unwrap()
+            .replace(r#"ImageFolder(dir: "imgs","#, data);
+        std::fs::write(&file, text).unwrap();
+        file
+    };
+    let command = |cmd: &str, file: &Path| {
+        let mut c = bin();
+        c.arg(cmd).arg(file);
+        if cmd == "run" {
+            let out = dir.join("out").join(file.file_stem().unwrap());
+            c.arg("--out").arg(out);
+        }
+        c
+    };
+    let refused = |cmd: &str, file: &Path, needles: &[&str]| {
+        let e = fails_within(&mut command(cmd, file), 120);
+        for n in needles {
+            assert!(e.contains(n), "{cmd} {}: no {n:?} in {e}", file.display());
+        }
+    };
+
+    let folder = pipeline(r#"ImageFolder(dir: "imgs","#, "folder.ron");
+    refused("run", &folder, &["class2/pipe.png: not a regular file"]);
+
+    let csv = pipeline(r#"Csv(file: "m.csv", test: "t.csv","#, "csv.ron");
+    let (m, t) = (dir.join("m.csv"), dir.join("t.csv"));
+    std::fs::write(&t, "imgs/test/class0/0.png,0\n").unwrap();
+    fifo(&m).unwrap();
+    refused(
+        "check",
+        &csv,
+        &["m.csv: cannot open the manifest: not a regular file"],
+    );
+    std::fs::remove_file(&m).unwrap();
+    std::fs::write(&m, "imgs/train/class0/0.png,0\nimgs/train/class1,1\n").unwrap();
+    std::fs::remove_file(&t).unwrap();
+    fifo(&t).unwrap();
+    refused(
+        "check",
+        &csv,
+        &["t.csv: cannot open the manifest: not a regular file"],
+    );
+    std::fs::remove_file(&t).unwrap();
+    std::fs::create_dir(&t).unwrap();
+    refused(
+        "check",
+        &csv,
+        &["t.csv: cannot open the manifest: not a regular file"],
+    );
+    std::fs::remove_dir(&t).unwrap();
+    std::fs::write(&t, "imgs/test/class0/0.png,0\n").unwrap();
+    refused(
+        "run",
+        &csv,
+        &["train/class1: not a regular file", "manifest row 2"],
+    );
+
+    let npy = pipeline(
+        r#"Npy(images: "x.npy", labels: "y.npy", classes: ["a", "b"],"#,
+        "npy.ron",
+    );
+    crate::data::write_npy(
+        std::fs::File::create(dir.join("y.npy")).unwrap(),
+        &[2],
+        &[0u8, 1],
+    );
+    fifo(&dir.join("x.npy")).unwrap();
+    refused(
+        "run",
+        &npy,
+        &["x.npy: cannot open the array file: not a regular file"],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A multi-trial pipeline whose search needs no data (a tabular evaluator).

@@ -195,26 +195,28 @@ pub fn decode_all(items: &[Item], opts: &ImageOptions, what: &str, show: bool) -
 fn reason(e: &Error) -> String {
     match e {
         Error::Data { message, .. } => message.clone(),
+        Error::Io { source, .. } => source.to_string(),
         other => other.to_string(),
     }
 }
 
-/// Adds the manifest row that named the file to an error about it, and the way out.
+/// Adds the manifest row that named the file to an error about it (a data error, or an
+/// I/O one such as a path that is not a regular file), and the way out.
 fn with_row(e: Error, row: Option<usize>) -> Error {
-    match e {
-        Error::Data { path, message } => {
-            let at = row
-                .map(|r| format!(" (manifest row {r})"))
-                .unwrap_or_default();
-            Error::Data {
-                path,
-                message: format!(
-                    "{message}{at}\n  = help: fix or remove the file, or set \
-                     `skip_unreadable: true` in the data's `image` options to skip such files"
-                ),
-            }
-        }
-        other => other,
+    let (path, message) = match e {
+        Error::Data { path, message } => (path, message),
+        Error::Io { path, source } => (path, source.to_string()),
+        other => return other,
+    };
+    let at = row
+        .map(|r| format!(" (manifest row {r})"))
+        .unwrap_or_default();
+    Error::Data {
+        path,
+        message: format!(
+            "{message}{at}\n  = help: fix or remove the file, or set \
+             `skip_unreadable: true` in the data's `image` options to skip such files"
+        ),
     }
 }
 

@@ -3,11 +3,13 @@
 //!
 //! Classes are the sub-folder names of the training tree, sorted (byte order). A class
 //! folder holds image files (PNG, JPEG, BMP, WebP, GIF, by extension, any case) at any
-//! depth; hidden files and other files are ignored. An empty class folder is an error, and
+//! depth (symbolic links to folders followed, each folder read once, so a link cycle ends);
+//! hidden files and other files are ignored. An empty class folder is an error, and
 //! so is a class of `val/` or `test/` that training does not have. Training images are
 //! interleaved by class (first of each class, then second, ...); the other parts keep class
 //! order. Everything is sorted, so the listing does not depend on the file system's order.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use super::data_err;
@@ -106,12 +108,22 @@ fn list_tree(root: &Path, known: Option<&[String]>) -> Result<(Vec<String>, Vec<
     Ok((classes, per_class))
 }
 
-/// The image files under one class folder, sorted by path. Errors if there are none.
+/// The image files under one class folder, sorted by path. Errors if there are none. A
+/// folder reached again through a symbolic link is listed once (the first path in sorted
+/// order that reaches it), so a link cycle ends.
 fn class_images(dir: &Path, label: u32) -> Result<Vec<Item>> {
     let mut files = Vec::new();
+    let mut seen = HashSet::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for entry in read_dir(&d)? {
+        let real = std::fs::canonicalize(&d)
+            .map_err(|e| data_err(&d, format!("cannot list the folder: {e}")))?;
+        if !seen.insert(real) {
+            continue;
+        }
+        let mut entries = read_dir(&d)?;
+        entries.sort_by(|a, b| b.cmp(a));
+        for entry in entries {
             if hidden(&entry) {
                 continue;
             }
@@ -235,6 +247,31 @@ mod tests {
             e.contains("cow") && e.contains("not one of the training classes"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn folders_linked_again_are_listed_once() {
+        let d = TempDir::new("folder-links");
+        touch(&d.0.join("a/1.png"));
+        touch(&d.0.join("a/sub/2.png"));
+        std::os::unix::fs::symlink(".", d.0.join("a/again")).unwrap();
+        std::os::unix::fs::symlink("sub", d.0.join("a/b-link")).unwrap();
+        std::os::unix::fs::symlink("..", d.0.join("a/sub/up")).unwrap();
+        // Two cycles: walked path by path, 2^40 folders before the links give out. The
+        // listing runs on a thread so that a walk that does not end fails the test.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let root = d.0.clone();
+        std::thread::spawn(move || tx.send(list(&root)));
+        let l = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("listing a folder with link cycles did not end in 20 s")
+            .unwrap();
+        let names: Vec<_> = l
+            .train
+            .iter()
+            .map(|i| i.path.strip_prefix(&d.0).unwrap().to_str().unwrap())
+            .collect();
+        assert_eq!(names, vec!["a/1.png", "a/b-link/2.png"]);
     }
 
     #[test]

@@ -99,6 +99,7 @@ fn preview(classes: &[String]) -> String {
 
 /// Reads a manifest's rows, the header left out.
 fn read_rows(file: &Path, root: &Path) -> Result<Vec<Row>> {
+    super::regular_file(file, "manifest")?;
     let bytes = std::fs::read(file)
         .map_err(|e| data_err(file, format!("cannot open the manifest: {e}")))?;
     let mut reader = csv::ReaderBuilder::new()

@@ -757,6 +757,18 @@ fn data_err(path: &Path, message: impl Into<String>) -> Error {
     }
 }
 
+/// Refuses `path` unless it is a regular file, before it is opened (opening a FIFO blocks
+/// for ever): `PATH: cannot open the ROLE: WHY`, `role` naming the file ("manifest").
+fn regular_file(path: &Path, role: &str) -> Result<()> {
+    match crate::fsutil::regular_file(path, &format!("the {role}")) {
+        Ok(_) => Ok(()),
+        Err(Error::Io { source, .. }) => {
+            Err(data_err(path, format!("cannot open the {role}: {source}")))
+        }
+        Err(other) => Err(other),
+    }
+}
+
 /// `1 byte`, `2 bytes`.
 fn plural(n: impl Into<u64>, word: &str) -> String {
     let n = n.into();

@@ -51,6 +51,7 @@ struct Array {
 fn read_array(base: &Path, spec: &str) -> Result<Array> {
     let (file, name) = split(spec);
     let path = base.join(file);
+    super::regular_file(&path, "array file")?;
     let f = std::fs::File::open(&path)
         .map_err(|e| data_err(&path, format!("cannot open the array file: {e}")))?;
     if name.is_some() || file.to_ascii_lowercase().ends_with(".npz") {

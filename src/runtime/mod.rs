@@ -7,7 +7,8 @@
 //! was tried and how to install the library; nothing here panics on a missing library.
 //!
 //! Models are parsed by ONNX Runtime only; [`model_file`] reads the initializer sizes
-//! without a protobuf library.
+//! without a protobuf library. [`Session::refuses_images`] is the one check that a model's
+//! declared input takes a batch of images of a given size, before any is fed.
 
 pub mod locate;
 pub mod measure;
@@ -109,6 +110,21 @@ pub struct Input {
     pub shape: Vec<Option<usize>>,
 }
 
+/// A shape as text: `[batch, 3, 32, 32]`, `batch` for a dynamic first dimension and `?`
+/// for another dynamic one.
+pub fn shape_text(shape: &[Option<usize>]) -> String {
+    let dims: Vec<String> = shape
+        .iter()
+        .enumerate()
+        .map(|(i, d)| match (i, d) {
+            (_, Some(d)) => d.to_string(),
+            (0, None) => "batch".into(),
+            (_, None) => "?".into(),
+        })
+        .collect();
+    format!("[{}]", dims.join(", "))
+}
+
 /// A model's output tensor.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Logits {
@@ -193,6 +209,42 @@ impl Session {
     /// The model's inputs, in order.
     pub fn inputs(&self) -> &[Input] {
         &self.inputs
+    }
+
+    /// Why the model cannot take NCHW batches of f32 images of `chw` = [C, H, W], or `None`
+    /// when it can: it must have exactly one input, of f32, of rank 4, whose channels,
+    /// height and width equal `chw` where the graph fixes them (a dynamic one takes any).
+    pub fn refuses_images(&self, chw: [usize; 3]) -> Option<String> {
+        let [input] = &self.inputs[..] else {
+            let names: Vec<&str> = self.inputs.iter().map(|i| i.name.as_str()).collect();
+            return Some(format!(
+                "the graph has {} inputs ({}), not one",
+                self.inputs.len(),
+                names.join(", ")
+            ));
+        };
+        let fits = input.shape.len() == 4
+            && input.shape[1..]
+                .iter()
+                .zip(chw)
+                .all(|(d, want)| d.is_none_or(|d| d == want));
+        if !input.is_f32 {
+            Some(format!(
+                "the graph's input {:?} holds {}, not f32",
+                input.name, input.element_type
+            ))
+        } else if !fits {
+            Some(format!(
+                "the graph's input {:?} is {}, not [batch, {}, {}, {}]",
+                input.name,
+                shape_text(&input.shape),
+                chw[0],
+                chw[1],
+                chw[2]
+            ))
+        } else {
+            None
+        }
     }
 
     /// The model's custom metadata value under `key` (`metadata_props`), if any.

@@ -2,9 +2,10 @@
 //! records, applied exactly as training applied it, then ONNX Runtime.
 //!
 //! Owns [`Preprocess`] (read from a model's `metadata_props`: input shape, mean and std,
-//! class names, resize policy), [`images_in`] (the image files named by paths and folders)
-//! and [`predict`] (decode, prepare, normalise, batch, run, softmax, top K). Decoding and
-//! resizing are [`crate::data::decode`]'s, the same functions the image sources use.
+//! class names, resize policy; the input shape checked once against the graph's input),
+//! [`images_in`] (the image files named by paths and folders) and [`predict`] (decode,
+//! prepare, normalise, batch, run, softmax, top K). Decoding and resizing are
+//! [`crate::data::decode`]'s, the same functions the image sources use.
 
 use std::path::{Path, PathBuf};
 
@@ -32,7 +33,9 @@ pub struct Preprocess {
 
 impl Preprocess {
     /// Reads the preprocessing from the metadata of `session`'s model (`model` names it in
-    /// errors). A model without nas-pipe's metadata is refused with what is missing.
+    /// errors). A model without nas-pipe's metadata is refused with what is missing, and so
+    /// is one whose `input_shape` metadata its graph's input does not take
+    /// ([`Session::refuses_images`]): the check is made here, before any image is decoded.
     pub fn of(session: &Session, model: &Path) -> Result<Preprocess> {
         let get = |key: &str| -> Result<String> {
             session.metadata(key).ok_or_else(|| {
@@ -59,22 +62,7 @@ impl Preprocess {
         };
         let shape: Vec<u32> = serde_json::from_value(parse("input_shape", get("input_shape")?)?)
             .map_err(|e| data_err(model, format!("its `input_shape` is not [C, H, W]: {e}")))?;
-        let [channels, h, w] = shape[..] else {
-            return Err(data_err(
-                model,
-                format!("its `input_shape` {shape:?} is not [C, H, W]"),
-            ));
-        };
-        if h != w || !(channels == 1 || channels == 3) || !(1..=MAX_IMAGE_SIZE).contains(&h) {
-            return Err(data_err(
-                model,
-                format!(
-                    "its input {channels}×{h}×{w} is not a square image of 1 or 3 channels and \
-                     at most {MAX_IMAGE_SIZE}×{MAX_IMAGE_SIZE} pixels; the model was not written \
-                     by `nas-pipe export`, or was edited"
-                ),
-            ));
-        }
+        let (channels, size) = image_input(session, model, &shape)?;
         let norm = Normalize::new(floats("mean")?, floats("std")?)
             .map_err(|e| data_err(model, format!("its mean and std: {e}")))?;
         if norm.channels() != channels as usize {
@@ -104,7 +92,7 @@ impl Preprocess {
         };
         Ok(Preprocess {
             channels,
-            size: h,
+            size,
             norm,
             classes,
             resize,
@@ -137,6 +125,39 @@ impl Preprocess {
             .cloned()
             .unwrap_or_else(|| k.to_string())
     }
+}
+
+/// The channels and size of the images the model takes: its `input_shape` metadata
+/// `shape` must be a square image of 1 or 3 channels that the graph's input takes.
+fn image_input(session: &Session, model: &Path, shape: &[u32]) -> Result<(u32, u32)> {
+    let [channels, h, w] = shape[..] else {
+        return Err(data_err(
+            model,
+            format!("its `input_shape` {shape:?} is not [C, H, W]"),
+        ));
+    };
+    if h != w || !(channels == 1 || channels == 3) || !(1..=MAX_IMAGE_SIZE).contains(&h) {
+        return Err(data_err(
+            model,
+            format!(
+                "its input {channels}×{h}×{w} is not a square image of 1 or 3 channels and \
+                 at most {MAX_IMAGE_SIZE}×{MAX_IMAGE_SIZE} pixels; the model was not written \
+                 by `nas-pipe export`, or was edited"
+            ),
+        ));
+    }
+    let chw = [channels, h, w].map(|d| d as usize);
+    if let Some(why) = session.refuses_images(chw) {
+        return Err(data_err(
+            model,
+            format!(
+                "its `input_shape` metadata is {shape:?} but {why}; the metadata and the \
+                 graph disagree, so the model was edited or not written by nas-pipe\n  \
+                 = help: export the model again from its pipeline with `nas-pipe export PIPELINE`"
+            ),
+        ));
+    }
+    Ok((channels, h))
 }
 
 /// The image files `paths` name: a file as it is, a folder searched recursively for files

@@ -15,7 +15,7 @@ use crate::fsutil::write_atomic;
 use crate::run::RunDir;
 use crate::run::profile::{Model, Plan, Report, Row, SCHEMA_VERSION, join};
 use crate::runtime::measure::{Latency, Machine, pseudo_random};
-use crate::runtime::{self, Runtime, Session, model_file};
+use crate::runtime::{self, Runtime, Session, model_file, shape_text};
 use crate::space::show::thousands;
 
 /// What to measure. Built once from a pipeline's `profile` section or the command line;
@@ -179,19 +179,6 @@ fn model_info(path: &Path, bytes: &[u8], known: Known, input: &runtime::Input) -
         input_name: input.name.clone(),
         input_shape: input.shape.clone(),
     })
-}
-
-fn shape_text(shape: &[Option<usize>]) -> String {
-    let dims: Vec<String> = shape
-        .iter()
-        .enumerate()
-        .map(|(i, d)| match (i, d) {
-            (_, Some(d)) => d.to_string(),
-            (0, None) => "batch".into(),
-            (_, None) => "?".into(),
-        })
-        .collect();
-    format!("[{}]", dims.join(", "))
 }
 
 /// The Markdown report: a header with the model, runtime and machine, then one table row

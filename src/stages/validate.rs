@@ -2,7 +2,8 @@
 //! model (evaluation mode) on held-out test images. Measures the largest and mean absolute
 //! logit difference, top-1 agreement, and both accuracies; the stage fails (exit code 1)
 //! when the pipeline's `validate` tolerances are missed. Writes `validation.json` in the run
-//! folder.
+//! folder. A model whose graph input does not take the retrained network's images is
+//! refused before any image is run.
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +15,8 @@ use crate::nets::model::{Mode, Model};
 use crate::run::Resolved;
 use crate::run::RunDir;
 use crate::run::validation::Validation;
+use crate::runtime::Session;
+use crate::spec::space::Input;
 
 /// Images per batch fed to both runtimes.
 const BATCH: usize = 50;
@@ -52,6 +55,7 @@ pub fn compare(
     }
     let rt = crate::runtime::load(ort_lib)?;
     let mut session = crate::runtime::Session::from_file(rt, onnx, 1)?;
+    takes_trained_images(&session, onnx, trained.card.input)?;
     let norm = Normalize::new(trained.card.mean.clone(), trained.card.std.clone())?;
     let batches = Batcher::new(
         test,
@@ -148,6 +152,22 @@ pub fn run(
     let v = compare(p, &retrain, &weights, &onnx, device, ort_lib)?;
     crate::run::checkpoint::write_json(&RunDir::new(run_dir).validation(), &v)?;
     Ok(v)
+}
+
+/// Refuses, before any image is run, a model whose graph input does not take the images the
+/// network was retrained on (a model edited or exported from another run).
+fn takes_trained_images(session: &Session, onnx: &Path, input: Input) -> Result<()> {
+    let (c, s) = (input.channels as usize, input.size as usize);
+    match session.refuses_images([c, s, s]) {
+        None => Ok(()),
+        Some(why) => Err(Error::Data {
+            path: onnx.to_path_buf(),
+            message: format!(
+                "the network was retrained on {c}×{s}×{s} images but {why}\n  = help: \
+                 export the model again with `nas-pipe export PIPELINE`"
+            ),
+        }),
+    }
 }
 
 fn argmax(xs: &[f32]) -> usize {

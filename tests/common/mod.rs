@@ -1,5 +1,5 @@
 //! Helpers shared by the test areas: paths, the binary, golden files, temp folders,
-//! loading spaces and genotypes, running commands, ONNX Runtime.
+//! loading spaces and genotypes, running commands, ONNX Runtime, editing exported models.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -165,5 +165,23 @@ pub fn ort_runtime(test: &str) -> Option<&'static nas_pipe::runtime::Runtime> {
             );
             None
         }
+    }
+}
+
+/// `model` with its graph changed by `edit` (the model is ours, so the `protobuf` crate may
+/// parse it).
+pub fn with_graph(model: &[u8], edit: impl FnOnce(&mut onnx_protobuf::GraphProto)) -> Vec<u8> {
+    let mut m: onnx_protobuf::ModelProto = protobuf::Message::parse_from_bytes(model).unwrap();
+    edit(m.graph.mut_or_insert_default());
+    protobuf::Message::write_to_bytes(&m).unwrap()
+}
+
+/// The tensor type of a graph input.
+pub fn tensor_type(
+    v: &mut onnx_protobuf::ValueInfoProto,
+) -> &mut onnx_protobuf::type_proto::Tensor {
+    match &mut v.type_.mut_or_insert_default().value {
+        Some(onnx_protobuf::type_proto::Value::TensorType(t)) => t,
+        other => panic!("{} is not a tensor: {other:?}", v.name),
     }
 }
