@@ -193,18 +193,7 @@ impl DepthwiseConv2d {
         let (k, wi, wo) = (g.kernel, g.w, g.wo);
         let mut out = vec![T::zero(); g.n * g.c * g.out_plane()];
         if let Some(st) = forward_stencil(g) {
-            let kk = k * k;
-            out.par_chunks_mut(g.out_plane())
-                .zip(x.par_chunks(g.in_plane()))
-                .enumerate()
-                .for_each_init(
-                    || st.scratch::<T>(),
-                    |(xp, wide), (plane, (out, x))| {
-                        st.pad(x, xp);
-                        st.correlate(xp, &filters[(plane % g.c) * kk..][..kk], wide);
-                        st.crop(wide, out);
-                    },
-                );
+            stencil_planes(&st, x, g.in_plane(), &mut out, g.out_plane(), filters, g.c);
             return Ok(T::to_cpu_storage_owned(out));
         }
         let (cols, phases) = (g.col_taps(), g.phases());
@@ -280,17 +269,15 @@ impl InputGrad {
                 .chunks_exact(kk)
                 .flat_map(|f| f.iter().rev().copied())
                 .collect();
-            gx.par_chunks_mut(g.in_plane())
-                .zip(grad.par_chunks(g.out_plane()))
-                .enumerate()
-                .for_each_init(
-                    || st.scratch::<T>(),
-                    |(gp, wide), (plane, (gx, grad))| {
-                        st.pad(grad, gp);
-                        st.correlate(gp, &reversed[(plane % g.c) * kk..][..kk], wide);
-                        st.crop(wide, gx);
-                    },
-                );
+            stencil_planes(
+                &st,
+                grad,
+                g.out_plane(),
+                &mut gx,
+                g.in_plane(),
+                &reversed,
+                g.c,
+            );
             return Ok(T::to_cpu_storage_owned(gx));
         }
         let (cols, phases) = (g.col_taps(), g.phases());
@@ -418,6 +405,31 @@ impl FilterGrad {
             );
         Ok(T::to_cpu_storage_owned(sum_over_batch(&partial, g.c * kk)))
     }
+}
+
+/// Runs the stencil `st` over every plane of `input` into `out`, plane `i` with channel
+/// `i mod c`'s filter from `filters` (`[C, k·k]`), in parallel over the planes.
+fn stencil_planes<T: Real>(
+    st: &Stencil,
+    input: &[T],
+    in_plane: usize,
+    out: &mut [T],
+    out_plane: usize,
+    filters: &[T],
+    c: usize,
+) {
+    let kk = filters.len() / c.max(1);
+    out.par_chunks_mut(out_plane)
+        .zip(input.par_chunks(in_plane))
+        .enumerate()
+        .for_each_init(
+            || st.scratch::<T>(),
+            |(padded, wide), (plane, (out, input))| {
+                st.pad(input, padded);
+                st.correlate(padded, &filters[(plane % c) * kk..][..kk], wide);
+                st.crop(wide, out);
+            },
+        );
 }
 
 /// The per-sample filter gradients `[N, C·k·k]` summed over the batch.
