@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Sets up what the default job needs on a fresh machine and runs it: the Fashion-MNIST data
 # set from Debian's dataset-fashion-mnist package, ONNX Runtime in .venv/ (pip), a release
-# build, then the default pipeline (pipelines/fashion-mnist.ron) end to end with
-# `nas-pipe run`.
+# build, then the default pipeline (pipelines/fashion-mnist.ron, planned to fit one hour)
+# end to end with `nas-pipe run`. `bash scripts/run.sh --budget 2h` plans two hours;
+# `NAS_PIPE_PIPELINE=pipelines/fashion-mnist-quick.ron bash scripts/run.sh` runs the
+# 8-minute version.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +37,6 @@ source scripts/ort-env.sh
 cargo build --release --locked
 # Every stage in order, each skipped when the run folder has it done under the same spec:
 # search, derive, retrain, export, validate, profile, report. Run again after a crash and it
-# continues from the last checkpoint. Extra arguments go to `nas-pipe run` (--force,
-# --from STAGE, --only STAGE).
-exec ./target/release/nas-pipe run pipelines/fashion-mnist.ron "$@"
+# continues from the last checkpoint, keeping the budget's plan. Extra arguments go to
+# `nas-pipe run` (--budget, --force, --from STAGE, --only STAGE).
+exec ./target/release/nas-pipe run "${NAS_PIPE_PIPELINE:-pipelines/fashion-mnist.ron}" "$@"

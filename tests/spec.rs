@@ -473,6 +473,7 @@ fn random_mutations_never_panic() {
         "schemas/mobilenet-chain.ron",
         "pipelines/cifar.ron",
         "pipelines/fashion-mnist.ron",
+        "pipelines/fashion-mnist-quick.ron",
         "pipelines/smoke.ron",
     ];
     let cases: usize = std::env::var("NAS_PIPE_FUZZ_CASES")
@@ -566,6 +567,7 @@ fn resolved_pipeline_spec_reads_back_the_same() {
     for file in [
         "pipelines/cifar.ron",
         "pipelines/fashion-mnist.ron",
+        "pipelines/fashion-mnist-quick.ron",
         "pipelines/smoke.ron",
     ] {
         let mut sources = Sources::default();

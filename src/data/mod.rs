@@ -918,7 +918,7 @@ mod tests {
         assert!(e.contains("needs a directory"), "{e}");
     }
 
-    /// The part sizes docs/pipelines.md gives for `pipelines/fashion-mnist.ron`.
+    /// The part sizes docs/pipelines.md gives for `pipelines/fashion-mnist-quick.ron`.
     #[test]
     fn fashion_mnist_limit_40000_splits_as_documented() {
         let dir = Path::new("/usr/share/datasets/fashion-mnist");

@@ -1,5 +1,6 @@
-//! Timing training steps: the median of timed calls, and random batches of a data set's
-//! shape to time them on. Shared by `nas-pipe device-check` and the budget's calibration.
+//! Timing training steps: the median of timed calls (`nas-pipe device-check`), the rate of
+//! a run of calls (the budget's calibration), and random batches of a data set's shape to
+//! time them on.
 
 use std::time::Instant;
 
@@ -31,6 +32,28 @@ pub fn median_seconds(
     Ok(t[runs / 2])
 }
 
+/// Items per second of `runs` (at least 1) timed calls of `step` after `warmup` untimed
+/// ones: the items the timed calls return over their whole time, ended by a device
+/// synchronisation, so that slow calls count as they do in a real epoch.
+pub fn rate(
+    dev: &Device,
+    warmup: usize,
+    runs: usize,
+    step: &mut dyn FnMut() -> candle_core::Result<usize>,
+) -> candle_core::Result<f64> {
+    for _ in 0..warmup {
+        step()?;
+    }
+    dev.synchronize()?;
+    let start = Instant::now();
+    let mut items = 0;
+    for _ in 0..runs.max(1) {
+        items += step()?;
+    }
+    dev.synchronize()?;
+    Ok(items as f64 / start.elapsed().as_secs_f64().max(1e-9))
+}
+
 /// `batch` images of `input`'s shape, uniform in [0, 1) (seeded), and labels cycling
 /// through its classes, on `dev`.
 pub fn random_batch(
@@ -59,6 +82,20 @@ mod tests {
         .unwrap();
         assert_eq!(calls, 5);
         assert!((0.0..0.1).contains(&t));
+    }
+
+    #[test]
+    fn the_rate_counts_the_timed_calls_items_only() {
+        let mut calls = 0;
+        let r = rate(&Device::Cpu, 1, 4, &mut || {
+            calls += 1;
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            Ok(if calls == 1 { 1_000_000 } else { 10 })
+        })
+        .unwrap();
+        assert_eq!(calls, 5);
+        // 40 items in at least 20 ms: at most 2,000/s; the warm-up's million not counted.
+        assert!(r > 0.0 && r <= 2_000.0, "{r}");
     }
 
     #[test]

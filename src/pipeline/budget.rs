@@ -19,8 +19,9 @@ use crate::run::budget::{self as file, Found, PLAN_VERSION, Plan, RetrainPlan, S
 use crate::spec::Spanned;
 use crate::spec::pipeline::Search;
 
-/// Timed steps of each network (after one untimed).
-pub const CALIBRATION_STEPS: usize = 3;
+/// Timed steps of each network (after one untimed), whose images over their whole time
+/// are its rate.
+pub const CALIBRATION_STEPS: usize = 6;
 /// The most search epochs a budget plans (DARTS's own schedule); time a larger budget
 /// leaves goes to retraining.
 pub const MAX_SEARCH_EPOCHS: u32 = 50;
@@ -408,7 +409,8 @@ fn too_small(total: &str, t: TooSmall, calibration_s: f64) -> Error {
 }
 
 /// Makes a provisional retraining plan final, once: measures the network `arch` and
-/// fits retraining to the time left after `spent_s` seconds of the run so far. Writes the
+/// fits retraining to the time left after `spent_s` seconds of the run so far and the
+/// measuring. Writes the
 /// plan; returns whether it changed.
 pub fn finalize_retrain(
     p: &Resolved,
@@ -421,19 +423,11 @@ pub fn finalize_retrain(
     let Some(old) = plan.retrain.filter(|r| !r.measured) else {
         return Ok(false);
     };
-    let measured = crate::stages::retrain::calibrate(p, arch, device, CALIBRATION_STEPS)?;
-    // Real epochs run slower than timed steps (batching, augmentation, checkpoints): by
-    // as much as the search's epochs ran below its measured steps.
-    let factor = match (plan.search, searched_rate(run_dir)) {
-        (Some(s), Some(actual)) if s.images_per_s > 0.0 => {
-            (actual / s.images_per_s).clamp(0.25, 1.5)
-        }
-        _ => 1.0,
-    };
-    let rate = measured * factor;
+    let t0 = std::time::Instant::now();
+    let rate = crate::stages::retrain::calibrate(p, arch, device, CALIBRATION_STEPS)?;
     let shape =
         RetrainShape::of(p, counts(p)?).ok_or_else(|| Error::Input("no retrain section".into()))?;
-    let left = plan.total_s - spent_s - plan.after_s;
+    let left = plan.total_s - spent_s - t0.elapsed().as_secs_f64() - plan.after_s;
     let fitted = match plan_retrain(left, rate, &shape, true) {
         Some(r) => r,
         None => {
@@ -449,22 +443,12 @@ pub fn finalize_retrain(
     plan.retrain = Some(fitted);
     plan.write(run_dir)?;
     crate::progress::note(&format!(
-        "budget: retraining measured on the derived network at {} (x{factor:.2}, the search's epochs against its timed steps): {} (planned before at {})",
-        images_per_s(measured),
+        "budget: retraining measured on the derived network at {}: {} (planned before at {})",
+        images_per_s(rate),
         describe_retrain(&fitted),
         images_per_s(old.images_per_s)
     ));
     Ok(true)
-}
-
-/// The search's images/s over all its finished epochs (`search/state.json`), if any.
-fn searched_rate(run_dir: &Path) -> Option<f64> {
-    let bytes = std::fs::read(crate::run::RunDir::new(run_dir).search_state()).ok()?;
-    let s: crate::run::search::State = serde_json::from_slice(&bytes).ok()?;
-    let (images, seconds) = s.metrics.iter().fold((0.0, 0.0), |(n, t), m| {
-        (n + m.images_per_sec * m.seconds, t + m.seconds)
-    });
-    (seconds > 0.0).then(|| images / seconds)
 }
 
 /// One epoch of one batch.

@@ -162,9 +162,10 @@ pub fn choose_genotype(
     )))
 }
 
-/// Images/s of `p`'s retraining step for architecture `arch` on `device`: the median of
-/// `steps` timed steps after one untimed, on random images of the data's shape, at the
-/// recipe's batch size, with its auxiliary head and its final drop-path probability.
+/// Images/s of `p`'s retraining of architecture `arch` on `device`, as its epochs run:
+/// `steps` steps after one untimed, on the training part's shuffled and augmented batches
+/// at the recipe's batch size (making them timed too), with its auxiliary head and its final
+/// drop-path probability.
 pub fn calibrate(
     p: &Resolved,
     arch: &genotype::Architecture,
@@ -177,21 +178,53 @@ pub fn calibrate(
         ));
     };
     let recipe = Recipe::from_spec(spec)?;
+    let train = p.load_data(p.spec.seed)?.train;
+    let norm = normalization(p, &train)?;
+    let batcher = train_batcher(p, &train, norm, &recipe)?;
     let net = p.retrain_space.build(arch);
     let model = Model::new(&net, device, p.spec.seed, recipe.auxiliary_weight > 0.0)
         .map_err(ctx("building the network"))?;
     let mut trainer = Trainer::new(model, &recipe);
-    let (x, y) =
-        crate::nets::timing::random_batch(p.retrain_space.input, recipe.batch_size, device)
-            .map_err(ctx("calibrating retraining"))?;
+    let batches = batcher.epoch(0, device);
+    let count = batcher.batches_per_epoch().max(1);
     let mut rng = data::rng::derive(p.spec.seed, 0, DROP_PATH_STREAM);
-    let seconds = crate::nets::timing::median_seconds(device, 1, steps, &mut || {
-        trainer
-            .step(&x, &y, recipe.lr, recipe.drop_path, &mut rng)
-            .map(|_| ())
+    let mut next = 0;
+    crate::nets::timing::rate(device, 1, steps, &mut || {
+        let b = batches.batch(next % count)?;
+        next += 1;
+        let s = trainer.step(&b.images, &b.labels, recipe.lr, recipe.drop_path, &mut rng)?;
+        Ok(s.count)
     })
-    .map_err(ctx("calibrating retraining"))?;
-    Ok(recipe.batch_size as f64 / seconds.max(1e-9))
+    .map_err(ctx("calibrating retraining"))
+}
+
+/// Retraining's batcher over `train`: shuffled and augmented, with the spec's images per
+/// epoch when it has them.
+fn train_batcher(
+    p: &Resolved,
+    train: &data::Dataset,
+    norm: Normalize,
+    recipe: &Recipe,
+) -> Result<Batcher> {
+    let Some(spec) = &p.spec.retrain else {
+        return Err(Error::Input("no `retrain` section".into()));
+    };
+    let b = Batcher::new(
+        train.clone(),
+        train.all(),
+        norm,
+        BatchConfig {
+            batch_size: recipe.batch_size,
+            shuffle: true,
+            augment: spec.augment,
+            seed: p.spec.seed,
+            stream: 1,
+        },
+    )?;
+    Ok(match &spec.images {
+        Some(n) => b.with_epoch_images(n.value as usize),
+        None => b,
+    })
 }
 
 /// Runs (or resumes) the retraining of `genotype` under pipeline `p`, writing under
@@ -221,22 +254,7 @@ pub fn run(
     }
     let norm = normalization(p, &train)?;
     let classes = parts.classes;
-    let train_b = Batcher::new(
-        train.clone(),
-        train.all(),
-        norm.clone(),
-        BatchConfig {
-            batch_size: recipe.batch_size,
-            shuffle: true,
-            augment: spec.augment,
-            seed,
-            stream: 1,
-        },
-    )?;
-    let train_b = match &spec.images {
-        Some(n) => train_b.with_epoch_images(n.value as usize),
-        None => train_b,
-    };
+    let train_b = train_batcher(p, &train, norm.clone(), &recipe)?;
     let all = val.all();
     let val_b = eval_batcher(val, all, norm.clone(), seed)?;
     let all = test.all();

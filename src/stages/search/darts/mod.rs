@@ -202,8 +202,8 @@ fn strategy(p: &Resolved, device: &Device) -> Result<(Strategy, f64, f64, usize)
 }
 
 /// Images/s of `p`'s search step on `device` (training and architecture batches both
-/// counted, as the search's progress counts them): the median of `steps` timed steps
-/// after one untimed, on random images of the data's shape. Its variant's full step: a
+/// counted, as the search's progress counts them) over `steps` steps after one untimed,
+/// on random images of the data's shape. Its variant's full step: a
 /// PC-DARTS step as in the last epoch.
 pub fn calibrate(p: &Resolved, device: &Device, steps: usize) -> Result<f64> {
     let Some(Search::Darts {
@@ -219,11 +219,10 @@ pub fn calibrate(p: &Resolved, device: &Device, steps: usize) -> Result<f64> {
     let (x, y) = crate::nets::timing::random_batch(p.search_space.input, batch, device)
         .map_err(ctx("calibrating the search"))?;
     let last = epochs.value.saturating_sub(1) as usize;
-    let seconds = crate::nets::timing::median_seconds(device, 1, steps, &mut || {
-        darts.step(&x, &y, &x, &y, lr0, last, 0).map(|_| ())
+    crate::nets::timing::rate(device, 1, steps, &mut || {
+        darts.step(&x, &y, &x, &y, lr0, last, 0).map(|_| 2 * batch)
     })
-    .map_err(ctx("calibrating the search"))?;
-    Ok(2.0 * batch as f64 / seconds.max(1e-9))
+    .map_err(ctx("calibrating the search"))
 }
 
 /// Runs (or resumes) the search of pipeline `p`, writing under `run_dir`.
