@@ -301,7 +301,7 @@ fn fifo(path: &Path) -> Option<PathBuf> {
 }
 
 /// A model `nas-pipe export` wrote: one epoch of retraining on 8×8 synthetic images.
-fn exported_model(dir: &Path) -> PathBuf {
+pub(crate) fn exported_model(dir: &Path) -> PathBuf {
     let text = format!(
         r#"Pipeline(
     name: "hostile-predict",
