@@ -646,6 +646,37 @@ fn worker_refuses_hostile_storages() {
     }
 }
 
+/// Issue #20: `worker` given a SQLite ledger in a folder that does not exist (a typo, or
+/// another `--out` than the proposer's) exits 2 at once, naming the path and what to give
+/// it, instead of waiting for its idle timeout (here none: it would wait for ever); it
+/// creates nothing. The same goes for the run folder's default ledger.
+#[test]
+fn worker_with_a_sqlite_ledger_in_a_missing_folder_fails_at_once() {
+    let dir = tempdir("hostile-worker-missing");
+    let missing = dir.join("no-such-folder");
+    let ledger = missing.join("ledger.sqlite");
+    let worker = |extra: &[&str]| {
+        let mut c = bin();
+        c.arg("worker")
+            .arg(trials_pipeline())
+            .arg("--out")
+            .arg(&missing)
+            .args(["--idle-timeout", "0"])
+            .args(extra);
+        fails_within(&mut c, 30)
+    };
+    let url = format!("sqlite:{}", ledger.display());
+    for e in [worker(&["--storage", &url]), worker(&[])] {
+        assert!(
+            e.contains(&format!("the folder {}", missing.display()))
+                && e.contains("does not exist")
+                && e.contains("--storage and --out of its proposer"),
+            "{e}"
+        );
+    }
+    assert!(!missing.exists());
+}
+
 /// `launch` with arguments a hostile user gives: worker counts out of range, a `--time`
 /// or URL that would put a line of their own into the script, a pipeline that fails
 /// `check` or has no multi-trial search: exit 2 naming the argument. An `--output` file
