@@ -40,6 +40,12 @@ cp -n "${seeds[@]}" "$corpus"/
 export RUSTC_BOOTSTRAP=1
 # The fuzz crate is a workspace of its own (fuzz/Cargo.toml); its build stays in fuzz/target
 # unless CARGO_TARGET_DIR says otherwise.
+# -jobs makes libFuzzer write each job's output to fuzz-N.log instead of the terminal, so it
+# is passed only for more than one job.
+jobs=()
+if [ "${FUZZ_JOBS:-1}" -gt 1 ]; then
+    jobs=(-jobs="$FUZZ_JOBS" -workers="$FUZZ_JOBS")
+fi
 cargo fuzz run --fuzz-dir fuzz "$target" "$corpus" -- \
-    -max_total_time="$seconds" -jobs="${FUZZ_JOBS:-1}" -workers="${FUZZ_JOBS:-1}" \
+    -max_total_time="$seconds" ${jobs[@]+"${jobs[@]}"} \
     -timeout=10 -rss_limit_mb=4096 -print_final_stats=1

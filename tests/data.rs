@@ -150,7 +150,7 @@ fn image_folder_csv_and_npy_load_exactly_the_idx_tensors() {
     let n = |d: &Dataset| d.len() as u64;
     let labels = |d: &Dataset| d.labels().iter().map(|&l| l as u8).collect::<Vec<_>>();
     let f = std::fs::File::create(dir.join("x.npy")).unwrap();
-    write_npy(f, &[n(&train), 28, 28], train.images());
+    write_npy(f, &[n(&train), 28, 28], &train.images());
     let f = std::fs::File::create(dir.join("y.npy")).unwrap();
     write_npy(f, &[n(&train)], &labels(&train));
     // The test pair as float32 in 0..=1 and int64 labels, inside an .npz archive.

@@ -301,7 +301,7 @@ fn fifo(path: &Path) -> Option<PathBuf> {
 }
 
 /// A model `nas-pipe export` wrote: one epoch of retraining on 8×8 synthetic images.
-fn exported_model(dir: &Path) -> PathBuf {
+pub(crate) fn exported_model(dir: &Path) -> PathBuf {
     let text = format!(
         r#"Pipeline(
     name: "hostile-predict",
@@ -644,6 +644,37 @@ fn worker_refuses_hostile_storages() {
         );
         assert!(e.contains(needle) && !e.contains("secret"), "{url}: {e}");
     }
+}
+
+/// Issue #20: `worker` given a SQLite ledger in a folder that does not exist (a typo, or
+/// another `--out` than the proposer's) exits 2 at once, naming the path and what to give
+/// it, instead of waiting for its idle timeout (here none: it would wait for ever); it
+/// creates nothing. The same goes for the run folder's default ledger.
+#[test]
+fn worker_with_a_sqlite_ledger_in_a_missing_folder_fails_at_once() {
+    let dir = tempdir("hostile-worker-missing");
+    let missing = dir.join("no-such-folder");
+    let ledger = missing.join("ledger.sqlite");
+    let worker = |extra: &[&str]| {
+        let mut c = bin();
+        c.arg("worker")
+            .arg(trials_pipeline())
+            .arg("--out")
+            .arg(&missing)
+            .args(["--idle-timeout", "0"])
+            .args(extra);
+        fails_within(&mut c, 30)
+    };
+    let url = format!("sqlite:{}", ledger.display());
+    for e in [worker(&["--storage", &url]), worker(&[])] {
+        assert!(
+            e.contains(&format!("the folder {}", missing.display()))
+                && e.contains("does not exist")
+                && e.contains("--storage and --out of its proposer"),
+            "{e}"
+        );
+    }
+    assert!(!missing.exists());
 }
 
 /// `launch` with arguments a hostile user gives: worker counts out of range, a `--time`

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::{bin, fails, ort_runtime, root, run_ok, tempdir};
+use crate::common::{bin, fails, ort_runtime, root, run_ok, tempdir, tensor_type, with_graph};
 
 const CLASSES: [[u8; 3]; 3] = [[200, 40, 40], [40, 200, 40], [40, 40, 200]];
 
@@ -207,6 +207,73 @@ fn predict_refuses_foreign_models_naming_them() {
     }
     let e = fails(bin().arg("predict").arg(dir.join("none.onnx")).arg(&png));
     assert!(e.contains("none.onnx"), "{e}");
+}
+
+/// Issue #20: a model whose graph fixes its batch (here at 2) takes three images with
+/// `--batch 1`, `2` and `32`: predict runs them two at a time, fills the last run up, and
+/// every image gets the probabilities the same model with a dynamic batch gives it.
+#[test]
+fn predict_runs_a_fixed_batch_model_in_batches_of_its_size() {
+    if ort_runtime("predict_runs_a_fixed_batch_model_in_batches_of_its_size").is_none() {
+        return;
+    }
+    use onnx_protobuf::tensor_shape_proto::dimension::Value as Dim;
+    let dir = tempdir("predict-fixed-batch");
+    let model = crate::hostile::exported_model(&dir);
+    let fixed = dir.join("fixed.onnx");
+    let bytes = with_graph(&std::fs::read(&model).unwrap(), |g| {
+        let dims = &mut tensor_type(&mut g.input[0])
+            .shape
+            .mut_or_insert_default()
+            .dim;
+        dims[0].value = Some(Dim::DimValue(2));
+    });
+    std::fs::write(&fixed, bytes).unwrap();
+    let images: Vec<PathBuf> = (0..3u32)
+        .map(|i| {
+            let p = dir.join(format!("{i}.png"));
+            image::RgbImage::from_fn(8, 8, |x, y| {
+                image::Rgb([(x * 30 + i * 50) as u8, (y * 20) as u8, (i * 80) as u8])
+            })
+            .save(&p)
+            .unwrap();
+            p
+        })
+        .collect();
+    // Per image, its path and each class's probability, by class index.
+    let predict = |m: &Path, batch: &str| -> Vec<(String, Vec<f64>)> {
+        let out = run_ok(
+            bin()
+                .args(["predict", "--json", "--top", "4", "--batch", batch])
+                .arg(m)
+                .args(&images),
+        );
+        out.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let mut probs = vec![f64::NAN; 4];
+                for t in v["top"].as_array().unwrap() {
+                    probs[t["index"].as_u64().unwrap() as usize] =
+                        t["probability"].as_f64().unwrap();
+                }
+                (v["image"].as_str().unwrap().to_string(), probs)
+            })
+            .collect()
+    };
+    let want = predict(&model, "32");
+    assert_eq!(want.len(), 3);
+    for batch in ["1", "2", "32"] {
+        let got = predict(&fixed, batch);
+        assert_eq!(got.len(), 3, "--batch {batch}");
+        for ((path, p), (want_path, q)) in got.iter().zip(&want) {
+            assert_eq!(path, want_path);
+            assert!(
+                p.iter().zip(q).all(|(a, b)| (a - b).abs() < 1e-5),
+                "--batch {batch}, {path}: {p:?} vs {q:?}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `examples/serve.py` (Pillow) on the same files gives predict's classes and, up to the

@@ -261,6 +261,38 @@ fn shipped_specs_check_clean() {
     }
 }
 
+/// Issue #18: `check` on a pipeline no stage of which reads images (a tabular search,
+/// nothing retrained) needs no data folder and says so; add retraining and the missing
+/// folder is an error naming it again.
+#[test]
+fn check_needs_no_data_when_no_stage_reads_images() {
+    let dir = tempdir("check-unread-data");
+    let text = std::fs::read_to_string(root().join("pipelines/nb201-random.ron"))
+        .unwrap()
+        .replace("../data/cifar-10-batches-bin", "no-such-folder")
+        .replace("\"../", &format!("\"{}/", root().display()));
+    let file = dir.join("tabular.ron");
+    std::fs::write(&file, &text).unwrap();
+    let out = run_ok(bin().arg("check").arg(&file));
+    assert!(
+        out.contains(&format!("{}: ok\n", file.display()))
+            && out.contains(
+                "data: not needed: no stage of this pipeline reads images, so its files are \
+                 neither read nor checked\n"
+            ),
+        "{out}"
+    );
+    let retrained = dir.join("retrained.ron");
+    let with_retrain = text.replacen(
+        "    search: Trials(",
+        "    retrain: Retrain(channels: 2, layers: 3, epochs: 1, batch_size: 16, optimizer: Sgd(lr: 0.05, weight_decay: 3e-4, grad_clip: 5.0)),\n    search: Trials(",
+        1,
+    );
+    std::fs::write(&retrained, with_retrain).unwrap();
+    let e = fails(bin().arg("check").arg(&retrained));
+    assert!(e.contains("no-such-folder"), "{e}");
+}
+
 #[test]
 fn malformed_specs_give_exact_errors() {
     let dir = root().join("tests/golden/errors");

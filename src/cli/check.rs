@@ -92,7 +92,7 @@ fn data_line(sources: &Sources, p: &crate::run::Resolved) -> Result<String> {
         class_preview(&p.classes)
     );
     if !p.reads_images() {
-        return Ok(o);
+        return Ok(o + &unread_line(&p.spec.data));
     }
     if let Some(f) = crate::data::probe(&p.spec.data, p.data_dir.as_deref())? {
         let train = show::thousands(f.train as u64);
@@ -108,6 +108,22 @@ fn data_line(sources: &Sources, p: &crate::run::Resolved) -> Result<String> {
         o += &format!("data: {}: {counts}\n", f.dir.display());
     }
     Ok(o + &split_line(&p.spec))
+}
+
+/// The data line of a pipeline no stage of which reads images (a tabular search, nothing
+/// retrained or validated): its files are not checked, and a built-in data set's folder
+/// need not exist; an image source is still listed for its classes.
+fn unread_line(data: &crate::spec::pipeline::Data) -> String {
+    let why = "no stage of this pipeline reads images";
+    match data {
+        crate::spec::pipeline::Data::Synthetic { .. } => {
+            format!("data: not generated: {why}\n")
+        }
+        _ if data.input().is_some() => {
+            format!("data: not needed: {why}, so its files are neither read nor checked\n")
+        }
+        _ => format!("data: listed for its classes only: {why}\n"),
+    }
 }
 
 /// How the parts a data set lacks are carved from its training part.

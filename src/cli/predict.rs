@@ -25,7 +25,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1, value_name = "K",
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub top: u32,
-    /// Images per ONNX Runtime run
+    /// Images per ONNX Runtime run (a model whose graph fixes its batch size runs that many)
     #[arg(long, default_value_t = 32, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub batch: u32,

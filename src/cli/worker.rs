@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use super::common::device;
-use crate::error::{Result, exit};
+use crate::error::{Error, Result, exit};
 use crate::spec::Sources;
 use crate::stages::search::ledger::Storage;
 
@@ -57,6 +57,7 @@ pub fn run(args: &Args, flag: Option<crate::device::Choice>, quiet: bool) -> Res
         Some(u) => Storage::parse(u)?,
         None => Storage::in_run(&run_dir),
     };
+    proposer_folder(&storage)?;
     let (id, _) = crate::stages::search::worker::worker_id();
     let w = crate::stages::search::worker::work(
         &p,
@@ -77,4 +78,28 @@ pub fn run(args: &Args, flag: Option<crate::device::Choice>, quiet: bool) -> Res
         );
     }
     Ok(exit::OK)
+}
+
+/// Refuses a SQLite ledger whose folder does not exist: the proposer creates the ledger
+/// and its folder, so a worker waiting there would wait for its idle timeout on a path no
+/// proposer uses (a typo, another `--out`). A missing file in an existing folder is waited
+/// for: the proposer may start after its workers.
+fn proposer_folder(storage: &Storage) -> Result<()> {
+    let Storage::Sqlite(path) = storage else {
+        return Ok(());
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => return Ok(()),
+    };
+    match std::fs::metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Input(format!(
+            "ledger {}: the folder {} does not exist, so no proposer has opened this \
+             ledger\n  = help: give the worker the --storage and --out of its proposer \
+             (`nas-pipe run PIPELINE --storage URL`), or start the proposer first",
+            path.display(),
+            dir.display()
+        ))),
+        _ => Ok(()),
+    }
 }

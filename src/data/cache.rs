@@ -136,8 +136,9 @@ pub fn store(
     std::fs::create_dir_all(&dir)
         .map_err(|e| data_err(&dir, format!("cannot create the cache folder: {e}")))?;
     let (bin, json) = files(folder, what, key);
-    let mut bytes = Vec::with_capacity(data.images().len() + 4 * data.len());
-    bytes.extend_from_slice(data.images());
+    let pixels = data.images();
+    let mut bytes = Vec::with_capacity(pixels.len() + 4 * data.len());
+    bytes.extend_from_slice(&pixels);
     for l in data.labels() {
         bytes.extend_from_slice(&l.to_le_bytes());
     }

@@ -4,9 +4,10 @@
 //! generator, the image sources (image folders [`folder`], CSV manifests [`manifest`], NumPy
 //! arrays [`npy`]; one image's preparation in [`decode`]; their listing, key and decoded
 //! cache in [`listing`] and [`cache`]), the in-memory [`Dataset`] (u8 images
-//! `[N, C, H, W]`, shared and cheap to clone, on the heap or memory-mapped), splits by portion ([`Split`], index lists into the shared data), per-channel
-//! normalisation ([`Normalize`]), augmentation ([`augment`]) and the [`Batcher`] that makes
-//! candle tensors. Knows nothing about ops or networks.
+//! `[N, C, H, W]`, shared and cheap to clone, on the heap or memory-mapped; a subset is a
+//! view of the same pixels), splits by portion ([`Split`], index lists into the shared
+//! data), per-channel normalisation ([`Normalize`]), augmentation ([`augment`]) and the
+//! [`Batcher`] that makes candle tensors. Knows nothing about ops or networks.
 //!
 //! Every error about a file is an [`Error::Data`] naming the file and saying what is wrong;
 //! no input file can make this module panic.
@@ -48,11 +49,16 @@ use crate::spec::space::Input;
 ///
 /// `images` is u8 `[N, C, H, W]` (raw pixel values 0..=255, row-major planes), `labels` is
 /// `[N]` with every label below `input.classes`. `H = W = input.size`.
+///
+/// A [`Dataset::subset`] is a view: it shares its parent's pixels and keeps which of them
+/// are its images (`rows`), so carving parts from a training set copies no image.
 #[derive(Debug, Clone)]
 pub struct Dataset {
     name: String,
     input: Input,
     images: Pixels,
+    /// Image `i` is image `rows[i]` of `images`; `None`: image `i` is image `i`.
+    rows: Option<Arc<[usize]>>,
     labels: Arc<[u32]>,
 }
 
@@ -149,6 +155,7 @@ impl Dataset {
             name,
             input,
             images,
+            rows: None,
             labels: labels.into(),
         })
     }
@@ -181,7 +188,8 @@ impl Dataset {
     /// checked index lists).
     pub fn image(&self, i: usize) -> &[u8] {
         let per = self.image_len();
-        &self.images[i * per..(i + 1) * per]
+        let at = self.rows.as_ref().map_or(i, |r| r[i]);
+        &self.images[at * per..(at + 1) * per]
     }
 
     /// The label of image `i`.
@@ -189,9 +197,25 @@ impl Dataset {
         self.labels[i]
     }
 
-    /// All images, u8 `[N, C, H, W]`.
-    pub fn images(&self) -> &[u8] {
-        &self.images
+    /// All images, u8 `[N, C, H, W]`: borrowed, or gathered into one buffer for a
+    /// [`Dataset::subset`] view.
+    pub fn images(&self) -> std::borrow::Cow<'_, [u8]> {
+        match &self.rows {
+            None => std::borrow::Cow::Borrowed(&self.images),
+            Some(rows) => {
+                let mut out = Vec::with_capacity(rows.len() * self.image_len());
+                for i in 0..rows.len() {
+                    out.extend_from_slice(self.image(i));
+                }
+                std::borrow::Cow::Owned(out)
+            }
+        }
+    }
+
+    /// Whether `self` and `other` read their images from the same pixel buffer (a data set
+    /// and the subsets carved from it do).
+    pub fn shares_pixels_with(&self, other: &Dataset) -> bool {
+        std::ptr::eq(self.images.as_ptr(), other.images.as_ptr())
     }
 
     /// All labels, `[N]`.
@@ -204,30 +228,37 @@ impl Dataset {
         (0..self.len()).collect()
     }
 
-    /// The first `n` images (all of them if there are fewer). Copies them once.
+    /// The first `n` images (all of them if there are fewer), sharing the pixels.
     pub fn first(&self, n: usize) -> Dataset {
         if n >= self.len() {
             return self.clone();
         }
+        let (images, rows) = match &self.rows {
+            None => (self.images.prefix(n * self.image_len()), None),
+            Some(r) => (self.images.clone(), Some(r[..n].into())),
+        };
         Dataset {
             name: self.name.clone(),
             input: self.input,
-            images: self.images.prefix(n * self.image_len()),
+            images,
+            rows,
             labels: self.labels[..n].into(),
         }
     }
 
-    /// The images at `indices` (in that order), copied, under a new name. Panics if an index
-    /// is out of range (indices come from this module's checked index lists).
+    /// The images at `indices` (in that order) under a new name: a view sharing this data
+    /// set's pixels (no image is copied; the labels and an index per image are). Panics if
+    /// an index is out of range (indices come from this module's checked index lists).
     pub fn subset(&self, indices: &[usize], name: impl Into<String>) -> Dataset {
-        let mut images = Vec::with_capacity(indices.len() * self.image_len());
-        for &i in indices {
-            images.extend_from_slice(self.image(i));
-        }
+        let rows = match &self.rows {
+            None => indices.into(),
+            Some(r) => indices.iter().map(|&i| r[i]).collect(),
+        };
         Dataset {
             name: name.into(),
             input: self.input,
-            images: Pixels::Heap(images.into()),
+            images: self.images.clone(),
+            rows: Some(rows),
             labels: indices.iter().map(|&i| self.labels[i]).collect(),
         }
     }
@@ -849,7 +880,7 @@ mod tests {
     fn first_keeps_a_prefix() {
         let d = Dataset::new("t", input(1, 1, 4), vec![5, 6, 7], vec![1, 2, 3]).unwrap();
         let f = d.first(2);
-        assert_eq!(f.images(), &[5, 6]);
+        assert_eq!(&f.images()[..], &[5, 6]);
         assert_eq!(f.labels(), &[1, 2]);
         assert_eq!(d.first(10).len(), 3);
     }
@@ -908,7 +939,7 @@ mod tests {
             s.train
                 .images()
                 .iter()
-                .chain(s.val.images())
+                .chain(s.val.images().iter())
                 .all(|&p| p < 6)
         );
         assert_eq!(s.test.labels(), &[9]);
@@ -944,12 +975,60 @@ mod tests {
     }
 
     #[test]
-    fn subset_copies_in_the_order_given() {
+    fn subset_keeps_the_order_given() {
         let d = Dataset::new("t", input(1, 1, 4), vec![5, 6, 7], vec![1, 2, 3]).unwrap();
         let s = d.subset(&[2, 0], "u");
         assert_eq!(
-            (s.images(), s.labels(), s.name()),
+            (&s.images()[..], s.labels(), s.name()),
             (&[7, 5][..], &[3, 1][..], "u")
         );
+        // A subset of a subset, and its first images, index the same pixels.
+        let t = s.subset(&[1], "v");
+        assert_eq!((&t.images()[..], t.labels()), (&[5][..], &[1][..]));
+        assert_eq!(s.first(1).image(0), &[7]);
+        assert!(t.shares_pixels_with(&d) && s.first(1).shares_pixels_with(&d));
+    }
+
+    /// Issue #18: carving validation (and test) from the training part shares the decoded
+    /// images: every part reads the source's one pixel buffer, whose only other owners are
+    /// the parts, and the parts are exactly the images the split picked.
+    #[test]
+    fn splits_share_the_training_images_instead_of_copying_them() {
+        let (whole, _) = synthetic::generate(input(1, 4, 3), 60, 1, 5).unwrap();
+        let source = Source {
+            train: whole.clone(),
+            val: None,
+            test: None,
+            classes: vec!["a".into(), "b".into(), "c".into()],
+        };
+        let fractions = pipeline::Split::default();
+        let s = split_source(source, 5, &fractions).unwrap();
+        assert_eq!(s.carved, ["validation", "test"]);
+        let Pixels::Heap(buffer) = &whole.images else {
+            panic!("synthetic data is on the heap");
+        };
+        // `whole` and the three parts own the one buffer; no part holds a copy.
+        assert_eq!(Arc::strong_count(buffer), 4);
+        // Each part holds the images the stratified split picks, in its order.
+        let parts = [
+            split::Part {
+                name: "validation",
+                fraction: fractions.validation.value,
+            },
+            split::Part {
+                name: "test",
+                fraction: fractions.test.value,
+            },
+        ];
+        let picked = split::stratified(&whole, &parts, 5, &s.classes).unwrap();
+        let lists = [&picked.train, &picked.parts[0], &picked.parts[1]];
+        for (part, list) in [&s.train, &s.val, &s.test].into_iter().zip(lists) {
+            assert!(part.shares_pixels_with(&whole), "{}", part.name());
+            assert_eq!(part.len(), list.len());
+            for (i, &j) in list.iter().enumerate() {
+                assert_eq!(part.image(i), whole.image(j));
+                assert_eq!(part.label(i), whole.label(j));
+            }
+        }
     }
 }

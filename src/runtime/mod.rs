@@ -211,6 +211,13 @@ impl Session {
         &self.inputs
     }
 
+    /// The batch size the graph's first input fixes: its first dimension when that is a
+    /// number ≥ 1, `None` when it is dynamic (or the graph has no such input).
+    pub fn fixed_batch(&self) -> Option<usize> {
+        let first = *self.inputs.first()?.shape.first()?;
+        first.filter(|&b| b >= 1)
+    }
+
     /// Why the model cannot take NCHW batches of f32 images of `chw` = [C, H, W], or `None`
     /// when it can: it must have exactly one input, of f32, of rank 4, whose channels,
     /// height and width equal `chw` where the graph fixes them (a dynamic one takes any).

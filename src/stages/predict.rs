@@ -226,6 +226,12 @@ pub struct Prediction {
 /// `pre` says, and the model's logits turned into the `top` most probable classes.
 /// `done(n)` is called after each batch with the images it held. An unreadable image is an
 /// error naming it.
+///
+/// A model whose graph fixes its batch size ([`Session::fixed_batch`]) takes exactly that
+/// many images per run, whatever `batch` says: the images go in runs of that size and the
+/// last run is filled up with zero images whose logits are dropped. An exported classifier
+/// treats every image of a batch on its own (batch norm in inference mode), so the filling
+/// changes no real image's logits.
 pub fn predict(
     session: &mut Session,
     pre: &Preprocess,
@@ -234,29 +240,12 @@ pub fn predict(
     batch: usize,
     mut done: impl FnMut(usize),
 ) -> Result<Vec<Prediction>> {
-    let per = (pre.channels * pre.size * pre.size) as usize;
+    let fixed = session.fixed_batch();
     let mut out = Vec::with_capacity(images.len());
-    for chunk in images.chunks(batch.max(1)) {
-        let mut input = Vec::with_capacity(chunk.len() * per);
-        for path in chunk {
-            input.extend(pre.apply(decode::decode_file(path)?));
-        }
-        let shape = [
-            chunk.len(),
-            pre.channels as usize,
-            pre.size as usize,
-            pre.size as usize,
-        ];
-        let logits = session.run(&input, &shape)?;
-        let classes = logits.shape.get(1).copied().unwrap_or(0);
-        if logits.shape.len() != 2 || logits.shape[0] != chunk.len() || classes == 0 {
-            return Err(Error::Runtime(format!(
-                "the model returned logits of shape {:?} for a batch of {}",
-                logits.shape,
-                chunk.len()
-            )));
-        }
-        for (path, row) in chunk.iter().zip(logits.data.chunks_exact(classes)) {
+    for chunk in images.chunks(fixed.unwrap_or(batch.max(1))) {
+        let rows = fixed.unwrap_or(chunk.len());
+        let (logits, classes) = run_images(session, pre, chunk, rows)?;
+        for (path, row) in chunk.iter().zip(logits.chunks_exact(classes)) {
             out.push(Prediction {
                 image: path.clone(),
                 top: top_k(&softmax(row), top),
@@ -265,6 +254,37 @@ pub fn predict(
         done(chunk.len());
     }
     Ok(out)
+}
+
+/// Runs `images` (at most `rows` of them) as one batch of `rows`, zero images after them,
+/// and returns the row-major `[rows, classes]` logits and `classes`.
+fn run_images(
+    session: &mut Session,
+    pre: &Preprocess,
+    images: &[PathBuf],
+    rows: usize,
+) -> Result<(Vec<f32>, usize)> {
+    let per = (pre.channels * pre.size * pre.size) as usize;
+    let mut input = Vec::with_capacity(rows * per);
+    for path in images {
+        input.extend(pre.apply(decode::decode_file(path)?));
+    }
+    input.resize(rows * per, 0.0);
+    let shape = [
+        rows,
+        pre.channels as usize,
+        pre.size as usize,
+        pre.size as usize,
+    ];
+    let logits = session.run(&input, &shape)?;
+    let classes = logits.shape.get(1).copied().unwrap_or(0);
+    if logits.shape.len() != 2 || logits.shape[0] != rows || classes == 0 {
+        return Err(Error::Runtime(format!(
+            "the model returned logits of shape {:?} for a batch of {rows}",
+            logits.shape
+        )));
+    }
+    Ok((logits.data, classes))
 }
 
 /// Probabilities from logits, computed stably (the largest logit subtracted first).
