@@ -192,14 +192,7 @@ impl ScaleArgs {
         let local = (count > 0)
             .then(|| worker_command(pipeline, out, &storage))
             .transpose()?
-            .map(|command| crate::stages::search::worker::LocalWorkers {
-                count,
-                command,
-                threads: (!super::threads_given()).then(|| {
-                    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-                    crate::stages::search::worker::threads_per_worker(cores, count)
-                }),
-            });
+            .map(|command| crate::stages::search::worker::LocalWorkers { count, command });
         Ok(Some(crate::stages::search::worker::Scale {
             storage,
             lease_s: self.lease,

@@ -170,22 +170,13 @@ fn dispatch(cli: &Cli) -> Result<i32> {
     }
 }
 
-static THREADS_GIVEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Whether `RAYON_NUM_THREADS` was set before [`tune_runtime`] ran: the user's thread count,
-/// which local workers keep instead of sharing the cores among themselves.
-pub fn threads_given() -> bool {
-    THREADS_GIVEN.load(std::sync::atomic::Ordering::Relaxed)
-}
-
 /// Process settings for fast CPU training; call first thing in `main`, before any thread
 /// starts.
 ///
 /// - Raises glibc's mmap and trim thresholds: training allocates and frees many large
 ///   tensors, and by default each becomes an mmap/munmap pair whose pages are zeroed again
 ///   (measured 30–50% of a training step here).
-/// - Sets `RAYON_NUM_THREADS` to the available parallelism when unset ([`threads_given`]
-///   says whether it was set before): Candle asks for its
+/// - Sets `RAYON_NUM_THREADS` to the available parallelism when unset: Candle asks for its
 ///   thread count at every matmul, and without the variable it re-reads `/proc/cpuinfo`
 ///   each time on machines without a preferred-CPU list (a few % of a training step).
 /// - Sets `CANDLE_NUM_THREADS` to 1 when unset: Candle's element-wise ops then run on the
@@ -206,9 +197,7 @@ pub fn tune_runtime() {
         // concurrently.
         unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
     }
-    let given = std::env::var_os("RAYON_NUM_THREADS").is_some();
-    THREADS_GIVEN.store(given, std::sync::atomic::Ordering::Relaxed);
-    if !given {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         let n = std::thread::available_parallelism().map_or(1, |n| n.get());
         // SAFETY: called before any other thread exists, so nothing reads the environment
         // concurrently.

@@ -41,21 +41,11 @@ pub struct Scale {
     pub local: Option<LocalWorkers>,
 }
 
-/// Worker processes to start: `count` times `command` (the program, then its arguments),
-/// each with `threads` compute threads when set (`RAYON_NUM_THREADS`), else inheriting
-/// this process's setting.
+/// Worker processes to start: `count` times `command` (the program, then its arguments).
 #[derive(Debug, Clone)]
 pub struct LocalWorkers {
     pub count: usize,
     pub command: Vec<std::ffi::OsString>,
-    pub threads: Option<usize>,
-}
-
-/// Compute threads for each of `count` local workers sharing `cores`: an even share, at
-/// least one, so that the workers together do not ask for more threads than there are
-/// cores (each would otherwise start a pool as large as the machine).
-pub fn threads_per_worker(cores: usize, count: usize) -> usize {
-    (cores / count.max(1)).max(1)
 }
 
 /// Seconds a finished study's local workers get to exit before they are killed.
@@ -72,15 +62,14 @@ impl LocalWorkers {
             .ok_or_else(|| Error::Input("no worker command".into()))?;
         let mut out = Children(Vec::new());
         for _ in 0..self.count {
-            let mut command = std::process::Command::new(program);
-            command.args(args).stdin(std::process::Stdio::null());
-            if let Some(n) = self.threads {
-                command.env("RAYON_NUM_THREADS", n.to_string());
-            }
-            let child = command.spawn().map_err(|source| Error::Io {
-                path: program.into(),
-                source,
-            })?;
+            let child = std::process::Command::new(program)
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .spawn()
+                .map_err(|source| Error::Io {
+                    path: program.into(),
+                    source,
+                })?;
             out.0.push(child);
         }
         Ok(out)
@@ -544,19 +533,5 @@ impl Snapshot {
         let last = done.clone().filter_map(|t| t.finished).reduce(f64::max)?;
         let n = done.count();
         (last > first && n > 1).then(|| n as f64 / (last - first))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::threads_per_worker;
-
-    #[test]
-    fn local_workers_share_the_cores_and_get_at_least_one_thread() {
-        assert_eq!(threads_per_worker(2, 1), 2);
-        assert_eq!(threads_per_worker(2, 2), 1);
-        assert_eq!(threads_per_worker(16, 3), 5);
-        assert_eq!(threads_per_worker(2, 8), 1);
-        assert_eq!(threads_per_worker(4, 0), 4);
     }
 }
