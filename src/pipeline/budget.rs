@@ -410,8 +410,7 @@ fn too_small(total: &str, t: TooSmall, calibration_s: f64) -> Error {
 
 /// Makes a provisional retraining plan final, once: measures the network `arch` and
 /// fits retraining to the time left after `spent_s` seconds of the run so far and the
-/// measuring. Writes the
-/// plan; returns whether it changed.
+/// measuring. Writes the plan; returns whether it changed.
 pub fn finalize_retrain(
     p: &Resolved,
     plan: &mut Plan,

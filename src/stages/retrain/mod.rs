@@ -179,6 +179,7 @@ pub fn calibrate(
     };
     let recipe = Recipe::from_spec(spec)?;
     let train = p.load_data(p.spec.seed)?.train;
+    train.check_input(p.retrain_space.input)?;
     let norm = normalization(p, &train)?;
     let batcher = train_batcher(p, &train, norm, &recipe)?;
     let net = p.retrain_space.build(arch);
