@@ -130,14 +130,13 @@ impl RetrainShape {
     }
 }
 
-/// The data parts' sizes (training, validation, test images) of `p`.
-fn counts(p: &Resolved) -> Result<(u64, u64, u64)> {
-    let parts = p.load_data(p.spec.seed)?;
-    Ok((
+/// The data parts' sizes (training, validation, test images).
+fn counts(parts: &crate::data::Splits) -> (u64, u64, u64) {
+    (
         parts.train.len() as u64,
         parts.val.len() as u64,
         parts.test.len() as u64,
-    ))
+    )
 }
 
 /// The retraining that fits `seconds` at `rate` images/s: the fewest epochs whose images
@@ -345,7 +344,8 @@ fn make(p: &Resolved, basis: &str, device: &candle_core::Device) -> Result<Plan>
         b.total.value
     ));
     let t0 = std::time::Instant::now();
-    let counts = counts(p)?;
+    let parts = p.load_data(p.spec.seed)?;
+    let counts = counts(&parts);
     let search = match p.spec.search.as_deref() {
         Some(Search::Darts {
             epochs,
@@ -368,7 +368,13 @@ fn make(p: &Resolved, basis: &str, device: &candle_core::Device) -> Result<Plan>
         Some(shape) => {
             let (rate, measured) = match (&p.genotype, search) {
                 (Some((_, arch)), _) => (
-                    crate::stages::retrain::calibrate(p, arch, device, CALIBRATION_STEPS)?,
+                    crate::stages::retrain::calibrate(
+                        p,
+                        arch,
+                        &parts.train,
+                        device,
+                        CALIBRATION_STEPS,
+                    )?,
                     true,
                 ),
                 (None, Some((rate, _))) => (rate * eta::retrain_speedup(p), false),
@@ -423,9 +429,10 @@ pub fn finalize_retrain(
         return Ok(false);
     };
     let t0 = std::time::Instant::now();
-    let rate = crate::stages::retrain::calibrate(p, arch, device, CALIBRATION_STEPS)?;
-    let shape =
-        RetrainShape::of(p, counts(p)?).ok_or_else(|| Error::Input("no retrain section".into()))?;
+    let parts = p.load_data(p.spec.seed)?;
+    let rate = crate::stages::retrain::calibrate(p, arch, &parts.train, device, CALIBRATION_STEPS)?;
+    let shape = RetrainShape::of(p, counts(&parts))
+        .ok_or_else(|| Error::Input("no retrain section".into()))?;
     let left = plan.total_s - spent_s - t0.elapsed().as_secs_f64() - plan.after_s;
     let fitted = match plan_retrain(left, rate, &shape, true) {
         Some(r) => r,

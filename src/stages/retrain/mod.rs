@@ -163,12 +163,13 @@ pub fn choose_genotype(
 }
 
 /// Images/s of `p`'s retraining of architecture `arch` on `device`, as its epochs run:
-/// `steps` steps after one untimed, on the training part's shuffled and augmented batches
-/// at the recipe's batch size (making them timed too), with its auxiliary head and its final
-/// drop-path probability.
+/// `steps` steps after one untimed, on `train`'s (the training part's) shuffled and
+/// augmented batches at the recipe's batch size (making them timed too), with its auxiliary
+/// head and its final drop-path probability.
 pub fn calibrate(
     p: &Resolved,
     arch: &genotype::Architecture,
+    train: &data::Dataset,
     device: &Device,
     steps: usize,
 ) -> Result<f64> {
@@ -178,10 +179,9 @@ pub fn calibrate(
         ));
     };
     let recipe = Recipe::from_spec(spec)?;
-    let train = p.load_data(p.spec.seed)?.train;
     train.check_input(p.retrain_space.input)?;
-    let norm = normalization(p, &train)?;
-    let batcher = train_batcher(p, &train, norm, &recipe)?;
+    let norm = normalization(p, train)?;
+    let batcher = train_batcher(p, train, norm, &recipe)?;
     let net = p.retrain_space.build(arch);
     let model = Model::new(&net, device, p.spec.seed, recipe.auxiliary_weight > 0.0)
         .map_err(ctx("building the network"))?;
