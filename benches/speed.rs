@@ -378,7 +378,8 @@ fn main() -> Result<()> {
     nas_pipe::cli::tune_runtime();
     let runs: Option<usize> = arg("--runs").map(|r| r.parse()).transpose()?;
     if let Some(row) = arg("--row") {
-        return child(&row, runs.unwrap_or_else(|| default_runs(&row)));
+        // On rayon's pool, as `nas-pipe` runs its commands.
+        return nas_pipe::cli::on_pool(|| child(&row, runs.unwrap_or_else(|| default_runs(&row))));
     }
     let filter = arg("--rows").unwrap_or_default();
     let reference: Option<Reference> = match arg("--reference") {
