@@ -62,15 +62,21 @@ pub struct Dataset {
     labels: Arc<[u32]>,
 }
 
-/// Where a data set's pixels live: on the heap, or in a memory-mapped cache file (its first
-/// `len` bytes).
+/// Where a data set's pixels live: the first `len` bytes of a buffer on the heap or of a
+/// memory-mapped cache file. A prefix ([`Dataset::first`]) shares the buffer.
 #[derive(Clone)]
 pub(crate) enum Pixels {
-    Heap(Arc<[u8]>),
+    Heap(Arc<[u8]>, usize),
     Mapped(Arc<memmap2::Mmap>, usize),
 }
 
 impl Pixels {
+    /// A whole heap buffer.
+    fn heap(bytes: Vec<u8>) -> Pixels {
+        let len = bytes.len();
+        Pixels::Heap(bytes.into(), len)
+    }
+
     /// The first `len` bytes of a mapped file (clamped to its length).
     pub(crate) fn mapped(map: Arc<memmap2::Mmap>, len: usize) -> Pixels {
         let len = len.min(map.len());
@@ -80,7 +86,7 @@ impl Pixels {
     /// The first `len` bytes, without copying.
     fn prefix(&self, len: usize) -> Pixels {
         match self {
-            Pixels::Heap(a) => Pixels::Heap(a[..len].into()),
+            Pixels::Heap(a, l) => Pixels::Heap(a.clone(), len.min(*l)),
             Pixels::Mapped(m, l) => Pixels::Mapped(m.clone(), len.min(*l)),
         }
     }
@@ -90,7 +96,7 @@ impl std::ops::Deref for Pixels {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         match self {
-            Pixels::Heap(a) => a,
+            Pixels::Heap(a, len) => &a[..*len],
             Pixels::Mapped(m, len) => &m[..*len],
         }
     }
@@ -99,7 +105,7 @@ impl std::ops::Deref for Pixels {
 impl std::fmt::Debug for Pixels {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self {
-            Pixels::Heap(_) => "heap",
+            Pixels::Heap(..) => "heap",
             Pixels::Mapped(..) => "mapped",
         };
         write!(f, "Pixels({kind}, {} bytes)", self.len())
@@ -116,7 +122,7 @@ impl Dataset {
         images: Vec<u8>,
         labels: Vec<u32>,
     ) -> Result<Dataset> {
-        Dataset::from_pixels(name.into(), input, Pixels::Heap(images.into()), labels)
+        Dataset::from_pixels(name.into(), input, Pixels::heap(images), labels)
     }
 
     /// [`Dataset::new`] over pixels held either way.
@@ -949,6 +955,38 @@ mod tests {
         assert!(e.contains("needs a directory"), "{e}");
     }
 
+    /// Issue #18: `limit` on data held on the heap keeps a view of the loaded images: the
+    /// kept images are the first bytes of the one buffer the whole training part was read
+    /// into, not a copy of them.
+    #[test]
+    fn limit_keeps_a_view_instead_of_copying_the_images() {
+        let (whole, _) = synthetic::generate(input(1, 4, 3), 10, 1, 5).unwrap();
+        let kept = whole.first(6);
+        let Pixels::Heap(buffer, _) = &whole.images else {
+            panic!("synthetic data is on the heap");
+        };
+        assert_eq!(Arc::strong_count(buffer), 2, "the prefix holds a copy");
+        assert!(kept.shares_pixels_with(&whole));
+        assert_eq!(&kept.images()[..], &whole.images()[..6 * 16]);
+        assert_eq!(kept.labels(), &whole.labels()[..6]);
+        // Through a loader: the limited training part is a prefix of the whole file's
+        // images (8 of them), so its buffer is longer than what it shows.
+        let dir = TempDir::new("limit-view");
+        let images: Vec<u8> = (0..8 * 784).map(|i| (i / 784) as u8).collect();
+        idx::tests::write_pair(&dir.0, "train", &images, &[0, 1, 0, 1, 0, 1, 0, 1], false);
+        idx::tests::write_pair(&dir.0, "t10k", &images[..784], &[1], true);
+        let data = Data::Mnist {
+            dir: "unused".into(),
+            limit: Some(Spanned::unspanned(5)),
+        };
+        let train = read(&data, Some(&dir.0), 0).unwrap().train;
+        let Pixels::Heap(buffer, len) = &train.images else {
+            panic!("IDX data is on the heap");
+        };
+        assert_eq!((buffer.len(), *len), (8 * 784, 5 * 784));
+        assert_eq!(&train.images()[..], &images[..5 * 784]);
+    }
+
     /// The part sizes docs/pipelines.md gives for `pipelines/fashion-mnist-quick.ron`.
     #[test]
     fn fashion_mnist_limit_40000_splits_as_documented() {
@@ -1004,7 +1042,7 @@ mod tests {
         let fractions = pipeline::Split::default();
         let s = split_source(source, 5, &fractions).unwrap();
         assert_eq!(s.carved, ["validation", "test"]);
-        let Pixels::Heap(buffer) = &whole.images else {
+        let Pixels::Heap(buffer, _) = &whole.images else {
             panic!("synthetic data is on the heap");
         };
         // `whole` and the three parts own the one buffer; no part holds a copy.
