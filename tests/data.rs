@@ -35,6 +35,7 @@ fn opts(size: u32, channels: u32) -> Spanned<ImageOptions> {
         resize: Resize::Crop,
         limit: None,
         skip_unreadable: false,
+        class_names: None,
     })
 }
 
