@@ -459,7 +459,6 @@ fn npy_paths<'a>(data: &'a Data, base: &'a Path) -> Option<npy::Paths<'a>> {
         layout,
         test_images,
         test_labels,
-        classes,
         ..
     } = data
     else {
@@ -471,14 +470,16 @@ fn npy_paths<'a>(data: &'a Data, base: &'a Path) -> Option<npy::Paths<'a>> {
         labels,
         test: test_images.as_deref().zip(test_labels.as_deref()),
         layout: *layout,
-        classes: classes.as_ref().map(|c| c.value.as_slice()),
+        classes: data.class_names().map(|c| c.value.as_slice()),
     })
 }
 
-/// Lists an image folder or CSV manifest (relative paths against `base`).
+/// Lists an image folder or CSV manifest (relative paths against `base`), checked against
+/// and labelled by the declared class names when the spec gives them.
 pub fn list_images(data: &Data, base: &Path) -> Result<listing::Listing> {
+    let declared = data.class_names().map(|c| c.value.as_slice());
     match data {
-        Data::ImageFolder { dir, .. } => folder::list(&base.join(dir)),
+        Data::ImageFolder { dir, .. } => folder::list(&base.join(dir), declared),
         Data::Csv {
             file,
             root,
@@ -493,7 +494,13 @@ pub fn list_images(data: &Data, base: &Path) -> Result<listing::Listing> {
             };
             let val = val.as_ref().map(|v| base.join(v));
             let test = test.as_ref().map(|t| base.join(t));
-            manifest::list(&file, &root, val.as_deref(), test.as_deref())
+            let manifests = manifest::Manifests {
+                file: &file,
+                root: &root,
+                val: val.as_deref(),
+                test: test.as_deref(),
+            };
+            manifest::list(manifests, declared)
         }
         _ => Err(Error::Input("not an image folder or CSV data set".into())),
     }
@@ -538,14 +545,27 @@ pub struct Described {
     pub key: String,
 }
 
-/// Describes a data set: lists an image folder or manifest (stat only), reads an `Npy`
-/// source's labels. `dir` as for [`read`].
+/// What the spec alone says a data set gives: the input and class names of a built-in or
+/// synthetic set, or of an image source that declares its class names, with an empty key;
+/// `None` for an image source whose classes come from its files. Touches no file.
+pub fn declared(data: &Data) -> Option<Described> {
+    Some(Described {
+        input: data.input()?,
+        classes: class_names(data)?,
+        key: String::new(),
+    })
+}
+
+/// Describes a data set: lists an image folder or manifest (stat only, checked against the
+/// declared class names), reads an `Npy` source's labels (unless it declares its class
+/// names). `dir` as for [`read`].
 pub fn describe(data: &Data, dir: Option<&Path>) -> Result<Described> {
-    if let (Some(input), Some(classes)) = (data.input(), class_names(data)) {
+    if data.image_options().is_none()
+        && let Some(d) = declared(data)
+    {
         return Ok(Described {
-            input,
-            classes,
             key: builtin_key(data, dir)?,
+            ..d
         });
     }
     let (Some(base), Some(image)) = (dir, data.image_options()) else {
@@ -738,7 +758,8 @@ fn where_to_get(data: &Data) -> &'static str {
 }
 
 /// The class names of a data set, in label order (`"0"`, `"1"`, ... for synthetic data);
-/// `None` for the image sources, whose classes come from their files ([`describe`]).
+/// for an image source its declared class names, else `None`: its classes come from its
+/// files ([`describe`]).
 pub fn class_names(data: &Data) -> Option<Vec<String>> {
     let names: &[&str] = match data {
         Data::FashionMnist { .. } => &[
@@ -769,7 +790,9 @@ pub fn class_names(data: &Data) -> Option<Vec<String>> {
         Data::Synthetic { classes, .. } => {
             return Some((0..*classes).map(|c| c.to_string()).collect());
         }
-        Data::ImageFolder { .. } | Data::Csv { .. } | Data::Npy { .. } => return None,
+        Data::ImageFolder { .. } | Data::Csv { .. } | Data::Npy { .. } => {
+            return data.class_names().map(|c| c.value.clone());
+        }
     };
     Some(names.iter().map(|s| s.to_string()).collect())
 }
