@@ -64,6 +64,7 @@ fn data() -> Data {
             resize: Resize::Crop,
             limit: None,
             skip_unreadable: false,
+            class_names: None,
         }),
     }
 }

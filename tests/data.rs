@@ -35,6 +35,7 @@ fn opts(size: u32, channels: u32) -> Spanned<ImageOptions> {
         resize: Resize::Crop,
         limit: None,
         skip_unreadable: false,
+        class_names: None,
     })
 }
 
@@ -175,6 +176,85 @@ fn image_folder_csv_and_npy_load_exactly_the_idx_tensors() {
     let s = data::read(&npy, Some(&dir), 0).unwrap();
     assert_same(&s.train, &train, &all(&train), "npy train");
     assert_same(s.test.as_ref().unwrap(), &test, &all(&test), "npz test");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue #18: declared class names fix the label order: the same folder read with the
+/// names reversed gives the same images with the labels swapped, in the declared order.
+#[test]
+fn declared_class_names_order_the_labels() {
+    let dir = tempdir("data-declared-order");
+    for (name, c) in [("blue", [20, 40, 220]), ("red", [220, 30, 30])] {
+        for k in 0..2 {
+            let path = dir.join(format!("imgs/{name}/{k}.png"));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            colour(8, 8, c).save(&path).unwrap();
+        }
+    }
+    let read = |names: Option<&[&str]>| {
+        let mut image = opts(8, 3);
+        image.value.class_names =
+            names.map(|n| Spanned::unspanned(n.iter().map(|s| s.to_string()).collect()));
+        let d = Data::ImageFolder {
+            dir: "imgs".into(),
+            image,
+        };
+        data::read(&d, Some(&dir), 0).unwrap()
+    };
+    let sorted = read(None);
+    let declared = read(Some(&["red", "blue"]));
+    assert_eq!(sorted.classes, ["blue", "red"]);
+    assert_eq!(declared.classes, ["red", "blue"]);
+    // Training images come from the classes in turn, in label order.
+    assert_eq!(sorted.train.labels(), &[0, 1, 0, 1]);
+    assert_eq!(declared.train.labels(), &[0, 1, 0, 1]);
+    let name = |s: &data::Source, i: usize| s.classes[s.train.label(i) as usize].clone();
+    for i in 0..4 {
+        let j = i ^ 1;
+        assert_eq!(declared.train.image(i), sorted.train.image(j), "image {i}");
+        assert_eq!(name(&declared, i), name(&sorted, j));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue #18: an `Npy` source's `classes` is the older spelling of `class_names`: either
+/// one names the classes, and reads the same tensors.
+#[test]
+fn npy_classes_and_class_names_read_the_same() {
+    let dir = tempdir("data-npy-alias");
+    let px: Vec<u8> = (0..4 * 16).map(|i| i as u8).collect();
+    write_npy(
+        std::fs::File::create(dir.join("x.npy")).unwrap(),
+        &[4, 4, 4],
+        &px,
+    );
+    write_npy(
+        std::fs::File::create(dir.join("y.npy")).unwrap(),
+        &[4],
+        &[2u8, 0, 1, 2],
+    );
+    let names = || Spanned::unspanned(vec!["a".to_string(), "b".into(), "c".into()]);
+    let source = |classes, image| Data::Npy {
+        images: "x.npy".into(),
+        labels: "y.npy".into(),
+        layout: Layout::Nhwc,
+        test_images: None,
+        test_labels: None,
+        classes,
+        image,
+    };
+    let mut image = opts(4, 1);
+    let old = data::read(&source(Some(names()), image.clone()), Some(&dir), 0).unwrap();
+    image.value.class_names = Some(names());
+    let new = data::read(&source(None, image), Some(&dir), 0).unwrap();
+    assert_eq!(
+        (&old.classes, &new.classes),
+        (&names().value, &names().value)
+    );
+    assert_eq!(old.train.labels(), &[2, 0, 1, 2]);
+    assert_eq!(new.train.labels(), old.train.labels());
+    assert_eq!(new.train.images(), old.train.images());
+    assert_eq!(&new.train.images()[..], &px[..]);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -293,6 +293,115 @@ fn check_needs_no_data_when_no_stage_reads_images() {
     assert!(e.contains("no-such-folder"), "{e}");
 }
 
+/// The CIFAR-10 class names, as `class_names` lists them.
+const CIFAR_CLASSES: &str =
+    r#"["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]"#;
+
+/// `pipelines/nb201-random.ron` in `dir` with `data` as its data section and retraining
+/// when `retrain`; returns its path.
+fn tabular_pipeline(dir: &Path, name: &str, data: &str, retrain: bool) -> PathBuf {
+    let mut text = std::fs::read_to_string(root().join("pipelines/nb201-random.ron"))
+        .unwrap()
+        .replace(r#"Cifar10(dir: "../data/cifar-10-batches-bin")"#, data)
+        .replace("\"../", &format!("\"{}/", root().display()));
+    if retrain {
+        text = text.replacen(
+            "    search: Trials(",
+            "    retrain: Retrain(channels: 2, layers: 3, epochs: 1, batch_size: 16, optimizer: Sgd(lr: 0.05, weight_decay: 3e-4, grad_clip: 5.0)),\n    search: Trials(",
+            1,
+        );
+    }
+    let file = dir.join(format!("{name}.ron"));
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+/// Issue #18: an image folder that declares its class names needs no files when no stage
+/// reads images: `check` passes, naming the classes in the declared order, and the tabular
+/// search runs; without the names the folder is listed for them and its absence is an
+/// error, and so it is once a stage reads images, with a note on where the names are.
+#[test]
+fn declared_class_names_need_no_data_when_no_stage_reads_images() {
+    let dir = tempdir("check-declared-classes");
+    let data = format!(
+        r#"ImageFolder(dir: "no-such-folder", image: (size: 32, class_names: {CIFAR_CLASSES}))"#
+    );
+    let file = tabular_pipeline(&dir, "declared", &data, false);
+    let out = run_ok(bin().arg("check").arg(&file));
+    assert!(
+        out.contains("input 3×32×32, 10 classes (airplane, automobile, bird, cat, deer, dog, frog, horse, ship, truck)\n")
+            && out.contains("data: not needed: no stage of this pipeline reads images"),
+        "{out}"
+    );
+    run_ok(
+        bin()
+            .arg("run")
+            .arg(&file)
+            .arg("--out")
+            .arg(dir.join("out")),
+    );
+    assert!(dir.join("out/nb201-random/search/trials.json").is_file());
+
+    let listed = tabular_pipeline(
+        &dir,
+        "listed",
+        r#"ImageFolder(dir: "no-such-folder", image: (size: 32))"#,
+        false,
+    );
+    let e = fails(bin().arg("check").arg(&listed));
+    assert!(e.contains("no-such-folder: no such directory"), "{e}");
+
+    let retrained = tabular_pipeline(&dir, "retrained", &data, true);
+    let e = fails(bin().arg("check").arg(&retrained));
+    assert!(
+        e.contains("no-such-folder: no such directory")
+            && e.contains(&format!(
+                "= note: the data's class names are declared at {}:11:",
+                retrained.display()
+            )),
+        "{e}"
+    );
+}
+
+/// Issue #18: when a stage reads the images, an image folder whose class folders are not
+/// the declared names is an error (exit 2) naming the folder, the way out and where the
+/// names are declared.
+#[test]
+fn class_folders_must_match_the_declared_names() {
+    let dir = tempdir("check-declared-mismatch");
+    for f in ["imgs/train/cat/0.png", "imgs/train/dog/0.png"] {
+        let path = dir.join(f);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, b"not decoded by check").unwrap();
+    }
+    let data = |names: &str| {
+        format!(r#"ImageFolder(dir: "imgs", image: (size: 32, class_names: {names}))"#)
+    };
+    let file = tabular_pipeline(&dir, "extra", &data(r#"["cat", "cow"]"#), true);
+    let e = fails(bin().arg("check").arg(&file));
+    let train = dir.join("imgs/train");
+    assert!(
+        e.contains(&format!(
+            "{}: class folder \"dog\" is not one of the declared `class_names` (cat, cow)",
+            train.join("dog").display()
+        )) && e.contains(&format!("move the folder out of {}", train.display()))
+            && e.contains(&format!("declared at {}:11:", file.display())),
+        "{e}"
+    );
+    let file = tabular_pipeline(&dir, "missing", &data(r#"["cat", "dog", "cow"]"#), true);
+    let e = fails(bin().arg("check").arg(&file));
+    assert!(
+        e.contains(&format!(
+            "{}: no folder for class \"cow\" of the declared `class_names`",
+            train.display()
+        )),
+        "{e}"
+    );
+    let file = tabular_pipeline(&dir, "same", &data(r#"["dog", "cat"]"#), true);
+    let out = run_ok(bin().arg("check").arg(&file));
+    assert!(out.contains("2 classes (dog, cat)"), "{out}");
+}
+
 #[test]
 fn malformed_specs_give_exact_errors() {
     let dir = root().join("tests/golden/errors");

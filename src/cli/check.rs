@@ -112,7 +112,8 @@ fn data_line(sources: &Sources, p: &crate::run::Resolved) -> Result<String> {
 
 /// The data line of a pipeline no stage of which reads images (a tabular search, nothing
 /// retrained or validated): its files are not checked, and a built-in data set's folder
-/// need not exist; an image source is still listed for its classes.
+/// need not exist; an image source is still listed for its classes unless it declares
+/// them (`class_names`).
 fn unread_line(data: &crate::spec::pipeline::Data) -> String {
     let why = "no stage of this pipeline reads images";
     match data {

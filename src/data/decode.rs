@@ -232,6 +232,7 @@ mod tests {
             resize,
             limit: None,
             skip_unreadable: false,
+            class_names: None,
         }
     }
 

@@ -5,7 +5,9 @@
 //! folder holds image files (PNG, JPEG, BMP, WebP, GIF, by extension, any case) at any
 //! depth (symbolic links to folders followed, each folder read once, so a link cycle ends);
 //! hidden files and other files are ignored. An empty class folder is an error, and
-//! so is a class of `val/` or `test/` that training does not have. Training images are
+//! so is a class of `val/` or `test/` that training does not have. Declared class names
+//! (`class_names`) replace the sorted folder names and fix the label order; then every tree
+//! (`train/`, `val/`, `test/`) must have exactly those class folders. Training images are
 //! interleaved by class (first of each class, then second, ...); the other parts keep class
 //! order. Everything is sorted, so the listing does not depend on the file system's order.
 
@@ -21,8 +23,9 @@ use crate::error::Result;
 pub const EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "webp", "gif"];
 
 /// Lists an image folder: `dir/<class>/...`, or `dir/train/<class>/...` with optional
-/// `dir/val/` and `dir/test/` laid out the same way.
-pub fn list(dir: &Path) -> Result<Listing> {
+/// `dir/val/` and `dir/test/` laid out the same way. With `declared` class names, labels
+/// index them and each tree's class folders must be exactly them.
+pub fn list(dir: &Path, declared: Option<&[String]>) -> Result<Listing> {
     if !dir.is_dir() {
         return Err(data_err(
             dir,
@@ -44,7 +47,7 @@ pub fn list(dir: &Path) -> Result<Listing> {
         ));
     }
     if !train_dir.is_dir() {
-        let (classes, per_class) = list_tree(dir, None)?;
+        let (classes, per_class) = list_tree(dir, None, declared)?;
         return Ok(Listing {
             train: interleave(per_class),
             val: None,
@@ -52,13 +55,13 @@ pub fn list(dir: &Path) -> Result<Listing> {
             classes,
         });
     }
-    let (classes, per_class) = list_tree(&train_dir, None)?;
+    let (classes, per_class) = list_tree(&train_dir, None, declared)?;
     let part = |name: &str| -> Result<Option<Vec<Item>>> {
         let d = dir.join(name);
         if !d.is_dir() {
             return Ok(None);
         }
-        let (_, per_class) = list_tree(&d, Some(&classes))?;
+        let (_, per_class) = list_tree(&d, Some(&classes), declared)?;
         Ok(Some(per_class.into_iter().flatten().collect()))
     };
     Ok(Listing {
@@ -69,25 +72,24 @@ pub fn list(dir: &Path) -> Result<Listing> {
     })
 }
 
-/// The classes of one tree and their images, class by class. With `known`, every class
-/// folder must be one of them and labels are their indices in `known`.
-fn list_tree(root: &Path, known: Option<&[String]>) -> Result<(Vec<String>, Vec<Vec<Item>>)> {
-    let mut classes = Vec::new();
-    for entry in read_dir(root)? {
-        if entry.is_dir() && !hidden(&entry) {
-            let name = entry
-                .file_name()
-                .and_then(|n| n.to_str())
-                .ok_or_else(|| data_err(&entry, "a class folder's name is not UTF-8"))?;
-            classes.push(name.to_string());
-        }
-    }
-    classes.sort();
-    if classes.is_empty() {
-        return Err(data_err(
-            root,
-            "no class folders: put each class's images in a sub-folder named after the class",
-        ));
+/// The classes of one tree and their images, class by class (in label order). With
+/// `declared`, the class folders must be exactly the declared names, which are the classes;
+/// else with `known`, every class folder must be one of them and labels are their indices
+/// in `known`.
+fn list_tree(
+    root: &Path,
+    known: Option<&[String]>,
+    declared: Option<&[String]>,
+) -> Result<(Vec<String>, Vec<Vec<Item>>)> {
+    let classes = class_folders(root)?;
+    if let Some(names) = declared {
+        check_declared(root, &classes, names)?;
+        let per_class = names
+            .iter()
+            .enumerate()
+            .map(|(label, name)| class_images(&root.join(name), label as u32))
+            .collect::<Result<_>>()?;
+        return Ok((names.to_vec(), per_class));
     }
     let mut per_class = Vec::with_capacity(classes.len());
     for name in &classes {
@@ -106,6 +108,56 @@ fn list_tree(root: &Path, known: Option<&[String]>) -> Result<(Vec<String>, Vec<
         per_class.push(class_images(&root.join(name), label as u32)?);
     }
     Ok((classes, per_class))
+}
+
+/// Errors, naming the folder, when the class folders `found` under `root` are not exactly
+/// the `declared` class names: a folder not declared first, then a name without a folder.
+fn check_declared(root: &Path, found: &[String], declared: &[String]) -> Result<()> {
+    if let Some(extra) = found.iter().find(|f| !declared.contains(f)) {
+        return Err(data_err(
+            &root.join(extra),
+            format!(
+                "class folder {extra:?} is not one of the declared `class_names` ({})\n  = \
+                 help: add {extra:?} to the data's `class_names`, or move the folder out of {}",
+                declared.join(", "),
+                root.display()
+            ),
+        ));
+    }
+    if let Some(missing) = declared.iter().find(|d| !found.contains(d)) {
+        return Err(data_err(
+            root,
+            format!(
+                "no folder for class {missing:?} of the declared `class_names`: the class \
+                 folders here are {}\n  = help: add the folder {missing}/ with its images, or \
+                 remove {missing:?} from the data's `class_names`",
+                found.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The class folders of a tree (its sub-folders but hidden ones), sorted; at least one.
+fn class_folders(root: &Path) -> Result<Vec<String>> {
+    let mut classes = Vec::new();
+    for entry in read_dir(root)? {
+        if entry.is_dir() && !hidden(&entry) {
+            let name = entry
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| data_err(&entry, "a class folder's name is not UTF-8"))?;
+            classes.push(name.to_string());
+        }
+    }
+    classes.sort();
+    if classes.is_empty() {
+        return Err(data_err(
+            root,
+            "no class folders: put each class's images in a sub-folder named after the class",
+        ));
+    }
+    Ok(classes)
 }
 
 /// The image files under one class folder, sorted by path. Errors if there are none. A
@@ -216,7 +268,7 @@ mod tests {
         ] {
             touch(&d.0.join(f));
         }
-        let l = list(&d.0).unwrap();
+        let l = list(&d.0, None).unwrap();
         assert_eq!(l.classes, vec!["a", "b"]);
         let names: Vec<_> = l
             .train
@@ -233,18 +285,84 @@ mod tests {
         for f in ["train/cat/1.png", "train/dog/1.png", "test/dog/9.png"] {
             touch(&d.0.join(f));
         }
-        let l = list(&d.0).unwrap();
+        let l = list(&d.0, None).unwrap();
         assert_eq!(l.classes, vec!["cat", "dog"]);
         assert!(l.val.is_none());
         assert_eq!(l.test.as_ref().unwrap()[0].label, 1);
         std::fs::rename(d.0.join("train"), d.0.join("training")).unwrap();
-        let e = list(&d.0).unwrap_err().to_string();
+        let e = list(&d.0, None).unwrap_err().to_string();
         assert!(e.contains("no train/ folder"), "{e}");
         std::fs::rename(d.0.join("training"), d.0.join("train")).unwrap();
         touch(&d.0.join("test/cow/1.png"));
-        let e = list(&d.0).unwrap_err().to_string();
+        let e = list(&d.0, None).unwrap_err().to_string();
         assert!(
             e.contains("cow") && e.contains("not one of the training classes"),
+            "{e}"
+        );
+    }
+
+    /// Issue #18: declared class names fix the label order, and every tree must have
+    /// exactly their folders; the errors name the folder.
+    #[test]
+    fn declared_names_order_the_labels_and_must_match_the_folders() {
+        let d = TempDir::new("folder-declared");
+        for f in [
+            "train/cat/1.png",
+            "train/dog/1.png",
+            "test/cat/9.png",
+            "test/dog/9.png",
+        ] {
+            touch(&d.0.join(f));
+        }
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let l = list(&d.0, Some(&names(&["dog", "cat"]))).unwrap();
+        assert_eq!(l.classes, ["dog", "cat"]);
+        let labels = |items: &[Item]| {
+            items
+                .iter()
+                .map(|i| {
+                    (
+                        i.label,
+                        i.path.parent().unwrap().file_name().unwrap().to_owned(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(labels(&l.train), [(0, "dog".into()), (1, "cat".into())]);
+        assert_eq!(
+            labels(l.test.as_deref().unwrap()),
+            [(0, "dog".into()), (1, "cat".into())]
+        );
+        let e = list(&d.0, Some(&names(&["cat", "dog", "cow"])))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!(
+                "{}: no folder for class \"cow\"",
+                d.0.join("train").display()
+            )) && e.contains("remove \"cow\" from the data's `class_names`"),
+            "{e}"
+        );
+        let e = list(&d.0, Some(&names(&["cat", "cow"])))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!(
+                "{}: class folder \"dog\" is not one",
+                d.0.join("train/dog").display()
+            )),
+            "{e}"
+        );
+        // The test tree must have every declared class too.
+        std::fs::remove_dir_all(d.0.join("test/dog")).unwrap();
+        let e = list(&d.0, Some(&names(&["cat", "dog"])))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!(
+                "{}: no folder for class \"dog\"",
+                d.0.join("test").display()
+            )),
             "{e}"
         );
     }
@@ -261,7 +379,7 @@ mod tests {
         // listing runs on a thread so that a walk that does not end fails the test.
         let (tx, rx) = std::sync::mpsc::channel();
         let root = d.0.clone();
-        std::thread::spawn(move || tx.send(list(&root)));
+        std::thread::spawn(move || tx.send(list(&root, None)));
         let l = rx
             .recv_timeout(std::time::Duration::from_secs(20))
             .expect("listing a folder with link cycles did not end in 20 s")
@@ -277,14 +395,14 @@ mod tests {
     #[test]
     fn empty_and_missing_folders_are_errors() {
         let d = TempDir::new("folder-empty");
-        let e = list(&d.0.join("nope")).unwrap_err().to_string();
+        let e = list(&d.0.join("nope"), None).unwrap_err().to_string();
         assert!(e.contains("no such directory"), "{e}");
-        let e = list(&d.0).unwrap_err().to_string();
+        let e = list(&d.0, None).unwrap_err().to_string();
         assert!(e.contains("no class folders"), "{e}");
         touch(&d.0.join("a/1.png"));
         std::fs::create_dir_all(d.0.join("b")).unwrap();
         touch(&d.0.join("b/readme.txt"));
-        let e = list(&d.0).unwrap_err().to_string();
+        let e = list(&d.0, None).unwrap_err().to_string();
         assert!(e.contains("empty class folder") && e.contains("/b"), "{e}");
     }
 }

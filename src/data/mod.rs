@@ -62,15 +62,21 @@ pub struct Dataset {
     labels: Arc<[u32]>,
 }
 
-/// Where a data set's pixels live: on the heap, or in a memory-mapped cache file (its first
-/// `len` bytes).
+/// Where a data set's pixels live: the first `len` bytes of a buffer on the heap or of a
+/// memory-mapped cache file. A prefix ([`Dataset::first`]) shares the buffer.
 #[derive(Clone)]
 pub(crate) enum Pixels {
-    Heap(Arc<[u8]>),
+    Heap(Arc<[u8]>, usize),
     Mapped(Arc<memmap2::Mmap>, usize),
 }
 
 impl Pixels {
+    /// A whole heap buffer.
+    fn heap(bytes: Vec<u8>) -> Pixels {
+        let len = bytes.len();
+        Pixels::Heap(bytes.into(), len)
+    }
+
     /// The first `len` bytes of a mapped file (clamped to its length).
     pub(crate) fn mapped(map: Arc<memmap2::Mmap>, len: usize) -> Pixels {
         let len = len.min(map.len());
@@ -80,7 +86,7 @@ impl Pixels {
     /// The first `len` bytes, without copying.
     fn prefix(&self, len: usize) -> Pixels {
         match self {
-            Pixels::Heap(a) => Pixels::Heap(a[..len].into()),
+            Pixels::Heap(a, l) => Pixels::Heap(a.clone(), len.min(*l)),
             Pixels::Mapped(m, l) => Pixels::Mapped(m.clone(), len.min(*l)),
         }
     }
@@ -90,7 +96,7 @@ impl std::ops::Deref for Pixels {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         match self {
-            Pixels::Heap(a) => a,
+            Pixels::Heap(a, len) => &a[..*len],
             Pixels::Mapped(m, len) => &m[..*len],
         }
     }
@@ -99,7 +105,7 @@ impl std::ops::Deref for Pixels {
 impl std::fmt::Debug for Pixels {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self {
-            Pixels::Heap(_) => "heap",
+            Pixels::Heap(..) => "heap",
             Pixels::Mapped(..) => "mapped",
         };
         write!(f, "Pixels({kind}, {} bytes)", self.len())
@@ -116,7 +122,7 @@ impl Dataset {
         images: Vec<u8>,
         labels: Vec<u32>,
     ) -> Result<Dataset> {
-        Dataset::from_pixels(name.into(), input, Pixels::Heap(images.into()), labels)
+        Dataset::from_pixels(name.into(), input, Pixels::heap(images), labels)
     }
 
     /// [`Dataset::new`] over pixels held either way.
@@ -453,7 +459,6 @@ fn npy_paths<'a>(data: &'a Data, base: &'a Path) -> Option<npy::Paths<'a>> {
         layout,
         test_images,
         test_labels,
-        classes,
         ..
     } = data
     else {
@@ -465,14 +470,16 @@ fn npy_paths<'a>(data: &'a Data, base: &'a Path) -> Option<npy::Paths<'a>> {
         labels,
         test: test_images.as_deref().zip(test_labels.as_deref()),
         layout: *layout,
-        classes: classes.as_ref().map(|c| c.value.as_slice()),
+        classes: data.class_names().map(|c| c.value.as_slice()),
     })
 }
 
-/// Lists an image folder or CSV manifest (relative paths against `base`).
+/// Lists an image folder or CSV manifest (relative paths against `base`), checked against
+/// and labelled by the declared class names when the spec gives them.
 pub fn list_images(data: &Data, base: &Path) -> Result<listing::Listing> {
+    let declared = data.class_names().map(|c| c.value.as_slice());
     match data {
-        Data::ImageFolder { dir, .. } => folder::list(&base.join(dir)),
+        Data::ImageFolder { dir, .. } => folder::list(&base.join(dir), declared),
         Data::Csv {
             file,
             root,
@@ -487,7 +494,13 @@ pub fn list_images(data: &Data, base: &Path) -> Result<listing::Listing> {
             };
             let val = val.as_ref().map(|v| base.join(v));
             let test = test.as_ref().map(|t| base.join(t));
-            manifest::list(&file, &root, val.as_deref(), test.as_deref())
+            let manifests = manifest::Manifests {
+                file: &file,
+                root: &root,
+                val: val.as_deref(),
+                test: test.as_deref(),
+            };
+            manifest::list(manifests, declared)
         }
         _ => Err(Error::Input("not an image folder or CSV data set".into())),
     }
@@ -532,14 +545,27 @@ pub struct Described {
     pub key: String,
 }
 
-/// Describes a data set: lists an image folder or manifest (stat only), reads an `Npy`
-/// source's labels. `dir` as for [`read`].
+/// What the spec alone says a data set gives: the input and class names of a built-in or
+/// synthetic set, or of an image source that declares its class names, with an empty key;
+/// `None` for an image source whose classes come from its files. Touches no file.
+pub fn declared(data: &Data) -> Option<Described> {
+    Some(Described {
+        input: data.input()?,
+        classes: class_names(data)?,
+        key: String::new(),
+    })
+}
+
+/// Describes a data set: lists an image folder or manifest (stat only, checked against the
+/// declared class names), reads an `Npy` source's labels (unless it declares its class
+/// names). `dir` as for [`read`].
 pub fn describe(data: &Data, dir: Option<&Path>) -> Result<Described> {
-    if let (Some(input), Some(classes)) = (data.input(), class_names(data)) {
+    if data.image_options().is_none()
+        && let Some(d) = declared(data)
+    {
         return Ok(Described {
-            input,
-            classes,
             key: builtin_key(data, dir)?,
+            ..d
         });
     }
     let (Some(base), Some(image)) = (dir, data.image_options()) else {
@@ -732,7 +758,8 @@ fn where_to_get(data: &Data) -> &'static str {
 }
 
 /// The class names of a data set, in label order (`"0"`, `"1"`, ... for synthetic data);
-/// `None` for the image sources, whose classes come from their files ([`describe`]).
+/// for an image source its declared class names, else `None`: its classes come from its
+/// files ([`describe`]).
 pub fn class_names(data: &Data) -> Option<Vec<String>> {
     let names: &[&str] = match data {
         Data::FashionMnist { .. } => &[
@@ -763,7 +790,9 @@ pub fn class_names(data: &Data) -> Option<Vec<String>> {
         Data::Synthetic { classes, .. } => {
             return Some((0..*classes).map(|c| c.to_string()).collect());
         }
-        Data::ImageFolder { .. } | Data::Csv { .. } | Data::Npy { .. } => return None,
+        Data::ImageFolder { .. } | Data::Csv { .. } | Data::Npy { .. } => {
+            return data.class_names().map(|c| c.value.clone());
+        }
     };
     Some(names.iter().map(|s| s.to_string()).collect())
 }
@@ -949,6 +978,38 @@ mod tests {
         assert!(e.contains("needs a directory"), "{e}");
     }
 
+    /// Issue #18: `limit` on data held on the heap keeps a view of the loaded images: the
+    /// kept images are the first bytes of the one buffer the whole training part was read
+    /// into, not a copy of them.
+    #[test]
+    fn limit_keeps_a_view_instead_of_copying_the_images() {
+        let (whole, _) = synthetic::generate(input(1, 4, 3), 10, 1, 5).unwrap();
+        let kept = whole.first(6);
+        let Pixels::Heap(buffer, _) = &whole.images else {
+            panic!("synthetic data is on the heap");
+        };
+        assert_eq!(Arc::strong_count(buffer), 2, "the prefix holds a copy");
+        assert!(kept.shares_pixels_with(&whole));
+        assert_eq!(&kept.images()[..], &whole.images()[..6 * 16]);
+        assert_eq!(kept.labels(), &whole.labels()[..6]);
+        // Through a loader: the limited training part is a prefix of the whole file's
+        // images (8 of them), so its buffer is longer than what it shows.
+        let dir = TempDir::new("limit-view");
+        let images: Vec<u8> = (0..8 * 784).map(|i| (i / 784) as u8).collect();
+        idx::tests::write_pair(&dir.0, "train", &images, &[0, 1, 0, 1, 0, 1, 0, 1], false);
+        idx::tests::write_pair(&dir.0, "t10k", &images[..784], &[1], true);
+        let data = Data::Mnist {
+            dir: "unused".into(),
+            limit: Some(Spanned::unspanned(5)),
+        };
+        let train = read(&data, Some(&dir.0), 0).unwrap().train;
+        let Pixels::Heap(buffer, len) = &train.images else {
+            panic!("IDX data is on the heap");
+        };
+        assert_eq!((buffer.len(), *len), (8 * 784, 5 * 784));
+        assert_eq!(&train.images()[..], &images[..5 * 784]);
+    }
+
     /// The part sizes docs/pipelines.md gives for `pipelines/fashion-mnist-quick.ron`.
     #[test]
     fn fashion_mnist_limit_40000_splits_as_documented() {
@@ -1004,7 +1065,7 @@ mod tests {
         let fractions = pipeline::Split::default();
         let s = split_source(source, 5, &fractions).unwrap();
         assert_eq!(s.carved, ["validation", "test"]);
-        let Pixels::Heap(buffer) = &whole.images else {
+        let Pixels::Heap(buffer, _) = &whole.images else {
             panic!("synthetic data is on the heap");
         };
         // `whole` and the three parts own the one buffer; no part holds a copy.

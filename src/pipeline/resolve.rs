@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use crate::data::Described;
 use crate::error::Result;
 use crate::run::Resolved;
 use crate::space::genotype::Genotype;
@@ -32,7 +33,7 @@ pub fn resolve(sources: &mut Sources, file: u32, path: &Path, spec: Pipeline) ->
         Data::ImageFolder { .. } | Data::Csv { .. } | Data::Npy { .. } => Some(dir.to_path_buf()),
         Data::Synthetic { .. } => None,
     };
-    let described = crate::data::describe(&spec.data, data_dir.as_deref())?;
+    let described = describe(sources, &spec, data_dir.as_deref())?;
     let input = described.input;
     let first_space_file = sources.files.len();
     let raw = space::read(sources, &space_path, Some(spec.space.span))?;
@@ -141,6 +142,32 @@ pub fn resolve(sources: &mut Sources, file: u32, path: &Path, spec: Pipeline) ->
         genotype,
         space_texts,
         space_raw: raw,
+    })
+}
+
+/// What the data gives ([`crate::data::describe`]); from the spec alone, touching no file,
+/// when an image source declares its class names and no stage reads images. An error about
+/// the files of a source that declares its class names says where they are declared.
+fn describe(sources: &Sources, spec: &Pipeline, dir: Option<&Path>) -> Result<Described> {
+    let declared = spec.data.class_names();
+    if declared.is_some()
+        && !crate::run::resolved::reads_images(spec)
+        && let Some(d) = crate::data::declared(&spec.data)
+    {
+        return Ok(d);
+    }
+    crate::data::describe(&spec.data, dir).map_err(|e| match (e, declared) {
+        (crate::error::Error::Data { path, message }, Some(names)) => {
+            let at = sources.diag(names.span, "");
+            crate::error::Error::Data {
+                path,
+                message: format!(
+                    "{message}\n  = note: the data's class names are declared at {}:{}:{}",
+                    at.file, at.line, at.col
+                ),
+            }
+        }
+        (e, _) => e,
     })
 }
 

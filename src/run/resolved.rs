@@ -54,23 +54,9 @@ pub struct Resolved {
 }
 
 impl Resolved {
-    /// Whether `stage` reads the data set's images: a DARTS search, a multi-trial search
-    /// that trains, retraining and validation do; a tabular search reads none.
+    /// Whether `stage` reads the data set's images ([`reads_images_in`]).
     pub fn reads_images_in(&self, stage: crate::run::Stage) -> bool {
-        use crate::run::Stage;
-        use crate::spec::pipeline::{Evaluator, Search};
-        match stage {
-            Stage::Search => match self.spec.search.as_deref() {
-                Some(Search::Darts { .. }) => true,
-                Some(Search::Trials { evaluator, .. }) => {
-                    !matches!(evaluator.value, Evaluator::Tabular { .. })
-                }
-                None => false,
-            },
-            Stage::Retrain => self.spec.retrain.is_some(),
-            Stage::Validate => self.spec.validate.is_some(),
-            _ => false,
-        }
+        reads_images_in(&self.spec, stage)
     }
 
     /// The pipeline's data as its three parts ([`crate::data::split_source`]), read with
@@ -98,10 +84,34 @@ impl Resolved {
 
     /// Whether any stage reads the data set's images.
     pub fn reads_images(&self) -> bool {
-        crate::run::Stage::ALL
-            .into_iter()
-            .any(|s| self.reads_images_in(s))
+        reads_images(&self.spec)
     }
+}
+
+/// Whether `stage` of `spec` reads the data set's images: a DARTS search, a multi-trial
+/// search that trains, retraining and validation do; a tabular search reads none.
+pub fn reads_images_in(spec: &Pipeline, stage: crate::run::Stage) -> bool {
+    use crate::run::Stage;
+    use crate::spec::pipeline::{Evaluator, Search};
+    match stage {
+        Stage::Search => match spec.search.as_deref() {
+            Some(Search::Darts { .. }) => true,
+            Some(Search::Trials { evaluator, .. }) => {
+                !matches!(evaluator.value, Evaluator::Tabular { .. })
+            }
+            None => false,
+        },
+        Stage::Retrain => spec.retrain.is_some(),
+        Stage::Validate => spec.validate.is_some(),
+        _ => false,
+    }
+}
+
+/// Whether any stage of `spec` reads the data set's images.
+pub fn reads_images(spec: &Pipeline) -> bool {
+    crate::run::Stage::ALL
+        .into_iter()
+        .any(|s| reads_images_in(spec, s))
 }
 
 /// The normalisation the pipeline declares, fitted on `train` when computed.

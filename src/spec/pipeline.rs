@@ -129,18 +129,18 @@ pub enum Data {
         test: u32,
     },
     /// A folder with one sub-folder of images per class (class names: the folder names,
-    /// sorted), or with `train/` and optional `val/` and `test/` sub-folders laid out that
-    /// way, used as given. PNG, JPEG, BMP, WebP and GIF (first frame) files are read, in
-    /// sub-folders too; other files are ignored. Training images are taken from the classes
-    /// in turn (first image of each class, then the second, ...), so that every prefix, and
-    /// `limit`, is balanced.
+    /// sorted, or the declared `class_names`), or with `train/` and optional `val/` and
+    /// `test/` sub-folders laid out that way, used as given. PNG, JPEG, BMP, WebP and GIF
+    /// (first frame) files are read, in sub-folders too; other files are ignored. Training
+    /// images are taken from the classes in turn (first image of each class, then the
+    /// second, ...), so that every prefix, and `limit`, is balanced.
     ImageFolder {
         dir: String,
         image: Spanned<ImageOptions>,
     },
     /// A CSV manifest of `path,label` rows (a first row `path,label` is a header). Labels
     /// are class indices when every label is a whole number, else class names (classes: the
-    /// names, sorted). Paths are relative to `root`.
+    /// names, sorted, or the declared `class_names`). Paths are relative to `root`.
     Csv {
         /// The training manifest.
         file: String,
@@ -171,7 +171,9 @@ pub enum Data {
         test_images: Option<String>,
         #[serde(default)]
         test_labels: Option<String>,
-        /// Class names in label order. Default: `"0"`, `"1"`, ...
+        /// Class names in label order. Default: `"0"`, `"1"`, ... The same as the `image`
+        /// options' `class_names` (kept so that existing pipelines read unchanged); give
+        /// one or the other.
         #[serde(default)]
         classes: Option<Spanned<Vec<String>>>,
         image: Spanned<ImageOptions>,
@@ -199,6 +201,17 @@ pub struct ImageOptions {
     /// instead of stopping. Default `false`.
     #[serde(default)]
     pub skip_unreadable: bool,
+    /// The class names in label order (as Keras's `image_dataset_from_directory(class_names
+    /// = ...)`): the first is label 0. They name the classes in the exported model and the
+    /// report. With them the spec alone gives the input, so a pipeline no stage of which
+    /// reads images needs no files. When the files are read they must agree: an image
+    /// folder's class sub-folders (in `train/`, and in `val/` and `test/` when present) are
+    /// exactly these names; a CSV manifest's labels are these names, or indices below
+    /// their count; an `Npy` source's labels are below their count. At least 2, distinct,
+    /// none empty. Default: from the files (folder names or manifest labels, sorted; `Npy`:
+    /// `"0"` to the largest label).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_names: Option<Spanned<Vec<String>>>,
 }
 
 /// How an image is brought to the target size (Catmull-Rom filter in both).
@@ -239,20 +252,33 @@ impl Data {
         }
     }
 
-    /// The input shape and class count, when the spec alone says them; `None` for sources
-    /// whose classes come from their files (`crate::pipeline::resolve` lists them).
+    /// The input shape and class count, when the spec alone says them; `None` for image
+    /// sources whose classes come from their files (`crate::pipeline::resolve` lists them),
+    /// that is, without [`Data::class_names`].
     pub fn input(&self) -> Option<Input> {
         let (channels, size) = self.shape();
         let classes = match self {
             Data::FashionMnist { .. } | Data::Mnist { .. } | Data::Cifar10 { .. } => 10,
             Data::Synthetic { classes, .. } => *classes,
-            Data::ImageFolder { .. } | Data::Csv { .. } | Data::Npy { .. } => return None,
+            Data::ImageFolder { .. } | Data::Csv { .. } | Data::Npy { .. } => {
+                self.class_names()?.value.len() as u32
+            }
         };
         Some(Input {
             channels,
             size,
             classes,
         })
+    }
+
+    /// The class names an image source declares, in label order: the image options'
+    /// `class_names`, or an `Npy` source's `classes` (`spec::check` refuses both at once).
+    pub fn class_names(&self) -> Option<&Spanned<Vec<String>>> {
+        let declared = self.image_options()?.class_names.as_ref();
+        match self {
+            Data::Npy { classes, .. } => declared.or(classes.as_ref()),
+            _ => declared,
+        }
     }
 
     /// The shared image options of an image source.

@@ -107,6 +107,7 @@ impl Preprocess {
             resize: self.resize,
             limit: None,
             skip_unreadable: false,
+            class_names: None,
         }
     }
 

@@ -189,10 +189,61 @@ impl Checker<'_> {
         if let Some(l) = &o.limit {
             self.positive(l, "image limit")?;
         }
+        if let Some(c) = &o.class_names {
+            self.class_list(c, "class_names")?;
+        }
         Ok(())
     }
 
-    /// An `Npy` source: test images and labels both or neither; class names distinct.
+    /// A list of class names (`field` names it in messages): at least 2 (a classifier
+    /// needs 2), at most [`MAX_CLASSES`], none empty, none twice.
+    fn class_list(&self, c: &Spanned<Vec<String>>, field: &str) -> Result<()> {
+        let names = &c.value;
+        if names.len() < 2 {
+            return Err(self
+                .sources
+                .diag(
+                    c.span,
+                    format!(
+                        "`{field}` names {} class{}; a classifier needs at least 2",
+                        names.len(),
+                        if names.len() == 1 { "" } else { "es" }
+                    ),
+                )
+                .with_help(format!(
+                    "list every class in label order, or remove `{field}` to take the classes \
+                     from the files"
+                ))
+                .into());
+        }
+        if names.len() > MAX_CLASSES as usize {
+            return Err(self.err(
+                c.span,
+                format!(
+                    "`{field}`: at most {MAX_CLASSES} classes, got {}",
+                    names.len()
+                ),
+            ));
+        }
+        if let Some(i) = names.iter().position(|n| n.trim().is_empty()) {
+            return Err(self.err(c.span, format!("`{field}`: class {i} has an empty name")));
+        }
+        let mut seen = std::collections::HashMap::new();
+        for (i, n) in names.iter().enumerate() {
+            if let Some(first) = seen.insert(n.as_str(), i) {
+                return Err(self.err(
+                    c.span,
+                    format!(
+                        "`{field}` names {n:?} twice (classes {first} and {i}); each class once"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// An `Npy` source: test images and labels both or neither; `classes` a list of class
+    /// names as `class_names` is, and not both of them.
     fn npy(
         &self,
         p: &Pipeline,
@@ -206,19 +257,28 @@ impl Checker<'_> {
                 "Npy data: give both `test_images` and `test_labels`, or neither",
             ));
         }
-        if let Some(c) = classes {
-            let mut sorted = c.value.clone();
-            sorted.sort();
-            sorted.dedup();
-            if c.value.len() < 2 || sorted.len() != c.value.len() {
-                return Err(self.err(
-                    c.span,
-                    "Npy data: `classes` must name at least 2 classes, each once",
-                ));
-            }
-            if c.value.len() > MAX_CLASSES as usize {
-                return Err(self.err(c.span, format!("at most {MAX_CLASSES} classes")));
-            }
+        let Some(c) = classes else {
+            return Ok(());
+        };
+        self.class_list(c, "classes")?;
+        let declared = p.data.image_options().and_then(|o| o.class_names.as_ref());
+        if let Some(d) = declared {
+            let at = self.sources.diag(c.span, "");
+            return Err(self
+                .sources
+                .diag(
+                    d.span,
+                    format!(
+                        "Npy data: `class_names` and `classes` (at {}:{}:{}) both name the \
+                         classes",
+                        at.file, at.line, at.col
+                    ),
+                )
+                .with_help(
+                    "keep one of them: `classes` is the older spelling of the image options' \
+                     `class_names`",
+                )
+                .into());
         }
         Ok(())
     }
