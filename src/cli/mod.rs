@@ -223,8 +223,27 @@ const POOL_STACK: usize = 8 << 20;
 /// is done, and the caller's own serial work (Candle's element-wise ops) competes for the
 /// cores with pool threads that are still spinning for work: three busy threads on two
 /// cores. Called from inside, the caller is one of the pool's threads and does its share.
-/// The 8-cell search step (`speed --row supernet_8_b16`, 2 cores) took about a quarter less
-/// time this way.
+/// On 2 cores the search steps took 11–21% less time this way and the retraining step 6–10%
+/// (docs/speed.md).
 pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| f())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn on_pool_runs_on_a_thread_of_the_global_pool() {
+        assert_eq!(rayon::current_thread_index(), None);
+        let (index, value) = on_pool(|| (rayon::current_thread_index(), 7));
+        assert!(index.is_some(), "the closure ran off the pool");
+        assert_eq!(value, 7);
+        // From a pool thread it runs in place.
+        let nested = on_pool(|| {
+            let outer = rayon::current_thread_index();
+            on_pool(|| rayon::current_thread_index() == outer)
+        });
+        assert!(nested);
+    }
 }
