@@ -13,7 +13,9 @@ use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::kernels::{batch_norm_eval, batch_norm_train};
+use crate::kernels::{
+    batch_norm_eval, batch_norm_relu_eval, batch_norm_relu_train, batch_norm_train,
+};
 
 /// Trainable parameters and buffers, in creation order.
 #[derive(Clone)]
@@ -242,37 +244,47 @@ impl BatchNorm {
     /// # Shapes
     /// `x`: [N, C, H, W] → [N, C, H, W].
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let c = self.running_mean.dim(0)?;
-        if train {
-            let (y, mean, var) =
-                batch_norm_train(x, self.weight.as_ref(), self.bias.as_ref(), self.eps)?;
-            let n = (x.elem_count() / c) as f64;
-            if n > 1.0 {
-                let m = self.momentum;
-                let unbiased = var.affine(n / (n - 1.0), 0.0)?;
-                let rm = self
-                    .running_mean
-                    .as_tensor()
-                    .affine(1.0 - m, 0.0)?
-                    .add(&mean.affine(m, 0.0)?)?;
-                let rv = self
-                    .running_var
-                    .as_tensor()
-                    .affine(1.0 - m, 0.0)?
-                    .add(&unbiased.affine(m, 0.0)?)?;
-                self.running_mean.set(&rm)?;
-                self.running_var.set(&rv)?;
-            }
-            return Ok(y);
+        self.forward_with(x, train, false)
+    }
+
+    /// [`BatchNorm::forward`] then a ReLU, as one op ([`batch_norm_relu_train`]): the
+    /// autograd graph keeps the output only, not the normalised values as well.
+    pub fn forward_relu(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_with(x, train, true)
+    }
+
+    fn forward_with(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
+        let (w, b) = (self.weight.as_ref(), self.bias.as_ref());
+        if !train {
+            let (mean, var) = (self.running_mean.as_tensor(), self.running_var.as_tensor());
+            return match relu {
+                false => batch_norm_eval(x, mean, var, w, b, self.eps),
+                true => batch_norm_relu_eval(x, mean, var, w, b, self.eps),
+            };
         }
-        batch_norm_eval(
-            x,
-            self.running_mean.as_tensor(),
-            self.running_var.as_tensor(),
-            self.weight.as_ref(),
-            self.bias.as_ref(),
-            self.eps,
-        )
+        let (y, mean, var) = match relu {
+            false => batch_norm_train(x, w, b, self.eps)?,
+            true => batch_norm_relu_train(x, w, b, self.eps)?,
+        };
+        let n = (x.elem_count() / self.running_mean.dim(0)?) as f64;
+        if n > 1.0 {
+            self.update_running(&mean, &var.affine(n / (n - 1.0), 0.0)?)?;
+        }
+        Ok(y)
+    }
+
+    /// `running ← (1 − momentum)·running + momentum·batch` for the mean and the (unbiased)
+    /// variance.
+    fn update_running(&self, mean: &Tensor, unbiased: &Tensor) -> Result<()> {
+        let m = self.momentum;
+        for (running, batch) in [(&self.running_mean, mean), (&self.running_var, unbiased)] {
+            let next = running
+                .as_tensor()
+                .affine(1.0 - m, 0.0)?
+                .add(&batch.affine(m, 0.0)?)?;
+            running.set(&next)?;
+        }
+        Ok(())
     }
 }
 

@@ -44,10 +44,39 @@ pub fn batch_norm_train(
     bias: Option<&Tensor>,
     eps: f64,
 ) -> Result<(Tensor, Tensor, Tensor)> {
-    let dims = check("batch_norm_train", x, weight, bias)?;
+    train("batch_norm_train", x, weight, bias, eps, false)
+}
+
+/// [`batch_norm_train`] followed by a ReLU, `max(0, y)`, in one op: on the CPU the
+/// normalised values before the ReLU are never stored, so the autograd graph keeps one
+/// tensor (the output) where the two ops keep two. Same values and gradients as
+/// `relu(batch_norm_train(x, ..).0)` with [`super::relu`].
+///
+/// # Shapes and errors
+/// As [`batch_norm_train`].
+pub fn batch_norm_relu_train(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    train("batch_norm_relu_train", x, weight, bias, eps, true)
+}
+
+fn train(
+    op: &str,
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+    relu: bool,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let dims = check(op, x, weight, bias)?;
     let (n, c, h, w) = dims;
     if !use_cpu_kernel(x) || n * h * w == 0 {
-        return composed(x, weight, bias, eps);
+        let (y, mean, var) = composed(x, weight, bias, eps)?;
+        let y = if relu { super::relu(&y)? } else { y };
+        return Ok((y, mean, var));
     }
     let x = x.contiguous()?;
     let stats = x.apply_op1_no_bwd(&ChannelStats { dims })?;
@@ -56,6 +85,7 @@ pub fn batch_norm_train(
         dims,
         mean: sv[0].clone(),
         inv_std: sv[1].iter().map(|v| 1.0 / (v + eps).sqrt()).collect(),
+        relu,
     };
     let y = if weight.is_none() && bias.is_none() {
         x.apply_op1(op)?
@@ -86,23 +116,59 @@ pub fn batch_norm_eval(
     bias: Option<&Tensor>,
     eps: f64,
 ) -> Result<Tensor> {
-    const OP: &str = "batch_norm_eval";
-    let dims = check(OP, x, weight, bias)?;
+    eval("batch_norm_eval", x, [mean, var], weight, bias, eps, false)
+}
+
+/// [`batch_norm_eval`] followed by a ReLU, in one pass on the CPU.
+///
+/// # Shapes and errors
+/// As [`batch_norm_eval`].
+pub fn batch_norm_relu_eval(
+    x: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<Tensor> {
+    eval(
+        "batch_norm_relu_eval",
+        x,
+        [mean, var],
+        weight,
+        bias,
+        eps,
+        true,
+    )
+}
+
+fn eval(
+    op: &str,
+    x: &Tensor,
+    [mean, var]: [&Tensor; 2],
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+    relu: bool,
+) -> Result<Tensor> {
+    let dims = check(op, x, weight, bias)?;
     let c = dims.1;
     for (name, t) in [("mean", mean), ("variance", var)] {
-        check_like(OP, name, t, x)?;
+        check_like(op, name, t, x)?;
         if t.dims() != [c] {
-            bail!("{OP}: the {name} has shape {:?}, expected [{c}]", t.dims())
+            bail!("{op}: the {name} has shape {:?}, expected [{c}]", t.dims())
         }
     }
     if !use_cpu_kernel(x) {
-        return batch_norm_eval_reference(x, mean, var, weight, bias, eps);
+        let y = batch_norm_eval_reference(x, mean, var, weight, bias, eps)?;
+        return if relu { super::relu(&y) } else { Ok(y) };
     }
     let f64s = |t: &Tensor| t.to_dtype(DType::F64)?.to_vec1::<f64>();
     let op = Norm {
         dims,
         mean: f64s(mean)?,
         inv_std: f64s(var)?.iter().map(|v| 1.0 / (v + eps).sqrt()).collect(),
+        relu,
     };
     let x = x.contiguous()?;
     if weight.is_none() && bias.is_none() {
@@ -312,6 +378,9 @@ struct Norm {
     dims: Dims,
     mean: Vec<f64>,
     inv_std: Vec<f64>,
+    /// `max(0, y)` after the normalisation; the backward then masks the output gradient
+    /// by `[y > 0]` (from the op's own output) first.
+    relu: bool,
 }
 
 impl CustomOp1 for Norm {
@@ -338,8 +407,8 @@ impl CustomOp1 for Norm {
         Ok((out, Shape::from(self.dims)))
     }
 
-    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let (dx, _) = self.backward(x, None, grad, true)?;
+    fn bwd(&self, x: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let (dx, _) = self.backward(x, None, res, grad, true)?;
         Ok(dx)
     }
 }
@@ -388,10 +457,10 @@ impl CustomOp3 for Norm {
         x: &Tensor,
         weight: &Tensor,
         bias: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, sums) = self.backward(x, Some(weight), grad, x.track_op())?;
+        let (dx, sums) = self.backward(x, Some(weight), res, grad, x.track_op())?;
         let per_channel = |row: &[f64]| Tensor::new(row, x.device())?.to_dtype(x.dtype());
         let dw = weight
             .track_op()
@@ -417,19 +486,31 @@ impl Norm {
         y.par_chunks_mut(h * w)
             .zip(x.par_chunks(h * w))
             .enumerate()
-            .for_each(|(i, (y, x))| normalize_plane(y, x, coef[i % c]));
+            .for_each(|(i, (y, x))| {
+                if self.relu {
+                    normalize_relu_plane(y, x, coef[i % c])
+                } else {
+                    normalize_plane(y, x, coef[i % c])
+                }
+            });
         y
     }
 
-    /// The per-channel sums `[Σdy, Σdy·x̂]` and, when `need_dx`, the input gradient.
+    /// The per-channel sums `[Σdy, Σdy·x̂]` and, when `need_dx`, the input gradient, where
+    /// `dy` is `grad` (masked by `[res > 0]` when the op ends in a ReLU).
     fn backward(
         &self,
         x: &Tensor,
         weight: Option<&Tensor>,
+        res: &Tensor,
         grad: &Tensor,
         need_dx: bool,
     ) -> Result<(Option<Tensor>, Vec<Vec<f64>>)> {
-        let grad = grad.contiguous()?;
+        let grad = if self.relu {
+            super::relu::backward(res, grad)?
+        } else {
+            grad.contiguous()?
+        };
         let (n, c, h, w) = self.dims;
         let sums = x
             .apply_op2_no_bwd(
@@ -560,6 +641,14 @@ fn normalize_plane<T: Real>(y: &mut [T], x: &[T], (mu, a, b): (T, T, T)) {
     }
 }
 
+/// `y = max(0, (x − mu)·a + b)` over one plane.
+#[multiversion(targets = "simd")]
+fn normalize_relu_plane<T: Real>(y: &mut [T], x: &[T], (mu, a, b): (T, T, T)) {
+    for (y, &v) in y.iter_mut().zip(x) {
+        *y = num_traits::Float::max((v - mu) * a + b, T::zero());
+    }
+}
+
 /// `dx = (dy − mean_dy)·a + (x − mean)·b` over one plane, `coef = [mean, mean_dy, a, b]`.
 #[multiversion(targets = "simd")]
 fn input_grad_plane<T: Real>(gx: &mut [T], grad: &[T], x: &[T], coef: [T; 4]) {
@@ -673,6 +762,9 @@ mod tests {
     type Bn =
         fn(&Tensor, Option<&Tensor>, Option<&Tensor>, f64) -> Result<(Tensor, Tensor, Tensor)>;
 
+    type EvalFn =
+        fn(&Tensor, &Tensor, &Tensor, Option<&Tensor>, Option<&Tensor>, f64) -> Result<Tensor>;
+
     /// Which of weight and bias are given.
     const AFFINE: [(bool, bool); 4] = [(false, false), (true, true), (true, false), (false, true)];
 
@@ -725,6 +817,60 @@ mod tests {
             assert_close(&m, &rm, tol, &format!("mean {what}"));
             assert_close(&v, &rv, tol, &format!("var {what}"));
             assert_eq!(m.dims(), [dims[1]]);
+        }
+    }
+
+    /// The fused op is the two ops it replaces, bit for bit: forward and every gradient, on
+    /// the kernel and on the composition, in training and in evaluation mode.
+    #[test]
+    fn batch_norm_relu_is_relu_after_batch_norm_exactly() {
+        let relu_after =
+            |t: &[Tensor], affine| super::super::relu(&apply(batch_norm_train, t, affine)?);
+        for composed in [false, true] {
+            for dtype in [DType::F32, DType::F64] {
+                for affine in AFFINE {
+                    let t = inputs(&[3, 4, 5, 6], dtype, affine, 13);
+                    let run = |f: Kernel| {
+                        let go = || forward_grads(f, &t, 2);
+                        if composed {
+                            crate::kernels::with_compositions(go)
+                        } else {
+                            go()
+                        }
+                    };
+                    let got = run(&|t: &[Tensor]| apply(batch_norm_relu_train, t, affine));
+                    let want = run(&|t: &[Tensor]| relu_after(t, affine));
+                    let what = format!("{dtype:?} affine {affine:?} composed {composed}");
+                    assert_close(&got.0, &want.0, 0.0, &format!("forward {what}"));
+                    assert!(values(&got.0).contains(&0.0), "{what}: no ReLU cut");
+                    for (i, (g, w)) in got.1.iter().zip(&want.1).enumerate() {
+                        assert_close(g, w, 0.0, &format!("gradient {i} {what}"));
+                    }
+                    let (_, m, v) = batch_norm_relu_train(&t[0], None, None, 1e-5).unwrap();
+                    let (_, rm, rv) = batch_norm_train(&t[0], None, None, 1e-5).unwrap();
+                    assert_eq!((values(&m), values(&v)), (values(&rm), values(&rv)));
+                    let mut rest = t[1..].iter();
+                    let w = if affine.0 { rest.next() } else { None };
+                    let b = if affine.1 { rest.next() } else { None };
+                    let eval = |f: EvalFn| f(&t[0], &m, &v, w, b, 1e-5).unwrap();
+                    let want = super::super::relu(&eval(batch_norm_eval)).unwrap();
+                    assert_close(
+                        &eval(batch_norm_relu_eval),
+                        &want,
+                        0.0,
+                        &format!("eval {what}"),
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn batch_norm_relu_finite_differences() {
+        for affine in AFFINE {
+            let t = inputs(&[2, 2, 3, 2], DType::F64, affine, 17);
+            let f: Kernel = &|t: &[Tensor]| apply(batch_norm_relu_train, t, affine);
+            finite_difference_check(f, &t, 1e-6, &format!("affine {affine:?}"));
         }
     }
 

@@ -22,7 +22,8 @@
 //! `pool.rs` owns the pools, `depthwise.rs` the depthwise convolution (`stencil.rs` its
 //! vectorised stride-1 loops), `conv.rs` the
 //! standard convolution (im2col and matrix products), `relu.rs` the ReLU and
-//! `batch_norm.rs` the training-mode batch norm and `weighted_sum.rs` the mixed edge's
+//! `batch_norm.rs` the training-mode batch norm (alone or with the ReLU after it),
+//! `scaled_sum.rs` a cell node's sum under drop path and `weighted_sum.rs` the mixed edge's
 //! `Σ pₖ · xₖ` (the element-wise ops: there Candle's CPU backend spends one pass and one
 //! allocation per elementary op, forward and backward, and keeps every intermediate alive).
 //!
@@ -37,16 +38,19 @@ mod depthwise;
 mod pool;
 pub mod probe;
 mod relu;
+mod scaled_sum;
 mod stencil;
 mod weighted_sum;
 
 pub use batch_norm::{
-    batch_norm_eval, batch_norm_eval_reference, batch_norm_train, batch_norm_train_reference,
+    batch_norm_eval, batch_norm_eval_reference, batch_norm_relu_eval, batch_norm_relu_train,
+    batch_norm_train, batch_norm_train_reference,
 };
 pub use conv::{conv2d, conv2d_reference};
 pub use depthwise::{depthwise_conv2d, depthwise_conv2d_dense, depthwise_conv2d_reference};
 pub use pool::{avg_pool2d, avg_pool2d_reference, max_pool2d, max_pool2d_reference};
 pub use relu::relu;
+pub use scaled_sum::{SampleScales, Term, scaled_sum, scaled_sum_reference};
 pub use weighted_sum::{weighted_sum, weighted_sum_reference};
 
 use candle_core::backend::BackendStorage;

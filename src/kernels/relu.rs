@@ -49,11 +49,15 @@ impl CustomOp1 for Relu {
     }
 
     fn bwd(&self, _x: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(
-            res.contiguous()?
-                .apply_op2_no_bwd(&grad.contiguous()?, &ReluBackward)?,
-        ))
+        backward(res, grad).map(Some)
     }
+}
+
+/// The gradient through a ReLU from its output `y`: `grad · [y > 0]`, one pass on the CPU
+/// (not differentiable).
+pub(super) fn backward(y: &Tensor, grad: &Tensor) -> Result<Tensor> {
+    y.contiguous()?
+        .apply_op2_no_bwd(&grad.contiguous()?, &ReluBackward)
 }
 
 fn fwd<T: Real>(op: &str, s: &CpuStorage, l: &Layout) -> Result<CpuStorage> {

@@ -46,11 +46,10 @@ impl ConvBn {
 
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = kernels::conv2d(x, &self.conv, self.stride, self.padding, 1)?;
-        let y = self.bn.forward(&y, train)?;
         match self.act {
-            Act::None => Ok(y),
-            Act::Relu => kernels::relu(&y),
-            Act::Relu6 => y.clamp(0.0, 6.0),
+            Act::None => self.bn.forward(&y, train),
+            Act::Relu => self.bn.forward_relu(&y, train),
+            Act::Relu6 => self.bn.forward(&y, train)?.clamp(0.0, 6.0),
         }
     }
 
@@ -101,9 +100,14 @@ impl Preprocess {
     }
 
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_after_relu(&kernels::relu(x)?, train)
+    }
+
+    /// [`Preprocess::forward`] given `relu(x)` (both blocks begin with a ReLU).
+    pub fn forward_after_relu(&self, r: &Tensor, train: bool) -> Result<Tensor> {
         match self {
-            Preprocess::Conv(m) => m.forward(x, train),
-            Preprocess::Reduce(m) => m.forward(x, train),
+            Preprocess::Conv(m) => m.forward_after_relu(r, train),
+            Preprocess::Reduce(m) => m.forward_after_relu(r, train),
         }
     }
 
@@ -312,15 +316,14 @@ impl AuxHead {
     /// # Shapes
     /// [N, C, 8..=10, 8..=10] → [N, classes].
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = kernels::avg_pool2d(&kernels::relu(x)?, 5, 3, 0)?;
-        let x = self
-            .bn1
-            .forward(&kernels::conv2d(&x, &self.conv1, 1, 0, 1)?, train)?;
-        let x = kernels::relu(&x)?;
-        let x = self
-            .bn2
-            .forward(&kernels::conv2d(&x, &self.conv2, 1, 0, 1)?, train)?;
-        let x = kernels::relu(&x)?.flatten_from(1)?;
-        self.classifier.forward(&x)
+        self.forward_after_relu(&kernels::relu(x)?, train)
+    }
+
+    /// [`AuxHead::forward`] given `relu(x)`.
+    pub fn forward_after_relu(&self, r: &Tensor, train: bool) -> Result<Tensor> {
+        let x = kernels::avg_pool2d(r, 5, 3, 0)?;
+        let x = (self.bn1).forward_relu(&kernels::conv2d(&x, &self.conv1, 1, 0, 1)?, train)?;
+        let x = (self.bn2).forward_relu(&kernels::conv2d(&x, &self.conv2, 1, 0, 1)?, train)?;
+        self.classifier.forward(&x.flatten_from(1)?)
     }
 }

@@ -17,8 +17,8 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::kernels;
 use crate::nets::blocks::{
-    AuxHead, ConvBn, Linear, Preprocess, Residual, accumulate, aux_check, aux_params,
-    concat_states, preprocess_inputs,
+    AuxHead, ConvBn, Linear, Preprocess, Residual, aux_check, aux_params, concat_states,
+    preprocess_inputs,
 };
 use crate::nn::{BatchNorm, Scope, Store};
 use crate::ops::{BnMode, Op, OpModule, Shape};
@@ -264,18 +264,22 @@ impl Model {
         // graph and dropped after its last reader, so memory holds about one layer's
         // activations instead of the whole forward pass.
         let keep = if eval { Keep::UntilLastUse } else { Keep::All };
+        let mut relus = LayerRelus {
+            share: !eval,
+            of: vec![None; self.layers.len()],
+        };
         let mut aux = None;
         let logits = walk::layers(
             &self.net.reads(),
             x.clone(),
             keep,
             |i, inputs| -> Result<Tensor> {
-                let y = self.layer_forward(i, inputs, x, &mut mode)?;
+                let y = self.layer_forward(i, inputs, x, &mut mode, &mut relus)?;
                 if let Some((at, head)) = &self.aux
                     && *at == i
                     && train
                 {
-                    aux = Some(head.forward(&y, true)?);
+                    aux = Some(head.forward_after_relu(&relus.of(Some(i), &y)?, true)?);
                 }
                 Ok(if eval { y.detach() } else { y })
             },
@@ -290,18 +294,30 @@ impl Model {
         inputs: Vec<Tensor>,
         x: &Tensor,
         mode: &mut Mode,
+        relus: &mut LayerRelus,
     ) -> Result<Tensor> {
         let train = mode.batch_stats();
         Ok(match &self.layers[i] {
             Layer::ConvBn(m) => m.forward(&inputs[0], train)?,
-            Layer::Cell(c) => cell_forward(c, inputs, mode)?,
+            Layer::Cell(c) => {
+                let from = &self.net.layers[i].inputs;
+                let states = (c.pre.iter().zip(inputs).enumerate())
+                    .map(|(k, (pre, x))| match pre {
+                        None => Ok(x),
+                        Some(p) => {
+                            p.forward_after_relu(&relus.of(from.get(k).copied(), &x)?, train)
+                        }
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                cell_states_forward(c, states, mode)?
+            }
             Layer::Choice(e) => match edge_forward(e, &inputs[0], &mut None, mode, false)? {
-                Some(y) => y,
+                Some((y, _)) => y,
                 None => zeros_like_shape(x, self.net.layers[i].output)?,
             },
             Layer::Residual(r) => r.forward(&inputs[0], train)?,
             Layer::BnRelu(bn) => {
-                let y = kernels::relu(&bn.forward(&inputs[0], train)?)?;
+                let y = bn.forward_relu(&inputs[0], train)?;
                 mode.tap(&y);
                 y
             }
@@ -356,17 +372,17 @@ fn build_cell(s: &Scope, c: &NetCell, pre: Vec<Option<Preprocess>>) -> Result<Ce
     })
 }
 
-/// The edge's output, or `None` for `Zero` (nothing to add). `drop`: drop path applies to
-/// this edge's op in training mode (cell edges, not searchable layers).
-/// One edge's output (`None` for a zero edge). `relu` caches `relu(x)` for the ops of a
-/// cell that read the same state and begin with a ReLU.
+/// One edge's output (`None` for a zero edge), with the drop-path mask to scale it by when
+/// `drop` and the mode draws one (cell edges, not searchable layers; never identities). The
+/// mask is drawn here, right after the op, so the draws follow the edges' order. `relu`
+/// caches `relu(x)` for the ops of a cell that read the same state and begin with a ReLU.
 fn edge_forward(
     e: &Edge,
     x: &Tensor,
     relu: &mut Option<Tensor>,
     mode: &mut Mode,
     drop: bool,
-) -> Result<Option<Tensor>> {
+) -> Result<Option<kernels::Term>> {
     Ok(match e {
         Edge::Zero => None,
         Edge::Op(op) => {
@@ -384,15 +400,42 @@ fn edge_forward(
             } else {
                 op.forward(x, train)?
             };
-            match mode {
+            let mask = match mode {
                 Mode::Train { drop_path, rng } if drop && *drop_path > 0.0 && !op.is_identity() => {
-                    Some(drop_path_apply(&y, *drop_path, rng)?)
+                    Some(drop_path_mask(y.dim(0)?, *drop_path, rng))
                 }
-                _ => Some(y),
-            }
+                _ => None,
+            };
+            Some((y, mask))
         }
-        Edge::Cell(c) => Some(cell_forward(c, vec![x.clone()], mode)?),
+        Edge::Cell(c) => Some((cell_forward(c, vec![x.clone()], mode)?, None)),
     })
+}
+
+/// Each layer's output after a ReLU, for the readers that begin with one (cell
+/// preprocessing, the auxiliary head). With `share` (training) it is computed once per
+/// forward pass, so the autograd graph keeps one copy however many readers there are;
+/// without (evaluation) each reader computes its own, so nothing outlives the layer's last
+/// reader.
+struct LayerRelus {
+    share: bool,
+    of: Vec<Option<Tensor>>,
+}
+
+impl LayerRelus {
+    /// `relu(x)`, `x` being the output of `layer` (`None`: the image, not shared).
+    fn of(&mut self, layer: Option<usize>, x: &Tensor) -> Result<Tensor> {
+        let Some(slot) = layer
+            .filter(|_| self.share)
+            .and_then(|j| self.of.get_mut(j))
+        else {
+            return kernels::relu(x);
+        };
+        match slot {
+            Some(r) => Ok(r.clone()),
+            None => Ok(slot.insert(kernels::relu(x)?).clone()),
+        }
+    }
 }
 
 impl Cell {
@@ -405,31 +448,34 @@ impl Cell {
     }
 }
 
-/// The cell on its inputs: each node the sum of its edges' outputs, zeros of its shape when
-/// every edge is `Zero`.
+/// The cell on its inputs (preprocessed here).
 fn cell_forward(c: &Cell, inputs: Vec<Tensor>, mode: &mut Mode) -> Result<Tensor> {
     let train = mode.batch_stats();
+    cell_states_forward(c, preprocess_inputs(&c.pre, inputs, train)?, mode)
+}
+
+/// The cell on its input states: each node the sum of its edges' outputs (under drop path,
+/// each scaled by its mask within the sum, [`kernels::scaled_sum`]), zeros of its shape when
+/// every edge is `Zero`.
+fn cell_states_forward(c: &Cell, inputs: Vec<Tensor>, mode: &mut Mode) -> Result<Tensor> {
     let like = inputs
         .first()
         .cloned()
         .ok_or_else(|| candle_core::Error::Msg("a cell without inputs".into()))?;
-    let inputs = preprocess_inputs(&c.pre, inputs, train)?;
     // Per state, its ReLU once an op that begins with one has read it.
     let mut relus: Vec<Option<Tensor>> = vec![None; c.states];
     let states = walk::cell(
         mode,
         c.dag(),
         inputs,
-        |mode, sum, e, x| {
+        |mode, terms: &mut Vec<kernels::Term>, e, x| {
             let relu = &mut relus[c.links[e].from];
-            match edge_forward(&c.edges[e], x, relu, mode, true)? {
-                Some(y) => accumulate(sum, y),
-                None => Ok(()),
-            }
+            terms.extend(edge_forward(&c.edges[e], x, relu, mode, true)?);
+            Ok(())
         },
-        |_, node, sum| match sum {
-            Some(s) => Ok(s),
-            None => zeros_like_shape(&like, c.shapes[node]),
+        |_, node, terms| match terms.is_empty() {
+            false => kernels::scaled_sum(&terms),
+            true => zeros_like_shape(&like, c.shapes[node]),
         },
     )?;
     concat_states(&states, &c.outputs)
@@ -449,12 +495,11 @@ fn zeros_like_shape(like: &Tensor, shape: Shape) -> Result<Tensor> {
     )
 }
 
-/// DARTS's drop path: each sample's `y` is zeroed with probability `p`, survivors scaled by
-/// 1/(1−p). The mask [N, 1, 1, 1] is drawn on the CPU from `rng`, one draw per sample.
-pub fn drop_path_apply(y: &Tensor, p: f64, rng: &mut ChaCha8Rng) -> Result<Tensor> {
+/// DARTS's drop path for a batch of `n`: per sample, 0 with probability `p`, else 1/(1−p)
+/// (as f32), one draw from `rng` per sample, in order.
+pub fn drop_path_mask(n: usize, p: f64, rng: &mut ChaCha8Rng) -> kernels::SampleScales {
     let keep = 1.0 - p;
-    let n = y.dim(0)?;
-    let mask: Vec<f32> = (0..n)
+    (0..n)
         .map(|_| {
             if rng.random::<f64>() < keep {
                 (1.0 / keep) as f32
@@ -462,9 +507,5 @@ pub fn drop_path_apply(y: &Tensor, p: f64, rng: &mut ChaCha8Rng) -> Result<Tenso
                 0.0
             }
         })
-        .collect();
-    let mask = Tensor::from_vec(mask, (n, 1, 1, 1), &Device::Cpu)?
-        .to_dtype(y.dtype())?
-        .to_device(y.device())?;
-    y.broadcast_mul(&mask)
+        .collect()
 }

@@ -221,6 +221,21 @@ impl DwPwBn {
 
     /// [`DwPwBn::forward`] given `relu(x)`.
     pub fn forward_after_relu(&self, r: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        self.bn.forward(&self.convs(r)?, train)
+    }
+
+    /// `relu(forward(x))` given `relu(x)`: the BN and the ReLU after it as one op
+    /// ([`BatchNorm::forward_relu`]).
+    pub fn forward_after_relu_then_relu(
+        &self,
+        r: &Tensor,
+        train: bool,
+    ) -> candle_core::Result<Tensor> {
+        self.bn.forward_relu(&self.convs(r)?, train)
+    }
+
+    /// The depthwise then the pointwise convolution.
+    fn convs(&self, r: &Tensor) -> candle_core::Result<Tensor> {
         let y = crate::kernels::depthwise_conv2d(
             r,
             &self.dw,
@@ -228,8 +243,7 @@ impl DwPwBn {
             self.padding,
             self.dilation,
         )?;
-        let y = crate::kernels::conv2d(&y, &self.pw, 1, 0, 1)?;
-        self.bn.forward(&y, train)
+        crate::kernels::conv2d(&y, &self.pw, 1, 0, 1)
     }
 }
 
@@ -276,15 +290,17 @@ pub struct SepConvModule(pub DwPwBn, pub DwPwBn);
 
 impl FamilyModule for SepConvModule {
     fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        self.1.forward(&self.0.forward(x, train)?, train)
+        self.forward_after_relu(&crate::kernels::relu(x)?, train)
     }
 
     fn starts_with_relu(&self) -> bool {
         true
     }
 
+    /// The first half's BN and the second half's leading ReLU run as one op.
     fn forward_after_relu(&self, r: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        self.1.forward(&self.0.forward_after_relu(r, train)?, train)
+        let mid = self.0.forward_after_relu_then_relu(r, train)?;
+        self.1.forward_after_relu(&mid, train)
     }
 
     fn lower(&self, g: &mut Graph, x: &str) -> crate::Result<Option<String>> {

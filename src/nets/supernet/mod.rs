@@ -378,7 +378,7 @@ impl Supernet {
                 train,
             )?,
             Layer::Residual(r) => r.forward(&inputs[0], train)?,
-            Layer::BnRelu(bn) => kernels::relu(&bn.forward(&inputs[0], train)?)?,
+            Layer::BnRelu(bn) => bn.forward_relu(&inputs[0], train)?,
             Layer::Head(h) => h.forward_pooled(&inputs[0])?,
         })
     }
