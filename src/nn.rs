@@ -14,7 +14,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::kernels::{
-    batch_norm_eval, batch_norm_relu_eval, batch_norm_relu_train, batch_norm_train,
+    self, batch_norm_eval, batch_norm_relu_eval, batch_norm_relu_train, batch_norm_train,
 };
 
 /// Trainable parameters and buffers, in creation order.
@@ -266,16 +266,38 @@ impl BatchNorm {
             false => batch_norm_train(x, w, b, self.eps)?,
             true => batch_norm_relu_train(x, w, b, self.eps)?,
         };
-        let n = (x.elem_count() / self.running_mean.dim(0)?) as f64;
-        if n > 1.0 {
-            self.update_running(&mean, &var.affine(n / (n - 1.0), 0.0)?)?;
-        }
+        self.update_running(x, &mean, &var)?;
         Ok(y)
     }
 
-    /// `running ← (1 − momentum)·running + momentum·batch` for the mean and the (unbiased)
-    /// variance.
-    fn update_running(&self, mean: &Tensor, unbiased: &Tensor) -> Result<()> {
+    /// `acc·sa + forward(z)·sb`, `acc = (tensor, sa)` and `sb` per-sample scales (a cell
+    /// node's sum whose term ends in this BN, under drop path), in training as one op
+    /// ([`kernels::batch_norm_add_train`]): the autograd graph keeps the sum, not the BN's output.
+    pub fn forward_add(
+        &self,
+        z: &Tensor,
+        train: bool,
+        acc: &kernels::Term,
+        sb: Option<&kernels::SampleScales>,
+    ) -> Result<Tensor> {
+        if !train {
+            let y = self.forward(z, false)?;
+            return kernels::scaled_sum(&[acc.clone(), (y, sb.cloned())]);
+        }
+        let (w, b) = (self.weight.as_ref(), self.bias.as_ref());
+        let (y, mean, var) = kernels::batch_norm_add_train(z, w, b, self.eps, acc, sb)?;
+        self.update_running(z, &mean, &var)?;
+        Ok(y)
+    }
+
+    /// `running ← (1 − momentum)·running + momentum·batch` for the mean and the unbiased
+    /// variance of the batch `x` (given its biased `var`); nothing for one value per channel.
+    fn update_running(&self, x: &Tensor, mean: &Tensor, var: &Tensor) -> Result<()> {
+        let n = (x.elem_count() / self.running_mean.dim(0)?) as f64;
+        if n <= 1.0 {
+            return Ok(());
+        }
+        let unbiased = &var.affine(n / (n - 1.0), 0.0)?;
         let m = self.momentum;
         for (running, batch) in [(&self.running_mean, mean), (&self.running_var, unbiased)] {
             let next = running

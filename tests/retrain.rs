@@ -129,6 +129,49 @@ fn drop_path_and_aux_head_only_in_training() {
     }
 }
 
+/// Training fuses each op's final BN into its node's sum (and reorders a node's two terms
+/// for it); the probe mode runs every BN on its own. Without drop path both use batch
+/// statistics, so logits and every parameter's gradient must agree bit for bit.
+#[test]
+fn fused_training_step_equals_the_unfused_one() {
+    use nas_pipe::nets::model::{Mode, Model};
+    use rand::SeedableRng;
+    let dev = candle_core::Device::Cpu;
+    for g in ["DARTS_V2", "DARTS_V1"] {
+        let s = load_space("schemas/darts.ron", with_size(4, 5));
+        let m = Model::new(&s.build(&arch(&s, g)), &dev, 3, false).unwrap();
+        let x = candle_core::Tensor::randn(0f32, 1., (4, 3, 32, 32), &dev).unwrap();
+        let step = |mode| {
+            let logits = m.forward(&x, mode).unwrap().logits;
+            let grads = logits.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+            let v = |t: &candle_core::Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let mut out = vec![("logits".to_string(), v(&logits))];
+            for (name, p) in m.store.params() {
+                out.push((
+                    name,
+                    v(grads
+                        .get(p.as_tensor())
+                        .expect("every parameter has a gradient")),
+                ));
+            }
+            out
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        let fused = step(Mode::Train {
+            drop_path: 0.0,
+            rng: &mut rng,
+        });
+        let plain = step(Mode::Probe {
+            batch_stats: true,
+            relus: None,
+        });
+        assert!(fused.len() > 100, "{g}: {} tensors", fused.len());
+        for ((name, a), (_, b)) in fused.iter().zip(&plain) {
+            assert_eq!(a, b, "{g}: {name}");
+        }
+    }
+}
+
 /// A network whose last reduction is not 8×8 cannot take DARTS's auxiliary head.
 #[test]
 fn aux_head_needs_an_8x8_map() {

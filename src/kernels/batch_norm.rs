@@ -18,6 +18,10 @@
 //! backward reuses them. The mean and variance returned are plain tensors (no gradient
 //! flows through them, as with the running statistics they feed).
 
+mod add;
+
+pub use add::batch_norm_add_train;
+
 use super::{Real, check_float, check_like, cpu_flat, cpu_slice, dispatch2, use_cpu_kernel};
 use candle_core::backend::BackendStorage;
 use candle_core::{
@@ -79,22 +83,14 @@ fn train(
         return Ok((y, mean, var));
     }
     let x = x.contiguous()?;
-    let stats = x.apply_op1_no_bwd(&ChannelStats { dims })?;
-    let sv = stats.to_vec2::<f64>()?;
-    let op = Norm {
-        dims,
-        mean: sv[0].clone(),
-        inv_std: sv[1].iter().map(|v| 1.0 / (v + eps).sqrt()).collect(),
-        relu,
-    };
+    let (op, mean, var) = Norm::of_batch(&x, dims, eps, relu)?;
     let y = if weight.is_none() && bias.is_none() {
         x.apply_op1(op)?
     } else {
         let (weight, bias) = affine(&x, c, weight, bias)?;
         x.apply_op3(&weight, &bias, op)?
     };
-    let stats = stats.to_dtype(x.dtype())?;
-    Ok((y, stats.get(0)?, stats.get(1)?))
+    Ok((y, mean, var))
 }
 
 /// Batch norm in evaluation mode, with given (running) statistics: `y = (x − mean) /
@@ -472,16 +468,37 @@ impl CustomOp3 for Norm {
 }
 
 impl Norm {
-    /// `y = (x − mean)·(inv_std·weight) + bias`, parallel over the (n, c) planes.
-    fn forward<T: Real>(&self, x: &[T], affine: Option<(&[T], &[T])>) -> Vec<T> {
-        let (_, c, h, w) = self.dims;
-        let coef: Vec<(T, T, T)> = (0..c)
+    /// The normalisation with the statistics of the batch `x` (contiguous, of shape
+    /// `dims`), and those statistics as tensors of `x`'s dtype (the mean and the biased
+    /// variance per channel).
+    fn of_batch(x: &Tensor, dims: Dims, eps: f64, relu: bool) -> Result<(Norm, Tensor, Tensor)> {
+        let stats = x.apply_op1_no_bwd(&ChannelStats { dims })?;
+        let sv = stats.to_vec2::<f64>()?;
+        let op = Norm {
+            dims,
+            mean: sv[0].clone(),
+            inv_std: sv[1].iter().map(|v| 1.0 / (v + eps).sqrt()).collect(),
+            relu,
+        };
+        let stats = stats.to_dtype(x.dtype())?;
+        Ok((op, stats.get(0)?, stats.get(1)?))
+    }
+
+    /// Per channel `(mean, inv_std·weight, bias)` as `T`: `y = (x − mean)·a + b`.
+    fn coefficients<T: Real>(&self, affine: Option<(&[T], &[T])>) -> Vec<(T, T, T)> {
+        (0..self.dims.1)
             .map(|ch| {
                 let (g, b) = affine.map_or((T::one(), T::zero()), |(w, b)| (w[ch], b[ch]));
                 let scale = T::from_f64(self.inv_std[ch] * f64_of(g));
                 (T::from_f64(self.mean[ch]), scale, b)
             })
-            .collect();
+            .collect()
+    }
+
+    /// `y = (x − mean)·(inv_std·weight) + bias`, parallel over the (n, c) planes.
+    fn forward<T: Real>(&self, x: &[T], affine: Option<(&[T], &[T])>) -> Vec<T> {
+        let (_, c, h, w) = self.dims;
+        let coef = self.coefficients(affine);
         let mut y = vec![T::zero(); x.len()];
         y.par_chunks_mut(h * w)
             .zip(x.par_chunks(h * w))

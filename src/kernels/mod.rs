@@ -43,8 +43,8 @@ mod stencil;
 mod weighted_sum;
 
 pub use batch_norm::{
-    batch_norm_eval, batch_norm_eval_reference, batch_norm_relu_eval, batch_norm_relu_train,
-    batch_norm_train, batch_norm_train_reference,
+    batch_norm_add_train, batch_norm_eval, batch_norm_eval_reference, batch_norm_relu_eval,
+    batch_norm_relu_train, batch_norm_train, batch_norm_train_reference,
 };
 pub use conv::{conv2d, conv2d_reference};
 pub use depthwise::{depthwise_conv2d, depthwise_conv2d_dense, depthwise_conv2d_reference};

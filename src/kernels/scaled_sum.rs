@@ -111,20 +111,27 @@ fn plain_sum(terms: &[Term]) -> Result<Tensor> {
 
 /// The gradient of a term: the output gradient scaled per sample, or itself when unscaled;
 /// none for a term that is not part of the autograd graph.
-fn term_grad(x: &Tensor, scales: &Option<SampleScales>, grad: &Tensor) -> Result<Option<Tensor>> {
+pub(super) fn term_grad(
+    x: &Tensor,
+    scales: &Option<SampleScales>,
+    grad: &Tensor,
+) -> Result<Option<Tensor>> {
     if !x.track_op() {
         return Ok(None);
     }
-    Ok(Some(match scales {
-        None => grad.clone(),
-        Some(_) => grad
-            .contiguous()?
-            .apply_op1_no_bwd(&Single(scales.clone()))?,
-    }))
+    scale_samples(grad, scales).map(Some)
+}
+
+/// `t` scaled per sample by `scales` (not differentiable), or `t` itself when unscaled.
+pub(super) fn scale_samples(t: &Tensor, scales: &Option<SampleScales>) -> Result<Tensor> {
+    match scales {
+        None => Ok(t.clone()),
+        Some(_) => t.contiguous()?.apply_op1_no_bwd(&Single(scales.clone())),
+    }
 }
 
 /// The scale of sample `i` as `T` (1 when unscaled).
-fn scale_of<T: Real>(scales: &Option<SampleScales>, i: usize) -> T {
+pub(super) fn scale_of<T: Real>(scales: &Option<SampleScales>, i: usize) -> T {
     scales
         .as_ref()
         .map_or(T::one(), |s| T::from_f64(f64::from(s[i])))

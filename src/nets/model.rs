@@ -312,7 +312,7 @@ impl Model {
                 cell_states_forward(c, states, mode)?
             }
             Layer::Choice(e) => match edge_forward(e, &inputs[0], &mut None, mode, false)? {
-                Some((y, _)) => y,
+                Some(part) => part.into_term(train)?.0,
                 None => zeros_like_shape(x, self.net.layers[i].output)?,
             },
             Layer::Residual(r) => r.forward(&inputs[0], train)?,
@@ -372,44 +372,104 @@ fn build_cell(s: &Scope, c: &NetCell, pre: Vec<Option<Preprocess>>) -> Result<Ce
     })
 }
 
-/// One edge's output (`None` for a zero edge), with the drop-path mask to scale it by when
-/// `drop` and the mode draws one (cell edges, not searchable layers; never identities). The
-/// mask is drawn here, right after the op, so the draws follow the edges' order. `relu`
-/// caches `relu(x)` for the ops of a cell that read the same state and begin with a ReLU.
-fn edge_forward(
-    e: &Edge,
+/// One edge's contribution to its node (`None` for a zero edge), with the drop-path mask to
+/// scale it by when `drop` and the mode draws one (cell edges, not searchable layers; never
+/// identities). The mask is drawn here, right after the op, so the draws follow the edges'
+/// order. `relu` caches `relu(x)` for the ops of a cell that read the same state and begin
+/// with a ReLU.
+fn edge_forward<'m>(
+    e: &'m Edge,
     x: &Tensor,
     relu: &mut Option<Tensor>,
     mode: &mut Mode,
     drop: bool,
-) -> Result<Option<kernels::Term>> {
-    Ok(match e {
-        Edge::Zero => None,
-        Edge::Op(op) => {
-            let train = mode.batch_stats();
-            let y = if op.starts_with_relu() {
-                let r = match relu {
-                    Some(r) => r,
-                    None => {
-                        let r = relu.insert(kernels::relu(x)?);
-                        mode.tap(r);
-                        r
-                    }
-                };
-                op.forward_after_relu(r, train)?
-            } else {
-                op.forward(x, train)?
-            };
-            let mask = match mode {
-                Mode::Train { drop_path, rng } if drop && *drop_path > 0.0 && !op.is_identity() => {
-                    Some(drop_path_mask(y.dim(0)?, *drop_path, rng))
-                }
-                _ => None,
-            };
-            Some((y, mask))
+) -> Result<Option<Part<'m>>> {
+    let op = match e {
+        Edge::Zero => return Ok(None),
+        Edge::Cell(c) => {
+            let y = cell_forward(c, vec![x.clone()], mode)?;
+            return Ok(Some(Part::Value((y, None))));
         }
-        Edge::Cell(c) => Some((cell_forward(c, vec![x.clone()], mode)?, None)),
-    })
+        Edge::Op(op) => op,
+    };
+    let train = mode.batch_stats();
+    let part = if op.starts_with_relu() {
+        let r = match relu {
+            Some(r) => r.clone(),
+            None => {
+                let r = relu.insert(kernels::relu(x)?);
+                mode.tap(r);
+                r.clone()
+            }
+        };
+        let until_bn = match mode {
+            Mode::Train { .. } => op.forward_after_relu_until_bn(&r, train)?,
+            _ => None,
+        };
+        match until_bn {
+            Some((z, bn)) => Part::BeforeBn(z, bn, None),
+            None => Part::Value((op.forward_after_relu(&r, train)?, None)),
+        }
+    } else {
+        Part::Value((op.forward(x, train)?, None))
+    };
+    let mask = match mode {
+        Mode::Train { drop_path, rng } if drop && *drop_path > 0.0 && !op.is_identity() => {
+            Some(drop_path_mask(x.dim(0)?, *drop_path, rng))
+        }
+        _ => None,
+    };
+    Ok(Some(part.scaled(mask)))
+}
+
+/// An edge's contribution to its node's sum, with its drop-path scales: a value, or (in
+/// training) the value an op's final BN normalises and that BN, which then runs inside the
+/// sum ([`BatchNorm::forward_add`]) so that the autograd graph does not keep its output.
+enum Part<'m> {
+    Value(kernels::Term),
+    BeforeBn(Tensor, &'m BatchNorm, Option<kernels::SampleScales>),
+}
+
+impl Part<'_> {
+    fn scaled(self, scales: Option<kernels::SampleScales>) -> Self {
+        match self {
+            Part::Value((y, _)) => Part::Value((y, scales)),
+            Part::BeforeBn(z, bn, _) => Part::BeforeBn(z, bn, scales),
+        }
+    }
+
+    /// The part as a value and its scales (a pending BN run on its own).
+    fn into_term(self, train: bool) -> Result<kernels::Term> {
+        match self {
+            Part::Value(t) => Ok(t),
+            Part::BeforeBn(z, bn, s) => Ok((bn.forward(&z, train)?, s)),
+        }
+    }
+}
+
+/// A node's value: its parts scaled and summed left to right, as [`kernels::scaled_sum`]
+/// sums them. A pending BN after the first part runs fused into the sum; with two parts, a
+/// first one with a pending BN goes second instead (`a + b` is `b + a` exactly).
+fn node_sum(mut parts: Vec<Part>, train: bool) -> Result<Tensor> {
+    if parts.len() == 2 && matches!(parts[0], Part::BeforeBn(..)) {
+        parts.swap(0, 1);
+    }
+    let mut parts = parts.into_iter();
+    let first = parts
+        .next()
+        .ok_or_else(|| candle_core::Error::Msg("a node without parts".into()))?;
+    let mut acc = first.into_term(train)?;
+    for part in parts {
+        let sum = match part {
+            Part::Value(t) => kernels::scaled_sum(&[acc, t])?,
+            Part::BeforeBn(z, bn, s) => bn.forward_add(&z, train, &acc, s.as_ref())?,
+        };
+        acc = (sum, None);
+    }
+    match acc {
+        (y, None) => Ok(y),
+        scaled => kernels::scaled_sum(&[scaled]),
+    }
 }
 
 /// Each layer's output after a ReLU, for the readers that begin with one (cell
@@ -455,8 +515,8 @@ fn cell_forward(c: &Cell, inputs: Vec<Tensor>, mode: &mut Mode) -> Result<Tensor
 }
 
 /// The cell on its input states: each node the sum of its edges' outputs (under drop path,
-/// each scaled by its mask within the sum, [`kernels::scaled_sum`]), zeros of its shape when
-/// every edge is `Zero`.
+/// each scaled by its mask within the sum, [`node_sum`]), zeros of its shape when every edge
+/// is `Zero`.
 fn cell_states_forward(c: &Cell, inputs: Vec<Tensor>, mode: &mut Mode) -> Result<Tensor> {
     let like = inputs
         .first()
@@ -468,13 +528,13 @@ fn cell_states_forward(c: &Cell, inputs: Vec<Tensor>, mode: &mut Mode) -> Result
         mode,
         c.dag(),
         inputs,
-        |mode, terms: &mut Vec<kernels::Term>, e, x| {
+        |mode, parts: &mut Vec<Part>, e, x| {
             let relu = &mut relus[c.links[e].from];
-            terms.extend(edge_forward(&c.edges[e], x, relu, mode, true)?);
+            parts.extend(edge_forward(&c.edges[e], x, relu, mode, true)?);
             Ok(())
         },
-        |_, node, terms| match terms.is_empty() {
-            false => kernels::scaled_sum(&terms),
+        |mode, node, parts| match parts.is_empty() {
+            false => node_sum(parts, mode.batch_stats()),
             true => zeros_like_shape(&like, c.shapes[node]),
         },
     )?;

@@ -303,6 +303,15 @@ impl FamilyModule for SepConvModule {
         self.1.forward_after_relu(&mid, train)
     }
 
+    fn forward_after_relu_until_bn(
+        &self,
+        r: &Tensor,
+        train: bool,
+    ) -> candle_core::Result<Option<(Tensor, &BatchNorm)>> {
+        let mid = self.0.forward_after_relu_then_relu(r, train)?;
+        Ok(Some((self.1.convs(&mid)?, &self.1.bn)))
+    }
+
     fn lower(&self, g: &mut Graph, x: &str) -> crate::Result<Option<String>> {
         let y = g.scoped("1", |g| self.0.lower(g, x))?;
         g.scoped("2", |g| self.1.lower(g, &y)).map(Some)
@@ -322,6 +331,14 @@ impl FamilyModule for DwPwBn {
         DwPwBn::forward_after_relu(self, r, train)
     }
 
+    fn forward_after_relu_until_bn(
+        &self,
+        r: &Tensor,
+        _train: bool,
+    ) -> candle_core::Result<Option<(Tensor, &BatchNorm)>> {
+        Ok(Some((self.convs(r)?, &self.bn)))
+    }
+
     fn lower(&self, g: &mut Graph, x: &str) -> crate::Result<Option<String>> {
         DwPwBn::lower(self, g, x).map(Some)
     }
@@ -338,6 +355,15 @@ impl FamilyModule for ReluConvBnModule {
 
     fn forward_after_relu(&self, r: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         ReluConvBnModule::forward_after_relu(self, r, train)
+    }
+
+    fn forward_after_relu_until_bn(
+        &self,
+        r: &Tensor,
+        _train: bool,
+    ) -> candle_core::Result<Option<(Tensor, &BatchNorm)>> {
+        let y = crate::kernels::conv2d(r, &self.conv, self.stride, self.padding, 1)?;
+        Ok(Some((y, &self.bn)))
     }
 
     fn lower(&self, g: &mut Graph, x: &str) -> crate::Result<Option<String>> {

@@ -21,8 +21,8 @@ pub mod zero;
 
 use candle_core::{Result as CandleResult, Tensor};
 
-use crate::nn::Scope;
 pub use crate::nn::Shape;
+use crate::nn::{BatchNorm, Scope};
 use crate::onnx::Graph;
 pub use crate::spec::space::Op;
 
@@ -193,6 +193,18 @@ pub trait FamilyModule {
         no_leading_relu()
     }
 
+    /// For an op that starts with a ReLU and ends in a batch norm: given `r = relu(x)`, the
+    /// value that BN normalises and the BN, so that the caller can run the BN fused with
+    /// what follows ([`crate::nn::BatchNorm::forward_add`]); `None` for any other op.
+    fn forward_after_relu_until_bn(
+        &self,
+        r: &Tensor,
+        train: bool,
+    ) -> CandleResult<Option<(Tensor, &BatchNorm)>> {
+        let _ = (r, train);
+        Ok(None)
+    }
+
     /// The op is the identity (drop path skips it).
     fn is_identity(&self) -> bool {
         false
@@ -323,6 +335,17 @@ macro_rules! families {
             pub fn forward_after_relu(&self, r: &Tensor, train: bool) -> CandleResult<Tensor> {
                 match self {
                     $(OpModule::$variant(m) => FamilyModule::forward_after_relu(m, r, train),)+
+                }
+            }
+
+            /// See [`FamilyModule::forward_after_relu_until_bn`].
+            pub fn forward_after_relu_until_bn(
+                &self,
+                r: &Tensor,
+                train: bool,
+            ) -> CandleResult<Option<(Tensor, &BatchNorm)>> {
+                match self {
+                    $(OpModule::$variant(m) => FamilyModule::forward_after_relu_until_bn(m, r, train),)+
                 }
             }
 

@@ -440,7 +440,7 @@ fn cases() -> candle_core::Result<Vec<Case>> {
         run: Box::new(supernet_case),
     });
     v.push(Case {
-        name: "network DARTS_V2 (C=8, 5 cells)".into(),
+        name: "network DARTS_V2 (C=8, 5 cells, drop path 0.2)".into(),
         tolerance: 1e-3,
         run: Box::new(model_case),
     });
@@ -509,7 +509,7 @@ fn model_case(dev: &Device) -> candle_core::Result<Named> {
     let out = model.forward(
         &x,
         Mode::Train {
-            drop_path: 0.0,
+            drop_path: 0.2,
             rng: &mut rng,
         },
     )?;
