@@ -537,7 +537,8 @@ pub enum Strategy {
     /// Predictor-guided search (BANANAS-style): after `init` random architectures, every
     /// `batch` proposals an ensemble of `ensemble` small MLPs is trained on the
     /// evaluations so far and picks, by independent Thompson sampling, among the one-edit
-    /// neighbours of the best evaluated architectures (and a few random ones).
+    /// neighbours of the best evaluated architectures and 1000 random ones, the first pick
+    /// of a batch among the neighbours of the best alone.
     Predictor {
         /// Random architectures evaluated before the predictor is trained. Default 20.
         #[serde(default = "twenty_spanned")]

@@ -6,9 +6,13 @@
 //! 2. then, every `batch` proposals, an ensemble of `ensemble` small MLPs is trained on every
 //!    evaluated architecture (one-hot encoding of its decisions → standardised reward), a
 //!    candidate pool is built from the unasked one-edit neighbours of the best evaluated
-//!    architectures plus a few random ones, and the `batch` candidates with the highest
-//!    independent Thompson sample (one draw per candidate from N(ensemble mean, ensemble
-//!    standard deviation)) are queued and asked in order.
+//!    architectures plus many random ones, one independent Thompson sample is drawn per
+//!    candidate (from N(ensemble mean, ensemble standard deviation)), and `batch` candidates
+//!    are queued and asked in order: first the unasked one-edit neighbour of the best
+//!    evaluated architecture with the highest sample (while it has one), then the rest of
+//!    the pool by sample. The first pick keeps the incumbent's neighbourhood being
+//!    evaluated however many random candidates draw high samples, so a search ends on a
+//!    local optimum of the evaluations, as local search does.
 //!
 //! Everything random (weight init, Thompson draws, pool) comes from the strategy's seeded
 //! RNG and the training is full-batch on the CPU, so the proposals are a function of the
@@ -33,7 +37,9 @@ const WEIGHT_DECAY: f64 = 1e-4;
 /// The best evaluated architectures whose neighbours form the candidate pool.
 const PARENTS: usize = 5;
 /// Random architectures added to the pool.
-const RANDOM_CANDIDATES: usize = 20;
+const RANDOM_CANDIDATES: usize = 1000;
+/// Picks per batch reserved for the unasked neighbours of the best evaluated architecture.
+const INCUMBENT_PICKS: usize = 1;
 
 pub struct Predictor {
     decisions: Decisions,
@@ -123,21 +129,53 @@ impl Predictor {
                 e.predict(d, &pool)
             })
             .unwrap_or_else(|_| vec![(0.0, 0.0); pool.len()]);
-        let mut sampled: Vec<(f64, usize)> = stats
+        let draws: Vec<f64> = stats
             .iter()
-            .enumerate()
-            .map(|(i, &(m, s))| {
+            .map(|&(m, s)| {
                 let z: f64 = StandardNormal.sample(&mut self.rng);
-                (m + s * z, i)
+                m + s * z
             })
             .collect();
-        sampled.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        self.queue = sampled
+        let picks = self.pick(&pool, &draws);
+        self.queue = picks.iter().rev().map(|&i| pool[i].clone()).collect();
+    }
+
+    /// Indices into `pool` of the next batch, in asking order: up to [`INCUMBENT_PICKS`]
+    /// neighbours of the best evaluated architecture by highest draw, then the rest of the
+    /// pool by highest draw (ties to the earlier candidate).
+    fn pick(&self, pool: &[Arch], draws: &[f64]) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..pool.len()).collect();
+        order.sort_by(|&a, &b| draws[b].total_cmp(&draws[a]).then(a.cmp(&b)));
+        let batch = self.batch.min(pool.len());
+        let mut picks: Vec<usize> = match self.incumbent() {
+            Some(best) => {
+                let near: HashSet<Arch> = self.decisions.neighbours(best).into_iter().collect();
+                order
+                    .iter()
+                    .copied()
+                    .filter(|&i| near.contains(&pool[i]))
+                    .take(INCUMBENT_PICKS.min(batch))
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        for &i in &order {
+            if picks.len() >= batch {
+                break;
+            }
+            if !picks.contains(&i) {
+                picks.push(i);
+            }
+        }
+        picks
+    }
+
+    /// The best evaluated architecture (the latest of equals).
+    fn incumbent(&self) -> Option<&Arch> {
+        self.evaluated
             .iter()
-            .take(self.batch)
-            .rev()
-            .map(|&(_, i)| pool[i].clone())
-            .collect();
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(a, _)| a)
     }
 }
 
@@ -300,6 +338,24 @@ mod tests {
             let distinct: HashSet<&Arch> = asked.iter().collect();
             assert_eq!(distinct.len(), asked.len());
         }
+    }
+
+    #[test]
+    fn the_first_pick_is_the_best_drawn_neighbour_of_the_best_evaluated() {
+        let d = Decisions::of(&space("schemas/nas-bench-201.ron"));
+        let mut p = Predictor::new(d.clone(), 0, 2, 2, 3);
+        let best: Arch = vec![3, 1, 4, 3, 0, 2];
+        p.evaluated = vec![(vec![0; 6], 1.0), (best.clone(), 2.0)];
+        let near = d.neighbours(&best);
+        let pool = vec![
+            vec![1; 6],
+            near[0].clone(),
+            vec![2; 6],
+            near[1].clone(),
+            vec![4; 6],
+        ];
+        // By draw alone the batch would be 0, 2, 4: no neighbour of the best.
+        assert_eq!(p.pick(&pool, &[5.0, 1.0, 4.0, 2.0, 3.0]), vec![3, 0, 2]);
     }
 
     #[test]
