@@ -12,7 +12,8 @@
 //!
 //! The input gradient of a stride-1 convolution is the same stencil on the gradient with the
 //! filter reversed and padding `d·(k − 1) − p`; the filter gradient is, per tap, the dot
-//! product of the gradient spread over the `wp`-wide rows with the tap's run of `xp`.
+//! product of the gradient spread over the `wp`-wide rows with the tap's run of `xp`, a few
+//! taps per pass.
 
 use super::Real;
 use multiversion::multiversion;
@@ -109,9 +110,7 @@ impl Stencil {
     /// `gw[t] += Σ_q wide[q] · xp[q + offₜ]`: the filter gradient of one plane, given its
     /// gradient spread by [`Stencil::spread`] and its padded input.
     pub(super) fn filter_grad<T: Real>(&self, wide: &[T], xp: &[T], gw: &mut [T]) {
-        for (g, &off) in gw.iter_mut().zip(&self.offsets) {
-            *g += dot(&wide[..self.len], &xp[off..off + self.len]);
-        }
+        filter_dots(&wide[..self.len], &xp[..self.padded], &self.offsets, gw);
     }
 }
 
@@ -130,15 +129,55 @@ fn correlate<T: Real>(xp: &[T], f: &[T], offsets: &[usize], wide: &mut [T]) {
     }
 }
 
+/// `gw[t] += Σ_q wide[q] · xp[q + offsets[t]]`, [`GROUP`] taps per pass over `wide`
+/// (`wide.len()` a multiple of [`CHUNK`]): each chunk of `wide` is loaded once per group, and
+/// each tap keeps one register of sums.
 #[multiversion(targets = "simd")]
-fn dot<T: Real>(a: &[T], b: &[T]) -> T {
-    let mut acc = [T::zero(); LANES];
-    for (xa, xb) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
-        for ((s, &u), &v) in acc.iter_mut().zip(xa).zip(xb) {
-            *s += u * v;
+fn filter_dots<T: Real>(wide: &[T], xp: &[T], offsets: &[usize], gw: &mut [T]) {
+    for (gs, offs) in gw.chunks_mut(GROUP).zip(offsets.chunks(GROUP)) {
+        // A short last group repeats its last tap; the repeats' sums are dropped.
+        let group: [usize; GROUP] = std::array::from_fn(|i| offs[i.min(offs.len() - 1)]);
+        for (g, s) in gs.iter_mut().zip(group_dots(wide, xp, group)) {
+            *g += s;
         }
     }
-    acc.iter().fold(T::zero(), |s, &v| s + v)
+}
+
+/// Taps per pass of [`filter_dots`]: a 5×5 filter's row, and a 3×3 filter in two passes.
+const GROUP: usize = 5;
+
+/// Values per sum register: one AVX-512 register of f32.
+const CHUNK: usize = 16;
+
+#[inline(always)]
+fn group_dots<T: Real>(wide: &[T], xp: &[T], offs: [usize; GROUP]) -> [T; GROUP] {
+    let mut acc = [[T::zero(); CHUNK]; GROUP];
+    for (c, ws) in wide.chunks_exact(CHUNK).enumerate() {
+        let q = c * CHUNK;
+        for (a, &off) in acc.iter_mut().zip(&offs) {
+            let xs = &xp[q + off..][..CHUNK];
+            for ((s, &u), &v) in a.iter_mut().zip(ws).zip(xs) {
+                *s += u * v;
+            }
+        }
+    }
+    acc.map(pairwise_sum)
+}
+
+/// The sum of `acc` added in halves (`acc[i] += acc[i + n/2]` until one is left): vector adds
+/// and a few shuffles rather than a chain of `N` dependent scalar adds.
+#[inline(always)]
+fn pairwise_sum<T: Real, const N: usize>(mut acc: [T; N]) -> T {
+    const { assert!(N.is_power_of_two()) };
+    let mut n = N;
+    while n > 1 {
+        n /= 2;
+        let (lo, hi) = acc.split_at_mut(n);
+        for (a, &b) in lo.iter_mut().zip(&hi[..n]) {
+            *a += b;
+        }
+    }
+    acc[0]
 }
 
 #[cfg(test)]
@@ -196,21 +235,31 @@ mod tests {
 
     #[test]
     fn filter_gradient_is_the_tap_dot_product() {
-        let (h, w, k, d, p) = (6, 5, 3, 1, 1);
-        let s = Stencil::new(h, w, k, d, p).unwrap();
-        let x: Vec<f64> = (0..h * w).map(|i| (i % 5) as f64 - 2.0).collect();
-        let g: Vec<f64> = (0..s.ho * s.wo).map(|i| (i % 3) as f64 + 0.5).collect();
-        let (mut xp, mut wide) = s.scratch::<f64>();
-        s.pad(&x, &mut xp);
-        s.spread(&g, &mut wide);
-        let mut gw = vec![0.0; k * k];
-        s.filter_grad(&wide, &xp, &mut gw);
-        for (t, &got) in gw.iter().enumerate() {
-            let mut unit = vec![0.0; k * k];
-            unit[t] = 1.0;
-            let y = direct(&x, h, w, &unit, k, d, p);
-            let want: f64 = y.iter().zip(&g).map(|(a, b)| a * b).sum();
-            assert!((got - want).abs() < 1e-9, "tap {t}: {got} vs {want}");
+        // Tap counts below, at and past the group size, and not multiples of it.
+        for (h, w, k, d, p) in [
+            (6, 5, 3, 1, 1),
+            (9, 7, 5, 2, 4),
+            (4, 4, 2, 1, 0),
+            (12, 10, 7, 1, 3),
+        ] {
+            let s = Stencil::new(h, w, k, d, p).unwrap();
+            let x: Vec<f64> = (0..h * w).map(|i| (i % 5) as f64 - 2.0).collect();
+            let g: Vec<f64> = (0..s.ho * s.wo).map(|i| (i % 3) as f64 + 0.5).collect();
+            let (mut xp, mut wide) = s.scratch::<f64>();
+            s.pad(&x, &mut xp);
+            s.spread(&g, &mut wide);
+            let mut gw = vec![1.0; k * k];
+            s.filter_grad(&wide, &xp, &mut gw);
+            for (t, &got) in gw.iter().enumerate() {
+                let mut unit = vec![0.0; k * k];
+                unit[t] = 1.0;
+                let y = direct(&x, h, w, &unit, k, d, p);
+                let want: f64 = 1.0 + y.iter().zip(&g).map(|(a, b)| a * b).sum::<f64>();
+                assert!(
+                    (got - want).abs() < 1e-9,
+                    "k{k} d{d} tap {t}: {got} vs {want}"
+                );
+            }
         }
     }
 }
