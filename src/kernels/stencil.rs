@@ -217,6 +217,8 @@ mod tests {
                 .collect();
             let f: Vec<f64> = (0..k * k).map(|i| i as f64 * 0.5 - 2.0).collect();
             let (mut xp, mut wide) = s.scratch::<f64>();
+            // Whatever a buffer held before (another plane), `pad` overwrites all of it.
+            xp.fill(f64::NAN);
             s.pad(&x, &mut xp);
             s.correlate(&xp, &f, &mut wide);
             let mut out = vec![0.0; s.ho * s.wo];
@@ -246,6 +248,8 @@ mod tests {
             let x: Vec<f64> = (0..h * w).map(|i| (i % 5) as f64 - 2.0).collect();
             let g: Vec<f64> = (0..s.ho * s.wo).map(|i| (i % 3) as f64 + 0.5).collect();
             let (mut xp, mut wide) = s.scratch::<f64>();
+            xp.fill(f64::NAN);
+            wide.fill(f64::NAN);
             s.pad(&x, &mut xp);
             s.spread(&g, &mut wide);
             let mut gw = vec![1.0; k * k];
