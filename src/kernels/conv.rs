@@ -4,7 +4,8 @@
 //! devices and dtypes and is the tests' oracle.
 //!
 //! Every product is one matrix multiplication per sample, run by the `gemm` crate (the one
-//! Candle's CPU matmul uses). With `col[b]` the `[C_in·k·k, Ho·Wo]` im2col matrix of sample
+//! Candle's CPU matmul uses), except the filter gradient's in f32 on CPUs with AVX-512,
+//! which [`RowDots`] sums as its factors lie (`row_dots.rs`). With `col[b]` the `[C_in·k·k, Ho·Wo]` im2col matrix of sample
 //! `b` (rows ordered like the filters' `(c_in, i, j)`, padding read as zero) and `W` the
 //! filters as a `[C_out, C_in·k·k]` matrix:
 //!
@@ -18,6 +19,7 @@
 //! the samples run in turn and each multiplication uses all threads. The input gradient is
 //! computed only when the input is tracked (a stem's image is not).
 
+use super::row_dots::{self, RowDots};
 use super::{Geometry, Real, check_float, check_like, cpu_slice, dispatch2, use_cpu_kernel};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, bail};
 use gemm::Parallelism;
@@ -154,6 +156,22 @@ impl Conv {
     fn col_taps(&self) -> Vec<(Range<usize>, usize)> {
         let g = &self.g;
         (0..g.kernel).map(|j| g.taps(g.wo, g.w, j)).collect()
+    }
+
+    /// The im2col matrix of one sample `x` (`[C_in, H, W]`): `x` itself when [`Conv::direct`],
+    /// else written into `col` (`taps` from [`Conv::col_taps`]).
+    fn sample_col<'a, T: Real>(
+        &self,
+        taps: &[(Range<usize>, usize)],
+        x: &'a [T],
+        col: &'a mut [T],
+    ) -> &'a [T] {
+        if self.direct() {
+            x
+        } else {
+            self.im2col(taps, x, col);
+            col
+        }
     }
 
     /// Writes the im2col matrix of one sample `x` (`[C_in, H, W]`) into `col`
@@ -436,12 +454,7 @@ impl Conv2d {
             c.col_len(),
             |b, y, col| {
                 let xb = &x[b * g.c * g.in_plane()..][..g.c * g.in_plane()];
-                let col: &[T] = if c.direct() {
-                    xb
-                } else {
-                    c.im2col(&taps, xb, col);
-                    col
-                };
+                let col = c.sample_col(&taps, xb, col);
                 let d = Mat::rows(c.c_out, plane);
                 matmul(
                     y,
@@ -548,7 +561,7 @@ impl CustomOp2 for FilterGrad {
             self.name(),
             s1,
             s2,
-            || self.run::<f32>(s1, l1, s2, l2),
+            || self.run_f32(s1, l1, s2, l2),
             || self.run::<f64>(s1, l1, s2, l2),
         )?;
         Ok((out, Shape::from(self.conv.filter_dims())))
@@ -556,6 +569,31 @@ impl CustomOp2 for FilterGrad {
 }
 
 impl FilterGrad {
+    /// In f32 on CPUs with AVX-512, each run's products are summed by [`RowDots`], which
+    /// reads `dy[b]` as it lies; elsewhere by `gemm` ([`FilterGrad::run`]).
+    fn run_f32(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<CpuStorage> {
+        if !row_dots::avx512() {
+            return self.run::<f32>(s1, l1, s2, l2);
+        }
+        let c = &self.conv;
+        let (plane, taps) = (c.g.out_plane(), c.col_taps());
+        self.by_runs::<f32>(s1, l1, s2, l2, |samples, sum, col, data| {
+            let mut dots = RowDots::new(c.c_out, c.patch())
+                .ok_or_else(|| candle_core::Error::Msg("row_dots: no AVX-512".into()))?;
+            for b in samples {
+                dots.add(data.gy(b), c.sample_col(&taps, data.x(b), col), plane);
+            }
+            dots.finish(sum);
+            Ok(())
+        })
+    }
+
     fn run<T: GemmReal>(
         &self,
         s1: &CpuStorage,
@@ -564,45 +602,59 @@ impl FilterGrad {
         l2: &Layout,
     ) -> Result<CpuStorage> {
         let c = &self.conv;
+        let (patch, plane, taps) = (c.patch(), c.g.out_plane(), c.col_taps());
+        let par = c.split().1;
+        self.by_runs::<T>(s1, l1, s2, l2, |samples, sum, col, data| {
+            for (i, b) in samples.enumerate() {
+                matmul(
+                    sum,
+                    Mat::rows(c.c_out, patch),
+                    i > 0,
+                    data.gy(b),
+                    Mat::rows(c.c_out, plane),
+                    c.sample_col(&taps, data.x(b), col),
+                    Mat::transposed(patch, plane),
+                    par,
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Splits the samples into runs, calls `run(samples, sum, col, data)` for each run with
+    /// its own `[C_out, C_in·k·k]` block `sum` to overwrite, a scratch `col` for the im2col
+    /// matrix and the samples' inputs and output gradients, and adds the blocks.
+    fn by_runs<T: Real>(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        run: impl Fn(Range<usize>, &mut [T], &mut [T], &Samples<'_, T>) -> Result<()> + Sync + Send,
+    ) -> Result<CpuStorage> {
+        let c = &self.conv;
         let g = &c.g;
         let x = cpu_slice::<T>(self.name(), s1, l1, g.in_dims())?;
         let grad = cpu_slice::<T>(self.name(), s2, l2, c.out_dims())?;
-        let (patch, plane) = (c.patch(), g.out_plane());
-        let taps = c.col_taps();
-        let (parallel, par) = c.split();
+        let data = Samples {
+            x,
+            gy: grad,
+            x_len: g.c * g.in_plane(),
+            gy_len: c.c_out * g.out_plane(),
+        };
+        let parallel = c.split().0;
         let runs = if parallel {
             rayon::current_num_threads().min(g.n).max(1)
         } else {
             1
         };
         let per_run = g.n.div_ceil(runs);
-        let len = c.c_out * patch;
+        let len = c.c_out * c.patch();
         // Partial sums, one `[C_out, C_in·k·k]` block per run; block 0 receives the total.
         let mut sums = vec![T::zero(); runs * len];
-        for_samples(parallel, &mut sums, len, c.col_len(), |run, sum, col| {
-            let samples = run * per_run..((run + 1) * per_run).min(g.n);
-            for (i, b) in samples.enumerate() {
-                let xb = &x[b * g.c * g.in_plane()..][..g.c * g.in_plane()];
-                let col: &[T] = if c.direct() {
-                    xb
-                } else {
-                    c.im2col(&taps, xb, col);
-                    col
-                };
-                let gy = &grad[b * c.c_out * plane..][..c.c_out * plane];
-                let (d, l) = (Mat::rows(c.c_out, patch), Mat::rows(c.c_out, plane));
-                matmul(
-                    sum,
-                    d,
-                    i > 0,
-                    gy,
-                    l,
-                    col,
-                    Mat::transposed(patch, plane),
-                    par,
-                )?;
-            }
-            Ok(())
+        for_samples(parallel, &mut sums, len, c.col_len(), |r, sum, col| {
+            let samples = r * per_run..((r + 1) * per_run).min(g.n);
+            run(samples, sum, col, &data)
         })?;
         if len > 0 {
             let (total, rest) = sums.split_at_mut(len);
@@ -614,6 +666,25 @@ impl FilterGrad {
         }
         sums.truncate(len);
         Ok(T::to_cpu_storage_owned(sums))
+    }
+}
+
+/// A filter gradient's inputs, sample by sample: `x[b]` (`[C_in, H, W]`) and `dy[b]`
+/// (`[C_out, Ho, Wo]`).
+struct Samples<'a, T> {
+    x: &'a [T],
+    gy: &'a [T],
+    x_len: usize,
+    gy_len: usize,
+}
+
+impl<'a, T> Samples<'a, T> {
+    fn x(&self, b: usize) -> &'a [T] {
+        &self.x[b * self.x_len..][..self.x_len]
+    }
+
+    fn gy(&self, b: usize) -> &'a [T] {
+        &self.gy[b * self.gy_len..][..self.gy_len]
     }
 }
 

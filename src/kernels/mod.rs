@@ -21,7 +21,8 @@
 //! per-axis tap ranges that keep the inner loops branch-free, and access to CPU storage.
 //! `pool.rs` owns the pools, `depthwise.rs` the depthwise convolution (`stencil.rs` its
 //! vectorised stride-1 loops), `conv.rs` the
-//! standard convolution (im2col and matrix products), `relu.rs` the ReLU and
+//! standard convolution (im2col and matrix products; `row_dots.rs` its filter gradient's
+//! products on AVX-512), `relu.rs` the ReLU and
 //! `batch_norm.rs` the training-mode batch norm (alone or with the ReLU after it),
 //! `scaled_sum.rs` a cell node's sum under drop path and `weighted_sum.rs` the mixed edge's
 //! `Σ pₖ · xₖ` (the element-wise ops: there Candle's CPU backend spends one pass and one
@@ -38,6 +39,7 @@ mod depthwise;
 mod pool;
 pub mod probe;
 mod relu;
+mod row_dots;
 mod scaled_sum;
 mod stencil;
 mod weighted_sum;
@@ -60,6 +62,22 @@ use std::ops::Range;
 /// The element types the CPU loops run on (f32 and f64).
 trait Real: WithDType + num_traits::Float {}
 impl<T: WithDType + num_traits::Float> Real for T {}
+
+/// The sum of `acc` added in halves (`acc[i] += acc[i + n/2]` until one is left): vector adds
+/// and a few shuffles rather than a chain of `N` dependent scalar adds.
+#[inline(always)]
+fn pairwise_sum<T: Real, const N: usize>(mut acc: [T; N]) -> T {
+    const { assert!(N.is_power_of_two()) };
+    let mut n = N;
+    while n > 1 {
+        n /= 2;
+        let (lo, hi) = acc.split_at_mut(n);
+        for (a, &b) in lo.iter_mut().zip(&hi[..n]) {
+            *a += b;
+        }
+    }
+    acc[0]
+}
 
 /// The window geometry of one call, checked once: an NCHW input, a square `kernel`, and the
 /// output size it gives. Every later index computation relies on these checks (nonzero

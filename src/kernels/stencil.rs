@@ -161,23 +161,7 @@ fn group_dots<T: Real>(wide: &[T], xp: &[T], offs: [usize; GROUP]) -> [T; GROUP]
             }
         }
     }
-    acc.map(pairwise_sum)
-}
-
-/// The sum of `acc` added in halves (`acc[i] += acc[i + n/2]` until one is left): vector adds
-/// and a few shuffles rather than a chain of `N` dependent scalar adds.
-#[inline(always)]
-fn pairwise_sum<T: Real, const N: usize>(mut acc: [T; N]) -> T {
-    const { assert!(N.is_power_of_two()) };
-    let mut n = N;
-    while n > 1 {
-        n /= 2;
-        let (lo, hi) = acc.split_at_mut(n);
-        for (a, &b) in lo.iter_mut().zip(&hi[..n]) {
-            *a += b;
-        }
-    }
-    acc[0]
+    acc.map(super::pairwise_sum)
 }
 
 #[cfg(test)]
