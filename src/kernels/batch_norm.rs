@@ -22,7 +22,9 @@ mod add;
 
 pub use add::batch_norm_add_train;
 
-use super::{Real, check_float, check_like, cpu_flat, cpu_slice, dispatch2, use_cpu_kernel};
+use super::{
+    Real, check_float, check_like, cpu_flat, cpu_slice, dispatch2, use_cpu_kernel, written,
+};
 use candle_core::backend::BackendStorage;
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType,
@@ -30,6 +32,7 @@ use candle_core::{
 };
 use multiversion::multiversion;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Batch norm in training mode: normalises each channel of `x` with the batch's mean and
 /// biased variance, `y = (x − mean) / sqrt(var + eps)`, then `· weight` and `+ bias` when
@@ -388,11 +391,11 @@ impl CustomOp1 for Norm {
         let out = match s {
             CpuStorage::F32(_) => {
                 let x = cpu_slice::<f32>(CustomOp1::name(self), s, l, self.dims)?;
-                f32::to_cpu_storage_owned(self.forward(x, None))
+                f32::to_cpu_storage_owned(self.forward(x, None)?)
             }
             CpuStorage::F64(_) => {
                 let x = cpu_slice::<f64>(CustomOp1::name(self), s, l, self.dims)?;
-                f64::to_cpu_storage_owned(self.forward(x, None))
+                f64::to_cpu_storage_owned(self.forward(x, None)?)
             }
             _ => bail!(
                 "{}: expected f32 or f64, got {:?}",
@@ -429,13 +432,13 @@ impl CustomOp3 for Norm {
                 let x = cpu_slice::<f32>(CustomOp3::name(self), s1, l1, self.dims)?;
                 let w = cpu_flat::<f32>(CustomOp3::name(self), s2, l2, c)?;
                 let b = cpu_flat::<f32>(CustomOp3::name(self), s3, l3, c)?;
-                f32::to_cpu_storage_owned(self.forward(x, Some((w, b))))
+                f32::to_cpu_storage_owned(self.forward(x, Some((w, b)))?)
             }
             (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
                 let x = cpu_slice::<f64>(CustomOp3::name(self), s1, l1, self.dims)?;
                 let w = cpu_flat::<f64>(CustomOp3::name(self), s2, l2, c)?;
                 let b = cpu_flat::<f64>(CustomOp3::name(self), s3, l3, c)?;
-                f64::to_cpu_storage_owned(self.forward(x, Some((w, b))))
+                f64::to_cpu_storage_owned(self.forward(x, Some((w, b)))?)
             }
             _ => bail!(
                 "{}: expected three f32 or three f64 tensors, got {:?}, {:?} and {:?}",
@@ -496,21 +499,24 @@ impl Norm {
     }
 
     /// `y = (x − mean)·(inv_std·weight) + bias`, parallel over the (n, c) planes.
-    fn forward<T: Real>(&self, x: &[T], affine: Option<(&[T], &[T])>) -> Vec<T> {
+    fn forward<T: Real>(&self, x: &[T], affine: Option<(&[T], &[T])>) -> Result<Vec<T>> {
         let (_, c, h, w) = self.dims;
         let coef = self.coefficients(affine);
-        let mut y = vec![T::zero(); x.len()];
-        y.par_chunks_mut(h * w)
-            .zip(x.par_chunks(h * w))
-            .enumerate()
-            .for_each(|(i, (y, x))| {
-                if self.relu {
-                    normalize_relu_plane(y, x, coef[i % c])
-                } else {
-                    normalize_plane(y, x, coef[i % c])
-                }
-            });
-        y
+        let planes = |y: &mut [MaybeUninit<T>]| {
+            y.par_chunks_mut(h * w)
+                .zip(x.par_chunks(h * w))
+                .enumerate()
+                .for_each(|(i, (y, x))| {
+                    if self.relu {
+                        normalize_relu_plane(y, x, coef[i % c])
+                    } else {
+                        normalize_plane(y, x, coef[i % c])
+                    }
+                });
+            Ok(())
+        };
+        // SAFETY: `y` and `x` have one length, so every plane of `y` is written whole.
+        unsafe { written(x.len(), planes) }
     }
 
     /// The per-channel sums `[Σdy, Σdy·x̂]` and, when `need_dx`, the input gradient, where
@@ -652,26 +658,26 @@ fn plane_centered_dot<T: Real>(x: &[T], g: &[T], mu: f64) -> f64 {
 
 /// `y = (x − mu)·a + b` over one plane.
 #[multiversion(targets = "simd")]
-fn normalize_plane<T: Real>(y: &mut [T], x: &[T], (mu, a, b): (T, T, T)) {
+fn normalize_plane<T: Real>(y: &mut [MaybeUninit<T>], x: &[T], (mu, a, b): (T, T, T)) {
     for (y, &v) in y.iter_mut().zip(x) {
-        *y = (v - mu) * a + b;
+        y.write((v - mu) * a + b);
     }
 }
 
 /// `y = max(0, (x − mu)·a + b)` over one plane.
 #[multiversion(targets = "simd")]
-fn normalize_relu_plane<T: Real>(y: &mut [T], x: &[T], (mu, a, b): (T, T, T)) {
+fn normalize_relu_plane<T: Real>(y: &mut [MaybeUninit<T>], x: &[T], (mu, a, b): (T, T, T)) {
     for (y, &v) in y.iter_mut().zip(x) {
-        *y = num_traits::Float::max((v - mu) * a + b, T::zero());
+        y.write(num_traits::Float::max((v - mu) * a + b, T::zero()));
     }
 }
 
 /// `dx = (dy − mean_dy)·a + (x − mean)·b` over one plane, `coef = [mean, mean_dy, a, b]`.
 #[multiversion(targets = "simd")]
-fn input_grad_plane<T: Real>(gx: &mut [T], grad: &[T], x: &[T], coef: [T; 4]) {
+fn input_grad_plane<T: Real>(gx: &mut [MaybeUninit<T>], grad: &[T], x: &[T], coef: [T; 4]) {
     let [mu, mdy, a, b] = coef;
     for ((gx, &d), &v) in gx.iter_mut().zip(grad).zip(x) {
-        *gx = (d - mdy) * a + (v - mu) * b;
+        gx.write((d - mdy) * a + (v - mu) * b);
     }
 }
 
@@ -729,11 +735,17 @@ impl InputGrad {
             .iter()
             .map(|k| [k.mean, k.mean_dy, k.a, k.b].map(T::from_f64))
             .collect();
-        let mut gx = vec![T::zero(); x.len()];
-        gx.par_chunks_mut(h * w)
-            .zip(grad.par_chunks(h * w).zip(x.par_chunks(h * w)))
-            .enumerate()
-            .for_each(|(i, (gx, (grad, x)))| input_grad_plane(gx, grad, x, coef[i % c]));
+        // SAFETY: `gx`, `grad` and `x` have one length, so every plane of `gx` is written
+        // whole.
+        let gx = unsafe {
+            written(x.len(), |gx| {
+                gx.par_chunks_mut(h * w)
+                    .zip(grad.par_chunks(h * w).zip(x.par_chunks(h * w)))
+                    .enumerate()
+                    .for_each(|(i, (gx, (grad, x)))| input_grad_plane(gx, grad, x, coef[i % c]));
+                Ok(())
+            })
+        }?;
         Ok(T::to_cpu_storage_owned(gx))
     }
 }

@@ -20,10 +20,13 @@
 //! computed only when the input is tracked (a stem's image is not).
 
 use super::row_dots::{self, RowDots};
-use super::{Geometry, Real, check_float, check_like, cpu_slice, dispatch2, use_cpu_kernel};
+use super::{
+    Geometry, Real, check_float, check_like, cpu_slice, dispatch2, use_cpu_kernel, written, zeroed,
+};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, bail};
 use gemm::Parallelism;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 /// Convolution, PyTorch's `nn.Conv2d(C_in, C_out, k, stride, padding, dilation, bias =
@@ -301,6 +304,51 @@ fn matmul<T: GemmReal>(
     r: Mat,
     parallelism: Parallelism,
 ) -> Result<()> {
+    // SAFETY: `gemm_into` writes only values into `dst`, so it stays initialised.
+    let dst = unsafe { &mut *(dst as *mut [T] as *mut [MaybeUninit<T>]) };
+    gemm_into(dst, d, accumulate, lhs, l, rhs, r, parallelism)
+}
+
+/// `dst = lhs · rhs` into a buffer that may be uninitialised, where `d` is row-major and
+/// covers all of `dst`: afterwards every element is written.
+///
+/// # Errors
+/// As [`matmul`], and a `d` that does not cover `dst`.
+#[allow(clippy::too_many_arguments)]
+fn matmul_overwrite<'a, T: GemmReal>(
+    dst: &'a mut [MaybeUninit<T>],
+    d: Mat,
+    lhs: &[T],
+    l: Mat,
+    rhs: &[T],
+    r: Mat,
+    parallelism: Parallelism,
+) -> Result<&'a mut [T]> {
+    if d.rs != d.cols || d.cs != 1 || d.rows * d.cols != dst.len() {
+        bail!(
+            "conv2d: a product {d:?} that does not cover its {} outputs",
+            dst.len()
+        )
+    }
+    gemm_into(dst, d, false, lhs, l, rhs, r, parallelism)?;
+    // SAFETY: the row-major `d` addresses every element of `dst`, and the product (with
+    // `accumulate` false) wrote each one.
+    Ok(unsafe { &mut *(dst as *mut [MaybeUninit<T>] as *mut [T]) })
+}
+
+/// The product behind [`matmul`] and [`matmul_overwrite`]: reads `dst` only when
+/// `accumulate`, and writes every element the view `d` addresses.
+#[allow(clippy::too_many_arguments)]
+fn gemm_into<T: GemmReal>(
+    dst: &mut [MaybeUninit<T>],
+    d: Mat,
+    accumulate: bool,
+    lhs: &[T],
+    l: Mat,
+    rhs: &[T],
+    r: Mat,
+    parallelism: Parallelism,
+) -> Result<()> {
     if l.rows != d.rows || r.cols != d.cols || l.cols != r.rows {
         bail!("conv2d: matmul shapes {l:?} · {r:?} → {d:?} do not chain")
     }
@@ -312,19 +360,20 @@ fn matmul<T: GemmReal>(
     }
     if l.cols == 0 {
         if !accumulate {
-            dst.fill(T::zero());
+            dst.fill(MaybeUninit::new(T::zero()));
         }
         return Ok(());
     }
     // SAFETY: `fits` checked that every element each view addresses lies inside its slice
     // (and that the strides fit in isize); `dst` is a unique borrow, so it aliases neither
-    // operand; T is f32 or f64 (`GemmReal`), which gemm supports.
+    // operand; gemm reads `dst` only when `accumulate` (then it is initialised: only
+    // `matmul` passes true); T is f32 or f64 (`GemmReal`), which gemm supports.
     unsafe {
         gemm::gemm(
             d.rows,
             d.cols,
             l.cols,
-            dst.as_mut_ptr(),
+            dst.as_mut_ptr().cast::<T>(),
             d.cs as isize,
             d.rs as isize,
             accumulate,
@@ -348,12 +397,12 @@ fn matmul<T: GemmReal>(
 /// Runs `f(i, chunk_i, scratch)` for every `chunk`-element chunk `chunk_i` of `out` (a
 /// sample, or a run of samples), in parallel over the chunks or in turn; `scratch` is a
 /// buffer of `scratch` elements that `f` may overwrite, one per rayon job.
-fn for_samples<T: Real>(
+fn for_samples<E: Send, T: Real>(
     parallel: bool,
-    out: &mut [T],
+    out: &mut [E],
     chunk: usize,
     scratch: usize,
-    f: impl Fn(usize, &mut [T], &mut Vec<T>) -> Result<()> + Sync + Send,
+    f: impl Fn(usize, &mut [E], &mut Vec<T>) -> Result<()> + Sync + Send,
 ) -> Result<()> {
     if chunk == 0 {
         return Ok(());
@@ -446,28 +495,17 @@ impl Conv2d {
         let (patch, plane) = (c.patch(), g.out_plane());
         let taps = c.col_taps();
         let (parallel, par) = c.split();
-        let mut y = vec![T::zero(); g.n * c.c_out * plane];
-        for_samples(
-            parallel,
-            &mut y,
-            c.c_out * plane,
-            c.col_len(),
-            |b, y, col| {
+        let products = |y: &mut [MaybeUninit<T>]| {
+            for_samples(parallel, y, c.c_out * plane, c.col_len(), |b, y, col| {
                 let xb = &x[b * g.c * g.in_plane()..][..g.c * g.in_plane()];
                 let col = c.sample_col(&taps, xb, col);
-                let d = Mat::rows(c.c_out, plane);
-                matmul(
-                    y,
-                    d,
-                    false,
-                    w,
-                    Mat::rows(c.c_out, patch),
-                    col,
-                    Mat::rows(patch, plane),
-                    par,
-                )
-            },
-        )?;
+                let (wm, cm) = (Mat::rows(c.c_out, patch), Mat::rows(patch, plane));
+                matmul_overwrite(y, Mat::rows(c.c_out, plane), w, wm, col, cm, par).map(|_| ())
+            })
+        };
+        // SAFETY: `for_samples` hands every sample's chunk to the closure, and
+        // `matmul_overwrite` writes all of it unless it fails.
+        let y = unsafe { written(g.n * c.c_out * plane, products) }?;
         Ok(T::to_cpu_storage_owned(y))
     }
 }
@@ -516,24 +554,28 @@ impl InputGrad {
         let taps = c.col_taps();
         let (parallel, par) = c.split();
         let wt = Mat::transposed(c.c_out, patch);
-        let mut gx = vec![T::zero(); g.n * g.c * g.in_plane()];
-        for_samples(
-            parallel,
-            &mut gx,
-            g.c * g.in_plane(),
-            c.col_len(),
-            |b, gx, col| {
-                let gy = &grad[b * c.c_out * plane..][..c.c_out * plane];
-                let gy_m = Mat::rows(c.c_out, plane);
-                if c.direct() {
-                    return matmul(gx, Mat::rows(g.c, plane), false, w, wt, gy, gy_m, par);
-                }
-                matmul(col, Mat::rows(patch, plane), false, w, wt, gy, gy_m, par)?;
-                gx.fill(T::zero());
-                c.col2im(&taps, col, gx);
-                Ok(())
-            },
-        )?;
+        let products = |gx: &mut [MaybeUninit<T>]| {
+            for_samples(
+                parallel,
+                gx,
+                g.c * g.in_plane(),
+                c.col_len(),
+                |b, gx, col| {
+                    let gy = &grad[b * c.c_out * plane..][..c.c_out * plane];
+                    let gy_m = Mat::rows(c.c_out, plane);
+                    if c.direct() {
+                        let d = Mat::rows(g.c, plane);
+                        return matmul_overwrite(gx, d, w, wt, gy, gy_m, par).map(|_| ());
+                    }
+                    matmul(col, Mat::rows(patch, plane), false, w, wt, gy, gy_m, par)?;
+                    c.col2im(&taps, col, zeroed(gx));
+                    Ok(())
+                },
+            )
+        };
+        // SAFETY: `for_samples` hands every sample's chunk to the closure, which writes all
+        // of it (`matmul_overwrite`, or `zeroed` before `col2im` adds into it) unless it fails.
+        let gx = unsafe { written(g.n * g.c * g.in_plane(), products) }?;
         Ok(T::to_cpu_storage_owned(gx))
     }
 }

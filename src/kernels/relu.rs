@@ -6,11 +6,12 @@
 //! NaN maps to 0 (as Candle's `relu`, `f32::max(NaN, 0) = 0`) and gets no gradient. At
 //! exactly 0 the gradient is 0 (PyTorch's rule; Candle's own `relu` passes it, `x ≥ 0`).
 
-use super::{Real, check_float, cpu_flat, dispatch2, same_shape, use_cpu_kernel};
+use super::{Real, check_float, cpu_flat, dispatch2, same_shape, use_cpu_kernel, written};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, bail};
 use multiversion::multiversion;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Elements per parallel task.
 const CHUNK: usize = 1 << 14;
@@ -62,26 +63,32 @@ pub(super) fn backward(y: &Tensor, grad: &Tensor) -> Result<Tensor> {
 
 fn fwd<T: Real>(op: &str, s: &CpuStorage, l: &Layout) -> Result<CpuStorage> {
     let x = cpu_flat::<T>(op, s, l, l.shape().elem_count())?;
-    let mut y = vec![T::zero(); x.len()];
-    y.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(y, x)| forward_chunk(y, x));
+    // SAFETY: `y` and `x` have one length, so the chunks pair up and each chunk of `y` is
+    // written whole.
+    let y = unsafe {
+        written(x.len(), |y| {
+            y.par_chunks_mut(CHUNK)
+                .zip(x.par_chunks(CHUNK))
+                .for_each(|(y, x)| forward_chunk(y, x));
+            Ok(())
+        })
+    }?;
     Ok(T::to_cpu_storage_owned(y))
 }
 
 /// `y = max(x, 0)` over one chunk.
 #[multiversion(targets = "simd")]
-fn forward_chunk<T: Real>(y: &mut [T], x: &[T]) {
+fn forward_chunk<T: Real>(y: &mut [MaybeUninit<T>], x: &[T]) {
     for (y, &v) in y.iter_mut().zip(x) {
-        *y = num_traits::Float::max(v, T::zero());
+        y.write(num_traits::Float::max(v, T::zero()));
     }
 }
 
 /// `gx = grad · [y > 0]` over one chunk.
 #[multiversion(targets = "simd")]
-fn backward_chunk<T: Real>(gx: &mut [T], y: &[T], grad: &[T]) {
+fn backward_chunk<T: Real>(gx: &mut [MaybeUninit<T>], y: &[T], grad: &[T]) {
     for ((gx, &y), &g) in gx.iter_mut().zip(y).zip(grad) {
-        *gx = if y > T::zero() { g } else { T::zero() };
+        gx.write(if y > T::zero() { g } else { T::zero() });
     }
 }
 
@@ -123,10 +130,16 @@ impl ReluBackward {
         let n = l1.shape().elem_count();
         let y = cpu_flat::<T>(self.name(), s1, l1, n)?;
         let grad = cpu_flat::<T>(self.name(), s2, l2, n)?;
-        let mut gx = vec![T::zero(); n];
-        gx.par_chunks_mut(CHUNK)
-            .zip(y.par_chunks(CHUNK).zip(grad.par_chunks(CHUNK)))
-            .for_each(|(gx, (y, grad))| backward_chunk(gx, y, grad));
+        // SAFETY: `gx`, `y` and `grad` have `n` values each, so every chunk of `gx` is
+        // written whole.
+        let gx = unsafe {
+            written(n, |gx| {
+                gx.par_chunks_mut(CHUNK)
+                    .zip(y.par_chunks(CHUNK).zip(grad.par_chunks(CHUNK)))
+                    .for_each(|(gx, (y, grad))| backward_chunk(gx, y, grad));
+                Ok(())
+            })
+        }?;
         Ok(T::to_cpu_storage_owned(gx))
     }
 }

@@ -6,11 +6,12 @@
 
 use super::super::scaled_sum::{scale_of, scale_samples, term_grad};
 use super::super::{Real, SampleScales, Term, check_like, cpu_flat, cpu_slice, dispatch2};
-use super::super::{scaled_sum, use_cpu_kernel};
+use super::super::{scaled_sum, use_cpu_kernel, written};
 use super::{Dims, Norm, affine, check};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, bail};
 use multiversion::multiversion;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// `acc·sa + batch_norm_train(z, weight, bias, eps).0 · sb`, `acc = (tensor, sa)` and `sb`
 /// per-sample scales (`None`: 1). Differentiable with respect to `z`, `acc`, `weight` and
@@ -192,14 +193,18 @@ impl NormAdd {
         let acc = cpu_slice::<T>("kernels-batch-norm-add", s2, l2, dims)?;
         let coef = self.norm.coefficients(affine);
         let [sa, sb] = &self.scales;
-        let mut y = vec![T::zero(); z.len()];
-        y.par_chunks_mut(h * w)
-            .zip(acc.par_chunks(h * w).zip(z.par_chunks(h * w)))
-            .enumerate()
-            .for_each(|(i, (y, (acc, z)))| {
-                let (ta, tb) = (scale_of(sa, i / c), scale_of(sb, i / c));
-                add_normalized_plane(y, acc, z, (ta, tb), coef[i % c]);
-            });
+        let planes = |y: &mut [MaybeUninit<T>]| {
+            y.par_chunks_mut(h * w)
+                .zip(acc.par_chunks(h * w).zip(z.par_chunks(h * w)))
+                .enumerate()
+                .for_each(|(i, (y, (acc, z)))| {
+                    let (ta, tb) = (scale_of(sa, i / c), scale_of(sb, i / c));
+                    add_normalized_plane(y, acc, z, (ta, tb), coef[i % c]);
+                });
+            Ok(())
+        };
+        // SAFETY: `y`, `acc` and `z` have one length, so every plane of `y` is written whole.
+        let y = unsafe { written(z.len(), planes) }?;
         Ok(T::to_cpu_storage_owned(y))
     }
 }
@@ -207,14 +212,14 @@ impl NormAdd {
 /// `y = acc·sa + ((z − mu)·a + b)·sb` over one plane.
 #[multiversion(targets = "simd")]
 fn add_normalized_plane<T: Real>(
-    y: &mut [T],
+    y: &mut [MaybeUninit<T>],
     acc: &[T],
     z: &[T],
     (sa, sb): (T, T),
     (mu, a, b): (T, T, T),
 ) {
     for ((y, &u), &v) in y.iter_mut().zip(acc).zip(z) {
-        *y = u * sa + ((v - mu) * a + b) * sb;
+        y.write(u * sa + ((v - mu) * a + b) * sb);
     }
 }
 
