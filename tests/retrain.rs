@@ -242,6 +242,7 @@ fn resumed_training_equals_uninterrupted() {
         for m in v.as_array_mut().unwrap() {
             m["seconds"] = 0.into();
             m["images_per_sec"] = 0.into();
+            m["eval_seconds"] = 0.into();
         }
         v
     };
@@ -522,4 +523,67 @@ fn training_bad_input_is_a_clean_error() {
             .arg(&out),
     );
     assert!(e.contains("nothing.safetensors"), "{e}");
+}
+
+/// Issue #23: a paced training (a budget's) fits each epoch after the first to the time
+/// left at the last epoch's rate, and records every epoch's images: no time left gives one
+/// batch an epoch, ample time the whole training part. Each epoch's images follow from the
+/// epochs recorded before it, so a stopped and resumed paced training decides as it would
+/// have; the schedule still ends at the floor.
+#[test]
+fn paced_training_fits_each_epoch_to_the_time_left() {
+    use nas_pipe::stages::retrain::{self, Options, pace::Pace};
+    let dir = tempdir("train-paced");
+    let file = train_pipeline(&dir, "t", 8, "images: 16,");
+    let mut sources = nas_pipe::spec::Sources::default();
+    let p = nas_pipe::pipeline::resolve::load(&mut sources, &file).unwrap();
+    let parts = p.load_data(5).unwrap();
+    let available = parts.train.len();
+    assert!(available > 16, "{available}");
+    let pace = |seconds: f64| Pace {
+        seconds,
+        epochs: 3,
+        planned: 16,
+        available,
+        least: 16,
+        val: parts.val.len(),
+        test: parts.test.len(),
+        eval_every: 1,
+    };
+    let train = |out: &str, seconds: f64, stop_after: Option<usize>| {
+        let run_dir = dir.join(out).join("t");
+        let p = p.in_run_folder(&run_dir);
+        let g = retrain::choose_genotype(&p, &run_dir, Some("DARTS_V2")).unwrap();
+        let o = Options {
+            stop_after,
+            progress: false,
+            paced: Some(seconds),
+        };
+        retrain::run(&p, &run_dir, &candle_core::Device::Cpu, &g, &o)
+            .unwrap()
+            .metrics
+    };
+    let images = |m: &[nas_pipe::run::retrain::EpochMetrics]| -> Vec<usize> {
+        m.iter().map(|e| e.images).collect()
+    };
+    let late = train("late", 0.0, None);
+    assert_eq!(images(&late), [16, 16, 16]);
+    let early = train("early", 1e9, None);
+    assert_eq!(images(&early), [16, available, available]);
+    // The floor of the cosine at the last step: within one step's share of it.
+    let end = early[2].lr.1;
+    assert!(
+        end < 0.1 * (1.0 - (std::f64::consts::PI / 6.0).cos()),
+        "{end}"
+    );
+    assert!(early[1].lr.0 < early[0].lr.1 + 1e-12, "{early:?}");
+
+    train("resumed", 30.0, Some(1));
+    let resumed = train("resumed", 30.0, None);
+    for m in [&late, &early, &resumed] {
+        assert!(m.iter().all(|e| e.eval_seconds.is_some()), "{m:?}");
+    }
+    for (k, e) in resumed.iter().enumerate() {
+        assert_eq!(e.images, pace(30.0).images(&resumed[..k]), "{resumed:?}");
+    }
 }

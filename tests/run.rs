@@ -487,6 +487,7 @@ fn sigkilled_run_resumes_and_equals_an_uninterrupted_one() {
         for m in epochs.as_array_mut().unwrap() {
             m["seconds"] = 0.into();
             m["images_per_sec"] = 0.into();
+            m["eval_seconds"] = 0.into();
         }
         v
     };

@@ -47,6 +47,7 @@ pub fn run(args: &Args, flag: Option<crate::device::Choice>) -> Result<i32> {
     let opts = retrain::Options {
         stop_after: args.stop_after,
         progress: true,
+        paced: None,
     };
     let o = retrain::run(&p, &run_dir, &device, &g, &opts)?;
     print(&summary(&o))?;

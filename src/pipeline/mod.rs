@@ -693,7 +693,8 @@ pub fn run(
         });
         lock.write(run_dir)?;
         let t0 = Instant::now();
-        execute(stage, &p, run_dir, device, &ort, opts)?;
+        let paced = budget.as_ref().and_then(|b| b.retrain).map(|r| r.seconds);
+        execute(stage, &p, run_dir, device, &ort, opts, paced)?;
         let seconds = t0.elapsed().as_secs_f64();
         let outputs = hash_files(run_dir, &territory_files(run_dir, stage)?)?;
         let inputs = hash_files(run_dir, &st.inputs)?;
@@ -864,7 +865,7 @@ fn note_validation(run_dir: &Path, stage: Stage, outcome: &mut Outcome) {
         .map(|v| v.passed);
 }
 
-/// Does the work of one stage.
+/// Does the work of one stage; `paced`: a budget's seconds for retraining.
 fn execute(
     stage: Stage,
     p: &Resolved,
@@ -872,6 +873,7 @@ fn execute(
     device: &candle_core::Device,
     ort: &Ort,
     opts: &Options,
+    paced: Option<f64>,
 ) -> Result<()> {
     let rt = || ort.as_ref().map_err(|e| Error::Runtime(e.clone())).copied();
     match stage {
@@ -913,6 +915,7 @@ fn execute(
             let o = crate::stages::retrain::Options {
                 stop_after: None,
                 progress: opts.progress,
+                paced,
             };
             crate::stages::retrain::run(p, run_dir, device, &g, &o)?;
         }

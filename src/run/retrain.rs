@@ -40,6 +40,12 @@ pub struct EpochMetrics {
     /// Training time of the epoch (evaluation excluded).
     pub seconds: f64,
     pub images_per_sec: f64,
+    /// Training images of the epoch (0 in files written before it was recorded).
+    #[serde(default)]
+    pub images: usize,
+    /// Time of the epoch's validation, in epochs that evaluate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_seconds: Option<f64>,
     /// Training loss and accuracy within the epoch.
     #[serde(default)]
     pub curve: Vec<CurvePoint>,

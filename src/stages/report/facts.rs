@@ -407,7 +407,18 @@ pub fn budget_table(b: &super::BudgetSummary) -> (Table, String) {
         ),
         None => "The run has not finished every planned stage.".to_string(),
     };
-    (t, text)
+    let paced = b.retrain.as_ref().and_then(|r| {
+        let planned = u64::from(r.epochs?) * u64::from(r.images?);
+        let ran = r.ran_images?;
+        (ran != planned).then(|| {
+            format!(
+                " Retraining was paced to the time left: {} images in all, against the plan's {}.",
+                thousands(ran),
+                thousands(planned)
+            )
+        })
+    });
+    (t, text + &paced.unwrap_or_default())
 }
 
 /// The search, one row per epoch.
@@ -782,6 +793,45 @@ pub fn cost_table(a: &Artifacts) -> Option<Table> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The budget's sentence says the run's share of it, and retraining's images when
+    /// pacing changed them.
+    #[test]
+    fn the_budget_sentence_says_paced_images() {
+        let part = |ran: Option<u64>| super::super::BudgetPart {
+            epochs: Some(3),
+            images: Some(1000),
+            planned_s: 90.0,
+            actual_s: Some(95.0),
+            ran_images: ran,
+        };
+        let summary = |ran: Option<u64>| super::super::BudgetSummary {
+            total_s: 100.0,
+            planned_s: 100.0,
+            actual_s: Some(101.0),
+            calibration_s: 1.0,
+            search: None,
+            retrain: Some(part(ran)),
+            after: super::super::BudgetPart {
+                epochs: None,
+                images: None,
+                planned_s: 5.0,
+                actual_s: Some(5.0),
+                ran_images: None,
+            },
+        };
+        let (t, text) = budget_table(&summary(Some(2900)));
+        assert_eq!(t.rows.len(), 4);
+        assert_eq!(
+            text,
+            "The run took 1m 41s of its 1m 40s budget (101.0%). Retraining was paced to the \
+             time left: 2,900 images in all, against the plan's 3,000."
+        );
+        for as_planned in [Some(3000), None] {
+            let (_, text) = budget_table(&summary(as_planned));
+            assert!(!text.contains("paced"), "{text}");
+        }
+    }
 
     #[test]
     fn durations_read_naturally() {

@@ -151,6 +151,10 @@ pub struct BudgetPart {
     pub planned_s: f64,
     /// `None` while a stage of it has not finished.
     pub actual_s: Option<f64>,
+    /// Retraining's images over all its epochs as they ran (paced to the time left),
+    /// when every epoch recorded them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ran_images: Option<u64>,
 }
 
 /// The numbers at the top of the report. A run that retrains nothing after a multi-trial
@@ -784,18 +788,25 @@ impl Artifacts {
             images: Some(p.images),
             planned_s: p.seconds,
             actual_s: self.seconds_of_all(&[Stage::Search, Stage::Derive]),
+            ran_images: None,
         });
         let retrain = plan.retrain.map(|p| BudgetPart {
             epochs: Some(p.epochs),
             images: Some(p.images),
             planned_s: p.seconds,
             actual_s: self.seconds_of(Stage::Retrain),
+            ran_images: self.metrics.as_ref().and_then(|m| {
+                m.iter()
+                    .map(|e| (e.images > 0).then_some(e.images as u64))
+                    .sum()
+            }),
         });
         let after = BudgetPart {
             epochs: None,
             images: None,
             planned_s: plan.after_s,
             actual_s: self.seconds_of_all(&after),
+            ran_images: None,
         };
         let actual_s = [&search, &retrain]
             .into_iter()

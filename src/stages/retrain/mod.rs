@@ -46,6 +46,8 @@ use crate::run::retrain::{
 use crate::space::discrete::Net;
 use crate::space::genotype::{self, Genotype};
 
+pub mod pace;
+
 /// Version of `state.json`.
 pub const STATE_VERSION: u32 = 2;
 /// Drop-path masks draw from this stream of the epoch's generator.
@@ -116,6 +118,9 @@ pub struct Options {
     pub stop_after: Option<usize>,
     /// Draw a progress bar (when stderr is a terminal).
     pub progress: bool,
+    /// A budget's seconds for the whole training (its evaluations included): each epoch's
+    /// images are fitted to the time left ([`pace`]).
+    pub paced: Option<f64>,
 }
 
 fn ctx(stage: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
@@ -300,7 +305,16 @@ pub fn run(
 
     let started = Instant::now();
     let epochs = recipe.epochs;
-    let steps = train_b.batches_per_epoch();
+    let pace = opts.paced.map(|seconds| pace::Pace {
+        seconds,
+        epochs,
+        planned: train_b.len(),
+        available: train.len(),
+        least: recipe.batch_size.min(train.len()),
+        val: val_b.len(),
+        test: test_b.len(),
+        eval_every: recipe.eval_every,
+    });
     let last = opts.stop_after.map_or(epochs, |s| s.min(epochs));
     if state.epochs_done < last {
         // The test evaluation belongs to the weights this training ends with.
@@ -308,6 +322,8 @@ pub fn run(
     }
     for epoch in state.epochs_done..last {
         let t0 = Instant::now();
+        let train_b = paced_batcher(&train_b, pace.as_ref(), &state.metrics);
+        let steps = train_b.batches_per_epoch();
         let drop_path = recipe.drop_path_at(epoch);
         let mut rng = data::rng::derive(seed, epoch as u64, DROP_PATH_STREAM);
         let lr_at = |step: usize| {
@@ -357,17 +373,13 @@ pub fn run(
         let seconds = t0.elapsed().as_secs_f64();
         let evaluate_now = (epoch + 1) % recipe.eval_every.max(1) == 0 || epoch + 1 == epochs;
         let eval = if evaluate_now {
-            Some(evaluate(
-                &trainer.model,
-                &val_b,
-                device,
-                "",
-                &classes,
-                opts.progress,
-            )?)
+            let t = Instant::now();
+            let e = evaluate(&trainer.model, &val_b, device, "", &classes, opts.progress)?;
+            Some((e, t.elapsed().as_secs_f64()))
         } else {
             None
         };
+        let (eval, eval_seconds) = (eval.as_ref().map(|e| &e.0), eval.as_ref().map(|e| e.1));
         let m = EpochMetrics {
             epoch,
             lr: (lr_at(0), lr_at(steps - 1)),
@@ -378,6 +390,8 @@ pub fn run(
             val_acc: eval.as_ref().map(|e| e.accuracy),
             seconds,
             images_per_sec: n as f64 / seconds.max(1e-9),
+            images: n,
+            eval_seconds,
             curve: curve.finish(),
         };
         crate::progress::note(&format!(
@@ -387,14 +401,14 @@ pub fn run(
             m.lr.1,
             m.train_loss,
             100.0 * m.train_acc,
-            match &eval {
+            match eval {
                 Some(e) => format!(", val loss {:.4} acc {:.2}%", e.loss, 100.0 * e.accuracy),
                 None => String::new(),
             },
             crate::progress::duration(m.seconds),
             crate::progress::rate_text(m.images_per_sec)
         ));
-        let improved = match (&eval, state.best) {
+        let improved = match (eval, state.best) {
             (Some(e), Some((_, best))) => e.accuracy > best,
             (Some(_), None) => true,
             (None, _) => false,
@@ -406,7 +420,7 @@ pub fn run(
             crate::run::dir::model_file::LAST,
             &mut state,
         )?;
-        if improved && let Some(e) = &eval {
+        if improved && let Some(e) = eval {
             save_recorded(
                 &trainer.model,
                 &dir,
@@ -439,6 +453,30 @@ pub fn run(
         seconds: started.elapsed().as_secs_f64(),
         dir,
     })
+}
+
+/// The batcher of the next epoch after `done`: `train_b` itself, or with the images
+/// `pace` fits to the time left (said when they change).
+fn paced_batcher(train_b: &Batcher, pace: Option<&pace::Pace>, done: &[EpochMetrics]) -> Batcher {
+    let Some(pace) = pace else {
+        return train_b.clone();
+    };
+    let images = pace.images(done);
+    let before = done
+        .last()
+        .map_or(pace.planned, |m| pace::images_of(m, pace.planned));
+    if images != before && !done.is_empty() {
+        crate::progress::note(&format!(
+            "budget: retraining ran at {} images/s in epoch {}; epochs {}–{} get {} images each (were {}) to end within the budget",
+            crate::progress::rate_text(done[done.len() - 1].images_per_sec),
+            done.len(),
+            done.len() + 1,
+            pace.epochs,
+            crate::space::show::thousands(images as u64),
+            crate::space::show::thousands(before as u64),
+        ));
+    }
+    train_b.clone().with_epoch_images(images)
 }
 
 /// The one test evaluation, of the last weights (`model` after the last epoch): read back
