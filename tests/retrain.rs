@@ -526,13 +526,14 @@ fn training_bad_input_is_a_clean_error() {
 }
 
 /// Issue #23: a paced training (a budget's) fits each epoch after the first to the time
-/// left at the last epoch's rate, and records every epoch's images: no time left gives one
-/// batch an epoch, ample time the whole training part. Each epoch's images follow from the
-/// epochs recorded before it, so a stopped and resumed paced training decides as it would
-/// have; the schedule still ends at the floor.
+/// left at the last epoch's rate, and records every epoch's images and epochs: no time left
+/// gives one batch an epoch; time over gives the whole training part and then more epochs,
+/// the schedule still ending at its floor. Each epoch follows from the epochs recorded
+/// before it, so a stopped and resumed paced training decides as it would have.
 #[test]
 fn paced_training_fits_each_epoch_to_the_time_left() {
-    use nas_pipe::stages::retrain::{self, Options, pace::Pace};
+    use nas_pipe::run::retrain::EpochMetrics;
+    use nas_pipe::stages::retrain::{self, Options, pace};
     let dir = tempdir("train-paced");
     let file = train_pipeline(&dir, "t", 8, "images: 16,");
     let mut sources = nas_pipe::spec::Sources::default();
@@ -540,7 +541,7 @@ fn paced_training_fits_each_epoch_to_the_time_left() {
     let parts = p.load_data(5).unwrap();
     let available = parts.train.len();
     assert!(available > 16, "{available}");
-    let pace = |seconds: f64| Pace {
+    let pace = |seconds: f64| pace::Pace {
         seconds,
         epochs: 3,
         planned: 16,
@@ -559,31 +560,42 @@ fn paced_training_fits_each_epoch_to_the_time_left() {
             progress: false,
             paced: Some(seconds),
         };
-        retrain::run(&p, &run_dir, &candle_core::Device::Cpu, &g, &o)
-            .unwrap()
-            .metrics
+        retrain::run(&p, &run_dir, &candle_core::Device::Cpu, &g, &o).unwrap()
     };
-    let images = |m: &[nas_pipe::run::retrain::EpochMetrics]| -> Vec<usize> {
-        m.iter().map(|e| e.images).collect()
+    let ran = |m: &[EpochMetrics]| -> Vec<(usize, usize)> {
+        m.iter().map(|e| (e.images, e.epochs)).collect()
     };
     let late = train("late", 0.0, None);
-    assert_eq!(images(&late), [16, 16, 16]);
-    let early = train("early", 1e9, None);
-    assert_eq!(images(&early), [16, available, available]);
-    // The floor of the cosine at the last step: within one step's share of it.
-    let end = early[2].lr.1;
-    assert!(
-        end < 0.1 * (1.0 - (std::f64::consts::PI / 6.0).cos()),
-        "{end}"
-    );
-    assert!(early[1].lr.0 < early[0].lr.1 + 1e-12, "{early:?}");
+    assert_eq!(ran(&late.metrics), [(16, 3); 3]);
+    assert!(late.evaluation.is_some());
 
-    train("resumed", 30.0, Some(1));
-    let resumed = train("resumed", 30.0, None);
-    for m in [&late, &early, &resumed] {
-        assert!(m.iter().all(|e| e.eval_seconds.is_some()), "{m:?}");
+    // Two seconds hold many epochs of these few images.
+    train("early", 2.0, Some(1));
+    let early = train("early", 2.0, None);
+    let m = &early.metrics;
+    assert!(early.evaluation.is_some());
+    assert!(m.len() > 3, "{:?}", ran(m));
+    // More epochs once one would need more than the training part.
+    assert!(
+        m[1].epochs > 3 && (17..=available).contains(&m[1].images),
+        "{:?}",
+        ran(m)
+    );
+    assert_eq!(m.last().unwrap().epochs, m.len());
+    for (k, e) in m.iter().enumerate() {
+        let now = pace(2.0).next(&m[..k]);
+        assert_eq!(
+            (e.images, e.epochs),
+            (now.images, now.epochs),
+            "{:?}",
+            ran(m)
+        );
+        assert!(e.eval_seconds.is_some());
     }
-    for (k, e) in resumed.iter().enumerate() {
-        assert_eq!(e.images, pace(30.0).images(&resumed[..k]), "{resumed:?}");
-    }
+    // The last epoch ends the planned schedule, its last step near the floor (0).
+    let last = m.len() - 1;
+    let (x0, share) = pace::span(&m[..last], 3, m[last].epochs);
+    assert!((x0 + share - 3.0).abs() < 1e-9, "{x0} {share}");
+    assert!(m[last].lr.1 < 0.1 * share, "{:?}", m[last].lr);
+    assert!(m[last].lr.1 < m[1].lr.1 && m[1].lr.0 <= m[0].lr.1 + 1e-12);
 }

@@ -261,10 +261,34 @@ pub fn cosine_step(
     lr_min + 0.5 * (lr - lr_min) * (1.0 + (std::f64::consts::PI * t / span).cos())
 }
 
+/// [`cosine_step`] at `x` epochs into the schedule (any real position, `steps` steps an
+/// epoch for the warm-up's count): equal to it at `x = step / steps` up to rounding.
+pub fn cosine_at(lr: f64, lr_min: f64, x: f64, steps: usize, epochs: usize, warmup: usize) -> f64 {
+    let w = warmup.min(epochs) as f64;
+    if x < w {
+        let steps = steps.max(1) as f64;
+        return lr * (x * steps + 1.0) / (w * steps);
+    }
+    let span = (epochs as f64 - w).max(1e-12);
+    lr_min + 0.5 * (lr - lr_min) * (1.0 + (std::f64::consts::PI * (x - w) / span).cos())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    #[test]
+    fn the_cosine_at_a_position_is_the_cosine_at_a_step() {
+        for warmup in [0, 1] {
+            for step in 0..30 {
+                let a = cosine_step(0.1, 0.001, step, 10, 3, warmup);
+                let b = cosine_at(0.1, 0.001, step as f64 / 10.0, 10, 3, warmup);
+                assert!((a - b).abs() < 1e-12, "{step}: {a} {b}");
+            }
+        }
+        assert!(cosine_at(0.1, 0.0, 3.0, 10, 3, 0).abs() < 1e-12);
+    }
 
     fn var(v: &[f32]) -> Var {
         Var::new(v, &Device::Cpu).unwrap()

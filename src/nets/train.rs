@@ -90,7 +90,12 @@ impl Recipe {
 
     /// Drop-path probability in `epoch` (0-based): DARTS's ramp `p · epoch / epochs`.
     pub fn drop_path_at(&self, epoch: usize) -> f64 {
-        self.drop_path * epoch as f64 / self.epochs.max(1) as f64
+        self.drop_path_at_position(epoch as f64)
+    }
+
+    /// The drop-path probability at `x` epochs into the schedule (a paced epoch's start).
+    pub fn drop_path_at_position(&self, x: f64) -> f64 {
+        self.drop_path * x / self.epochs.max(1) as f64
     }
 }
 

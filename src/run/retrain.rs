@@ -43,6 +43,10 @@ pub struct EpochMetrics {
     /// Training images of the epoch (0 in files written before it was recorded).
     #[serde(default)]
     pub images: usize,
+    /// The training's epochs when this one ran: the spec's, or as a budget's pacing set
+    /// them (0 in files written before it was recorded).
+    #[serde(default)]
+    pub epochs: usize,
     /// Time of the epoch's validation, in epochs that evaluate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_seconds: Option<f64>,

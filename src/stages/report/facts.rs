@@ -409,11 +409,13 @@ pub fn budget_table(b: &super::BudgetSummary) -> (Table, String) {
     };
     let paced = b.retrain.as_ref().and_then(|r| {
         let planned = u64::from(r.epochs?) * u64::from(r.images?);
-        let ran = r.ran_images?;
+        let (ran, epochs) = (r.ran_images?, r.ran_epochs?);
         (ran != planned).then(|| {
             format!(
-                " Retraining was paced to the time left: {} images in all, against the plan's {}.",
+                " Retraining was paced to the time left: {epochs} epoch{} of {} images in all, against the plan's {} of {}.",
+                if epochs == 1 { "" } else { "s" },
                 thousands(ran),
+                r.epochs.unwrap_or(0),
                 thousands(planned)
             )
         })
@@ -804,6 +806,7 @@ mod tests {
             planned_s: 90.0,
             actual_s: Some(95.0),
             ran_images: ran,
+            ran_epochs: ran.map(|n| n.div_ceil(1000) as u32),
         };
         let summary = |ran: Option<u64>| super::super::BudgetSummary {
             total_s: 100.0,
@@ -818,6 +821,7 @@ mod tests {
                 planned_s: 5.0,
                 actual_s: Some(5.0),
                 ran_images: None,
+                ran_epochs: None,
             },
         };
         let (t, text) = budget_table(&summary(Some(2900)));
@@ -825,7 +829,12 @@ mod tests {
         assert_eq!(
             text,
             "The run took 1m 41s of its 1m 40s budget (101.0%). Retraining was paced to the \
-             time left: 2,900 images in all, against the plan's 3,000."
+             time left: 3 epochs of 2,900 images in all, against the plan's 3 of 3,000."
+        );
+        let (_, text) = budget_table(&summary(Some(3900)));
+        assert!(
+            text.ends_with("4 epochs of 3,900 images in all, against the plan's 3 of 3,000."),
+            "{text}"
         );
         for as_planned in [Some(3000), None] {
             let (_, text) = budget_table(&summary(as_planned));

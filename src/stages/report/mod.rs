@@ -152,9 +152,11 @@ pub struct BudgetPart {
     /// `None` while a stage of it has not finished.
     pub actual_s: Option<f64>,
     /// Retraining's images over all its epochs as they ran (paced to the time left),
-    /// when every epoch recorded them.
+    /// when every epoch recorded them, and its epochs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ran_images: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ran_epochs: Option<u32>,
 }
 
 /// The numbers at the top of the report. A run that retrains nothing after a multi-trial
@@ -789,6 +791,7 @@ impl Artifacts {
             planned_s: p.seconds,
             actual_s: self.seconds_of_all(&[Stage::Search, Stage::Derive]),
             ran_images: None,
+            ran_epochs: None,
         });
         let retrain = plan.retrain.map(|p| BudgetPart {
             epochs: Some(p.epochs),
@@ -800,6 +803,7 @@ impl Artifacts {
                     .map(|e| (e.images > 0).then_some(e.images as u64))
                     .sum()
             }),
+            ran_epochs: self.metrics.as_ref().map(|m| m.len() as u32),
         });
         let after = BudgetPart {
             epochs: None,
@@ -807,6 +811,7 @@ impl Artifacts {
             planned_s: plan.after_s,
             actual_s: self.seconds_of_all(&after),
             ran_images: None,
+            ran_epochs: None,
         };
         let actual_s = [&search, &retrain]
             .into_iter()

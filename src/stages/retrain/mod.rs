@@ -274,8 +274,13 @@ pub fn run(
     let hash = retrain_hash(p, &genotype.0)?;
     let state_path = dir.join(crate::run::dir::model_file::STATE);
     let advice = checkpoint::restart_advice("retrain", &dir);
-    let read =
-        checkpoint::read_state::<State>(&state_path, &hash, "retrain", recipe.epochs, &advice)?;
+    // Paced, a training may run more epochs than its spec's.
+    let bound = if opts.paced.is_some() {
+        usize::MAX
+    } else {
+        recipe.epochs
+    };
+    let read = checkpoint::read_state::<State>(&state_path, &hash, "retrain", bound, &advice)?;
     let mut state = match read {
         Some(mut state) => {
             checkpoint::resume(run_dir, &dir, &mut state, &advice, |path| {
@@ -304,10 +309,10 @@ pub fn run(
     write_card(p, genotype, &net, &norm, &classes, &dir)?;
 
     let started = Instant::now();
-    let epochs = recipe.epochs;
+    let planned = recipe.epochs;
     let pace = opts.paced.map(|seconds| pace::Pace {
         seconds,
-        epochs,
+        epochs: planned,
         planned: train_b.len(),
         available: train.len(),
         least: recipe.batch_size.min(train.len()),
@@ -315,26 +320,53 @@ pub fn run(
         test: test_b.len(),
         eval_every: recipe.eval_every,
     });
-    let last = opts.stop_after.map_or(epochs, |s| s.min(epochs));
-    if state.epochs_done < last {
+    let next = |done: &[EpochMetrics]| match &pace {
+        Some(pace) => pace.next(done),
+        None => pace::Next {
+            epochs: planned,
+            images: train_b.len(),
+        },
+    };
+    let stop = opts.stop_after.unwrap_or(usize::MAX);
+    let runs = |done: &[EpochMetrics]| done.len() < next(done).epochs && done.len() < stop;
+    if runs(&state.metrics) {
         // The test evaluation belongs to the weights this training ends with.
         crate::fsutil::remove_if_exists(&dir.join(crate::run::dir::model_file::EVALUATION))?;
     }
-    for epoch in state.epochs_done..last {
+    while runs(&state.metrics) {
+        let epoch = state.metrics.len();
         let t0 = Instant::now();
-        let train_b = paced_batcher(&train_b, pace.as_ref(), &state.metrics);
+        let now = next(&state.metrics);
+        let epochs = now.epochs;
+        say_paced(pace.as_ref(), &state.metrics, now);
+        let train_b = train_b.clone().with_epoch_images(now.images);
         let steps = train_b.batches_per_epoch();
-        let drop_path = recipe.drop_path_at(epoch);
+        // The span of the schedule this epoch covers: `epoch..epoch + 1` unless pacing
+        // changed the number of epochs.
+        let (x0, share) = pace::span(&state.metrics, planned, epochs);
+        let as_planned = x0 == epoch as f64 && share == 1.0;
+        let drop_path = recipe.drop_path_at_position(x0);
         let mut rng = data::rng::derive(seed, epoch as u64, DROP_PATH_STREAM);
         let lr_at = |step: usize| {
-            optim::cosine_step(
-                recipe.lr,
-                recipe.lr_min,
-                epoch * steps + step,
-                steps,
-                epochs,
-                recipe.warmup_epochs,
-            )
+            if as_planned {
+                optim::cosine_step(
+                    recipe.lr,
+                    recipe.lr_min,
+                    epoch * steps + step,
+                    steps,
+                    planned,
+                    recipe.warmup_epochs,
+                )
+            } else {
+                optim::cosine_at(
+                    recipe.lr,
+                    recipe.lr_min,
+                    x0 + share * step as f64 / steps as f64,
+                    steps,
+                    planned,
+                    recipe.warmup_epochs,
+                )
+            }
         };
         let bar = crate::progress::epoch(
             opts.progress,
@@ -391,6 +423,7 @@ pub fn run(
             seconds,
             images_per_sec: n as f64 / seconds.max(1e-9),
             images: n,
+            epochs,
             eval_seconds,
             curve: curve.finish(),
         };
@@ -435,7 +468,7 @@ pub fn run(
         )?;
         save_checkpoint(&trainer, &dir, &mut state, epoch + 1)?;
     }
-    let evaluation = if state.epochs_done == epochs {
+    let evaluation = if state.epochs_done >= next(&state.metrics).epochs {
         Some(final_test(
             &trainer.model,
             &test_b,
@@ -455,28 +488,32 @@ pub fn run(
     })
 }
 
-/// The batcher of the next epoch after `done`: `train_b` itself, or with the images
-/// `pace` fits to the time left (said when they change).
-fn paced_batcher(train_b: &Batcher, pace: Option<&pace::Pace>, done: &[EpochMetrics]) -> Batcher {
-    let Some(pace) = pace else {
-        return train_b.clone();
+/// Says a change of pace: epoch `done.len()` runs `now`, other than the epoch before it.
+fn say_paced(pace: Option<&pace::Pace>, done: &[EpochMetrics], now: pace::Next) {
+    let (Some(pace), Some(last)) = (pace, done.last()) else {
+        return;
     };
-    let images = pace.images(done);
-    let before = done
-        .last()
-        .map_or(pace.planned, |m| pace::images_of(m, pace.planned));
-    if images != before && !done.is_empty() {
-        crate::progress::note(&format!(
-            "budget: retraining ran at {} images/s in epoch {}; epochs {}–{} get {} images each (were {}) to end within the budget",
-            crate::progress::rate_text(done[done.len() - 1].images_per_sec),
-            done.len(),
-            done.len() + 1,
-            pace.epochs,
-            crate::space::show::thousands(images as u64),
-            crate::space::show::thousands(before as u64),
-        ));
+    let before = pace::Next {
+        epochs: pace::epochs_of(last, pace.epochs),
+        images: pace::images_of(last, pace.planned),
+    };
+    if now == before {
+        return;
     }
-    train_b.clone().with_epoch_images(images)
+    let epochs = if now.epochs == before.epochs {
+        String::new()
+    } else {
+        format!(" and {} epochs in all (were {})", now.epochs, before.epochs)
+    };
+    crate::progress::note(&format!(
+        "budget: retraining ran at {} images/s in epoch {}; epochs {}–{} get {} images each (were {}){epochs}, to end within the budget",
+        crate::progress::rate_text(last.images_per_sec),
+        done.len(),
+        done.len() + 1,
+        now.epochs,
+        crate::space::show::thousands(now.images as u64),
+        crate::space::show::thousands(before.images as u64),
+    ));
 }
 
 /// The one test evaluation, of the last weights (`model` after the last epoch): read back
