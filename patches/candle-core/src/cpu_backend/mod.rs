@@ -945,8 +945,12 @@ impl<I: IntDType> Map2 for IndexAdd<'_, I> {
     }
 }
 
+/// Copies of at least this many elements run on rayon's threads (nas-pipe): a copy this
+/// large takes longer than handing out the work, and the other threads would wait for it.
+const PAR_COPY: usize = 1 << 15;
+
 #[allow(clippy::too_many_arguments)]
-fn copy2d_<T: Copy>(
+fn copy2d_<T: Copy + Send + Sync>(
     src: &[T],
     dst: &mut [T],
     d1: usize,
@@ -958,9 +962,33 @@ fn copy2d_<T: Copy>(
 ) {
     // Both are contiguous - one memcpy covers everything.
     if src_stride1 == d2 && dst_stride1 == d2 {
-        let src_start = src_offset;
-        let dst_start = dst_offset;
-        dst[dst_start..dst_start + d1 * d2].copy_from_slice(&src[src_start..src_start + d1 * d2]);
+        let n = d1 * d2;
+        let src = &src[src_offset..src_offset + n];
+        let dst = &mut dst[dst_offset..dst_offset + n];
+        if n >= 2 * PAR_COPY {
+            dst.par_chunks_mut(PAR_COPY)
+                .zip(src.par_chunks(PAR_COPY))
+                .for_each(|(d, s)| d.copy_from_slice(s));
+        } else {
+            dst.copy_from_slice(src);
+        }
+        return;
+    }
+    // Rows in groups of at least PAR_COPY elements, each group on one thread.
+    if d1 > 1 && d2 > 0 && dst_stride1 >= d2 && d1 * d2 >= 2 * PAR_COPY {
+        let rows = PAR_COPY.div_ceil(d2);
+        let end = dst_offset + (d1 - 1) * dst_stride1 + d2;
+        dst[dst_offset..end]
+            .par_chunks_mut(rows * dst_stride1)
+            .enumerate()
+            .for_each(|(g, chunk)| {
+                let mut src_idx = src_offset + g * rows * src_stride1;
+                for row in 0..rows.min(d1 - g * rows) {
+                    let d = row * dst_stride1;
+                    chunk[d..d + d2].copy_from_slice(&src[src_idx..src_idx + d2]);
+                    src_idx += src_stride1;
+                }
+            });
         return;
     }
     let mut src_idx = src_offset;
@@ -972,7 +1000,7 @@ fn copy2d_<T: Copy>(
     }
 }
 
-fn copy_strided_src_<T: Copy>(src: &[T], dst: &mut [T], dst_offset: usize, src_l: &Layout) {
+fn copy_strided_src_<T: Copy + Send + Sync>(src: &[T], dst: &mut [T], dst_offset: usize, src_l: &Layout) {
     match src_l.strided_blocks() {
         crate::StridedBlocks::SingleBlock { start_offset, len } => dst
             [dst_offset..dst_offset + len]
