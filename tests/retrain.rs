@@ -535,16 +535,16 @@ fn paced_training_fits_each_epoch_to_the_time_left() {
     use nas_pipe::run::retrain::EpochMetrics;
     use nas_pipe::stages::retrain::{self, Options, pace};
     let dir = tempdir("train-paced");
-    let file = train_pipeline(&dir, "t", 8, "images: 16,");
+    let file = train_pipeline(&dir, "t", 8, "images: 32,");
     let mut sources = nas_pipe::spec::Sources::default();
     let p = nas_pipe::pipeline::resolve::load(&mut sources, &file).unwrap();
     let parts = p.load_data(5).unwrap();
     let available = parts.train.len();
-    assert!(available > 16, "{available}");
+    assert!(available > 32, "{available}");
     let pace = |seconds: f64| pace::Pace {
         seconds,
         epochs: 3,
-        planned: 16,
+        planned: 32,
         available,
         least: 16,
         val: parts.val.len(),
@@ -566,7 +566,8 @@ fn paced_training_fits_each_epoch_to_the_time_left() {
         m.iter().map(|e| (e.images, e.epochs)).collect()
     };
     let late = train("late", 0.0, None);
-    assert_eq!(ran(&late.metrics), [(16, 3); 3]);
+    // Two planned batches, then one: the fewest.
+    assert_eq!(ran(&late.metrics), [(32, 3), (16, 3), (16, 3)]);
     assert!(late.evaluation.is_some());
 
     // Two seconds hold many epochs of these few images.

@@ -192,7 +192,7 @@ impl DepthwiseConv2d {
         let x = cpu_slice::<T>(self.name(), s1, l1, g.in_dims())?;
         let filters = cpu_slice::<T>(self.name(), s2, l2, filter_dims(g))?;
         let (k, wi, wo) = (g.kernel, g.w, g.wo);
-        let mut out = par_zeros(g.n * g.c * g.out_plane());
+        let mut out = par_zeros(g.n * g.c * g.out_plane())?;
         if let Some(st) = forward_stencil(g) {
             stencil_planes(&st, x, g.in_plane(), &mut out, g.out_plane(), filters, g.c);
             return Ok(T::to_cpu_storage_owned(out));
@@ -262,7 +262,7 @@ impl InputGrad {
         let grad = cpu_slice::<T>(self.name(), s1, l1, g.out_dims())?;
         let filters = cpu_slice::<T>(self.name(), s2, l2, filter_dims(g))?;
         let (k, wi, wo) = (g.kernel, g.w, g.wo);
-        let mut gx = par_zeros(g.n * g.c * g.in_plane());
+        let mut gx = par_zeros(g.n * g.c * g.in_plane())?;
         if let Some(st) = transposed_stencil(g) {
             let kk = k * k;
             // Each channel's filter reversed in both axes: the transpose of its stencil.

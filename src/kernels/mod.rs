@@ -85,20 +85,20 @@ unsafe fn written<T: Real>(
 /// `len` zeros, written in parallel: outputs that a kernel adds into. A serial
 /// `vec![0; len]` (a `memset` on the calling thread while the other threads wait) was 3.5 %
 /// of the default job's retraining.
-fn par_zeros<T: Real>(len: usize) -> Vec<T> {
+fn par_zeros<T: Real>(len: usize) -> Result<Vec<T>> {
     const CHUNK: usize = 1 << 14;
     if len < 4 * CHUNK {
-        return vec![T::zero(); len];
+        return Ok(vec![T::zero(); len]);
     }
-    let mut v = Vec::with_capacity(len);
-    v.spare_capacity_mut()[..len]
-        .par_chunks_mut(CHUNK)
-        .for_each(|c| {
-            zeroed(c);
-        });
-    // SAFETY: the chunks cover the first `len` values, and each was just zeroed.
-    unsafe { v.set_len(len) };
-    v
+    // SAFETY: the chunks cover the buffer, and each is zeroed.
+    unsafe {
+        written(len, |buf| {
+            buf.par_chunks_mut(CHUNK).for_each(|c| {
+                zeroed(c);
+            });
+            Ok(())
+        })
+    }
 }
 
 /// `buf` set to zeros, as initialised values.

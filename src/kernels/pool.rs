@@ -195,7 +195,7 @@ impl Pool2d {
     fn fwd<T: Real>(&self, s: &CpuStorage, l: &Layout) -> Result<CpuStorage> {
         let g = &self.g;
         let x = cpu_slice::<T>(self.name(), s, l, g.in_dims())?;
-        let mut out = par_zeros(g.n * g.c * g.out_plane());
+        let mut out = par_zeros(g.n * g.c * g.out_plane())?;
         match self.kind {
             Kind::Max => pool_planes(g, x, &mut out, T::neg_infinity(), max_into),
             Kind::Avg => {
@@ -324,7 +324,7 @@ impl MaxPoolBackward {
         // Positions in the plane are u32 so that they share vector lanes with f32 values
         // (`Geometry::pool` bounds the plane size).
         let first_col: Vec<u32> = (0..wo).map(|ow| g.window(ow, w).start as u32).collect();
-        let mut gx = par_zeros(x.len());
+        let mut gx = par_zeros(x.len())?;
         gx.par_chunks_mut(g.in_plane())
             .zip(x.par_chunks(g.in_plane()))
             .zip(grad.par_chunks(g.out_plane()))
@@ -430,7 +430,7 @@ impl AvgPoolBackward {
         let inv_rows = inverse_counts::<T>(g, g.ho, g.h);
         let inv_cols = inverse_counts::<T>(g, g.wo, g.w);
         let (cols, phases) = (g.col_taps(), g.phases());
-        let mut gx = par_zeros(g.n * g.c * g.in_plane());
+        let mut gx = par_zeros(g.n * g.c * g.in_plane())?;
         gx.par_chunks_mut(g.in_plane())
             .zip(grad.par_chunks(g.out_plane()))
             .for_each_init(

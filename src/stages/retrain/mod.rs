@@ -119,7 +119,7 @@ pub struct Options {
     /// Draw a progress bar (when stderr is a terminal).
     pub progress: bool,
     /// A budget's seconds for the whole training (its evaluations included): each epoch's
-    /// images are fitted to the time left ([`pace`]).
+    /// images, and the number of epochs, are fitted to the time left ([`pace`]).
     pub paced: Option<f64>,
 }
 
@@ -328,15 +328,18 @@ pub fn run(
         },
     };
     let stop = opts.stop_after.unwrap_or(usize::MAX);
-    let runs = |done: &[EpochMetrics]| done.len() < next(done).epochs && done.len() < stop;
-    if runs(&state.metrics) {
+    // What the next epoch runs under, while one is left to run.
+    let pending = |done: &[EpochMetrics]| {
+        let now = next(done);
+        (done.len() < now.epochs && done.len() < stop).then_some(now)
+    };
+    if pending(&state.metrics).is_some() {
         // The test evaluation belongs to the weights this training ends with.
         crate::fsutil::remove_if_exists(&dir.join(crate::run::dir::model_file::EVALUATION))?;
     }
-    while runs(&state.metrics) {
+    while let Some(now) = pending(&state.metrics) {
         let epoch = state.metrics.len();
         let t0 = Instant::now();
-        let now = next(&state.metrics);
         let epochs = now.epochs;
         say_paced(pace.as_ref(), &state.metrics, now);
         let train_b = train_b.clone().with_epoch_images(now.images);
@@ -493,10 +496,7 @@ fn say_paced(pace: Option<&pace::Pace>, done: &[EpochMetrics], now: pace::Next) 
     let (Some(pace), Some(last)) = (pace, done.last()) else {
         return;
     };
-    let before = pace::Next {
-        epochs: pace::epochs_of(last, pace.epochs),
-        images: pace::images_of(last, pace.planned),
-    };
+    let before = pace.ran(last);
     if now == before {
         return;
     }

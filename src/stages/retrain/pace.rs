@@ -57,10 +57,7 @@ impl Pace {
                 images: self.planned,
             };
         };
-        let now = Next {
-            epochs: epochs_of(last, self.epochs),
-            images: images_of(last, self.planned),
-        };
+        let now = self.ran(last);
         let k = done.len();
         if k >= now.epochs || last.seconds <= 0.0 || now.images == 0 {
             return now;
@@ -99,17 +96,27 @@ impl Pace {
     }
 }
 
+impl Pace {
+    /// What epoch `m` ran under (the plan's figures where `m` predates recording them).
+    pub fn ran(&self, m: &EpochMetrics) -> Next {
+        Next {
+            epochs: epochs_of(m, self.epochs),
+            images: images_of(m, self.planned),
+        }
+    }
+}
+
 /// The most epochs pacing adds at once.
 const MAX_MORE: usize = 10_000;
 
 /// The images epoch `m` trained on: recorded, or (metrics written before they were) the
 /// plan's.
-pub fn images_of(m: &EpochMetrics, planned: usize) -> usize {
+fn images_of(m: &EpochMetrics, planned: usize) -> usize {
     if m.images > 0 { m.images } else { planned }
 }
 
 /// The training's epochs when epoch `m` ran: recorded, or the plan's.
-pub fn epochs_of(m: &EpochMetrics, planned: usize) -> usize {
+fn epochs_of(m: &EpochMetrics, planned: usize) -> usize {
     if m.epochs > 0 { m.epochs } else { planned }
 }
 
