@@ -461,6 +461,10 @@ impl Phases {
         if self.stride == 1 {
             return plane;
         }
+        if self.stride == 2 && self.len >= 2 {
+            self.split_pairs(plane, scratch);
+            return scratch;
+        }
         for (src, dst) in plane
             .chunks_exact(self.len)
             .zip(scratch.chunks_exact_mut(self.len))
@@ -473,6 +477,25 @@ impl Phases {
             }
         }
         scratch
+    }
+
+    /// [`Phases::split`] at stride 2 (rows of two or more): each row's pairs de-interleaved
+    /// in one pass, the even elements first.
+    fn split_pairs<T: Copy>(&self, plane: &[T], scratch: &mut [T]) {
+        let evens = self.offsets[1];
+        for (src, dst) in plane
+            .chunks_exact(self.len)
+            .zip(scratch.chunks_exact_mut(self.len))
+        {
+            let (even, odd) = dst.split_at_mut(evens);
+            for ((pair, e), o) in src.chunks_exact(2).zip(even.iter_mut()).zip(odd) {
+                *e = pair[0];
+                *o = pair[1];
+            }
+            if self.len % 2 == 1 {
+                even[evens - 1] = src[self.len - 1];
+            }
+        }
     }
 
     /// The inverse of [`Phases::split`]: writes the split rows `split` back into `plane`.

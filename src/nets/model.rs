@@ -21,7 +21,7 @@ use crate::nets::blocks::{
     preprocess_inputs,
 };
 use crate::nn::{BatchNorm, Scope, Store};
-use crate::ops::{BnMode, Op, OpModule, Shape};
+use crate::ops::{BnMode, Op, OpModule, Pure, Shape};
 use crate::space::discrete::{Net, NetCell, NetEdge, NetKind, NetOp};
 use crate::space::walk::{self, Keep, WalkError};
 use crate::space::{self as space, LayerKind, Space};
@@ -311,10 +311,12 @@ impl Model {
                     .collect::<Result<Vec<_>>>()?;
                 cell_states_forward(c, states, mode)?
             }
-            Layer::Choice(e) => match edge_forward(e, &inputs[0], &mut None, mode, false)? {
-                Some(part) => part.into_term(train)?.0,
-                None => zeros_like_shape(x, self.net.layers[i].output)?,
-            },
+            Layer::Choice(e) => {
+                match edge_forward(e, &inputs[0], &mut Shared::default(), mode, false)? {
+                    Some(part) => part.into_term(train)?.0,
+                    None => zeros_like_shape(x, self.net.layers[i].output)?,
+                }
+            }
             Layer::Residual(r) => r.forward(&inputs[0], train)?,
             Layer::BnRelu(bn) => {
                 let y = bn.forward_relu(&inputs[0], train)?;
@@ -375,12 +377,11 @@ fn build_cell(s: &Scope, c: &NetCell, pre: Vec<Option<Preprocess>>) -> Result<Ce
 /// One edge's contribution to its node (`None` for a zero edge), with the drop-path mask to
 /// scale it by when `drop` and the mode draws one (cell edges, not searchable layers; never
 /// identities). The mask is drawn here, right after the op, so the draws follow the edges'
-/// order. `relu` caches `relu(x)` for the ops of a cell that read the same state and begin
-/// with a ReLU.
+/// order. `shared` holds what the edges reading state `x` share.
 fn edge_forward<'m>(
     e: &'m Edge,
     x: &Tensor,
-    relu: &mut Option<Tensor>,
+    shared: &mut Shared,
     mode: &mut Mode,
     drop: bool,
 ) -> Result<Option<Part<'m>>> {
@@ -394,10 +395,10 @@ fn edge_forward<'m>(
     };
     let train = mode.batch_stats();
     let part = if op.starts_with_relu() {
-        let r = match relu {
+        let r = match &mut shared.relu {
             Some(r) => r.clone(),
             None => {
-                let r = relu.insert(kernels::relu(x)?);
+                let r = shared.relu.insert(kernels::relu(x)?);
                 mode.tap(r);
                 r.clone()
             }
@@ -411,7 +412,7 @@ fn edge_forward<'m>(
             None => Part::Value((op.forward_after_relu(&r, train)?, None)),
         }
     } else {
-        Part::Value((op.forward(x, train)?, None))
+        Part::Value((shared.forward(op, x, train)?, None))
     };
     let mask = match mode {
         Mode::Train { drop_path, rng } if drop && *drop_path > 0.0 && !op.is_identity() => {
@@ -420,6 +421,30 @@ fn edge_forward<'m>(
         _ => None,
     };
     Ok(Some(part.scaled(mask)))
+}
+
+/// What the edges of a cell reading one state share: `relu(x)` for the ops that begin with a
+/// ReLU, and the output of each [pure](OpModule::pure) op (a pool applied on three edges runs
+/// once; the autograd graph sums its gradients before the one backward pass).
+#[derive(Default, Clone)]
+struct Shared {
+    relu: Option<Tensor>,
+    pure: Vec<(Pure, Tensor)>,
+}
+
+impl Shared {
+    /// `op` on `x`, the state these are shared for.
+    fn forward(&mut self, op: &OpModule, x: &Tensor, train: bool) -> Result<Tensor> {
+        let Some(key) = op.pure() else {
+            return op.forward(x, train);
+        };
+        if let Some((_, y)) = self.pure.iter().find(|(k, _)| *k == key) {
+            return Ok(y.clone());
+        }
+        let y = op.forward(x, train)?;
+        self.pure.push((key, y.clone()));
+        Ok(y)
+    }
 }
 
 /// An edge's contribution to its node's sum, with its drop-path scales: a value, or (in
@@ -522,15 +547,14 @@ fn cell_states_forward(c: &Cell, inputs: Vec<Tensor>, mode: &mut Mode) -> Result
         .first()
         .cloned()
         .ok_or_else(|| candle_core::Error::Msg("a cell without inputs".into()))?;
-    // Per state, its ReLU once an op that begins with one has read it.
-    let mut relus: Vec<Option<Tensor>> = vec![None; c.states];
+    let mut shared = vec![Shared::default(); c.states];
     let states = walk::cell(
         mode,
         c.dag(),
         inputs,
         |mode, parts: &mut Vec<Part>, e, x| {
-            let relu = &mut relus[c.links[e].from];
-            parts.extend(edge_forward(&c.edges[e], x, relu, mode, true)?);
+            let shared = &mut shared[c.links[e].from];
+            parts.extend(edge_forward(&c.edges[e], x, shared, mode, true)?);
             Ok(())
         },
         |mode, node, parts| match parts.is_empty() {
@@ -568,4 +592,50 @@ pub fn drop_path_mask(n: usize, p: f64, rng: &mut ChaCha8Rng) -> kernels::Sample
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(op: Op, stride: usize, bn: BnMode) -> OpModule {
+        let store = Store::new(&Device::Cpu, 0);
+        op.build(&store.root(), 4, 4, stride, bn).unwrap()
+    }
+
+    /// Equal pools on one state run once; a different pool, stride, or a pool with BN (a
+    /// mixed op's) runs on its own. The shared output equals the op's own.
+    #[test]
+    fn equal_pure_ops_share_one_output() {
+        let x = Tensor::randn(0f32, 1f32, (2, 4, 6, 6), &Device::Cpu).unwrap();
+        let max3 = op(Op::MaxPool { kernel: 3 }, 2, BnMode::FINAL);
+        let mut shared = Shared::default();
+        let a = shared.forward(&max3, &x, true).unwrap();
+        let b = shared.forward(&max3.clone(), &x, true).unwrap();
+        assert_eq!(a.id(), b.id());
+        let own = max3.forward(&x, true).unwrap();
+        let diff = (a - &own).unwrap().abs().unwrap().max_all().unwrap();
+        assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+        for other in [
+            op(Op::MaxPool { kernel: 3 }, 1, BnMode::FINAL),
+            op(Op::AvgPool { kernel: 3 }, 2, BnMode::FINAL),
+            op(Op::MaxPool { kernel: 5 }, 2, BnMode::FINAL),
+        ] {
+            let y = shared.forward(&other, &x, true).unwrap();
+            assert_ne!(y.id(), b.id());
+            assert_eq!(shared.forward(&other, &x, true).unwrap().id(), y.id());
+        }
+        let with_bn = BnMode {
+            affine: false,
+            pool_bn: true,
+        };
+        let mixed = op(Op::MaxPool { kernel: 3 }, 2, with_bn);
+        assert_eq!(mixed.pure(), None);
+        let (p, q) = (
+            shared.forward(&mixed, &x, true).unwrap(),
+            shared.forward(&mixed, &x, true).unwrap(),
+        );
+        assert_ne!(p.id(), q.id());
+        assert_eq!(shared.pure.len(), 4);
+    }
 }

@@ -33,6 +33,18 @@ pub use inverted_residual::inverted_residual_hidden;
 pub use pool::PoolModule;
 pub use zero::ZeroModule;
 
+/// A parameter-free, deterministic op, as far as its output goes: two ops with equal `Pure`
+/// values compute the same function of their input, so the edges of a cell that apply them
+/// to one state can share one output ([`OpModule::pure`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pure {
+    Pool {
+        max: bool,
+        kernel: usize,
+        stride: usize,
+    },
+}
+
 /// How batch norm is built where an op has one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BnMode {
@@ -210,6 +222,12 @@ pub trait FamilyModule {
         false
     }
 
+    /// `Some` when the op has no parameters and no state, so that its output is a function
+    /// of its input and the returned value alone.
+    fn pure(&self) -> Option<Pure> {
+        None
+    }
+
     /// The ONNX lowering of the forward in evaluation mode, reading value `x`: the output
     /// value, or `None` when the op contributes nothing.
     fn lower(&self, g: &mut Graph, x: &str) -> crate::Result<Option<String>>;
@@ -353,6 +371,13 @@ macro_rules! families {
             pub fn is_identity(&self) -> bool {
                 match self {
                     $(OpModule::$variant(m) => FamilyModule::is_identity(m),)+
+                }
+            }
+
+            /// See [`FamilyModule::pure`].
+            pub fn pure(&self) -> Option<Pure> {
+                match self {
+                    $(OpModule::$variant(m) => FamilyModule::pure(m),)+
                 }
             }
 

@@ -5,7 +5,7 @@
 
 use candle_core::Tensor;
 
-use super::{Applied, BnMode, Cost, Family, FamilyModule, OpCtx, odd_kernel, same_window};
+use super::{Applied, BnMode, Cost, Family, FamilyModule, OpCtx, Pure, odd_kernel, same_window};
 use crate::nn::{BatchNorm, Scope};
 use crate::onnx::Graph;
 
@@ -90,6 +90,15 @@ impl PoolModule {
 impl FamilyModule for PoolModule {
     fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         PoolModule::forward(self, x, train)
+    }
+
+    /// A pool without BN (a derived network's).
+    fn pure(&self) -> Option<Pure> {
+        self.bn.is_none().then_some(Pure::Pool {
+            max: self.max,
+            kernel: self.kernel,
+            stride: self.stride,
+        })
     }
 
     fn lower(&self, g: &mut Graph, x: &str) -> crate::Result<Option<String>> {
