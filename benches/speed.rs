@@ -18,6 +18,11 @@
 //! times nas-pipe's export and, given the reference's `onnx` file, torch.onnx's export of the
 //! same network in one process, alternating run by run: the two files are within a few per
 //! cent of each other, well inside what separate runs on a shared machine drift by.
+//!
+//! Each row also gets nas-pipe's achieved GFLOP/s and its fraction of this machine's f32
+//! matmul rate (a 1024³ Candle matmul on the same threads, measured first): two FLOPs per
+//! multiply-add of the network's convolutions and linear layers as `nas-pipe` counts them,
+//! three times the forward's for a training step (forward, input and weight gradients).
 
 use std::path::Path;
 use std::process::Command;
@@ -32,7 +37,7 @@ use nas_pipe::nets::supernet::Supernet;
 use nas_pipe::nets::train::Recipe;
 use nas_pipe::nets::train::Trainer;
 use nas_pipe::nn::Store;
-use nas_pipe::ops::{BnMode, Op};
+use nas_pipe::ops::{BnMode, Op, OpCtx, Shape};
 use nas_pipe::runtime::Session;
 use nas_pipe::space::genotype::Genotype;
 use nas_pipe::space::{self, Overrides, Space};
@@ -53,6 +58,9 @@ struct Measured {
     /// Runtime row, on torch.onnx's file); it replaces the reference run's own figure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     reference_seconds: Option<f64>,
+    /// FLOPs of one run (nas-pipe's side; the same work on both).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    flops: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -198,9 +206,18 @@ fn labels(batch: usize) -> Result<Tensor> {
     )?)
 }
 
-/// Builds the work of one row; the closure runs it once. (The ONNX Runtime row is
-/// [`ort_row`], which `child` calls instead.)
-fn build(row: &str) -> Result<Box<dyn FnMut() -> Result<()>>> {
+/// The work of one row: a closure that runs it once, and its FLOPs.
+type Work = (Box<dyn FnMut() -> Result<()>>, f64);
+
+/// FLOPs of a forward pass of `macs` multiply-adds per image over `batch` images; three times
+/// that when `train` (forward, input gradients, weight gradients).
+fn flops(macs: u64, batch: usize, train: bool) -> f64 {
+    2.0 * macs as f64 * batch as f64 * if train { 3.0 } else { 1.0 }
+}
+
+/// Builds the work of one row. (The ONNX Runtime row is [`ort_row`], which `child` calls
+/// instead.)
+fn build(row: &str) -> Result<Work> {
     let dev = Device::Cpu;
     match row {
         "supernet_cell_b64" | "supernet_8_b16" => {
@@ -209,28 +226,32 @@ fn build(row: &str) -> Result<Box<dyn FnMut() -> Result<()>>> {
             } else {
                 (8, 16)
             };
-            let net = Supernet::new(&search_space(layers)?, &dev, 0)?;
+            let space = search_space(layers)?;
+            let net = Supernet::new(&space, &dev, 0)?;
+            let work = flops(space.supernet_cost().macs, batch, true);
             let mut opt = Sgd::new(net.weights.params(), 0.9, false, 3e-4, Some(5.0));
             let x = Tensor::randn(0f32, 1f32, (batch, 3, 32, 32), &dev)?;
             let y = labels(batch)?;
-            Ok(Box::new(move || {
+            let run = move || {
                 let logits = net.forward(&x, true)?;
                 let g = loss_and_correct(&logits, &y)?.0.backward()?;
                 opt.step(&g, 0.025)?;
                 Ok(())
-            }))
+            };
+            Ok((Box::new(run), work))
         }
         "darts_v2_train_b64" => {
-            let (model, _, _) = darts_v2(16, 8)?;
+            let (model, _, cost) = darts_v2(16, 8)?;
             let recipe = Recipe::step_benchmark(64);
             let mut trainer = Trainer::new(model, &recipe);
             let x = Tensor::randn(0f32, 1f32, (64, 3, 32, 32), &dev)?;
             let y = labels(64)?;
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-            Ok(Box::new(move || {
+            let run = move || {
                 trainer.step(&x, &y, 0.025, 0.2, &mut rng)?;
                 Ok(())
-            }))
+            };
+            Ok((Box::new(run), flops(cost.macs, 64, true)))
         }
         "darts_v2_infer_b64" | "darts_v2_c36_infer_b1" => {
             let (c, l, b) = if row == "darts_v2_infer_b64" {
@@ -238,16 +259,17 @@ fn build(row: &str) -> Result<Box<dyn FnMut() -> Result<()>>> {
             } else {
                 (36, 20, 1)
             };
-            let (model, _, _) = darts_v2(c, l)?;
+            let (model, _, cost) = darts_v2(c, l)?;
             let x = Tensor::randn(0f32, 1f32, (b, 3, 32, 32), &dev)?;
-            Ok(Box::new(move || {
+            let run = move || {
                 model
                     .forward(&x, Mode::Eval)?
                     .logits
                     .sum_all()?
                     .to_scalar::<f32>()?;
                 Ok(())
-            }))
+            };
+            Ok((Box::new(run), flops(cost.macs, b, false)))
         }
         _ => {
             let Some(rest) = row.strip_prefix("op_") else {
@@ -266,12 +288,24 @@ fn build(row: &str) -> Result<Box<dyn FnMut() -> Result<()>>> {
                 pool_bn: true,
             };
             let m = op.build(&store.root(), 16, 16, stride, bn)?;
+            let ctx = OpCtx {
+                input: Shape {
+                    c: 16,
+                    h: 32,
+                    w: 32,
+                },
+                c_out: 16,
+                stride: stride as u32,
+                bn,
+            };
+            let macs = op.apply(&ctx).map_err(anyhow::Error::msg)?.cost.macs;
             let x = Var::from_tensor(&Tensor::randn(0f32, 1f32, (64, 16, 32, 32), &dev)?)?;
-            Ok(Box::new(move || {
+            let run = move || {
                 let y = m.forward(x.as_tensor(), true)?;
                 let _ = y.sum_all()?.backward()?;
                 Ok(())
-            }))
+            };
+            Ok((Box::new(run), flops(macs, 64, true)))
         }
     }
 }
@@ -280,8 +314,8 @@ fn build(row: &str) -> Result<Box<dyn FnMut() -> Result<()>>> {
 /// and, when `theirs` names torch.onnx's export of the same network, on that file too, the
 /// two runs alternating so that both see the same machine. Returns the p50 of each and the
 /// resident-set growth over the timed runs (after 20 warm-up runs of each session).
-fn ort_row(runs: usize, theirs: Option<&Path>) -> Result<(f64, Option<f64>, f64)> {
-    let (model, g, _) = darts_v2(36, 20)?;
+fn ort_row(runs: usize, theirs: Option<&Path>) -> Result<(f64, Option<f64>, f64, f64)> {
+    let (model, g, cost) = darts_v2(36, 20)?;
     let meta = Metadata {
         spec_hash: "speed-bench".into(),
         genotype: g.to_ron(),
@@ -324,7 +358,27 @@ fn ort_row(runs: usize, theirs: Option<&Path>) -> Result<(f64, Option<f64>, f64)
         t[t.len() / 2]
     });
     let ours = p50.next().context("no session")?;
-    Ok((ours, p50.next(), status_mib("VmHWM") - base))
+    let work = flops(cost.macs, 1, false);
+    Ok((ours, p50.next(), status_mib("VmHWM") - base, work))
+}
+
+/// This machine's f32 matmul rate in GFLOP/s on rayon's pool: a 1024³ Candle matmul, the
+/// median of 10 runs after one warm-up.
+fn matmul_gflops() -> Result<f64> {
+    nas_pipe::cli::on_pool(|| -> Result<f64> {
+        let m = 1024;
+        let a = Tensor::randn(0f32, 1., (m, m), &Device::Cpu)?;
+        let b = Tensor::randn(0f32, 1., (m, m), &Device::Cpu)?;
+        a.matmul(&b)?;
+        let mut ts = Vec::with_capacity(10);
+        for _ in 0..10 {
+            let t = Instant::now();
+            a.matmul(&b)?;
+            ts.push(t.elapsed().as_secs_f64());
+        }
+        ts.sort_by(f64::total_cmp);
+        Ok(2.0 * (m * m * m) as f64 / ts[ts.len() / 2] / 1e9)
+    })
 }
 
 /// A field of /proc/self/status, in MiB.
@@ -339,16 +393,17 @@ fn status_mib(key: &str) -> f64 {
 fn child(row: &str, runs: usize) -> Result<()> {
     let m = if row == "ort_darts_v2_c36_b1_t1" {
         let theirs = arg("--theirs").map(std::path::PathBuf::from);
-        let (seconds, reference_seconds, peak_mib) = ort_row(runs, theirs.as_deref())?;
+        let (seconds, reference_seconds, peak_mib, work) = ort_row(runs, theirs.as_deref())?;
         Measured {
             row: row.into(),
             seconds,
             runs,
             peak_mib,
             reference_seconds,
+            flops: Some(work),
         }
     } else {
-        let mut f = build(row)?;
+        let (mut f, work) = build(row)?;
         let base = status_mib("VmRSS");
         f()?;
         let mut ts = Vec::with_capacity(runs);
@@ -364,6 +419,7 @@ fn child(row: &str, runs: usize) -> Result<()> {
             runs,
             peak_mib: status_mib("VmHWM") - base,
             reference_seconds: None,
+            flops: Some(work),
         }
     };
     println!("{}", serde_json::to_string(&m)?);
@@ -403,11 +459,13 @@ fn main() -> Result<()> {
             );
         }
     }
+    let peak = matmul_gflops()?;
+    println!("this machine's f32 matmul (1024³, {threads} threads): {peak:.1} GFLOP/s");
     println!();
     println!(
-        "| row | nas-pipe ms | PyTorch ms | time ratio | nas-pipe MiB | PyTorch MiB | memory ratio |"
+        "| row | nas-pipe ms | PyTorch ms | time ratio | nas-pipe MiB | PyTorch MiB | memory ratio | nas-pipe GFLOP/s | of matmul |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let exe = std::env::current_exe()?;
     let mut ours = Vec::new();
     for (row, what) in rows() {
@@ -439,14 +497,18 @@ fn main() -> Result<()> {
             });
         let theirs = theirs.as_ref();
         let cell = |v: Option<f64>, digits: usize| v.map_or("".into(), |v| format!("{v:.digits$}"));
+        let rate = m.flops.filter(|&f| f > 0.0).map(|f| f / m.seconds / 1e9);
         println!(
-            "| {what} | {:.2} | {} | {} | {:.1} | {} | {} |",
+            "| {what} | {:.2} | {} | {} | {:.1} | {} | {} | {} | {} |",
             m.seconds * 1e3,
             cell(theirs.map(|t| t.seconds * 1e3), 2),
             cell(theirs.map(|t| m.seconds / t.seconds), 2),
             m.peak_mib,
             cell(theirs.map(|t| t.peak_mib), 1),
             cell(theirs.map(|t| m.peak_mib / t.peak_mib), 2),
+            cell(rate, 1),
+            // The matmul rate is measured on all threads; a one-thread row gets no fraction.
+            cell(rate.filter(|_| !row.ends_with("_t1")).map(|r| r / peak), 3),
         );
         ours.push(m);
     }
