@@ -425,7 +425,8 @@ fn edge_forward<'m>(
 
 /// What the edges of a cell reading one state share: `relu(x)` for the ops that begin with a
 /// ReLU, and the output of each [pure](OpModule::pure) op (a pool applied on three edges runs
-/// once; the autograd graph sums its gradients before the one backward pass).
+/// once; the autograd graph sums its gradients before the one backward pass). Both live until
+/// the cell's forward ends, in evaluation too.
 #[derive(Default, Clone)]
 struct Shared {
     relu: Option<Tensor>,
