@@ -639,4 +639,40 @@ mod tests {
         assert_ne!(p.id(), q.id());
         assert_eq!(shared.pure.len(), 4);
     }
+
+    /// The input gradient through a shared pool read by two edges equals the one through two
+    /// pools of their own (to rounding: the edges' gradients are summed before the pool's
+    /// backward instead of after).
+    #[test]
+    fn a_shared_pool_passes_both_edges_gradients() {
+        let dev = Device::Cpu;
+        let x = candle_core::Var::randn(0f32, 1f32, (2, 4, 6, 6), &dev).unwrap();
+        let (a, b) = (
+            Tensor::randn(0f32, 1f32, (2, 4, 3, 3), &dev).unwrap(),
+            Tensor::randn(0f32, 1f32, (2, 4, 3, 3), &dev).unwrap(),
+        );
+        let max3 = op(Op::MaxPool { kernel: 3 }, 2, BnMode::FINAL);
+        let grad = |share: bool| {
+            let mut shared = Shared::default();
+            let mut edge = || match share {
+                true => shared.forward(&max3, x.as_tensor(), true).unwrap(),
+                false => max3.forward(x.as_tensor(), true).unwrap(),
+            };
+            let (y1, y2) = (edge(), edge());
+            assert_eq!(share, y1.id() == y2.id());
+            let loss = ((y1 * &a).unwrap() + (y2 * &b).unwrap()).unwrap();
+            let g = loss.sum_all().unwrap().backward().unwrap();
+            g.get(x.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        let (shared, own) = (grad(true), grad(false));
+        assert!(shared.iter().any(|&v| v != 0.0));
+        for (s, o) in shared.iter().zip(&own) {
+            assert!((s - o).abs() <= 1e-6 * (1.0 + o.abs()), "{s} vs {o}");
+        }
+    }
 }
