@@ -14,6 +14,8 @@
 //! `dx` is `no`). They are printed beside this machine's f32 matmul rate (a 1024³ Candle
 //! matmul).
 
+mod common;
+
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor, Var};
 use nas_pipe::kernels::{
@@ -236,13 +238,9 @@ const CONV_CASES: [ConvCase; 6] = [
 
 fn conv_table(runs: usize) -> Result<()> {
     let dev = Device::Cpu;
-    let m = 1024;
-    let a = Tensor::randn(0f32, 1., (m, m), &dev)?;
-    let b = Tensor::randn(0f32, 1., (m, m), &dev)?;
-    let (mm_ms, _) = median_ms(runs, || Ok(a.matmul(&b)?))?;
-    let peak = 2.0 * (m * m * m) as f64 / (mm_ms * 1e6);
+    let (mm_ms, peak) = common::matmul_rate(runs)?;
     println!();
-    println!("f32 matmul {m}x{m}x{m}: {mm_ms:.2} ms, {peak:.1} GFLOP/s");
+    println!("f32 matmul 1024x1024x1024: {mm_ms:.2} ms, {peak:.1} GFLOP/s");
     println!(
         "{:<13} {:>3} {:>3} {:>3} {:>2} {:>2} {:>2} {:>6} {:>12} {:>14} {:>8} {:>12} {:>9} {:>9}",
         "conv2d",

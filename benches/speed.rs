@@ -20,9 +20,11 @@
 //! cent of each other, well inside what separate runs on a shared machine drift by.
 //!
 //! Each row also gets nas-pipe's achieved GFLOP/s and its fraction of this machine's f32
-//! matmul rate (a 1024³ Candle matmul on the same threads, measured first): two FLOPs per
+//! matmul rate (`common::matmul_rate` on the same threads, measured first): two FLOPs per
 //! multiply-add of the network's convolutions and linear layers as `nas-pipe` counts them,
 //! three times the forward's for a training step (forward, input and weight gradients).
+
+mod common;
 
 use std::path::Path;
 use std::process::Command;
@@ -362,25 +364,6 @@ fn ort_row(runs: usize, theirs: Option<&Path>) -> Result<(f64, Option<f64>, f64,
     Ok((ours, p50.next(), status_mib("VmHWM") - base, work))
 }
 
-/// This machine's f32 matmul rate in GFLOP/s on rayon's pool: a 1024³ Candle matmul, the
-/// median of 10 runs after one warm-up.
-fn matmul_gflops() -> Result<f64> {
-    nas_pipe::cli::on_pool(|| -> Result<f64> {
-        let m = 1024;
-        let a = Tensor::randn(0f32, 1., (m, m), &Device::Cpu)?;
-        let b = Tensor::randn(0f32, 1., (m, m), &Device::Cpu)?;
-        a.matmul(&b)?;
-        let mut ts = Vec::with_capacity(10);
-        for _ in 0..10 {
-            let t = Instant::now();
-            a.matmul(&b)?;
-            ts.push(t.elapsed().as_secs_f64());
-        }
-        ts.sort_by(f64::total_cmp);
-        Ok(2.0 * (m * m * m) as f64 / ts[ts.len() / 2] / 1e9)
-    })
-}
-
 /// A field of /proc/self/status, in MiB.
 fn status_mib(key: &str) -> f64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -459,7 +442,8 @@ fn main() -> Result<()> {
             );
         }
     }
-    let peak = matmul_gflops()?;
+    // On rayon's pool, as the rows run.
+    let (_, peak) = nas_pipe::cli::on_pool(|| common::matmul_rate(10))?;
     println!("this machine's f32 matmul (1024³, {threads} threads): {peak:.1} GFLOP/s");
     println!();
     println!(
