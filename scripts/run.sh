@@ -4,7 +4,7 @@
 # build, then the default pipeline (pipelines/fashion-mnist.ron, planned to fit one hour)
 # end to end with `nas-pipe run`. `bash scripts/run.sh --budget 2h` plans two hours;
 # `NAS_PIPE_PIPELINE=pipelines/fashion-mnist-quick.ron bash scripts/run.sh` runs the
-# 8-minute version.
+# 8–9-minute version.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
