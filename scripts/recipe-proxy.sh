@@ -64,6 +64,15 @@ for r in "${recipes[@]}"; do
               s|Sgd(lr: [0-9.eE+-]*,|Sgd(lr: $lr,|
               s|eval_every: [0-9]*,|eval_every: $epochs,|
            }" pipelines/fashion-mnist.ron > "$spec"
+    # A pipeline whose lines no longer match would otherwise train its own recipe unnoticed.
+    block="$(sed -n '/retrain: Retrain(/,/eval_every/p' "$spec")"
+    for want in "epochs: $epochs, images: $images," "batch_size: $batch," "Sgd(lr: $lr," \
+        "eval_every: $epochs,"; do
+        if ! grep -qF "$want" <<< "$block"; then
+            echo "scripts/recipe-proxy.sh: could not set \"$want\" in the retrain section of $spec (written from pipelines/fashion-mnist.ron); update the script's sed to the pipeline's layout" >&2
+            exit 2
+        fi
+    done
     echo "== batch $batch, lr $lr"
     "$bin" train "$spec" --genotype DARTS_V2 --out "$runs"
     python3 - "$runs/$name/retrain" "$batch" "$lr" >> "$table" <<'EOF'
