@@ -600,3 +600,51 @@ fn paced_training_fits_each_epoch_to_the_time_left() {
     assert!(m[last].lr.1 < 0.1 * share, "{:?}", m[last].lr);
     assert!(m[last].lr.1 < m[1].lr.1 && m[1].lr.0 <= m[0].lr.1 + 1e-12);
 }
+
+/// `schedule: Linear` in the optimizer: after the same warm-up, the learning rate falls along
+/// a line instead of the cosine; the two meet halfway, the line below the cosine before
+/// and above it after.
+#[test]
+fn a_linear_schedule_falls_along_a_line() {
+    let dir = tempdir("train-linear");
+    let lrs = |name: &str, schedule: &str| -> Vec<(f64, f64)> {
+        let p = train_pipeline(&dir, name, 8, "");
+        let text = std::fs::read_to_string(&p)
+            .unwrap()
+            .replace("warmup_epochs: 1)", &format!("warmup_epochs: 1{schedule})"));
+        std::fs::write(&p, text).unwrap();
+        run_ok(
+            bin()
+                .args(["train", "--genotype", "DARTS_V2", "--out"])
+                .arg(dir.join("o"))
+                .arg(&p),
+        );
+        let m: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.join("o").join(name).join("retrain/metrics.json")).unwrap(),
+        )
+        .unwrap();
+        m.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["lr"][0].as_f64().unwrap(), e["lr"][1].as_f64().unwrap()))
+            .collect()
+    };
+    let cosine = lrs("cosine", "");
+    let line = lrs("line", ", schedule: Linear");
+    assert_eq!(line.len(), 3);
+    // Epoch 1 warms up alike; the fall starts at lr in epoch 2 and is halfway in epoch 3.
+    assert_eq!(line[0], cosine[0]);
+    assert_eq!(line[1].0, 0.1);
+    assert!((line[2].0 - 0.05).abs() < 1e-9 && (cosine[2].0 - 0.05).abs() < 1e-9);
+    assert!(line[1].1 < cosine[1].1, "{line:?} {cosine:?}");
+    assert!(line[2].1 > cosine[2].1, "{line:?} {cosine:?}");
+    // Equal steps: the fall takes the 2S steps of epochs 2 and 3, so its last step is at
+    // lr / 2S, and epoch 2 ends S - 1 steps into it.
+    let s = (0.1 / (2.0 * line[2].1)).round();
+    assert!(s >= 2.0, "{line:?}");
+    assert!((line[2].1 - 0.1 / (2.0 * s)).abs() < 1e-12, "{line:?}");
+    assert!(
+        (line[1].1 - 0.1 * (1.0 - (s - 1.0) / (2.0 * s))).abs() < 1e-12,
+        "{line:?}"
+    );
+}

@@ -3,8 +3,8 @@
 //! - [`Sgd`]: momentum (dampening 0), optional Nesterov, weight decay added to the
 //!   gradient, and gradient-norm clipping over all its parameters (`clip_grad_norm_`).
 //! - [`Adam`]: weight decay added to the gradient (coupled, as `torch.optim.Adam`), eps 1e-8.
-//! - [`cosine`]: the learning rate of an epoch, from `lr` down to a floor, with an optional
-//!   linear warm-up.
+//! - [`LrSchedule`]: the learning rate of an epoch or a step, from `lr` down to a floor along
+//!   a cosine or a line, with an optional linear warm-up.
 //!
 //! Optimizer state (momentum buffers, Adam moments and step count) can be saved and restored
 //! by parameter name, so a resumed run continues exactly.
@@ -12,6 +12,8 @@
 use std::collections::HashMap;
 
 use candle_core::{Result, Tensor, Var, backprop::GradStore};
+
+use crate::spec::pipeline::Schedule;
 
 /// SGD with momentum.
 pub struct Sgd {
@@ -229,48 +231,62 @@ impl Adam {
     }
 }
 
-/// The learning rate for `epoch` (0-based) of `epochs`: a linear warm-up from lr/warmup to
-/// lr over `warmup` epochs, then a cosine from `lr` to `lr_min` over the remaining epochs
-/// (PyTorch's CosineAnnealingLR stepped once per epoch: the first epoch runs at `lr`).
-pub fn cosine(lr: f64, lr_min: f64, epoch: usize, epochs: usize, warmup: usize) -> f64 {
-    if epoch < warmup {
-        return lr * (epoch + 1) as f64 / warmup as f64;
-    }
-    let span = (epochs - warmup.min(epochs)).max(1) as f64;
-    let t = (epoch - warmup) as f64;
-    lr_min + 0.5 * (lr - lr_min) * (1.0 + (std::f64::consts::PI * t / span).cos())
+/// A learning-rate schedule: a linear warm-up from lr/W to `lr` over the first W = `warmup`
+/// epochs, then a fall from `lr` to `lr_min` over the rest, shaped by `shape`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LrSchedule {
+    pub lr: f64,
+    pub lr_min: f64,
+    pub warmup: usize,
+    pub shape: Schedule,
 }
 
-/// The learning rate at global step `step` (0-based) of `epochs · steps` steps, updated every
-/// step: a linear warm-up from lr/W to lr over the first W = `warmup · steps` steps, then a
-/// cosine from `lr` to `lr_min` over the rest (reaching `lr_min` after the last step).
-pub fn cosine_step(
-    lr: f64,
-    lr_min: f64,
-    step: usize,
-    steps: usize,
-    epochs: usize,
-    warmup: usize,
-) -> f64 {
-    let w = warmup.min(epochs) * steps;
-    if step < w {
-        return lr * (step + 1) as f64 / w as f64;
+impl LrSchedule {
+    /// The rate `t` into a fall that lasts `span` (both in epochs or both in steps).
+    fn fall(&self, t: f64, span: f64) -> f64 {
+        match self.shape {
+            Schedule::Cosine => {
+                self.lr_min
+                    + 0.5
+                        * (self.lr - self.lr_min)
+                        * (1.0 + (std::f64::consts::PI * t / span).cos())
+            }
+            Schedule::Linear => self.lr_min + (self.lr - self.lr_min) * (1.0 - t / span),
+        }
     }
-    let span = ((epochs * steps).saturating_sub(w)).max(1) as f64;
-    let t = (step - w) as f64;
-    lr_min + 0.5 * (lr - lr_min) * (1.0 + (std::f64::consts::PI * t / span).cos())
-}
 
-/// [`cosine_step`] at `x` epochs into the schedule (any real position, `steps` steps an
-/// epoch for the warm-up's count): equal to it at `x = step / steps` up to rounding.
-pub fn cosine_at(lr: f64, lr_min: f64, x: f64, steps: usize, epochs: usize, warmup: usize) -> f64 {
-    let w = warmup.min(epochs) as f64;
-    if x < w {
-        let steps = steps.max(1) as f64;
-        return lr * (x * steps + 1.0) / (w * steps);
+    /// The rate for `epoch` (0-based) of `epochs`, stepped once per epoch (PyTorch's
+    /// CosineAnnealingLR with a cosine: the first epoch runs at `lr`).
+    pub fn at_epoch(&self, epoch: usize, epochs: usize) -> f64 {
+        if epoch < self.warmup {
+            return self.lr * (epoch + 1) as f64 / self.warmup as f64;
+        }
+        let span = (epochs - self.warmup.min(epochs)).max(1) as f64;
+        self.fall((epoch - self.warmup) as f64, span)
     }
-    let span = (epochs as f64 - w).max(1e-12);
-    lr_min + 0.5 * (lr - lr_min) * (1.0 + (std::f64::consts::PI * (x - w) / span).cos())
+
+    /// The rate at global step `step` (0-based) of `epochs · steps` steps, updated every
+    /// step; the warm-up takes `warmup · steps` steps and the rate reaches `lr_min` after the
+    /// last step.
+    pub fn at_step(&self, step: usize, steps: usize, epochs: usize) -> f64 {
+        let w = self.warmup.min(epochs) * steps;
+        if step < w {
+            return self.lr * (step + 1) as f64 / w as f64;
+        }
+        let span = ((epochs * steps).saturating_sub(w)).max(1) as f64;
+        self.fall((step - w) as f64, span)
+    }
+
+    /// [`Self::at_step`] at `x` epochs into the schedule (any real position, `steps` steps
+    /// an epoch for the warm-up's count): equal to it at `x = step / steps` up to rounding.
+    pub fn at(&self, x: f64, steps: usize, epochs: usize) -> f64 {
+        let w = self.warmup.min(epochs) as f64;
+        if x < w {
+            let steps = steps.max(1) as f64;
+            return self.lr * (x * steps + 1.0) / (w * steps);
+        }
+        self.fall(x - w, (epochs as f64 - w).max(1e-12))
+    }
 }
 
 #[cfg(test)]
@@ -278,16 +294,32 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
-    #[test]
-    fn the_cosine_at_a_position_is_the_cosine_at_a_step() {
-        for warmup in [0, 1] {
-            for step in 0..30 {
-                let a = cosine_step(0.1, 0.001, step, 10, 3, warmup);
-                let b = cosine_at(0.1, 0.001, step as f64 / 10.0, 10, 3, warmup);
-                assert!((a - b).abs() < 1e-12, "{step}: {a} {b}");
-            }
+    fn schedule(lr: f64, lr_min: f64, warmup: usize, shape: Schedule) -> LrSchedule {
+        LrSchedule {
+            lr,
+            lr_min,
+            warmup,
+            shape,
         }
-        assert!(cosine_at(0.1, 0.0, 3.0, 10, 3, 0).abs() < 1e-12);
+    }
+
+    fn cosine(lr: f64, lr_min: f64, warmup: usize) -> LrSchedule {
+        schedule(lr, lr_min, warmup, Schedule::Cosine)
+    }
+
+    #[test]
+    fn the_rate_at_a_position_is_the_rate_at_a_step() {
+        for shape in [Schedule::Cosine, Schedule::Linear] {
+            for warmup in [0, 1] {
+                let s = schedule(0.1, 0.001, warmup, shape);
+                for step in 0..30 {
+                    let a = s.at_step(step, 10, 3);
+                    let b = s.at(step as f64 / 10.0, 10, 3);
+                    assert!((a - b).abs() < 1e-12, "{shape:?} {step}: {a} {b}");
+                }
+            }
+            assert!(schedule(0.1, 0.0, 0, shape).at(3.0, 10, 3).abs() < 1e-12);
+        }
     }
 
     fn var(v: &[f32]) -> Var {
@@ -357,20 +389,44 @@ mod tests {
 
     #[test]
     fn cosine_schedule() {
-        assert_eq!(cosine(0.025, 0.001, 0, 50, 0), 0.025);
-        assert!((cosine(0.025, 0.001, 25, 50, 0) - 0.013).abs() < 1e-12);
-        assert!((cosine(0.1, 0.0, 1, 3, 1) - 0.1).abs() < 1e-12);
-        assert!((cosine(0.1, 0.0, 0, 3, 2) - 0.05).abs() < 1e-12);
-        assert!(cosine(0.1, 0.0, 49, 50, 0) > 0.0);
+        assert_eq!(cosine(0.025, 0.001, 0).at_epoch(0, 50), 0.025);
+        assert!((cosine(0.025, 0.001, 0).at_epoch(25, 50) - 0.013).abs() < 1e-12);
+        assert!((cosine(0.1, 0.0, 1).at_epoch(1, 3) - 0.1).abs() < 1e-12);
+        assert!((cosine(0.1, 0.0, 2).at_epoch(0, 3) - 0.05).abs() < 1e-12);
+        assert!(cosine(0.1, 0.0, 0).at_epoch(49, 50) > 0.0);
     }
 
     #[test]
     fn cosine_step_warms_up_then_decays_to_the_floor() {
         // 2 epochs of 4 steps, 1 warm-up epoch.
-        let lrs: Vec<f64> = (0..8).map(|s| cosine_step(0.4, 0.0, s, 4, 2, 1)).collect();
+        let lrs: Vec<f64> = (0..8)
+            .map(|s| cosine(0.4, 0.0, 1).at_step(s, 4, 2))
+            .collect();
         assert_eq!(&lrs[..4], &[0.1, 0.2, 0.30000000000000004, 0.4]);
         assert!((lrs[6] - 0.2).abs() < 1e-12, "{lrs:?}");
         assert!(lrs.windows(2).skip(4).all(|w| w[1] < w[0]));
-        assert!((cosine_step(0.4, 0.01, 0, 4, 2, 0) - 0.4).abs() < 1e-12);
+        assert!((cosine(0.4, 0.01, 0).at_step(0, 4, 2) - 0.4).abs() < 1e-12);
+    }
+
+    /// The line falls by equal amounts each step from `lr` to `lr_min`, after the same
+    /// warm-up as the cosine, and lies below the cosine in the first half and above it in the
+    /// second.
+    #[test]
+    fn linear_schedule_falls_evenly_to_the_floor() {
+        let line = schedule(0.5, 0.1, 1, Schedule::Linear);
+        // 3 epochs of 4 steps: 4 warm-up steps, then 8 steps from 0.5 towards 0.1.
+        let lrs: Vec<f64> = (0..12).map(|s| line.at_step(s, 4, 3)).collect();
+        assert_eq!(&lrs[..4], &[0.125, 0.25, 0.375, 0.5]);
+        for (k, lr) in lrs[4..].iter().enumerate() {
+            assert!((lr - (0.5 - 0.05 * k as f64)).abs() < 1e-12, "{lrs:?}");
+        }
+        assert!((line.at(3.0, 4, 3) - 0.1).abs() < 1e-12);
+        assert!((line.at_epoch(1, 3) - 0.5).abs() < 1e-12);
+        assert!((line.at_epoch(2, 3) - 0.3).abs() < 1e-12);
+        let cos = cosine(0.5, 0.1, 0);
+        let line = schedule(0.5, 0.1, 0, Schedule::Linear);
+        assert!(line.at(0.5, 4, 3) < cos.at(0.5, 4, 3));
+        assert!((line.at(1.5, 4, 3) - cos.at(1.5, 4, 3)).abs() < 1e-12);
+        assert!(line.at(2.5, 4, 3) > cos.at(2.5, 4, 3));
     }
 }

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::data::Batcher;
 use crate::error::{Error, Result};
 use crate::nets::model::{Mode, Model};
-use crate::nets::optim::Sgd;
-use crate::spec::pipeline::{Optimizer, Retrain};
+use crate::nets::optim::{LrSchedule, Sgd};
+use crate::spec::pipeline::{Optimizer, Retrain, Schedule};
 
 /// Images per batch when evaluating (the result does not depend on it).
 /// Images per batch when evaluating.
@@ -28,6 +28,7 @@ pub struct Recipe {
     pub weight_decay: f64,
     pub grad_clip: Option<f64>,
     pub warmup_epochs: usize,
+    pub schedule: Schedule,
     pub auxiliary_weight: f64,
     pub drop_path: f64,
     pub label_smoothing: f64,
@@ -49,6 +50,7 @@ impl Recipe {
             weight_decay: 3e-4,
             grad_clip: Some(5.0),
             warmup_epochs: 0,
+            schedule: Schedule::Cosine,
             auxiliary_weight: 0.0,
             drop_path: 0.2,
             label_smoothing: 0.0,
@@ -65,6 +67,7 @@ impl Recipe {
             weight_decay,
             grad_clip,
             warmup_epochs,
+            schedule,
         } = &r.optimizer.value
         else {
             return Err(Error::Input(
@@ -81,11 +84,22 @@ impl Recipe {
             weight_decay: weight_decay.value,
             grad_clip: grad_clip.as_ref().map(|c| c.value),
             warmup_epochs: *warmup_epochs as usize,
+            schedule: *schedule,
             auxiliary_weight: r.auxiliary_weight.value,
             drop_path: r.drop_path.value,
             label_smoothing: r.label_smoothing.value,
             eval_every: r.eval_every.value as usize,
         })
+    }
+
+    /// The learning rate's schedule.
+    pub fn lr_schedule(&self) -> LrSchedule {
+        LrSchedule {
+            lr: self.lr,
+            lr_min: self.lr_min,
+            warmup: self.warmup_epochs,
+            shape: self.schedule,
+        }
     }
 
     /// Drop-path probability in `epoch` (0-based): DARTS's ramp `p · epoch / epochs`.

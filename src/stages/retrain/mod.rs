@@ -30,7 +30,6 @@ use crate::data::{self, BatchConfig, Batcher, Normalize};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::nets::model::Model;
-use crate::nets::optim::{self};
 use crate::nets::train::Evaluation;
 use crate::nets::train::{Recipe, Trainer, evaluate};
 use crate::run::Resolved;
@@ -350,25 +349,12 @@ pub fn run(
         let as_planned = x0 == epoch as f64 && share == 1.0;
         let drop_path = recipe.drop_path_at_position(x0);
         let mut rng = data::rng::derive(seed, epoch as u64, DROP_PATH_STREAM);
+        let schedule = recipe.lr_schedule();
         let lr_at = |step: usize| {
             if as_planned {
-                optim::cosine_step(
-                    recipe.lr,
-                    recipe.lr_min,
-                    epoch * steps + step,
-                    steps,
-                    planned,
-                    recipe.warmup_epochs,
-                )
+                schedule.at_step(epoch * steps + step, steps, planned)
             } else {
-                optim::cosine_at(
-                    recipe.lr,
-                    recipe.lr_min,
-                    x0 + share * step as f64 / steps as f64,
-                    steps,
-                    planned,
-                    recipe.warmup_epochs,
-                )
+                schedule.at(x0 + share * step as f64 / steps as f64, steps, planned)
             }
         };
         let bar = crate::progress::epoch(

@@ -27,7 +27,7 @@ use candle_core::{Device, Tensor};
 
 use crate::data::{BatchConfig, Batcher, Normalize};
 use crate::error::{Error, Result};
-use crate::nets::optim::{self, Adam, Sgd};
+use crate::nets::optim::{Adam, LrSchedule, Sgd};
 use crate::nets::supernet::{Build, Supernet};
 use crate::run::Resolved;
 use crate::run::RunDir;
@@ -63,7 +63,7 @@ fn ctx(stage: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
     move |e| Error::Input(format!("{stage}: {}", crate::error::candle_message(&e)))
 }
 
-fn sgd(o: &Optimizer, params: Vec<(String, candle_core::Var)>) -> Result<(Sgd, f64, f64, usize)> {
+fn sgd(o: &Optimizer, params: Vec<(String, candle_core::Var)>) -> Result<(Sgd, LrSchedule)> {
     match o {
         Optimizer::Sgd {
             lr,
@@ -73,6 +73,7 @@ fn sgd(o: &Optimizer, params: Vec<(String, candle_core::Var)>) -> Result<(Sgd, f
             weight_decay,
             grad_clip,
             warmup_epochs,
+            schedule,
         } => Ok((
             Sgd::new(
                 params,
@@ -81,9 +82,12 @@ fn sgd(o: &Optimizer, params: Vec<(String, candle_core::Var)>) -> Result<(Sgd, f
                 weight_decay.value,
                 grad_clip.as_ref().map(|c| c.value),
             ),
-            lr.value,
-            lr_min.value,
-            *warmup_epochs as usize,
+            LrSchedule {
+                lr: lr.value,
+                lr_min: lr_min.value,
+                warmup: *warmup_epochs as usize,
+                shape: *schedule,
+            },
         )),
         Optimizer::Adam { .. } => Err(Error::Input(
             "the search's `weights` optimizer must be Sgd".into(),
@@ -150,7 +154,7 @@ impl Strategy {
 /// The search network of pipeline `p` (a DARTS-family search) with its optimizers and
 /// its variant's policy, without a latency term; with the weights' learning rate, final
 /// learning rate and warm-up epochs.
-fn strategy(p: &Resolved, device: &Device) -> Result<(Strategy, f64, f64, usize)> {
+fn strategy(p: &Resolved, device: &Device) -> Result<(Strategy, LrSchedule)> {
     let Some(Search::Darts {
         order,
         epochs,
@@ -179,7 +183,7 @@ fn strategy(p: &Resolved, device: &Device) -> Result<(Strategy, f64, f64, usize)
     };
     let net = Supernet::with_build(&p.search_space, device, crate::nn::DTYPE, seed, build)
         .map_err(ctx("building the supernet"))?;
-    let (w_opt, lr0, lr_min, warmup) = sgd(weights, net.weights.params())?;
+    let (w_opt, rates) = sgd(weights, net.weights.params())?;
     let a_opt = adam(arch, net.alphas.params())?;
     let darts = Darts::new(net, w_opt, a_opt, *order);
     let strategy = match &variant.value {
@@ -198,7 +202,7 @@ fn strategy(p: &Resolved, device: &Device) -> Result<(Strategy, f64, f64, usize)
             arch_warmup_epochs: arch_warmup_epochs.value as usize,
         }),
     };
-    Ok((strategy, lr0, lr_min, warmup))
+    Ok((strategy, rates))
 }
 
 /// Images/s of `p`'s search step on `device` (training and architecture batches both
@@ -214,13 +218,15 @@ pub fn calibrate(p: &Resolved, device: &Device, steps: usize) -> Result<f64> {
             "calibrating a search that is not DARTS-family".into(),
         ));
     };
-    let (mut darts, lr0, ..) = strategy(p, device)?;
+    let (mut darts, rates) = strategy(p, device)?;
     let batch = batch_size.value as usize;
     let (x, y) = crate::nets::timing::random_batch(p.search_space.input, batch, device)
         .map_err(ctx("calibrating the search"))?;
     let last = epochs.value.saturating_sub(1) as usize;
     crate::nets::timing::rate(device, 1, steps, &mut || {
-        darts.step(&x, &y, &x, &y, lr0, last, 0).map(|_| 2 * batch)
+        darts
+            .step(&x, &y, &x, &y, rates.lr, last, 0)
+            .map(|_| 2 * batch)
     })
     .map_err(ctx("calibrating the search"))
 }
@@ -274,7 +280,7 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
     let val_b = Batcher::new(train.clone(), split.rest.clone(), norm, cfg(2))?;
     let steps = train_b.batches_per_epoch().min(val_b.batches_per_epoch());
 
-    let (mut darts, lr0, lr_min, warmup) = strategy(p, device)?;
+    let (mut darts, rates) = strategy(p, device)?;
     if let Some(l) = latency {
         darts.darts_mut().latency = Some(latency_penalty(
             p,
@@ -312,7 +318,7 @@ pub fn run(p: &Resolved, run_dir: &Path, device: &Device, opts: &Options) -> Res
     let last = opts.stop_after.map_or(epochs, |s| s.min(epochs));
     for epoch in state.epochs_done..last {
         let t0 = Instant::now();
-        let lr = optim::cosine(lr0, lr_min, epoch, epochs, warmup);
+        let lr = rates.at_epoch(epoch, epochs);
         let images = (steps * batch_size.value as usize).min(train_b.len())
             + (steps * batch_size.value as usize).min(val_b.len());
         let bar = crate::progress::epoch(

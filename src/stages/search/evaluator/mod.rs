@@ -305,14 +305,10 @@ impl Evaluator for Train {
             let batches = self.train.epoch(epoch as u64, &self.device);
             for step in 0..steps {
                 let b = batches.batch(step).map_err(ctx("making a batch"))?;
-                let lr = crate::nets::optim::cosine_step(
-                    self.recipe.lr,
-                    self.recipe.lr_min,
-                    epoch * steps + step,
-                    steps,
-                    epochs,
-                    self.recipe.warmup_epochs,
-                );
+                let lr = self
+                    .recipe
+                    .lr_schedule()
+                    .at_step(epoch * steps + step, steps, epochs);
                 let s = trainer
                     .step(
                         &b.images,

@@ -195,6 +195,7 @@ fn train_supernet(
         weight_decay,
         grad_clip,
         warmup_epochs,
+        schedule,
     } = opt
     else {
         return Err(Error::Input(
@@ -208,6 +209,12 @@ fn train_supernet(
         weight_decay.value,
         grad_clip.as_ref().map(|c| c.value),
     );
+    let rates = crate::nets::optim::LrSchedule {
+        lr: lr.value,
+        lr_min: lr_min.value,
+        warmup: *warmup_epochs as usize,
+        shape: *schedule,
+    };
     let space = &net.space;
     let decisions = Decisions::of(space);
     let steps = train.batches_per_epoch();
@@ -240,14 +247,7 @@ fn train_supernet(
                 )));
             }
             let grads = loss.backward().map_err(ctx("training the supernet"))?;
-            let rate = crate::nets::optim::cosine_step(
-                lr.value,
-                lr_min.value,
-                epoch * steps + step,
-                steps,
-                epochs,
-                *warmup_epochs as usize,
-            );
+            let rate = rates.at_step(epoch * steps + step, steps, epochs);
             sgd.step(&grads, rate)
                 .map_err(ctx("training the supernet"))?;
             bar.inc(b.size as u64);
