@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use candle_core::{Result, Tensor, Var, backprop::GradStore};
 
-use crate::spec::pipeline::Schedule;
+use crate::spec::pipeline::{Optimizer, Schedule};
 
 /// SGD with momentum.
 pub struct Sgd {
@@ -242,6 +242,25 @@ pub struct LrSchedule {
 }
 
 impl LrSchedule {
+    /// The schedule of an `Sgd` optimizer; `None` for Adam, whose rate is constant.
+    pub fn of(o: &Optimizer) -> Option<LrSchedule> {
+        match o {
+            Optimizer::Sgd {
+                lr,
+                lr_min,
+                warmup_epochs,
+                schedule,
+                ..
+            } => Some(LrSchedule {
+                lr: lr.value,
+                lr_min: lr_min.value,
+                warmup: *warmup_epochs as usize,
+                shape: *schedule,
+            }),
+            Optimizer::Adam { .. } => None,
+        }
+    }
+
     /// The rate `t` into a fall that lasts `span` (both in epochs or both in steps).
     fn fall(&self, t: f64, span: f64) -> f64 {
         match self.shape {

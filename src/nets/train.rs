@@ -21,14 +21,12 @@ pub const EVAL_BATCH: usize = 64;
 pub struct Recipe {
     pub epochs: usize,
     pub batch_size: usize,
-    pub lr: f64,
-    pub lr_min: f64,
+    /// The learning rate, step by step.
+    pub rates: LrSchedule,
     pub momentum: f64,
     pub nesterov: bool,
     pub weight_decay: f64,
     pub grad_clip: Option<f64>,
-    pub warmup_epochs: usize,
-    pub schedule: Schedule,
     pub auxiliary_weight: f64,
     pub drop_path: f64,
     pub label_smoothing: f64,
@@ -43,14 +41,16 @@ impl Recipe {
         Recipe {
             epochs: 1,
             batch_size,
-            lr: 0.025,
-            lr_min: 0.0,
+            rates: LrSchedule {
+                lr: 0.025,
+                lr_min: 0.0,
+                warmup: 0,
+                shape: Schedule::Cosine,
+            },
             momentum: 0.9,
             nesterov: false,
             weight_decay: 3e-4,
             grad_clip: Some(5.0),
-            warmup_epochs: 0,
-            schedule: Schedule::Cosine,
             auxiliary_weight: 0.0,
             drop_path: 0.2,
             label_smoothing: 0.0,
@@ -59,16 +59,16 @@ impl Recipe {
     }
 
     pub fn from_spec(r: &Retrain) -> Result<Recipe> {
-        let Optimizer::Sgd {
-            lr,
-            lr_min,
-            momentum,
-            nesterov,
-            weight_decay,
-            grad_clip,
-            warmup_epochs,
-            schedule,
-        } = &r.optimizer.value
+        let (
+            Some(rates),
+            Optimizer::Sgd {
+                momentum,
+                nesterov,
+                weight_decay,
+                grad_clip,
+                ..
+            },
+        ) = (LrSchedule::of(&r.optimizer.value), &r.optimizer.value)
         else {
             return Err(Error::Input(
                 "the retrain optimizer must be Sgd (Adam is for architecture weights)".into(),
@@ -77,29 +77,16 @@ impl Recipe {
         Ok(Recipe {
             epochs: r.epochs.value as usize,
             batch_size: r.batch_size.value as usize,
-            lr: lr.value,
-            lr_min: lr_min.value,
+            rates,
             momentum: momentum.value,
             nesterov: *nesterov,
             weight_decay: weight_decay.value,
             grad_clip: grad_clip.as_ref().map(|c| c.value),
-            warmup_epochs: *warmup_epochs as usize,
-            schedule: *schedule,
             auxiliary_weight: r.auxiliary_weight.value,
             drop_path: r.drop_path.value,
             label_smoothing: r.label_smoothing.value,
             eval_every: r.eval_every.value as usize,
         })
-    }
-
-    /// The learning rate's schedule.
-    pub fn lr_schedule(&self) -> LrSchedule {
-        LrSchedule {
-            lr: self.lr,
-            lr_min: self.lr_min,
-            warmup: self.warmup_epochs,
-            shape: self.schedule,
-        }
     }
 
     /// Drop-path probability in `epoch` (0-based): DARTS's ramp `p · epoch / epochs`.

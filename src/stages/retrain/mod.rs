@@ -197,7 +197,13 @@ pub fn calibrate(
     crate::nets::timing::rate(device, 1, steps, &mut || {
         let b = batches.batch(next % count)?;
         next += 1;
-        let s = trainer.step(&b.images, &b.labels, recipe.lr, recipe.drop_path, &mut rng)?;
+        let s = trainer.step(
+            &b.images,
+            &b.labels,
+            recipe.rates.lr,
+            recipe.drop_path,
+            &mut rng,
+        )?;
         Ok(s.count)
     })
     .map_err(ctx("calibrating retraining"))
@@ -349,12 +355,13 @@ pub fn run(
         let as_planned = x0 == epoch as f64 && share == 1.0;
         let drop_path = recipe.drop_path_at_position(x0);
         let mut rng = data::rng::derive(seed, epoch as u64, DROP_PATH_STREAM);
-        let schedule = recipe.lr_schedule();
         let lr_at = |step: usize| {
             if as_planned {
-                schedule.at_step(epoch * steps + step, steps, planned)
+                recipe.rates.at_step(epoch * steps + step, steps, planned)
             } else {
-                schedule.at(x0 + share * step as f64 / steps as f64, steps, planned)
+                recipe
+                    .rates
+                    .at(x0 + share * step as f64 / steps as f64, steps, planned)
             }
         };
         let bar = crate::progress::epoch(

@@ -64,17 +64,17 @@ fn ctx(stage: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
 }
 
 fn sgd(o: &Optimizer, params: Vec<(String, candle_core::Var)>) -> Result<(Sgd, LrSchedule)> {
-    match o {
-        Optimizer::Sgd {
-            lr,
-            lr_min,
-            momentum,
-            nesterov,
-            weight_decay,
-            grad_clip,
-            warmup_epochs,
-            schedule,
-        } => Ok((
+    match (o, LrSchedule::of(o)) {
+        (
+            Optimizer::Sgd {
+                momentum,
+                nesterov,
+                weight_decay,
+                grad_clip,
+                ..
+            },
+            Some(rates),
+        ) => Ok((
             Sgd::new(
                 params,
                 momentum.value,
@@ -82,14 +82,9 @@ fn sgd(o: &Optimizer, params: Vec<(String, candle_core::Var)>) -> Result<(Sgd, L
                 weight_decay.value,
                 grad_clip.as_ref().map(|c| c.value),
             ),
-            LrSchedule {
-                lr: lr.value,
-                lr_min: lr_min.value,
-                warmup: *warmup_epochs as usize,
-                shape: *schedule,
-            },
+            rates,
         )),
-        Optimizer::Adam { .. } => Err(Error::Input(
+        _ => Err(Error::Input(
             "the search's `weights` optimizer must be Sgd".into(),
         )),
     }

@@ -307,7 +307,7 @@ impl Evaluator for Train {
                 let b = batches.batch(step).map_err(ctx("making a batch"))?;
                 let lr = self
                     .recipe
-                    .lr_schedule()
+                    .rates
                     .at_step(epoch * steps + step, steps, epochs);
                 let s = trainer
                     .step(

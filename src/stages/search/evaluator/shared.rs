@@ -187,16 +187,16 @@ fn train_supernet(
     device: &Device,
     progress: bool,
 ) -> Result<()> {
-    let pipeline::Optimizer::Sgd {
-        lr,
-        lr_min,
-        momentum,
-        nesterov,
-        weight_decay,
-        grad_clip,
-        warmup_epochs,
-        schedule,
-    } = opt
+    let (
+        pipeline::Optimizer::Sgd {
+            momentum,
+            nesterov,
+            weight_decay,
+            grad_clip,
+            ..
+        },
+        Some(rates),
+    ) = (opt, crate::nets::optim::LrSchedule::of(opt))
     else {
         return Err(Error::Input(
             "the weight-sharing evaluator's optimizer must be Sgd".into(),
@@ -209,12 +209,6 @@ fn train_supernet(
         weight_decay.value,
         grad_clip.as_ref().map(|c| c.value),
     );
-    let rates = crate::nets::optim::LrSchedule {
-        lr: lr.value,
-        lr_min: lr_min.value,
-        warmup: *warmup_epochs as usize,
-        shape: *schedule,
-    };
     let space = &net.space;
     let decisions = Decisions::of(space);
     let steps = train.batches_per_epoch();
