@@ -1,6 +1,6 @@
 //! Files written so that a crash never leaves a half-written result (write a sibling temp
 //! file, flush it to disk, then rename it over the target), and input files checked to be
-//! regular files before they are opened.
+//! regular files before they are opened. For unit tests, temp folders removed when dropped.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -60,5 +60,40 @@ pub fn remove_if_exists(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(path)(e)),
         _ => Ok(()),
+    }
+}
+
+/// A fresh, empty folder for one test under the system's temp folder
+/// (`nas-pipe-<tag>-<random>`), removed with its contents when dropped, unless the test is
+/// failing: then it stays, and its path is printed. `.0` is its path.
+#[cfg(test)]
+pub(crate) struct TempDir(pub PathBuf, tempfile::TempDir);
+
+#[cfg(test)]
+impl TempDir {
+    pub(crate) fn new(tag: &str) -> TempDir {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("nas-pipe-{tag}-"))
+            .tempdir()
+            .expect("create a temp dir");
+        TempDir(dir.path().to_path_buf(), dir)
+    }
+}
+
+#[cfg(test)]
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.1.disable_cleanup(true);
+            eprintln!("kept the failing test's folder {}", self.0.display());
+        }
     }
 }

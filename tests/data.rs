@@ -176,7 +176,6 @@ fn image_folder_csv_and_npy_load_exactly_the_idx_tensors() {
     let s = data::read(&npy, Some(&dir), 0).unwrap();
     assert_same(&s.train, &train, &all(&train), "npy train");
     assert_same(s.test.as_ref().unwrap(), &test, &all(&test), "npz test");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Issue #18: declared class names fix the label order: the same folder read with the
@@ -214,7 +213,6 @@ fn declared_class_names_order_the_labels() {
         assert_eq!(declared.train.image(i), sorted.train.image(j), "image {i}");
         assert_eq!(name(&declared, i), name(&sorted, j));
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Issue #18: an `Npy` source's `classes` is the older spelling of `class_names`: either
@@ -255,7 +253,6 @@ fn npy_classes_and_class_names_read_the_same() {
     assert_eq!(new.train.labels(), old.train.labels());
     assert_eq!(new.train.images(), old.train.images());
     assert_eq!(&new.train.images()[..], &px[..]);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A colour image of `w`×`h` in one colour, with a 1-pixel black border.
@@ -316,7 +313,6 @@ fn colour_jpegs_of_mixed_sizes_are_resized_and_converted() {
         let got = s.train.image(i)[8 * 16 + 8] as i32;
         assert!((got - want).abs() <= 12, "gray image {i}: {got} vs {want}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A tiny image folder: `train/` 4 classes × 8 and `test/` 4 × 3 coloured 8×8 PNGs.
@@ -403,7 +399,6 @@ fn a_tiny_image_folder_runs_end_to_end_and_a_replaced_file_is_seen() {
         .unwrap()
         .count();
     assert_eq!(cached, 4, "nas-pipe search caches the parts it reads");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// An `Npy` source with `skip_unreadable` leaves out the elements it cannot use (a label
@@ -529,7 +524,6 @@ fn npy_skips_unusable_elements_lists_them_and_is_cached() {
         e.contains("x.npy") && e.contains("element 49 is -0.5"),
         "{e}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -648,7 +642,6 @@ fn bad_data_exits_2_naming_the_file() {
         e.contains("y.npy") && e.contains("label 2 at index 1 is out of range"),
         "{e}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A built-in data set's files are part of the stage keys too: replacing one (same path)
@@ -703,5 +696,4 @@ fn a_replaced_idx_file_changes_the_data_key() {
         first,
         "a replaced training file left the key as it was"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -508,7 +508,6 @@ fn predict_refuses_models_whose_metadata_and_graph_disagree() {
         .save(&png)
         .unwrap();
     run_ok(bin().arg("predict").arg(&dynamic).arg(&png));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Training data with a pipe or a folder where a file belongs (a FIFO named like an image
@@ -598,7 +597,6 @@ fn data_sources_refuse_pipes_and_folders_where_files_belong() {
         &npy,
         &["x.npy: cannot open the array file: not a regular file"],
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A multi-trial pipeline whose search needs no data (a tabular evaluator).

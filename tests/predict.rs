@@ -273,7 +273,6 @@ fn predict_runs_a_fixed_batch_model_in_batches_of_its_size() {
             );
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `examples/serve.py` (Pillow) on the same files gives predict's classes and, up to the

@@ -172,7 +172,7 @@ fn write_ort_artifacts(run: &Path) {
 fn report_fixture() -> &'static Path {
     static RUN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     RUN.get_or_init(|| {
-        let dir = tempdir("report-fixture");
+        let dir = fixture_dir("report-fixture");
         let p = report_pipeline(&dir, "rep");
         let out = dir.join("out");
         for stage in ["search", "train", "export"] {
@@ -204,14 +204,15 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// A copy of the fixture run folder to change.
-fn report_copy(name: &str) -> PathBuf {
-    let run = tempdir(name).join("run");
+/// A copy of the fixture run folder to change: its temp folder and the run folder in it.
+fn report_copy(name: &str) -> (Scratch, PathBuf) {
+    let tmp = tempdir(name);
+    let run = tmp.join("run");
     copy_dir(report_fixture(), &run);
     for f in [report::HTML, report::MARKDOWN, report::SUMMARY] {
         let _ = std::fs::remove_file(run.join(f));
     }
-    run
+    (tmp, run)
 }
 
 fn section<'h>(html: &'h str, id: &str) -> &'h str {
@@ -465,7 +466,7 @@ fn report_shows_every_section_of_a_full_run() {
 
 #[test]
 fn report_summary_copies_the_artifacts_numbers() {
-    let run = report_copy("report-summary");
+    let (_tmp, run) = report_copy("report-summary");
     let w = report::write(&run).unwrap();
     assert_eq!(w.html, run.join("report.html"));
     // summary.json is the summary serialized; it reads back (numbers to the last digit
@@ -569,7 +570,7 @@ fn report_summary_copies_the_artifacts_numbers() {
 
 #[test]
 fn report_is_byte_identical_when_rendered_again() {
-    let run = report_copy("report-twice");
+    let (_tmp, run) = report_copy("report-twice");
     let w = report::write(&run).unwrap();
     let first: Vec<Vec<u8>> = [&w.html, &w.md, &w.summary]
         .iter()
@@ -608,7 +609,7 @@ fn report_is_byte_identical_when_rendered_again() {
 
 #[test]
 fn report_says_what_is_absent() {
-    let run = report_copy("report-absent");
+    let (_tmp, run) = report_copy("report-absent");
     for f in [
         "search/state.json",
         "validation.json",
@@ -659,7 +660,8 @@ fn report_says_what_is_absent() {
     assert!(md.contains("| validation | — |"), "{md}");
 
     // Nothing at all: every section says so, the name is the folder's.
-    let empty = tempdir("report-empty").join("nothing-here");
+    let tmp = tempdir("report-empty");
+    let empty = tmp.join("nothing-here");
     std::fs::create_dir_all(&empty).unwrap();
     let r = report::render(&empty).unwrap();
     assert!(
@@ -731,7 +733,7 @@ fn report_draws_a_chain_space_as_text_and_layer_heatmaps() {
 
 #[test]
 fn report_malformed_artifacts_are_errors_naming_the_file() {
-    let run = report_copy("report-malformed");
+    let (_tmp, run) = report_copy("report-malformed");
     let keep = |f: &str| std::fs::read(run.join(f)).unwrap();
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         (
@@ -871,7 +873,7 @@ fn report_opens_in_chromium_without_console_errors() {
     if !have_chromium("report_opens_in_chromium_without_console_errors") {
         return;
     }
-    let run = report_copy("report-chromium");
+    let (_tmp, run) = report_copy("report-chromium");
     let w = report::write(&run).unwrap();
     let shot = run.join("report.png");
     let (code, out) = check_report(&w.html, Some(&shot));
@@ -913,8 +915,8 @@ fn report_layout_is_clean_for_every_report_kind() {
     if !have_chromium("report_layout_is_clean_for_every_report_kind") {
         return;
     }
-    let full = report_copy("layout-full");
-    let absent = report_copy("layout-absent");
+    let (_full_tmp, full) = report_copy("layout-full");
+    let (_absent_tmp, absent) = report_copy("layout-absent");
     for f in ["search/state.json", "validation.json", "profile.json"] {
         std::fs::remove_file(absent.join(f)).unwrap();
     }

@@ -689,7 +689,6 @@ fn a_damaged_trials_record_falls_back_to_its_previous_copy() {
     std::fs::remove_file(&previous).unwrap();
     let e = fails(&mut search("damaged", None));
     assert!(e.contains("version 2") && e.contains("no checksum"), "{e}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Issue #22: a multi-trial run ended with only `report: …`, and its report showed five
@@ -1098,7 +1097,6 @@ fn trials_progress_carries_a_pipeline_eta() {
         whole.is_some_and(|w| w > eta.unwrap() && w < 3600.0),
         "{search}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A zero-cost prior on synthetic data: the pool is scored and recorded, the strategy
@@ -1238,5 +1236,4 @@ fn killed_zero_cost_search_resumes_to_the_uninterrupted_result() {
         std::fs::read(straight.join("genotype.ron")).unwrap(),
         std::fs::read(killed.join("genotype.ron")).unwrap()
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

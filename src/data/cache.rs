@@ -183,7 +183,7 @@ fn remove_older(dir: &Path, slug: &str, keep: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::TempDir;
+    use crate::fsutil::TempDir;
 
     #[test]
     fn round_trip_and_invalidation() {

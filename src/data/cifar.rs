@@ -175,8 +175,8 @@ pub fn batches_dir(dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::TempDir;
     use crate::error::Error;
+    use crate::fsutil::TempDir;
 
     /// Records with labels `labels` and pixel bytes derived from `salt`.
     fn records(labels: &[u8], salt: usize) -> Vec<u8> {

@@ -298,7 +298,7 @@ mod tests {
 
     #[test]
     fn unreadable_files_name_themselves_or_are_skipped() {
-        let dir = crate::data::TempDir::new("decode");
+        let dir = crate::fsutil::TempDir::new("decode");
         let good = dir.0.join("a.png");
         image::GrayImage::from_pixel(3, 3, image::Luma([9]))
             .save(&good)

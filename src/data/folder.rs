@@ -249,7 +249,7 @@ pub fn interleave(per_class: Vec<Vec<Item>>) -> Vec<Item> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::TempDir;
+    use crate::fsutil::TempDir;
 
     fn touch(path: &Path) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();

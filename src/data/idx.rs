@@ -345,8 +345,8 @@ pub(crate) mod tests {
     use std::io::Write;
 
     use super::*;
-    use crate::data::TempDir;
     use crate::error::Error;
+    use crate::fsutil::TempDir;
 
     /// The bytes of an IDX file of unsigned bytes.
     pub(crate) fn idx_bytes(magic: u32, dims: &[u32], data: &[u8]) -> Vec<u8> {

@@ -239,7 +239,7 @@ fn is_header(path: &str, label: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::TempDir;
+    use crate::fsutil::TempDir;
 
     fn mf<'a>(
         file: &'a Path,

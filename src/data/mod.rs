@@ -839,34 +839,10 @@ fn plural(n: impl Into<u64>, word: &str) -> String {
     }
 }
 
-/// A unique, empty directory under the system's temp dir for one test; removed on drop.
-#[cfg(test)]
-pub(crate) struct TempDir(pub std::path::PathBuf);
-
-#[cfg(test)]
-impl TempDir {
-    pub(crate) fn new(tag: &str) -> TempDir {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("nas-pipe-data-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create a temp dir");
-        TempDir(dir)
-    }
-}
-
-#[cfg(test)]
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fsutil::TempDir;
     use crate::spec::Spanned;
 
     fn input(channels: u32, size: u32, classes: u32) -> Input {

@@ -479,7 +479,7 @@ fn image_at(px: &[u8], c: usize, h: usize, w: usize, layout: Layout) -> DynamicI
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::TempDir;
+    use crate::fsutil::TempDir;
 
     fn npy<T: npyz::AutoSerialize + Copy>(shape: &[u64], data: &[T]) -> Vec<u8> {
         use npyz::WriterBuilder;

@@ -133,7 +133,8 @@ mod tests {
 
     #[test]
     fn reads_plain_and_gzipped_tables_and_names_bad_lines() {
-        let dir = std::env::temp_dir().join(format!("nas-pipe-table-{}", std::process::id()));
+        let tmp = crate::fsutil::TempDir::new("table");
+        let dir = tmp.join("table");
         std::fs::create_dir_all(&dir).unwrap();
         let text = "arch,cellstr,acc,val\n0,|a~0|,50.5,40\n1,|b~0|,60,x\n";
         let plain = dir.join("t.csv");
@@ -155,6 +156,5 @@ mod tests {
         std::fs::write(&plain, "arch,acc\n0,1\n").unwrap();
         let e = Table::load(&plain).unwrap_err().to_string();
         assert!(e.contains("no architecture column"), "{e}");
-        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -1134,7 +1134,7 @@ mod tests {
     /// part, whatever the validation fraction.
     #[test]
     fn held_out_images_come_from_the_training_part_only() {
-        let dir = crate::data::TempDir::new("evaluator-split");
+        let dir = crate::fsutil::TempDir::new("evaluator-split");
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         for (validation, carved) in [(0.1, 8), (0.25, 20)] {
             let text = format!(

@@ -140,11 +140,8 @@ pub fn restore(run_dir: &Path, basis: &str) -> Result<bool> {
 mod tests {
     use super::*;
 
-    fn tempdir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("nas-pipe-plan-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    fn tempdir(name: &str) -> crate::fsutil::TempDir {
+        crate::fsutil::TempDir::new(&format!("plan-{name}"))
     }
 
     fn plan() -> Plan {
@@ -175,29 +172,29 @@ mod tests {
     #[test]
     fn a_plan_reads_back_and_a_damaged_one_is_unusable() {
         let dir = tempdir("read");
-        assert!(matches!(read(dir.as_path()).unwrap(), Found::None));
-        plan().write(dir.as_path()).unwrap();
-        match read(dir.as_path()).unwrap() {
+        assert!(matches!(read(&dir.0).unwrap(), Found::None));
+        plan().write(&dir.0).unwrap();
+        match read(&dir.0).unwrap() {
             Found::Plan(p) => assert_eq!(*p, plan()),
             other => panic!("{other:?}"),
         }
-        let path = RunDir::new(dir.as_path()).plan();
+        let path = RunDir::new(&dir.0).plan();
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, text.replace("\"epochs\": 6", "\"epochs\": 60")).unwrap();
-        assert!(matches!(read(dir.as_path()).unwrap(), Found::Unusable(_)));
+        assert!(matches!(read(&dir.0).unwrap(), Found::Unusable(_)));
     }
 
     #[test]
     fn a_plan_set_aside_comes_back_for_its_basis() {
         let dir = tempdir("aside");
         let p = plan();
-        p.write(dir.as_path()).unwrap();
-        let kept = set_aside(dir.as_path(), &stale_dir(dir.as_path(), &p.basis)).unwrap();
-        assert!(kept.is_file() && !RunDir::new(dir.as_path()).plan().exists());
-        assert!(!restore(dir.as_path(), &"cd".repeat(32)).unwrap());
-        assert!(restore(dir.as_path(), &p.basis).unwrap());
-        assert!(matches!(read(dir.as_path()).unwrap(), Found::Plan(_)));
-        assert!(!stale_dir(dir.as_path(), &p.basis).exists());
+        p.write(&dir.0).unwrap();
+        let kept = set_aside(&dir.0, &stale_dir(&dir.0, &p.basis)).unwrap();
+        assert!(kept.is_file() && !RunDir::new(&dir.0).plan().exists());
+        assert!(!restore(&dir.0, &"cd".repeat(32)).unwrap());
+        assert!(restore(&dir.0, &p.basis).unwrap());
+        assert!(matches!(read(&dir.0).unwrap(), Found::Plan(_)));
+        assert!(!stale_dir(&dir.0, &p.basis).exists());
     }
 
     #[test]

@@ -133,8 +133,8 @@ mod tests {
 
     #[test]
     fn a_second_holder_is_refused_until_the_first_lets_go() {
-        let dir = std::env::temp_dir().join(format!("nas-pipe-busy-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let tmp = crate::fsutil::TempDir::new("busy");
+        let dir = tmp.join("busy");
         let first = acquire(&dir, "nas-pipe run a.ron").unwrap();
         assert!(holder(&dir).unwrap().contains("nas-pipe run a.ron"));
         let err = acquire(&dir, "nas-pipe run b.ron").unwrap_err().to_string();

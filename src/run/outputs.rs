@@ -225,7 +225,8 @@ mod tests {
 
     #[test]
     fn a_copy_aside_is_dropped_only_when_nothing_changed() {
-        let run = std::env::temp_dir().join(format!("nas-pipe-outputs-{}", std::process::id()));
+        let tmp = crate::fsutil::TempDir::new("outputs");
+        let run = tmp.join("outputs");
         let _ = std::fs::remove_dir_all(&run);
         std::fs::create_dir_all(&run).unwrap();
         let onnx = run.join(crate::run::dir::MODEL_ONNX);

@@ -372,11 +372,8 @@ fn absolute(path: &Path) -> PathBuf {
 mod tests {
     use super::*;
 
-    fn tempdir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("nas-pipe-locate-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    fn tempdir(name: &str) -> crate::fsutil::TempDir {
+        crate::fsutil::TempDir::new(&format!("locate-{name}"))
     }
 
     /// A fake `.venv` whose onnxruntime package holds a (non-library) library file.
@@ -505,7 +502,7 @@ mod tests {
             let found = first_loadable(&s, || panic!("no python"), |p| Ok(p.to_path_buf()));
             assert_eq!(found.unwrap().path, lib);
         }
-        let s = search(Some(root.clone()), None, vec![]);
+        let s = search(Some(root.0.clone()), None, vec![]);
         let err = first_loadable(&s, || panic!("no python"), |_| Ok(())).unwrap_err();
         assert!(not_found_message(&err).contains("a folder with no ONNX Runtime library in it"));
     }

@@ -263,7 +263,8 @@ mod tests {
 
     #[test]
     fn reading_a_file_that_is_not_onnx_names_it() {
-        let dir = std::env::temp_dir().join(format!("nas-pipe-notonnx-{}", std::process::id()));
+        let tmp = crate::fsutil::TempDir::new("notonnx");
+        let dir = tmp.join("notonnx");
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("notes.txt");
         std::fs::write(&f, "hello\n").unwrap();

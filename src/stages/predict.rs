@@ -332,8 +332,8 @@ mod tests {
 
     #[test]
     fn folders_are_searched_for_images_in_order() {
-        let dir = std::env::temp_dir().join(format!("nas-pipe-predict-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let tmp = crate::fsutil::TempDir::new("predict");
+        let dir = tmp.join("predict");
         std::fs::create_dir_all(dir.join("b")).unwrap();
         for f in ["b/2.PNG", "a.jpg", "notes.txt", "c.webp"] {
             std::fs::write(dir.join(f), b"x").unwrap();
@@ -351,6 +351,5 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("missing.png"), "{e}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -398,8 +398,8 @@ mod tests {
 
     #[test]
     fn reports_are_written_atomically_as_json_and_markdown() {
-        let dir = std::env::temp_dir().join(format!("nas-pipe-profile-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let tmp = crate::fsutil::TempDir::new("profile");
+        let dir = tmp.join("profile");
         let (j, m) = write(&report(), &dir).unwrap();
         let v: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();

@@ -63,11 +63,55 @@ pub fn arch(space: &Space, g: &str) -> nas_pipe::space::genotype::Architecture {
 
 pub const NB201_EXAMPLE: &str = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|";
 
-pub fn tempdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("nas-pipe-test-{}-{name}", std::process::id()));
+/// A fresh, empty folder for one test under the system's temp folder
+/// (`nas-pipe-test-<name>-<random>`), removed with its contents when dropped, unless the test
+/// is failing: then it stays, and its path is printed, to be looked at.
+pub fn tempdir(name: &str) -> Scratch {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("nas-pipe-test-{name}-"))
+        .tempdir()
+        .unwrap();
+    Scratch(dir)
+}
+
+/// A folder for a fixture that tests of one run share (built once per test binary, kept after
+/// it, for static fixtures are never dropped): `target/tmp/<name>`, emptied first.
+pub fn fixture_dir(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// A test's folder from [`tempdir`]; derefs to its path.
+pub struct Scratch(tempfile::TempDir);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for Scratch {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.path().as_os_str()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.disable_cleanup(true);
+            eprintln!("kept the failing test's folder {}", self.0.path().display());
+        }
+    }
 }
 
 /// A small deterministic generator (xorshift), so failures reproduce from the case number.

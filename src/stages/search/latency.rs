@@ -792,11 +792,8 @@ mod tests {
         )
     }
 
-    fn tempdir(name: &str) -> PathBuf {
-        let d =
-            std::env::temp_dir().join(format!("nas-pipe-latency-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        d
+    fn tempdir(name: &str) -> crate::fsutil::TempDir {
+        crate::fsutil::TempDir::new(&format!("latency-{name}"))
     }
 
     /// ONNX Runtime, or `None` with a note on stderr that `test` is skipped; a library named
@@ -821,7 +818,8 @@ mod tests {
     #[test]
     fn latency_cache_hit_returns_the_stored_value_without_measuring() {
         let (s, texts) = nb201(16, 5);
-        let cache = Cache::new(tempdir("hit"));
+        let tmp = tempdir("hit");
+        let cache = Cache::new(tmp.join("cache"));
         let k = key(&s, &texts, EXAMPLE, Plan::default());
         let calls = Cell::new(0);
         let measured = Latency::of(&[1.5, 2.0, 2.5]);
@@ -882,7 +880,8 @@ mod tests {
     #[test]
     fn a_corrupt_latency_cache_entry_is_an_error_naming_the_file() {
         let (s, texts) = nb201(16, 5);
-        let cache = Cache::new(tempdir("corrupt"));
+        let tmp = tempdir("corrupt");
+        let cache = Cache::new(tmp.join("cache"));
         let k = key(&s, &texts, EXAMPLE, Plan::default());
         std::fs::create_dir_all(cache.dir()).unwrap();
         std::fs::write(cache.path(&k), "{ not json").unwrap();

@@ -414,8 +414,8 @@ mod tests {
 
     #[test]
     fn the_ledger_contracts_hold_on_sqlite() {
-        let dir = std::env::temp_dir().join(format!("nas-pipe-ledger-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let tmp = crate::fsutil::TempDir::new("ledger");
+        let dir = tmp.join("ledger");
         let mut l = Sqlite::open(&dir.join("l.sqlite")).unwrap();
         super::super::tests::contracts(&mut l);
         // Reopening finds the schema current; a newer one is refused.
@@ -428,6 +428,5 @@ mod tests {
         .unwrap();
         let e = Sqlite::open(&dir.join("l.sqlite")).err().unwrap();
         assert!(e.to_string().contains("schema version 99"), "{e}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
