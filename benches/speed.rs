@@ -245,7 +245,7 @@ fn build(row: &str) -> Result<Work> {
         "darts_v2_train_b64" => {
             let (model, _, cost) = darts_v2(16, 8)?;
             let recipe = Recipe::step_benchmark(64);
-            let mut trainer = Trainer::new(model, &recipe);
+            let mut trainer = Trainer::new(model, &recipe)?;
             let x = Tensor::randn(0f32, 1f32, (64, 3, 32, 32), &dev)?;
             let y = labels(64)?;
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);

@@ -648,3 +648,86 @@ fn a_linear_schedule_falls_along_a_line() {
         "{line:?}"
     );
 }
+
+/// `ema` keeps a moving average of the weights beside the trained ones: `last.safetensors`
+/// and the evaluations are the average's, the checkpoint carries it and its count of
+/// updates (one per step), and a training stopped after an epoch and resumed ends with the
+/// same average as an uninterrupted one.
+#[test]
+fn a_weight_average_is_kept_evaluated_and_resumed() {
+    let dir = tempdir("train-ema");
+    let plain = train_pipeline(&dir, "plain", 8, "");
+    let avg = train_pipeline(&dir, "avg", 8, "ema: 0.9,");
+    let train = |p: &Path, out: &str, stop: Option<&str>| {
+        let mut c = bin();
+        c.args(["train", "--genotype", "DARTS_V2", "--out"])
+            .arg(dir.join(out))
+            .arg(p);
+        if let Some(s) = stop {
+            c.args(["--stop-after", s]);
+        }
+        run_ok(&mut c)
+    };
+    train(&plain, "o", None);
+    train(&avg, "o", None);
+    train(&avg, "resumed", Some("1"));
+    train(&avg, "resumed", None);
+    let run = |out: &str, name: &str| dir.join(out).join(name).join("retrain");
+    let (p, a, r) = (run("o", "plain"), run("o", "avg"), run("resumed", "avg"));
+    let last = |d: &Path| weights_of(&d.join("last.safetensors"));
+    assert_eq!(last(&a), last(&r));
+    assert_ne!(
+        last(&a),
+        last(&p),
+        "last.safetensors is the trained weights, not the average"
+    );
+    let json = |d: &Path, f: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(d.join(f)).unwrap()).unwrap()
+    };
+    assert_eq!(json(&a, "evaluation.json"), json(&r, "evaluation.json"));
+    let val = |d: &Path| -> Vec<f64> {
+        let m = json(d, "metrics.json");
+        m.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["val_loss"].as_f64().unwrap())
+            .collect()
+    };
+    assert_eq!(val(&a), val(&r));
+    assert_ne!(val(&a), val(&p), "the validations evaluate the average");
+    // One update per training step, counted in the checkpoint.
+    let m = json(&a, "metrics.json");
+    let steps: u64 = m
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["images"].as_u64().unwrap().div_ceil(16))
+        .sum();
+    let c = candle_core::safetensors::load(
+        a.join("checkpoint-3.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let updates = c["ema.updates"].to_vec1::<f64>().unwrap();
+    assert_eq!(updates, [steps as f64]);
+    // The average's tensors sit beside the trained ones under `ema.`.
+    let trained = c.keys().filter(|k| k.starts_with("weights.")).count();
+    let averaged = c.keys().filter(|k| k.starts_with("ema.weights.")).count();
+    assert!(
+        trained > 0 && trained == averaged,
+        "{trained} vs {averaged}"
+    );
+    // `eval` on the folder scores the kept weights: the average's test accuracy.
+    let acc = json(&a, "evaluation.json")["accuracy"].as_f64().unwrap();
+    let out = run_ok(
+        bin()
+            .args(["eval"])
+            .arg(&avg)
+            .arg("--out")
+            .arg(dir.join("o")),
+    );
+    assert!(
+        out.contains(&format!("test accuracy {:.2}%", 100.0 * acc)),
+        "{out} vs {acc}"
+    );
+}

@@ -26,7 +26,8 @@
 //! `batch_norm.rs` the training-mode batch norm (alone or with the ReLU after it),
 //! `scaled_sum.rs` a cell node's sum under drop path and `weighted_sum.rs` the mixed edge's
 //! `Σ pₖ · xₖ` (the element-wise ops: there Candle's CPU backend spends one pass and one
-//! allocation per elementary op, forward and backward, and keeps every intermediate alive).
+//! allocation per elementary op, forward and backward, and keeps every intermediate alive),
+//! `lerp.rs` the weight average's in-place update.
 //!
 //! Semantics are PyTorch's: `nn.MaxPool2d(k, s, p)`, `nn.AvgPool2d(k, s, p,
 //! count_include_pad = False)`, `nn.Conv2d(C, C, k, s, p, dilation, groups = C, bias =
@@ -36,6 +37,7 @@
 mod batch_norm;
 mod conv;
 mod depthwise;
+mod lerp;
 mod pool;
 pub mod probe;
 mod relu;
@@ -50,6 +52,7 @@ pub use batch_norm::{
 };
 pub use conv::{conv2d, conv2d_reference};
 pub use depthwise::{depthwise_conv2d, depthwise_conv2d_dense, depthwise_conv2d_reference};
+pub use lerp::lerp_into;
 pub use pool::{avg_pool2d, avg_pool2d_reference, max_pool2d, max_pool2d_reference};
 pub use relu::relu;
 pub use scaled_sum::{SampleScales, Term, scaled_sum, scaled_sum_reference};

@@ -1,7 +1,9 @@
 //! Networks built from a space: the final network of one architecture ([`model`]), the
 //! weight-sharing supernet ([`supernet`]), the fixed blocks around cells ([`blocks`]), their
-//! ONNX lowering ([`export`]), optimizers ([`optim`]) and the training step ([`train`]).
+//! ONNX lowering ([`export`]), optimizers ([`optim`]), the training step ([`train`]) and the
+//! weight average ([`average`]).
 
+pub mod average;
 pub mod blocks;
 pub mod export;
 pub mod model;

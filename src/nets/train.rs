@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Batcher;
 use crate::error::{Error, Result};
+use crate::nets::average::Ema;
 use crate::nets::model::{Mode, Model};
 use crate::nets::optim::{LrSchedule, Sgd};
 use crate::spec::pipeline::{Optimizer, Retrain, Schedule};
@@ -31,6 +32,8 @@ pub struct Recipe {
     pub drop_path: f64,
     pub label_smoothing: f64,
     pub eval_every: usize,
+    /// The weight average's decay, when the recipe keeps one.
+    pub ema: Option<f64>,
 }
 
 impl Recipe {
@@ -55,6 +58,7 @@ impl Recipe {
             drop_path: 0.2,
             label_smoothing: 0.0,
             eval_every: 1,
+            ema: None,
         }
     }
 
@@ -86,6 +90,7 @@ impl Recipe {
             drop_path: r.drop_path.value,
             label_smoothing: r.label_smoothing.value,
             eval_every: r.eval_every.value as usize,
+            ema: r.ema.as_ref().map(|d| d.value),
         })
     }
 
@@ -136,10 +141,13 @@ pub struct Trainer {
     pub opt: Sgd,
     pub auxiliary_weight: f64,
     pub label_smoothing: f64,
+    /// The weight average, updated after every step, when the recipe keeps one.
+    pub ema: Option<Ema>,
 }
 
 impl Trainer {
-    pub fn new(model: Model, recipe: &Recipe) -> Trainer {
+    /// Trains `model` under `recipe` (with the weight average it asks for).
+    pub fn new(model: Model, recipe: &Recipe) -> candle_core::Result<Trainer> {
         let opt = Sgd::new(
             model.store.params(),
             recipe.momentum,
@@ -147,12 +155,23 @@ impl Trainer {
             recipe.weight_decay,
             recipe.grad_clip,
         );
-        Trainer {
+        let ema = match recipe.ema {
+            Some(decay) => Some(Ema::new(&model, decay)?),
+            None => None,
+        };
+        Ok(Trainer {
             model,
             opt,
             auxiliary_weight: recipe.auxiliary_weight,
             label_smoothing: recipe.label_smoothing,
-        }
+            ema,
+        })
+    }
+
+    /// The model to evaluate, keep and export: the weight average when there is one, else
+    /// the trained weights.
+    pub fn deployed(&self) -> &Model {
+        self.ema.as_ref().map_or(&self.model, Ema::model)
     }
 
     /// Forward in training mode, backward, one SGD step at `lr`.
@@ -176,6 +195,9 @@ impl Trainer {
         };
         let grads = loss.backward()?;
         self.opt.step(&grads, lr)?;
+        if let Some(ema) = &mut self.ema {
+            ema.update(&self.model)?;
+        }
         Ok(StepStats {
             loss: scalar(&main)?,
             correct: correct(&out.logits, labels)?,

@@ -571,7 +571,7 @@ fn steps() -> Vec<(&'static str, &'static str, StepBuilder)> {
     let retrain: StepBuilder = Box::new(|dev: &Device| {
         let model = darts_v2(16, 8, 32, dev).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let recipe = Recipe::step_benchmark(64);
-        let mut trainer = Trainer::new(model, &recipe);
+        let mut trainer = Trainer::new(model, &recipe)?;
         let x = uniform(&[64, 3, 32, 32], 42)?.to_device(dev)?;
         let y = labels(64, dev)?;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);

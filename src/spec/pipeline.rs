@@ -817,6 +817,12 @@ pub struct Retrain {
     /// test part is evaluated once, after the last. Default 1.
     #[serde(default = "one")]
     pub eval_every: Spanned<u32>,
+    /// Keep an exponential moving average of the weights and BN statistics with this decay
+    /// per step, warmed up as `min(ema, (1 + t) / (10 + t))` at step `t`; the validations,
+    /// `best` and `last`, the test evaluation and the export then use the average. Default:
+    /// none (the trained weights themselves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema: Option<Spanned<f64>>,
 }
 
 /// ONNX export.

@@ -75,7 +75,11 @@ impl Checker<'_> {
         self.optimizer(&r.optimizer, &format!("{what} optimizer"))?;
         self.nonneg(&r.auxiliary_weight, "auxiliary_weight")?;
         self.unit(&r.drop_path, "drop_path", false, true)?;
-        self.unit(&r.label_smoothing, "label_smoothing", false, true)
+        self.unit(&r.label_smoothing, "label_smoothing", false, true)?;
+        if let Some(ema) = &r.ema {
+            self.unit(ema, "ema", true, true)?;
+        }
+        Ok(())
     }
 
     /// The `retrain` section's recipe.

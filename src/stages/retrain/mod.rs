@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::{self, BatchConfig, Batcher, Normalize};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
+use crate::nets::average::Ema;
 use crate::nets::model::Model;
 use crate::nets::train::Evaluation;
 use crate::nets::train::{Recipe, Trainer, evaluate};
@@ -49,6 +50,11 @@ pub mod pace;
 
 /// Version of `state.json`.
 pub const STATE_VERSION: u32 = 2;
+/// Checkpoint entries of the weight average: its parameters, its BN statistics, its count
+/// of updates.
+const EMA_WEIGHTS: &str = "ema.weights";
+const EMA_BUFFERS: &str = "ema.buffers";
+const EMA_UPDATES: &str = "ema.updates";
 /// Drop-path masks draw from this stream of the epoch's generator.
 const DROP_PATH_STREAM: u64 = 3;
 /// `retrain/state.json`.
@@ -189,7 +195,7 @@ pub fn calibrate(
     let net = p.retrain_space.build(arch);
     let model = Model::new(&net, device, p.spec.seed, recipe.auxiliary_weight > 0.0)
         .map_err(ctx("building the network"))?;
-    let mut trainer = Trainer::new(model, &recipe);
+    let mut trainer = Trainer::new(model, &recipe).map_err(ctx("building the network"))?;
     let batches = batcher.epoch(0, device);
     let count = batcher.batches_per_epoch().max(1);
     let mut rng = data::rng::derive(p.spec.seed, 0, DROP_PATH_STREAM);
@@ -273,7 +279,7 @@ pub fn run(
 
     let model = Model::new(&net, device, seed, recipe.auxiliary_weight > 0.0)
         .map_err(ctx("building the network"))?;
-    let mut trainer = Trainer::new(model, &recipe);
+    let mut trainer = Trainer::new(model, &recipe).map_err(ctx("building the network"))?;
 
     let dir = RunDir::new(run_dir).retrain();
     let hash = retrain_hash(p, &genotype.0)?;
@@ -292,6 +298,9 @@ pub fn run(
                 let c = checkpoint::load(path, device)?;
                 c.set("weights", &trainer.model.store.params())?;
                 c.set("buffers", &trainer.model.store.buffers())?;
+                if let Some(ema) = &mut trainer.ema {
+                    load_average(&c, ema)?;
+                }
                 trainer
                     .opt
                     .load_state(&c.group("opt"))
@@ -402,7 +411,14 @@ pub fn run(
         let evaluate_now = (epoch + 1) % recipe.eval_every.max(1) == 0 || epoch + 1 == epochs;
         let eval = if evaluate_now {
             let t = Instant::now();
-            let e = evaluate(&trainer.model, &val_b, device, "", &classes, opts.progress)?;
+            let e = evaluate(
+                trainer.deployed(),
+                &val_b,
+                device,
+                "",
+                &classes,
+                opts.progress,
+            )?;
             Some((e, t.elapsed().as_secs_f64()))
         } else {
             None
@@ -444,14 +460,14 @@ pub fn run(
         };
         state.metrics.push(m);
         save_recorded(
-            &trainer.model,
+            trainer.deployed(),
             &dir,
             crate::run::dir::model_file::LAST,
             &mut state,
         )?;
         if improved && let Some(e) = eval {
             save_recorded(
-                &trainer.model,
+                trainer.deployed(),
                 &dir,
                 crate::run::dir::model_file::BEST,
                 &mut state,
@@ -466,7 +482,7 @@ pub fn run(
     }
     let evaluation = if state.epochs_done >= next(&state.metrics).epochs {
         Some(final_test(
-            &trainer.model,
+            trainer.deployed(),
             &test_b,
             device,
             &dir,
@@ -560,10 +576,39 @@ fn save_checkpoint(
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     checkpoint::put(&mut tensors, "weights", &trainer.model.store.params());
     checkpoint::put(&mut tensors, "buffers", &trainer.model.store.buffers());
+    if let Some(ema) = &trainer.ema {
+        checkpoint::put(&mut tensors, EMA_WEIGHTS, &ema.model().store.params());
+        checkpoint::put(&mut tensors, EMA_BUFFERS, &ema.model().store.buffers());
+        // f64 holds every count of updates a training reaches exactly.
+        let n = Tensor::new(&[ema.updates() as f64], &Device::Cpu)
+            .map_err(ctx("keeping the weight average"))?;
+        tensors.insert(EMA_UPDATES.into(), n);
+    }
     for (n, t) in trainer.opt.state() {
         tensors.insert(format!("opt.{n}"), t);
     }
     checkpoint::commit_epoch(dir, &tensors, state, epochs_done)?;
+    Ok(())
+}
+
+/// Restores the weight average from a checkpoint written by [`save_checkpoint`].
+fn load_average(c: &checkpoint::Loaded, ema: &mut Ema) -> Result<()> {
+    c.set(EMA_WEIGHTS, &ema.model().store.params())?;
+    c.set(EMA_BUFFERS, &ema.model().store.buffers())?;
+    let n = c
+        .tensors
+        .get(EMA_UPDATES)
+        .and_then(|t| t.to_dtype(candle_core::DType::F64).ok())
+        .and_then(|t| t.to_vec1::<f64>().ok())
+        .and_then(|v| v.first().copied())
+        .filter(|n| n.is_finite() && *n >= 0.0 && n.fract() == 0.0);
+    let Some(n) = n else {
+        return Err(Error::Input(format!(
+            "{}: `{EMA_UPDATES}` is missing or not a count of updates",
+            c.path.display()
+        )));
+    };
+    ema.resume_at(n as u64);
     Ok(())
 }
 

@@ -297,7 +297,7 @@ pub(crate) fn ctx(what: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
 impl Evaluator for Train {
     fn evaluate(&mut self, c: &Candidate) -> Result<Score> {
         let model = self.model(c)?;
-        let mut trainer = Trainer::new(model, &self.recipe);
+        let mut trainer = Trainer::new(model, &self.recipe).map_err(ctx("building the trainer"))?;
         let epochs = self.recipe.epochs;
         let steps = self.train.batches_per_epoch();
         for epoch in 0..epochs {
@@ -329,7 +329,7 @@ impl Evaluator for Train {
             }
         }
         let e = crate::nets::train::evaluate(
-            &trainer.model,
+            trainer.deployed(),
             &self.val,
             &self.device,
             "proxy",
@@ -338,7 +338,7 @@ impl Evaluator for Train {
         )?;
         if let Some(dir) = &self.dir {
             crate::run::retrain::save_weights(
-                &trainer.model,
+                trainer.deployed(),
                 &dir.join(format!("{}.safetensors", c.key)),
             )?;
         }
