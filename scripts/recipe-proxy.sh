@@ -9,7 +9,8 @@
 #   scripts/recipe-proxy.sh [RECIPE ...]     default: 64:0.05 32:0.05 64:0.1 32:0.1
 #
 # A RECIPE is BATCH:LR (batch size and learning rate) or FIELD=VALUE[,FIELD=VALUE...] with
-# FIELD one of batch_size, lr, weight_decay, label_smoothing, crop_padding, flip, schedule; e.g.
+# FIELD one of batch_size, lr, weight_decay, label_smoothing, crop_padding, flip, schedule,
+# ema (added after eval_every); e.g.
 # `scripts/recipe-proxy.sh batch_size=32 flip=false label_smoothing=0.0,weight_decay=1e-4`
 # (`batch_size=32` alone is the pipeline's own recipe).
 #
@@ -42,8 +43,9 @@ field_sed() {
         weight_decay | label_smoothing) from="$field: [0-9.eE+-]*" ;;
         flip) kind=bool; from="flip: [a-z]*" ;;
         schedule) kind=schedule; from='\(Sgd([^)]*\)\(, schedule: [A-Za-z]*\)\?)' ;;
+        ema) from='\(eval_every: [0-9]*,\)' ;;
         *)
-            echo "scripts/recipe-proxy.sh: recipe \"$recipe\": unknown field \"$field\" (known: batch_size, lr, weight_decay, label_smoothing, crop_padding, flip, schedule)" >&2
+            echo "scripts/recipe-proxy.sh: recipe \"$recipe\": unknown field \"$field\" (known: batch_size, lr, weight_decay, label_smoothing, crop_padding, flip, schedule, ema)" >&2
             exit 2
             ;;
     esac
@@ -64,6 +66,10 @@ field_sed() {
     if [ "$field" = schedule ]; then
         to="\\1, schedule: $value)"
         want_text="schedule: $value)"
+    fi
+    if [ "$field" = ema ]; then
+        to="\\1 ema: $value,"
+        want_text="ema: $value,"
     fi
     printf 's|%s|%s|\n%s\n' "$from" "$to" "$want_text"
 }
