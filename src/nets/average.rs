@@ -13,6 +13,9 @@ pub struct Ema {
     decay: f64,
     updates: u64,
     model: Model,
+    /// Each tensor of the average with the trained tensor it follows, paired once: the
+    /// optimizer and a resume write the trained variables in place, so the pairs stay valid.
+    pairs: Vec<(Var, Var)>,
 }
 
 impl Ema {
@@ -20,13 +23,15 @@ impl Ema {
     /// values.
     pub fn new(live: &Model, decay: f64) -> candle_core::Result<Ema> {
         let model = Model::new(&live.net, live.store.device(), 0, live.has_aux())?;
-        for (a, b) in vars(&model).iter().zip(vars(live)) {
+        let pairs: Vec<(Var, Var)> = vars(&model).into_iter().zip(vars(live)).collect();
+        for (a, b) in &pairs {
             a.set(b.as_tensor())?;
         }
         Ok(Ema {
             decay,
             updates: 0,
             model,
+            pairs,
         })
     }
 
@@ -36,10 +41,10 @@ impl Ema {
         rate(self.decay, self.updates)
     }
 
-    /// One update toward `live` (after a training step).
-    pub fn update(&mut self, live: &Model) -> candle_core::Result<()> {
+    /// One update toward the trained model it was made from (after a training step).
+    pub fn update(&mut self) -> candle_core::Result<()> {
         let d = self.rate();
-        for (a, b) in vars(&self.model).iter().zip(vars(live)) {
+        for (a, b) in &self.pairs {
             lerp_into(a, b.as_tensor(), d)?;
         }
         self.updates += 1;

@@ -196,7 +196,7 @@ impl Trainer {
         let grads = loss.backward()?;
         self.opt.step(&grads, lr)?;
         if let Some(ema) = &mut self.ema {
-            ema.update(&self.model)?;
+            ema.update()?;
         }
         Ok(StepStats {
             loss: scalar(&main)?,
